@@ -1,12 +1,68 @@
 //! orch: a declarative pipeline and job runner for Claude Code agents and any other command.
 //!
 //! The pipeline, each arrow a module boundary:
-//! manifest file → [`manifest`] (load, resolve) → [`plan`] (the DAG of steps) →
-//! [`runner`] (dispatcher and executors) → [`events`] → [`report`].
+//! manifest file → [`manifest`] (load, read, resolve) → [`plan`] (the DAG of steps) →
+//! `runner` (dispatcher and executors) → events → [`report`].
 
 pub mod agent;
+pub mod cli;
+pub mod commands;
+pub mod duration;
+pub mod errors;
+pub mod manifest;
+pub mod plan;
 pub mod process;
+pub mod report;
+pub mod schedule;
 
+use clap::Parser;
+
+use cli::{Cli, Command};
+use errors::{Error, ExitCode};
+
+/// The whole program: parse the command line, run the subcommand, map the outcome to an exit code.
 pub fn main() -> std::process::ExitCode {
-    std::process::ExitCode::SUCCESS
+    let cli = Cli::parse();
+    match cli.command {
+        // The simulated agent and the guardian are other programs sharing this executable.
+        Command::AgentSim { args } => return agent::simulate::main(args),
+        Command::Guardian => return std::process::ExitCode::SUCCESS,
+        _ => {}
+    }
+    match dispatch(cli.command) {
+        Ok(code) => code.into(),
+        Err(err) => {
+            report::print_error(miette::Report::new(err));
+            ExitCode::Setup.into()
+        }
+    }
+}
+
+fn dispatch(command: Command) -> Result<ExitCode, Error> {
+    match command {
+        Command::Plan(args) => {
+            report::emit(&commands::plan::run(&args.manifest, args.format, chrono::Utc::now())?);
+            Ok(ExitCode::Ok)
+        }
+        Command::Run(args) => {
+            if args.dry_run {
+                let format = cli::PlanFormat::Text;
+                report::emit(&commands::plan::run(&args.manifest, format, chrono::Utc::now())?);
+                return Ok(ExitCode::Ok);
+            }
+            Err(Error::io(
+                "orch run is not built yet",
+                std::io::Error::other("use orch plan"),
+            ))
+        }
+        Command::Convert { config } => {
+            report::emit(&commands::convert::convert(&config)?);
+            Ok(ExitCode::Ok)
+        }
+        Command::Schema => {
+            report::emit(&commands::schema::manifest_schema());
+            Ok(ExitCode::Ok)
+        }
+        Command::AgentSim { .. } | Command::Guardian => unreachable!("handled in main"),
+    }
 }

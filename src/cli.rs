@@ -1,0 +1,144 @@
+//! The command line: clap types only. zen's flags keep their names and meanings.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "orch",
+    version,
+    about = "Run Claude Code agents and other jobs from a TOML manifest: in parallel, on schedules, under budgets",
+    propagate_version = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Show what a run would do: steps in order with their exact argv, offsets, budgets, warnings.
+    Plan(PlanArgs),
+    /// Run the manifest's jobs (now, at --start-at, or on the manifest's cron schedule).
+    Run(RunArgs),
+    /// Print the TOML manifest equivalent to a zen JSON config.
+    Convert {
+        /// The JSON config to convert.
+        config: PathBuf,
+    },
+    /// Print the JSON Schema of manifests.
+    Schema,
+    /// The simulated agent (stands in for `claude`; takes Claude Code's arguments).
+    #[command(name = "agent-sim", hide = true)]
+    AgentSim {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<std::ffi::OsString>,
+    },
+    /// Kills the process groups of a dead orch (internal).
+    #[command(name = "__guardian", hide = true)]
+    Guardian,
+}
+
+/// Which manifest to load and the settings that override it.
+#[derive(Debug, Args, Clone, Default)]
+pub struct ManifestArgs {
+    /// The manifest (TOML, or a zen JSON config); default: ./orch.toml.
+    pub manifest: Option<PathBuf>,
+    /// zen's name for the manifest argument.
+    #[arg(long = "config", value_name = "FILE", conflicts_with = "manifest")]
+    pub config: Option<PathBuf>,
+    /// Working folder of jobs (overrides settings.workspace).
+    #[arg(long, value_name = "DIR")]
+    pub workspace: Option<PathBuf>,
+    /// Least time between launches: seconds ("2.5") or a duration ("500ms"); zen's default 5 s.
+    #[arg(long, value_name = "DURATION")]
+    pub startup_delay: Option<String>,
+    /// Most steps running at once.
+    #[arg(long, value_name = "N")]
+    pub max_parallel: Option<usize>,
+    /// Time limit of one step: seconds or a duration; zen's default 10000 s.
+    #[arg(long, value_name = "DURATION")]
+    pub timeout: Option<String>,
+    /// Stop the whole run when a step fails.
+    #[arg(long)]
+    pub fail_fast: bool,
+    /// Use orch's simulated agent instead of Claude Code (no cost, same stream format).
+    #[arg(long)]
+    pub simulate: bool,
+    /// The Claude Code executable.
+    #[arg(long, value_name = "PATH")]
+    pub claude_path: Option<PathBuf>,
+    /// Token limit of the whole run.
+    #[arg(long, value_name = "TOKENS")]
+    pub overall_token_budget: Option<u64>,
+    /// Dollar limit of the whole run.
+    #[arg(long, value_name = "USD")]
+    pub overall_cost_budget: Option<f64>,
+    /// Token limit per base slash command, "/cmd=N" (repeatable).
+    #[arg(long, value_name = "/CMD=TOKENS")]
+    pub command_budget: Vec<String>,
+    /// Dollar limit per base slash command, "/cmd=USD" (repeatable).
+    #[arg(long, value_name = "/CMD=USD")]
+    pub command_cost_budget: Vec<String>,
+    /// What a budget does when reached: warn, or block.
+    #[arg(long, value_enum, value_name = "MODE")]
+    pub budget_enforcement_mode: Option<BudgetModeArg>,
+    /// zen's output format flag; orch always reads stream-json (accepted for compatibility).
+    #[arg(long, value_name = "FORMAT", value_parser = ["stream-json", "json"])]
+    pub output_format: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum BudgetModeArg {
+    Warn,
+    Block,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq, Default)]
+pub enum PlanFormat {
+    #[default]
+    Text,
+    Json,
+    Dot,
+    Mermaid,
+}
+
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    #[command(flatten)]
+    pub manifest: ManifestArgs,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t)]
+    pub format: PlanFormat,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub manifest: ManifestArgs,
+    /// Show the plan and exit without running anything (zen's flag; same as `orch plan`).
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Also write the results file here (zen's flag).
+    #[arg(long, value_name = "PATH")]
+    pub output: Option<PathBuf>,
+    /// Where runs, logs and the ledger are kept (default: .orch beside the manifest).
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Print only errors and the final summary.
+    #[arg(long)]
+    pub quiet: bool,
+    /// Most output lines shown per job (zen's flag).
+    #[arg(long, value_name = "N", default_value_t = 5)]
+    pub max_console_lines: usize,
+    /// Longest output line shown, in characters (zen's flag).
+    #[arg(long, value_name = "N", default_value_t = 800)]
+    pub max_line_length: usize,
+    /// Seconds between status reports (zen's flag).
+    #[arg(long, value_name = "SECONDS", default_value_t = 5)]
+    pub status_report_interval: u64,
+    /// Hide the budget bars.
+    #[arg(long)]
+    pub disable_budget_visuals: bool,
+}

@@ -1,0 +1,175 @@
+//! One file per subcommand, and what they share: loading a manifest with the flags applied on top.
+
+pub mod convert;
+pub mod plan;
+pub mod schema;
+
+use std::path::{Path, PathBuf};
+
+use crate::agent::{self, AgentProgram};
+use crate::cli::{BudgetModeArg, ManifestArgs};
+use crate::errors::Error;
+use crate::manifest::{self, BudgetMode, Limit, Manifest};
+
+/// The manifest path from the arguments, or `orch.toml` in the current folder.
+pub fn manifest_path(args: &ManifestArgs) -> PathBuf {
+    args.manifest
+        .clone()
+        .or_else(|| args.config.clone())
+        .unwrap_or_else(|| PathBuf::from(manifest::DEFAULT_MANIFEST))
+}
+
+/// Loads the manifest and applies the command-line overrides (flags win over the file).
+pub fn load(args: &ManifestArgs) -> Result<Manifest, Error> {
+    let mut m = manifest::load(&manifest_path(args))?;
+    let s = &mut m.settings;
+    if let Some(w) = &args.workspace {
+        s.workspace = w.clone();
+        for job in &mut m.jobs {
+            job.workspace = w.clone();
+        }
+    }
+    if let Some(d) = &args.startup_delay {
+        s.startup_delay = duration_flag("--startup-delay", d)?;
+    }
+    if let Some(t) = &args.timeout {
+        let timeout = duration_flag("--timeout", t)?;
+        s.timeout = timeout;
+        for job in &mut m.jobs {
+            job.timeout = timeout;
+        }
+    }
+    if let Some(n) = args.max_parallel {
+        if n == 0 {
+            return Err(Error::BadFlag {
+                flag: "--max-parallel",
+                value: "0".into(),
+                reason: "it must be at least 1".into(),
+                help: "leave it out for no limit".into(),
+            });
+        }
+        s.max_parallel = Some(n);
+    }
+    s.fail_fast |= args.fail_fast;
+    if let Some(p) = &args.claude_path {
+        s.claude_path = Some(p.clone());
+    }
+    let b = &mut m.budget;
+    if let Some(mode) = args.budget_enforcement_mode {
+        b.mode = match mode {
+            BudgetModeArg::Warn => BudgetMode::Warn,
+            BudgetModeArg::Block => BudgetMode::Block,
+        };
+    }
+    if let Some(t) = args.overall_token_budget {
+        b.run.tokens = Some(positive_tokens("--overall-token-budget", t)?);
+    }
+    if let Some(usd) = args.overall_cost_budget {
+        b.run.usd = Some(positive_usd("--overall-cost-budget", &usd.to_string())?);
+    }
+    for spec in &args.command_budget {
+        let (cmd, n) = command_flag("--command-budget", spec)?;
+        let tokens = n.parse::<u64>().map_err(|_| bad_command_flag("--command-budget", spec))?;
+        command_limit(&mut b.commands, cmd).tokens = Some(positive_tokens("--command-budget", tokens)?);
+    }
+    for spec in &args.command_cost_budget {
+        let (cmd, usd) = command_flag("--command-cost-budget", spec)?;
+        command_limit(&mut b.commands, cmd).usd = Some(positive_usd("--command-cost-budget", usd)?);
+    }
+    Ok(m)
+}
+
+/// The program that plays Claude Code for this invocation.
+pub fn agent_program(args: &ManifestArgs, m: &Manifest) -> Result<AgentProgram, Error> {
+    if args.simulate {
+        return AgentProgram::simulated().map_err(|e| Error::io("cannot find orch's own executable", e));
+    }
+    agent::discover_claude(
+        args.claude_path.as_deref(),
+        m.settings.claude_path.as_deref(),
+        std::env::var_os("PATH"),
+        std::env::var_os("HOME").map(PathBuf::from),
+    )
+    .map(|program| AgentProgram {
+        program,
+        prefix: Vec::new(),
+    })
+    .map_err(|tried| Error::ClaudeNotFound { tried })
+}
+
+/// Whether any job of the manifest runs Claude Code.
+pub fn has_agents(m: &Manifest) -> bool {
+    m.jobs
+        .iter()
+        .any(|j| matches!(j.task, manifest::Task::Agent(_)))
+}
+
+fn duration_flag(flag: &'static str, value: &str) -> Result<std::time::Duration, Error> {
+    crate::duration::parse(value).map_err(|reason| Error::BadFlag {
+        flag,
+        value: value.into(),
+        reason,
+        help: "write seconds (\"2.5\") or a duration (\"500ms\", \"30s\", \"2h\")".into(),
+    })
+}
+
+fn positive_tokens(flag: &'static str, n: u64) -> Result<u64, Error> {
+    if n == 0 {
+        return Err(Error::BadFlag {
+            flag,
+            value: "0".into(),
+            reason: "a budget must be greater than zero".into(),
+            help: "leave the flag out for no limit".into(),
+        });
+    }
+    Ok(n)
+}
+
+fn positive_usd(flag: &'static str, value: &str) -> Result<f64, Error> {
+    match value.trim().parse::<f64>() {
+        Ok(usd) if usd > 0.0 && usd.is_finite() => Ok(usd),
+        _ => Err(Error::BadFlag {
+            flag,
+            value: value.into(),
+            reason: "a dollar budget must be a number greater than zero".into(),
+            help: "for example 2.5".into(),
+        }),
+    }
+}
+
+fn command_flag<'a>(flag: &'static str, spec: &'a str) -> Result<(&'a str, &'a str), Error> {
+    match spec.split_once('=') {
+        Some((cmd, n)) if cmd.starts_with('/') && cmd.len() > 1 => Ok((cmd.trim(), n.trim())),
+        _ => Err(bad_command_flag(flag, spec)),
+    }
+}
+
+fn bad_command_flag(flag: &'static str, spec: &str) -> Error {
+    Error::BadFlag {
+        flag,
+        value: spec.into(),
+        reason: "expected /command=amount".into(),
+        help: format!("for example {flag} \"/createtestsv2=50000\""),
+    }
+}
+
+fn command_limit<'a>(commands: &'a mut Vec<(String, Limit)>, cmd: &str) -> &'a mut Limit {
+    let i = match commands.iter().position(|(c, _)| c == cmd) {
+        Some(i) => i,
+        None => {
+            commands.push((cmd.to_string(), Limit::default()));
+            commands.len() - 1
+        }
+    };
+    &mut commands[i].1
+}
+
+/// Shows a path relative to the current folder when it is inside it.
+pub fn display_path(path: &Path) -> String {
+    let cwd = std::env::current_dir().ok();
+    cwd.as_deref()
+        .and_then(|c| path.strip_prefix(c).ok())
+        .unwrap_or(path)
+        .display()
+        .to_string()
+}

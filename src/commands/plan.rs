@@ -1,0 +1,211 @@
+//! `orch plan` (and zen's `--dry-run`): what a run would do, without starting anything.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use uuid::Uuid;
+
+use crate::cli::{ManifestArgs, PlanFormat};
+use crate::errors::Error;
+use crate::manifest::{Budget, Limit, Manifest, Task};
+use crate::plan::{Action, Plan, PlanOptions};
+
+/// Everything `orch plan` shows, as data; `report::plan` renders it.
+#[derive(Debug, Serialize)]
+pub struct PlanView {
+    pub name: String,
+    pub manifest: String,
+    pub workspace: String,
+    pub startup_delay_ms: u128,
+    pub max_parallel: Option<usize>,
+    pub timeout_ms: u128,
+    pub fail_fast: bool,
+    pub state_dir: String,
+    pub schedule: ScheduleView,
+    pub budget: Budget,
+    pub steps: Vec<StepView>,
+    pub warnings: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ScheduleView {
+    pub cron: Option<String>,
+    pub start_at: Option<String>,
+    /// The next fire times of the cron schedule.
+    pub next: Vec<DateTime<Utc>>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct StepView {
+    pub id: usize,
+    pub label: String,
+    pub job: String,
+    pub index: usize,
+    pub of: usize,
+    #[serde(flatten)]
+    pub action: Action,
+    pub argv: Vec<String>,
+    /// Ids of the steps this one waits for.
+    pub needs: Vec<usize>,
+    /// Earliest launch offset from the start of the run.
+    pub offset_ms: u128,
+    pub timeout_ms: u128,
+    /// The job's own limit (on its main step).
+    pub limit: Option<Limit>,
+}
+
+/// `orch plan`: prints the plan in the chosen format.
+pub fn run(args: &ManifestArgs, format: PlanFormat, now: DateTime<Utc>) -> Result<String, Error> {
+    let manifest = super::load(args)?;
+    let mut warnings = manifest.warnings.clone();
+    let agent = match super::agent_program(args, &manifest) {
+        Ok(program) => program,
+        Err(Error::ClaudeNotFound { .. }) if super::has_agents(&manifest) => {
+            warnings.push(
+                "Claude Code (`claude`) was not found: `orch run` would stop before starting; \
+                 pass --claude-path or rehearse with --simulate"
+                    .into(),
+            );
+            crate::agent::AgentProgram {
+                program: "claude".into(),
+                prefix: Vec::new(),
+            }
+        }
+        Err(Error::ClaudeNotFound { .. }) => crate::agent::AgentProgram {
+            program: "claude".into(),
+            prefix: Vec::new(),
+        },
+        Err(e) => return Err(e),
+    };
+    let plan = Plan::build(
+        &manifest,
+        &PlanOptions {
+            agent,
+            run_id: Uuid::new_v4(),
+        },
+    );
+    warnings.extend(budget_warnings(&manifest));
+    if running_as_root() && std::env::var_os("IS_SANDBOX").is_none() {
+        for job in &manifest.jobs {
+            if let Task::Agent(a) = &job.task {
+                if a.permission_mode == "bypassPermissions" && !args.simulate {
+                    warnings.push(format!(
+                        "job `{}`: Claude Code refuses bypassPermissions when run as root unless IS_SANDBOX=1 is set",
+                        job.name
+                    ));
+                }
+            }
+        }
+    }
+    let view = view(&manifest, &plan, now, warnings);
+    Ok(crate::report::plan::render(&view, format))
+}
+
+/// Builds the view of a plan.
+pub fn view(m: &Manifest, plan: &Plan, now: DateTime<Utc>, warnings: Vec<String>) -> PlanView {
+    let offsets = plan.launch_offsets(m.settings.startup_delay);
+    let steps = plan
+        .order
+        .iter()
+        .map(|&id| {
+            let step = &plan.steps[id];
+            let job = &m.jobs[step.job];
+            let mut needs: Vec<usize> = plan.dependencies(id).collect();
+            needs.sort_unstable();
+            StepView {
+                id,
+                label: step.label(),
+                job: step.job_name.clone(),
+                index: step.index,
+                of: step.of,
+                action: step.action.clone(),
+                argv: step.argv.clone(),
+                needs,
+                offset_ms: offsets[id].as_millis(),
+                timeout_ms: job.timeout.as_millis(),
+                limit: (step.is_main() && job.limit.is_set()).then_some(job.limit),
+            }
+        })
+        .collect();
+    let next = m
+        .schedule
+        .cron
+        .as_deref()
+        .and_then(|c| crate::schedule::parse_cron(c).ok())
+        .map(|s| crate::schedule::next_fires(&s, &now, 3))
+        .unwrap_or_default();
+    PlanView {
+        name: m.name.clone(),
+        manifest: super::display_path(&m.path),
+        workspace: super::display_path(&m.settings.workspace),
+        startup_delay_ms: m.settings.startup_delay.as_millis(),
+        max_parallel: m.settings.max_parallel,
+        timeout_ms: m.settings.timeout.as_millis(),
+        fail_fast: m.settings.fail_fast,
+        state_dir: super::display_path(&m.settings.state_dir),
+        schedule: ScheduleView {
+            cron: m.schedule.cron.clone(),
+            start_at: m.schedule.start_at.clone(),
+            next,
+        },
+        budget: m.budget.clone(),
+        steps,
+        warnings,
+    }
+}
+
+/// Jobs whose own limit can never fit inside a scope they belong to.
+fn budget_warnings(m: &Manifest) -> Vec<String> {
+    let mut out = Vec::new();
+    for job in &m.jobs {
+        let command = match &job.task {
+            Task::Agent(a) => crate::manifest::Agent::base_command(&a.prompt),
+            _ => None,
+        };
+        let mut scopes: Vec<(String, Limit)> = vec![("the run budget".into(), m.budget.run)];
+        if let Some(cmd) = command {
+            scopes.extend(
+                m.budget
+                    .commands
+                    .iter()
+                    .filter(|(c, _)| c == cmd)
+                    .map(|(c, l)| (format!("the {c} budget"), *l)),
+            );
+        }
+        if let Some(w) = &m.budget.window {
+            scopes.push((
+                format!("the {} window", crate::duration::format(w.period)),
+                w.limit,
+            ));
+        }
+        for (scope, limit) in scopes {
+            if let (Some(mine), Some(cap)) = (job.limit.tokens, limit.tokens) {
+                if mine > cap {
+                    out.push(format!(
+                        "job `{}`: max_tokens {mine} can never fit {scope} of {cap} tokens",
+                        job.name
+                    ));
+                }
+            }
+            if let (Some(mine), Some(cap)) = (job.limit.usd, limit.usd) {
+                if mine > cap {
+                    out.push(format!(
+                        "job `{}`: max_usd ${mine} can never fit {scope} of ${cap}",
+                        job.name
+                    ));
+                }
+            }
+        }
+    }
+    out
+}
+
+fn running_as_root() -> bool {
+    nix::unistd::Uid::effective().is_root()
+}
+
+/// Milliseconds as a compact duration.
+pub fn ms(ms: u128) -> String {
+    crate::duration::format(Duration::from_millis(ms as u64))
+}

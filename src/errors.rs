@@ -1,0 +1,78 @@
+//! Errors that stop orch before or outside a run, and the exit codes, documented in one place.
+//!
+//! A job failing is not an error: it is a run outcome, mapped to [`ExitCode::StepsFailed`].
+
+use std::path::PathBuf;
+
+use miette::Diagnostic;
+use thiserror::Error;
+
+use crate::manifest::LoadError;
+
+/// orch's exit codes. Stable: scripts and CI depend on them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum ExitCode {
+    /// Every step completed.
+    Ok = 0,
+    /// At least one step failed, timed out, or was skipped or cancelled because of one.
+    StepsFailed = 1,
+    /// Bad manifest, bad flags, or missing executable: nothing ran.
+    Setup = 2,
+    /// A budget in block mode stopped or refused steps.
+    BudgetStop = 3,
+    /// Interrupted by SIGINT or SIGTERM.
+    Interrupted = 130,
+}
+
+impl From<ExitCode> for std::process::ExitCode {
+    fn from(code: ExitCode) -> Self {
+        std::process::ExitCode::from(code as u8)
+    }
+}
+
+/// A setup error: reported with its help, exit code 2, nothing runs.
+#[derive(Debug, Error, Diagnostic)]
+pub enum Error {
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Manifest(#[from] LoadError),
+
+    #[error("invalid value {value:?} for {flag}: {reason}")]
+    #[diagnostic(code(orch::cli::bad_flag))]
+    BadFlag {
+        flag: &'static str,
+        value: String,
+        reason: String,
+        #[help]
+        help: String,
+    },
+
+    #[error("Claude Code (`claude`) was not found")]
+    #[diagnostic(
+        code(orch::agent::not_found),
+        help(
+            "install it (npm install -g @anthropic-ai/claude-code), pass --claude-path, set ORCH_CLAUDE_PATH \
+             or settings.claude_path, or rehearse with --simulate. Looked in:\n{}",
+            tried.iter().map(|p| format!("  {}", p.display())).collect::<Vec<_>>().join("\n")
+        )
+    )]
+    ClaudeNotFound { tried: Vec<PathBuf> },
+
+    #[error("{what}")]
+    #[diagnostic(code(orch::io))]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl Error {
+    pub fn io(what: impl Into<String>, source: std::io::Error) -> Self {
+        Error::Io {
+            what: what.into(),
+            source,
+        }
+    }
+}

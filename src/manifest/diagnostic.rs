@@ -1,0 +1,237 @@
+//! Manifest diagnostics: every mistake a manifest can hold, as a miette report pointing at its span.
+//!
+//! Each variant has a namespaced code (`orch::manifest::*`) and a help line. They are collected, never
+//! thrown one by one: [`ManifestErrors`] carries all of a file's mistakes and its source text.
+
+use miette::{Diagnostic, LabeledSpan, NamedSource, SourceSpan};
+use thiserror::Error;
+
+use super::node::Span;
+
+/// One mistake in a manifest.
+#[derive(Debug, Error, Diagnostic, Clone, PartialEq)]
+pub enum ManifestError {
+    #[error("{format} syntax error: {message}")]
+    #[diagnostic(
+        code(orch::manifest::syntax),
+        help("fix the {format} syntax here; nothing else in the file was checked")
+    )]
+    Syntax {
+        format: &'static str,
+        message: String,
+        #[label("here")]
+        span: SourceSpan,
+    },
+
+    #[error("unknown key `{key}` in {context}")]
+    #[diagnostic(code(orch::manifest::unknown_key))]
+    UnknownKey {
+        key: String,
+        context: String,
+        #[label("not a key of {context}")]
+        span: SourceSpan,
+        #[help]
+        help: String,
+    },
+
+    #[error("`{path}` must be {expected}, found {found}")]
+    #[diagnostic(code(orch::manifest::wrong_type))]
+    WrongType {
+        path: String,
+        expected: &'static str,
+        found: &'static str,
+        #[label("expected {expected}")]
+        span: SourceSpan,
+        #[help]
+        help: String,
+    },
+
+    #[error("`{path}` is given twice")]
+    #[diagnostic(
+        code(orch::manifest::duplicate_key),
+        help("keep one of them; a key means one thing")
+    )]
+    DuplicateKey {
+        path: String,
+        #[label("first here")]
+        first: SourceSpan,
+        #[label("again here")]
+        second: SourceSpan,
+    },
+
+    #[error("job `{job}` has nothing to run")]
+    #[diagnostic(
+        code(orch::manifest::no_command),
+        help(
+            "give an agent job `command = \"/slash-command args\"` or `prompt = \"...\"`, \
+             or a process job `run = [\"program\", \"arg\"]` or `shell = \"script\"`"
+        )
+    )]
+    NoCommand {
+        job: String,
+        #[label("this job needs one of command, prompt, run or shell")]
+        span: SourceSpan,
+    },
+
+    #[error("job `{job}` has both `{first}` and `{second}`")]
+    #[diagnostic(
+        code(orch::manifest::conflicting_command),
+        help("a job runs one thing: keep exactly one of command, prompt, run or shell")
+    )]
+    ConflictingCommand {
+        job: String,
+        first: String,
+        second: String,
+        #[label("`{first}` here")]
+        first_span: SourceSpan,
+        #[label("`{second}` here")]
+        second_span: SourceSpan,
+    },
+
+    #[error("job name `{name}` is used twice")]
+    #[diagnostic(
+        code(orch::manifest::duplicate_job),
+        help("job names identify jobs in `needs`, logs and results: give each job its own name")
+    )]
+    DuplicateJob {
+        name: String,
+        #[label("first defined here")]
+        first: SourceSpan,
+        #[label("defined again here")]
+        second: SourceSpan,
+    },
+
+    #[error("job `{job}` needs `{need}`, which is not a job of this manifest")]
+    #[diagnostic(code(orch::manifest::unknown_need))]
+    UnknownNeed {
+        job: String,
+        need: String,
+        #[label("no job is called `{need}`")]
+        span: SourceSpan,
+        #[help]
+        help: String,
+    },
+
+    #[error("dependency cycle: {cycle}")]
+    #[diagnostic(
+        code(orch::manifest::cycle),
+        help("jobs in a cycle wait for each other forever: remove one of these `needs`")
+    )]
+    Cycle {
+        cycle: String,
+        #[label(collection)]
+        spans: Vec<LabeledSpan>,
+    },
+
+    #[error("`{path}` is not a duration: {reason}")]
+    #[diagnostic(
+        code(orch::manifest::bad_duration),
+        help(
+            "write a number with a unit: \"500ms\", \"5s\", \"30m\", \"2h\", \"1d\", or \"1h30m\"; \
+             a bare number means seconds"
+        )
+    )]
+    BadDuration {
+        path: String,
+        reason: String,
+        #[label("not a duration")]
+        span: SourceSpan,
+    },
+
+    #[error("`{path}` must be greater than zero")]
+    #[diagnostic(code(orch::manifest::bad_budget))]
+    BadBudget {
+        path: String,
+        #[label("this limit can never be met")]
+        span: SourceSpan,
+        #[help]
+        help: String,
+    },
+
+    #[error("`{path}` must be one of {allowed}")]
+    #[diagnostic(code(orch::manifest::bad_value))]
+    BadValue {
+        path: String,
+        allowed: String,
+        #[label("not an accepted value")]
+        span: SourceSpan,
+        #[help]
+        help: String,
+    },
+
+    #[error("`{path}` is not a valid cron expression: {reason}")]
+    #[diagnostic(
+        code(orch::manifest::bad_cron),
+        help(
+            "use 5 fields (min hour day month weekday, e.g. \"0 2 * * *\"), 6 with seconds first, \
+             or @hourly, @daily, @weekly, @monthly, @yearly"
+        )
+    )]
+    BadCron {
+        path: String,
+        reason: String,
+        #[label("here")]
+        span: SourceSpan,
+    },
+
+    #[error("the manifest defines no jobs")]
+    #[diagnostic(
+        code(orch::manifest::empty),
+        help(
+            "add a job, for example:\n\n[jobs.hello]\nrun = [\"echo\", \"hello\"]\n\n\
+             (a legacy JSON config lists them under \"instances\")"
+        )
+    )]
+    Empty {
+        #[label("no jobs here")]
+        span: SourceSpan,
+    },
+}
+
+impl ManifestError {
+    /// The primary span, for sorting errors in file order.
+    pub fn offset(&self) -> usize {
+        self.labels()
+            .and_then(|mut labels| labels.next())
+            .map(|l| l.offset())
+            .unwrap_or(0)
+    }
+}
+
+/// All the mistakes of one manifest file, rendered together with its source.
+#[derive(Debug, Error, Diagnostic)]
+#[error("{} in {name}", plural(.errors.len()))]
+#[diagnostic(
+    code(orch::manifest::invalid),
+    help("nothing was run; fix the manifest and try again")
+)]
+pub struct ManifestErrors {
+    pub name: String,
+    #[source_code]
+    pub source_code: NamedSource<String>,
+    #[related]
+    pub errors: Vec<ManifestError>,
+}
+
+fn plural(n: usize) -> String {
+    if n == 1 {
+        "1 error".to_string()
+    } else {
+        format!("{n} errors")
+    }
+}
+
+/// Converts a byte range into miette's span type.
+pub fn span(s: &Span) -> SourceSpan {
+    (s.start, s.end.saturating_sub(s.start)).into()
+}
+
+/// "did you mean `x`?" for the closest candidate, if any is close enough.
+pub fn did_you_mean<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    candidates
+        .into_iter()
+        .map(|c| (strsim::jaro_winkler(word, c), c))
+        .filter(|(score, _)| *score > 0.8)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, c)| c)
+}

@@ -1,0 +1,145 @@
+//! Manifests: load a TOML manifest or a legacy JSON config into one validated [`Manifest`].
+//!
+//! load (text → [`node::Node`]) → read (→ raw types, key and type checks) → resolve (→ [`Manifest`]).
+//! Every mistake of a file is collected and reported at once, with its span. Nothing downstream of
+//! this module sees TOML or JSON.
+
+pub mod diagnostic;
+pub mod legacy;
+pub mod model;
+pub mod node;
+pub mod raw;
+pub mod read;
+pub mod resolve;
+
+use std::path::{Path, PathBuf};
+
+use miette::{Diagnostic, NamedSource};
+use thiserror::Error;
+
+pub use diagnostic::{ManifestError, ManifestErrors};
+pub use model::*;
+use raw::RawManifest;
+use read::{FromNode, Reader};
+
+/// The file orch looks for when no manifest is named.
+pub const DEFAULT_MANIFEST: &str = "orch.toml";
+
+/// The two manifest formats.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    Toml,
+    /// zen's JSON config.
+    LegacyJson,
+}
+
+impl Format {
+    /// JSON for `.json` files and for text that opens with `{`; TOML otherwise.
+    pub fn detect(path: &Path, text: &str) -> Format {
+        let json_ext = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("json"));
+        if json_ext || text.trim_start().starts_with('{') {
+            Format::LegacyJson
+        } else {
+            Format::Toml
+        }
+    }
+}
+
+/// Why a manifest could not be loaded.
+#[derive(Debug, Error, Diagnostic)]
+pub enum LoadError {
+    #[error("cannot read manifest {}", path.display())]
+    #[diagnostic(code(orch::manifest::unreadable), help("{hint}"))]
+    Unreadable {
+        path: PathBuf,
+        hint: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Invalid(#[from] Box<ManifestErrors>),
+}
+
+/// Loads and validates the manifest at `path`.
+pub fn load(path: &Path) -> Result<Manifest, LoadError> {
+    let text = std::fs::read_to_string(path).map_err(|source| LoadError::Unreadable {
+        path: path.to_path_buf(),
+        hint: if source.kind() == std::io::ErrorKind::NotFound {
+            format!(
+                "pass a manifest path, or create {DEFAULT_MANIFEST} here (see `orch convert` for zen JSON configs)"
+            )
+        } else {
+            "check the file's permissions and that it is UTF-8 text".to_string()
+        },
+        source,
+    })?;
+    load_str(path, text)
+}
+
+/// Loads and validates manifest text as if read from `path`.
+pub fn load_str(path: &Path, text: String) -> Result<Manifest, LoadError> {
+    let (raw, mut errors) = read_raw(path, &text);
+    let resolved = raw.map(|raw| resolve::resolve(raw, path));
+    match resolved {
+        Some(Ok(manifest)) if errors.is_empty() => Ok(manifest),
+        Some(Err(more)) => {
+            // A value that failed to read is absent from the raw model; do not also report the
+            // absence ("no command", "no jobs") that this causes.
+            let read_failed = !errors.is_empty();
+            errors.extend(more.into_iter().filter(|e| {
+                !(read_failed
+                    && matches!(e, ManifestError::NoCommand { .. } | ManifestError::Empty { .. }))
+            }));
+            Err(invalid(path, text, errors))
+        }
+        _ => Err(invalid(path, text, errors)),
+    }
+}
+
+/// Reads text into the raw TOML model (converting a legacy JSON config), without resolving it.
+/// Returns what could be read (nothing after a syntax error) and every mistake found.
+pub fn read_raw(path: &Path, text: &str) -> (Option<RawManifest>, Vec<ManifestError>) {
+    let format = Format::detect(path, text);
+    let parsed = match format {
+        Format::Toml => node::parse_toml(text),
+        Format::LegacyJson => node::parse_json(text),
+    };
+    let root = match parsed {
+        Ok(root) => root,
+        Err(errors) => {
+            let errors = errors
+                .into_iter()
+                .map(|e| ManifestError::Syntax {
+                    format: if format == Format::Toml { "TOML" } else { "JSON" },
+                    message: e.message,
+                    span: diagnostic::span(&e.span),
+                })
+                .collect();
+            return (None, errors);
+        }
+    };
+    let mut reader = Reader::new(format == Format::LegacyJson);
+    let raw = match format {
+        Format::Toml => RawManifest::from_node(&root, &mut reader),
+        Format::LegacyJson => legacy::LegacyConfig::from_node(&root, &mut reader).map(|config| {
+            let name = path
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "orch".into());
+            legacy::to_manifest(config, &name)
+        }),
+    };
+    (raw, reader.errors)
+}
+
+/// Bundles a file's mistakes, in file order, with its source for rendering.
+pub fn invalid(path: &Path, text: String, mut errors: Vec<ManifestError>) -> LoadError {
+    errors.sort_by_key(ManifestError::offset);
+    let name = path.display().to_string();
+    LoadError::Invalid(Box::new(ManifestErrors {
+        source_code: NamedSource::new(&name, text),
+        name,
+        errors,
+    }))
+}

@@ -1,0 +1,146 @@
+//! The validated manifest: what every module after loading works with.
+//!
+//! Nothing here knows TOML or JSON. Every value has been checked and every default applied, so
+//! the planner and the runner never meet a missing or malformed setting.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Serialize;
+use uuid::Uuid;
+
+/// zen's default stagger between launches.
+pub const DEFAULT_STARTUP_DELAY: Duration = Duration::from_secs(5);
+/// zen's default time limit per instance.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10_000);
+/// zen's default permission mode.
+pub const DEFAULT_PERMISSION_MODE: &str = "bypassPermissions";
+/// The permission modes Claude Code accepts.
+pub const PERMISSION_MODES: &[&str] = &["acceptEdits", "bypassPermissions", "default", "dontAsk", "plan"];
+
+/// A loaded, validated manifest.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Manifest {
+    pub name: String,
+    pub description: Option<String>,
+    /// The file it was loaded from.
+    pub path: PathBuf,
+    pub settings: Settings,
+    pub schedule: Schedule,
+    pub budget: Budget,
+    /// Jobs in the order they were written (launch order among ready steps).
+    pub jobs: Vec<Job>,
+    /// Things that load fine but probably are not what the author meant.
+    pub warnings: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Settings {
+    /// Absolute working folder of jobs without their own.
+    pub workspace: PathBuf,
+    pub startup_delay: Duration,
+    /// `None` means unlimited.
+    pub max_parallel: Option<usize>,
+    pub timeout: Duration,
+    pub fail_fast: bool,
+    /// Absolute state folder (runs, logs, ledger).
+    pub state_dir: PathBuf,
+    pub claude_path: Option<PathBuf>,
+    pub disable_budget_visuals: bool,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Schedule {
+    pub cron: Option<String>,
+    pub start_at: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BudgetMode {
+    /// Report thresholds and go on (zen's default).
+    #[default]
+    Warn,
+    /// Refuse to start, and stop, what would overspend.
+    Block,
+}
+
+/// A limit in tokens and/or dollars; either may be absent.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+pub struct Limit {
+    pub tokens: Option<u64>,
+    pub usd: Option<f64>,
+}
+
+impl Limit {
+    pub fn is_set(&self) -> bool {
+        self.tokens.is_some() || self.usd.is_some()
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Budget {
+    pub mode: BudgetMode,
+    /// The whole run.
+    pub run: Limit,
+    /// Per base slash command, e.g. "/createtestsv2".
+    pub commands: Vec<(String, Limit)>,
+    pub window: Option<Window>,
+}
+
+/// A rolling limit across runs.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Window {
+    pub period: Duration,
+    pub limit: Limit,
+}
+
+/// One job of the manifest.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Job {
+    pub name: String,
+    pub description: Option<String>,
+    pub task: Task,
+    /// Names of jobs that must succeed first.
+    pub needs: Vec<String>,
+    pub timeout: Duration,
+    pub env: Vec<(String, String)>,
+    pub workspace: PathBuf,
+    /// This job's own budget (zen's max_tokens_per_command, plus dollars).
+    pub limit: Limit,
+}
+
+/// What a job runs.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum Task {
+    /// A Claude Code agent.
+    Agent(Agent),
+    /// A program with arguments, no shell.
+    Exec { argv: Vec<String> },
+    /// A script for `sh -c`.
+    Shell { script: String },
+}
+
+/// A Claude Code job: its prompt, the commands run before it in the same session, and its options.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Agent {
+    /// The main prompt (a slash command or free text).
+    pub prompt: String,
+    /// Steps run first in the same session: /clear, /compact, then `pre_commands`.
+    pub pre_commands: Vec<String>,
+    pub allowed_tools: Vec<String>,
+    pub permission_mode: String,
+    pub model: Option<String>,
+    pub max_turns: Option<u32>,
+    /// The session's UUID when the manifest names one; otherwise each run gets a fresh one.
+    pub session_id: Option<Uuid>,
+}
+
+impl Agent {
+    /// The base slash command of a prompt ("/createtestsv2" for "/createtestsv2 frontend"), if any.
+    pub fn base_command(prompt: &str) -> Option<&str> {
+        let first = prompt.split_whitespace().next()?;
+        (first.starts_with('/') && first.len() > 1).then_some(first)
+    }
+}

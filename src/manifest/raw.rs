@@ -1,0 +1,205 @@
+//! The raw TOML manifest: every key a manifest may hold, as written, with spans.
+//!
+//! These types are the single source of the JSON Schema (`orch schema`) and of the TOML that
+//! `orch convert` writes. Values are only type-checked here; `resolve` validates their meaning.
+
+use std::borrow::Cow;
+
+use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
+use serde::{Serialize, Serializer};
+
+use super::node::{Node, Value};
+use super::read::{FromNode, Map, Reader, Sp, raw_table};
+
+raw_table! {
+    /// An orch manifest: settings, a schedule, budgets, defaults and the jobs to run.
+    pub struct RawManifest as "the manifest" {
+        /// The pipeline's name, shown in reports and results (default: the file's stem).
+        pub name: Option<Sp<String>>,
+        /// What this pipeline is for.
+        pub description: Option<String>,
+        /// How jobs run; every command-line flag of the same name overrides these.
+        pub settings: Option<RawSettings>,
+        /// When `orch run` starts the graph: once at a time, or on a cron schedule.
+        pub schedule: Option<RawSchedule>,
+        /// Token and dollar limits for the run, per command, and over a rolling window.
+        pub budget: Option<RawBudget>,
+        /// Keys inherited by every job that does not set them.
+        pub defaults: Option<RawDefaults>,
+        /// The jobs, by name.
+        pub jobs: Option<Sp<Map<RawJob>>>,
+    }
+}
+
+raw_table! {
+    /// `[settings]`: how jobs run.
+    pub struct RawSettings as "[settings]" {
+        /// Working folder of jobs, relative to the manifest's folder (default ".").
+        pub workspace: Option<String>,
+        /// Least time between two consecutive launches (default "5s", as in zen).
+        pub startup_delay: Option<Sp<DurationText>>,
+        /// Most steps running at once (default: unlimited, as in zen).
+        pub max_parallel: Option<Sp<i64>>,
+        /// Time limit of one step attempt (default "10000s", as in zen).
+        pub timeout: Option<Sp<DurationText>>,
+        /// Stop the whole run when one step fails (default false).
+        pub fail_fast: Option<bool>,
+        /// Where runs, logs and the ledger are kept, relative to the manifest's folder (default ".orch").
+        pub state_dir: Option<String>,
+        /// The Claude Code executable (default: discovered on PATH and the usual install places).
+        pub claude_path: Option<String>,
+        /// Hide the budget bars in the live display (zen's `disable_visuals`).
+        pub disable_budget_visuals: Option<bool>,
+    }
+}
+
+raw_table! {
+    /// `[schedule]`: when `orch run` starts the graph.
+    pub struct RawSchedule as "[schedule]" {
+        /// A cron expression: 5 fields, 6 with seconds first, or @hourly/@daily/@weekly/@monthly.
+        pub cron: Option<Sp<String>>,
+        /// zen's --start-at forms ("2h", "30m", "14:30", "2am") or an ISO 8601 date-time.
+        pub start_at: Option<Sp<String>>,
+    }
+}
+
+raw_table! {
+    /// `[budget]`: limits in tokens and dollars, kept apart (a token is never compared with a dollar).
+    pub struct RawBudget as "[budget]" {
+        /// "warn" (report thresholds, go on) or "block" (refuse and stop what would overspend).
+        pub mode: Option<Sp<String>>,
+        /// Tokens the whole run may spend.
+        pub tokens: Option<Sp<i64>>,
+        /// Dollars the whole run may spend.
+        pub usd: Option<Sp<f64>>,
+        /// Limits per slash command, keyed by the base command ("/createtestsv2").
+        pub commands: Option<Map<RawLimit>>,
+        /// A rolling limit across runs, read from the ledger.
+        pub window: Option<RawWindow>,
+    }
+}
+
+raw_table! {
+    /// A token and/or dollar limit.
+    pub struct RawLimit as "a budget limit" {
+        pub tokens: Option<Sp<i64>>,
+        pub usd: Option<Sp<f64>>,
+    }
+}
+
+raw_table! {
+    /// A rolling budget window, e.g. `{ period = "5h", usd = 20.0 }`.
+    pub struct RawWindow as "[budget.window]" {
+        pub period: Option<Sp<DurationText>>,
+        pub tokens: Option<Sp<i64>>,
+        pub usd: Option<Sp<f64>>,
+    }
+}
+
+raw_table! {
+    /// `[defaults]`: keys inherited by every job that does not set them.
+    pub struct RawDefaults as "[defaults]" {
+        pub allowed_tools: Option<Vec<String>>,
+        pub permission_mode: Option<Sp<String>>,
+        pub output_format: Option<Sp<String>>,
+        pub model: Option<String>,
+        pub max_turns: Option<Sp<i64>>,
+        pub max_tokens: Option<Sp<i64>>,
+        pub max_usd: Option<Sp<f64>>,
+        pub timeout: Option<Sp<DurationText>>,
+        pub env: Option<Map<String>>,
+        pub workspace: Option<String>,
+    }
+}
+
+raw_table! {
+    /// `[jobs.NAME]`: an agent job (`command` or `prompt`) or a process job (`run` or `shell`).
+    pub struct RawJob as "a job" {
+        /// What the job does, for people.
+        pub description: Option<String>,
+        /// A slash command for Claude Code, e.g. "/createtestsv2 frontend unit".
+        pub command: Option<Sp<String>>,
+        /// A free-text prompt for Claude Code.
+        pub prompt: Option<Sp<String>>,
+        /// A program and its arguments, run directly (never through a shell).
+        pub run: Option<Sp<Vec<String>>>,
+        /// A script run with `sh -c`.
+        pub shell: Option<Sp<String>>,
+        /// Commands run first in the same Claude session, each as its own step.
+        pub pre_commands: Option<Vec<Sp<String>>>,
+        /// Jobs that must succeed before this one starts.
+        pub needs: Option<Vec<Sp<String>>>,
+        /// Claude Code tools the agent may use (--allowedTools).
+        pub allowed_tools: Option<Vec<String>>,
+        /// Claude Code permission mode (default "bypassPermissions", as in zen).
+        pub permission_mode: Option<Sp<String>>,
+        /// "stream-json" (default) or "json"; orch always reads stream-json to count tokens.
+        pub output_format: Option<Sp<String>>,
+        /// Claude model alias or id (--model).
+        pub model: Option<String>,
+        /// The Claude session: a UUID, or a name that orch maps to a stable UUID.
+        pub session_id: Option<Sp<String>>,
+        /// Run /clear first, as a step of its own.
+        pub clear_history: Option<bool>,
+        /// Run /compact first, as a step of its own.
+        pub compact_history: Option<bool>,
+        /// Token limit of this job (zen's max_tokens_per_command).
+        pub max_tokens: Option<Sp<i64>>,
+        /// Dollar limit of this job, also passed to Claude Code as --max-budget-usd.
+        pub max_usd: Option<Sp<f64>>,
+        /// Most agent turns (--max-turns).
+        pub max_turns: Option<Sp<i64>>,
+        /// Time limit of each step attempt of this job.
+        pub timeout: Option<Sp<DurationText>>,
+        /// Environment variables added for this job.
+        pub env: Option<Map<String>>,
+        /// Working folder, relative to the manifest's folder.
+        pub workspace: Option<String>,
+    }
+}
+
+/// A duration as written: text like "5s" or "1h30m", or a number of seconds.
+#[derive(Clone, Debug, PartialEq)]
+pub enum DurationText {
+    Text(String),
+    Seconds(f64),
+}
+
+impl FromNode for DurationText {
+    fn from_node(node: &Node, r: &mut Reader) -> Option<Self> {
+        match &node.value {
+            Value::String(s) => Some(DurationText::Text(s.clone())),
+            Value::Integer(i) => Some(DurationText::Seconds(*i as f64)),
+            Value::Float(f) => Some(DurationText::Seconds(*f)),
+            _ => {
+                r.wrong_type(node, "a duration");
+                None
+            }
+        }
+    }
+}
+
+impl Serialize for DurationText {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            DurationText::Text(t) => s.serialize_str(t),
+            DurationText::Seconds(n) if n.fract() == 0.0 => s.serialize_str(&format!("{n}s")),
+            DurationText::Seconds(n) => s.serialize_str(&format!("{}ms", (n * 1000.0).round())),
+        }
+    }
+}
+
+impl JsonSchema for DurationText {
+    fn schema_name() -> Cow<'static, str> {
+        "Duration".into()
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "description": "A duration: a number with a unit (\"500ms\", \"5s\", \"30m\", \"2h\", \"1d\", \"1h30m\") or a number of seconds.",
+            "oneOf": [
+                { "type": "string", "pattern": "^\\s*([0-9]+(\\.[0-9]+)?\\s*(ms|s|m|h|d)\\s*)+$" },
+                { "type": "number", "minimum": 0 }
+            ]
+        })
+    }
+}

@@ -1,0 +1,481 @@
+//! Resolve: raw manifest → validated [`Manifest`]. Applies defaults and inheritance, checks every
+//! value's meaning (durations, budgets, enumerations, cron, the job graph) and collects every mistake.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use petgraph::graph::{DiGraph, NodeIndex};
+use uuid::Uuid;
+
+use super::diagnostic::{ManifestError, did_you_mean, span};
+use super::model::*;
+use super::node::Span;
+use super::raw::{DurationText, RawJob, RawLimit, RawManifest};
+use super::read::Sp;
+use crate::duration;
+
+/// The namespace for mapping session names to stable UUIDs (a fixed, arbitrary UUID).
+const SESSION_NAMESPACE: Uuid = Uuid::from_u128(0x6f72_6368_2d73_6573_7369_6f6e_2d69_6473);
+
+/// Maps a `session_id` to the UUID Claude Code needs: a UUID stays itself, a name maps stably.
+pub fn session_uuid(id: &str) -> Uuid {
+    Uuid::parse_str(id).unwrap_or_else(|_| Uuid::new_v5(&SESSION_NAMESPACE, id.as_bytes()))
+}
+
+struct Resolver {
+    errors: Vec<ManifestError>,
+    warnings: Vec<String>,
+}
+
+/// Resolves a raw manifest read from `path`.
+pub fn resolve(raw: RawManifest, path: &Path) -> Result<Manifest, Vec<ManifestError>> {
+    let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    let dir = if dir.as_os_str().is_empty() {
+        PathBuf::from(".")
+    } else {
+        dir
+    };
+    let mut r = Resolver {
+        errors: Vec::new(),
+        warnings: Vec::new(),
+    };
+    let raw_settings = raw.settings.unwrap_or_default();
+    let defaults = raw.defaults.unwrap_or_default();
+    let workspace = dir.join(raw_settings.workspace.as_deref().unwrap_or("."));
+    let settings = Settings {
+        startup_delay: r
+            .duration("settings.startup_delay", raw_settings.startup_delay.as_ref())
+            .unwrap_or(DEFAULT_STARTUP_DELAY),
+        max_parallel: r
+            .positive("settings.max_parallel", raw_settings.max_parallel.as_ref())
+            .map(|n| n as usize),
+        timeout: r
+            .duration("settings.timeout", raw_settings.timeout.as_ref())
+            .unwrap_or(DEFAULT_TIMEOUT),
+        fail_fast: raw_settings.fail_fast.unwrap_or(false),
+        state_dir: dir.join(raw_settings.state_dir.as_deref().unwrap_or(".orch")),
+        claude_path: raw_settings.claude_path.map(|p| dir.join(p)),
+        disable_budget_visuals: raw_settings.disable_budget_visuals.unwrap_or(false),
+        workspace,
+    };
+
+    let schedule = raw.schedule.unwrap_or_default();
+    if let Some(cron) = &schedule.cron {
+        if let Err(reason) = crate::schedule::parse_cron(&cron.value) {
+            r.errors.push(ManifestError::BadCron {
+                path: "schedule.cron".into(),
+                reason,
+                span: span(&cron.span),
+            });
+        }
+    }
+    let schedule = Schedule {
+        cron: schedule.cron.map(|c| c.value),
+        start_at: schedule.start_at.map(|s| s.value),
+    };
+
+    let raw_budget = raw.budget.unwrap_or_default();
+    let budget = Budget {
+        mode: match raw_budget.mode {
+            None => BudgetMode::Warn,
+            Some(m) => match r.one_of("budget.mode", &m, &["warn", "block"]) {
+                Some("block") => BudgetMode::Block,
+                _ => BudgetMode::Warn,
+            },
+        },
+        run: r.limit("budget", raw_budget.tokens.as_ref(), raw_budget.usd.as_ref()),
+        commands: raw_budget
+            .commands
+            .map(|m| m.0)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(cmd, l)| {
+                let at = format!("budget.commands.{:?}", cmd.value);
+                if !cmd.value.starts_with('/') {
+                    r.warnings.push(format!(
+                        "budget command `{}` does not start with `/`; budgets are keyed by the base slash command",
+                        cmd.value
+                    ));
+                }
+                (cmd.value, r.raw_limit(&at, &l))
+            })
+            .collect(),
+        window: raw_budget.window.map(|w| {
+            let period = match &w.period {
+                Some(p) => r.duration("budget.window.period", Some(p)),
+                None => {
+                    r.warnings
+                        .push("budget.window has no `period`; using 24h".to_string());
+                    None
+                }
+            };
+            Window {
+                period: period.unwrap_or(Duration::from_secs(86_400)),
+                limit: r.limit("budget.window", w.tokens.as_ref(), w.usd.as_ref()),
+            }
+        }),
+    };
+
+    let (jobs_span, raw_jobs) = match raw.jobs {
+        Some(j) => (j.span, j.value.0),
+        None => (0..0, Vec::new()),
+    };
+    if raw_jobs.is_empty() {
+        r.errors.push(ManifestError::Empty {
+            span: span(&jobs_span),
+        });
+    }
+    let mut jobs: Vec<Job> = Vec::with_capacity(raw_jobs.len());
+    for (name, job) in &raw_jobs {
+        if let Some(first) = raw_jobs.iter().find(|(n, _)| n.value == name.value) {
+            if !std::ptr::eq(&first.0, name) {
+                r.errors.push(ManifestError::DuplicateJob {
+                    name: name.value.clone(),
+                    first: span(&first.0.span),
+                    second: span(&name.span),
+                });
+                continue;
+            }
+        }
+        if let Some(resolved) = r.job(name, job, &defaults, &dir, &settings) {
+            jobs.push(resolved);
+        }
+    }
+    r.check_graph(&raw_jobs);
+
+    if r.errors.is_empty() {
+        Ok(Manifest {
+            name: raw.name.map(|n| n.value).unwrap_or_else(|| {
+                path.file_stem()
+                    .map(|s| s.to_string_lossy().into_owned())
+                    .unwrap_or_else(|| "orch".into())
+            }),
+            description: raw.description,
+            path: path.to_path_buf(),
+            settings,
+            schedule,
+            budget,
+            jobs,
+            warnings: r.warnings,
+        })
+    } else {
+        Err(r.errors)
+    }
+}
+
+impl Resolver {
+    fn duration(&mut self, path: &str, d: Option<&Sp<DurationText>>) -> Option<Duration> {
+        let d = d?;
+        let parsed = match &d.value {
+            DurationText::Text(t) => duration::parse(t),
+            DurationText::Seconds(s) => duration::parse(&s.to_string()),
+        };
+        parsed
+            .map_err(|reason| {
+                self.errors.push(ManifestError::BadDuration {
+                    path: path.into(),
+                    reason,
+                    span: span(&d.span),
+                })
+            })
+            .ok()
+    }
+
+    fn positive(&mut self, path: &str, n: Option<&Sp<i64>>) -> Option<u64> {
+        let n = n?;
+        if n.value > 0 {
+            return Some(n.value as u64);
+        }
+        self.errors.push(ManifestError::BadBudget {
+            path: path.into(),
+            span: span(&n.span),
+            help: format!("use a whole number of at least 1, or remove `{path}`"),
+        });
+        None
+    }
+
+    fn usd(&mut self, path: &str, n: Option<&Sp<f64>>) -> Option<f64> {
+        let n = n?;
+        if n.value > 0.0 {
+            return Some(n.value);
+        }
+        self.errors.push(ManifestError::BadBudget {
+            path: path.into(),
+            span: span(&n.span),
+            help: format!("use an amount in dollars above zero, like 2.5, or remove `{path}`"),
+        });
+        None
+    }
+
+    fn limit(&mut self, at: &str, tokens: Option<&Sp<i64>>, usd: Option<&Sp<f64>>) -> Limit {
+        Limit {
+            tokens: self.positive(&format!("{at}.tokens"), tokens),
+            usd: self.usd(&format!("{at}.usd"), usd),
+        }
+    }
+
+    fn raw_limit(&mut self, at: &str, l: &RawLimit) -> Limit {
+        self.limit(at, l.tokens.as_ref(), l.usd.as_ref())
+    }
+
+    fn one_of<'a>(&mut self, path: &str, v: &Sp<String>, allowed: &[&'a str]) -> Option<&'a str> {
+        if let Some(ok) = allowed.iter().find(|a| **a == v.value) {
+            return Some(ok);
+        }
+        let help = match did_you_mean(&v.value, allowed.iter().copied()) {
+            Some(s) => format!("did you mean \"{s}\"?"),
+            None => format!("write one of: {}", allowed.join(", ")),
+        };
+        self.errors.push(ManifestError::BadValue {
+            path: path.into(),
+            allowed: allowed
+                .iter()
+                .map(|a| format!("\"{a}\""))
+                .collect::<Vec<_>>()
+                .join(", "),
+            span: span(&v.span),
+            help,
+        });
+        None
+    }
+
+    fn job(
+        &mut self,
+        name: &Sp<String>,
+        job: &RawJob,
+        defaults: &super::raw::RawDefaults,
+        dir: &Path,
+        settings: &Settings,
+    ) -> Option<Job> {
+        let at = |key: &str| format!("jobs.{}.{key}", quote(&name.value));
+        let given: Vec<(&str, &Span)> = [
+            ("command", job.command.as_ref().map(|c| &c.span)),
+            ("prompt", job.prompt.as_ref().map(|c| &c.span)),
+            ("run", job.run.as_ref().map(|c| &c.span)),
+            ("shell", job.shell.as_ref().map(|c| &c.span)),
+        ]
+        .into_iter()
+        .filter_map(|(k, s)| s.map(|s| (k, s)))
+        .collect();
+        if given.is_empty() {
+            self.errors.push(ManifestError::NoCommand {
+                job: name.value.clone(),
+                span: span(&name.span),
+            });
+            return None;
+        }
+        if given.len() > 1 {
+            self.errors.push(ManifestError::ConflictingCommand {
+                job: name.value.clone(),
+                first: given[0].0.into(),
+                second: given[1].0.into(),
+                first_span: span(given[0].1),
+                second_span: span(given[1].1),
+            });
+            return None;
+        }
+
+        let timeout = self
+            .duration(&at("timeout"), job.timeout.as_ref().or(defaults.timeout.as_ref()))
+            .unwrap_or(settings.timeout);
+        let limit = self.limit(
+            &format!("jobs.{}", quote(&name.value)),
+            job.max_tokens.as_ref().or(defaults.max_tokens.as_ref()),
+            job.max_usd.as_ref().or(defaults.max_usd.as_ref()),
+        );
+        let mut env: Vec<(String, String)> = Vec::new();
+        for (k, v) in defaults.env.iter().flat_map(|m| &m.0).chain(job.env.iter().flat_map(|m| &m.0)) {
+            env.retain(|(key, _)| *key != k.value);
+            env.push((k.value.clone(), v.clone()));
+        }
+        let workspace = match job.workspace.as_ref().or(defaults.workspace.as_ref()) {
+            Some(w) => dir.join(w),
+            None => settings.workspace.clone(),
+        };
+
+        let task = if let Some(run) = &job.run {
+            if run.value.is_empty() {
+                self.errors.push(ManifestError::WrongType {
+                    path: at("run"),
+                    expected: "a program and its arguments",
+                    found: "an empty array",
+                    span: span(&run.span),
+                    help: "write the program first, e.g. run = [\"cargo\", \"test\"]".into(),
+                });
+                return None;
+            }
+            self.agent_keys_ignored(&name.value, job);
+            Task::Exec {
+                argv: run.value.clone(),
+            }
+        } else if let Some(shell) = &job.shell {
+            self.agent_keys_ignored(&name.value, job);
+            Task::Shell {
+                script: shell.value.clone(),
+            }
+        } else {
+            let prompt = job.command.as_ref().or(job.prompt.as_ref())?;
+            let permission_mode = match job.permission_mode.as_ref().or(defaults.permission_mode.as_ref()) {
+                Some(m) => self.one_of(&at("permission_mode"), m, PERMISSION_MODES)?.to_string(),
+                None => DEFAULT_PERMISSION_MODE.to_string(),
+            };
+            if let Some(f) = job.output_format.as_ref().or(defaults.output_format.as_ref()) {
+                if self.one_of(&at("output_format"), f, &["stream-json", "json"])? == "json" {
+                    self.warnings.push(format!(
+                        "job `{}`: output_format \"json\" is accepted for zen compatibility; orch always reads stream-json to count tokens",
+                        name.value
+                    ));
+                }
+            }
+            let max_turns = self
+                .positive(&at("max_turns"), job.max_turns.as_ref().or(defaults.max_turns.as_ref()))
+                .map(|n| n.min(u32::MAX as u64) as u32);
+            let mut pre_commands = Vec::new();
+            if job.clear_history == Some(true) {
+                pre_commands.push("/clear".to_string());
+            }
+            if job.compact_history == Some(true) {
+                pre_commands.push("/compact".to_string());
+            }
+            pre_commands.extend(job.pre_commands.iter().flatten().map(|c| c.value.clone()));
+            Task::Agent(Agent {
+                prompt: prompt.value.clone(),
+                pre_commands,
+                allowed_tools: job
+                    .allowed_tools
+                    .clone()
+                    .or_else(|| defaults.allowed_tools.clone())
+                    .unwrap_or_default(),
+                permission_mode,
+                model: job.model.clone().or_else(|| defaults.model.clone()),
+                max_turns,
+                session_id: job.session_id.as_ref().map(|s| session_uuid(&s.value)),
+            })
+        };
+        Some(Job {
+            name: name.value.clone(),
+            description: job.description.clone(),
+            task,
+            needs: job.needs.iter().flatten().map(|n| n.value.clone()).collect(),
+            timeout,
+            env,
+            workspace,
+            limit,
+        })
+    }
+
+    fn agent_keys_ignored(&mut self, name: &str, job: &RawJob) {
+        let agent_keys = [
+            ("pre_commands", job.pre_commands.is_some()),
+            ("allowed_tools", job.allowed_tools.is_some()),
+            ("permission_mode", job.permission_mode.is_some()),
+            ("model", job.model.is_some()),
+            ("session_id", job.session_id.is_some()),
+            ("clear_history", job.clear_history.is_some()),
+            ("compact_history", job.compact_history.is_some()),
+            ("max_turns", job.max_turns.is_some()),
+        ];
+        for (key, set) in agent_keys {
+            if set {
+                self.warnings.push(format!(
+                    "job `{name}`: `{key}` applies to agent jobs only and is ignored for `run`/`shell`"
+                ));
+            }
+        }
+    }
+
+    /// Checks `needs` against the job names, then looks for cycles and names each one in full.
+    fn check_graph(&mut self, raw_jobs: &[(Sp<String>, RawJob)]) {
+        let names: Vec<&str> = raw_jobs.iter().map(|(n, _)| n.value.as_str()).collect();
+        let mut graph: DiGraph<usize, Span> = DiGraph::with_capacity(raw_jobs.len(), 0);
+        let nodes: Vec<NodeIndex> = (0..raw_jobs.len()).map(|i| graph.add_node(i)).collect();
+        let index: std::collections::HashMap<&str, usize> =
+            names.iter().enumerate().map(|(i, n)| (*n, i)).collect();
+        for (i, (name, job)) in raw_jobs.iter().enumerate() {
+            for need in job.needs.iter().flatten() {
+                match index.get(need.value.as_str()) {
+                    Some(&j) => {
+                        graph.add_edge(nodes[i], nodes[j], need.span.clone());
+                    }
+                    None => {
+                        let help = match did_you_mean(&need.value, names.iter().copied()) {
+                            Some(s) => format!("did you mean `{s}`?"),
+                            None => format!("the jobs are: {}", names.join(", ")),
+                        };
+                        self.errors.push(ManifestError::UnknownNeed {
+                            job: name.value.clone(),
+                            need: need.value.clone(),
+                            span: span(&need.span),
+                            help,
+                        });
+                    }
+                }
+            }
+        }
+        for scc in petgraph::algo::tarjan_scc(&graph) {
+            let is_cycle = scc.len() > 1 || graph.contains_edge(scc[0], scc[0]);
+            if !is_cycle {
+                continue;
+            }
+            let cycle = cycle_through(&graph, &scc);
+            let mut labels = Vec::new();
+            let mut path: Vec<&str> = Vec::new();
+            for pair in cycle.windows(2) {
+                let edge = graph.find_edge(pair[0], pair[1]).expect("cycle edges exist");
+                let (from, to) = (names[graph[pair[0]]], names[graph[pair[1]]]);
+                labels.push(miette::LabeledSpan::new_with_span(
+                    Some(format!("`{from}` needs `{to}`")),
+                    span(&graph[edge]),
+                ));
+                path.push(from);
+            }
+            path.push(names[graph[cycle[0]]]);
+            labels.sort_by_key(|l| l.offset());
+            self.errors.push(ManifestError::Cycle {
+                cycle: path
+                    .iter()
+                    .map(|p| format!("`{p}`"))
+                    .collect::<Vec<_>>()
+                    .join(" → "),
+                spans: labels,
+            });
+        }
+    }
+}
+
+/// A simple cycle through the first node of a strongly connected component, closed (first == last).
+fn cycle_through(graph: &DiGraph<usize, Span>, scc: &[NodeIndex]) -> Vec<NodeIndex> {
+    let start = *scc.iter().min().expect("an SCC is never empty");
+    // Breadth-first search inside the component back to `start` gives the shortest loop.
+    let mut previous: std::collections::HashMap<NodeIndex, NodeIndex> = Default::default();
+    let mut queue = std::collections::VecDeque::from([start]);
+    while let Some(n) = queue.pop_front() {
+        let mut next: Vec<NodeIndex> = graph.neighbors(n).filter(|m| scc.contains(m)).collect();
+        next.sort();
+        for m in next {
+            if m == start {
+                let mut path = vec![start, n];
+                let mut cur = n;
+                while cur != start {
+                    cur = previous[&cur];
+                    path.push(cur);
+                }
+                path.reverse();
+                return path;
+            }
+            if let std::collections::hash_map::Entry::Vacant(e) = previous.entry(m) {
+                e.insert(n);
+                queue.push_back(m);
+            }
+        }
+    }
+    vec![start, start]
+}
+
+fn quote(key: &str) -> String {
+    if key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') && !key.is_empty() {
+        key.to_string()
+    } else {
+        format!("{key:?}")
+    }
+}

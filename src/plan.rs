@@ -1,0 +1,298 @@
+//! The plan: a petgraph DAG of steps built from a [`Manifest`], and readiness over it.
+//!
+//! A job becomes a chain of steps (its pre-commands, then its main command) sharing one Claude
+//! session; a job's first step depends on the last step of every job it `needs`. Everything here is
+//! pure: no I/O, no clock. The runner asks [`Plan::ready`] and [`Plan::doomed`] what to do next.
+
+use std::time::Duration;
+
+use petgraph::Direction;
+use petgraph::graph::{DiGraph, NodeIndex};
+use serde::Serialize;
+use uuid::Uuid;
+
+use crate::agent::{self, AgentProgram, Session};
+use crate::manifest::{Agent, Manifest, Task};
+
+/// Index of a step in the plan (also its position in [`Plan::steps`]).
+pub type StepId = usize;
+
+/// What a step or job ended as, or is doing. zen's `completed` and `failed` keep their meaning.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Pending,
+    Running,
+    Completed,
+    Failed,
+    Skipped,
+    Blocked,
+    BudgetExceeded,
+    TimedOut,
+    Cancelled,
+}
+
+impl Status {
+    /// Whether the step has ended.
+    pub fn is_final(self) -> bool {
+        !matches!(self, Status::Pending | Status::Running)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Pending => "pending",
+            Status::Running => "running",
+            Status::Completed => "completed",
+            Status::Failed => "failed",
+            Status::Skipped => "skipped",
+            Status::Blocked => "blocked",
+            Status::BudgetExceeded => "budget_exceeded",
+            Status::TimedOut => "timed_out",
+            Status::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// What a step runs.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum Action {
+    /// A Claude Code invocation in a session.
+    Agent {
+        prompt: String,
+        session: Session,
+        /// The base slash command, which keys command budgets.
+        command: Option<String>,
+    },
+    Exec,
+    Shell,
+}
+
+/// One process to spawn.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Step {
+    pub id: StepId,
+    /// Index of the job in the manifest.
+    pub job: usize,
+    pub job_name: String,
+    /// 1-based position in the job's chain, and the chain's length.
+    pub index: usize,
+    pub of: usize,
+    pub action: Action,
+    /// The exact argv to spawn, program first.
+    pub argv: Vec<String>,
+}
+
+impl Step {
+    /// "job" for a one-step job, "job [2/3]" inside a chain.
+    pub fn label(&self) -> String {
+        if self.of == 1 {
+            self.job_name.clone()
+        } else {
+            format!("{} [{}/{}]", self.job_name, self.index, self.of)
+        }
+    }
+
+    /// Whether this is the job's main (last) step.
+    pub fn is_main(&self) -> bool {
+        self.index == self.of
+    }
+}
+
+/// The DAG of steps. Edges point from a dependency to its dependent.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    pub graph: DiGraph<StepId, ()>,
+    pub steps: Vec<Step>,
+    /// A topological order that keeps the manifest's job order where it can.
+    pub order: Vec<StepId>,
+    /// Each job's steps, in chain order.
+    pub jobs: Vec<Vec<StepId>>,
+}
+
+/// Inputs to planning that do not come from the manifest.
+#[derive(Clone, Debug)]
+pub struct PlanOptions {
+    /// The program that plays Claude Code.
+    pub agent: AgentProgram,
+    /// Seeds the sessions of jobs that do not name one, so each run gets fresh ones.
+    pub run_id: Uuid,
+}
+
+impl Plan {
+    /// Builds the plan. The manifest is validated, so every `needs` resolves and there is no cycle.
+    pub fn build(manifest: &Manifest, options: &PlanOptions) -> Plan {
+        let mut graph = DiGraph::with_capacity(manifest.jobs.len(), manifest.jobs.len());
+        let mut steps = Vec::with_capacity(manifest.jobs.len());
+        let mut jobs = Vec::with_capacity(manifest.jobs.len());
+        for (j, job) in manifest.jobs.iter().enumerate() {
+            let chain: Vec<(Action, Vec<String>)> = match &job.task {
+                Task::Agent(agent) => agent_chain(agent, job.limit.usd, &job.name, options),
+                Task::Exec { argv } => vec![(Action::Exec, argv.clone())],
+                Task::Shell { script } => vec![(
+                    Action::Shell,
+                    vec!["sh".into(), "-c".into(), script.clone()],
+                )],
+            };
+            let of = chain.len();
+            let mut ids = Vec::with_capacity(of);
+            for (i, (action, argv)) in chain.into_iter().enumerate() {
+                let id = steps.len();
+                let node = graph.add_node(id);
+                debug_assert_eq!(node.index(), id);
+                if let Some(&prev) = ids.last() {
+                    graph.add_edge(NodeIndex::new(prev), node, ());
+                }
+                ids.push(id);
+                steps.push(Step {
+                    id,
+                    job: j,
+                    job_name: job.name.clone(),
+                    index: i + 1,
+                    of,
+                    action,
+                    argv,
+                });
+            }
+            jobs.push(ids);
+        }
+        let index: std::collections::HashMap<&str, usize> = manifest
+            .jobs
+            .iter()
+            .enumerate()
+            .map(|(i, j)| (j.name.as_str(), i))
+            .collect();
+        for (j, job) in manifest.jobs.iter().enumerate() {
+            let first = NodeIndex::new(jobs[j][0]);
+            for need in &job.needs {
+                let Some(&n) = index.get(need.as_str()) else {
+                    continue;
+                };
+                let last = NodeIndex::new(*jobs[n].last().expect("a job has a step"));
+                graph.update_edge(last, first, ());
+            }
+        }
+        let order = stable_topological_order(&graph);
+        Plan {
+            graph,
+            steps,
+            order,
+            jobs,
+        }
+    }
+
+    /// The steps a step waits for.
+    pub fn dependencies(&self, id: StepId) -> impl Iterator<Item = StepId> + '_ {
+        self.graph
+            .neighbors_directed(NodeIndex::new(id), Direction::Incoming)
+            .map(NodeIndex::index)
+    }
+
+    /// Pending steps whose dependencies all completed, in plan order.
+    pub fn ready<'a>(&'a self, states: &'a [Status]) -> impl Iterator<Item = StepId> + 'a {
+        self.order.iter().copied().filter(move |&id| {
+            states[id] == Status::Pending
+                && self
+                    .dependencies(id)
+                    .all(|d| states[d] == Status::Completed)
+        })
+    }
+
+    /// Pending steps that can never run because a dependency ended without completing.
+    pub fn doomed<'a>(&'a self, states: &'a [Status]) -> impl Iterator<Item = (StepId, StepId)> + 'a {
+        self.order.iter().copied().filter_map(move |id| {
+            if states[id] != Status::Pending {
+                return None;
+            }
+            self.dependencies(id)
+                .find(|&d| states[d].is_final() && states[d] != Status::Completed)
+                .map(|d| (id, d))
+        })
+    }
+
+    /// Launch offsets if every step took no time: consecutive launches `delay` apart, at most
+    /// `max_parallel` at once. The first wave is exact; later steps wait for their dependencies.
+    pub fn launch_offsets(&self, delay: Duration) -> Vec<Duration> {
+        let mut offsets = vec![Duration::ZERO; self.steps.len()];
+        let mut next_launch = Duration::ZERO;
+        for &id in &self.order {
+            let deps_done = self
+                .dependencies(id)
+                .map(|d| offsets[d])
+                .max()
+                .unwrap_or(Duration::ZERO);
+            let at = next_launch.max(deps_done);
+            offsets[id] = at;
+            next_launch = at + delay;
+        }
+        offsets
+    }
+}
+
+/// A job's session chain: pre-commands first (`--session-id`), then `--resume` for the rest.
+fn agent_chain(
+    agent: &Agent,
+    max_usd: Option<f64>,
+    job: &str,
+    options: &PlanOptions,
+) -> Vec<(Action, Vec<String>)> {
+    let session = agent
+        .session_id
+        .unwrap_or_else(|| Uuid::new_v5(&options.run_id, job.as_bytes()));
+    agent
+        .pre_commands
+        .iter()
+        .chain(std::iter::once(&agent.prompt))
+        .enumerate()
+        .map(|(i, prompt)| {
+            let session = if i == 0 {
+                Session::New(session)
+            } else {
+                Session::Resume(session)
+            };
+            let mut argv = Vec::with_capacity(20);
+            argv.push(options.agent.program.to_string_lossy().into_owned());
+            argv.extend(options.agent.prefix.iter().cloned());
+            argv.extend(agent::claude_args(agent, max_usd, session, prompt));
+            let command = Agent::base_command(prompt).map(str::to_string);
+            (
+                Action::Agent {
+                    prompt: prompt.clone(),
+                    session,
+                    command,
+                },
+                argv,
+            )
+        })
+        .collect()
+}
+
+/// Kahn's algorithm taking the lowest-numbered ready step first, so independent jobs keep the
+/// order they were written in (which is the order they launch in).
+fn stable_topological_order(graph: &DiGraph<StepId, ()>) -> Vec<StepId> {
+    let n = graph.node_count();
+    let mut indegree: Vec<usize> = (0..n)
+        .map(|i| {
+            graph
+                .neighbors_directed(NodeIndex::new(i), Direction::Incoming)
+                .count()
+        })
+        .collect();
+    let mut ready: std::collections::BinaryHeap<std::cmp::Reverse<usize>> = indegree
+        .iter()
+        .enumerate()
+        .filter(|(_, d)| **d == 0)
+        .map(|(i, _)| std::cmp::Reverse(i))
+        .collect();
+    let mut order = Vec::with_capacity(n);
+    while let Some(std::cmp::Reverse(i)) = ready.pop() {
+        order.push(i);
+        for m in graph.neighbors_directed(NodeIndex::new(i), Direction::Outgoing) {
+            indegree[m.index()] -= 1;
+            if indegree[m.index()] == 0 {
+                ready.push(std::cmp::Reverse(m.index()));
+            }
+        }
+    }
+    order
+}

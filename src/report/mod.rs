@@ -1,0 +1,42 @@
+//! Reporters: everything orch shows a person or a machine. Nothing else writes to the terminal.
+
+pub mod plan;
+
+/// Quotes an argv for a POSIX shell so it can be copied and pasted.
+pub fn shell_words(argv: &[String]) -> String {
+    argv.iter().map(|a| shell_word(a)).collect::<Vec<_>>().join(" ")
+}
+
+fn shell_word(arg: &str) -> String {
+    let safe = !arg.is_empty()
+        && arg
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_./:,=+@%".contains(&b));
+    if safe {
+        arg.to_string()
+    } else {
+        format!("'{}'", arg.replace('\'', r"'\''"))
+    }
+}
+
+/// Writes a command's output to stdout.
+pub fn emit(text: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    // A closed pipe (`orch plan | head`) is not an error worth a panic.
+    let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
+}
+
+/// Prints a setup error with its source, labels and help to stderr.
+pub fn print_error(err: miette::Report) {
+    eprintln!("{err:?}");
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn quotes_only_what_needs_it() {
+        let argv = ["claude", "-p", "--", "/review it's", ""].map(String::from);
+        assert_eq!(super::shell_words(&argv), r"claude -p -- '/review it'\''s' ''");
+    }
+}

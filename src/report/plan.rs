@@ -1,0 +1,192 @@
+//! Renders a [`PlanView`] as text, JSON, Graphviz dot or Mermaid.
+
+use std::fmt::Write;
+
+use crate::cli::PlanFormat;
+use crate::commands::plan::{PlanView, ms};
+use crate::manifest::{BudgetMode, Limit};
+use crate::plan::Action;
+
+pub fn render(view: &PlanView, format: PlanFormat) -> String {
+    match format {
+        PlanFormat::Text => text(view),
+        PlanFormat::Json => {
+            let mut s = serde_json::to_string_pretty(view).expect("the view is plain data");
+            s.push('\n');
+            s
+        }
+        PlanFormat::Dot => dot(view),
+        PlanFormat::Mermaid => mermaid(view),
+    }
+}
+
+fn limit(l: &Limit) -> String {
+    let mut parts = Vec::new();
+    if let Some(t) = l.tokens {
+        parts.push(format!("{t} tokens"));
+    }
+    if let Some(u) = l.usd {
+        parts.push(format!("${u:.2}"));
+    }
+    parts.join(", ")
+}
+
+fn text(v: &PlanView) -> String {
+    let mut o = String::new();
+    let jobs = v
+        .steps
+        .iter()
+        .map(|s| s.job.as_str())
+        .collect::<std::collections::BTreeSet<_>>()
+        .len();
+    let _ = writeln!(
+        o,
+        "plan {:?} from {}: {jobs} job{}, {} step{}",
+        v.name,
+        v.manifest,
+        if jobs == 1 { "" } else { "s" },
+        v.steps.len(),
+        if v.steps.len() == 1 { "" } else { "s" }
+    );
+    let _ = writeln!(
+        o,
+        "settings: startup_delay {}, max_parallel {}, timeout {}, fail_fast {}, workspace {}, state {}",
+        ms(v.startup_delay_ms),
+        v.max_parallel.map_or("unlimited".into(), |n| n.to_string()),
+        ms(v.timeout_ms),
+        v.fail_fast,
+        v.workspace,
+        v.state_dir
+    );
+    match (&v.schedule.cron, &v.schedule.start_at) {
+        (None, None) => {
+            let _ = writeln!(o, "schedule: none (runs when started)");
+        }
+        (cron, start_at) => {
+            if let Some(c) = cron {
+                let next: Vec<String> = v
+                    .schedule
+                    .next
+                    .iter()
+                    .map(|t| t.format("%Y-%m-%d %H:%M UTC").to_string())
+                    .collect();
+                let _ = writeln!(o, "schedule: cron {c:?}, next {}", next.join(", "));
+            }
+            if let Some(s) = start_at {
+                let _ = writeln!(o, "schedule: start at {s:?}");
+            }
+        }
+    }
+    let b = &v.budget;
+    let mut scopes = Vec::new();
+    if b.run.is_set() {
+        scopes.push(format!("run {}", limit(&b.run)));
+    }
+    for (cmd, l) in &b.commands {
+        scopes.push(format!("{cmd} {}", limit(l)));
+    }
+    if let Some(w) = &b.window {
+        scopes.push(format!(
+            "window {} {}",
+            crate::duration::format(w.period),
+            limit(&w.limit)
+        ));
+    }
+    let mode = match b.mode {
+        BudgetMode::Warn => "warn",
+        BudgetMode::Block => "block",
+    };
+    if scopes.is_empty() {
+        let _ = writeln!(o, "budget: none");
+    } else {
+        let _ = writeln!(o, "budget ({mode}): {}", scopes.join("; "));
+    }
+    let _ = writeln!(o);
+    let width = v.steps.iter().map(|s| s.label.len()).max().unwrap_or(4).max(4);
+    let _ = writeln!(o, "  {:>3}  {:>7}  {:width$}  needs", "#", "launch", "step");
+    for s in &v.steps {
+        let needs = if s.needs.is_empty() {
+            "-".to_string()
+        } else {
+            s.needs
+                .iter()
+                .map(|n| (n + 1).to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let at = if s.needs.is_empty() {
+            format!("+{}", ms(s.offset_ms))
+        } else {
+            "after".to_string()
+        };
+        let _ = writeln!(o, "  {:>3}  {at:>7}  {:width$}  {needs}", s.id + 1, s.label);
+        let _ = writeln!(o, "       $ {}", super::shell_words(&s.argv));
+        if let Some(l) = &s.limit {
+            let _ = writeln!(o, "         budget: {}", limit(l));
+        }
+    }
+    if !v.warnings.is_empty() {
+        let _ = writeln!(o, "\nwarnings:");
+        for w in &v.warnings {
+            let _ = writeln!(o, "  - {w}");
+        }
+    }
+    o
+}
+
+fn escape(label: &str) -> String {
+    label.replace('\\', "\\\\").replace('"', "\\\"")
+}
+
+fn node_text(s: &crate::commands::plan::StepView) -> String {
+    match &s.action {
+        Action::Agent { prompt, .. } => format!("{}\\n{}", s.label, truncate(prompt, 40)),
+        Action::Exec | Action::Shell => {
+            format!("{}\\n{}", s.label, truncate(&super::shell_words(&s.argv), 40))
+        }
+    }
+}
+
+fn truncate(s: &str, n: usize) -> String {
+    if s.chars().count() <= n {
+        s.to_string()
+    } else {
+        format!("{}…", s.chars().take(n).collect::<String>())
+    }
+}
+
+fn dot(v: &PlanView) -> String {
+    let mut o = String::new();
+    let _ = writeln!(o, "digraph \"{}\" {{", escape(&v.name));
+    let _ = writeln!(o, "  rankdir=LR;\n  node [shape=box, fontname=\"Helvetica\"];");
+    for s in &v.steps {
+        let shape = if matches!(s.action, Action::Agent { .. }) {
+            ", style=rounded"
+        } else {
+            ""
+        };
+        let label = escape(&node_text(s)).replace("\\\\n", "\\n");
+        let _ = writeln!(o, "  s{} [label=\"{label}\"{shape}];", s.id);
+    }
+    for s in &v.steps {
+        for n in &s.needs {
+            let _ = writeln!(o, "  s{n} -> s{};", s.id);
+        }
+    }
+    o.push_str("}\n");
+    o
+}
+
+fn mermaid(v: &PlanView) -> String {
+    let mut o = String::from("flowchart LR\n");
+    for s in &v.steps {
+        let label = node_text(s).replace("\\n", "<br/>").replace('"', "#quot;");
+        let _ = writeln!(o, "  s{}[\"{label}\"]", s.id);
+    }
+    for s in &v.steps {
+        for n in &s.needs {
+            let _ = writeln!(o, "  s{n} --> s{}", s.id);
+        }
+    }
+    o
+}
