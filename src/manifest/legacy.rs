@@ -65,6 +65,7 @@ fn permission_mode(mode: Sp<String>) -> Sp<String> {
 /// after its command (or prompt); a repeated default name gets a "-2", "-3", ... suffix.
 pub fn to_manifest(config: LegacyConfig, name: &str) -> RawManifest {
     let mut jobs: Vec<(Sp<String>, RawJob)> = Vec::new();
+    let partial = config.partial;
     let instances = config.instances.map(|i| i.value).unwrap_or_default();
     for instance in instances {
         let job_name = match instance.name {
@@ -97,6 +98,7 @@ pub fn to_manifest(config: LegacyConfig, name: &str) -> RawManifest {
             clear_history: instance.clear_history,
             compact_history: instance.compact_history,
             max_tokens: instance.max_tokens_per_command,
+            partial: instance.partial,
             ..RawJob::default()
         };
         jobs.push((job_name, job));
@@ -105,6 +107,7 @@ pub fn to_manifest(config: LegacyConfig, name: &str) -> RawManifest {
     let mut manifest = RawManifest {
         name: Some(Sp::synthetic(name.to_string())),
         jobs: Some(Sp::synthetic(Map(jobs))),
+        partial,
         ..RawManifest::default()
     };
     if let Some(b) = config.budget {

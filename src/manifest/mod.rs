@@ -11,6 +11,8 @@ pub mod node;
 pub mod raw;
 pub mod read;
 pub mod resolve;
+#[cfg(test)]
+mod tests;
 
 use std::path::{Path, PathBuf};
 
@@ -84,13 +86,7 @@ pub fn load_str(path: &Path, text: String) -> Result<Manifest, LoadError> {
     match resolved {
         Some(Ok(manifest)) if errors.is_empty() => Ok(manifest),
         Some(Err(more)) => {
-            // A value that failed to read is absent from the raw model; do not also report the
-            // absence ("no command", "no jobs") that this causes.
-            let read_failed = !errors.is_empty();
-            errors.extend(more.into_iter().filter(|e| {
-                !(read_failed
-                    && matches!(e, ManifestError::NoCommand { .. } | ManifestError::Empty { .. }))
-            }));
+            errors.extend(more);
             Err(invalid(path, text, errors))
         }
         _ => Err(invalid(path, text, errors)),

@@ -297,6 +297,11 @@ macro_rules! raw_table {
                 #[serde(skip_serializing_if = "Option::is_none")]
                 pub $field: Option<$ty>,
             )*
+            /// Set when a value of this table failed to read (and was reported), so that
+            /// `resolve` does not also report it as missing.
+            #[serde(skip)]
+            #[schemars(skip)]
+            pub partial: bool,
         }
 
         impl $name {
@@ -313,7 +318,10 @@ macro_rules! raw_table {
                 let mut out = Self::default();
                 for (key, value) in entries {
                     match key.name.as_str() {
-                        $( stringify!($field) => out.$field = r.field(&key.name, value), )*
+                        $( stringify!($field) => {
+                            out.$field = r.field(&key.name, value);
+                            out.partial |= out.$field.is_none();
+                        } )*
                         _ => r.unknown_key(key, $context, Self::KEYS),
                     }
                 }

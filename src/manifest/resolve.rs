@@ -35,13 +35,14 @@ pub fn resolve(raw: RawManifest, path: &Path) -> Result<Manifest, Vec<ManifestEr
     } else {
         dir
     };
+    let join = |rel: &str| clean(&dir.join(rel));
     let mut r = Resolver {
         errors: Vec::new(),
         warnings: Vec::new(),
     };
     let raw_settings = raw.settings.unwrap_or_default();
     let defaults = raw.defaults.unwrap_or_default();
-    let workspace = dir.join(raw_settings.workspace.as_deref().unwrap_or("."));
+    let workspace = join(raw_settings.workspace.as_deref().unwrap_or("."));
     let settings = Settings {
         startup_delay: r
             .duration("settings.startup_delay", raw_settings.startup_delay.as_ref())
@@ -53,8 +54,8 @@ pub fn resolve(raw: RawManifest, path: &Path) -> Result<Manifest, Vec<ManifestEr
             .duration("settings.timeout", raw_settings.timeout.as_ref())
             .unwrap_or(DEFAULT_TIMEOUT),
         fail_fast: raw_settings.fail_fast.unwrap_or(false),
-        state_dir: dir.join(raw_settings.state_dir.as_deref().unwrap_or(".orch")),
-        claude_path: raw_settings.claude_path.map(|p| dir.join(p)),
+        state_dir: join(raw_settings.state_dir.as_deref().unwrap_or(".orch")),
+        claude_path: raw_settings.claude_path.map(|p| join(&p)),
         disable_budget_visuals: raw_settings.disable_budget_visuals.unwrap_or(false),
         workspace,
     };
@@ -120,7 +121,8 @@ pub fn resolve(raw: RawManifest, path: &Path) -> Result<Manifest, Vec<ManifestEr
         Some(j) => (j.span, j.value.0),
         None => (0..0, Vec::new()),
     };
-    if raw_jobs.is_empty() {
+    // A jobs table that failed to read was reported already; it is not also empty.
+    if raw_jobs.is_empty() && !raw.partial {
         r.errors.push(ManifestError::Empty {
             span: span(&jobs_span),
         });
@@ -258,6 +260,9 @@ impl Resolver {
         .filter_map(|(k, s)| s.map(|s| (k, s)))
         .collect();
         if given.is_empty() {
+            if job.partial {
+                return None; // its command failed to read and was reported
+            }
             self.errors.push(ManifestError::NoCommand {
                 job: name.value.clone(),
                 span: span(&name.span),
@@ -289,7 +294,7 @@ impl Resolver {
             env.push((k.value.clone(), v.clone()));
         }
         let workspace = match job.workspace.as_ref().or(defaults.workspace.as_ref()) {
-            Some(w) => dir.join(w),
+            Some(w) => clean(&dir.join(w)),
             None => settings.workspace.clone(),
         };
 
@@ -470,6 +475,28 @@ fn cycle_through(graph: &DiGraph<usize, Span>, scc: &[NodeIndex]) -> Vec<NodeInd
         }
     }
     vec![start, start]
+}
+
+/// Removes `.` and resolvable `..` components without touching the file system.
+pub fn clean(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir
+                if matches!(out.components().next_back(), Some(Component::Normal(_))) =>
+            {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    if out.as_os_str().is_empty() {
+        PathBuf::from(".")
+    } else {
+        out
+    }
 }
 
 fn quote(key: &str) -> String {
