@@ -41,13 +41,21 @@ pub fn main() -> std::process::ExitCode {
 fn dispatch(command: Command) -> Result<ExitCode, Error> {
     match command {
         Command::Plan(args) => {
-            report::emit(&commands::plan::run(&args.manifest, args.format, chrono::Utc::now())?);
+            report::emit(&commands::plan::run(
+                &args.manifest,
+                args.format,
+                chrono::Utc::now(),
+            )?);
             Ok(ExitCode::Ok)
         }
         Command::Run(args) => {
             if args.dry_run {
                 let format = cli::PlanFormat::Text;
-                report::emit(&commands::plan::run(&args.manifest, format, chrono::Utc::now())?);
+                report::emit(&commands::plan::run(
+                    &args.manifest,
+                    format,
+                    chrono::Utc::now(),
+                )?);
                 return Ok(ExitCode::Ok);
             }
             Err(Error::io(

@@ -199,7 +199,10 @@ impl Plan {
     }
 
     /// Pending steps that can never run because a dependency ended without completing.
-    pub fn doomed<'a>(&'a self, states: &'a [Status]) -> impl Iterator<Item = (StepId, StepId)> + 'a {
+    pub fn doomed<'a>(
+        &'a self,
+        states: &'a [Status],
+    ) -> impl Iterator<Item = (StepId, StepId)> + 'a {
         self.order.iter().copied().filter_map(move |id| {
             if states[id] != Status::Pending {
                 return None;
@@ -210,20 +213,20 @@ impl Plan {
         })
     }
 
-    /// Launch offsets if every step took no time: consecutive launches `delay` apart, at most
-    /// `max_parallel` at once. The first wave is exact; later steps wait for their dependencies.
+    /// Earliest launch offsets. Steps without dependencies launch in plan order, `delay` apart
+    /// (`max_parallel` cannot bind before any of them ends); a dependent step launches at least
+    /// `delay` after its last dependency did, and in truth later, when that dependency ends.
     pub fn launch_offsets(&self, delay: Duration) -> Vec<Duration> {
         let mut offsets = vec![Duration::ZERO; self.steps.len()];
-        let mut next_launch = Duration::ZERO;
+        let mut roots = 0u32;
         for &id in &self.order {
-            let deps_done = self
-                .dependencies(id)
-                .map(|d| offsets[d])
-                .max()
-                .unwrap_or(Duration::ZERO);
-            let at = next_launch.max(deps_done);
-            offsets[id] = at;
-            next_launch = at + delay;
+            offsets[id] = match self.dependencies(id).map(|d| offsets[d]).max() {
+                None => {
+                    roots += 1;
+                    delay * (roots - 1)
+                }
+                Some(last) => last + delay,
+            };
         }
         offsets
     }
@@ -295,4 +298,184 @@ fn stable_topological_order(graph: &DiGraph<StepId, ()>) -> Vec<StepId> {
         }
     }
     order
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manifest::load_str;
+    use std::path::Path;
+
+    fn plan_of(text: &str) -> Plan {
+        let m = load_str(Path::new("orch.toml"), text.into()).expect("valid manifest");
+        Plan::build(
+            &m,
+            &PlanOptions {
+                agent: AgentProgram {
+                    program: "claude".into(),
+                    prefix: vec![],
+                },
+                run_id: Uuid::nil(),
+            },
+        )
+    }
+
+    const PIPELINE: &str = r#"
+        [jobs.lint]
+        run = ["lint"]
+        [jobs.agent]
+        command = "/createtestsv2 unit"
+        pre_commands = ["/compact"]
+        clear_history = true
+        needs = ["lint"]
+        [jobs.other]
+        shell = "echo hi"
+        [jobs.last]
+        prompt = "sum up"
+        needs = ["agent", "other"]
+    "#;
+
+    #[test]
+    fn pre_commands_become_a_session_chain() {
+        let plan = plan_of(PIPELINE);
+        let agent: Vec<&Step> = plan.jobs[1].iter().map(|&i| &plan.steps[i]).collect();
+        let prompts: Vec<&str> = agent
+            .iter()
+            .map(|s| match &s.action {
+                Action::Agent { prompt, .. } => prompt.as_str(),
+                _ => panic!(),
+            })
+            .collect();
+        assert_eq!(prompts, ["/clear", "/compact", "/createtestsv2 unit"]);
+        let sessions: Vec<Session> = agent
+            .iter()
+            .map(|s| match &s.action {
+                Action::Agent { session, .. } => *session,
+                _ => panic!(),
+            })
+            .collect();
+        let id = sessions[0].id();
+        assert_eq!(
+            sessions,
+            [Session::New(id), Session::Resume(id), Session::Resume(id)]
+        );
+        assert!(
+            agent[0]
+                .argv
+                .windows(2)
+                .any(|w| w == ["--session-id", &id.to_string()])
+        );
+        assert!(
+            agent[2]
+                .argv
+                .windows(2)
+                .any(|w| w == ["--resume", &id.to_string()])
+        );
+        assert_eq!(
+            agent[2].argv[agent[2].argv.len() - 2..],
+            ["--", "/createtestsv2 unit"]
+        );
+        assert_eq!(agent[1].label(), "agent [2/3]");
+        let commands: Vec<Option<&str>> = agent
+            .iter()
+            .map(|s| match &s.action {
+                Action::Agent { command, .. } => command.as_deref(),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            commands,
+            [Some("/clear"), Some("/compact"), Some("/createtestsv2")]
+        );
+    }
+
+    #[test]
+    fn needs_link_first_step_to_last_steps() {
+        let plan = plan_of(PIPELINE);
+        let first_of_agent = plan.jobs[1][0];
+        assert_eq!(plan.dependencies(first_of_agent).collect::<Vec<_>>(), [0]);
+        let last = plan.jobs[3][0];
+        let mut deps: Vec<_> = plan.dependencies(last).collect();
+        deps.sort();
+        assert_eq!(deps, [*plan.jobs[1].last().unwrap(), plan.jobs[2][0]]);
+    }
+
+    #[test]
+    fn order_is_topological_and_keeps_the_written_order() {
+        let plan = plan_of(PIPELINE);
+        // lint, agent chain, other, last: independent steps keep their written order.
+        assert_eq!(plan.order, [0, 1, 2, 3, 4, 5]);
+        let position: Vec<usize> = {
+            let mut p = vec![0; plan.order.len()];
+            for (i, &s) in plan.order.iter().enumerate() {
+                p[s] = i;
+            }
+            p
+        };
+        for e in plan.graph.edge_indices() {
+            let (a, b) = plan.graph.edge_endpoints(e).unwrap();
+            assert!(position[a.index()] < position[b.index()]);
+        }
+    }
+
+    #[test]
+    fn readiness_follows_states() {
+        use Status::*;
+        let plan = plan_of(PIPELINE);
+        // 0 lint, 1-3 agent chain, 4 other, 5 last
+        let mut states = vec![Pending; 6];
+        assert_eq!(plan.ready(&states).collect::<Vec<_>>(), [0, 4]);
+        states[0] = Running;
+        states[4] = Completed;
+        assert_eq!(plan.ready(&states).count(), 0);
+        states[0] = Completed;
+        assert_eq!(plan.ready(&states).collect::<Vec<_>>(), [1]);
+        states[1] = Completed;
+        states[2] = Failed;
+        assert_eq!(plan.ready(&states).count(), 0);
+        assert_eq!(plan.doomed(&states).collect::<Vec<_>>(), [(3, 2)]);
+        states[3] = Skipped;
+        assert_eq!(plan.doomed(&states).collect::<Vec<_>>(), [(5, 3)]);
+    }
+
+    #[test]
+    fn sessions_are_fresh_per_run_unless_named() {
+        let text = "[jobs.a]\nprompt = \"x\"\n[jobs.b]\nprompt = \"y\"\nsession_id = \"nightly\"\n";
+        let m = load_str(Path::new("orch.toml"), text.into()).unwrap();
+        let session_of = |run_id: Uuid, job: usize| {
+            let plan = Plan::build(
+                &m,
+                &PlanOptions {
+                    agent: AgentProgram {
+                        program: "claude".into(),
+                        prefix: vec![],
+                    },
+                    run_id,
+                },
+            );
+            match &plan.steps[job].action {
+                Action::Agent { session, .. } => session.id(),
+                _ => panic!(),
+            }
+        };
+        let (r1, r2) = (Uuid::from_u128(1), Uuid::from_u128(2));
+        assert_ne!(session_of(r1, 0), session_of(r2, 0));
+        assert_eq!(session_of(r1, 1), session_of(r2, 1));
+        assert_eq!(
+            session_of(r1, 1),
+            crate::manifest::resolve::session_uuid("nightly")
+        );
+    }
+
+    #[test]
+    fn launch_offsets_stagger_the_first_wave() {
+        let plan = plan_of(PIPELINE);
+        let offsets = plan.launch_offsets(Duration::from_secs(5));
+        // lint and other are the first wave; the agent chain follows lint.
+        assert_eq!(offsets[0], Duration::ZERO);
+        assert_eq!(offsets[4], Duration::from_secs(5));
+        assert_eq!(offsets[1], Duration::from_secs(5));
+        assert_eq!(offsets[3], Duration::from_secs(15));
+        assert_eq!(offsets[5], Duration::from_secs(20));
+    }
 }

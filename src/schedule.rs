@@ -19,7 +19,11 @@ pub fn parse_cron(expr: &str) -> Result<cron::Schedule, String> {
 }
 
 /// The next `n` fire times of a schedule after `now`.
-pub fn next_fires<Z: TimeZone>(schedule: &cron::Schedule, now: &DateTime<Z>, n: usize) -> Vec<DateTime<Z>> {
+pub fn next_fires<Z: TimeZone>(
+    schedule: &cron::Schedule,
+    now: &DateTime<Z>,
+    n: usize,
+) -> Vec<DateTime<Z>> {
     schedule.after(now).take(n).collect()
 }
 
@@ -42,7 +46,13 @@ mod tests {
         let s = parse_cron("0 2 * * *").unwrap();
         let now = Utc.with_ymd_and_hms(2026, 11, 25, 4, 0, 0).unwrap();
         let next = next_fires(&s, &now, 2);
-        assert_eq!(next[0], Utc.with_ymd_and_hms(2026, 11, 26, 2, 0, 0).unwrap());
-        assert_eq!(next[1], Utc.with_ymd_and_hms(2026, 11, 27, 2, 0, 0).unwrap());
+        assert_eq!(
+            next[0],
+            Utc.with_ymd_and_hms(2026, 11, 26, 2, 0, 0).unwrap()
+        );
+        assert_eq!(
+            next[1],
+            Utc.with_ymd_and_hms(2026, 11, 27, 2, 0, 0).unwrap()
+        );
     }
 }

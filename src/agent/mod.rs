@@ -51,7 +51,12 @@ impl AgentProgram {
 /// `-p --output-format stream-json --verbose --permission-mode M [--model X] [--allowedTools a,b]
 /// [--max-turns N] [--max-budget-usd U] (--session-id ID | --resume ID) -- PROMPT`.
 /// The `--` keeps a list option such as `--allowedTools` from swallowing the prompt.
-pub fn claude_args(agent: &Agent, max_usd: Option<f64>, session: Session, prompt: &str) -> Vec<String> {
+pub fn claude_args(
+    agent: &Agent,
+    max_usd: Option<f64>,
+    session: Session,
+    prompt: &str,
+) -> Vec<String> {
     let mut args: Vec<String> = [
         "-p",
         "--output-format",
@@ -156,8 +161,13 @@ mod tests {
     #[test]
     fn discovery_reports_every_place_tried() {
         let tmp = std::env::temp_dir().join(format!("orch-discover-{}", std::process::id()));
-        let err = discover_claude(None, None, Some(tmp.clone().into_os_string()), Some(tmp.clone()))
-            .unwrap_err();
+        let err = discover_claude(
+            None,
+            None,
+            Some(tmp.clone().into_os_string()),
+            Some(tmp.clone()),
+        )
+        .unwrap_err();
         assert!(err.contains(&tmp.join("claude")));
         assert!(err.contains(&PathBuf::from("/usr/local/bin/claude")));
     }

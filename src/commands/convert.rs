@@ -18,9 +18,8 @@ pub fn convert(path: &Path) -> Result<String, Error> {
     if let Err(errors) = manifest::resolve::resolve(raw.clone(), path) {
         return Err(manifest::invalid(path, text, errors).into());
     }
-    let body = toml::to_string_pretty(&raw).map_err(|e| {
-        Error::io("cannot write TOML", std::io::Error::other(e.to_string()))
-    })?;
+    let body = toml::to_string_pretty(&raw)
+        .map_err(|e| Error::io("cannot write TOML", std::io::Error::other(e.to_string())))?;
     Ok(format!(
         "# Converted by `orch convert` from {}.\n\
          # For completion in editors, save `orch schema` beside it and add a `#:schema` line.\n\n{body}",

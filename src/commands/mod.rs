@@ -69,8 +69,11 @@ pub fn load(args: &ManifestArgs) -> Result<Manifest, Error> {
     }
     for spec in &args.command_budget {
         let (cmd, n) = command_flag("--command-budget", spec)?;
-        let tokens = n.parse::<u64>().map_err(|_| bad_command_flag("--command-budget", spec))?;
-        command_limit(&mut b.commands, cmd).tokens = Some(positive_tokens("--command-budget", tokens)?);
+        let tokens = n
+            .parse::<u64>()
+            .map_err(|_| bad_command_flag("--command-budget", spec))?;
+        command_limit(&mut b.commands, cmd).tokens =
+            Some(positive_tokens("--command-budget", tokens)?);
     }
     for spec in &args.command_cost_budget {
         let (cmd, usd) = command_flag("--command-cost-budget", spec)?;
@@ -82,7 +85,8 @@ pub fn load(args: &ManifestArgs) -> Result<Manifest, Error> {
 /// The program that plays Claude Code for this invocation.
 pub fn agent_program(args: &ManifestArgs, m: &Manifest) -> Result<AgentProgram, Error> {
     if args.simulate {
-        return AgentProgram::simulated().map_err(|e| Error::io("cannot find orch's own executable", e));
+        return AgentProgram::simulated()
+            .map_err(|e| Error::io("cannot find orch's own executable", e));
     }
     agent::discover_claude(
         args.claude_path.as_deref(),

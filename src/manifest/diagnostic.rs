@@ -23,10 +23,12 @@ pub enum ManifestError {
         span: SourceSpan,
     },
 
-    #[error("unknown key `{key}` in {context}")]
+    #[error("unknown key `{key}` in {at}")]
     #[diagnostic(code(orch::manifest::unknown_key))]
     UnknownKey {
         key: String,
+        /// Where: a dotted path, or the table's description at the top level.
+        at: String,
         context: String,
         #[label("not a key of {context}")]
         span: SourceSpan,
@@ -148,6 +150,16 @@ pub enum ManifestError {
         help: String,
     },
 
+    #[error("`{path}` must be a whole number of at least 1")]
+    #[diagnostic(code(orch::manifest::not_positive))]
+    NotPositive {
+        path: String,
+        #[label("must be 1 or more")]
+        span: SourceSpan,
+        #[help]
+        help: String,
+    },
+
     #[error("`{path}` must be one of {allowed}")]
     #[diagnostic(code(orch::manifest::bad_value))]
     BadValue {
@@ -227,7 +239,10 @@ pub fn span(s: &Span) -> SourceSpan {
 }
 
 /// "did you mean `x`?" for the closest candidate, if any is close enough.
-pub fn did_you_mean<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+pub fn did_you_mean<'a>(
+    word: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Option<&'a str> {
     candidates
         .into_iter()
         .map(|c| (strsim::jaro_winkler(word, c), c))

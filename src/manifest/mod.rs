@@ -38,7 +38,9 @@ pub enum Format {
 impl Format {
     /// JSON for `.json` files and for text that opens with `{`; TOML otherwise.
     pub fn detect(path: &Path, text: &str) -> Format {
-        let json_ext = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("json"));
+        let json_ext = path
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("json"));
         if json_ext || text.trim_start().starts_with('{') {
             Format::LegacyJson
         } else {
@@ -107,7 +109,11 @@ pub fn read_raw(path: &Path, text: &str) -> (Option<RawManifest>, Vec<ManifestEr
             let errors = errors
                 .into_iter()
                 .map(|e| ManifestError::Syntax {
-                    format: if format == Format::Toml { "TOML" } else { "JSON" },
+                    format: if format == Format::Toml {
+                        "TOML"
+                    } else {
+                        "JSON"
+                    },
                     message: e.message,
                     span: diagnostic::span(&e.span),
                 })

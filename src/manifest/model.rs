@@ -16,7 +16,13 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10_000);
 /// zen's default permission mode.
 pub const DEFAULT_PERMISSION_MODE: &str = "bypassPermissions";
 /// The permission modes Claude Code accepts.
-pub const PERMISSION_MODES: &[&str] = &["acceptEdits", "bypassPermissions", "default", "dontAsk", "plan"];
+pub const PERMISSION_MODES: &[&str] = &[
+    "acceptEdits",
+    "bypassPermissions",
+    "default",
+    "dontAsk",
+    "plan",
+];
 
 /// A loaded, validated manifest.
 #[derive(Clone, Debug, PartialEq, Serialize)]

@@ -194,11 +194,17 @@ mod tests {
     fn toml_spans_point_at_keys_and_values() {
         let text = "[jobs.a]\nrun = [\"true\"]\nmax_tokens = 1_000\n";
         let root = parse_toml(text).expect("valid");
-        let Value::Table(top) = &root.value else { panic!() };
+        let Value::Table(top) = &root.value else {
+            panic!()
+        };
         let (jobs_key, jobs) = &top[0];
         assert_eq!(jobs_key.name, "jobs");
-        let Value::Table(jobs) = &jobs.value else { panic!() };
-        let Value::Table(a) = &jobs[0].1.value else { panic!() };
+        let Value::Table(jobs) = &jobs.value else {
+            panic!()
+        };
+        let Value::Table(a) = &jobs[0].1.value else {
+            panic!()
+        };
         assert_eq!(&text[a[0].0.span.clone()], "run");
         assert_eq!(&text[a[0].1.span.clone()], "[\"true\"]");
         assert_eq!(a[1].1.value, Value::Integer(1000));
@@ -209,7 +215,9 @@ mod tests {
     fn json_spans_are_byte_offsets_even_after_multibyte_text() {
         let text = "{\"// é\": 1, \"instances\": [{\"name\": \"x\"}]}";
         let root = parse_json(text).expect("valid");
-        let Value::Table(top) = &root.value else { panic!() };
+        let Value::Table(top) = &root.value else {
+            panic!()
+        };
         assert_eq!(&text[top[1].0.span.clone()], "\"instances\"");
         assert_eq!(top[1].0.name, "instances");
     }

@@ -93,8 +93,14 @@ impl Reader {
             Some(suggestion) => format!("did you mean `{suggestion}`?"),
             None => format!("the keys of {context} are: {}", known.join(", ")),
         };
+        let at = if self.path.is_empty() {
+            context.to_string()
+        } else {
+            format!("`{}`", self.path())
+        };
         self.errors.push(ManifestError::UnknownKey {
             key: key.name.clone(),
+            at,
             context: context.to_string(),
             span: span(&key.span),
             help,
@@ -108,7 +114,11 @@ fn quote_key(key: &str) -> String {
         && key
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-    if bare { key.to_string() } else { format!("{key:?}") }
+    if bare {
+        key.to_string()
+    } else {
+        format!("{key:?}")
+    }
 }
 
 /// A raw type that can be read from a node.

@@ -45,10 +45,13 @@ pub fn resolve(raw: RawManifest, path: &Path) -> Result<Manifest, Vec<ManifestEr
     let workspace = join(raw_settings.workspace.as_deref().unwrap_or("."));
     let settings = Settings {
         startup_delay: r
-            .duration("settings.startup_delay", raw_settings.startup_delay.as_ref())
+            .duration(
+                "settings.startup_delay",
+                raw_settings.startup_delay.as_ref(),
+            )
             .unwrap_or(DEFAULT_STARTUP_DELAY),
         max_parallel: r
-            .positive("settings.max_parallel", raw_settings.max_parallel.as_ref())
+            .count("settings.max_parallel", raw_settings.max_parallel.as_ref())
             .map(|n| n as usize),
         timeout: r
             .duration("settings.timeout", raw_settings.timeout.as_ref())
@@ -183,7 +186,8 @@ impl Resolver {
             .ok()
     }
 
-    fn positive(&mut self, path: &str, n: Option<&Sp<i64>>) -> Option<u64> {
+    /// A token budget: a whole number above zero.
+    fn tokens(&mut self, path: &str, n: Option<&Sp<i64>>) -> Option<u64> {
         let n = n?;
         if n.value > 0 {
             return Some(n.value as u64);
@@ -191,7 +195,21 @@ impl Resolver {
         self.errors.push(ManifestError::BadBudget {
             path: path.into(),
             span: span(&n.span),
-            help: format!("use a whole number of at least 1, or remove `{path}`"),
+            help: format!("use a number of tokens of at least 1, or remove `{path}`"),
+        });
+        None
+    }
+
+    /// A count such as max_parallel or max_turns.
+    fn count(&mut self, path: &str, n: Option<&Sp<i64>>) -> Option<u64> {
+        let n = n?;
+        if n.value > 0 {
+            return Some(n.value as u64);
+        }
+        self.errors.push(ManifestError::NotPositive {
+            path: path.into(),
+            span: span(&n.span),
+            help: format!("write 1 or more, or remove `{path}` for the default"),
         });
         None
     }
@@ -211,7 +229,7 @@ impl Resolver {
 
     fn limit(&mut self, at: &str, tokens: Option<&Sp<i64>>, usd: Option<&Sp<f64>>) -> Limit {
         Limit {
-            tokens: self.positive(&format!("{at}.tokens"), tokens),
+            tokens: self.tokens(&format!("{at}.tokens"), tokens),
             usd: self.usd(&format!("{at}.usd"), usd),
         }
     }
@@ -281,7 +299,10 @@ impl Resolver {
         }
 
         let timeout = self
-            .duration(&at("timeout"), job.timeout.as_ref().or(defaults.timeout.as_ref()))
+            .duration(
+                &at("timeout"),
+                job.timeout.as_ref().or(defaults.timeout.as_ref()),
+            )
             .unwrap_or(settings.timeout);
         let limit = self.limit(
             &format!("jobs.{}", quote(&name.value)),
@@ -289,7 +310,12 @@ impl Resolver {
             job.max_usd.as_ref().or(defaults.max_usd.as_ref()),
         );
         let mut env: Vec<(String, String)> = Vec::new();
-        for (k, v) in defaults.env.iter().flat_map(|m| &m.0).chain(job.env.iter().flat_map(|m| &m.0)) {
+        for (k, v) in defaults
+            .env
+            .iter()
+            .flat_map(|m| &m.0)
+            .chain(job.env.iter().flat_map(|m| &m.0))
+        {
             env.retain(|(key, _)| *key != k.value);
             env.push((k.value.clone(), v.clone()));
         }
@@ -320,11 +346,21 @@ impl Resolver {
             }
         } else {
             let prompt = job.command.as_ref().or(job.prompt.as_ref())?;
-            let permission_mode = match job.permission_mode.as_ref().or(defaults.permission_mode.as_ref()) {
-                Some(m) => self.one_of(&at("permission_mode"), m, PERMISSION_MODES)?.to_string(),
+            let permission_mode = match job
+                .permission_mode
+                .as_ref()
+                .or(defaults.permission_mode.as_ref())
+            {
+                Some(m) => self
+                    .one_of(&at("permission_mode"), m, PERMISSION_MODES)?
+                    .to_string(),
                 None => DEFAULT_PERMISSION_MODE.to_string(),
             };
-            if let Some(f) = job.output_format.as_ref().or(defaults.output_format.as_ref()) {
+            if let Some(f) = job
+                .output_format
+                .as_ref()
+                .or(defaults.output_format.as_ref())
+            {
                 if self.one_of(&at("output_format"), f, &["stream-json", "json"])? == "json" {
                     self.warnings.push(format!(
                         "job `{}`: output_format \"json\" is accepted for zen compatibility; orch always reads stream-json to count tokens",
@@ -333,7 +369,10 @@ impl Resolver {
                 }
             }
             let max_turns = self
-                .positive(&at("max_turns"), job.max_turns.as_ref().or(defaults.max_turns.as_ref()))
+                .count(
+                    &at("max_turns"),
+                    job.max_turns.as_ref().or(defaults.max_turns.as_ref()),
+                )
                 .map(|n| n.min(u32::MAX as u64) as u32);
             let mut pre_commands = Vec::new();
             if job.clear_history == Some(true) {
@@ -361,7 +400,12 @@ impl Resolver {
             name: name.value.clone(),
             description: job.description.clone(),
             task,
-            needs: job.needs.iter().flatten().map(|n| n.value.clone()).collect(),
+            needs: job
+                .needs
+                .iter()
+                .flatten()
+                .map(|n| n.value.clone())
+                .collect(),
             timeout,
             env,
             workspace,
@@ -426,7 +470,9 @@ impl Resolver {
             let mut labels = Vec::new();
             let mut path: Vec<&str> = Vec::new();
             for pair in cycle.windows(2) {
-                let edge = graph.find_edge(pair[0], pair[1]).expect("cycle edges exist");
+                let edge = graph
+                    .find_edge(pair[0], pair[1])
+                    .expect("cycle edges exist");
                 let (from, to) = (names[graph[pair[0]]], names[graph[pair[1]]]);
                 labels.push(miette::LabeledSpan::new_with_span(
                     Some(format!("`{from}` needs `{to}`")),
@@ -500,7 +546,11 @@ pub fn clean(path: &Path) -> PathBuf {
 }
 
 fn quote(key: &str) -> String {
-    if key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') && !key.is_empty() {
+    if key
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        && !key.is_empty()
+    {
         key.to_string()
     } else {
         format!("{key:?}")

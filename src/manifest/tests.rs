@@ -70,14 +70,20 @@ fn unknown_key_without_a_close_match_lists_the_keys() {
     let text = "[budget]\nfrobnicate = 1\n[jobs.a]\nrun = [\"true\"]\n";
     let (_, labels, help) = only(text, toml_errors(text));
     assert_eq!(labels, ["frobnicate"]);
-    assert!(help.starts_with("the keys of [budget] are: mode, tokens, usd"), "{help}");
+    assert!(
+        help.starts_with("the keys of [budget] are: mode, tokens, usd"),
+        "{help}"
+    );
 }
 
 #[test]
 fn wrong_type_names_the_path_and_suggests_a_fix() {
     let text = "[jobs.a]\nrun = [\"true\"]\nmax_tokens = \"5000\"\n";
     let errors = toml_errors(text);
-    assert_eq!(errors[0].to_string(), "`jobs.a.max_tokens` must be an integer, found a string");
+    assert_eq!(
+        errors[0].to_string(),
+        "`jobs.a.max_tokens` must be an integer, found a string"
+    );
     let (code, labels, help) = only(text, errors);
     assert_eq!(code, "orch::manifest::wrong_type");
     assert_eq!(labels, ["\"5000\""]);
@@ -158,7 +164,10 @@ fn cycle_names_every_job_of_the_loop() {
                 [jobs.c]\nrun = [\"c\"]\nneeds = [\"b\"]\n\
                 [jobs.d]\nrun = [\"d\"]\nneeds = [\"a\"]\n";
     let errors = toml_errors(text);
-    assert_eq!(errors[0].to_string(), "dependency cycle: `a` → `c` → `b` → `a`");
+    assert_eq!(
+        errors[0].to_string(),
+        "dependency cycle: `a` → `c` → `b` → `a`"
+    );
     let (code, labels, help) = only(text, errors);
     assert_eq!(code, "orch::manifest::cycle");
     assert_eq!(labels, ["\"c\"", "\"a\"", "\"b\""]);
@@ -194,10 +203,22 @@ fn negative_and_zero_budgets() {
     let (code, labels, help) = parts(text, &errors[0]);
     assert_eq!(code, "orch::manifest::bad_budget");
     assert_eq!(labels, ["-5"]);
-    assert!(help.contains("at least 1"));
+    assert!(help.contains("tokens of at least 1"));
     let (_, labels, help) = parts(text, &errors[1]);
     assert_eq!(labels, ["0.0"]);
     assert!(help.contains("dollars above zero"));
+}
+
+#[test]
+fn counts_must_be_positive() {
+    let text = "[settings]\nmax_parallel = 0\n[jobs.a]\nrun = [\"a\"]\n";
+    let (code, labels, help) = only(text, toml_errors(text));
+    assert_eq!(code, "orch::manifest::not_positive");
+    assert_eq!(labels, ["0"]);
+    assert_eq!(
+        help,
+        "write 1 or more, or remove `settings.max_parallel` for the default"
+    );
 }
 
 #[test]
@@ -256,4 +277,161 @@ fn type_errors_do_not_also_report_the_value_as_missing() {
     let text = "[jobs.a]\ncommand = 5\n";
     let (code, _, _) = only(text, toml_errors(text));
     assert_eq!(code, "orch::manifest::wrong_type");
+}
+
+mod legacy_json {
+    use super::*;
+
+    const ZEN: &[(&str, &str)] = &[
+        (
+            "all-keys.json",
+            include_str!("../../tests/fixtures/zen/all-keys.json"),
+        ),
+        (
+            "my-config.json",
+            include_str!("../../tests/fixtures/zen/my-config.json"),
+        ),
+        (
+            "production-config.json",
+            include_str!("../../tests/fixtures/zen/production-config.json"),
+        ),
+    ];
+
+    fn load_zen(name: &str) -> Manifest {
+        let (file, text) = ZEN.iter().find(|(f, _)| *f == name).unwrap();
+        load_str(Path::new(file), text.to_string()).expect("zen config loads")
+    }
+
+    #[test]
+    fn every_zen_key_loads() {
+        let m = load_zen("all-keys.json");
+        let names: Vec<&str> = m.jobs.iter().map(|j| j.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "critical-tests",
+                "Explain the build system in one paragraph",
+                "/ssotgardener removing legacy",
+                "/ssotgardener removing legacy-2",
+            ]
+        );
+        let Task::Agent(critical) = &m.jobs[0].task else {
+            panic!()
+        };
+        assert_eq!(
+            critical.pre_commands,
+            [
+                "/clear",
+                "/compact",
+                "/clear",
+                "system message: Focus on testing"
+            ]
+        );
+        assert_eq!(critical.allowed_tools, ["Write", "Edit", "Bash", "Read"]);
+        assert_eq!(m.jobs[0].limit.tokens, Some(75_000));
+        assert_eq!(
+            m.jobs[0].description.as_deref(),
+            Some("Critical E2E test creation")
+        );
+        // A session name maps to a stable UUID; a UUID stays itself.
+        assert_eq!(
+            critical.session_id,
+            Some(resolve::session_uuid("dedicated-session-1"))
+        );
+        assert_eq!(
+            critical.session_id.unwrap().get_version(),
+            Some(uuid::Version::Sha1)
+        );
+        let Task::Agent(explain) = &m.jobs[1].task else {
+            panic!()
+        };
+        assert_eq!(
+            explain.session_id.unwrap().to_string(),
+            "0b8c6a3e-4f2d-4c1a-9e55-2a7f1d3c9b10"
+        );
+        assert_eq!(explain.permission_mode, "default");
+        assert_eq!(explain.prompt, "Explain the build system in one paragraph");
+        let Task::Agent(unnamed) = &m.jobs[2].task else {
+            panic!()
+        };
+        assert_eq!(unnamed.permission_mode, "bypassPermissions");
+        assert!(
+            m.warnings
+                .iter()
+                .any(|w| w.contains("output_format \"json\""))
+        );
+
+        assert_eq!(m.budget.mode, BudgetMode::Block);
+        assert_eq!(m.budget.run.tokens, Some(200_000));
+        assert_eq!(m.budget.run.usd, Some(12.5));
+        assert_eq!(
+            m.budget.commands,
+            [
+                (
+                    "/createtestsv2".to_string(),
+                    Limit {
+                        tokens: Some(80_000),
+                        usd: Some(4.0)
+                    }
+                ),
+                (
+                    "/ssotgardener".to_string(),
+                    Limit {
+                        tokens: Some(60_000),
+                        usd: None
+                    }
+                ),
+            ]
+        );
+        assert!(m.settings.disable_budget_visuals);
+    }
+
+    #[test]
+    fn a_cost_budget_type_means_dollars() {
+        let text = r#"{"instances": [{"command": "/a"}],
+            "budget": {"overall_budget": 3.5, "budget_type": "cost", "command_budgets": {"/a": 1.25}}}"#;
+        let m = load_str(Path::new("zen.json"), text.into()).unwrap();
+        assert_eq!(
+            m.budget.run,
+            Limit {
+                tokens: None,
+                usd: Some(3.5)
+            }
+        );
+        assert_eq!(
+            m.budget.commands[0].1,
+            Limit {
+                tokens: None,
+                usd: Some(1.25)
+            }
+        );
+    }
+
+    #[test]
+    fn unknown_instance_keys_are_reported_with_suggestions() {
+        let text = r#"{"instances": [{"command": "/a", "max_token_per_command": 5}]}"#;
+        let errors = errors_of("zen.json", text);
+        let (code, labels, help) = only(text, errors);
+        assert_eq!(code, "orch::manifest::unknown_key");
+        assert_eq!(labels, ["\"max_token_per_command\""]);
+        assert_eq!(help, "did you mean `max_tokens_per_command`?");
+    }
+
+    #[test]
+    fn convert_round_trips_every_zen_config() {
+        let dir = std::env::temp_dir().join(format!("orch-convert-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for (file, text) in ZEN {
+            let json_path = dir.join(file);
+            std::fs::write(&json_path, text).unwrap();
+            let toml_text = crate::commands::convert::convert(&json_path).expect("converts");
+            let toml_path = json_path.with_extension("toml");
+            let from_json = load_str(&json_path, text.to_string()).unwrap();
+            let mut from_toml = load_str(&toml_path, toml_text.clone())
+                .unwrap_or_else(|e| panic!("{file}: {e:?}\n{toml_text}"));
+            from_toml.path = from_json.path.clone();
+            assert_eq!(from_json, from_toml, "{file}");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

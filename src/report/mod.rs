@@ -4,7 +4,10 @@ pub mod plan;
 
 /// Quotes an argv for a POSIX shell so it can be copied and pasted.
 pub fn shell_words(argv: &[String]) -> String {
-    argv.iter().map(|a| shell_word(a)).collect::<Vec<_>>().join(" ")
+    argv.iter()
+        .map(|a| shell_word(a))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn shell_word(arg: &str) -> String {
@@ -37,6 +40,9 @@ mod tests {
     #[test]
     fn quotes_only_what_needs_it() {
         let argv = ["claude", "-p", "--", "/review it's", ""].map(String::from);
-        assert_eq!(super::shell_words(&argv), r"claude -p -- '/review it'\''s' ''");
+        assert_eq!(
+            super::shell_words(&argv),
+            r"claude -p -- '/review it'\''s' ''"
+        );
     }
 }

@@ -102,7 +102,13 @@ fn text(v: &PlanView) -> String {
         let _ = writeln!(o, "budget ({mode}): {}", scopes.join("; "));
     }
     let _ = writeln!(o);
-    let width = v.steps.iter().map(|s| s.label.len()).max().unwrap_or(4).max(4);
+    let width = v
+        .steps
+        .iter()
+        .map(|s| s.label.len())
+        .max()
+        .unwrap_or(4)
+        .max(4);
     let _ = writeln!(o, "  {:>3}  {:>7}  {:width$}  needs", "#", "launch", "step");
     for s in &v.steps {
         let needs = if s.needs.is_empty() {
@@ -142,7 +148,11 @@ fn node_text(s: &crate::commands::plan::StepView) -> String {
     match &s.action {
         Action::Agent { prompt, .. } => format!("{}\\n{}", s.label, truncate(prompt, 40)),
         Action::Exec | Action::Shell => {
-            format!("{}\\n{}", s.label, truncate(&super::shell_words(&s.argv), 40))
+            format!(
+                "{}\\n{}",
+                s.label,
+                truncate(&super::shell_words(&s.argv), 40)
+            )
         }
     }
 }
@@ -158,7 +168,10 @@ fn truncate(s: &str, n: usize) -> String {
 fn dot(v: &PlanView) -> String {
     let mut o = String::new();
     let _ = writeln!(o, "digraph \"{}\" {{", escape(&v.name));
-    let _ = writeln!(o, "  rankdir=LR;\n  node [shape=box, fontname=\"Helvetica\"];");
+    let _ = writeln!(
+        o,
+        "  rankdir=LR;\n  node [shape=box, fontname=\"Helvetica\"];"
+    );
     for s in &v.steps {
         let shape = if matches!(s.action, Action::Agent { .. }) {
             ", style=rounded"

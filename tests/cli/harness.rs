@@ -1,0 +1,124 @@
+//! A builder that runs the real `orch` binary in a temporary folder, with `HOME` inside it and
+//! `NO_COLOR=1`, and a redactor that makes its output stable for snapshots.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The project's root folder.
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn orch_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_orch"))
+}
+
+/// One invocation of orch.
+pub struct Test {
+    pub dir: tempfile::TempDir,
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+}
+
+/// What an invocation did.
+#[derive(Debug)]
+pub struct Outcome {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Test {
+    pub fn new() -> Test {
+        let dir = tempfile::Builder::new()
+            .prefix("orch-test-")
+            .tempdir()
+            .expect("temp dir");
+        std::fs::create_dir_all(dir.path().join("home")).expect("home");
+        Test {
+            dir,
+            args: Vec::new(),
+            env: Vec::new(),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Writes a file under the test folder.
+    pub fn file(self, name: &str, text: &str) -> Test {
+        let path = self.dir.path().join(name);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).expect("parent dir");
+        }
+        std::fs::write(path, text).expect("write file");
+        self
+    }
+
+    pub fn args(mut self, args: &[&str]) -> Test {
+        self.args.extend(args.iter().map(|a| a.to_string()));
+        self
+    }
+
+    pub fn env(mut self, key: &str, value: &str) -> Test {
+        self.env.push((key.into(), value.into()));
+        self
+    }
+
+    pub fn command(&self) -> Command {
+        let mut cmd = Command::new(orch_bin());
+        cmd.current_dir(self.dir.path())
+            .args(&self.args)
+            .env("HOME", self.dir.path().join("home"))
+            .env("NO_COLOR", "1")
+            .env_remove("ORCH_CLAUDE_PATH")
+            .env_remove("CLICOLOR_FORCE")
+            .env("COLUMNS", "100");
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        cmd
+    }
+
+    pub fn run(&self) -> Outcome {
+        let Output {
+            status,
+            stdout,
+            stderr,
+        } = self.command().output().expect("orch runs");
+        Outcome {
+            code: status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&stderr).into_owned(),
+        }
+    }
+}
+
+/// Replaces what changes between runs (UUIDs, the binary's and the temp folder's paths).
+pub fn redact(text: &str, test: &Test) -> String {
+    let mut out = text.replace(&orch_bin().display().to_string(), "[orch]");
+    out = out.replace(&test.path().display().to_string(), "[tmp]");
+    let mut redacted = String::with_capacity(out.len());
+    let bytes = out.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        if out.get(i..i + 36).is_some_and(is_uuid) {
+            redacted.push_str("[uuid]");
+            i += 36;
+        } else {
+            let c = out[i..].chars().next().expect("in bounds");
+            redacted.push(c);
+            i += c.len_utf8();
+        }
+    }
+    redacted
+}
+
+fn is_uuid(s: &str) -> bool {
+    s.len() == 36
+        && s.char_indices().all(|(i, c)| match i {
+            8 | 13 | 18 | 23 => c == '-',
+            _ => c.is_ascii_hexdigit(),
+        })
+}

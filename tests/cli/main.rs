@@ -1,0 +1,5 @@
+//! End-to-end tests of the real `orch` binary, one integration-test binary for all of them.
+
+mod harness;
+mod manifests;
+mod plan;

@@ -1,0 +1,181 @@
+//! `orch plan`, zen's `--dry-run`, and how manifest errors look to a person.
+
+use super::harness::{Test, redact, root};
+
+const PIPELINE: &str = r#"#:schema ../schemas/orch-manifest.schema.json
+name = "pipeline"
+
+[settings]
+startup_delay = "2s"
+max_parallel = 2
+
+[budget]
+mode = "block"
+usd = 3.0
+
+[defaults]
+model = "sonnet"
+allowed_tools = ["Read", "Bash"]
+
+[jobs.lint]
+run = ["cargo", "clippy"]
+
+[jobs.tests]
+command = "/createtestsv2 unit"
+pre_commands = ["/compact"]
+needs = ["lint"]
+max_usd = 1.5
+
+[jobs.docs]
+shell = "echo 'docs ok'"
+"#;
+
+#[test]
+fn plan_text_shows_argv_offsets_and_budgets() {
+    let t = Test::new()
+        .file("orch.toml", PIPELINE)
+        .args(&["plan", "--simulate"]);
+    let out = t.run();
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    insta::assert_snapshot!(redact(&out.stdout, &t));
+}
+
+#[test]
+fn dry_run_with_config_is_plan() {
+    let t = Test::new().file(
+        "zen.json",
+        r#"{"instances": [{"command": "/a"}, {"command": "/b"}]}"#,
+    );
+    let plan = t
+        .command()
+        .args(["plan", "zen.json", "--simulate"])
+        .output()
+        .unwrap();
+    let dry = t
+        .command()
+        .args(["run", "--config", "zen.json", "--dry-run", "--simulate"])
+        .output()
+        .unwrap();
+    assert!(plan.status.success() && dry.status.success());
+    let (plan, dry) = (
+        redact(&String::from_utf8_lossy(&plan.stdout), &t),
+        redact(&String::from_utf8_lossy(&dry.stdout), &t),
+    );
+    assert_eq!(plan, dry);
+    assert!(plan.contains("+5s"), "zen's default stagger: {plan}");
+}
+
+#[test]
+fn json_dot_and_mermaid_formats() {
+    let t = Test::new().file("orch.toml", PIPELINE);
+    let json = t
+        .command()
+        .args(["plan", "--format", "json", "--simulate"])
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    let steps = v["steps"].as_array().unwrap();
+    assert_eq!(steps.len(), 4);
+    assert_eq!(steps[1]["label"], "tests [1/2]");
+    assert_eq!(steps[1]["needs"], serde_json::json!([0]));
+    assert_eq!(steps[2]["session"]["mode"], "resume");
+    assert_eq!(steps[3]["offset_ms"], 2000);
+
+    let dot = t
+        .command()
+        .args(["plan", "--format", "dot"])
+        .output()
+        .unwrap();
+    assert!(dot.status.success());
+    let dot_text = String::from_utf8(dot.stdout).unwrap();
+    assert!(dot_text.contains("s0 -> s1;") && dot_text.contains("s1 -> s2;"));
+    // Graphviz must accept it (CI installs graphviz).
+    let mut render = std::process::Command::new("dot")
+        .arg("-Tsvg")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("graphviz `dot` is installed (apt-get install graphviz)");
+    use std::io::Write;
+    render
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(dot_text.as_bytes())
+        .unwrap();
+    let svg = render.wait_with_output().unwrap();
+    assert!(svg.status.success());
+    assert!(String::from_utf8_lossy(&svg.stdout).contains("<svg"));
+
+    let mermaid = t
+        .command()
+        .args(["plan", "--format", "mermaid"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8(mermaid.stdout).unwrap();
+    assert!(text.starts_with("flowchart LR\n"));
+    assert!(text.contains("s0 --> s1"));
+}
+
+#[test]
+fn orch_toml_is_the_default_manifest() {
+    let out = Test::new().args(&["plan"]).run();
+    assert_eq!(out.code, 2);
+    assert!(
+        out.stderr.contains("cannot read manifest orch.toml"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("create orch.toml here"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn manifest_errors_render_with_source_labels_and_help() {
+    let bad = "[settings]\nstartup_delay = \"fast\"\n\n[jobs.build]\nrun = [\"make\"]\nneeds = [\"tset\"]\ntimout = \"5m\"\n\n[jobs.test]\ncommand = \"/test\"\nrun = [\"make\", \"test\"]\n";
+    let t = Test::new().file("orch.toml", bad).args(&["plan"]);
+    let out = t.run();
+    assert_eq!(out.code, 2);
+    assert!(out.stdout.is_empty());
+    insta::assert_snapshot!(redact(&out.stderr, &t));
+}
+
+#[test]
+fn a_cycle_is_shown_with_every_edge() {
+    let bad =
+        "[jobs.a]\nrun = [\"a\"]\nneeds = [\"b\"]\n\n[jobs.b]\nrun = [\"b\"]\nneeds = [\"a\"]\n";
+    let t = Test::new().file("orch.toml", bad).args(&["plan"]);
+    let out = t.run();
+    assert_eq!(out.code, 2);
+    insta::assert_snapshot!(redact(&out.stderr, &t));
+}
+
+#[test]
+fn a_json_syntax_error_is_shown_in_place() {
+    let bad = "{\n  \"instances\": [\n    {\"command\": \"/a\"},\n  ]\n}\n";
+    let t = Test::new()
+        .file("zen.json", bad)
+        .args(&["run", "--config", "zen.json", "--dry-run"]);
+    let out = t.run();
+    assert_eq!(out.code, 2);
+    insta::assert_snapshot!(redact(&out.stderr, &t));
+}
+
+#[test]
+fn the_demo_manifest_plans_its_simulated_agents() {
+    let out = Test::new()
+        .args(&[
+            "plan",
+            root().join("manifests/demo.toml").to_str().unwrap(),
+            "--simulate",
+        ])
+        .run();
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stdout
+            .contains("agent-sim -p --output-format stream-json --verbose")
+    );
+}
