@@ -130,7 +130,10 @@ impl Accounting {
     pub fn new(prior: Option<SessionTotals>) -> Self {
         Accounting {
             prior,
-            usage: StepUsage { is_estimate: true, ..StepUsage::default() },
+            usage: StepUsage {
+                is_estimate: true,
+                ..StepUsage::default()
+            },
             ..Accounting::default()
         }
     }
@@ -157,8 +160,7 @@ impl Accounting {
                 if model == SYNTHETIC_MODEL {
                     return None;
                 }
-                if self.usage.model.is_none() && parent_tool_use_id.is_none() && !model.is_empty()
-                {
+                if self.usage.model.is_none() && parent_tool_use_id.is_none() && !model.is_empty() {
                     self.usage.model = Some(model.clone());
                 }
                 let tools = self.count_tools(message_id, tool_uses, tool_use_ids);
@@ -169,7 +171,12 @@ impl Accounting {
                 self.usage.api_retries = self.usage.api_retries.saturating_add(1);
                 None
             }
-            StreamEvent::RateLimit { status, resets_at, rate_limit_type, utilization } => {
+            StreamEvent::RateLimit {
+                status,
+                resets_at,
+                rate_limit_type,
+                utilization,
+            } => {
                 self.usage.rate_limits.push(RateLimitRecord {
                     status: status.clone(),
                     resets_at: *resets_at,
@@ -279,7 +286,10 @@ impl Accounting {
         let mut models = BTreeMap::new();
         let mut tokens = TokenCounts::default();
         for (model, cumulative) in model_usage {
-            let before = base.and_then(|b| b.models.get(model)).copied().unwrap_or_default();
+            let before = base
+                .and_then(|b| b.models.get(model))
+                .copied()
+                .unwrap_or_default();
             let step = ModelUsage {
                 tokens: cumulative.tokens.saturating_sub(&before.tokens),
                 cost_usd: (cumulative.cost_usd - before.cost_usd).max(0.0),
@@ -310,7 +320,10 @@ impl Accounting {
             errors: errors.clone(),
             api_error_status: *api_error_status,
         };
-        let cumulative = SessionTotals { cost_usd: *total_cost_usd, models: model_usage.clone() };
+        let cumulative = SessionTotals {
+            cost_usd: *total_cost_usd,
+            models: model_usage.clone(),
+        };
         self.result = Some((summary, cumulative));
     }
 }

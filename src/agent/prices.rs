@@ -37,9 +37,11 @@ impl Price {
     ///
     /// Cache writes without a 5m/1h split (older transcripts) are charged at the 5-minute rate.
     pub fn cost(&self, tokens: &TokenCounts) -> f64 {
-        let creation = tokens
-            .cache_creation
-            .max(tokens.cache_creation_5m.saturating_add(tokens.cache_creation_1h));
+        let creation = tokens.cache_creation.max(
+            tokens
+                .cache_creation_5m
+                .saturating_add(tokens.cache_creation_1h),
+        );
         let write_5m = creation.saturating_sub(tokens.cache_creation_1h);
         (tokens.input as f64 * self.input
             + tokens.output as f64 * self.output
@@ -156,7 +158,7 @@ fn by_family(name: &str) -> Option<&'static Price> {
     let wanted = version(name);
     let mut same_family: Vec<&'static Price> =
         PRICES.iter().filter(|p| p.model.contains(family)).collect();
-    same_family.sort_by(|a, b| version(b.model).cmp(&version(a.model)));
+    same_family.sort_by_key(|p| std::cmp::Reverse(version(p.model)));
     same_family
         .iter()
         .find(|p| version(p.model) <= wanted)

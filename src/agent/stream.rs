@@ -7,8 +7,8 @@
 //! ignored. It keeps no state (deduplication is [`crate::agent::accounting`]'s job) and it
 //! parses each line in a single serde pass without building a `serde_json::Value`.
 
-mod raw;
 mod lenient;
+mod raw;
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -45,8 +45,12 @@ impl TokenCounts {
         self.output = self.output.saturating_add(other.output);
         self.cache_read = self.cache_read.saturating_add(other.cache_read);
         self.cache_creation = self.cache_creation.saturating_add(other.cache_creation);
-        self.cache_creation_5m = self.cache_creation_5m.saturating_add(other.cache_creation_5m);
-        self.cache_creation_1h = self.cache_creation_1h.saturating_add(other.cache_creation_1h);
+        self.cache_creation_5m = self
+            .cache_creation_5m
+            .saturating_add(other.cache_creation_5m);
+        self.cache_creation_1h = self
+            .cache_creation_1h
+            .saturating_add(other.cache_creation_1h);
     }
 
     /// `self - other` field by field, never below zero.
@@ -56,8 +60,12 @@ impl TokenCounts {
             output: self.output.saturating_sub(other.output),
             cache_read: self.cache_read.saturating_sub(other.cache_read),
             cache_creation: self.cache_creation.saturating_sub(other.cache_creation),
-            cache_creation_5m: self.cache_creation_5m.saturating_sub(other.cache_creation_5m),
-            cache_creation_1h: self.cache_creation_1h.saturating_sub(other.cache_creation_1h),
+            cache_creation_5m: self
+                .cache_creation_5m
+                .saturating_sub(other.cache_creation_5m),
+            cache_creation_1h: self
+                .cache_creation_1h
+                .saturating_sub(other.cache_creation_1h),
         }
     }
 }

@@ -8,8 +8,12 @@ macro_rules! fixture {
     ($name:literal) => {
         (
             $name,
-            include_bytes!(concat!("../../../tests/fixtures/claude-code-2.1.331/", $name, ".jsonl"))
-                .as_slice(),
+            include_bytes!(concat!(
+                "../../../tests/fixtures/claude-code-2.1.331/",
+                $name,
+                ".jsonl"
+            ))
+            .as_slice(),
         )
     };
 }
@@ -25,11 +29,18 @@ const FIXTURES: &[(&str, &[u8])] = &[
 ];
 
 fn fixture(name: &str) -> &'static [u8] {
-    FIXTURES.iter().find(|(n, _)| *n == name).map(|(_, b)| *b).expect("known fixture")
+    FIXTURES
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, b)| *b)
+        .expect("known fixture")
 }
 
 fn events(bytes: &[u8]) -> Vec<StreamEvent> {
-    bytes.split(|b| *b == b'\n').filter_map(parse_line).collect()
+    bytes
+        .split(|b| *b == b'\n')
+        .filter_map(parse_line)
+        .collect()
 }
 
 fn run(bytes: &[u8], prior: Option<SessionTotals>, exit: Option<i32>) -> (Accounting, Outcome) {
@@ -48,8 +59,13 @@ fn opus(tokens: TokenCounts) -> f64 {
 #[test]
 fn every_fixture_with_a_result_matches_it_exactly() {
     for (name, bytes) in FIXTURES {
-        let Some(StreamEvent::Result { total_cost_usd, model_usage, .. }) =
-            events(bytes).into_iter().find(|e| matches!(e, StreamEvent::Result { .. }))
+        let Some(StreamEvent::Result {
+            total_cost_usd,
+            model_usage,
+            ..
+        }) = events(bytes)
+            .into_iter()
+            .find(|e| matches!(e, StreamEvent::Result { .. }))
         else {
             continue;
         };
@@ -73,7 +89,10 @@ fn text_only_succeeds_with_its_totals() {
     assert_eq!(usage.cost_usd, 0.004172);
     assert_eq!(usage.total_tokens(), 8 + 12 + 12000 + 300);
     assert_eq!(usage.model.as_deref(), Some("claude-opus-5-5"));
-    assert_eq!(usage.session_id.as_deref(), Some("64d2903f-9641-4e77-9203-03033ed8ea1e"));
+    assert_eq!(
+        usage.session_id.as_deref(),
+        Some("64d2903f-9641-4e77-9203-03033ed8ea1e")
+    );
     assert_eq!(usage.num_turns, Some(1));
     assert_eq!(usage.tool_calls_total, 0);
     // A non-zero exit code fails a step even with a clean result.
@@ -144,13 +163,26 @@ fn limits_and_interruptions_are_failures_with_their_cost() {
     let cases = [
         ("error-max-turns", "error_max_turns", 0.067152, 1),
         ("error-max-budget-usd", "error_max_budget_usd", 0.134304, 2),
-        ("interrupted-by-sigint", "error_during_execution", 0.066152, 0),
+        (
+            "interrupted-by-sigint",
+            "error_during_execution",
+            0.066152,
+            0,
+        ),
     ];
     for (name, subtype, cost, tools) in cases {
-        let exit = if name == "interrupted-by-sigint" { 0 } else { 1 };
+        let exit = if name == "interrupted-by-sigint" {
+            0
+        } else {
+            1
+        };
         let (_, outcome) = run(fixture(name), None, Some(exit));
         assert!(!outcome.success, "{name}");
-        assert_eq!(outcome.result.map(|r| r.subtype).as_deref(), Some(subtype), "{name}");
+        assert_eq!(
+            outcome.result.map(|r| r.subtype).as_deref(),
+            Some(subtype),
+            "{name}"
+        );
         assert_eq!(outcome.usage.cost_usd, cost, "{name}");
         assert!(!outcome.usage.is_estimate, "{name}");
         assert_eq!(outcome.usage.tool_calls_total, tools, "{name}");
@@ -175,10 +207,18 @@ fn killed_by_sigterm_stays_an_estimate() {
 fn interrupted_estimate_is_replaced_by_the_result() {
     let evs = events(fixture("interrupted-by-sigint"));
     let mut acc = Accounting::new(None);
-    let estimate = evs.iter().filter_map(|e| acc.observe(e)).next().expect("an update");
+    let estimate = evs
+        .iter()
+        .filter_map(|e| acc.observe(e))
+        .next()
+        .expect("an update");
     assert!(estimate.is_estimate);
     assert!(estimate.cost_usd > 0.0);
-    let last = evs.iter().filter_map(|e| acc.observe(e)).last().expect("the result");
+    let last = evs
+        .iter()
+        .filter_map(|e| acc.observe(e))
+        .last()
+        .expect("the result");
     assert!(!last.is_estimate);
     assert_eq!(last.cost_usd, 0.066152);
 }
@@ -230,8 +270,16 @@ fn resumed_chain_charges_each_step_its_difference() {
         let (acc, outcome) = run(transcript.as_bytes(), prior.clone(), Some(0));
         assert!(outcome.success);
         let usage = &outcome.usage;
-        assert_eq!((usage.tokens.input, usage.tokens.output), (want.0, want.1), "step {step}");
-        assert!((usage.cost_usd - want.2).abs() < 1e-12, "step {step}: {}", usage.cost_usd);
+        assert_eq!(
+            (usage.tokens.input, usage.tokens.output),
+            (want.0, want.1),
+            "step {step}"
+        );
+        assert!(
+            (usage.cost_usd - want.2).abs() < 1e-12,
+            "step {step}: {}",
+            usage.cost_usd
+        );
         assert_eq!(usage.tool_calls_total, 1);
         charged += usage.cost_usd;
         prior = acc.session_totals();
@@ -242,7 +290,10 @@ fn resumed_chain_charges_each_step_its_difference() {
 
 #[test]
 fn a_result_below_the_prior_is_a_fresh_session() {
-    let prior = SessionTotals { cost_usd: 5.0, models: BTreeMap::new() };
+    let prior = SessionTotals {
+        cost_usd: 5.0,
+        models: BTreeMap::new(),
+    };
     let transcript = resumed_step("sess-2", 0, (10, 100, 0.25));
     let (_, outcome) = run(transcript.as_bytes(), Some(prior), Some(0));
     assert_eq!(outcome.usage.cost_usd, 0.25);

@@ -39,7 +39,12 @@ fn reproduces_every_fixture_cost() {
     let mut checked = 0;
     for (name, transcript) in FIXTURES {
         for event in transcript.lines().filter_map(|l| parse_line(l.as_bytes())) {
-            let StreamEvent::Result { total_cost_usd, model_usage, .. } = event else {
+            let StreamEvent::Result {
+                total_cost_usd,
+                model_usage,
+                ..
+            } = event
+            else {
                 continue;
             };
             let mut sum = 0.0;
@@ -54,7 +59,10 @@ fn reproduces_every_fixture_cost() {
                 sum += cost;
                 checked += 1;
             }
-            assert!((sum - total_cost_usd).abs() < 1e-9, "{name}: {sum} vs {total_cost_usd}");
+            assert!(
+                (sum - total_cost_usd).abs() < 1e-9,
+                "{name}: {sum} vs {total_cost_usd}"
+            );
         }
     }
     assert_eq!(checked, 5, "five fixtures carry a priced modelUsage entry");
@@ -64,7 +72,13 @@ fn reproduces_every_fixture_cost() {
 fn derived_opus_5_5_prices() {
     let p = price_for("claude-opus-5-5").expect("listed");
     assert_eq!(
-        (p.input, p.output, p.cache_write_5m, p.cache_write_1h, p.cache_read),
+        (
+            p.input,
+            p.output,
+            p.cache_write_5m,
+            p.cache_write_1h,
+            p.cache_read
+        ),
         (4.0, 20.0, 5.0, 8.0, 0.2)
     );
 }
@@ -75,14 +89,20 @@ fn lookups_by_alias_id_date_and_family() {
     assert_eq!(model("opus"), Some("claude-opus-5-5"));
     assert_eq!(model("Sonnet"), Some("claude-sonnet-4-6"));
     assert_eq!(model("haiku"), Some("claude-haiku-4-5"));
-    assert_eq!(model("claude-sonnet-4-5-20250929"), Some("claude-sonnet-4-5"));
+    assert_eq!(
+        model("claude-sonnet-4-5-20250929"),
+        Some("claude-sonnet-4-5")
+    );
     assert_eq!(model("claude-opus-4-1-20250805"), Some("claude-opus-4-1"));
     assert_eq!(model("claude-opus-4-20250514"), Some("claude-opus-4"));
     assert_eq!(model("claude-opus-4-5"), Some("claude-opus-4-5"));
     assert_eq!(model("claude-haiku-4-5-20251001"), Some("claude-haiku-4-5"));
     assert_eq!(model("claude-3-5-haiku-20241022"), Some("claude-3-5-haiku"));
     assert_eq!(model("claude-sonnet-4-5[1m]"), Some("claude-sonnet-4-5"));
-    assert_eq!(model("us.anthropic.claude-sonnet-4-20250514-v1:0"), Some("claude-sonnet-4"));
+    assert_eq!(
+        model("us.anthropic.claude-sonnet-4-20250514-v1:0"),
+        Some("claude-sonnet-4")
+    );
     assert_eq!(model("claude-opus-4-1@20250805"), Some("claude-opus-4-1"));
     // Unknown versions fall back within their family.
     assert_eq!(model("claude-opus-4-7"), Some("claude-opus-4-6"));
@@ -104,6 +124,9 @@ fn cost_handles_unsplit_cache_writes() {
         cache_creation_1h: 1_000_000,
     };
     assert!((p.cost(&split) - (3.0 + 15.0 + 0.3 + 3.75 + 6.0)).abs() < 1e-9);
-    let unsplit = TokenCounts { cache_creation: 1_000_000, ..TokenCounts::default() };
+    let unsplit = TokenCounts {
+        cache_creation: 1_000_000,
+        ..TokenCounts::default()
+    };
     assert!((p.cost(&unsplit) - 3.75).abs() < 1e-9);
 }

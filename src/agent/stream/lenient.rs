@@ -326,8 +326,8 @@ mod tests {
 
     #[test]
     fn right_shapes_parse_and_non_objects_in_arrays_are_dropped() {
-        let p: Probe = serde_json::from_str(r#"{"s":"hi","o":{"n":3},"v":[{"n":1},5,{"n":2}]}"#)
-            .unwrap();
+        let p: Probe =
+            serde_json::from_str(r#"{"s":"hi","o":{"n":3},"v":[{"n":1},5,{"n":2}]}"#).unwrap();
         assert_eq!(p.s.as_str(), Some("hi"));
         assert_eq!(p.o.0, Some(Inner { n: 3 }));
         assert_eq!(p.v.0, vec![Inner { n: 1 }, Inner { n: 2 }]);

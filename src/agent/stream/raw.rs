@@ -140,7 +140,10 @@ impl RawLine<'_> {
             },
             (Some("system"), Some("api_retry")) => StreamEvent::ApiRetry {
                 attempt: self.attempt.as_u64().map_or(0, saturate_u32),
-                error_status: self.error_status.as_u64().and_then(|n| u16::try_from(n).ok()),
+                error_status: self
+                    .error_status
+                    .as_u64()
+                    .and_then(|n| u16::try_from(n).ok()),
                 error: self.error.to_string_opt(),
                 retry_delay_ms: self.retry_delay_ms.as_u64(),
             },
@@ -245,7 +248,11 @@ fn epoch_seconds(v: &Scalar<'_>) -> Option<i64> {
         return Some(t.timestamp());
     }
     let n = v.as_i64()?;
-    Some(if n.abs() >= MILLIS_THRESHOLD { n / 1000 } else { n })
+    Some(if n.abs() >= MILLIS_THRESHOLD {
+        n / 1000
+    } else {
+        n
+    })
 }
 
 impl RawUsage {

@@ -2,13 +2,17 @@
 
 use super::*;
 
-const TWO_BLOCKS: &str =
-    include_str!("../../../tests/fixtures/claude-code-2.1.331/tool-use-two-blocks-one-message.jsonl");
+const TWO_BLOCKS: &str = include_str!(
+    "../../../tests/fixtures/claude-code-2.1.331/tool-use-two-blocks-one-message.jsonl"
+);
 const RETRY_529: &str =
     include_str!("../../../tests/fixtures/claude-code-2.1.331/api-error-529-after-retries.jsonl");
 
 fn events(transcript: &str) -> Vec<StreamEvent> {
-    transcript.lines().filter_map(|l| parse_line(l.as_bytes())).collect()
+    transcript
+        .lines()
+        .filter_map(|l| parse_line(l.as_bytes()))
+        .collect()
 }
 
 #[test]
@@ -22,7 +26,15 @@ fn parses_init_assistant_user_and_result() {
             model: Some("claude-opus-5-5".into()),
         }
     );
-    let StreamEvent::Assistant { message_id, model, usage, tool_uses, text, .. } = &evs[1] else {
+    let StreamEvent::Assistant {
+        message_id,
+        model,
+        usage,
+        tool_uses,
+        text,
+        ..
+    } = &evs[1]
+    else {
         panic!("not assistant: {:?}", evs[1]);
     };
     assert_eq!(message_id, "msg_01b1352fc73dd4456c81c809");
@@ -40,15 +52,28 @@ fn parses_init_assistant_user_and_result() {
     );
     assert!(tool_uses.is_empty());
     assert_eq!(text.as_deref(), Some("I'll list the files."));
-    let StreamEvent::Assistant { tool_uses, tool_use_ids, text, .. } = &evs[2] else {
+    let StreamEvent::Assistant {
+        tool_uses,
+        tool_use_ids,
+        text,
+        ..
+    } = &evs[2]
+    else {
         panic!("not assistant: {:?}", evs[2]);
     };
     assert_eq!(tool_uses, &["Bash"]);
     assert_eq!(tool_use_ids, &["toolu_0142bed2ecabe344fa930ad0"]);
     assert_eq!(*text, None);
     assert_eq!(evs[3], StreamEvent::User);
-    let StreamEvent::Result { is_error, subtype, total_cost_usd, usage, model_usage, num_turns, .. } =
-        &evs[5]
+    let StreamEvent::Result {
+        is_error,
+        subtype,
+        total_cost_usd,
+        usage,
+        model_usage,
+        num_turns,
+        ..
+    } = &evs[5]
     else {
         panic!("not result: {:?}", evs[5]);
     };
@@ -76,9 +101,17 @@ fn parses_api_retries_and_an_error_result_with_success_subtype() {
             retry_delay_ms: Some(530),
         }
     );
-    let StreamEvent::Assistant { model, .. } = &evs[3] else { panic!("{:?}", evs[3]) };
+    let StreamEvent::Assistant { model, .. } = &evs[3] else {
+        panic!("{:?}", evs[3])
+    };
     assert_eq!(model, "<synthetic>");
-    let StreamEvent::Result { is_error, subtype, model_usage, api_error_status, .. } = &evs[4]
+    let StreamEvent::Result {
+        is_error,
+        subtype,
+        model_usage,
+        api_error_status,
+        ..
+    } = &evs[4]
     else {
         panic!("{:?}", evs[4])
     };
@@ -101,12 +134,17 @@ fn rate_limit_events_in_both_shapes() {
         })
     );
     let flat = br#"{"type":"rate_limit_event","status":"rejected","resetsAt":1771390800000}"#;
-    let Some(StreamEvent::RateLimit { status, resets_at, .. }) = parse_line(flat) else {
+    let Some(StreamEvent::RateLimit {
+        status, resets_at, ..
+    }) = parse_line(flat)
+    else {
         panic!("flat shape not parsed");
     };
     assert_eq!((status.as_str(), resets_at), ("rejected", Some(1771390800)));
     let iso = br#"{"type":"rate_limit_event","rate_limit_info":{"status":"allowed","resetsAt":"2026-02-18T05:00:00Z"}}"#;
-    let Some(StreamEvent::RateLimit { resets_at, .. }) = parse_line(iso) else { panic!() };
+    let Some(StreamEvent::RateLimit { resets_at, .. }) = parse_line(iso) else {
+        panic!()
+    };
     assert_eq!(resets_at, Some(1771390800));
 }
 
@@ -121,7 +159,12 @@ fn garbage_gives_none_and_unknown_gives_other() {
         b"[1,2,3]",
         b"{\"type\":\"result\",\"subtype\":\"\xff\"}",
     ] {
-        assert_eq!(parse_line(line), None, "{:?}", String::from_utf8_lossy(line));
+        assert_eq!(
+            parse_line(line),
+            None,
+            "{:?}",
+            String::from_utf8_lossy(line)
+        );
     }
     for line in [
         &br#"{"type":"stream_event","event":{"type":"content_block_delta"}}"#[..],
@@ -131,21 +174,38 @@ fn garbage_gives_none_and_unknown_gives_other() {
         // Invalid UTF-8 inside a skipped field is skipped with it.
         b"{\"type\":\"user\",\"junk\":\"\xff\"}",
     ] {
-        assert!(matches!(parse_line(line), Some(StreamEvent::Other | StreamEvent::User)));
+        assert!(matches!(
+            parse_line(line),
+            Some(StreamEvent::Other | StreamEvent::User)
+        ));
     }
 }
 
 #[test]
 fn fields_of_unexpected_type_do_not_lose_the_line() {
     let line = br#"{"type":"assistant","error":{"nested":[1]},"message":{"id":"m1","model":"claude-haiku-4-5","usage":{"input_tokens":"5","output_tokens":2.0,"cache_creation":"odd"},"content":"plain string"}}"#;
-    let Some(StreamEvent::Assistant { message_id, usage, tool_uses, .. }) = parse_line(line) else {
+    let Some(StreamEvent::Assistant {
+        message_id,
+        usage,
+        tool_uses,
+        ..
+    }) = parse_line(line)
+    else {
         panic!("assistant line lost");
     };
     assert_eq!(message_id, "m1");
-    assert_eq!((usage.input, usage.output, usage.cache_creation_5m), (5, 2, 0));
+    assert_eq!(
+        (usage.input, usage.output, usage.cache_creation_5m),
+        (5, 2, 0)
+    );
     assert!(tool_uses.is_empty());
     let result = br#"{"type":"result","subtype":"error_max_turns","total_cost_usd":null,"modelUsage":[],"errors":["a",1,"b"]}"#;
-    let Some(StreamEvent::Result { is_error, total_cost_usd, errors, .. }) = parse_line(result)
+    let Some(StreamEvent::Result {
+        is_error,
+        total_cost_usd,
+        errors,
+        ..
+    }) = parse_line(result)
     else {
         panic!("result lost");
     };
@@ -169,8 +229,17 @@ fn long_text_is_truncated_on_a_char_boundary() {
 
 #[test]
 fn token_count_arithmetic_saturates() {
-    let a = TokenCounts { input: 5, output: 1, ..TokenCounts::default() };
-    let b = TokenCounts { input: 7, output: 1, cache_read: 3, ..TokenCounts::default() };
+    let a = TokenCounts {
+        input: 5,
+        output: 1,
+        ..TokenCounts::default()
+    };
+    let b = TokenCounts {
+        input: 7,
+        output: 1,
+        cache_read: 3,
+        ..TokenCounts::default()
+    };
     assert_eq!(a.saturating_sub(&b), TokenCounts::default());
     let mut c = a;
     c.add(&b);
