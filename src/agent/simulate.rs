@@ -107,8 +107,15 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
             Err(e) => return fail(&format!("orch agent-sim: cannot read session {id}: {e}"), 1),
         },
     };
+    // Before our handlers exist, so the grandchild does not inherit an ignored SIGTERM.
     if knobs.grandchild {
         spawn_grandchild();
+    }
+    if let Err(e) = install_signal_handlers(knobs.ignore_sigterm) {
+        return fail(
+            &format!("orch agent-sim: cannot install signal handlers: {e}"),
+            1,
+        );
     }
     let state_dir = knobs.state_dir.clone();
     let delay = Duration::from_millis(knobs.delay_ms);

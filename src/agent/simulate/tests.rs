@@ -211,7 +211,10 @@ fn resumed_chain_is_cumulative_and_charged_by_difference() {
             panic!("no result");
         };
         // serde_json's default float parser may be one ULP off, hence the tolerance.
-        assert!((total_cost_usd - t.state.cost_usd).abs() < 1e-12, "cumulative like the CLI");
+        assert!(
+            (total_cost_usd - t.state.cost_usd).abs() < 1e-12,
+            "cumulative like the CLI"
+        );
         let (acc, outcome) = account(&t.stdout, prior.clone(), t.exit_code);
         let own = t.state.cost_usd - before;
         assert!((outcome.usage.cost_usd - own).abs() < 1e-12, "step {step}");
