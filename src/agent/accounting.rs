@@ -1,1 +1,340 @@
-//! TODO
+//! Per-step accounting of one Claude Code run: tokens, cost, tool calls, retries and rate
+//! limits, following DESIGN.md §5.
+//!
+//! Owns the rules that turn a stream of [`StreamEvent`]s into a [`StepUsage`]: count each
+//! `message.id` once, skip `<synthetic>` messages, estimate live from the price table, let the
+//! `result` line overrule the estimate, and with `--resume` charge only the difference from the
+//! session's previous cumulative totals. It never does I/O, never reads the clock and never
+//! decides budgets; it only reports what a step used.
+
+use crate::agent::prices::price_for;
+use crate::agent::stream::{ModelUsage, StreamEvent, TokenCounts};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashSet};
+
+/// The model name Claude Code gives messages it made up itself (API errors); never billed.
+const SYNTHETIC_MODEL: &str = "<synthetic>";
+
+/// A session's cumulative totals after a step, as the CLI's `result` line reports them.
+/// Passed to the next step of a `--resume` chain so it is charged only its own difference.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct SessionTotals {
+    /// Cumulative `total_cost_usd`.
+    pub cost_usd: f64,
+    /// Cumulative `modelUsage` per model.
+    pub models: BTreeMap<String, ModelUsage>,
+}
+
+/// One `rate_limit_event` as recorded in a step's usage.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct RateLimitRecord {
+    /// `allowed`, `allowed_warning`, `rejected`, ...
+    pub status: String,
+    /// When the limit window resets, epoch seconds.
+    pub resets_at: Option<i64>,
+    /// Which limit, such as `five_hour`.
+    pub rate_limit_type: Option<String>,
+    /// Share of the limit used, as reported.
+    pub utilization: Option<f64>,
+}
+
+/// What one step used. Goes into results.json and the ledger.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct StepUsage {
+    /// Tokens charged to this step, all models together.
+    pub tokens: TokenCounts,
+    /// Cost charged to this step in US dollars.
+    pub cost_usd: f64,
+    /// True until an authoritative `result` line arrives (live estimate from the price table).
+    pub is_estimate: bool,
+    /// Tool calls by tool name.
+    pub tool_calls: BTreeMap<String, u32>,
+    /// All tool calls together.
+    pub tool_calls_total: u32,
+    /// Tokens and cost per model (subagents' models included once the result arrives).
+    pub models: BTreeMap<String, ModelUsage>,
+    /// The main model of the step.
+    pub model: Option<String>,
+    /// `system/api_retry` lines seen.
+    pub api_retries: u32,
+    /// `rate_limit_event` lines seen, in order.
+    pub rate_limits: Vec<RateLimitRecord>,
+    /// Turns, from the result line.
+    pub num_turns: Option<u32>,
+    /// The Claude session id, from the init or result line.
+    pub session_id: Option<String>,
+}
+
+impl StepUsage {
+    /// input + output + cache reads + cache writes.
+    pub fn total_tokens(&self) -> u64 {
+        self.tokens.total()
+    }
+}
+
+/// A change of the step's running usage, for live reporting and budget checks.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+pub struct UsageUpdate {
+    /// Tokens so far.
+    pub tokens: TokenCounts,
+    /// Cost so far in US dollars.
+    pub cost_usd: f64,
+    /// Whether the figures are still an estimate.
+    pub is_estimate: bool,
+    /// Tool calls so far.
+    pub tool_calls_total: u32,
+}
+
+/// The `result` line's verdict, kept for the outcome.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct ResultSummary {
+    /// `success`, `error_max_turns`, ... (not the success criterion).
+    pub subtype: String,
+    /// The success criterion: false means the run succeeded.
+    pub is_error: bool,
+    /// The final text.
+    pub text: Option<String>,
+    /// Error messages.
+    pub errors: Vec<String>,
+    /// HTTP status of a final API error.
+    pub api_error_status: Option<u16>,
+}
+
+/// How a step ended.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct Outcome {
+    /// A result line with `is_error == false` arrived and the process exited with 0.
+    pub success: bool,
+    /// The process's exit code; `None` when it died by a signal.
+    pub exit_code: Option<i32>,
+    /// The result line's verdict; `None` when the step wrote none (killed, crashed).
+    pub result: Option<ResultSummary>,
+    /// What the step used (an estimate when `result` is `None`).
+    pub usage: StepUsage,
+}
+
+/// Accumulates one step's usage from its stream events.
+#[derive(Debug, Clone, Default)]
+pub struct Accounting {
+    prior: Option<SessionTotals>,
+    usage: StepUsage,
+    seen_messages: HashSet<String>,
+    seen_tool_uses: HashSet<String>,
+    estimate: BTreeMap<String, ModelUsage>,
+    result: Option<(ResultSummary, SessionTotals)>,
+}
+
+impl Accounting {
+    /// Starts a step. `prior` is the session's cumulative totals after the previous step of the
+    /// same Claude session (for `--resume` chains); `None` for a fresh session.
+    pub fn new(prior: Option<SessionTotals>) -> Self {
+        Accounting {
+            prior,
+            usage: StepUsage {
+                is_estimate: true,
+                ..StepUsage::default()
+            },
+            ..Accounting::default()
+        }
+    }
+
+    /// Feeds one event; returns the new running usage when tokens, cost or tool calls changed.
+    pub fn observe(&mut self, ev: &StreamEvent) -> Option<UsageUpdate> {
+        match ev {
+            StreamEvent::Init { session_id, model } => {
+                self.usage.session_id = Some(session_id.clone());
+                if model.is_some() {
+                    self.usage.model.clone_from(model);
+                }
+                None
+            }
+            StreamEvent::Assistant {
+                message_id,
+                model,
+                usage,
+                tool_uses,
+                tool_use_ids,
+                parent_tool_use_id,
+                ..
+            } => {
+                if model == SYNTHETIC_MODEL {
+                    return None;
+                }
+                if self.usage.model.is_none() && parent_tool_use_id.is_none() && !model.is_empty() {
+                    self.usage.model = Some(model.clone());
+                }
+                let tools = self.count_tools(message_id, tool_uses, tool_use_ids);
+                let tokens = self.count_message(message_id, model, usage);
+                (tools || tokens).then(|| self.update())
+            }
+            StreamEvent::ApiRetry { .. } => {
+                self.usage.api_retries = self.usage.api_retries.saturating_add(1);
+                None
+            }
+            StreamEvent::RateLimit {
+                status,
+                resets_at,
+                rate_limit_type,
+                utilization,
+            } => {
+                self.usage.rate_limits.push(RateLimitRecord {
+                    status: status.clone(),
+                    resets_at: *resets_at,
+                    rate_limit_type: rate_limit_type.clone(),
+                    utilization: *utilization,
+                });
+                None
+            }
+            StreamEvent::Result { .. } => {
+                self.apply_result(ev);
+                Some(self.update())
+            }
+            StreamEvent::User | StreamEvent::Other => None,
+        }
+    }
+
+    /// The step's usage so far.
+    pub fn usage(&self) -> &StepUsage {
+        &self.usage
+    }
+
+    /// The session's cumulative totals after this step, for the next step of a `--resume`
+    /// chain. Without a result line the last authoritative totals (the prior) are all we know.
+    pub fn session_totals(&self) -> Option<SessionTotals> {
+        match &self.result {
+            Some((_, cumulative)) => Some(cumulative.clone()),
+            None => self.prior.clone(),
+        }
+    }
+
+    /// Ends the step: success is a result line with `is_error == false` and exit code 0.
+    pub fn finish(&mut self, exit_code: Option<i32>) -> Outcome {
+        let result = self.result.as_ref().map(|(summary, _)| summary.clone());
+        Outcome {
+            success: exit_code == Some(0) && result.as_ref().is_some_and(|r| !r.is_error),
+            exit_code,
+            result,
+            usage: self.usage.clone(),
+        }
+    }
+
+    fn update(&self) -> UsageUpdate {
+        UsageUpdate {
+            tokens: self.usage.tokens,
+            cost_usd: self.usage.cost_usd,
+            is_estimate: self.usage.is_estimate,
+            tool_calls_total: self.usage.tool_calls_total,
+        }
+    }
+
+    /// Counts each tool_use block once, by block id (the same line may be seen twice).
+    fn count_tools(&mut self, message_id: &str, names: &[String], ids: &[String]) -> bool {
+        let mut changed = false;
+        for (i, name) in names.iter().enumerate() {
+            let key = match ids.get(i).filter(|id| !id.is_empty()) {
+                Some(id) => id.clone(),
+                None => format!("{message_id}#{i}#{name}"),
+            };
+            if self.seen_tool_uses.insert(key) {
+                *self.usage.tool_calls.entry(name.clone()).or_default() += 1;
+                self.usage.tool_calls_total = self.usage.tool_calls_total.saturating_add(1);
+                changed = true;
+            }
+        }
+        changed
+    }
+
+    /// Adds a message's start-of-response usage to the live estimate, once per message id.
+    fn count_message(&mut self, message_id: &str, model: &str, usage: &TokenCounts) -> bool {
+        // After the authoritative result, late assistant lines must not move the figures.
+        if self.result.is_some() || !self.seen_messages.insert(message_id.to_owned()) {
+            return false;
+        }
+        let cost = price_for(model).map_or(0.0, |p| p.cost(usage));
+        let entry = self.estimate.entry(model.to_owned()).or_default();
+        entry.tokens.add(usage);
+        entry.cost_usd += cost;
+        self.usage.tokens.add(usage);
+        self.usage.cost_usd += cost;
+        self.usage.models.clone_from(&self.estimate);
+        true
+    }
+
+    /// Replaces the estimate with the result line's figures, minus the prior with `--resume`.
+    fn apply_result(&mut self, ev: &StreamEvent) {
+        let StreamEvent::Result {
+            is_error,
+            subtype,
+            total_cost_usd,
+            usage,
+            model_usage,
+            num_turns,
+            session_id,
+            result_text,
+            errors,
+            api_error_status,
+        } = ev
+        else {
+            return;
+        };
+        // A cumulative total below the prior means the CLI started a fresh session (or the
+        // prior belongs to another one): then the result is this step's own figure.
+        let base = self
+            .prior
+            .as_ref()
+            .filter(|p| *total_cost_usd + 1e-12 >= p.cost_usd);
+        let mut models = BTreeMap::new();
+        let mut tokens = TokenCounts::default();
+        for (model, cumulative) in model_usage {
+            let before = base
+                .and_then(|b| b.models.get(model))
+                .copied()
+                .unwrap_or_default();
+            let step = ModelUsage {
+                tokens: cumulative.tokens.saturating_sub(&before.tokens),
+                cost_usd: (cumulative.cost_usd - before.cost_usd).max(0.0),
+            };
+            if step.tokens.total() > 0 || step.cost_usd > 0.0 {
+                tokens.add(&step.tokens);
+                models.insert(model.clone(), step);
+            }
+        }
+        if model_usage.is_empty() && base.is_none() {
+            tokens = *usage;
+        }
+        self.usage.tokens = tokens;
+        self.usage.cost_usd = (total_cost_usd - base.map_or(0.0, |b| b.cost_usd)).max(0.0);
+        self.usage.models = models;
+        self.usage.is_estimate = false;
+        self.usage.num_turns = *num_turns;
+        if session_id.is_some() {
+            self.usage.session_id.clone_from(session_id);
+        }
+        if self.usage.model.is_none() {
+            self.usage.model = main_model(model_usage);
+        }
+        let summary = ResultSummary {
+            subtype: subtype.clone(),
+            is_error: *is_error,
+            text: result_text.clone(),
+            errors: errors.clone(),
+            api_error_status: *api_error_status,
+        };
+        let cumulative = SessionTotals {
+            cost_usd: *total_cost_usd,
+            models: model_usage.clone(),
+        };
+        self.result = Some((summary, cumulative));
+    }
+}
+
+/// The costliest model of a result, when no init or assistant line named one.
+fn main_model(models: &BTreeMap<String, ModelUsage>) -> Option<String> {
+    models
+        .iter()
+        .max_by(|a, b| a.1.cost_usd.total_cmp(&b.1.cost_usd))
+        .map(|(name, _)| name.clone())
+}
+
+#[cfg(test)]
+mod tests;

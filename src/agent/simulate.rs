@@ -1,6 +1,256 @@
-//! The simulated agent (stub).
+//! The simulated agent, `orch agent-sim <claude argv...>`: a stand-in for `claude -p
+//! --output-format stream-json --verbose` that writes realistic stream-json (modelled on the
+//! Claude Code 2.1.331 fixtures) so orch's tests never need the real CLI or the network.
+//!
+//! Owns the driver: argv and environment in, lines out with delays, signals, the grandchild and
+//! the session state file. It must never talk to the network or to orch, and never decide
+//! anything orch should decide; it only behaves like the CLI, including its odd corners (one
+//! API response as two `assistant` lines sharing a `message.id` with a placeholder
+//! `output_tokens: 1`; cumulative `total_cost_usd`/`modelUsage` across `--resume`; no result
+//! after SIGTERM; a result with the cost so far after SIGINT).
+//!
+//! Knobs, all environment variables:
+//! - `ORCH_SIM_TURNS=N`: API responses per run (default 2). Each but the last is a text line and
+//!   a `tool_use` line sharing one message id, then a `user` tool result; the last is a text line.
+//! - `ORCH_SIM_DELAY_MS=N`: sleep between lines (default 20).
+//! - `ORCH_SIM_EXIT=N`: exit code after the result (default 0, or 1 when the result is an error).
+//! - `ORCH_SIM_IS_ERROR=1`: the result has `is_error: true` although its subtype is `success`.
+//! - `ORCH_SIM_HUGE_LINE_MB=N`: the first text line carries N MB of text.
+//! - `ORCH_SIM_GARBAGE=1`: non-JSON, non-UTF-8, truncated and blank lines between real ones.
+//! - `ORCH_SIM_IGNORE_SIGTERM=1`: SIGTERM is ignored (for the SIGKILL end of the stop ladder).
+//! - `ORCH_SIM_GRANDCHILD=1`: spawn `sleep 1000` inheriting stdout, never waited for; its pid
+//!   goes to stderr as `grandchild pid N`.
+//! - `ORCH_SIM_NO_RESULT=1`: never write a result (exit 0, or `ORCH_SIM_EXIT`).
+//! - `ORCH_SIM_TOKENS_PER_TURN=N`: usage scale (default 1000), for overspending tests.
+//! - `ORCH_SIM_STREAM_MB=N`: N MB of assistant lines of the first message, without delay, for
+//!   throughput benchmarks.
+//! - `ORCH_SIM_HANG=1`: sleep forever after the init line, for timeout tests.
+//! - `ORCH_SIM_STATE_DIR=DIR`: session totals (default `<temp dir>/orch-sim`).
+//!
+//! Limits follow the CLI: `--max-turns N` stops after N responses with `error_max_turns`;
+//! `--max-budget-usd U` stops after the response that crosses U with `error_max_budget_usd`;
+//! both exit 1. SIGINT writes a `user` interruption line and an `error_during_execution` result
+//! with the cost so far, then exits 0. SIGTERM exits 143 without a result.
 
-/// Entry point of `orch agent-sim ARGS...`: behaves like `claude -p ... --output-format stream-json`.
-pub fn main(_args: Vec<std::ffi::OsString>) -> std::process::ExitCode {
-    std::process::ExitCode::SUCCESS
+mod args;
+mod script;
+mod state;
+
+pub use args::{ArgError, Knobs, SessionArg, SimArgs};
+pub use script::{Emit, Script, response_usage};
+pub use state::SessionState;
+
+use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
+use std::ffi::{OsString, c_int};
+use std::io::Write;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+static SIGINT_SEEN: AtomicBool = AtomicBool::new(false);
+static SIGTERM_SEEN: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(signal: c_int) {
+    // Only an atomic store: anything else is not async-signal-safe.
+    if signal == Signal::SIGINT as c_int {
+        SIGINT_SEEN.store(true, Ordering::SeqCst);
+    } else {
+        SIGTERM_SEEN.store(true, Ordering::SeqCst);
+    }
 }
+
+fn install_signal_handlers(ignore_sigterm: bool) -> nix::Result<()> {
+    let flag = SigAction::new(
+        SigHandler::Handler(on_signal),
+        SaFlags::SA_RESTART,
+        SigSet::empty(),
+    );
+    let ignore = SigAction::new(SigHandler::SigIgn, SaFlags::empty(), SigSet::empty());
+    // SAFETY: the handler only stores to atomics, which is async-signal-safe.
+    unsafe {
+        sigaction(Signal::SIGINT, &flag)?;
+        sigaction(
+            Signal::SIGTERM,
+            if ignore_sigterm { &ignore } else { &flag },
+        )?;
+    }
+    Ok(())
+}
+
+/// Entry point of `orch agent-sim ARGS...`: behaves like `claude -p ... --output-format
+/// stream-json --verbose` with `ARGS` as its argv.
+pub fn main(args: Vec<OsString>) -> ExitCode {
+    let args = match SimArgs::parse(&args) {
+        Ok(args) => args,
+        Err(e) => return fail(&e.message, e.exit_code),
+    };
+    let knobs = match Knobs::from_lookup(|key| std::env::var(key).ok()) {
+        Ok(knobs) => knobs,
+        Err(e) => return fail(&format!("orch agent-sim: {e}"), 2),
+    };
+    if let Err(e) = install_signal_handlers(knobs.ignore_sigterm) {
+        return fail(
+            &format!("orch agent-sim: cannot install signal handlers: {e}"),
+            1,
+        );
+    }
+    let (session_id, prior) = match &args.session {
+        SessionArg::New(id) => {
+            let id = id
+                .clone()
+                .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+            (id, SessionState::default())
+        }
+        SessionArg::Resume(id) => match state::load(&knobs.state_dir, id) {
+            Ok(Some(state)) => (id.clone(), state),
+            Ok(None) => return fail(&format!("No conversation found with session ID: {id}"), 1),
+            Err(e) => return fail(&format!("orch agent-sim: cannot read session {id}: {e}"), 1),
+        },
+    };
+    // Before our handlers exist, so the grandchild does not inherit an ignored SIGTERM.
+    if knobs.grandchild {
+        spawn_grandchild();
+    }
+    if let Err(e) = install_signal_handlers(knobs.ignore_sigterm) {
+        return fail(
+            &format!("orch agent-sim: cannot install signal handlers: {e}"),
+            1,
+        );
+    }
+    let state_dir = knobs.state_dir.clone();
+    let delay = Duration::from_millis(knobs.delay_ms);
+    let mut script = Script::new(args, knobs, session_id.clone(), prior);
+    let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
+    let persist = |script: &mut Script| {
+        if let Some(state) = script.take_dirty_state()
+            && let Err(e) = state::save(&state_dir, &session_id, &state)
+        {
+            eprintln!("orch agent-sim: cannot save session {session_id}: {e}");
+        }
+    };
+    loop {
+        persist(&mut script);
+        if SIGTERM_SEEN.load(Ordering::SeqCst) {
+            return ExitCode::from(143);
+        }
+        if SIGINT_SEEN.load(Ordering::SeqCst) {
+            let lines = script.interrupt();
+            persist(&mut script);
+            let written = lines
+                .iter()
+                .try_for_each(|l| out.write_all(l))
+                .and_then(|()| out.flush());
+            return if written.is_ok() {
+                ExitCode::from(script.exit_code())
+            } else {
+                ExitCode::from(1)
+            };
+        }
+        let written = match script.next_emit() {
+            None => break,
+            Some(Emit::Line(line)) => out.write_all(&line).and_then(|()| out.flush()).map(|()| {
+                sleep_unless_signalled(delay);
+            }),
+            Some(Emit::Repeat { line, count }) => (0..count)
+                .try_for_each(|_| out.write_all(&line))
+                .and_then(|()| out.flush()),
+            Some(Emit::Hang) => {
+                while !signalled() {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Ok(())
+            }
+        };
+        if written.is_err() {
+            // The reader went away (EPIPE): nothing left to tell anyone.
+            return ExitCode::from(1);
+        }
+    }
+    persist(&mut script);
+    ExitCode::from(script.exit_code())
+}
+
+fn fail(message: &str, code: u8) -> ExitCode {
+    eprintln!("{message}");
+    ExitCode::from(code)
+}
+
+fn signalled() -> bool {
+    SIGINT_SEEN.load(Ordering::SeqCst) || SIGTERM_SEEN.load(Ordering::SeqCst)
+}
+
+/// Sleeps `total` in short slices so a signal is acted on promptly.
+fn sleep_unless_signalled(total: Duration) {
+    let slice = Duration::from_millis(5);
+    let mut left = total;
+    while !left.is_zero() && !signalled() {
+        let step = left.min(slice);
+        std::thread::sleep(step);
+        left -= step;
+    }
+}
+
+/// A grandchild that keeps our stdout open after we exit, for leak-detection tests.
+fn spawn_grandchild() {
+    match std::process::Command::new("sleep")
+        .arg("1000")
+        .stdin(std::process::Stdio::null())
+        .spawn()
+    {
+        // Dropping the handle neither waits for nor kills the child: that is the point.
+        Ok(child) => eprintln!("grandchild pid {}", child.id()),
+        Err(e) => eprintln!("orch agent-sim: cannot spawn grandchild: {e}"),
+    }
+}
+
+/// A whole run without I/O, for tests: the bytes the simulator would write, the session state
+/// after it, and the exit code. `Hang` is skipped.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Transcript {
+    /// Everything written to stdout.
+    pub stdout: Vec<u8>,
+    /// The session's cumulative state afterwards.
+    pub state: SessionState,
+    /// The exit code.
+    pub exit_code: u8,
+}
+
+/// Runs a script to the end (or, with `interrupt_after = Some(n)`, delivers SIGINT after `n`
+/// emits) and collects its output.
+pub fn transcript(
+    args: SimArgs,
+    knobs: Knobs,
+    session_id: &str,
+    prior: SessionState,
+    interrupt_after: Option<usize>,
+) -> Transcript {
+    let mut script = Script::new(args, knobs, session_id.to_owned(), prior);
+    let mut stdout = Vec::new();
+    let mut emitted = 0;
+    loop {
+        if interrupt_after == Some(emitted) {
+            script
+                .interrupt()
+                .iter()
+                .for_each(|l| stdout.extend_from_slice(l));
+            break;
+        }
+        match script.next_emit() {
+            None => break,
+            Some(Emit::Line(line)) => stdout.extend_from_slice(&line),
+            Some(Emit::Repeat { line, count }) => {
+                (0..count).for_each(|_| stdout.extend_from_slice(&line))
+            }
+            Some(Emit::Hang) => {}
+        }
+        emitted += 1;
+    }
+    Transcript {
+        stdout,
+        state: script.state().clone(),
+        exit_code: script.exit_code(),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,1 +1,177 @@
-//! TODO
+//! The stream-json parser: one stdout line of `claude -p --output-format stream-json --verbose`
+//! in, one typed [`StreamEvent`] out.
+//!
+//! Owns the mapping from Claude Code's wire shapes to orch's event vocabulary. It must never
+//! fail on input: blank lines, garbage, non-UTF-8 and non-JSON give `None`; unknown `type`s and
+//! `subtype`s give [`StreamEvent::Other`]; unknown fields and fields of an unexpected type are
+//! ignored. It keeps no state (deduplication is [`crate::agent::accounting`]'s job) and it
+//! parses each line in a single serde pass without building a `serde_json::Value`.
+
+mod lenient;
+mod raw;
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Token counts of one API response, one model or one step, as Claude Code reports them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct TokenCounts {
+    /// Uncached input tokens.
+    pub input: u64,
+    /// Output tokens.
+    pub output: u64,
+    /// Input tokens read from the prompt cache.
+    pub cache_read: u64,
+    /// Input tokens written to the prompt cache (both lifetimes).
+    pub cache_creation: u64,
+    /// Of `cache_creation`, those written with the 5-minute lifetime.
+    pub cache_creation_5m: u64,
+    /// Of `cache_creation`, those written with the 1-hour lifetime.
+    pub cache_creation_1h: u64,
+}
+
+impl TokenCounts {
+    /// input + output + cache_read + cache_creation (the 5m/1h split is part of cache_creation).
+    pub fn total(&self) -> u64 {
+        self.input
+            .saturating_add(self.output)
+            .saturating_add(self.cache_read)
+            .saturating_add(self.cache_creation)
+    }
+
+    /// Adds `other` field by field (saturating).
+    pub fn add(&mut self, other: &TokenCounts) {
+        self.input = self.input.saturating_add(other.input);
+        self.output = self.output.saturating_add(other.output);
+        self.cache_read = self.cache_read.saturating_add(other.cache_read);
+        self.cache_creation = self.cache_creation.saturating_add(other.cache_creation);
+        self.cache_creation_5m = self
+            .cache_creation_5m
+            .saturating_add(other.cache_creation_5m);
+        self.cache_creation_1h = self
+            .cache_creation_1h
+            .saturating_add(other.cache_creation_1h);
+    }
+
+    /// `self - other` field by field, never below zero.
+    pub fn saturating_sub(&self, other: &TokenCounts) -> TokenCounts {
+        TokenCounts {
+            input: self.input.saturating_sub(other.input),
+            output: self.output.saturating_sub(other.output),
+            cache_read: self.cache_read.saturating_sub(other.cache_read),
+            cache_creation: self.cache_creation.saturating_sub(other.cache_creation),
+            cache_creation_5m: self
+                .cache_creation_5m
+                .saturating_sub(other.cache_creation_5m),
+            cache_creation_1h: self
+                .cache_creation_1h
+                .saturating_sub(other.cache_creation_1h),
+        }
+    }
+}
+
+/// One model's tokens and cost, from an entry of the result line's `modelUsage`.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+pub struct ModelUsage {
+    /// Tokens used by this model.
+    pub tokens: TokenCounts,
+    /// The CLI's own cost for this model (`costUSD`).
+    pub cost_usd: f64,
+}
+
+/// One parsed stdout line of Claude Code's stream-json output.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StreamEvent {
+    /// `system/init`: the session has started.
+    Init {
+        /// The session id (for `--resume`).
+        session_id: String,
+        /// The main model, when reported.
+        model: Option<String>,
+    },
+    /// One `assistant` line. One API response may span several lines sharing `message_id`.
+    Assistant {
+        /// The API message id; lines with the same id carry the same usage.
+        message_id: String,
+        /// The model that answered; `<synthetic>` for messages the CLI made up itself.
+        model: String,
+        /// Start-of-response usage snapshot (`output` is a placeholder).
+        usage: TokenCounts,
+        /// Tool names of this line's `tool_use` blocks.
+        tool_uses: Vec<String>,
+        /// Ids of the same `tool_use` blocks, index for index with `tool_uses` (empty if absent).
+        tool_use_ids: Vec<String>,
+        /// The first text block, truncated to [`DISPLAY_TEXT_MAX`] bytes, for display.
+        text: Option<String>,
+        /// Set when the message comes from a subagent.
+        parent_tool_use_id: Option<String>,
+    },
+    /// A `user` line (tool results, interruptions).
+    User,
+    /// `system/api_retry`: the CLI is retrying a failed API call.
+    ApiRetry {
+        /// Retry attempt number, from 1.
+        attempt: u32,
+        /// HTTP status of the failure, when known.
+        error_status: Option<u16>,
+        /// Error kind, such as `overloaded`.
+        error: Option<String>,
+        /// Delay before the retry.
+        retry_delay_ms: Option<u64>,
+    },
+    /// `rate_limit_event`: the account's rate-limit status.
+    RateLimit {
+        /// `allowed`, `allowed_warning`, `rejected`, ...
+        status: String,
+        /// When the limit window resets, epoch seconds.
+        resets_at: Option<i64>,
+        /// Which limit, such as `five_hour` or `seven_day`.
+        rate_limit_type: Option<String>,
+        /// Fraction or percentage of the limit used, as reported.
+        utilization: Option<f64>,
+    },
+    /// The final `result` line: authoritative totals.
+    Result {
+        /// Whether the run failed; success is `!is_error`, not `subtype`.
+        is_error: bool,
+        /// `success`, `error_max_turns`, `error_max_budget_usd`, `error_during_execution`, ...
+        subtype: String,
+        /// The CLI's cost (cumulative over the session with `--resume`).
+        total_cost_usd: f64,
+        /// Main-loop usage.
+        usage: TokenCounts,
+        /// Usage per model, subagents included (cumulative with `--resume`).
+        model_usage: BTreeMap<String, ModelUsage>,
+        /// Number of turns.
+        num_turns: Option<u32>,
+        /// The session id.
+        session_id: Option<String>,
+        /// The final text (`result`).
+        result_text: Option<String>,
+        /// Error messages (`errors`), such as "Reached maximum number of turns (1)".
+        errors: Vec<String>,
+        /// HTTP status of a final API error.
+        api_error_status: Option<u16>,
+    },
+    /// Any other line: unknown `type` or `subtype`, or a known one we do not use.
+    Other,
+}
+
+/// Longest assistant text kept in [`StreamEvent::Assistant::text`], in bytes.
+pub const DISPLAY_TEXT_MAX: usize = 4096;
+
+/// Parses one stdout line (without or with its trailing newline).
+///
+/// Returns `None` for blank lines and anything that is not a JSON object; never panics.
+pub fn parse_line(line: &[u8]) -> Option<StreamEvent> {
+    let trimmed = line.trim_ascii();
+    // Cheap pre-check: every stream-json line is an object; skip the parser for obvious garbage.
+    if trimmed.first() != Some(&b'{') {
+        return None;
+    }
+    let raw: raw::RawLine = serde_json::from_slice(trimmed).ok()?;
+    Some(raw.into_event())
+}
+
+#[cfg(test)]
+mod tests;

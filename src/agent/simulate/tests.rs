@@ -1,0 +1,418 @@
+//! Simulator tests: its argv, its knobs, and its output fed through orch's own parser and
+//! accounting.
+
+use super::*;
+use crate::agent::accounting::{Accounting, Outcome, SessionTotals};
+use crate::agent::stream::{StreamEvent, parse_line};
+use std::collections::HashMap;
+
+const SESSION: &str = "5b3a9a52-8f0e-4c39-9d4b-6f2f0c7a1e11";
+
+fn argv(extra: &[&str]) -> Vec<OsString> {
+    let mut v = vec!["-p", "--output-format", "stream-json", "--verbose"];
+    v.extend(["--permission-mode", "acceptEdits"]);
+    v.extend(extra);
+    v.into_iter().map(OsString::from).collect()
+}
+
+fn args(extra: &[&str]) -> SimArgs {
+    let mut all = extra.to_vec();
+    if !extra.contains(&"--") {
+        all.extend(["--session-id", SESSION, "--", "list the files"]);
+    }
+    SimArgs::parse(&argv(&all)).expect("valid argv")
+}
+
+fn knobs(env: &[(&str, &str)]) -> Knobs {
+    let map: HashMap<String, String> = env
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    Knobs::from_lookup(|k| map.get(k).cloned()).expect("valid knobs")
+}
+
+fn account(stdout: &[u8], prior: Option<SessionTotals>, exit: u8) -> (Accounting, Outcome) {
+    let mut acc = Accounting::new(prior);
+    for ev in stdout.split(|b| *b == b'\n').filter_map(parse_line) {
+        acc.observe(&ev);
+    }
+    let outcome = acc.finish(Some(i32::from(exit)));
+    (acc, outcome)
+}
+
+fn result_of(stdout: &[u8]) -> Option<StreamEvent> {
+    stdout
+        .split(|b| *b == b'\n')
+        .filter_map(parse_line)
+        .find(|e| matches!(e, StreamEvent::Result { .. }))
+}
+
+#[test]
+fn parses_the_drivers_argv() {
+    let a = SimArgs::parse(&argv(&[
+        "--model",
+        "sonnet",
+        "--allowedTools",
+        "Read,Bash(git:*)",
+        "--max-turns",
+        "3",
+        "--max-budget-usd=0.5",
+        "--resume",
+        SESSION,
+        "--",
+        "do",
+        "--it",
+    ]))
+    .expect("valid");
+    assert_eq!(a.model.as_deref(), Some("sonnet"));
+    assert_eq!(a.allowed_tools, ["Read", "Bash(git:*)"]);
+    assert_eq!((a.max_turns, a.max_budget_usd), (Some(3), Some(0.5)));
+    assert_eq!(a.session, SessionArg::Resume(SESSION.into()));
+    assert_eq!(a.prompt, "do --it");
+}
+
+#[test]
+fn rejects_what_claude_would_reject() {
+    let code = |extra: &[&str]| SimArgs::parse(&argv(extra)).map_err(|e| e.exit_code).err();
+    assert_eq!(code(&["--frobnicate", "--", "x"]), Some(2));
+    assert_eq!(code(&["--max-turns", "many", "--", "x"]), Some(2));
+    assert_eq!(code(&["--permission-mode", "yolo", "--", "x"]), Some(2));
+    assert_eq!(code(&["--max-turns"]), Some(2));
+    assert_eq!(code(&["--session-id", "not-a-uuid", "--", "x"]), Some(1));
+    assert_eq!(
+        code(&["--session-id", SESSION, "--resume", SESSION, "--", "x"]),
+        Some(1)
+    );
+    assert_eq!(code(&["--"]), Some(1));
+    let no_verbose: Vec<OsString> = ["-p", "--output-format", "stream-json", "--", "x"]
+        .map(OsString::from)
+        .to_vec();
+    assert_eq!(
+        SimArgs::parse(&no_verbose).map_err(|e| e.exit_code).err(),
+        Some(1)
+    );
+    assert!(Knobs::from_lookup(|k| (k == "ORCH_SIM_TURNS").then(|| "lots".into())).is_err());
+}
+
+#[test]
+fn a_run_accounts_exactly_to_its_result() {
+    for turns in ["1", "2", "4"] {
+        let t = transcript(
+            args(&[]),
+            knobs(&[("ORCH_SIM_TURNS", turns)]),
+            SESSION,
+            SessionState::default(),
+            None,
+        );
+        assert_eq!(t.exit_code, 0);
+        let Some(StreamEvent::Result {
+            total_cost_usd,
+            model_usage,
+            is_error,
+            num_turns,
+            ..
+        }) = result_of(&t.stdout)
+        else {
+            panic!("no result");
+        };
+        assert!(!is_error);
+        assert_eq!(num_turns, Some(turns.parse().expect("number")));
+        let (_, outcome) = account(&t.stdout, None, t.exit_code);
+        assert!(outcome.success);
+        assert!(!outcome.usage.is_estimate);
+        assert_eq!(outcome.usage.cost_usd, total_cost_usd);
+        assert_eq!(outcome.usage.models, model_usage);
+        assert_eq!(
+            outcome.usage.tool_calls_total,
+            turns.parse::<u32>().expect("number") - 1
+        );
+        assert!(total_cost_usd > 0.0);
+        assert!((t.state.cost_usd - total_cost_usd).abs() < 1e-12);
+    }
+}
+
+#[test]
+fn each_response_is_two_lines_sharing_a_message_id() {
+    let t = transcript(
+        args(&[]),
+        knobs(&[]),
+        SESSION,
+        SessionState::default(),
+        None,
+    );
+    let events: Vec<StreamEvent> = t
+        .stdout
+        .split(|b| *b == b'\n')
+        .filter_map(parse_line)
+        .collect();
+    let kinds: Vec<&str> = events
+        .iter()
+        .map(|e| match e {
+            StreamEvent::Init { .. } => "init",
+            StreamEvent::Assistant { .. } => "assistant",
+            StreamEvent::User => "user",
+            StreamEvent::Result { .. } => "result",
+            _ => "other",
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "init",
+            "assistant",
+            "assistant",
+            "user",
+            "assistant",
+            "result"
+        ]
+    );
+    let (
+        StreamEvent::Assistant {
+            message_id: a,
+            usage: ua,
+            ..
+        },
+        StreamEvent::Assistant {
+            message_id: b,
+            usage: ub,
+            tool_uses,
+            ..
+        },
+    ) = (&events[1], &events[2])
+    else {
+        panic!("not assistants");
+    };
+    assert_eq!((a, ua), (b, ub));
+    assert_eq!(ua.output, 1, "start-of-response placeholder");
+    assert_eq!(tool_uses, &["Bash"]);
+    // The live estimate counts the shared message once.
+    let mut acc = Accounting::new(None);
+    events[..3].iter().for_each(|e| {
+        acc.observe(e);
+    });
+    assert_eq!(acc.usage().tokens, *ua);
+}
+
+#[test]
+fn resumed_chain_is_cumulative_and_charged_by_difference() {
+    let mut state = SessionState::default();
+    let mut prior = None;
+    let mut charged = 0.0;
+    let mut step_costs = Vec::new();
+    for step in 0..3 {
+        let a = if step == 0 {
+            args(&[])
+        } else {
+            args(&["--resume", SESSION, "--", "and then some more"])
+        };
+        let before = state.cost_usd;
+        let t = transcript(a, knobs(&[]), SESSION, state.clone(), None);
+        let Some(StreamEvent::Result { total_cost_usd, .. }) = result_of(&t.stdout) else {
+            panic!("no result");
+        };
+        // serde_json's default float parser may be one ULP off, hence the tolerance.
+        assert!(
+            (total_cost_usd - t.state.cost_usd).abs() < 1e-12,
+            "cumulative like the CLI"
+        );
+        let (acc, outcome) = account(&t.stdout, prior.clone(), t.exit_code);
+        let own = t.state.cost_usd - before;
+        assert!((outcome.usage.cost_usd - own).abs() < 1e-12, "step {step}");
+        assert!(own > 0.0);
+        step_costs.push(own);
+        charged += outcome.usage.cost_usd;
+        prior = acc.session_totals();
+        state = t.state;
+    }
+    assert!((charged - state.cost_usd).abs() < 1e-12);
+    assert!(
+        step_costs[1] != step_costs[0],
+        "later steps read the cache instead of writing it"
+    );
+}
+
+#[test]
+fn max_turns_and_max_budget_stop_with_errors() {
+    let t = transcript(
+        args(&["--max-turns", "1", "--session-id", SESSION, "--", "x"]),
+        knobs(&[("ORCH_SIM_TURNS", "5")]),
+        SESSION,
+        SessionState::default(),
+        None,
+    );
+    let Some(StreamEvent::Result {
+        subtype,
+        is_error,
+        num_turns,
+        ..
+    }) = result_of(&t.stdout)
+    else {
+        panic!("no result");
+    };
+    assert_eq!(
+        (subtype.as_str(), is_error, num_turns, t.exit_code),
+        ("error_max_turns", true, Some(2), 1)
+    );
+
+    let one = transcript(
+        args(&[]),
+        knobs(&[("ORCH_SIM_TURNS", "1")]),
+        SESSION,
+        SessionState::default(),
+        None,
+    );
+    let cap = format!("{}", one.state.cost_usd * 1.5);
+    let a = args(&[
+        "--max-budget-usd",
+        &cap,
+        "--session-id",
+        SESSION,
+        "--",
+        "list the files",
+    ]);
+    let t = transcript(
+        a,
+        knobs(&[("ORCH_SIM_TURNS", "9")]),
+        SESSION,
+        SessionState::default(),
+        None,
+    );
+    let Some(StreamEvent::Result {
+        subtype,
+        total_cost_usd,
+        ..
+    }) = result_of(&t.stdout)
+    else {
+        panic!("no result");
+    };
+    assert_eq!((subtype.as_str(), t.exit_code), ("error_max_budget_usd", 1));
+    assert!(
+        total_cost_usd >= one.state.cost_usd * 1.5,
+        "stops after crossing, not before"
+    );
+    let (_, outcome) = account(&t.stdout, None, t.exit_code);
+    assert!(!outcome.success);
+    assert_eq!(outcome.usage.cost_usd, total_cost_usd);
+}
+
+#[test]
+fn sigint_writes_a_result_with_the_cost_so_far() {
+    // After init and the first response's two assistant lines.
+    let t = transcript(
+        args(&[]),
+        knobs(&[]),
+        SESSION,
+        SessionState::default(),
+        Some(3),
+    );
+    let Some(StreamEvent::Result {
+        subtype,
+        is_error,
+        total_cost_usd,
+        ..
+    }) = result_of(&t.stdout)
+    else {
+        panic!("no result");
+    };
+    assert_eq!(
+        (subtype.as_str(), is_error, t.exit_code),
+        ("error_during_execution", true, 0)
+    );
+    assert!(total_cost_usd > 0.0);
+    let (_, outcome) = account(&t.stdout, None, t.exit_code);
+    assert_eq!(outcome.usage.cost_usd, total_cost_usd);
+    assert!(!outcome.success);
+}
+
+#[test]
+fn knobs_shape_the_output() {
+    let error = transcript(
+        args(&[]),
+        knobs(&[("ORCH_SIM_IS_ERROR", "1"), ("ORCH_SIM_EXIT", "7")]),
+        SESSION,
+        SessionState::default(),
+        None,
+    );
+    let Some(StreamEvent::Result {
+        subtype, is_error, ..
+    }) = result_of(&error.stdout)
+    else {
+        panic!("no result");
+    };
+    assert_eq!(
+        (subtype.as_str(), is_error, error.exit_code),
+        ("success", true, 7)
+    );
+
+    let none = transcript(
+        args(&[]),
+        knobs(&[("ORCH_SIM_NO_RESULT", "1")]),
+        SESSION,
+        SessionState::default(),
+        None,
+    );
+    assert_eq!((result_of(&none.stdout), none.exit_code), (None, 0));
+    let (_, outcome) = account(&none.stdout, None, none.exit_code);
+    assert!(outcome.usage.is_estimate && outcome.usage.cost_usd > 0.0 && !outcome.success);
+
+    let garbage = transcript(
+        args(&[]),
+        knobs(&[("ORCH_SIM_GARBAGE", "1")]),
+        SESSION,
+        SessionState::default(),
+        None,
+    );
+    assert!(
+        std::str::from_utf8(&garbage.stdout).is_err(),
+        "has non-UTF-8 lines"
+    );
+    let (_, noisy) = account(&garbage.stdout, None, garbage.exit_code);
+    let (_, clean) = account(
+        &transcript(
+            args(&[]),
+            knobs(&[]),
+            SESSION,
+            SessionState::default(),
+            None,
+        )
+        .stdout,
+        None,
+        0,
+    );
+    assert_eq!(noisy.usage, clean.usage);
+
+    let huge = transcript(
+        args(&[]),
+        knobs(&[("ORCH_SIM_HUGE_LINE_MB", "2")]),
+        SESSION,
+        SessionState::default(),
+        None,
+    );
+    let longest = huge
+        .stdout
+        .split(|b| *b == b'\n')
+        .map(<[u8]>::len)
+        .max()
+        .unwrap_or(0);
+    assert!(longest >= 2_000_000);
+    assert_eq!(account(&huge.stdout, None, 0).1.usage, clean.usage);
+
+    let stream = transcript(
+        args(&[]),
+        knobs(&[("ORCH_SIM_STREAM_MB", "3")]),
+        SESSION,
+        SessionState::default(),
+        None,
+    );
+    assert!(stream.stdout.len() >= 3_000_000);
+    assert_eq!(account(&stream.stdout, None, 0).1.usage, clean.usage);
+
+    let big = transcript(
+        args(&[]),
+        knobs(&[("ORCH_SIM_TOKENS_PER_TURN", "1000000")]),
+        SESSION,
+        SessionState::default(),
+        None,
+    );
+    assert!(big.state.cost_usd > 100.0 * clean.usage.cost_usd);
+}

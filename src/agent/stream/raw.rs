@@ -1,0 +1,292 @@
+//! The wire shapes of stream-json lines as lenient, borrowing serde structs, and their
+//! conversion into [`StreamEvent`].
+//!
+//! Owns field names and shape tolerance only; it must never reject a line for a field it does
+//! not need, and never allocate a line's large text beyond [`DISPLAY_TEXT_MAX`].
+
+use super::lenient::{Lenient, LenientVec, Num, Scalar, Strings};
+use super::{DISPLAY_TEXT_MAX, ModelUsage, StreamEvent, TokenCounts};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+
+/// Every top-level field orch reads from any line type; all optional.
+#[derive(Deserialize, Default)]
+#[serde(default)]
+pub(super) struct RawLine<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Scalar<'a>,
+    #[serde(borrow)]
+    subtype: Scalar<'a>,
+    #[serde(borrow)]
+    session_id: Scalar<'a>,
+    #[serde(borrow)]
+    model: Scalar<'a>,
+    #[serde(borrow)]
+    message: Lenient<RawMessage<'a>>,
+    #[serde(borrow)]
+    parent_tool_use_id: Scalar<'a>,
+    // system/api_retry
+    #[serde(borrow)]
+    attempt: Scalar<'a>,
+    #[serde(borrow)]
+    error_status: Scalar<'a>,
+    #[serde(borrow)]
+    error: Scalar<'a>,
+    #[serde(borrow)]
+    retry_delay_ms: Scalar<'a>,
+    // rate_limit_event: nested under rate_limit_info, or (older shape) at the top level
+    #[serde(borrow)]
+    rate_limit_info: Lenient<RawRateLimit<'a>>,
+    #[serde(borrow)]
+    status: Scalar<'a>,
+    #[serde(rename = "resetsAt", alias = "resets_at", borrow)]
+    resets_at: Scalar<'a>,
+    #[serde(rename = "rateLimitType", alias = "rate_limit_type", borrow)]
+    rate_limit_type: Scalar<'a>,
+    #[serde(borrow)]
+    utilization: Scalar<'a>,
+    // result
+    #[serde(borrow)]
+    is_error: Scalar<'a>,
+    #[serde(borrow)]
+    total_cost_usd: Scalar<'a>,
+    usage: Lenient<RawUsage>,
+    #[serde(rename = "modelUsage")]
+    model_usage: Lenient<BTreeMap<String, Lenient<RawModelUsage>>>,
+    #[serde(borrow)]
+    num_turns: Scalar<'a>,
+    #[serde(borrow)]
+    result: Scalar<'a>,
+    errors: Strings,
+    #[serde(borrow)]
+    api_error_status: Scalar<'a>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct RawMessage<'a> {
+    #[serde(borrow)]
+    id: Scalar<'a>,
+    #[serde(borrow)]
+    model: Scalar<'a>,
+    usage: Lenient<RawUsage>,
+    #[serde(borrow)]
+    content: LenientVec<RawBlock<'a>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct RawBlock<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Scalar<'a>,
+    #[serde(borrow)]
+    id: Scalar<'a>,
+    #[serde(borrow)]
+    name: Scalar<'a>,
+    #[serde(borrow)]
+    text: Scalar<'a>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct RawUsage {
+    input_tokens: Num,
+    output_tokens: Num,
+    cache_read_input_tokens: Num,
+    cache_creation_input_tokens: Num,
+    cache_creation: Lenient<RawCacheCreation>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct RawCacheCreation {
+    ephemeral_5m_input_tokens: Num,
+    ephemeral_1h_input_tokens: Num,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default, rename_all = "camelCase")]
+struct RawModelUsage {
+    input_tokens: Num,
+    output_tokens: Num,
+    cache_read_input_tokens: Num,
+    cache_creation_input_tokens: Num,
+    cache_creation_ephemeral5m_input_tokens: Num,
+    cache_creation_ephemeral1h_input_tokens: Num,
+    #[serde(rename = "costUSD")]
+    cost_usd: Num,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct RawRateLimit<'a> {
+    #[serde(borrow)]
+    status: Scalar<'a>,
+    #[serde(rename = "resetsAt", alias = "resets_at", borrow)]
+    resets_at: Scalar<'a>,
+    #[serde(rename = "rateLimitType", alias = "rate_limit_type", borrow)]
+    rate_limit_type: Scalar<'a>,
+    #[serde(borrow)]
+    utilization: Scalar<'a>,
+}
+
+impl RawLine<'_> {
+    /// Maps the wire shape to an event; unknown types and subtypes become `Other`.
+    pub(super) fn into_event(self) -> StreamEvent {
+        match (self.kind.as_str(), self.subtype.as_str()) {
+            (Some("system"), Some("init")) => StreamEvent::Init {
+                session_id: self.session_id.to_string_opt().unwrap_or_default(),
+                model: self.model.to_string_opt(),
+            },
+            (Some("system"), Some("api_retry")) => StreamEvent::ApiRetry {
+                attempt: self.attempt.as_u64().map_or(0, saturate_u32),
+                error_status: self
+                    .error_status
+                    .as_u64()
+                    .and_then(|n| u16::try_from(n).ok()),
+                error: self.error.to_string_opt(),
+                retry_delay_ms: self.retry_delay_ms.as_u64(),
+            },
+            (Some("assistant"), _) => match self.message.0 {
+                Some(message) => assistant(message, &self.parent_tool_use_id),
+                None => StreamEvent::Other,
+            },
+            (Some("user"), _) => StreamEvent::User,
+            (Some("rate_limit_event"), _) => {
+                let info = self.rate_limit_info.0.unwrap_or(RawRateLimit {
+                    status: self.status,
+                    resets_at: self.resets_at,
+                    rate_limit_type: self.rate_limit_type,
+                    utilization: self.utilization,
+                });
+                StreamEvent::RateLimit {
+                    status: info.status.to_string_opt().unwrap_or_default(),
+                    resets_at: epoch_seconds(&info.resets_at),
+                    rate_limit_type: info.rate_limit_type.to_string_opt(),
+                    utilization: info.utilization.as_f64(),
+                }
+            }
+            (Some("result"), _) => {
+                let subtype = self.subtype.to_string_opt().unwrap_or_default();
+                StreamEvent::Result {
+                    // A result without is_error is judged by its subtype, the older convention.
+                    is_error: self.is_error.as_bool().unwrap_or(subtype != "success"),
+                    subtype,
+                    total_cost_usd: self.total_cost_usd.as_f64().unwrap_or(0.0),
+                    usage: self.usage.0.map(RawUsage::counts).unwrap_or_default(),
+                    model_usage: self
+                        .model_usage
+                        .0
+                        .unwrap_or_default()
+                        .into_iter()
+                        .filter_map(|(model, usage)| Some((model, usage.0?.model_usage())))
+                        .collect(),
+                    num_turns: self.num_turns.as_u64().map(saturate_u32),
+                    session_id: self.session_id.to_string_opt(),
+                    result_text: self.result.to_string_opt(),
+                    errors: self.errors.0,
+                    api_error_status: self
+                        .api_error_status
+                        .as_u64()
+                        .and_then(|n| u16::try_from(n).ok()),
+                }
+            }
+            _ => StreamEvent::Other,
+        }
+    }
+}
+
+fn assistant(message: RawMessage<'_>, parent: &Scalar<'_>) -> StreamEvent {
+    let mut tool_uses = Vec::new();
+    let mut tool_use_ids = Vec::new();
+    let mut text = None;
+    for block in &message.content.0 {
+        match block.kind.as_str() {
+            Some("tool_use") => {
+                tool_uses.push(block.name.to_string_opt().unwrap_or_default());
+                tool_use_ids.push(block.id.to_string_opt().unwrap_or_default());
+            }
+            Some("text") if text.is_none() => text = block.text.as_str().map(display_text),
+            _ => {}
+        }
+    }
+    StreamEvent::Assistant {
+        message_id: message.id.to_string_opt().unwrap_or_default(),
+        model: message.model.to_string_opt().unwrap_or_default(),
+        usage: message.usage.0.map(RawUsage::counts).unwrap_or_default(),
+        tool_uses,
+        tool_use_ids,
+        text,
+        parent_tool_use_id: parent.to_string_opt(),
+    }
+}
+
+/// Truncates to at most DISPLAY_TEXT_MAX bytes on a char boundary.
+fn display_text(s: &str) -> String {
+    if s.len() <= DISPLAY_TEXT_MAX {
+        return s.to_owned();
+    }
+    let mut end = DISPLAY_TEXT_MAX;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_owned()
+}
+
+fn saturate_u32(n: u64) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+/// `resetsAt` as epoch seconds: numbers (milliseconds are recognised by size), numeric strings
+/// and RFC 3339 strings are accepted.
+fn epoch_seconds(v: &Scalar<'_>) -> Option<i64> {
+    // Epoch seconds pass 1e10 only in the year 2286; anything larger is milliseconds.
+    const MILLIS_THRESHOLD: i64 = 10_000_000_000;
+    if let Some(s) = v.as_str()
+        && let Ok(t) = chrono::DateTime::parse_from_rfc3339(s.trim())
+    {
+        return Some(t.timestamp());
+    }
+    let n = v.as_i64()?;
+    Some(if n.abs() >= MILLIS_THRESHOLD {
+        n / 1000
+    } else {
+        n
+    })
+}
+
+impl RawUsage {
+    fn counts(self) -> TokenCounts {
+        let split = self.cache_creation.0.unwrap_or_default();
+        TokenCounts {
+            input: self.input_tokens.as_u64().unwrap_or(0),
+            output: self.output_tokens.as_u64().unwrap_or(0),
+            cache_read: self.cache_read_input_tokens.as_u64().unwrap_or(0),
+            cache_creation: self.cache_creation_input_tokens.as_u64().unwrap_or(0),
+            cache_creation_5m: split.ephemeral_5m_input_tokens.as_u64().unwrap_or(0),
+            cache_creation_1h: split.ephemeral_1h_input_tokens.as_u64().unwrap_or(0),
+        }
+    }
+}
+
+impl RawModelUsage {
+    fn model_usage(self) -> ModelUsage {
+        ModelUsage {
+            tokens: TokenCounts {
+                input: self.input_tokens.as_u64().unwrap_or(0),
+                output: self.output_tokens.as_u64().unwrap_or(0),
+                cache_read: self.cache_read_input_tokens.as_u64().unwrap_or(0),
+                cache_creation: self.cache_creation_input_tokens.as_u64().unwrap_or(0),
+                cache_creation_5m: self
+                    .cache_creation_ephemeral5m_input_tokens
+                    .as_u64()
+                    .unwrap_or(0),
+                cache_creation_1h: self
+                    .cache_creation_ephemeral1h_input_tokens
+                    .as_u64()
+                    .unwrap_or(0),
+            },
+            cost_usd: self.cost_usd.as_f64().unwrap_or(0.0),
+        }
+    }
+}

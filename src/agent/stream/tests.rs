@@ -1,0 +1,247 @@
+//! Unit tests of the stream-json parser, fed real Claude Code 2.1.331 lines.
+
+use super::*;
+
+const TWO_BLOCKS: &str = include_str!(
+    "../../../tests/fixtures/claude-code-2.1.331/tool-use-two-blocks-one-message.jsonl"
+);
+const RETRY_529: &str =
+    include_str!("../../../tests/fixtures/claude-code-2.1.331/api-error-529-after-retries.jsonl");
+
+fn events(transcript: &str) -> Vec<StreamEvent> {
+    transcript
+        .lines()
+        .filter_map(|l| parse_line(l.as_bytes()))
+        .collect()
+}
+
+#[test]
+fn parses_init_assistant_user_and_result() {
+    let evs = events(TWO_BLOCKS);
+    assert_eq!(evs.len(), 6);
+    assert_eq!(
+        evs[0],
+        StreamEvent::Init {
+            session_id: "ec06e02c-3400-4686-a7ed-441a5faac63e".into(),
+            model: Some("claude-opus-5-5".into()),
+        }
+    );
+    let StreamEvent::Assistant {
+        message_id,
+        model,
+        usage,
+        tool_uses,
+        text,
+        ..
+    } = &evs[1]
+    else {
+        panic!("not assistant: {:?}", evs[1]);
+    };
+    assert_eq!(message_id, "msg_01b1352fc73dd4456c81c809");
+    assert_eq!(model, "claude-opus-5-5");
+    assert_eq!(
+        *usage,
+        TokenCounts {
+            input: 3,
+            output: 1,
+            cache_read: 0,
+            cache_creation: 12000,
+            cache_creation_5m: 10000,
+            cache_creation_1h: 2000,
+        }
+    );
+    assert!(tool_uses.is_empty());
+    assert_eq!(text.as_deref(), Some("I'll list the files."));
+    let StreamEvent::Assistant {
+        tool_uses,
+        tool_use_ids,
+        text,
+        ..
+    } = &evs[2]
+    else {
+        panic!("not assistant: {:?}", evs[2]);
+    };
+    assert_eq!(tool_uses, &["Bash"]);
+    assert_eq!(tool_use_ids, &["toolu_0142bed2ecabe344fa930ad0"]);
+    assert_eq!(*text, None);
+    assert_eq!(evs[3], StreamEvent::User);
+    let StreamEvent::Result {
+        is_error,
+        subtype,
+        total_cost_usd,
+        usage,
+        model_usage,
+        num_turns,
+        ..
+    } = &evs[5]
+    else {
+        panic!("not result: {:?}", evs[5]);
+    };
+    assert!(!is_error);
+    assert_eq!(subtype, "success");
+    assert_eq!(*total_cost_usd, 0.071324);
+    assert_eq!(usage.output, 69);
+    assert_eq!(*num_turns, Some(2));
+    let opus = &model_usage["claude-opus-5-5"];
+    assert_eq!(opus.cost_usd, 0.071324);
+    assert_eq!(opus.tokens.cache_creation_5m, 10300);
+    assert_eq!(opus.tokens.cache_creation_1h, 2000);
+    assert_eq!(opus.tokens.total(), 11 + 69 + 12000 + 12300);
+}
+
+#[test]
+fn parses_api_retries_and_an_error_result_with_success_subtype() {
+    let evs = events(RETRY_529);
+    assert_eq!(
+        evs[1],
+        StreamEvent::ApiRetry {
+            attempt: 1,
+            error_status: Some(529),
+            error: Some("overloaded".into()),
+            retry_delay_ms: Some(530),
+        }
+    );
+    let StreamEvent::Assistant { model, .. } = &evs[3] else {
+        panic!("{:?}", evs[3])
+    };
+    assert_eq!(model, "<synthetic>");
+    let StreamEvent::Result {
+        is_error,
+        subtype,
+        model_usage,
+        api_error_status,
+        ..
+    } = &evs[4]
+    else {
+        panic!("{:?}", evs[4])
+    };
+    assert!(is_error);
+    assert_eq!(subtype, "success");
+    assert!(model_usage.is_empty());
+    assert_eq!(*api_error_status, Some(529));
+}
+
+#[test]
+fn rate_limit_events_in_both_shapes() {
+    let nested = br#"{"type":"rate_limit_event","rate_limit_info":{"status":"allowed_warning","resetsAt":1771390800,"rateLimitType":"five_hour","utilization":0.91,"isUsingOverage":false},"session_id":"s"}"#;
+    assert_eq!(
+        parse_line(nested),
+        Some(StreamEvent::RateLimit {
+            status: "allowed_warning".into(),
+            resets_at: Some(1771390800),
+            rate_limit_type: Some("five_hour".into()),
+            utilization: Some(0.91),
+        })
+    );
+    let flat = br#"{"type":"rate_limit_event","status":"rejected","resetsAt":1771390800000}"#;
+    let Some(StreamEvent::RateLimit {
+        status, resets_at, ..
+    }) = parse_line(flat)
+    else {
+        panic!("flat shape not parsed");
+    };
+    assert_eq!((status.as_str(), resets_at), ("rejected", Some(1771390800)));
+    let iso = br#"{"type":"rate_limit_event","rate_limit_info":{"status":"allowed","resetsAt":"2026-02-18T05:00:00Z"}}"#;
+    let Some(StreamEvent::RateLimit { resets_at, .. }) = parse_line(iso) else {
+        panic!()
+    };
+    assert_eq!(resets_at, Some(1771390800));
+}
+
+#[test]
+fn garbage_gives_none_and_unknown_gives_other() {
+    for line in [
+        &b""[..],
+        b"   \r\n",
+        b"not json",
+        b"\xff\xfe\x80garbage",
+        b"{\"type\":\"assistant\"",
+        b"[1,2,3]",
+        b"{\"type\":\"result\",\"subtype\":\"\xff\"}",
+    ] {
+        assert_eq!(
+            parse_line(line),
+            None,
+            "{:?}",
+            String::from_utf8_lossy(line)
+        );
+    }
+    for line in [
+        &br#"{"type":"stream_event","event":{"type":"content_block_delta"}}"#[..],
+        br#"{"type":"system","subtype":"compact_boundary"}"#,
+        br#"{"no_type":true}"#,
+        br#"{"type":"assistant","message":"not an object"}"#,
+        // Invalid UTF-8 inside a skipped field is skipped with it.
+        b"{\"type\":\"user\",\"junk\":\"\xff\"}",
+    ] {
+        assert!(matches!(
+            parse_line(line),
+            Some(StreamEvent::Other | StreamEvent::User)
+        ));
+    }
+}
+
+#[test]
+fn fields_of_unexpected_type_do_not_lose_the_line() {
+    let line = br#"{"type":"assistant","error":{"nested":[1]},"message":{"id":"m1","model":"claude-haiku-4-5","usage":{"input_tokens":"5","output_tokens":2.0,"cache_creation":"odd"},"content":"plain string"}}"#;
+    let Some(StreamEvent::Assistant {
+        message_id,
+        usage,
+        tool_uses,
+        ..
+    }) = parse_line(line)
+    else {
+        panic!("assistant line lost");
+    };
+    assert_eq!(message_id, "m1");
+    assert_eq!(
+        (usage.input, usage.output, usage.cache_creation_5m),
+        (5, 2, 0)
+    );
+    assert!(tool_uses.is_empty());
+    let result = br#"{"type":"result","subtype":"error_max_turns","total_cost_usd":null,"modelUsage":[],"errors":["a",1,"b"]}"#;
+    let Some(StreamEvent::Result {
+        is_error,
+        total_cost_usd,
+        errors,
+        ..
+    }) = parse_line(result)
+    else {
+        panic!("result lost");
+    };
+    assert!(is_error, "missing is_error falls back to the subtype");
+    assert_eq!(total_cost_usd, 0.0);
+    assert_eq!(errors, ["a", "b"]);
+}
+
+#[test]
+fn long_text_is_truncated_on_a_char_boundary() {
+    let text = "é".repeat(DISPLAY_TEXT_MAX);
+    let line = format!(
+        r#"{{"type":"assistant","message":{{"id":"m","model":"x","content":[{{"type":"text","text":"{text}"}}]}}}}"#
+    );
+    let Some(StreamEvent::Assistant { text: Some(t), .. }) = parse_line(line.as_bytes()) else {
+        panic!("no text");
+    };
+    assert!(t.len() <= DISPLAY_TEXT_MAX && t.len() >= DISPLAY_TEXT_MAX - 1);
+    assert!(t.chars().all(|c| c == 'é'));
+}
+
+#[test]
+fn token_count_arithmetic_saturates() {
+    let a = TokenCounts {
+        input: 5,
+        output: 1,
+        ..TokenCounts::default()
+    };
+    let b = TokenCounts {
+        input: 7,
+        output: 1,
+        cache_read: 3,
+        ..TokenCounts::default()
+    };
+    assert_eq!(a.saturating_sub(&b), TokenCounts::default());
+    let mut c = a;
+    c.add(&b);
+    assert_eq!(c.total(), 12 + 2 + 3);
+}
