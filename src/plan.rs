@@ -169,7 +169,8 @@ impl Plan {
                     continue;
                 };
                 let last = NodeIndex::new(*jobs[n].last().expect("a job has a step"));
-                graph.update_edge(last, first, ());
+                // `needs` holds no repeats (resolve removes them), so no edge is added twice.
+                graph.add_edge(last, first, ());
             }
         }
         let order = stable_topological_order(&graph);

@@ -6,6 +6,7 @@
 //! first mistake; it never interprets values beyond their type (that is `resolve`'s work).
 
 use std::borrow::Cow;
+use std::collections::HashMap;
 
 use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::{Serialize, Serializer, ser::SerializeMap};
@@ -71,18 +72,20 @@ impl Reader {
             return None;
         };
         let mut seen: Vec<&'n (Key, Node)> = Vec::with_capacity(entries.len());
+        let mut first: HashMap<&'n str, &'n Key> = HashMap::with_capacity(entries.len());
         for entry in entries {
             if self.json_comments && entry.0.name.starts_with("//") {
                 continue;
             }
-            if let Some(first) = seen.iter().find(|e| e.0.name == entry.0.name) {
+            if let Some(first) = first.get(entry.0.name.as_str()) {
                 self.errors.push(ManifestError::DuplicateKey {
                     path: format!("{}.{}", self.path(), quote_key(&entry.0.name)),
-                    first: span(&first.0.span),
+                    first: span(&first.span),
                     second: span(&entry.0.span),
                 });
                 continue;
             }
+            first.insert(&entry.0.name, &entry.0);
             seen.push(entry);
         }
         Some(seen)

@@ -131,17 +131,18 @@ pub fn resolve(raw: RawManifest, path: &Path) -> Result<Manifest, Vec<ManifestEr
         });
     }
     let mut jobs: Vec<Job> = Vec::with_capacity(raw_jobs.len());
+    let mut first_of: std::collections::HashMap<&str, &Span> =
+        std::collections::HashMap::with_capacity(raw_jobs.len());
     for (name, job) in &raw_jobs {
-        if let Some(first) = raw_jobs.iter().find(|(n, _)| n.value == name.value) {
-            if !std::ptr::eq(&first.0, name) {
-                r.errors.push(ManifestError::DuplicateJob {
-                    name: name.value.clone(),
-                    first: span(&first.0.span),
-                    second: span(&name.span),
-                });
-                continue;
-            }
+        if let Some(first) = first_of.get(name.value.as_str()) {
+            r.errors.push(ManifestError::DuplicateJob {
+                name: name.value.clone(),
+                first: span(first),
+                second: span(&name.span),
+            });
+            continue;
         }
+        first_of.insert(&name.value, &name.span);
         if let Some(resolved) = r.job(name, job, &defaults, &dir, &settings) {
             jobs.push(resolved);
         }
@@ -444,7 +445,7 @@ impl Resolver {
             for need in job.needs.iter().flatten() {
                 match index.get(need.value.as_str()) {
                     Some(&j) => {
-                        graph.add_edge(nodes[i], nodes[j], need.span.clone());
+                        graph.update_edge(nodes[i], nodes[j], need.span.clone());
                     }
                     None => {
                         let help = match did_you_mean(&need.value, names.iter().copied()) {
