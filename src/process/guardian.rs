@@ -4,19 +4,21 @@
 //!
 //! Protocol on the guardian's stdin: `+PGID\n` when a group is spawned, `-PGID\n` just before its
 //! leader is reaped. When stdin reaches EOF (orch exited or died, so the kernel closed the pipe),
-//! or when its own parent-death signal arrives, the guardian kills every still-registered group
-//! and exits. It runs in its own process group and ignores SIGINT, SIGTERM and SIGHUP, so a
+//! or when its own parent-death signal shows orch is gone (it then reads what is left without
+//! blocking), the guardian kills every still-registered group and exits. It runs in its own process group and ignores SIGINT, SIGTERM and SIGHUP, so a
 //! terminal Ctrl-C reaches orch (which stops children politely), never the guardian. It must
 //! never kill a group that was unregistered, nor do anything but read, track and kill.
 
 use std::collections::BTreeSet;
 use std::io::{self, Read, Write};
+use std::os::fd::BorrowedFd;
 use std::path::Path;
 use std::process::{ChildStdin, Command, ExitCode, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use memchr::memchr;
+use nix::fcntl::{FcntlArg, OFlag, fcntl};
 use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
 use nix::unistd::{Pid, getppid, setpgid};
 
@@ -30,8 +32,6 @@ const PARENT_DEATH_SIGNAL: Signal = Signal::SIGUSR1;
 
 /// orch's pid as the guardian was told it; 0 when unknown.
 static EXPECTED_PARENT: AtomicI32 = AtomicI32::new(0);
-/// Set by the signal handler once orch is gone.
-static PARENT_GONE: AtomicBool = AtomicBool::new(false);
 
 /// orch's handle on its guardian process; clones share the same process.
 #[derive(Debug, Clone)]
@@ -164,9 +164,9 @@ pub fn main() -> ExitCode {
         EXPECTED_PARENT.store(expected, Ordering::SeqCst);
         #[cfg(target_os = "linux")]
         let _ = nix::sys::prctl::set_pdeathsig(PARENT_DEATH_SIGNAL);
-        // Set after the signal was armed: if orch is already gone, no signal will ever come.
+        // Checked after the signal was armed: if orch is already gone, none will ever come.
         if getppid().as_raw() != expected {
-            PARENT_GONE.store(true, Ordering::SeqCst);
+            stop_blocking_on_stdin();
         }
     }
     serve(io::stdin().lock())
@@ -175,21 +175,37 @@ pub fn main() -> ExitCode {
 extern "C" fn on_parent_death(_: nix::libc::c_int) {
     // The signal also fires when only the spawning thread exited; orch is then still our parent.
     if getppid().as_raw() != EXPECTED_PARENT.load(Ordering::SeqCst) {
-        PARENT_GONE.store(true, Ordering::SeqCst);
+        stop_blocking_on_stdin();
     }
 }
 
-/// Reads the `+PGID`/`-PGID` protocol from `input` until EOF, an error, or orch's death, then
-/// SIGKILLs every group still registered. Malformed lines are ignored.
+/// Makes stdin non-blocking, so `serve` reads every message orch managed to write and stops at
+/// the first read that would block instead of waiting for an EOF that a leaked copy of the write
+/// end could delay forever. The blocking read in progress, if any, returns EINTR and is retried
+/// non-blocking; a read that had not started yet will not block either, so no wake-up is lost.
+/// Only async-signal-safe calls (fcntl) and no allocation: it runs in a signal handler.
+fn stop_blocking_on_stdin() {
+    // SAFETY: fd 0 stays open for the whole life of the guardian.
+    let stdin = unsafe { BorrowedFd::borrow_raw(0) };
+    if let Ok(flags) = fcntl(stdin, FcntlArg::F_GETFL) {
+        let flags = OFlag::from_bits_retain(flags) | OFlag::O_NONBLOCK;
+        let _ = fcntl(stdin, FcntlArg::F_SETFL(flags));
+    }
+}
+
+/// Reads the `+PGID`/`-PGID` protocol from `input` until EOF, an error, or (once orch is known
+/// dead and the input non-blocking) a read that would block, then SIGKILLs every group still
+/// registered. Malformed lines are ignored.
 pub fn serve(mut input: impl Read) -> ExitCode {
     let mut groups = BTreeSet::new();
     let mut pending = Vec::new();
     let mut buf = [0u8; 4096];
-    while !PARENT_GONE.load(Ordering::SeqCst) {
+    loop {
         match input.read(&mut buf) {
             Ok(0) => break,
             Ok(n) => pending.extend_from_slice(&buf[..n]),
             Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+            // WouldBlock: orch is gone and everything it wrote has been read.
             Err(_) => break,
         }
         while let Some(nl) = memchr(b'\n', &pending) {
