@@ -12,10 +12,10 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use orch::process::{
-    self, Child, Exit, Guardian, Line, SpawnSpec, StopLadder, StopStage, Stream, group_members,
-    pid_alive, spawn,
+    self, Child, Exit, Guardian, Line, Lines, SpawnSpec, StopLadder, StopStage, Stream,
+    group_members, pid_alive, spawn,
 };
-use tokio::sync::mpsc;
+
 use tokio::time::{Instant, sleep, timeout};
 
 const DEADLINE: Duration = Duration::from_secs(30);
@@ -59,7 +59,7 @@ fn texts(lines: &[Line], stream: Stream) -> Vec<String> {
 }
 
 /// Waits for a stdout line equal to `want` and returns the lines before it.
-async fn line_until(lines: &mut mpsc::Receiver<Line>, want: &str) -> Vec<String> {
+async fn line_until(lines: &mut Lines, want: &str) -> Vec<String> {
     let mut before = Vec::new();
     timeout(DEADLINE, async {
         while let Some(line) = lines.recv().await {
@@ -410,4 +410,34 @@ async fn group_dies_when_orch_is_sigkilled() {
     orch.wait().expect("reaped");
     assert_group_dead(pgid, &members).await;
     eventually("the guardian exits", || !pid_alive(guardian)).await;
+}
+
+/// A throughput check, not run by default: `cargo test --release --test process -- --ignored`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a benchmark; run on demand"]
+async fn throughput_16_children_of_50_mb() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let line = "x".repeat(99);
+    let script = format!("yes {line} | head -c 50000000");
+    let started = Instant::now();
+    let mut runs = Vec::new();
+    for i in 0..16 {
+        let mut spec = sh(dir.path(), &script);
+        spec.stdout_log = dir.path().join(format!("{i}.log"));
+        let mut child = spawn(&spec, None).await.expect("spawned");
+        runs.push(tokio::spawn(async move {
+            let mut lines = child.take_lines();
+            let waiting = tokio::spawn(child.wait());
+            let mut count = 0;
+            while let Some(line) = lines.recv().await {
+                count += usize::from(line.bytes.len() == 99);
+            }
+            assert!(waiting.await.expect("joined").success());
+            count
+        }));
+    }
+    for run in runs {
+        assert_eq!(run.await.expect("joined"), 500_000);
+    }
+    eprintln!("16 × 50 MB in {:?}", started.elapsed());
 }

@@ -17,21 +17,20 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use super::drain::{Sink, drain, enlarge_pipe};
 use super::guardian::Guardian;
+use super::lines::{BATCHES_IN_FLIGHT, Lines};
 use super::monitor::{self, Watch};
 use super::stop::{Group, Stopper};
-use super::{Exit, Line, SpawnSpec, Stream};
-
-/// Lines buffered between the drains and the consumer before the drains wait (backpressure).
-const LINE_CHANNEL: usize = 1024;
+use super::{Exit, SpawnSpec, Stream};
 
 /// A running child: its lines, a way to stop it, and its exit.
 ///
-/// Consume [`Child::lines`] concurrently with [`Child::wait`], or drop the receiver: a full
-/// line channel holds the drains back, and `wait` needs the pipes to reach EOF.
+/// Consume the [`Lines`] concurrently with [`Child::wait`] (or read them to the end first, then
+/// wait), or drop or close them: the line channel is bounded, a full one holds the drains back,
+/// and `wait` needs the pipes drained. Lines never taken are dropped by `wait` itself.
 #[derive(Debug)]
 #[must_use = "dropping a Child SIGKILLs its process group"]
 pub struct Child {
-    lines: mpsc::Receiver<Line>,
+    lines: Lines,
     exit: oneshot::Receiver<Exit>,
     guard: KillOnDrop,
 }
@@ -58,14 +57,13 @@ impl Child {
     }
 
     /// The lines of both pipes, in the order each pipe produced them; closes after both EOFs.
-    pub fn lines(&mut self) -> &mut mpsc::Receiver<Line> {
+    pub fn lines(&mut self) -> &mut Lines {
         &mut self.lines
     }
 
     /// Takes the line receiver (to consume it in another task); `lines()` is closed afterwards.
-    pub fn take_lines(&mut self) -> mpsc::Receiver<Line> {
-        let (_, closed) = mpsc::channel(1);
-        std::mem::replace(&mut self.lines, closed)
+    pub fn take_lines(&mut self) -> Lines {
+        std::mem::replace(&mut self.lines, Lines::closed())
     }
 
     /// A handle to stop or kill the group from elsewhere.
@@ -132,7 +130,7 @@ pub async fn spawn(spec: &SpawnSpec, guardian: Option<&Guardian>) -> io::Result<
     let stderr = leader.stderr.take().expect("stderr was piped");
     enlarge_pipe(&stdout);
     enlarge_pipe(&stderr);
-    let (lines_tx, lines) = mpsc::channel(LINE_CHANNEL);
+    let (lines_tx, lines) = mpsc::channel(BATCHES_IN_FLIGHT);
     let (finish, finish_rx) = watch::channel(false);
     let sink = |stream, log| Sink {
         stream,
@@ -160,7 +158,7 @@ pub async fn spawn(spec: &SpawnSpec, guardian: Option<&Guardian>) -> io::Result<
         exit: exit_tx,
     }));
     Ok(Child {
-        lines,
+        lines: Lines::new(lines),
         exit,
         guard: KillOnDrop { group, armed: true },
     })

@@ -35,7 +35,7 @@ pub(crate) fn enlarge_pipe(fd: impl AsFd) {
 pub(crate) struct Sink {
     pub(crate) stream: Stream,
     pub(crate) log: File,
-    pub(crate) lines: mpsc::Sender<Line>,
+    pub(crate) lines: mpsc::Sender<Vec<Line>>,
     pub(crate) max_line_bytes: usize,
 }
 
@@ -107,13 +107,11 @@ pub(crate) async fn drain(
     log_error.map_or(Ok(()), Err)
 }
 
-/// Sends and empties `out`; false once the receiver is gone (then framing stops altogether).
-async fn send_all(lines: &mpsc::Sender<Line>, out: &mut Vec<Line>) -> bool {
-    for line in out.drain(..) {
-        // Returning drops the `Drain`, which empties `out` of the unsent rest.
-        if lines.send(line).await.is_err() {
-            return false;
-        }
+/// Sends the lines of `out` as one batch, leaving it empty; false once the receiver is gone (then
+/// framing stops altogether).
+async fn send_all(lines: &mpsc::Sender<Vec<Line>>, out: &mut Vec<Line>) -> bool {
+    if out.is_empty() {
+        return true;
     }
-    true
+    lines.send(std::mem::take(out)).await.is_ok()
 }

@@ -15,6 +15,7 @@ mod drain;
 mod frame;
 mod group;
 pub mod guardian;
+mod lines;
 mod monitor;
 mod stop;
 
@@ -25,6 +26,7 @@ use std::time::Duration;
 pub use child::{Child, spawn};
 pub use group::{group_members, pid_alive, signal_group};
 pub use guardian::Guardian;
+pub use lines::Lines;
 pub use nix::sys::signal::Signal;
 pub use stop::Stopper;
 
