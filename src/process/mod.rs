@@ -1,1 +1,126 @@
-//! Child processes (stub).
+//! Child processes: spawn each in its own process group, drain both pipes into log files and framed
+//! lines, stop a group with the SIGINT → SIGTERM → SIGKILL ladder, detect and kill leaked
+//! grandchildren, and keep a guardian process that kills every group if orch itself dies.
+//!
+//! This is the only module in orch that calls libc/nix signal and process-group functions; every
+//! other module goes through the API here. It must never print, decide policy (timeouts, budgets)
+//! or interpret what a child writes: it delivers raw bytes and exit facts, nothing more.
+//!
+//! Invariant: a step's processes never outlive the step. When a leader exits, whatever is left in
+//! its group is reported as leaked and SIGKILLed; a dropped [`Child`] SIGKILLs its group; and the
+//! [`Guardian`] SIGKILLs every registered group when orch goes away, even by SIGKILL.
+
+mod child;
+mod drain;
+mod frame;
+mod group;
+pub mod guardian;
+mod lines;
+mod monitor;
+mod stop;
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub use child::{Child, spawn};
+pub use group::{group_members, pid_alive, signal_group};
+pub use guardian::Guardian;
+pub use lines::Lines;
+pub use nix::sys::signal::Signal;
+pub use stop::Stopper;
+
+/// Everything needed to start one child; plain data, built by the caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpawnSpec {
+    /// The program to run, looked up in `PATH` if it has no slash.
+    pub program: PathBuf,
+    /// Arguments after the program name.
+    pub args: Vec<OsString>,
+    /// Working directory of the child.
+    pub cwd: PathBuf,
+    /// Variables added to (or overriding) the environment orch inherited.
+    pub env: Vec<(OsString, OsString)>,
+    /// File the raw stdout bytes are appended to, created if missing.
+    pub stdout_log: PathBuf,
+    /// File the raw stderr bytes are appended to, created if missing (may equal `stdout_log`).
+    pub stderr_log: PathBuf,
+    /// Cap on the bytes of one delivered [`Line`]; longer lines arrive truncated.
+    pub max_line_bytes: usize,
+}
+
+/// Which pipe a [`Line`] came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Stream {
+    /// The child's standard output.
+    Stdout,
+    /// The child's standard error.
+    Stderr,
+}
+
+/// One line of output, without its trailing `\n`; bytes are passed through unchanged (not UTF-8
+/// checked, `\r` kept).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Line {
+    /// The pipe it came from.
+    pub stream: Stream,
+    /// The bytes of the line, at most `max_line_bytes` of them.
+    pub bytes: Vec<u8>,
+    /// True when the line was longer than `max_line_bytes` and its tail was discarded.
+    pub truncated: bool,
+}
+
+/// A rung of the stop ladder.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum StopStage {
+    /// SIGINT was sent to the group.
+    Int,
+    /// SIGTERM was sent to the group.
+    Term,
+    /// SIGKILL was sent to the group.
+    Kill,
+}
+
+/// The grace periods of the stop ladder: SIGINT, wait `grace_int`, SIGTERM, wait `grace_term`,
+/// SIGKILL; each signal goes to the whole group and the ladder ends as soon as the leader exits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StopLadder {
+    /// How long the leader may take to exit after SIGINT.
+    pub grace_int: Duration,
+    /// How long the leader may take to exit after SIGTERM.
+    pub grace_term: Duration,
+}
+
+impl Default for StopLadder {
+    fn default() -> Self {
+        // Claude Code writes its final `result` (with the cost) on SIGINT; give it time to do so.
+        StopLadder {
+            grace_int: Duration::from_secs(10),
+            grace_term: Duration::from_secs(5),
+        }
+    }
+}
+
+/// How a child ended, known once its leader exited and both pipes were drained.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Exit {
+    /// The leader's exit code, if it exited normally.
+    pub code: Option<i32>,
+    /// The signal that killed the leader, if one did.
+    pub signal: Option<i32>,
+    /// Pids of group members still alive when the leader exited; all were SIGKILLed.
+    pub leaked: Vec<u32>,
+    /// The last rung of the stop ladder sent before the leader exited, if any.
+    pub stopped_by: Option<StopStage>,
+}
+
+impl Exit {
+    /// True when the leader exited with code 0.
+    pub fn success(&self) -> bool {
+        self.code == Some(0)
+    }
+}

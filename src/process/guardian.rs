@@ -1,0 +1,251 @@
+//! The guardian: a helper process that SIGKILLs every registered process group when orch dies,
+//! even by SIGKILL (a parent-death signal reaches only the direct child; tool processes are
+//! grandchildren).
+//!
+//! Protocol on the guardian's stdin: `+PGID\n` when a group is spawned, `-PGID\n` just before its
+//! leader is reaped. When stdin reaches EOF (orch exited or died, so the kernel closed the pipe),
+//! or when its own parent-death signal shows orch is gone (it then reads what is left without
+//! blocking), the guardian kills every still-registered group and exits. It runs in its own process group and ignores SIGINT, SIGTERM and SIGHUP, so a
+//! terminal Ctrl-C reaches orch (which stops children politely), never the guardian. It must
+//! never kill a group that was unregistered, nor do anything but read, track and kill.
+
+use std::collections::BTreeSet;
+use std::io::{self, Read, Write};
+use std::os::fd::BorrowedFd;
+use std::path::Path;
+use std::process::{ChildStdin, Command, ExitCode, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use memchr::memchr;
+use nix::fcntl::{FcntlArg, OFlag, fcntl};
+use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
+use nix::unistd::{Pid, getppid, setpgid};
+
+use super::group::signal_group;
+
+/// Environment variable carrying orch's pid, so the guardian can tell orch's death from the
+/// death of the mere thread that spawned it (both raise the parent-death signal).
+const PARENT_ENV: &str = "ORCH_GUARDIAN_PARENT";
+/// The guardian's parent-death signal; handled like EOF.
+const PARENT_DEATH_SIGNAL: Signal = Signal::SIGUSR1;
+
+/// orch's pid as the guardian was told it; 0 when unknown.
+static EXPECTED_PARENT: AtomicI32 = AtomicI32::new(0);
+
+/// orch's handle on its guardian process; clones share the same process.
+#[derive(Debug, Clone)]
+pub struct Guardian {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    pid: u32,
+    stdin: Mutex<Option<ChildStdin>>,
+    process: Mutex<std::process::Child>,
+}
+
+impl Guardian {
+    /// Starts `exe args...` as the guardian (orch passes its own `current_exe()` and
+    /// `["__guardian"]`, whose handler calls [`main`]). Call it from orch's main thread: the
+    /// guardian's parent-death signal fires when the spawning thread exits.
+    pub fn start(exe: &Path, args: &[&str]) -> io::Result<Guardian> {
+        let mut command = Command::new(exe);
+        command
+            .args(args)
+            .env(PARENT_ENV, std::process::id().to_string())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null());
+        // SAFETY: setpgid is async-signal-safe and does not allocate.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut command, || {
+                setpgid(Pid::from_raw(0), Pid::from_raw(0))?;
+                Ok(())
+            });
+        }
+        let mut process = command.spawn()?;
+        let stdin = process.stdin.take().expect("stdin was piped");
+        Ok(Guardian {
+            inner: Arc::new(Inner {
+                pid: process.id(),
+                stdin: Mutex::new(Some(stdin)),
+                process: Mutex::new(process),
+            }),
+        })
+    }
+
+    /// The guardian's pid.
+    pub fn pid(&self) -> u32 {
+        self.inner.pid
+    }
+
+    /// Tells the guardian to kill group `pgid` if orch dies.
+    pub fn register(&self, pgid: u32) -> io::Result<()> {
+        self.send('+', pgid)
+    }
+
+    /// Tells the guardian to forget group `pgid` (call before reaping its leader).
+    pub fn unregister(&self, pgid: u32) -> io::Result<()> {
+        self.send('-', pgid)
+    }
+
+    /// Closes the guardian's stdin, exactly as orch dying would, and waits for it to exit: every
+    /// group still registered is SIGKILLed. Registering afterwards fails with `BrokenPipe`.
+    pub fn shutdown(&self) -> io::Result<ExitStatus> {
+        drop(
+            self.inner
+                .stdin
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take(),
+        );
+        self.inner
+            .process
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .wait()
+    }
+
+    fn send(&self, op: char, pgid: u32) -> io::Result<()> {
+        let mut stdin = self
+            .inner
+            .stdin
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let stdin = stdin.as_mut().ok_or_else(|| {
+            io::Error::new(io::ErrorKind::BrokenPipe, "the guardian is shut down")
+        })?;
+        // One write of a few bytes is atomic on a pipe, so clones may send concurrently.
+        stdin.write_all(format!("{op}{pgid}\n").as_bytes())
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        drop(
+            self.stdin
+                .get_mut()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take(),
+        );
+        let _ = self
+            .process
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner)
+            .wait();
+    }
+}
+
+/// The guardian process's entry point (orch's hidden `__guardian` subcommand): set up signals
+/// and the parent-death backstop, then [`serve`] stdin.
+pub fn main() -> ExitCode {
+    // Usually done by `Guardian::start` already; harmless to repeat, and it is not fatal if
+    // we are a session leader and cannot.
+    let _ = setpgid(Pid::from_raw(0), Pid::from_raw(0));
+    let handler = SigAction::new(
+        SigHandler::Handler(on_parent_death),
+        // No SA_RESTART: the blocking read must return EINTR so `serve` sees the flag.
+        SaFlags::empty(),
+        SigSet::empty(),
+    );
+    // SAFETY: ignoring installs no handler; `on_parent_death` is async-signal-safe (it calls
+    // getppid and touches atomics only).
+    unsafe {
+        for sig in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
+            let _ = nix::sys::signal::signal(sig, SigHandler::SigIgn);
+        }
+        let _ = sigaction(PARENT_DEATH_SIGNAL, &handler);
+    }
+    let expected = std::env::var(PARENT_ENV)
+        .ok()
+        .and_then(|pid| pid.parse::<i32>().ok());
+    if let Some(expected) = expected {
+        EXPECTED_PARENT.store(expected, Ordering::SeqCst);
+        #[cfg(target_os = "linux")]
+        let _ = nix::sys::prctl::set_pdeathsig(PARENT_DEATH_SIGNAL);
+        // Checked after the signal was armed: if orch is already gone, none will ever come.
+        if getppid().as_raw() != expected {
+            stop_blocking_on_stdin();
+        }
+    }
+    serve(io::stdin().lock())
+}
+
+extern "C" fn on_parent_death(_: nix::libc::c_int) {
+    // The signal also fires when only the spawning thread exited; orch is then still our parent.
+    if getppid().as_raw() != EXPECTED_PARENT.load(Ordering::SeqCst) {
+        stop_blocking_on_stdin();
+    }
+}
+
+/// Makes stdin non-blocking, so `serve` reads every message orch managed to write and stops at
+/// the first read that would block instead of waiting for an EOF that a leaked copy of the write
+/// end could delay forever. The blocking read in progress, if any, returns EINTR and is retried
+/// non-blocking; a read that had not started yet will not block either, so no wake-up is lost.
+/// Only async-signal-safe calls (fcntl) and no allocation: it runs in a signal handler.
+fn stop_blocking_on_stdin() {
+    // SAFETY: fd 0 stays open for the whole life of the guardian.
+    let stdin = unsafe { BorrowedFd::borrow_raw(0) };
+    if let Ok(flags) = fcntl(stdin, FcntlArg::F_GETFL) {
+        let flags = OFlag::from_bits_retain(flags) | OFlag::O_NONBLOCK;
+        let _ = fcntl(stdin, FcntlArg::F_SETFL(flags));
+    }
+}
+
+/// Reads the `+PGID`/`-PGID` protocol from `input` until EOF, an error, or (once orch is known
+/// dead and the input non-blocking) a read that would block, then SIGKILLs every group still
+/// registered. Malformed lines are ignored.
+pub fn serve(mut input: impl Read) -> ExitCode {
+    let mut groups = BTreeSet::new();
+    let mut pending = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match input.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => pending.extend_from_slice(&buf[..n]),
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+            // WouldBlock: orch is gone and everything it wrote has been read.
+            Err(_) => break,
+        }
+        while let Some(nl) = memchr(b'\n', &pending) {
+            apply(&pending[..nl], &mut groups);
+            pending.drain(..=nl);
+        }
+    }
+    for pgid in groups {
+        let _ = signal_group(pgid, Signal::SIGKILL);
+    }
+    ExitCode::SUCCESS
+}
+
+fn apply(message: &[u8], groups: &mut BTreeSet<u32>) {
+    let Some((&op, digits)) = message.split_first() else {
+        return;
+    };
+    let Some(pgid) = std::str::from_utf8(digits)
+        .ok()
+        .and_then(|digits| digits.parse::<u32>().ok())
+    else {
+        return;
+    };
+    match op {
+        b'+' => groups.insert(pgid),
+        b'-' => groups.remove(&pgid),
+        _ => false,
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn applies_the_protocol() {
+        let mut groups = BTreeSet::new();
+        for message in ["+10", "+11", "-10", "x12", "+", "+abc", "+13"] {
+            apply(message.as_bytes(), &mut groups);
+        }
+        assert_eq!(groups.into_iter().collect::<Vec<_>>(), vec![11, 13]);
+    }
+}

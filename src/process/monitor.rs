@@ -1,0 +1,164 @@
+//! The monitor task of one child: notice the leader's exit, kill what is left of the group, let
+//! the pipes drain, reap the leader and report the [`Exit`].
+//!
+//! Owns the order that keeps group signals safe: observe the exit without reaping (`WNOWAIT`),
+//! so the pgid stays ours while the group is killed; unregister from the guardian; then reap. It
+//! must never wait for a pipe held by a process outside the group for more than a short grace.
+
+use std::os::unix::process::ExitStatusExt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use nix::errno::Errno;
+use nix::sys::signal::Signal;
+use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid};
+use nix::unistd::Pid;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::{oneshot, watch};
+use tokio::task::JoinHandle;
+use tokio::time::{Instant, sleep, timeout};
+
+use super::Exit;
+use super::group::{group_members, pid_alive};
+use super::guardian::Guardian;
+use super::stop::Group;
+
+/// How long the pipes may stay open after the leader exited and the group was killed.
+const PIPE_GRACE: Duration = Duration::from_millis(200);
+/// How long SIGKILLed leftovers may take to die before we stop waiting for them.
+const DEATH_WAIT: Duration = Duration::from_secs(2);
+/// A backstop re-check of the leader in case a SIGCHLD is missed.
+const LEADER_POLL: Duration = Duration::from_millis(500);
+
+/// What the monitor owns for one child.
+pub(crate) struct Watch {
+    pub(crate) leader: tokio::process::Child,
+    pub(crate) group: Arc<Group>,
+    pub(crate) drains: [JoinHandle<std::io::Result<()>>; 2],
+    pub(crate) finish: watch::Sender<bool>,
+    pub(crate) guardian: Option<Guardian>,
+    pub(crate) exit: oneshot::Sender<Exit>,
+}
+
+pub(crate) async fn run(watch: Watch) {
+    let Watch {
+        mut leader,
+        group,
+        mut drains,
+        finish,
+        guardian,
+        exit,
+    } = watch;
+    let pgid = group.pgid;
+    leader_exited(pgid).await;
+    group.exited.send_replace(true);
+    let stopped_by = group.stage();
+
+    // A step's processes never outlive the step: whatever is left of the group goes now.
+    let mut leaked = leftovers(pgid);
+    group.signal(Signal::SIGKILL);
+
+    // A finished JoinHandle must not be polled again, so results are kept as they come in.
+    let mut results = [None, None];
+    let drained = timeout(PIPE_GRACE, join_drains(&mut drains, &mut results)).await;
+    if drained.is_err() {
+        // A member forked while we killed, or a process outside the group holds the pipes.
+        for pid in leftovers(pgid) {
+            if !leaked.contains(&pid) {
+                leaked.push(pid);
+            }
+        }
+        group.signal(Signal::SIGKILL);
+        finish.send_replace(true);
+        join_drains(&mut drains, &mut results).await;
+    }
+    for result in results.into_iter().flatten() {
+        match result {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => tracing::warn!(pgid, %err, "writing a child's log failed"),
+            Err(err) => tracing::warn!(pgid, %err, "a drain task failed"),
+        }
+    }
+    await_deaths(&leaked).await;
+
+    if let Some(guardian) = &guardian {
+        if let Err(err) = guardian.unregister(pgid) {
+            tracing::warn!(pgid, %err, "unregistering from the guardian failed");
+        }
+    }
+    group.mark_reaped();
+    let (code, signal) = match leader.wait().await {
+        Ok(status) => (status.code(), status.signal()),
+        Err(err) => {
+            tracing::warn!(pgid, %err, "reaping a child failed");
+            (None, None)
+        }
+    };
+    leaked.sort_unstable();
+    // The receiver is gone when nobody waits; the child still had to be reaped.
+    let _ = exit.send(Exit {
+        code,
+        signal,
+        leaked,
+        stopped_by,
+    });
+}
+
+type DrainResult = Result<std::io::Result<()>, tokio::task::JoinError>;
+
+/// Awaits the drains that have not finished yet, storing each result as it arrives.
+async fn join_drains(
+    drains: &mut [JoinHandle<std::io::Result<()>>; 2],
+    results: &mut [Option<DrainResult>; 2],
+) {
+    for (drain, result) in drains.iter_mut().zip(results.iter_mut()) {
+        if result.is_none() {
+            *result = Some(drain.await);
+        }
+    }
+}
+
+/// Live members of the group other than the (exited) leader.
+fn leftovers(pgid: u32) -> Vec<u32> {
+    group_members(pgid)
+        .into_iter()
+        .filter(|&pid| pid != pgid)
+        .collect()
+}
+
+/// Resolves once the leader has exited, leaving it unreaped (a zombie that holds the pgid).
+async fn leader_exited(pid: u32) {
+    let pid = Pid::from_raw(i32::try_from(pid).expect("pids fit in i32"));
+    // Subscribe before the first check so an exit in between still wakes us.
+    let mut sigchld = signal(SignalKind::child()).ok();
+    let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT;
+    loop {
+        match waitid(Id::Pid(pid), flags) {
+            Ok(WaitStatus::StillAlive) | Err(Errno::EINTR) => {}
+            Ok(_) => return,
+            Err(err) => {
+                tracing::warn!(%pid, %err, "waiting for a child failed");
+                return;
+            }
+        }
+        match &mut sigchld {
+            Some(sigchld) => {
+                let _ = timeout(LEADER_POLL, sigchld.recv()).await;
+            }
+            None => sleep(LEADER_POLL).await,
+        }
+    }
+}
+
+/// Waits (bounded) until every SIGKILLed leftover is gone, so callers can rely on `leaked` pids
+/// being dead once [`Exit`] is delivered.
+async fn await_deaths(pids: &[u32]) {
+    let deadline = Instant::now() + DEATH_WAIT;
+    while pids.iter().any(|&pid| pid_alive(pid)) {
+        if Instant::now() >= deadline {
+            tracing::warn!(?pids, "killed processes are still alive");
+            return;
+        }
+        sleep(Duration::from_millis(2)).await;
+    }
+}

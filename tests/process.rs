@@ -1,0 +1,443 @@
+//! Integration tests of `orch::process` against real processes: framing, draining, the stop
+//! ladder, leaked grandchildren, the drop guard and the guardian. No sleeps synchronise anything:
+//! tests wait for a line or a condition, each with a deadline. Every kill test asserts that no
+//! process of the group survives, by pid, through `/proc`.
+//!
+//! This binary doubles as the guardian and as a stand-in for orch: `guardian_entry` and
+//! `fake_orch_entry` do nothing in a normal run, and take over when their marker argument is given.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use orch::process::{
+    self, Child, Exit, Guardian, Line, Lines, SpawnSpec, StopLadder, StopStage, Stream,
+    group_members, pid_alive, spawn,
+};
+
+use tokio::time::{Instant, sleep, timeout};
+
+const DEADLINE: Duration = Duration::from_secs(30);
+const GUARDIAN_MARK: &str = "__orch_test_guardian";
+const FAKE_ORCH_MARK: &str = "__orch_test_fake_orch";
+
+fn sh(dir: &Path, script: &str) -> SpawnSpec {
+    SpawnSpec {
+        program: "/bin/sh".into(),
+        args: vec!["-c".into(), script.into()],
+        cwd: dir.to_path_buf(),
+        env: vec![("ORCH_TEST".into(), "1".into())],
+        stdout_log: dir.join("stdout.log"),
+        stderr_log: dir.join("stderr.log"),
+        max_line_bytes: 64 << 20,
+    }
+}
+
+/// Collects every line until both pipes close, then the exit.
+async fn run_to_end(mut child: Child) -> (Vec<Line>, Exit) {
+    let mut lines = child.take_lines();
+    let waiting = tokio::spawn(child.wait());
+    let mut all = Vec::new();
+    timeout(DEADLINE, async {
+        while let Some(line) = lines.recv().await {
+            all.push(line);
+        }
+    })
+    .await
+    .expect("the pipes closed in time");
+    let exit = timeout(DEADLINE, waiting).await.expect("exited in time");
+    (all, exit.expect("wait did not panic"))
+}
+
+fn texts(lines: &[Line], stream: Stream) -> Vec<String> {
+    lines
+        .iter()
+        .filter(|line| line.stream == stream)
+        .map(|line| String::from_utf8_lossy(&line.bytes).into_owned())
+        .collect()
+}
+
+/// Waits for a stdout line equal to `want` and returns the lines before it.
+async fn line_until(lines: &mut Lines, want: &str) -> Vec<String> {
+    let mut before = Vec::new();
+    timeout(DEADLINE, async {
+        while let Some(line) = lines.recv().await {
+            let text = String::from_utf8_lossy(&line.bytes).into_owned();
+            if text == want {
+                return;
+            }
+            before.push(text);
+        }
+        panic!("the pipes closed before {want:?}");
+    })
+    .await
+    .expect("the line came in time");
+    before
+}
+
+/// Polls `condition` until it holds; fails the test at the deadline.
+async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + DEADLINE;
+    while !condition() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Asserts that every pid in `pids` is dead and group `pgid` is empty.
+async fn assert_group_dead(pgid: u32, pids: &[u32]) {
+    eventually("the group is dead", || {
+        pids.iter().all(|&pid| !pid_alive(pid)) && group_members(pgid).is_empty()
+    })
+    .await;
+}
+
+/// Waits until group `pgid` has at least `n` live members and returns them.
+async fn members_at_least(pgid: u32, n: usize) -> Vec<u32> {
+    let mut members = Vec::new();
+    eventually("the group is complete", || {
+        members = group_members(pgid);
+        members.len() >= n
+    })
+    .await;
+    members
+}
+
+#[tokio::test]
+async fn echoes_lines_and_logs_them() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let child = spawn(
+        &sh(dir.path(), "echo one; echo two >&2; echo $ORCH_TEST"),
+        None,
+    )
+    .await
+    .expect("spawned");
+    let (lines, exit) = run_to_end(child).await;
+    assert_eq!(texts(&lines, Stream::Stdout), ["one", "1"]);
+    assert_eq!(texts(&lines, Stream::Stderr), ["two"]);
+    assert!(exit.success(), "{exit:?}");
+    assert_eq!((exit.signal, exit.stopped_by), (None, None));
+    assert!(exit.leaked.is_empty());
+    let log = std::fs::read(dir.path().join("stdout.log")).expect("log");
+    assert_eq!(log, b"one\n1\n");
+}
+
+#[tokio::test]
+async fn drains_heavy_stdout_and_stderr_together() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let script = "(yes eeee | head -c 5000000 >&2) & yes oooo | head -c 5000000; wait; exit 3";
+    let child = spawn(&sh(dir.path(), script), None).await.expect("spawned");
+    let (lines, exit) = run_to_end(child).await;
+    assert_eq!(exit.code, Some(3));
+    for (stream, text) in [(Stream::Stdout, "oooo"), (Stream::Stderr, "eeee")] {
+        let mine: Vec<&Line> = lines.iter().filter(|l| l.stream == stream).collect();
+        assert_eq!(mine.len(), 1_000_000);
+        assert!(
+            mine.iter()
+                .all(|l| l.bytes == text.as_bytes() && !l.truncated)
+        );
+    }
+    for log in ["stdout.log", "stderr.log"] {
+        let len = std::fs::metadata(dir.path().join(log)).expect("log").len();
+        assert_eq!(len, 5_000_000, "{log}");
+    }
+}
+
+#[tokio::test]
+async fn truncates_a_20_mb_line_but_logs_it_whole() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut spec = sh(
+        dir.path(),
+        "head -c 20000000 /dev/zero | tr '\\0' x; echo; echo after",
+    );
+    spec.max_line_bytes = 1 << 20;
+    let child = spawn(&spec, None).await.expect("spawned");
+    let (lines, exit) = run_to_end(child).await;
+    assert!(exit.success());
+    assert_eq!(lines.len(), 2);
+    assert!(lines[0].truncated);
+    assert_eq!(lines[0].bytes.len(), 1 << 20);
+    assert!(lines[0].bytes.iter().all(|&b| b == b'x'));
+    assert_eq!(
+        (lines[1].bytes.as_slice(), lines[1].truncated),
+        (&b"after"[..], false)
+    );
+    let len = std::fs::metadata(dir.path().join("stdout.log"))
+        .expect("log")
+        .len();
+    assert_eq!(len, 20_000_000 + 1 + 6);
+}
+
+#[tokio::test]
+async fn passes_non_utf8_bytes_and_a_last_line_without_newline() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let child = spawn(&sh(dir.path(), r"printf '\377\376ok\r\nlast'"), None)
+        .await
+        .expect("spawned");
+    let (lines, _) = run_to_end(child).await;
+    let bytes: Vec<&[u8]> = lines.iter().map(|l| l.bytes.as_slice()).collect();
+    assert_eq!(bytes, [&b"\xff\xfeok\r"[..], b"last"]);
+}
+
+/// Starts `script` (which must print `ready` once set up), stops it with `ladder`, and checks
+/// that the group is gone afterwards.
+async fn stop_with(script: &str, ladder: StopLadder) -> Exit {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut child = spawn(&sh(dir.path(), script), None).await.expect("spawned");
+    let pgid = child.pid();
+    line_until(child.lines(), "ready").await;
+    let members = members_at_least(pgid, 2).await;
+    let stopper = child.stopper();
+    stopper.stop(ladder);
+    stopper.stop(ladder); // idempotent
+    let exit = timeout(DEADLINE, child.wait())
+        .await
+        .expect("stopped in time");
+    assert_group_dead(pgid, &members).await;
+    exit
+}
+
+#[tokio::test]
+async fn ladder_stops_at_sigint_when_the_child_obeys() {
+    let long = Duration::from_secs(20);
+    let ladder = StopLadder {
+        grace_int: long,
+        grace_term: long,
+    };
+    let exit = stop_with("echo ready; sleep 1000", ladder).await;
+    assert_eq!(exit.stopped_by, Some(StopStage::Int));
+    assert_eq!(exit.signal, Some(process::Signal::SIGINT as i32));
+}
+
+#[tokio::test]
+async fn ladder_escalates_to_sigterm_when_sigint_is_ignored() {
+    let ladder = StopLadder {
+        grace_int: Duration::from_millis(200),
+        grace_term: Duration::from_secs(20),
+    };
+    let exit = stop_with("trap '' INT; echo ready; sleep 1000", ladder).await;
+    assert_eq!(exit.stopped_by, Some(StopStage::Term));
+    assert_eq!(exit.signal, Some(process::Signal::SIGTERM as i32));
+}
+
+#[tokio::test]
+async fn ladder_ends_with_sigkill_when_int_and_term_are_ignored() {
+    let short = Duration::from_millis(200);
+    let ladder = StopLadder {
+        grace_int: short,
+        grace_term: short,
+    };
+    let exit = stop_with("trap '' INT TERM; echo ready; sleep 1000", ladder).await;
+    assert_eq!(exit.stopped_by, Some(StopStage::Kill));
+    assert_eq!(exit.signal, Some(process::Signal::SIGKILL as i32));
+}
+
+#[tokio::test]
+async fn kill_takes_the_group_down_at_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let script = "trap '' INT TERM; sleep 1000 & echo ready; wait";
+    let mut child = spawn(&sh(dir.path(), script), None).await.expect("spawned");
+    let pgid = child.pid();
+    line_until(child.lines(), "ready").await;
+    let members = members_at_least(pgid, 2).await;
+    child.stopper().kill();
+    let exit = timeout(DEADLINE, child.wait())
+        .await
+        .expect("killed in time");
+    assert_eq!(exit.stopped_by, Some(StopStage::Kill));
+    assert_group_dead(pgid, &members).await;
+}
+
+#[tokio::test]
+async fn leaked_grandchild_is_reported_and_killed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let child = spawn(&sh(dir.path(), "sleep 1000 & echo $!; echo started"), None)
+        .await
+        .expect("spawned");
+    let pgid = child.pid();
+    let started = Instant::now();
+    let (lines, exit) = run_to_end(child).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "wait hung on the held pipe"
+    );
+    let out = texts(&lines, Stream::Stdout);
+    assert_eq!(out[1], "started");
+    let grandchild: u32 = out[0].parse().expect("a pid");
+    assert!(exit.success());
+    assert_eq!(exit.leaked, [grandchild]);
+    assert!(!pid_alive(grandchild), "the leaked grandchild survived");
+    assert_group_dead(pgid, &[grandchild]).await;
+}
+
+#[tokio::test]
+async fn dropping_the_child_kills_the_group() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let script = "sleep 1000 & sleep 1000 & echo ready; wait";
+    let mut child = spawn(&sh(dir.path(), script), None).await.expect("spawned");
+    let pgid = child.pid();
+    line_until(child.lines(), "ready").await;
+    let members = members_at_least(pgid, 3).await;
+    drop(child);
+    assert_group_dead(pgid, &members).await;
+}
+
+#[tokio::test]
+async fn spawn_reports_a_missing_program() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut spec = sh(dir.path(), "");
+    spec.program = dir.path().join("no-such-program");
+    let err = spawn(&spec, None).await.expect_err("nothing to run");
+    assert_eq!(err.kind(), std::io::ErrorKind::NotFound);
+}
+
+/// Arguments that make this test binary run as the guardian.
+fn guardian_args() -> [&'static str; 5] {
+    [
+        "guardian_entry",
+        GUARDIAN_MARK,
+        "--exact",
+        "--nocapture",
+        "--test-threads=1",
+    ]
+}
+
+fn start_guardian() -> Guardian {
+    let exe = std::env::current_exe().expect("test binary path");
+    Guardian::start(&exe, &guardian_args()).expect("guardian started")
+}
+
+#[test]
+fn guardian_entry() {
+    if std::env::args().any(|arg| arg == GUARDIAN_MARK) {
+        let _ = process::guardian::main();
+        std::process::exit(0);
+    }
+}
+
+/// Starts a group outside `orch::process` (so only the guardian can kill it).
+fn foreign_group() -> (std::process::Child, u32) {
+    use std::os::unix::process::CommandExt;
+    let mut group = Command::new("/bin/sh")
+        .args(["-c", "sleep 1000 & sleep 1000 & echo ready; wait"])
+        .process_group(0)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawned");
+    let mut ready = String::new();
+    let stdout = group.stdout.take().expect("piped");
+    BufReader::new(stdout).read_line(&mut ready).expect("ready");
+    assert_eq!(ready, "ready\n");
+    let pgid = group.id();
+    (group, pgid)
+}
+
+#[tokio::test]
+async fn guardian_kills_registered_groups_when_its_stdin_closes() {
+    let guardian = start_guardian();
+    let (mut kept, kept_pgid) = foreign_group();
+    let (mut doomed, doomed_pgid) = foreign_group();
+    let kept_members = members_at_least(kept_pgid, 3).await;
+    let doomed_members = members_at_least(doomed_pgid, 3).await;
+    for pgid in [kept_pgid, doomed_pgid] {
+        guardian.register(pgid).expect("registered");
+    }
+    guardian.unregister(kept_pgid).expect("unregistered");
+    // Closing stdin is what the kernel does when orch dies.
+    guardian.shutdown().expect("guardian exited");
+    assert_group_dead(doomed_pgid, &doomed_members).await;
+    assert!(guardian.register(doomed_pgid).is_err());
+    assert!(
+        kept_members.iter().all(|&pid| pid_alive(pid)),
+        "unregistered group was killed"
+    );
+    process::signal_group(kept_pgid, process::Signal::SIGKILL).expect("killed");
+    assert_group_dead(kept_pgid, &kept_members).await;
+    for group in [&mut kept, &mut doomed] {
+        group.wait().expect("reaped");
+    }
+}
+
+#[test]
+fn fake_orch_entry() {
+    let args: Vec<String> = std::env::args().collect();
+    if !args.iter().any(|arg| arg == FAKE_ORCH_MARK) {
+        return;
+    }
+    let dir = args
+        .iter()
+        .find_map(|arg| arg.strip_prefix("dir="))
+        .expect("a dir= argument");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let guardian = start_guardian();
+        let script = "sleep 1000 & sleep 1000 & echo ready; wait";
+        let mut child = spawn(&sh(Path::new(dir), script), Some(&guardian))
+            .await
+            .expect("spawned");
+        line_until(child.lines(), "ready").await;
+        println!("pgid {} guardian {}", child.pid(), guardian.pid());
+        std::future::pending::<()>().await;
+    });
+}
+
+#[tokio::test]
+async fn group_dies_when_orch_is_sigkilled() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let exe = std::env::current_exe().expect("test binary path");
+    let mut orch = Command::new(exe)
+        .args(["fake_orch_entry", FAKE_ORCH_MARK, "--exact", "--nocapture"])
+        .arg(format!("dir={}", dir.path().display()))
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("fake orch started");
+    let stdout = BufReader::new(orch.stdout.take().expect("piped"));
+    let (pgid, guardian) = stdout
+        .lines()
+        .map_while(Result::ok)
+        .find_map(|line| {
+            let rest = line.strip_prefix("pgid ")?;
+            let (pgid, guardian) = rest.split_once(" guardian ")?;
+            Some((pgid.parse::<u32>().ok()?, guardian.parse::<u32>().ok()?))
+        })
+        .expect("the fake orch reported its group");
+    let members = members_at_least(pgid, 3).await;
+    orch.kill().expect("SIGKILL sent");
+    orch.wait().expect("reaped");
+    assert_group_dead(pgid, &members).await;
+    eventually("the guardian exits", || !pid_alive(guardian)).await;
+}
+
+/// A throughput check, not run by default: `cargo test --release --test process -- --ignored`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a benchmark; run on demand"]
+async fn throughput_16_children_of_50_mb() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let line = "x".repeat(99);
+    let script = format!("yes {line} | head -c 50000000");
+    let started = Instant::now();
+    let mut runs = Vec::new();
+    for i in 0..16 {
+        let mut spec = sh(dir.path(), &script);
+        spec.stdout_log = dir.path().join(format!("{i}.log"));
+        let mut child = spawn(&spec, None).await.expect("spawned");
+        runs.push(tokio::spawn(async move {
+            let mut lines = child.take_lines();
+            let waiting = tokio::spawn(child.wait());
+            let mut count = 0;
+            while let Some(line) = lines.recv().await {
+                count += usize::from(line.bytes.len() == 99);
+            }
+            assert!(waiting.await.expect("joined").success());
+            count
+        }));
+    }
+    for run in runs {
+        assert_eq!(run.await.expect("joined"), 500_000);
+    }
+    eprintln!("16 × 50 MB in {:?}", started.elapsed());
+}
