@@ -9,10 +9,12 @@ pub mod cli;
 pub mod commands;
 pub mod duration;
 pub mod errors;
+pub mod events;
 pub mod manifest;
 pub mod plan;
 pub mod process;
 pub mod report;
+pub mod runner;
 pub mod schedule;
 
 use clap::Parser;
@@ -26,7 +28,7 @@ pub fn main() -> std::process::ExitCode {
     match cli.command {
         // The simulated agent and the guardian are other programs sharing this executable.
         Command::AgentSim { args } => return agent::simulate::main(args),
-        Command::Guardian => return std::process::ExitCode::SUCCESS,
+        Command::Guardian => return process::guardian::main(),
         _ => {}
     }
     match dispatch(cli.command) {
@@ -58,10 +60,7 @@ fn dispatch(command: Command) -> Result<ExitCode, Error> {
                 )?);
                 return Ok(ExitCode::Ok);
             }
-            Err(Error::io(
-                "orch run is not built yet",
-                std::io::Error::other("use orch plan"),
-            ))
+            commands::run::run(&args)
         }
         Command::Convert { config } => {
             report::emit(&commands::convert::convert(&config)?);

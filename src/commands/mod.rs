@@ -2,6 +2,7 @@
 
 pub mod convert;
 pub mod plan;
+pub mod run;
 pub mod schema;
 
 use std::path::{Path, PathBuf};

@@ -1,6 +1,8 @@
 //! Reporters: everything orch shows a person or a machine. Nothing else writes to the terminal.
 
+pub mod plain;
 pub mod plan;
+pub mod results;
 
 /// Quotes an argv for a POSIX shell so it can be copied and pasted.
 pub fn shell_words(argv: &[String]) -> String {

@@ -1,0 +1,130 @@
+//! `orch run`: load, plan, run, write the results, map the outcome to an exit code.
+
+use std::path::PathBuf;
+
+use chrono::Utc;
+use uuid::Uuid;
+
+use crate::cli::RunArgs;
+use crate::errors::{Error, ExitCode};
+use crate::events::{Event, StopCause};
+use crate::plan::{Plan, PlanOptions, Status};
+use crate::process::StopLadder;
+use crate::report::{plain::Plain, results};
+use crate::runner::{self, RunContext};
+
+/// Runs the manifest once, now.
+pub fn run(args: &RunArgs) -> Result<ExitCode, Error> {
+    let mut manifest = super::load(&args.manifest)?;
+    if let Some(dir) = &args.state_dir {
+        manifest.settings.state_dir = dir.clone();
+    }
+    let agent = if super::has_agents(&manifest) || args.manifest.simulate {
+        super::agent_program(&args.manifest, &manifest)?
+    } else {
+        crate::agent::AgentProgram {
+            program: "claude".into(),
+            prefix: Vec::new(),
+        }
+    };
+    let run_uuid = Uuid::new_v4();
+    let run_id = format!(
+        "{}-{}",
+        Utc::now().format("%Y%m%dT%H%M%SZ"),
+        &run_uuid.simple().to_string()[..8]
+    );
+    let plan = Plan::build(
+        &manifest,
+        &PlanOptions {
+            agent,
+            run_id: run_uuid,
+        },
+    );
+    let guardian_exe =
+        std::env::current_exe().map_err(|e| Error::io("cannot find orch's own executable", e))?;
+    let ctx = RunContext {
+        run_dir: manifest.settings.state_dir.join("runs").join(&run_id),
+        run_id,
+        startup_delay: manifest.settings.startup_delay,
+        max_parallel: manifest.settings.max_parallel,
+        fail_fast: manifest.settings.fail_fast,
+        ladder: ladder_from_env(),
+        guardian_exe,
+        manifest,
+    };
+
+    let mut reporter = Plain::new(std::io::stdout(), args.quiet, args.max_line_length);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::io("cannot start the async runtime", e))?;
+    let outcome = runtime
+        .block_on(runner::run(&ctx, &plan, &mut |e: &Event| {
+            reporter.report(e)
+        }))
+        .map_err(|e| Error::io("cannot start the run", e))?;
+
+    let code = exit_code(&outcome.states, outcome.stop);
+    let results = results::build(&ctx, &plan, &outcome, code as u8);
+    let path = ctx.run_dir.join("results.json");
+    results::write(&results, &path)
+        .map_err(|e| Error::io(format!("cannot write {}", path.display()), e))?;
+    if let Some(extra) = &args.output {
+        results::write(&results, extra)
+            .map_err(|e| Error::io(format!("cannot write {}", extra.display()), e))?;
+    }
+    reporter.report(&Event::RunFinished {
+        run_id: ctx.run_id.clone(),
+        results: path.clone(),
+        completed: results.completed,
+        failed: results.failed,
+        skipped: results.skipped,
+        total_tokens: results.metadata.token_usage.total_tokens,
+        total_cost_usd: results.metadata.token_usage.total_cost_usd,
+        duration: (outcome.finished - outcome.started)
+            .to_std()
+            .unwrap_or_default(),
+        exit_code: code as u8,
+    });
+    reporter.summary(&results, &path);
+    Ok(code)
+}
+
+/// The run's exit code: interrupted, else failed if any step did not complete, else ok.
+pub fn exit_code(states: &[Status], stop: Option<StopCause>) -> ExitCode {
+    if stop == Some(StopCause::Interrupted) {
+        ExitCode::Interrupted
+    } else if states
+        .iter()
+        .any(|s| *s == Status::BudgetExceeded || *s == Status::Blocked)
+    {
+        ExitCode::BudgetStop
+    } else if states.iter().all(|s| *s == Status::Completed) {
+        ExitCode::Ok
+    } else {
+        ExitCode::StepsFailed
+    }
+}
+
+/// The stop ladder's grace periods; `ORCH_GRACE_INT` and `ORCH_GRACE_TERM` (durations) override
+/// the defaults of 10 s and 5 s.
+fn ladder_from_env() -> StopLadder {
+    let mut ladder = StopLadder::default();
+    let read = |key: &str| {
+        std::env::var(key)
+            .ok()
+            .and_then(|v| crate::duration::parse(&v).ok())
+    };
+    if let Some(d) = read("ORCH_GRACE_INT") {
+        ladder.grace_int = d;
+    }
+    if let Some(d) = read("ORCH_GRACE_TERM") {
+        ladder.grace_term = d;
+    }
+    ladder
+}
+
+/// Where a run's results are: `state_dir/runs/<run-id>/results.json`.
+pub fn results_path(state_dir: &std::path::Path, run_id: &str) -> PathBuf {
+    state_dir.join("runs").join(run_id).join("results.json")
+}

@@ -1,0 +1,115 @@
+//! The event vocabulary: everything the runner tells reporters, in one place.
+//!
+//! The runner never prints; it hands each [`Event`] to a reporter. Events are past tense and plain
+//! data (serializable, for the NDJSON reporter); they never carry handles or borrow run state.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::agent::accounting::{RateLimitRecord, StepUsage, UsageUpdate};
+use crate::plan::{Status, StepId};
+
+/// Why the runner stopped launching and stopped what was running.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StopCause {
+    /// SIGINT or SIGTERM reached orch.
+    Interrupted,
+    /// A step failed and `fail_fast` is on.
+    FailFast,
+}
+
+#[derive(Clone, Debug, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    /// The run began; nothing has been launched yet.
+    RunStarted {
+        run_id: String,
+        name: String,
+        manifest: PathBuf,
+        run_dir: PathBuf,
+        jobs: usize,
+        steps: usize,
+        at: DateTime<Utc>,
+    },
+    /// A step's process was spawned.
+    StepStarted {
+        step: StepId,
+        label: String,
+        pid: u32,
+        log: PathBuf,
+        at: DateTime<Utc>,
+    },
+    /// The latest line a step wrote (throttled; the log file has every line).
+    StepOutput {
+        step: StepId,
+        label: String,
+        line: String,
+    },
+    /// A step's running usage changed (a live estimate until its `result` arrives).
+    UsageRecorded {
+        step: StepId,
+        label: String,
+        update: UsageUpdate,
+    },
+    /// Claude Code reported a rate limit.
+    RateLimited {
+        step: StepId,
+        label: String,
+        record: RateLimitRecord,
+    },
+    /// The runner stopped launching and is stopping what runs.
+    StopRequested {
+        cause: StopCause,
+        /// How many times a signal arrived (a second one kills every group at once).
+        signals: u32,
+    },
+    /// A step ended (it ran).
+    StepFinished {
+        step: StepId,
+        label: String,
+        status: Status,
+        exit_code: Option<i32>,
+        signal: Option<i32>,
+        #[serde(with = "duration_secs")]
+        duration: Duration,
+        usage: Option<StepUsage>,
+        /// Pids of processes left in the step's group after it exited (all were killed).
+        leaked: Vec<u32>,
+        /// What went wrong, in a few words, when it did.
+        reason: Option<String>,
+        log: PathBuf,
+        stderr_log: PathBuf,
+    },
+    /// A step never ran.
+    StepSkipped {
+        step: StepId,
+        label: String,
+        status: Status,
+        reason: String,
+    },
+    /// The run ended; results are written.
+    RunFinished {
+        run_id: String,
+        results: PathBuf,
+        completed: usize,
+        failed: usize,
+        skipped: usize,
+        total_tokens: u64,
+        total_cost_usd: f64,
+        #[serde(with = "duration_secs")]
+        duration: Duration,
+        exit_code: u8,
+    },
+}
+
+mod duration_secs {
+    use std::time::Duration;
+
+    pub fn serialize<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_f64((d.as_secs_f64() * 1000.0).round() / 1000.0)
+    }
+}

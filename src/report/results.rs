@@ -1,0 +1,258 @@
+//! The results file: a superset of zen's results schema, written atomically at the end of every
+//! run, interrupted or not.
+//!
+//! zen's keys (`total_instances`, `completed`, `failed`, `instances.<name>.{status, duration,
+//! total_tokens, input_tokens, output_tokens, cached_tokens, cache_read_tokens,
+//! cache_creation_tokens, tool_calls, total_cost_usd, model}`, `metadata`) keep their meaning;
+//! orch adds each job's steps, exit codes, logs, and whether a cost is an estimate.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::agent::stream::TokenCounts;
+use crate::plan::{Plan, Status};
+use crate::runner::{RunContext, RunOutcome};
+
+#[derive(Debug, Serialize)]
+pub struct Results {
+    pub total_instances: usize,
+    pub completed: usize,
+    pub failed: usize,
+    /// Jobs that never ran: skipped after a failure, blocked, or cancelled.
+    pub skipped: usize,
+    /// Jobs by name, in manifest order.
+    pub instances: indexmap_like::Ordered<Instance>,
+    pub metadata: Metadata,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Instance {
+    pub status: Status,
+    /// zen's format: seconds with two decimals and an "s".
+    pub duration: String,
+    pub duration_seconds: f64,
+    pub total_tokens: u64,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    /// zen's name for cache reads, kept for compatibility.
+    pub cached_tokens: u64,
+    pub cache_read_tokens: u64,
+    pub cache_creation_tokens: u64,
+    pub tool_calls: u32,
+    pub total_cost_usd: Option<f64>,
+    /// True when some of the cost is orch's estimate (a step ended without Claude Code's result).
+    pub cost_is_estimate: bool,
+    pub model: Option<String>,
+    pub description: Option<String>,
+    pub steps: Vec<StepResult>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct StepResult {
+    pub label: String,
+    pub status: Status,
+    pub argv: Vec<String>,
+    pub pid: Option<u32>,
+    pub exit_code: Option<i32>,
+    pub signal: Option<i32>,
+    pub duration_seconds: f64,
+    pub started: Option<chrono::DateTime<chrono::Utc>>,
+    pub finished: Option<chrono::DateTime<chrono::Utc>>,
+    pub reason: Option<String>,
+    pub leaked_pids: Vec<u32>,
+    pub log: Option<PathBuf>,
+    pub stderr_log: Option<PathBuf>,
+    pub usage: Option<crate::agent::accounting::StepUsage>,
+    pub result: Option<crate::agent::accounting::ResultSummary>,
+    pub output_tail: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Metadata {
+    pub run_id: String,
+    pub name: String,
+    pub manifest: PathBuf,
+    pub orch_version: &'static str,
+    pub start_datetime: String,
+    pub end_datetime: String,
+    pub duration_seconds: f64,
+    pub interrupted: bool,
+    pub stop_cause: Option<crate::events::StopCause>,
+    pub exit_code: u8,
+    pub run_dir: PathBuf,
+    pub token_usage: TokenUsage,
+}
+
+#[derive(Debug, Serialize)]
+pub struct TokenUsage {
+    pub total_tokens: u64,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub cache_read_tokens: u64,
+    pub cache_creation_tokens: u64,
+    /// Cache reads as a percentage of all input-side tokens.
+    pub cache_hit_rate: f64,
+    pub total_cost_usd: f64,
+    pub cost_is_estimate: bool,
+}
+
+/// A map that serializes in insertion order (jobs in manifest order).
+pub mod indexmap_like {
+    use serde::{Serialize, Serializer, ser::SerializeMap};
+
+    #[derive(Debug, Default)]
+    pub struct Ordered<T>(pub Vec<(String, T)>);
+
+    impl<T: Serialize> Serialize for Ordered<T> {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            let mut map = s.serialize_map(Some(self.0.len()))?;
+            for (k, v) in &self.0 {
+                map.serialize_entry(k, v)?;
+            }
+            map.end()
+        }
+    }
+}
+
+/// A job's status from its steps: completed when all did, else the first step that did not.
+pub fn job_status(plan: &Plan, states: &[Status], job: usize) -> Status {
+    plan.jobs[job]
+        .iter()
+        .map(|&s| states[s])
+        .find(|s| *s != Status::Completed)
+        .unwrap_or(Status::Completed)
+}
+
+/// Builds the results of a finished run.
+pub fn build(ctx: &RunContext, plan: &Plan, out: &RunOutcome, exit_code: u8) -> Results {
+    let mut instances = Vec::with_capacity(ctx.manifest.jobs.len());
+    let mut all = TokenCounts::default();
+    let mut all_cost = 0.0;
+    let mut any_estimate = false;
+    let (mut completed, mut failed, mut skipped) = (0, 0, 0);
+    for (j, job) in ctx.manifest.jobs.iter().enumerate() {
+        let status = job_status(plan, &out.states, j);
+        match status {
+            Status::Completed => completed += 1,
+            Status::Skipped | Status::Blocked | Status::Cancelled | Status::Pending => skipped += 1,
+            _ => failed += 1,
+        }
+        let mut tokens = TokenCounts::default();
+        let mut cost: Option<f64> = None;
+        let mut estimate = false;
+        let mut tool_calls = 0;
+        let mut model = None;
+        let mut seconds = 0.0;
+        let mut steps = Vec::new();
+        for &s in &plan.jobs[j] {
+            let r = &out.records[s];
+            let ran = r.started.is_some();
+            if let Some(u) = &r.usage {
+                tokens.add(&u.tokens);
+                *cost.get_or_insert(0.0) += u.cost_usd;
+                estimate |= u.is_estimate;
+                tool_calls += u.tool_calls_total;
+                model = model.or_else(|| u.model.clone());
+            }
+            seconds += r.duration.as_secs_f64();
+            steps.push(StepResult {
+                label: plan.steps[s].label(),
+                status: out.states[s],
+                argv: plan.steps[s].argv.clone(),
+                pid: r.pid,
+                exit_code: r.exit_code,
+                signal: r.signal,
+                duration_seconds: round3(r.duration.as_secs_f64()),
+                started: r.started,
+                finished: r.finished,
+                reason: r.reason.clone(),
+                leaked_pids: r.leaked.clone(),
+                log: ran.then(|| r.log.clone()),
+                stderr_log: ran.then(|| r.stderr_log.clone()),
+                usage: r.usage.clone(),
+                result: r.result.clone(),
+                output_tail: r.tail.clone(),
+            });
+        }
+        all.add(&tokens);
+        all_cost += cost.unwrap_or(0.0);
+        any_estimate |= estimate;
+        instances.push((
+            job.name.clone(),
+            Instance {
+                status,
+                duration: format!("{seconds:.2}s"),
+                duration_seconds: round3(seconds),
+                total_tokens: tokens.total(),
+                input_tokens: tokens.input,
+                output_tokens: tokens.output,
+                cached_tokens: tokens.cache_read,
+                cache_read_tokens: tokens.cache_read,
+                cache_creation_tokens: tokens.cache_creation,
+                tool_calls,
+                total_cost_usd: cost,
+                cost_is_estimate: estimate,
+                model,
+                description: job.description.clone(),
+                steps,
+            },
+        ));
+    }
+    let input_side = all.input + all.cache_read + all.cache_creation;
+    let cache_hit_rate = if input_side == 0 {
+        0.0
+    } else {
+        round3(100.0 * all.cache_read as f64 / input_side as f64)
+    };
+    Results {
+        total_instances: ctx.manifest.jobs.len(),
+        completed,
+        failed,
+        skipped,
+        instances: indexmap_like::Ordered(instances),
+        metadata: Metadata {
+            run_id: ctx.run_id.clone(),
+            name: ctx.manifest.name.clone(),
+            manifest: ctx.manifest.path.clone(),
+            orch_version: env!("CARGO_PKG_VERSION"),
+            start_datetime: out.started.to_rfc3339(),
+            end_datetime: out.finished.to_rfc3339(),
+            duration_seconds: round3(
+                (out.finished - out.started).num_milliseconds() as f64 / 1000.0,
+            ),
+            interrupted: out.stop == Some(crate::events::StopCause::Interrupted),
+            stop_cause: out.stop,
+            exit_code,
+            run_dir: ctx.run_dir.clone(),
+            token_usage: TokenUsage {
+                total_tokens: all.total(),
+                input_tokens: all.input,
+                output_tokens: all.output,
+                cache_read_tokens: all.cache_read,
+                cache_creation_tokens: all.cache_creation,
+                cache_hit_rate,
+                total_cost_usd: all_cost,
+                cost_is_estimate: any_estimate,
+            },
+        },
+    }
+}
+
+fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+/// Writes `results` to `path` atomically: a temporary file beside it, synced, then renamed.
+pub fn write(results: &Results, path: &Path) -> std::io::Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = path.with_extension(format!("json.tmp-{}", std::process::id()));
+    let mut file = std::fs::File::create(&tmp)?;
+    serde_json::to_writer_pretty(&mut file, results)?;
+    file.write_all(b"\n")?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, path)
+}

@@ -1,0 +1,336 @@
+//! The dispatcher: the single owner of run state. It launches ready steps (bounded by
+//! `max_parallel`, staggered by `startup_delay`), turns executor reports into events, decides each
+//! step's final status, skips the dependents of failures, and handles stop requests (signals,
+//! `fail_fast`). Only the dispatcher decides to stop a step.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use uuid::Uuid;
+
+use super::executor::{self, Exited, Launch, Report};
+use super::{RunContext, StepRecord};
+use crate::agent::Session;
+use crate::agent::accounting::SessionTotals;
+use crate::events::{Event, StopCause};
+use crate::plan::{Action, Plan, Status, StepId};
+use crate::process::{Guardian, Stopper};
+
+pub struct Dispatcher<'a> {
+    ctx: &'a RunContext,
+    plan: &'a Plan,
+    guardian: Arc<Guardian>,
+    pub states: Vec<Status>,
+    pub records: Vec<StepRecord>,
+    stoppers: HashMap<StepId, Stopper>,
+    sessions: HashMap<Uuid, SessionTotals>,
+    running: usize,
+    next_launch: Instant,
+    pub stop: Option<StopCause>,
+    signals: u32,
+}
+
+impl<'a> Dispatcher<'a> {
+    pub fn new(ctx: &'a RunContext, plan: &'a Plan, guardian: Arc<Guardian>) -> Self {
+        Dispatcher {
+            ctx,
+            plan,
+            guardian,
+            states: vec![Status::Pending; plan.steps.len()],
+            records: (0..plan.steps.len())
+                .map(|_| StepRecord::default())
+                .collect(),
+            stoppers: HashMap::new(),
+            sessions: HashMap::new(),
+            running: 0,
+            next_launch: Instant::now(),
+            stop: None,
+            signals: 0,
+        }
+    }
+
+    /// Runs the plan to its end, handing every event to `report`.
+    pub async fn run(&mut self, report: &mut dyn FnMut(&Event)) -> std::io::Result<()> {
+        let (tx, mut rx) = mpsc::channel::<Report>(1024);
+        let mut sigint = signal(SignalKind::interrupt())?;
+        let mut sigterm = signal(SignalKind::terminate())?;
+        loop {
+            self.skip_doomed(report);
+            if self.running == 0
+                && (self.stop.is_some() || self.plan.ready(&self.states).next().is_none())
+            {
+                break;
+            }
+            let ready = self.next_ready();
+            let can_launch = ready.is_some() && self.stop.is_none() && self.has_slot();
+            if can_launch && Instant::now() >= self.next_launch {
+                let id = ready.expect("checked above");
+                self.launch(id, &tx);
+                continue;
+            }
+            tokio::select! {
+                Some(msg) = rx.recv() => self.handle(msg, report),
+                () = tokio::time::sleep_until(self.next_launch), if can_launch => {}
+                _ = sigint.recv() => self.interrupt(report),
+                _ = sigterm.recv() => self.interrupt(report),
+            }
+        }
+        // Whatever never ran, because of a stop, is cancelled.
+        for id in 0..self.states.len() {
+            if self.states[id] == Status::Pending {
+                let reason = match self.stop {
+                    Some(StopCause::FailFast) => "cancelled: a step failed and fail_fast is on",
+                    _ => "cancelled: the run was interrupted",
+                };
+                self.skip(id, Status::Cancelled, reason.to_string(), report);
+            }
+        }
+        Ok(())
+    }
+
+    fn has_slot(&self) -> bool {
+        self.ctx.max_parallel.is_none_or(|max| self.running < max)
+    }
+
+    fn next_ready(&self) -> Option<StepId> {
+        self.plan.ready(&self.states).next()
+    }
+
+    fn launch(&mut self, id: StepId, tx: &mpsc::Sender<Report>) {
+        let step = &self.plan.steps[id];
+        let job = &self.ctx.manifest.jobs[step.job];
+        let (log, stderr_log) = self.ctx.log_paths(step);
+        let agent = match &step.action {
+            Action::Agent { session, .. } => Some(match session {
+                Session::New(_) => None,
+                Session::Resume(id) => self.sessions.get(id).cloned(),
+            }),
+            _ => None,
+        };
+        let launch = Launch {
+            step: id,
+            argv: step.argv.clone(),
+            cwd: job.workspace.clone(),
+            env: job.env.clone(),
+            log: log.clone(),
+            stderr_log: stderr_log.clone(),
+            timeout: job.timeout,
+            ladder: self.ctx.ladder,
+            agent,
+        };
+        self.states[id] = Status::Running;
+        self.records[id].log = log;
+        self.records[id].stderr_log = stderr_log;
+        self.records[id].started = Some(Utc::now());
+        self.running += 1;
+        self.next_launch = Instant::now() + self.ctx.startup_delay;
+        tokio::spawn(executor::execute(launch, self.guardian.clone(), tx.clone()));
+    }
+
+    fn handle(&mut self, msg: Report, report: &mut dyn FnMut(&Event)) {
+        let label = |id: StepId| self.plan.steps[id].label();
+        match msg {
+            Report::Started { step, pid, stopper } => {
+                // A stop asked for while the process was starting reaches it now.
+                if self.stop.is_some() {
+                    stopper.stop(self.ctx.ladder);
+                    if self.signals >= 2 {
+                        stopper.kill();
+                    }
+                }
+                self.stoppers.insert(step, stopper);
+                self.records[step].pid = Some(pid);
+                report(&Event::StepStarted {
+                    step,
+                    label: label(step),
+                    pid,
+                    log: self.records[step].log.clone(),
+                    at: self.records[step].started.unwrap_or_else(Utc::now),
+                });
+            }
+            Report::Output { step, line } => report(&Event::StepOutput {
+                step,
+                label: label(step),
+                line,
+            }),
+            Report::Usage { step, update } => report(&Event::UsageRecorded {
+                step,
+                label: label(step),
+                update,
+            }),
+            Report::RateLimited { step, record } => report(&Event::RateLimited {
+                step,
+                label: label(step),
+                record,
+            }),
+            Report::Exited(exited) => self.finish(*exited, report),
+        }
+    }
+
+    fn finish(&mut self, e: Exited, report: &mut dyn FnMut(&Event)) {
+        let id = e.step;
+        self.running -= 1;
+        self.stoppers.remove(&id);
+        let (status, reason) = self.verdict(&e);
+        if let (Some(totals), Action::Agent { session, .. }) =
+            (&e.session_totals, &self.plan.steps[id].action)
+        {
+            self.sessions.insert(session.id(), totals.clone());
+        }
+        self.states[id] = status;
+        let record = &mut self.records[id];
+        record.finished = Some(Utc::now());
+        record.duration = e.duration;
+        record.exit_code = e.exit.as_ref().and_then(|x| x.code);
+        record.signal = e.exit.as_ref().and_then(|x| x.signal);
+        record.leaked = e
+            .exit
+            .as_ref()
+            .map(|x| x.leaked.clone())
+            .unwrap_or_default();
+        record.usage = e.outcome.as_ref().map(|o| o.usage.clone());
+        record.result = e.outcome.as_ref().and_then(|o| o.result.clone());
+        record.reason = reason.clone();
+        record.tail = e.tail;
+        report(&Event::StepFinished {
+            step: id,
+            label: self.plan.steps[id].label(),
+            status,
+            exit_code: record.exit_code,
+            signal: record.signal,
+            duration: e.duration,
+            usage: record.usage.clone(),
+            leaked: record.leaked.clone(),
+            reason,
+            log: record.log.clone(),
+            stderr_log: record.stderr_log.clone(),
+        });
+        if self.ctx.fail_fast
+            && matches!(status, Status::Failed | Status::TimedOut)
+            && self.stop.is_none()
+        {
+            self.request_stop(StopCause::FailFast, report);
+        }
+    }
+
+    /// The final status of a step attempt and, unless it completed, why.
+    fn verdict(&self, e: &Exited) -> (Status, Option<String>) {
+        if let Some(error) = &e.spawn_error {
+            return (Status::Failed, Some(error.clone()));
+        }
+        let exit = e.exit.as_ref().expect("a spawned step has an exit");
+        let how = match (exit.code, exit.signal) {
+            (Some(code), _) => format!("exit code {code}"),
+            (None, Some(sig)) => format!("killed by signal {sig}"),
+            (None, None) => "no exit status".to_string(),
+        };
+        if let Some(cause) = self.stop {
+            if exit.stopped_by.is_some() {
+                let why = match cause {
+                    StopCause::Interrupted => "stopped: the run was interrupted",
+                    StopCause::FailFast => "stopped: a step failed and fail_fast is on",
+                };
+                return (Status::Cancelled, Some(format!("{why} ({how})")));
+            }
+        }
+        if e.timed_out {
+            let timeout = self.ctx.manifest.jobs[self.plan.steps[e.step].job].timeout;
+            return (
+                Status::TimedOut,
+                Some(format!(
+                    "timed out after {} ({how})",
+                    crate::duration::format(timeout)
+                )),
+            );
+        }
+        match &e.outcome {
+            Some(o) if o.success => (Status::Completed, None),
+            Some(o) => {
+                let why = match &o.result {
+                    Some(r) if r.is_error => format!(
+                        "Claude Code reported an error: {} ({how})",
+                        r.errors
+                            .first()
+                            .cloned()
+                            .unwrap_or_else(|| r.subtype.clone())
+                    ),
+                    Some(_) => how,
+                    None => format!("no result line from Claude Code ({how})"),
+                };
+                (Status::Failed, Some(why))
+            }
+            None if exit.success() => (Status::Completed, None),
+            None => (Status::Failed, Some(how)),
+        }
+    }
+
+    fn skip_doomed(&mut self, report: &mut dyn FnMut(&Event)) {
+        loop {
+            let doomed: Vec<(StepId, StepId)> = self.plan.doomed(&self.states).collect();
+            if doomed.is_empty() {
+                return;
+            }
+            for (id, because) in doomed {
+                let dep = &self.plan.steps[because];
+                let reason = format!(
+                    "skipped: `{}` {}",
+                    dep.label(),
+                    self.states[because].as_str()
+                );
+                self.skip(id, Status::Skipped, reason, report);
+            }
+        }
+    }
+
+    fn skip(&mut self, id: StepId, status: Status, reason: String, report: &mut dyn FnMut(&Event)) {
+        self.states[id] = status;
+        self.records[id].reason = Some(reason.clone());
+        report(&Event::StepSkipped {
+            step: id,
+            label: self.plan.steps[id].label(),
+            status,
+            reason,
+        });
+    }
+
+    fn interrupt(&mut self, report: &mut dyn FnMut(&Event)) {
+        self.signals += 1;
+        match self.signals {
+            1 => {
+                self.stop = None; // an interrupt overrides a fail-fast stop in progress
+                self.request_stop(StopCause::Interrupted, report)
+            }
+            2 => {
+                report(&Event::StopRequested {
+                    cause: StopCause::Interrupted,
+                    signals: 2,
+                });
+                for stopper in self.stoppers.values() {
+                    stopper.kill();
+                }
+            }
+            // The guardian kills every group once orch is gone.
+            _ => std::process::exit(crate::errors::ExitCode::Interrupted as i32),
+        }
+    }
+
+    fn request_stop(&mut self, cause: StopCause, report: &mut dyn FnMut(&Event)) {
+        self.stop = Some(cause);
+        report(&Event::StopRequested {
+            cause,
+            signals: self.signals,
+        });
+        for stopper in self.stoppers.values() {
+            stopper.stop(self.ctx.ladder);
+        }
+    }
+}
+
+/// Keeps the compiler honest about the launch timer's unit.
+#[allow(dead_code)]
+const _: Duration = Duration::ZERO;

@@ -1,0 +1,245 @@
+//! The executor: one task per step attempt. Spawns the step's process, reads its lines, keeps the
+//! accounting of an agent step, enforces the step's timeout, and reports back to the dispatcher.
+//!
+//! It never decides a step's final status (the dispatcher does, knowing why a stop was asked for)
+//! and never prints; it only sends [`Report`]s.
+
+use std::collections::VecDeque;
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+
+use crate::agent::accounting::{Accounting, Outcome, RateLimitRecord, SessionTotals, UsageUpdate};
+use crate::agent::stream::{self, StreamEvent};
+use crate::plan::StepId;
+use crate::process::{self, Exit, Guardian, SpawnSpec, StopLadder, Stopper, Stream};
+
+/// Longest line kept whole in memory; Claude Code's tool results can be many megabytes.
+const MAX_LINE_BYTES: usize = 64 << 20;
+/// Lines kept in memory per step, for the results file and error reports.
+const TAIL_LINES: usize = 20;
+const TAIL_LINE_CHARS: usize = 400;
+/// Least time between two output events of one step.
+const OUTPUT_EVERY: Duration = Duration::from_millis(200);
+
+/// Everything an executor needs to run one step.
+pub struct Launch {
+    pub step: StepId,
+    pub argv: Vec<String>,
+    pub cwd: PathBuf,
+    pub env: Vec<(String, String)>,
+    pub log: PathBuf,
+    pub stderr_log: PathBuf,
+    pub timeout: Duration,
+    pub ladder: StopLadder,
+    /// For agent steps: the session's totals after the previous step of its chain.
+    pub agent: Option<Option<SessionTotals>>,
+}
+
+/// What an executor tells the dispatcher.
+pub enum Report {
+    Started {
+        step: StepId,
+        pid: u32,
+        stopper: Stopper,
+    },
+    Output {
+        step: StepId,
+        line: String,
+    },
+    Usage {
+        step: StepId,
+        update: UsageUpdate,
+    },
+    RateLimited {
+        step: StepId,
+        record: RateLimitRecord,
+    },
+    Exited(Box<Exited>),
+}
+
+/// How a step attempt ended, as far as the executor knows.
+pub struct Exited {
+    pub step: StepId,
+    /// `None` when the process could not be spawned.
+    pub exit: Option<Exit>,
+    pub spawn_error: Option<String>,
+    pub timed_out: bool,
+    pub duration: Duration,
+    /// The accounting's verdict, for agent steps.
+    pub outcome: Option<Outcome>,
+    pub session_totals: Option<SessionTotals>,
+    /// The last lines of output.
+    pub tail: Vec<String>,
+}
+
+/// Runs one step to its end. Never panics on bad output; every path ends with `Report::Exited`.
+pub async fn execute(launch: Launch, guardian: Arc<Guardian>, tx: mpsc::Sender<Report>) {
+    let started = Instant::now();
+    let step = launch.step;
+    let spec = SpawnSpec {
+        program: PathBuf::from(&launch.argv[0]),
+        args: launch.argv[1..].iter().map(OsString::from).collect(),
+        cwd: launch.cwd.clone(),
+        env: launch
+            .env
+            .iter()
+            .map(|(k, v)| (OsString::from(k), OsString::from(v)))
+            .collect(),
+        stdout_log: launch.log.clone(),
+        stderr_log: launch.stderr_log.clone(),
+        max_line_bytes: MAX_LINE_BYTES,
+    };
+    let mut child = match process::spawn(&spec, Some(&guardian)).await {
+        Ok(child) => child,
+        Err(e) => {
+            let error = format!("cannot start `{}`: {e}", launch.argv[0]);
+            let _ = tx
+                .send(Report::Exited(Box::new(Exited {
+                    step,
+                    exit: None,
+                    spawn_error: Some(error),
+                    timed_out: false,
+                    duration: started.elapsed(),
+                    outcome: None,
+                    session_totals: None,
+                    tail: Vec::new(),
+                })))
+                .await;
+            return;
+        }
+    };
+    let stopper = child.stopper();
+    let _ = tx
+        .send(Report::Started {
+            step,
+            pid: child.pid(),
+            stopper: stopper.clone(),
+        })
+        .await;
+
+    let mut lines = child.take_lines();
+    let mut accounting = launch.agent.clone().map(Accounting::new);
+    let mut tail: VecDeque<String> = VecDeque::with_capacity(TAIL_LINES);
+    let mut shown = Instant::now() - OUTPUT_EVERY;
+    let mut unshown: Option<String> = None;
+    let deadline = tokio::time::sleep(launch.timeout);
+    tokio::pin!(deadline);
+    let mut timed_out = false;
+    loop {
+        tokio::select! {
+            batch = lines.recv_batch() => {
+                let Some(batch) = batch else { break };
+                for line in batch {
+                    let display = match (&mut accounting, line.stream) {
+                        (Some(acc), Stream::Stdout) => {
+                            agent_line(step, acc, &line.bytes, line.truncated, &tx).await
+                        }
+                        _ => Some(String::from_utf8_lossy(&line.bytes).into_owned()),
+                    };
+                    if let Some(text) = display {
+                        let text = text.trim_end().to_string();
+                        if text.is_empty() {
+                            continue;
+                        }
+                        remember(&mut tail, &text);
+                        unshown = Some(text);
+                    }
+                }
+                if shown.elapsed() >= OUTPUT_EVERY {
+                    if let Some(line) = unshown.take() {
+                        shown = Instant::now();
+                        let _ = tx.send(Report::Output { step, line }).await;
+                    }
+                }
+            }
+            () = &mut deadline, if !timed_out => {
+                timed_out = true;
+                stopper.stop(launch.ladder);
+            }
+        }
+    }
+    if let Some(line) = unshown {
+        let _ = tx.send(Report::Output { step, line }).await;
+    }
+    let exit = child.wait().await;
+    let outcome = accounting.as_mut().map(|a| a.finish(exit.code));
+    let session_totals = accounting.as_ref().and_then(Accounting::session_totals);
+    let _ = tx
+        .send(Report::Exited(Box::new(Exited {
+            step,
+            exit: Some(exit),
+            spawn_error: None,
+            timed_out,
+            duration: started.elapsed(),
+            outcome,
+            session_totals,
+            tail: tail.into(),
+        })))
+        .await;
+}
+
+/// Feeds one stdout line of Claude Code to the accounting; returns the text worth showing.
+async fn agent_line(
+    step: StepId,
+    acc: &mut Accounting,
+    bytes: &[u8],
+    truncated: bool,
+    tx: &mpsc::Sender<Report>,
+) -> Option<String> {
+    // A truncated line is not valid JSON; its usage (if any) is lost to the estimate only, since
+    // the `result` line, which is short, stays authoritative.
+    if truncated {
+        return None;
+    }
+    let event = stream::parse_line(bytes)?;
+    if let Some(update) = acc.observe(&event) {
+        let _ = tx.send(Report::Usage { step, update }).await;
+    }
+    match event {
+        StreamEvent::Assistant {
+            text, tool_uses, ..
+        } => text.or_else(|| {
+            (!tool_uses.is_empty()).then(|| format!("[tool] {}", tool_uses.join(", ")))
+        }),
+        StreamEvent::RateLimit {
+            status,
+            resets_at,
+            rate_limit_type,
+            utilization,
+        } => {
+            let record = RateLimitRecord {
+                status: status.clone(),
+                resets_at,
+                rate_limit_type,
+                utilization,
+            };
+            let _ = tx.send(Report::RateLimited { step, record }).await;
+            Some(format!("[rate limit] {status}"))
+        }
+        StreamEvent::ApiRetry { attempt, error, .. } => Some(format!(
+            "[api retry {attempt}] {}",
+            error.unwrap_or_default()
+        )),
+        StreamEvent::Result {
+            result_text,
+            subtype,
+            ..
+        } => Some(result_text.unwrap_or(subtype)),
+        _ => None,
+    }
+}
+
+fn remember(tail: &mut VecDeque<String>, line: &str) {
+    if tail.len() == TAIL_LINES {
+        tail.pop_front();
+    }
+    let mut kept: String = line.chars().take(TAIL_LINE_CHARS).collect();
+    if kept.len() < line.len() {
+        kept.push('…');
+    }
+    tail.push_back(kept);
+}
