@@ -93,12 +93,19 @@ async fn assert_group_dead(pgid: u32, pids: &[u32]) {
     .await;
 }
 
-/// Waits until group `pgid` has at least `n` live members and returns them.
-async fn members_at_least(pgid: u32, n: usize) -> Vec<u32> {
+/// Waits until `sleeps` members of group `pgid` have exec'd `sleep`, and returns all members.
+///
+/// Waiting for `ready` is not enough before a SIGINT: `sh -c` catches SIGINT, and so does its
+/// fork until it execs, so a SIGINT landing in between is swallowed and nobody exits.
+async fn settled_group(pgid: u32, sleeps: usize) -> Vec<u32> {
     let mut members = Vec::new();
-    eventually("the group is complete", || {
+    eventually("the group has settled", || {
         members = group_members(pgid);
-        members.len() >= n
+        let comm = |pid: u32| std::fs::read_to_string(format!("/proc/{pid}/comm"));
+        let running = members
+            .iter()
+            .filter(|&&pid| comm(pid).is_ok_and(|comm| comm.trim_end() == "sleep"));
+        running.count() == sleeps
     })
     .await;
     members
@@ -187,7 +194,7 @@ async fn stop_with(script: &str, ladder: StopLadder) -> Exit {
     let mut child = spawn(&sh(dir.path(), script), None).await.expect("spawned");
     let pgid = child.pid();
     line_until(child.lines(), "ready").await;
-    let members = members_at_least(pgid, 2).await;
+    let members = settled_group(pgid, 1).await;
     let stopper = child.stopper();
     stopper.stop(ladder);
     stopper.stop(ladder); // idempotent
@@ -240,7 +247,7 @@ async fn kill_takes_the_group_down_at_once() {
     let mut child = spawn(&sh(dir.path(), script), None).await.expect("spawned");
     let pgid = child.pid();
     line_until(child.lines(), "ready").await;
-    let members = members_at_least(pgid, 2).await;
+    let members = settled_group(pgid, 1).await;
     child.stopper().kill();
     let exit = timeout(DEADLINE, child.wait())
         .await
@@ -278,7 +285,7 @@ async fn dropping_the_child_kills_the_group() {
     let mut child = spawn(&sh(dir.path(), script), None).await.expect("spawned");
     let pgid = child.pid();
     line_until(child.lines(), "ready").await;
-    let members = members_at_least(pgid, 3).await;
+    let members = settled_group(pgid, 2).await;
     drop(child);
     assert_group_dead(pgid, &members).await;
 }
@@ -338,8 +345,8 @@ async fn guardian_kills_registered_groups_when_its_stdin_closes() {
     let guardian = start_guardian();
     let (mut kept, kept_pgid) = foreign_group();
     let (mut doomed, doomed_pgid) = foreign_group();
-    let kept_members = members_at_least(kept_pgid, 3).await;
-    let doomed_members = members_at_least(doomed_pgid, 3).await;
+    let kept_members = settled_group(kept_pgid, 2).await;
+    let doomed_members = settled_group(doomed_pgid, 2).await;
     for pgid in [kept_pgid, doomed_pgid] {
         guardian.register(pgid).expect("registered");
     }
@@ -405,7 +412,7 @@ async fn group_dies_when_orch_is_sigkilled() {
             Some((pgid.parse::<u32>().ok()?, guardian.parse::<u32>().ok()?))
         })
         .expect("the fake orch reported its group");
-    let members = members_at_least(pgid, 3).await;
+    let members = settled_group(pgid, 2).await;
     orch.kill().expect("SIGKILL sent");
     orch.wait().expect("reaped");
     assert_group_dead(pgid, &members).await;
