@@ -76,7 +76,7 @@ pub enum Event {
         signal: Option<i32>,
         #[serde(with = "duration_secs")]
         duration: Duration,
-        usage: Option<StepUsage>,
+        usage: Option<Box<StepUsage>>,
         /// Pids of processes left in the step's group after it exited (all were killed).
         leaked: Vec<u32>,
         /// What went wrong, in a few words, when it did.

@@ -172,9 +172,13 @@ fn command_limit<'a>(commands: &'a mut Vec<(String, Limit)>, cmd: &str) -> &'a m
 /// Shows a path relative to the current folder when it is inside it.
 pub fn display_path(path: &Path) -> String {
     let cwd = std::env::current_dir().ok();
-    cwd.as_deref()
+    let shown = cwd
+        .as_deref()
         .and_then(|c| path.strip_prefix(c).ok())
-        .unwrap_or(path)
-        .display()
-        .to_string()
+        .unwrap_or(path);
+    if shown.as_os_str().is_empty() {
+        ".".into()
+    } else {
+        shown.display().to_string()
+    }
 }

@@ -29,12 +29,14 @@ struct Resolver {
 
 /// Resolves a raw manifest read from `path`.
 pub fn resolve(raw: RawManifest, path: &Path) -> Result<Manifest, Vec<ManifestError>> {
+    // Absolute, so that logs and results name files that open from anywhere.
     let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
-    let dir = if dir.as_os_str().is_empty() {
-        PathBuf::from(".")
+    let dir = std::path::absolute(if dir.as_os_str().is_empty() {
+        Path::new(".")
     } else {
-        dir
-    };
+        &dir
+    })
+    .unwrap_or(dir);
     let join = |rel: &str| clean(&dir.join(rel));
     let mut r = Resolver {
         errors: Vec::new(),

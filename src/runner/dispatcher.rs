@@ -5,7 +5,6 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use chrono::Utc;
 use tokio::signal::unix::{SignalKind, signal};
@@ -204,7 +203,7 @@ impl<'a> Dispatcher<'a> {
             exit_code: record.exit_code,
             signal: record.signal,
             duration: e.duration,
-            usage: record.usage.clone(),
+            usage: record.usage.clone().map(Box::new),
             leaked: record.leaked.clone(),
             reason,
             log: record.log.clone(),
@@ -270,6 +269,10 @@ impl<'a> Dispatcher<'a> {
     }
 
     fn skip_doomed(&mut self, report: &mut dyn FnMut(&Event)) {
+        // Once the run is stopping, what has not run is cancelled (at the end), not skipped.
+        if self.stop.is_some() {
+            return;
+        }
         loop {
             let doomed: Vec<(StepId, StepId)> = self.plan.doomed(&self.states).collect();
             if doomed.is_empty() {
@@ -330,7 +333,3 @@ impl<'a> Dispatcher<'a> {
         }
     }
 }
-
-/// Keeps the compiler honest about the launch timer's unit.
-#[allow(dead_code)]
-const _: Duration = Duration::ZERO;

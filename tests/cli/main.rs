@@ -4,3 +4,4 @@ mod fuzz;
 mod harness;
 mod manifests;
 mod plan;
+mod run;
