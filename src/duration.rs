@@ -75,6 +75,11 @@ pub fn format(d: Duration) -> String {
     out
 }
 
+/// Serializes a duration as whole milliseconds (the unit of every `*_ms` field orch writes).
+pub fn serialize_ms<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u128(d.as_millis())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

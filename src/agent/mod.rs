@@ -102,10 +102,22 @@ pub fn discover_claude(
         .or_else(|| std::env::var_os("ORCH_CLAUDE_PATH").map(PathBuf::from))
         .or_else(|| manifest.map(Path::to_path_buf));
     if let Some(path) = explicit {
-        if is_executable(&path) {
-            return Ok(path);
+        // A bare name is looked up on PATH, as a shell would.
+        let candidates: Vec<PathBuf> = if path.components().count() == 1 && !path.is_absolute() {
+            env_path
+                .iter()
+                .flat_map(std::env::split_paths)
+                .map(|dir| dir.join(&path))
+                .collect()
+        } else {
+            vec![path]
+        };
+        for candidate in candidates {
+            if is_executable(&candidate) {
+                return Ok(candidate);
+            }
+            tried.push(candidate);
         }
-        tried.push(path);
         return Err(tried);
     }
     let on_path = env_path

@@ -97,6 +97,7 @@ pub struct Budget {
 /// A rolling limit across runs.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Window {
+    #[serde(rename = "period_ms", serialize_with = "crate::duration::serialize_ms")]
     pub period: Duration,
     pub limit: Limit,
 }

@@ -197,7 +197,7 @@ impl JsonSchema for DurationText {
         json_schema!({
             "description": "A duration: a number with a unit (\"500ms\", \"5s\", \"30m\", \"2h\", \"1d\", \"1h30m\") or a number of seconds.",
             "oneOf": [
-                { "type": "string", "pattern": "^\\s*([0-9]+(\\.[0-9]+)?\\s*(ms|s|m|h|d)\\s*)+$" },
+                { "type": "string", "pattern": "^\\s*(([0-9]+(\\.[0-9]+)?\\s*(ms|s|secs?|m|mins?|h|hrs?|d|days?)\\s*)+|[0-9]+(\\.[0-9]+)?)\\s*$" },
                 { "type": "number", "minimum": 0 }
             ]
         })

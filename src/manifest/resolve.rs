@@ -60,7 +60,14 @@ pub fn resolve(raw: RawManifest, path: &Path) -> Result<Manifest, Vec<ManifestEr
             .unwrap_or(DEFAULT_TIMEOUT),
         fail_fast: raw_settings.fail_fast.unwrap_or(false),
         state_dir: join(raw_settings.state_dir.as_deref().unwrap_or(".orch")),
-        claude_path: raw_settings.claude_path.map(|p| join(&p)),
+        // A bare name ("claude") is looked up on PATH; a path is relative to the manifest.
+        claude_path: raw_settings.claude_path.map(|p| {
+            if p.contains('/') {
+                join(&p)
+            } else {
+                PathBuf::from(p)
+            }
+        }),
         disable_budget_visuals: raw_settings.disable_budget_visuals.unwrap_or(false),
         workspace,
     };
@@ -426,6 +433,9 @@ impl Resolver {
             ("clear_history", job.clear_history.is_some()),
             ("compact_history", job.compact_history.is_some()),
             ("max_turns", job.max_turns.is_some()),
+            ("output_format", job.output_format.is_some()),
+            ("max_tokens", job.max_tokens.is_some()),
+            ("max_usd", job.max_usd.is_some()),
         ];
         for (key, set) in agent_keys {
             if set {

@@ -117,3 +117,50 @@ fn zen_configs_convert_and_the_toml_plans_the_same() {
         );
     }
 }
+
+/// Every complete ```toml (and ```json) example in the book loads; fragments are marked `,ignore`.
+#[test]
+fn every_example_in_the_book_loads() {
+    let mut checked = 0;
+    let dir = root().join("book/src");
+    let mut chapters: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "md"))
+        .collect();
+    chapters.sort();
+    for chapter in chapters {
+        let text = std::fs::read_to_string(&chapter).unwrap();
+        let mut block: Option<(&str, String, usize)> = None;
+        for (n, line) in text.lines().enumerate() {
+            match &mut block {
+                None => {
+                    let fence = line.trim_start();
+                    if fence == "```toml" {
+                        block = Some(("orch.toml", String::new(), n + 1));
+                    } else if fence == "```json" {
+                        block = Some(("zen.json", String::new(), n + 1));
+                    }
+                }
+                Some((name, body, start)) => {
+                    if line.trim_start().starts_with("```") {
+                        let path = dir.join(&*name);
+                        if let Err(e) = orch::manifest::load_str(&path, body.clone()) {
+                            panic!(
+                                "{}:{start}: example does not load: {:?}",
+                                chapter.display(),
+                                miette::Report::new(e)
+                            );
+                        }
+                        checked += 1;
+                        block = None;
+                    } else {
+                        body.push_str(line);
+                        body.push('\n');
+                    }
+                }
+            }
+        }
+    }
+    assert!(checked >= 5, "only {checked} examples found");
+}
