@@ -144,7 +144,7 @@ fn every_example_in_the_book_loads() {
                 }
                 Some((name, body, start)) => {
                     if line.trim_start().starts_with("```") {
-                        let path = dir.join(&*name);
+                        let path = dir.join(*name);
                         if let Err(e) = orch::manifest::load_str(&path, body.clone()) {
                             panic!(
                                 "{}:{start}: example does not load: {:?}",
