@@ -61,6 +61,22 @@ pub enum Event {
         label: String,
         record: RateLimitRecord,
     },
+    /// A budget scope's spend changed. Scopes: "run", a base slash command ("/review"),
+    /// "job <name>", "window <period>".
+    BudgetUpdated {
+        scope: String,
+        tokens_used: u64,
+        usd_used: f64,
+        tokens_limit: Option<u64>,
+        usd_limit: Option<f64>,
+    },
+    /// A budget scope crossed a threshold (80 % or 100 %), reported once per scope and threshold.
+    BudgetWarning {
+        scope: String,
+        /// 80 or 100.
+        percent: u8,
+        message: String,
+    },
     /// The runner stopped launching and is stopping what runs.
     StopRequested {
         cause: StopCause,

@@ -40,7 +40,8 @@ impl<W: Write> Plain<W> {
             Event::StepOutput { label, line, .. } => {
                 Some(format!("│ {label}: {}", clip(line, self.max_line_length)))
             }
-            Event::UsageRecorded { .. } => None,
+            Event::UsageRecorded { .. } | Event::BudgetUpdated { .. } => None,
+            Event::BudgetWarning { message, .. } => Some(format!("⚠ budget: {message}")),
             Event::RateLimited { label, record, .. } => Some(format!(
                 "⚠ {label}: rate limit {}{}",
                 record.status,
