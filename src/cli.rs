@@ -22,6 +22,8 @@ pub enum Command {
     Plan(PlanArgs),
     /// Run the manifest's jobs (now, at --start-at, or on the manifest's cron schedule).
     Run(RunArgs),
+    /// What was spent: by run, job, command, model or day, from the ledger.
+    Ledger(LedgerArgs),
     /// Print the TOML manifest equivalent to a zen JSON config.
     Convert {
         /// The JSON config to convert.
@@ -102,6 +104,31 @@ pub enum PlanFormat {
     Json,
     Dot,
     Mermaid,
+}
+
+#[derive(Debug, Args)]
+pub struct LedgerArgs {
+    /// The manifest whose state folder holds the ledger (default: ./orch.toml, else ./.orch).
+    pub manifest: Option<PathBuf>,
+    /// The state folder holding ledger.sqlite (overrides the manifest's).
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Only spend newer than this: "24h", "7d", "30m".
+    #[arg(long, value_name = "DURATION", default_value = "30d")]
+    pub since: String,
+    /// How to group the spend.
+    #[arg(long, value_enum, default_value = "run")]
+    pub by: crate::ledger::GroupBy,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t)]
+    pub format: LedgerFormat,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq, Default)]
+pub enum LedgerFormat {
+    #[default]
+    Table,
+    Json,
 }
 
 #[derive(Debug, Args)]

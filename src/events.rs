@@ -77,6 +77,17 @@ pub enum Event {
         percent: u8,
         message: String,
     },
+    /// Claude Code reported a rejected rate limit: no agent step starts before `until`.
+    LaunchesPaused {
+        until: DateTime<Utc>,
+        reason: String,
+    },
+    /// The rate limit has reset; agent steps start again.
+    LaunchesResumed,
+    /// Runs that a killed orch left unfinished were reconciled from their logs and marked dead.
+    DeadRunsReconciled { runs: Vec<String> },
+    /// Writing to the ledger failed; the run goes on, the step logs keep the usage.
+    LedgerFailed { error: String },
     /// The runner stopped launching and is stopping what runs.
     StopRequested {
         cause: StopCause,

@@ -10,6 +10,7 @@ pub mod commands;
 pub mod duration;
 pub mod errors;
 pub mod events;
+pub mod ledger;
 pub mod manifest;
 pub mod plan;
 pub mod process;
@@ -61,6 +62,10 @@ fn dispatch(command: Command) -> Result<ExitCode, Error> {
                 return Ok(ExitCode::Ok);
             }
             commands::run::run(&args)
+        }
+        Command::Ledger(args) => {
+            report::emit(&commands::ledger::run(&args)?);
+            Ok(ExitCode::Ok)
         }
         Command::Convert { config } => {
             report::emit(&commands::convert::convert(&config)?);

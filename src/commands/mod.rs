@@ -1,6 +1,7 @@
 //! One file per subcommand, and what they share: loading a manifest with the flags applied on top.
 
 pub mod convert;
+pub mod ledger;
 pub mod plan;
 pub mod run;
 pub mod schema;

@@ -7,8 +7,8 @@ use uuid::Uuid;
 
 use crate::cli::RunArgs;
 use crate::errors::{Error, ExitCode};
-use crate::events::{Event, StopCause};
-use crate::plan::{Plan, PlanOptions, Status};
+use crate::events::Event;
+use crate::plan::{Plan, PlanOptions};
 use crate::process::StopLadder;
 use crate::report::{plain::Plain, results};
 use crate::runner::{self, RunContext};
@@ -64,7 +64,7 @@ pub fn run(args: &RunArgs) -> Result<ExitCode, Error> {
         }))
         .map_err(|e| Error::io("cannot start the run", e))?;
 
-    let code = exit_code(&outcome.states, outcome.stop);
+    let code = outcome.exit_code();
     let results = results::build(&ctx, &plan, &outcome, code as u8);
     let path = ctx.run_dir.join("results.json");
     results::write(&results, &path)
@@ -88,22 +88,6 @@ pub fn run(args: &RunArgs) -> Result<ExitCode, Error> {
     });
     reporter.summary(&results, &path);
     Ok(code)
-}
-
-/// The run's exit code: interrupted, else failed if any step did not complete, else ok.
-pub fn exit_code(states: &[Status], stop: Option<StopCause>) -> ExitCode {
-    if stop == Some(StopCause::Interrupted) {
-        ExitCode::Interrupted
-    } else if states
-        .iter()
-        .any(|s| *s == Status::BudgetExceeded || *s == Status::Blocked)
-    {
-        ExitCode::BudgetStop
-    } else if states.iter().all(|s| *s == Status::Completed) {
-        ExitCode::Ok
-    } else {
-        ExitCode::StepsFailed
-    }
 }
 
 /// The stop ladder's grace periods; `ORCH_GRACE_INT` and `ORCH_GRACE_TERM` (durations) override

@@ -24,6 +24,42 @@ fn shell_word(arg: &str) -> String {
     }
 }
 
+/// The spend report of `orch ledger` as a table.
+pub fn ledger_table(rows: &[crate::ledger::SpendRow], since: &str) -> String {
+    if rows.is_empty() {
+        return format!("nothing spent in the last {since}\n");
+    }
+    let width = rows
+        .iter()
+        .map(|r| r.key.chars().count())
+        .max()
+        .unwrap_or(3)
+        .clamp(3, 60);
+    let mut o = format!(
+        "{:<width$} {:>5} {:>10} {:>10} {:>12} {:>12} {:>12}\n",
+        "", "runs", "input", "output", "cache read", "cache write", "cost"
+    );
+    let (mut tokens, mut usd) = (0i64, 0.0);
+    for r in rows {
+        tokens += r.total_tokens;
+        usd += r.usd;
+        o.push_str(&format!(
+            "{:<width$} {:>5} {:>10} {:>10} {:>12} {:>12} {:>12}\n",
+            r.key,
+            r.runs,
+            r.input_tokens,
+            r.output_tokens,
+            r.cache_read_tokens,
+            r.cache_creation_tokens,
+            format!("${:.4}{}", r.usd, if r.estimated { "~" } else { "" })
+        ));
+    }
+    o.push_str(&format!(
+        "\ntotal in the last {since}: {tokens} tokens, ${usd:.4} (~ marks estimates)\n"
+    ));
+    o
+}
+
 /// Writes a command's output to stdout.
 pub fn emit(text: &str) {
     use std::io::Write;

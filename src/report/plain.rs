@@ -42,6 +42,20 @@ impl<W: Write> Plain<W> {
             }
             Event::UsageRecorded { .. } | Event::BudgetUpdated { .. } => None,
             Event::BudgetWarning { message, .. } => Some(format!("⚠ budget: {message}")),
+            Event::LaunchesPaused { until, reason } => Some(format!(
+                "⏸ {reason}: no agent step starts before {}",
+                until.with_timezone(&Local).format("%H:%M:%S")
+            )),
+            Event::LaunchesResumed => {
+                Some("▶ the rate limit has reset: agent steps start again".into())
+            }
+            Event::DeadRunsReconciled { runs } => Some(format!(
+                "⚠ runs left unfinished by a killed orch were reconciled from their logs and marked dead: {}",
+                runs.join(", ")
+            )),
+            Event::LedgerFailed { error } => Some(format!(
+                "⚠ could not write the ledger ({error}); the step logs keep the usage"
+            )),
             Event::RateLimited { label, record, .. } => Some(format!(
                 "⚠ {label}: rate limit {}{}",
                 record.status,
@@ -150,6 +164,28 @@ impl<W: Write> Plain<W> {
                 i.duration,
                 i.total_tokens,
                 cost
+            ));
+        }
+        for b in &results.budgets {
+            let mut parts = Vec::new();
+            if let Some(l) = b.tokens_limit {
+                parts.push(format!("{}/{l} tokens", b.tokens_used));
+            }
+            if let Some(l) = b.usd_limit {
+                parts.push(format!("${:.4}/${l:.2}", b.usd_used));
+            }
+            let over = if b.overshoot_tokens > 0 || b.overshoot_usd > 0.0 {
+                format!(
+                    "  over by {} tokens, ${:.4}",
+                    b.overshoot_tokens, b.overshoot_usd
+                )
+            } else {
+                String::new()
+            };
+            o.push_str(&format!(
+                "  budget {:<20} {}{over}\n",
+                b.scope,
+                parts.join(", ")
             ));
         }
         let t = &results.metadata.token_usage;

@@ -24,7 +24,20 @@ pub struct Results {
     pub skipped: usize,
     /// Jobs by name, in manifest order.
     pub instances: indexmap_like::Ordered<Instance>,
+    /// Every budget scope: its limits, what it spent, and how far past a limit it went.
+    pub budgets: Vec<BudgetResult>,
     pub metadata: Metadata,
+}
+
+#[derive(Debug, Serialize)]
+pub struct BudgetResult {
+    pub scope: String,
+    pub tokens_limit: Option<u64>,
+    pub usd_limit: Option<f64>,
+    pub tokens_used: u64,
+    pub usd_used: f64,
+    pub overshoot_tokens: u64,
+    pub overshoot_usd: f64,
 }
 
 #[derive(Debug, Serialize)]
@@ -212,6 +225,23 @@ pub fn build(ctx: &RunContext, plan: &Plan, out: &RunOutcome, exit_code: u8) -> 
         failed,
         skipped,
         instances: indexmap_like::Ordered(instances),
+        budgets: out
+            .scopes
+            .iter()
+            .filter(|s| s.limit.is_set())
+            .map(|s| {
+                let over = s.overshoot();
+                BudgetResult {
+                    scope: s.name.clone(),
+                    tokens_limit: s.limit.tokens,
+                    usd_limit: s.limit.usd,
+                    tokens_used: s.used.tokens,
+                    usd_used: s.used.usd,
+                    overshoot_tokens: over.tokens,
+                    overshoot_usd: over.usd,
+                }
+            })
+            .collect(),
         metadata: Metadata {
             run_id: ctx.run_id.clone(),
             name: ctx.manifest.name.clone(),

@@ -15,8 +15,13 @@ use uuid::Uuid;
 use super::executor::{self, Exited, Launch, Report};
 use super::{RunContext, StepRecord};
 use crate::agent::Session;
-use crate::agent::accounting::SessionTotals;
+use crate::agent::accounting::{SessionTotals, UsageUpdate};
+use crate::agent::stream::TokenCounts;
 use crate::events::{Event, StopCause};
+use crate::ledger::budget::{self, Budgets};
+use crate::ledger::store::StepRow;
+use crate::ledger::{Delta, Kind, Ledger};
+use crate::manifest::BudgetMode;
 use crate::plan::{Action, Plan, Status, StepId};
 use crate::process::{Guardian, Stopper};
 
@@ -32,10 +37,24 @@ pub struct Dispatcher<'a> {
     next_launch: Instant,
     pub stop: Option<StopCause>,
     signals: u32,
+    pub budgets: Budgets,
+    ledger: Ledger,
+    /// Each step's last known spend, to turn updates into deltas.
+    spent: Vec<(TokenCounts, f64)>,
+    /// Steps stopped because a budget they belong to was spent, and why.
+    budget_stops: HashMap<StepId, String>,
+    /// Claude Code reported a rejected rate limit: no agent step starts before this.
+    paused_until: Option<chrono::DateTime<Utc>>,
 }
 
 impl<'a> Dispatcher<'a> {
-    pub fn new(ctx: &'a RunContext, plan: &'a Plan, guardian: Arc<Guardian>) -> Self {
+    pub fn new(
+        ctx: &'a RunContext,
+        plan: &'a Plan,
+        guardian: Arc<Guardian>,
+        budgets: Budgets,
+        ledger: Ledger,
+    ) -> Self {
         Dispatcher {
             ctx,
             plan,
@@ -50,7 +69,17 @@ impl<'a> Dispatcher<'a> {
             next_launch: Instant::now(),
             stop: None,
             signals: 0,
+            budgets,
+            ledger,
+            spent: vec![(TokenCounts::default(), 0.0); plan.steps.len()],
+            budget_stops: HashMap::new(),
+            paused_until: None,
         }
+    }
+
+    /// The ledger, once the run is over (to record how it ended).
+    pub fn into_ledger(self) -> Ledger {
+        self.ledger
     }
 
     /// Runs the plan to its end, handing every event to `report`.
@@ -60,7 +89,11 @@ impl<'a> Dispatcher<'a> {
         let mut sigterm = signal(SignalKind::terminate())?;
         loop {
             self.skip_doomed(report);
+            self.resume_if_due(report);
+            let waiting_out_a_pause =
+                self.paused_until.is_some() && self.plan.ready(&self.states).next().is_some();
             if self.running == 0
+                && !waiting_out_a_pause
                 && (self.stop.is_some() || self.plan.ready(&self.states).next().is_none())
             {
                 break;
@@ -69,12 +102,17 @@ impl<'a> Dispatcher<'a> {
             let can_launch = ready.is_some() && self.stop.is_none() && self.has_slot();
             if can_launch && Instant::now() >= self.next_launch {
                 let id = ready.expect("checked above");
-                self.launch(id, &tx);
+                match self.budgets.refuse(id) {
+                    Some(why) => self.skip(id, Status::Blocked, format!("blocked: {why}"), report),
+                    None => self.launch(id, &tx, report),
+                }
                 continue;
             }
+            let paused = self.pause_left();
             tokio::select! {
                 Some(msg) = rx.recv() => self.handle(msg, report),
                 () = tokio::time::sleep_until(self.next_launch), if can_launch => {}
+                () = tokio::time::sleep(paused.unwrap_or_default()), if paused.is_some() && self.stop.is_none() => {}
                 _ = sigint.recv() => self.interrupt(report),
                 _ = sigterm.recv() => self.interrupt(report),
             }
@@ -96,11 +134,27 @@ impl<'a> Dispatcher<'a> {
         self.ctx.max_parallel.is_none_or(|max| self.running < max)
     }
 
+    /// The next step to launch; while launches of agents are paused, only process steps.
     fn next_ready(&self) -> Option<StepId> {
-        self.plan.ready(&self.states).next()
+        let paused = self.paused_until.is_some();
+        self.plan
+            .ready(&self.states)
+            .find(|&id| !(paused && matches!(self.plan.steps[id].action, Action::Agent { .. })))
     }
 
-    fn launch(&mut self, id: StepId, tx: &mpsc::Sender<Report>) {
+    fn pause_left(&self) -> Option<std::time::Duration> {
+        self.paused_until
+            .map(|until| (until - Utc::now()).to_std().unwrap_or_default())
+    }
+
+    fn resume_if_due(&mut self, report: &mut dyn FnMut(&Event)) {
+        if self.paused_until.is_some_and(|until| Utc::now() >= until) {
+            self.paused_until = None;
+            report(&Event::LaunchesResumed);
+        }
+    }
+
+    fn launch(&mut self, id: StepId, tx: &mpsc::Sender<Report>, report: &mut dyn FnMut(&Event)) {
         let step = &self.plan.steps[id];
         let job = &self.ctx.manifest.jobs[step.job];
         let (log, stderr_log) = self.ctx.log_paths(step);
@@ -126,6 +180,31 @@ impl<'a> Dispatcher<'a> {
         self.records[id].log = log;
         self.records[id].stderr_log = stderr_log;
         self.records[id].started = Some(Utc::now());
+        let (command, session, resume) = match &step.action {
+            Action::Agent {
+                command, session, ..
+            } => (
+                command.clone(),
+                Some(session.id().to_string()),
+                matches!(session, Session::Resume(_)),
+            ),
+            _ => (None, None, false),
+        };
+        let row = StepRow {
+            step: id,
+            job: step.job_name.clone(),
+            label: step.label(),
+            command,
+            session_id: session,
+            resume,
+            is_agent: matches!(step.action, Action::Agent { .. }),
+            log: self.records[id].log.clone(),
+        };
+        if let Err(e) = self.ledger.begin_step(&self.ctx.run_id, &row, Utc::now()) {
+            report(&Event::LedgerFailed {
+                error: e.to_string(),
+            });
+        }
         self.running += 1;
         self.next_launch = Instant::now() + self.ctx.startup_delay;
         tokio::spawn(executor::execute(launch, self.guardian.clone(), tx.clone()));
@@ -157,16 +236,36 @@ impl<'a> Dispatcher<'a> {
                 label: label(step),
                 line,
             }),
-            Report::Usage { step, update } => report(&Event::UsageRecorded {
-                step,
-                label: label(step),
-                update,
-            }),
-            Report::RateLimited { step, record } => report(&Event::RateLimited {
-                step,
-                label: label(step),
-                record,
-            }),
+            Report::Usage { step, update } => {
+                self.spend(step, &update, report);
+                report(&Event::UsageRecorded {
+                    step,
+                    label: self.plan.steps[step].label(),
+                    update,
+                });
+            }
+            Report::RateLimited { step, record } => {
+                let rejected = record.status == "rejected";
+                let until = record
+                    .resets_at
+                    .and_then(|t| chrono::DateTime::<Utc>::from_timestamp(t, 0));
+                let label = self.plan.steps[step].label();
+                report(&Event::RateLimited {
+                    step,
+                    label: label.clone(),
+                    record,
+                });
+                if let (true, Some(until)) = (rejected, until) {
+                    if until > Utc::now() && self.paused_until.is_none_or(|p| p < until) {
+                        self.paused_until = Some(until);
+                        report(&Event::LaunchesPaused {
+                            until,
+                            reason: format!("Claude Code's rate limit was reached in `{label}`"),
+                        });
+                    }
+                }
+            }
+            Report::Model { step, model } => self.records[step].model = Some(model),
             Report::Exited(exited) => self.finish(*exited, report),
         }
     }
@@ -175,11 +274,38 @@ impl<'a> Dispatcher<'a> {
         let id = e.step;
         self.running -= 1;
         self.stoppers.remove(&id);
+        if let Some(o) = &e.outcome {
+            if o.usage.model.is_some() {
+                self.records[id].model = o.usage.model.clone();
+            }
+            let update = UsageUpdate {
+                tokens: o.usage.tokens,
+                cost_usd: o.usage.cost_usd,
+                is_estimate: o.usage.is_estimate,
+                tool_calls_total: o.usage.tool_calls_total,
+            };
+            self.spend(id, &update, report);
+        }
         let (status, reason) = self.verdict(&e);
+        if let Err(err) = self
+            .ledger
+            .finish_step(&self.ctx.run_id, id, status.as_str(), Utc::now())
+        {
+            report(&Event::LedgerFailed {
+                error: err.to_string(),
+            });
+        }
         if let (Some(totals), Action::Agent { session, .. }) =
             (&e.session_totals, &self.plan.steps[id].action)
         {
             self.sessions.insert(session.id(), totals.clone());
+            let json = serde_json::to_string(totals).unwrap_or_default();
+            let _ = self.ledger.save_session(
+                &session.id().to_string(),
+                &self.plan.steps[id].job_name,
+                &json,
+                Utc::now(),
+            );
         }
         self.states[id] = status;
         let record = &mut self.records[id];
@@ -228,6 +354,12 @@ impl<'a> Dispatcher<'a> {
             (None, Some(sig)) => format!("killed by signal {sig}"),
             (None, None) => "no exit status".to_string(),
         };
+        if let Some(why) = self.budget_stops.get(&e.step) {
+            return (
+                Status::BudgetExceeded,
+                Some(format!("stopped: {why} ({how})")),
+            );
+        }
         if let Some(cause) = self.stop {
             if exit.stopped_by.is_some() {
                 let why = match cause {
@@ -265,6 +397,87 @@ impl<'a> Dispatcher<'a> {
             }
             None if exit.success() => (Status::Completed, None),
             None => (Status::Failed, Some(how)),
+        }
+    }
+
+    /// Books a step's new running spend: the ledger (one committed row per change), the budget
+    /// scopes (threshold warnings), and in block mode the stop of every step of a spent scope.
+    fn spend(&mut self, id: StepId, update: &UsageUpdate, report: &mut dyn FnMut(&Event)) {
+        let (old_tokens, old_usd) = &self.spent[id];
+        let delta = Delta::between(old_tokens, *old_usd, &update.tokens, update.cost_usd);
+        if delta.is_zero() {
+            return;
+        }
+        self.spent[id] = (update.tokens, update.cost_usd);
+        let kind = if update.is_estimate {
+            Kind::Estimate
+        } else {
+            Kind::Final
+        };
+        let model = self.records[id].model.clone();
+        if let Err(e) = self.ledger.record(
+            &self.ctx.run_id,
+            id,
+            model.as_deref(),
+            kind,
+            &delta,
+            Utc::now(),
+        ) {
+            report(&Event::LedgerFailed {
+                error: e.to_string(),
+            });
+        }
+        for crossing in self.budgets.apply(id, delta.tokens(), delta.usd) {
+            let scope = &self.budgets.scopes[crossing.scope];
+            let what = if crossing.percent >= 100 {
+                "reached its limit"
+            } else {
+                "is at 80 %"
+            };
+            report(&Event::BudgetWarning {
+                scope: scope.name.clone(),
+                percent: crossing.percent,
+                message: format!(
+                    "the {} budget {what}: {}",
+                    scope.name,
+                    budget::describe(scope)
+                ),
+            });
+        }
+        for &s in self.budgets.scopes_of(id) {
+            let scope = &self.budgets.scopes[s];
+            report(&Event::BudgetUpdated {
+                scope: scope.name.clone(),
+                tokens_used: scope.used.tokens,
+                usd_used: scope.used.usd,
+                tokens_limit: scope.limit.tokens,
+                usd_limit: scope.limit.usd,
+            });
+        }
+        if self.budgets.mode == BudgetMode::Block {
+            self.stop_spent_scopes();
+        }
+    }
+
+    /// Stops (SIGINT first, so Claude Code reports its final cost) every running step that
+    /// belongs to a spent scope.
+    fn stop_spent_scopes(&mut self) {
+        let running: Vec<StepId> = self.stoppers.keys().copied().collect();
+        for id in running {
+            if self.budget_stops.contains_key(&id) {
+                continue;
+            }
+            if let Some(scope) = self.budgets.spent_scope(id) {
+                let why = format!(
+                    "the {} budget is spent ({})",
+                    scope.name,
+                    budget::describe(scope)
+                );
+                self.budget_stops.insert(id, why);
+                if let Some(stopper) = self.stoppers.get(&id) {
+                    stopper.stop(self.ctx.ladder);
+                }
+            }
         }
     }
 

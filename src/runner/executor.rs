@@ -58,6 +58,11 @@ pub enum Report {
         step: StepId,
         record: RateLimitRecord,
     },
+    /// Claude Code said which model it runs (its `init` line).
+    Model {
+        step: StepId,
+        model: String,
+    },
     Exited(Box<Exited>),
 }
 
@@ -200,6 +205,12 @@ async fn agent_line(
         let _ = tx.send(Report::Usage { step, update }).await;
     }
     match event {
+        StreamEvent::Init {
+            model: Some(model), ..
+        } => {
+            let _ = tx.send(Report::Model { step, model }).await;
+            None
+        }
         StreamEvent::Assistant {
             text, tool_uses, ..
         } => text.or_else(|| {

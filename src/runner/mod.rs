@@ -15,7 +15,10 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::agent::accounting::{ResultSummary, StepUsage};
+use crate::errors::ExitCode;
 use crate::events::{Event, StopCause};
+use crate::ledger::budget::{Budgets, Scope};
+use crate::ledger::{self, Ledger};
 use crate::manifest::Manifest;
 use crate::plan::{Plan, Status, Step};
 use crate::process::{Guardian, StopLadder};
@@ -83,6 +86,8 @@ pub struct StepRecord {
     pub stderr_log: PathBuf,
     /// The last lines the step wrote.
     pub tail: Vec<String>,
+    /// The step's main model, once known.
+    pub model: Option<String>,
 }
 
 /// How a run ended: every step's status and record.
@@ -92,18 +97,48 @@ pub struct RunOutcome {
     pub stop: Option<StopCause>,
     pub started: DateTime<Utc>,
     pub finished: DateTime<Utc>,
+    /// Every budget scope with its limit and final spend.
+    pub scopes: Vec<Scope>,
 }
 
-/// Runs the plan to its end. Steps that never ran are reported as skipped or cancelled; an error
-/// is returned only when the run could not begin (no guardian, no run folder, no signal handler).
+/// Runs the plan to its end. Steps that never ran are reported as skipped, blocked or cancelled;
+/// an error is returned only when the run could not begin (no guardian, no run folder, no ledger,
+/// no signal handler).
 pub async fn run(
     ctx: &RunContext,
     plan: &Plan,
     report: &mut dyn FnMut(&Event),
 ) -> std::io::Result<RunOutcome> {
     std::fs::create_dir_all(ctx.run_dir.join("logs"))?;
+    let ledger_path = ledger::path(&ctx.manifest.settings.state_dir);
+    let sql = |e: rusqlite::Error| {
+        std::io::Error::other(format!("ledger {}: {e}", ledger_path.display()))
+    };
+    let ledger = Ledger::open(&ledger_path).map_err(sql)?;
+    let dead = ledger::reconcile(&ledger, Utc::now()).map_err(sql)?;
+    if !dead.is_empty() {
+        report(&Event::DeadRunsReconciled { runs: dead });
+    }
+    let window_spent = match &ctx.manifest.budget.window {
+        Some(w) => {
+            let since =
+                Utc::now() - chrono::Duration::from_std(w.period).unwrap_or(chrono::Duration::MAX);
+            ledger.spent_since(since).map_err(sql)?
+        }
+        None => Default::default(),
+    };
+    let budgets = Budgets::new(&ctx.manifest, plan, window_spent);
     let guardian = Arc::new(Guardian::start(&ctx.guardian_exe, &["__guardian"])?);
     let started = Utc::now();
+    ledger
+        .begin_run(&ledger::store::RunRow {
+            id: ctx.run_id.clone(),
+            name: ctx.manifest.name.clone(),
+            manifest: ctx.manifest.path.clone(),
+            run_dir: ctx.run_dir.clone(),
+            started_at: started,
+        })
+        .map_err(sql)?;
     report(&Event::RunStarted {
         run_id: ctx.run_id.clone(),
         name: ctx.manifest.name.clone(),
@@ -113,16 +148,49 @@ pub async fn run(
         steps: plan.steps.len(),
         at: started,
     });
-    let mut dispatcher = dispatcher::Dispatcher::new(ctx, plan, guardian.clone());
+    let mut dispatcher = dispatcher::Dispatcher::new(ctx, plan, guardian.clone(), budgets, ledger);
     let result = dispatcher.run(report).await;
     // Every group is gone by now; let the guardian go too.
     let _ = guardian.shutdown();
     result?;
-    Ok(RunOutcome {
-        states: dispatcher.states,
-        records: dispatcher.records,
+    let outcome = RunOutcome {
+        states: dispatcher.states.clone(),
+        records: dispatcher.records.clone(),
         stop: dispatcher.stop,
         started,
         finished: Utc::now(),
-    })
+        scopes: dispatcher.budgets.scopes.clone(),
+    };
+    let ledger = dispatcher.into_ledger();
+    let code = outcome.exit_code();
+    let status = match code {
+        ExitCode::Ok => "completed",
+        ExitCode::StepsFailed => "failed",
+        ExitCode::BudgetStop => "budget_stop",
+        ExitCode::Interrupted => "interrupted",
+        ExitCode::Setup => "setup_error",
+    };
+    if let Err(e) = ledger.finish_run(&ctx.run_id, status, code as u8, outcome.finished) {
+        report(&Event::LedgerFailed {
+            error: e.to_string(),
+        });
+    }
+    Ok(outcome)
+}
+
+impl RunOutcome {
+    /// The run's exit code: interrupted, else a budget stop, else failed if any step did not
+    /// complete, else ok.
+    pub fn exit_code(&self) -> ExitCode {
+        let any = |s: &[Status]| self.states.iter().any(|x| s.contains(x));
+        if self.stop == Some(StopCause::Interrupted) {
+            ExitCode::Interrupted
+        } else if any(&[Status::BudgetExceeded, Status::Blocked]) {
+            ExitCode::BudgetStop
+        } else if self.states.iter().all(|s| *s == Status::Completed) {
+            ExitCode::Ok
+        } else {
+            ExitCode::StepsFailed
+        }
+    }
 }

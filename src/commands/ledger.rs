@@ -1,0 +1,64 @@
+//! `orch ledger`: what was spent, grouped by run, job, command, model or day, over a period.
+
+use std::path::PathBuf;
+
+use chrono::Utc;
+
+use crate::cli::{LedgerArgs, LedgerFormat};
+use crate::errors::Error;
+use crate::ledger::{self, Ledger};
+
+/// The report as text (a table) or JSON.
+pub fn run(args: &LedgerArgs) -> Result<String, Error> {
+    let state_dir = match (&args.state_dir, &args.manifest) {
+        (Some(dir), _) => dir.clone(),
+        (None, Some(path)) => crate::manifest::load(path)?.settings.state_dir,
+        (None, None) => {
+            let default = PathBuf::from(crate::manifest::DEFAULT_MANIFEST);
+            match crate::manifest::load(&default) {
+                Ok(m) => m.settings.state_dir,
+                Err(_) => PathBuf::from(".orch"),
+            }
+        }
+    };
+    let since = crate::duration::parse(&args.since).map_err(|reason| Error::BadFlag {
+        flag: "--since",
+        value: args.since.clone(),
+        reason,
+        help: "for example --since 24h or --since 7d".into(),
+    })?;
+    let path = ledger::path(&state_dir);
+    if !path.exists() {
+        return Err(Error::io(
+            format!("no ledger at {}", path.display()),
+            std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "no run has been recorded there yet",
+            ),
+        ));
+    }
+    let sql = |e: rusqlite::Error| {
+        Error::io(
+            format!("ledger {}", path.display()),
+            std::io::Error::other(e),
+        )
+    };
+    let ledger = Ledger::open(&path).map_err(sql)?;
+    let now = Utc::now();
+    ledger::reconcile(&ledger, now).map_err(sql)?;
+    let from = now - chrono::Duration::from_std(since).unwrap_or(chrono::Duration::MAX);
+    let rows = ledger::spend(&ledger, from, args.by).map_err(sql)?;
+    Ok(match args.format {
+        LedgerFormat::Json => {
+            let mut s = serde_json::to_string_pretty(&serde_json::json!({
+                "since": from.to_rfc3339(),
+                "by": args.by,
+                "rows": rows,
+            }))
+            .expect("plain data");
+            s.push('\n');
+            s
+        }
+        LedgerFormat::Table => crate::report::ledger_table(&rows, &args.since),
+    })
+}

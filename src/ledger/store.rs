@@ -1,0 +1,445 @@
+//! The ledger's SQLite store: runs, steps, sessions and usage events, one row per change of a
+//! step's spend, each committed as it arrives (WAL), so a killed orch loses nothing recorded.
+//!
+//! Usage rows are deltas: live estimates as they come, then, when Claude Code's `result` arrives,
+//! rows that cancel the estimates and add the authoritative figures per model. The sum of a
+//! step's rows is always its best-known spend. A run that never finished (orch killed) is marked
+//! `dead` by the next orch that opens the ledger, after re-reading its step logs so that usage which
+//! reached a log but not the ledger is added (`reconciled` rows).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::budget::Spend;
+use crate::agent::stream::TokenCounts;
+
+/// Versioned migrations: entry `i` takes the schema from version `i` to `i + 1`.
+const MIGRATIONS: &[&str] = &["CREATE TABLE runs (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        manifest TEXT NOT NULL,
+        run_dir TEXT NOT NULL,
+        started_at TEXT NOT NULL,
+        finished_at TEXT,
+        status TEXT NOT NULL,
+        exit_code INTEGER,
+        pid INTEGER NOT NULL,
+        pid_start INTEGER
+    );
+    CREATE TABLE steps (
+        run_id TEXT NOT NULL REFERENCES runs(id),
+        step INTEGER NOT NULL,
+        job TEXT NOT NULL,
+        label TEXT NOT NULL,
+        command TEXT,
+        session_id TEXT,
+        resume INTEGER NOT NULL DEFAULT 0,
+        is_agent INTEGER NOT NULL,
+        log TEXT,
+        status TEXT NOT NULL,
+        started_at TEXT,
+        finished_at TEXT,
+        PRIMARY KEY (run_id, step)
+    );
+    CREATE TABLE sessions (
+        id TEXT PRIMARY KEY,
+        job TEXT NOT NULL,
+        totals TEXT NOT NULL,
+        updated_at TEXT NOT NULL
+    );
+    CREATE TABLE usage (
+        id INTEGER PRIMARY KEY,
+        run_id TEXT NOT NULL,
+        step INTEGER NOT NULL,
+        at TEXT NOT NULL,
+        at_ms INTEGER NOT NULL,
+        model TEXT,
+        kind TEXT NOT NULL,
+        input INTEGER NOT NULL,
+        output INTEGER NOT NULL,
+        cache_read INTEGER NOT NULL,
+        cache_creation INTEGER NOT NULL,
+        usd REAL NOT NULL
+    );
+    CREATE INDEX usage_at ON usage(at_ms);
+    CREATE INDEX usage_step ON usage(run_id, step);"];
+
+/// The schema version a ledger has once opened.
+pub const SCHEMA_VERSION: usize = MIGRATIONS.len();
+
+/// The kinds of usage rows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// A live estimate from the price table.
+    Estimate,
+    /// Claude Code's own figures (and the reversal of the estimates they replace).
+    Final,
+    /// Added after a crash from what the step's log held but the ledger did not.
+    Reconciled,
+}
+
+impl Kind {
+    fn as_str(self) -> &'static str {
+        match self {
+            Kind::Estimate => "estimate",
+            Kind::Final => "final",
+            Kind::Reconciled => "reconciled",
+        }
+    }
+}
+
+/// A signed change of a step's spend.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Delta {
+    pub input: i64,
+    pub output: i64,
+    pub cache_read: i64,
+    pub cache_creation: i64,
+    pub usd: f64,
+}
+
+impl Delta {
+    /// `new - old`, field by field.
+    pub fn between(old: &TokenCounts, old_usd: f64, new: &TokenCounts, new_usd: f64) -> Delta {
+        let d = |a: u64, b: u64| b as i64 - a as i64;
+        Delta {
+            input: d(old.input, new.input),
+            output: d(old.output, new.output),
+            cache_read: d(old.cache_read, new.cache_read),
+            cache_creation: d(old.cache_creation, new.cache_creation),
+            usd: new_usd - old_usd,
+        }
+    }
+
+    pub fn tokens(&self) -> i64 {
+        self.input + self.output + self.cache_read + self.cache_creation
+    }
+
+    pub fn is_zero(&self) -> bool {
+        self.tokens() == 0
+            && self.input == 0
+            && self.output == 0
+            && self.cache_read == 0
+            && self.usd.abs() < 1e-12
+    }
+}
+
+/// A step as the ledger knows it.
+#[derive(Clone, Debug)]
+pub struct StepRow {
+    pub step: usize,
+    pub job: String,
+    pub label: String,
+    pub command: Option<String>,
+    pub session_id: Option<String>,
+    pub resume: bool,
+    pub is_agent: bool,
+    pub log: PathBuf,
+}
+
+/// A run as the ledger knows it.
+#[derive(Clone, Debug)]
+pub struct RunRow {
+    pub id: String,
+    pub name: String,
+    pub manifest: PathBuf,
+    pub run_dir: PathBuf,
+    pub started_at: DateTime<Utc>,
+}
+
+/// An agent step of a run and its log, for reconciliation.
+#[derive(Clone, Debug)]
+pub struct LoggedStep {
+    pub step: usize,
+    pub session_id: Option<String>,
+    /// Whether it resumed a session an earlier step began.
+    pub resume: bool,
+    pub log: PathBuf,
+}
+
+/// An open ledger.
+pub struct Ledger {
+    conn: Connection,
+    pub path: PathBuf,
+}
+
+impl Ledger {
+    /// Opens (creating if needed) the ledger at `path` and brings its schema up to date.
+    pub fn open(path: &Path) -> rusqlite::Result<Ledger> {
+        if let Some(dir) = path.parent() {
+            let _ = std::fs::create_dir_all(dir);
+        }
+        let mut conn = Connection::open(path)?;
+        conn.busy_timeout(Duration::from_secs(10))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        for (i, migration) in MIGRATIONS.iter().enumerate().skip(version.max(0) as usize) {
+            tx.execute_batch(migration)?;
+            tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+        }
+        tx.commit()?;
+        Ok(Ledger {
+            conn,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// The schema version (the number of migrations applied).
+    pub fn version(&self) -> rusqlite::Result<usize> {
+        self.conn
+            .query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))
+            .map(|v| v.max(0) as usize)
+    }
+
+    pub fn begin_run(&self, run: &RunRow) -> rusqlite::Result<()> {
+        let pid = std::process::id();
+        self.conn.execute(
+            "INSERT INTO runs (id, name, manifest, run_dir, started_at, status, pid, pid_start)
+             VALUES (?1, ?2, ?3, ?4, ?5, 'running', ?6, ?7)",
+            params![
+                run.id,
+                run.name,
+                run.manifest.to_string_lossy(),
+                run.run_dir.to_string_lossy(),
+                run.started_at.to_rfc3339(),
+                pid,
+                process_start(pid).map(|s| s as i64),
+            ],
+        )?;
+        Ok(())
+    }
+
+    pub fn begin_step(&self, run_id: &str, s: &StepRow, at: DateTime<Utc>) -> rusqlite::Result<()> {
+        self.conn.execute(
+            "INSERT OR REPLACE INTO steps
+             (run_id, step, job, label, command, session_id, resume, is_agent, log, status, started_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'running', ?10)",
+            params![
+                run_id,
+                s.step as i64,
+                s.job,
+                s.label,
+                s.command,
+                s.session_id,
+                s.resume,
+                s.is_agent,
+                s.log.to_string_lossy(),
+                at.to_rfc3339(),
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// Records one change of a step's spend (committed at once).
+    pub fn record(
+        &self,
+        run_id: &str,
+        step: usize,
+        model: Option<&str>,
+        kind: Kind,
+        d: &Delta,
+        at: DateTime<Utc>,
+    ) -> rusqlite::Result<()> {
+        self.conn.execute(
+            "INSERT INTO usage (run_id, step, at, at_ms, model, kind, input, output, cache_read,
+             cache_creation, usd) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+            params![
+                run_id,
+                step as i64,
+                at.to_rfc3339(),
+                at.timestamp_millis(),
+                model,
+                kind.as_str(),
+                d.input,
+                d.output,
+                d.cache_read,
+                d.cache_creation,
+                d.usd,
+            ],
+        )?;
+        Ok(())
+    }
+
+    pub fn finish_step(
+        &self,
+        run_id: &str,
+        step: usize,
+        status: &str,
+        at: DateTime<Utc>,
+    ) -> rusqlite::Result<()> {
+        self.conn.execute(
+            "UPDATE steps SET status = ?3, finished_at = ?4 WHERE run_id = ?1 AND step = ?2",
+            params![run_id, step as i64, status, at.to_rfc3339()],
+        )?;
+        Ok(())
+    }
+
+    /// Remembers a session's cumulative totals (JSON) after a step.
+    pub fn save_session(
+        &self,
+        id: &str,
+        job: &str,
+        totals: &str,
+        at: DateTime<Utc>,
+    ) -> rusqlite::Result<()> {
+        self.conn.execute(
+            "INSERT INTO sessions (id, job, totals, updated_at) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT(id) DO UPDATE SET totals = excluded.totals, updated_at = excluded.updated_at",
+            params![id, job, totals, at.to_rfc3339()],
+        )?;
+        Ok(())
+    }
+
+    pub fn finish_run(
+        &self,
+        run_id: &str,
+        status: &str,
+        exit_code: u8,
+        at: DateTime<Utc>,
+    ) -> rusqlite::Result<()> {
+        self.conn.execute(
+            "UPDATE runs SET status = ?2, exit_code = ?3, finished_at = ?4 WHERE id = ?1",
+            params![run_id, status, i64::from(exit_code), at.to_rfc3339()],
+        )?;
+        Ok(())
+    }
+
+    /// Everything spent since `since`, all runs together (the rolling window's starting point).
+    pub fn spent_since(&self, since: DateTime<Utc>) -> rusqlite::Result<Spend> {
+        self.conn.query_row(
+            "SELECT COALESCE(SUM(input + output + cache_read + cache_creation), 0), COALESCE(SUM(usd), 0)
+             FROM usage WHERE at_ms >= ?1",
+            params![since.timestamp_millis()],
+            |r| {
+                Ok(Spend {
+                    tokens: r.get::<_, i64>(0)?.max(0) as u64,
+                    usd: r.get::<_, f64>(1)?.max(0.0),
+                })
+            },
+        )
+    }
+
+    /// A step's recorded spend, as the sum of its rows.
+    pub fn step_spend(&self, run_id: &str, step: usize) -> rusqlite::Result<(TokenCounts, f64)> {
+        self.conn.query_row(
+            "SELECT COALESCE(SUM(input),0), COALESCE(SUM(output),0), COALESCE(SUM(cache_read),0),
+             COALESCE(SUM(cache_creation),0), COALESCE(SUM(usd),0) FROM usage WHERE run_id = ?1 AND step = ?2",
+            params![run_id, step as i64],
+            |r| {
+                let get = |i: usize| r.get::<_, i64>(i).map(|v| v.max(0) as u64);
+                Ok((
+                    TokenCounts {
+                        input: get(0)?,
+                        output: get(1)?,
+                        cache_read: get(2)?,
+                        cache_creation: get(3)?,
+                        ..TokenCounts::default()
+                    },
+                    r.get::<_, f64>(4)?,
+                ))
+            },
+        )
+    }
+
+    /// The final cost of each past completed run of a job, oldest first (for forecasts).
+    pub fn job_costs(&self, manifest_name: &str, job: &str) -> rusqlite::Result<Vec<f64>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT SUM(u.usd) FROM usage u
+             JOIN steps s ON s.run_id = u.run_id AND s.step = u.step
+             JOIN runs r ON r.id = u.run_id
+             WHERE r.name = ?1 AND s.job = ?2 AND r.status != 'running'
+             GROUP BY u.run_id ORDER BY MIN(u.at_ms)",
+        )?;
+        let rows = stmt.query_map(params![manifest_name, job], |r| r.get::<_, f64>(0))?;
+        rows.collect()
+    }
+
+    pub(crate) fn conn(&self) -> &Connection {
+        &self.conn
+    }
+
+    /// The unfinished runs whose orch is gone (not this process, pid dead or reused).
+    pub fn dead_runs(&self) -> rusqlite::Result<Vec<(String, PathBuf)>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT id, pid, pid_start, run_dir FROM runs WHERE status = 'running'")?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, Option<i64>>(2)?,
+                r.get::<_, String>(3)?,
+            ))
+        })?;
+        let mut dead = Vec::new();
+        for row in rows {
+            let (id, pid, start, dir) = row?;
+            let alive = u32::try_from(pid)
+                .ok()
+                .and_then(process_start)
+                .is_some_and(|s| Some(s as i64) == start);
+            if !alive {
+                dead.push((id, PathBuf::from(dir)));
+            }
+        }
+        Ok(dead)
+    }
+
+    /// The agent steps of a run that have a log, in step order:
+    /// (step, label, session id, resumes an earlier step, log).
+    pub fn agent_steps(
+        &self,
+        run_id: &str,
+    ) -> rusqlite::Result<Vec<(usize, Option<String>, bool, PathBuf)>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT step, session_id, resume, log FROM steps
+             WHERE run_id = ?1 AND is_agent = 1 AND log IS NOT NULL ORDER BY step",
+        )?;
+        let rows = stmt.query_map(params![run_id], |r| {
+            Ok(LoggedStep {
+                step: r.get::<_, i64>(0)?.max(0) as usize,
+                session_id: r.get(1)?,
+                resume: r.get(2)?,
+                log: PathBuf::from(r.get::<_, String>(3)?),
+            })
+        })?;
+        rows.collect()
+    }
+
+    /// Marks a dead run and its unfinished steps.
+    pub fn mark_dead(&self, run_id: &str, at: DateTime<Utc>) -> rusqlite::Result<()> {
+        self.conn.execute(
+            "UPDATE steps SET status = 'killed', finished_at = ?2 WHERE run_id = ?1 AND status = 'running'",
+            params![run_id, at.to_rfc3339()],
+        )?;
+        self.conn.execute(
+            "UPDATE runs SET status = 'dead', finished_at = ?2 WHERE id = ?1",
+            params![run_id, at.to_rfc3339()],
+        )?;
+        Ok(())
+    }
+
+    /// The status of a run, if the ledger knows it.
+    pub fn run_status(&self, run_id: &str) -> rusqlite::Result<Option<String>> {
+        self.conn
+            .query_row(
+                "SELECT status FROM runs WHERE id = ?1",
+                params![run_id],
+                |r| r.get(0),
+            )
+            .optional()
+    }
+}
+
+/// The start time of a process (clock ticks since boot), which tells a live orch from a reused pid.
+fn process_start(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, rest) = stat.rsplit_once(')')?;
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
