@@ -391,12 +391,8 @@ impl Ledger {
         Ok(dead)
     }
 
-    /// The agent steps of a run that have a log, in step order:
-    /// (step, label, session id, resumes an earlier step, log).
-    pub fn agent_steps(
-        &self,
-        run_id: &str,
-    ) -> rusqlite::Result<Vec<(usize, Option<String>, bool, PathBuf)>> {
+    /// The agent steps of a run that have a log, in step order.
+    pub fn agent_steps(&self, run_id: &str) -> rusqlite::Result<Vec<LoggedStep>> {
         let mut stmt = self.conn.prepare(
             "SELECT step, session_id, resume, log FROM steps
              WHERE run_id = ?1 AND is_agent = 1 AND log IS NOT NULL ORDER BY step",
