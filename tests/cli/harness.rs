@@ -66,10 +66,23 @@ impl Test {
         self
     }
 
+    /// orch with the test's arguments.
     pub fn command(&self) -> Command {
+        let mut cmd = self.bare();
+        cmd.args(&self.args);
+        cmd
+    }
+
+    /// orch with other arguments, in the same folder and environment.
+    pub fn with_args(&self, args: &[&str]) -> Command {
+        let mut cmd = self.bare();
+        cmd.args(args);
+        cmd
+    }
+
+    fn bare(&self) -> Command {
         let mut cmd = Command::new(orch_bin());
         cmd.current_dir(self.dir.path())
-            .args(&self.args)
             .env("HOME", self.dir.path().join("home"))
             .env("NO_COLOR", "1")
             .env_remove("ORCH_CLAUDE_PATH")

@@ -1,0 +1,385 @@
+//! Budgets with the simulated agent: block mode at every scope, warn mode, the rolling window
+//! across runs, the overshoot bound, and the ledger surviving SIGKILL.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use super::harness::Test;
+
+/// A test whose simulated agents keep their session state inside the test folder.
+fn sim_test(manifest: &str) -> Test {
+    let t = Test::new().file("orch.toml", manifest);
+    let state = t.path().join("sim");
+    t.env("ORCH_SIM_STATE_DIR", state.to_str().unwrap())
+}
+
+fn runs(t: &Test) -> Vec<Value> {
+    let dir = t.path().join(".orch/runs");
+    let mut dirs: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    dirs.sort();
+    dirs.iter()
+        .map(|d| {
+            serde_json::from_str(&std::fs::read_to_string(d.join("results.json")).unwrap()).unwrap()
+        })
+        .collect()
+}
+
+fn last_run(t: &Test) -> Value {
+    runs(t).pop().expect("a run")
+}
+
+fn status(v: &Value, job: &str) -> String {
+    v["instances"][job]["status"].as_str().unwrap().to_string()
+}
+
+fn scope<'a>(v: &'a Value, name: &str) -> &'a Value {
+    v["budgets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["scope"] == name)
+        .unwrap_or_else(|| panic!("no scope {name}: {}", v["budgets"]))
+}
+
+/// The largest usage of one API message in a step's log (each message id counted once), plus
+/// the step's output tokens (which the start-of-message snapshots do not show).
+fn one_message_bound(log: &str) -> u64 {
+    let mut seen = HashSet::new();
+    let mut largest = 0;
+    let mut output = 0;
+    for line in log.lines() {
+        let Ok(v) = serde_json::from_str::<Value>(line) else {
+            continue;
+        };
+        if v["type"] == "assistant" && seen.insert(v["message"]["id"].to_string()) {
+            let u = &v["message"]["usage"];
+            let total: u64 = [
+                "input_tokens",
+                "cache_read_input_tokens",
+                "cache_creation_input_tokens",
+            ]
+            .iter()
+            .map(|k| u[k].as_u64().unwrap_or(0))
+            .sum();
+            largest = largest.max(total);
+        }
+        if v["type"] == "result" {
+            output = v["usage"]["output_tokens"].as_u64().unwrap_or(0);
+        }
+    }
+    largest + output
+}
+
+const LONG_AGENT: &str = r#"env = { ORCH_SIM_TURNS = "30", ORCH_SIM_DELAY_MS = "20" }"#;
+
+#[test]
+fn block_mode_stops_the_run_at_its_token_limit_with_a_bounded_overshoot() {
+    let t = sim_test(&format!(
+        "[settings]\nstartup_delay = \"0s\"\n[budget]\nmode = \"block\"\ntokens = 20000\n\
+         [jobs.spender]\nprompt = \"spend\"\n{LONG_AGENT}\n\
+         [jobs.after]\nprompt = \"after\"\nneeds = [\"spender\"]\n"
+    ))
+    .args(&["run", "--simulate"]);
+    let out = t.run();
+    assert_eq!(out.code, 3, "{}", out.stdout);
+    let v = last_run(&t);
+    assert_eq!(status(&v, "spender"), "budget_exceeded");
+    assert_eq!(status(&v, "after"), "skipped");
+    let run = scope(&v, "run");
+    let over = run["overshoot_tokens"].as_u64().unwrap();
+    let step = &v["instances"]["spender"]["steps"][0];
+    let log = std::fs::read_to_string(step["log"].as_str().unwrap()).unwrap();
+    let bound = one_message_bound(&log);
+    assert!(over > 0, "it went past the limit: {run}");
+    assert!(
+        over <= bound,
+        "overshoot {over} is more than one message ({bound})"
+    );
+    // SIGINT first: the agent wrote its final result, so the figure is Claude Code's, not an estimate.
+    assert_eq!(step["usage"]["is_estimate"], false, "{step}");
+    assert!(
+        out.stdout.contains("the run budget is at 80 %"),
+        "{}",
+        out.stdout
+    );
+}
+
+#[test]
+fn block_mode_stops_at_a_dollar_limit() {
+    let t = sim_test(&format!(
+        "[budget]\nmode = \"block\"\nusd = 0.03\n[jobs.spender]\nprompt = \"spend\"\n{LONG_AGENT}\n"
+    ))
+    .args(&["run", "--simulate"]);
+    let out = t.run();
+    assert_eq!(out.code, 3, "{}", out.stdout);
+    let v = last_run(&t);
+    assert_eq!(status(&v, "spender"), "budget_exceeded");
+    let run = scope(&v, "run");
+    assert!(run["usd_used"].as_f64().unwrap() >= 0.03);
+    assert!(run["overshoot_usd"].as_f64().unwrap() < 0.03, "{run}");
+}
+
+#[test]
+fn a_command_budget_stops_that_command_only() {
+    let t = sim_test(&format!(
+        "[settings]\nstartup_delay = \"0s\"\n[budget]\nmode = \"block\"\n\
+         commands.\"/review\" = {{ tokens = 15000 }}\n\
+         [jobs.review]\ncommand = \"/review everything\"\n{LONG_AGENT}\n\
+         [jobs.other]\ncommand = \"/document it\"\n\
+         env = {{ ORCH_SIM_TURNS = \"30\", ORCH_SIM_DELAY_MS = \"40\" }}\n\
+         [jobs.review-again]\ncommand = \"/review more\"\nneeds = [\"other\"]\n"
+    ))
+    .args(&["run", "--simulate"]);
+    let out = t.run();
+    assert_eq!(out.code, 3, "{}", out.stdout);
+    let v = last_run(&t);
+    assert_eq!(status(&v, "review"), "budget_exceeded");
+    assert_eq!(status(&v, "other"), "completed");
+    assert_eq!(status(&v, "review-again"), "blocked", "{}", out.stdout);
+    assert!(
+        out.stdout.contains("blocked: the /review budget is spent"),
+        "{}",
+        out.stdout
+    );
+}
+
+#[test]
+fn a_job_limit_stops_that_job_and_an_unfitting_limit_is_refused() {
+    let t = sim_test(&format!(
+        "[settings]\nstartup_delay = \"0s\"\n[budget]\nmode = \"block\"\ntokens = 100000\n\
+         [jobs.capped]\nprompt = \"spend\"\nmax_tokens = 12000\n{LONG_AGENT}\n\
+         [jobs.greedy]\nprompt = \"wants more than the run has\"\nmax_tokens = 200000\n"
+    ))
+    .args(&["run", "--simulate"]);
+    let out = t.run();
+    assert_eq!(out.code, 3, "{}", out.stdout);
+    let v = last_run(&t);
+    assert_eq!(status(&v, "capped"), "budget_exceeded");
+    assert_eq!(status(&v, "greedy"), "blocked");
+    let job = scope(&v, "job capped");
+    let over = job["overshoot_tokens"].as_u64().unwrap();
+    let log = std::fs::read_to_string(
+        v["instances"]["capped"]["steps"][0]["log"]
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
+    assert!(over <= one_message_bound(&log));
+    assert!(
+        out.stdout.contains("max_tokens 200000 cannot fit"),
+        "{}",
+        out.stdout
+    );
+}
+
+#[test]
+fn warn_mode_runs_on_and_warns_once_per_threshold() {
+    let t = sim_test(&format!(
+        "[budget]\nmode = \"warn\"\ntokens = 10000\nusd = 0.01\n\
+         [jobs.spender]\nprompt = \"spend\"\n{LONG_AGENT}\n"
+    ))
+    .args(&["run", "--simulate"]);
+    let out = t.run();
+    assert_eq!(out.code, 0, "{}", out.stdout);
+    let v = last_run(&t);
+    assert_eq!(status(&v, "spender"), "completed");
+    assert_eq!(
+        out.stdout.matches("the run budget is at 80 %").count(),
+        1,
+        "{}",
+        out.stdout
+    );
+    assert_eq!(
+        out.stdout
+            .matches("the run budget reached its limit")
+            .count(),
+        1
+    );
+    assert!(scope(&v, "run")["overshoot_tokens"].as_u64().unwrap() > 10000);
+}
+
+#[test]
+fn a_window_limit_holds_across_three_runs() {
+    let manifest = "[budget]\nmode = \"block\"\nwindow = { period = \"1h\", usd = 0.02 }\n\
+                    [jobs.nightly]\nprompt = \"a little work\"\nenv = { ORCH_SIM_TURNS = \"2\" }\n";
+    let t = sim_test(manifest).args(&["run", "--simulate"]);
+    let first = t.run();
+    assert_eq!(first.code, 0, "{}", first.stdout);
+    let spent_once = runs(&t)[0]["metadata"]["token_usage"]["total_cost_usd"]
+        .as_f64()
+        .unwrap();
+    assert!(spent_once > 0.0 && spent_once < 0.02);
+    // Run until the window is spent: a run may be stopped when it crosses the limit, and the
+    // run after that is refused before anything starts.
+    let mut statuses = vec![status(&runs(&t)[0], "nightly")];
+    for _ in 0..8 {
+        let out = t.run();
+        let s = status(&last_run(&t), "nightly");
+        statuses.push(s.clone());
+        if s == "blocked" {
+            assert_eq!(out.code, 3);
+            assert!(
+                out.stdout
+                    .contains("blocked: the window 1h budget is spent"),
+                "{}",
+                out.stdout
+            );
+            break;
+        }
+    }
+    assert!(statuses.len() >= 3, "at least three runs: {statuses:?}");
+    assert_eq!(statuses.last().unwrap(), "blocked", "{statuses:?}");
+    let all = runs(&t);
+    let window = scope(all.last().unwrap(), "window 1h");
+    // The refused run starts from everything the earlier runs spent.
+    let earlier: f64 = all[..all.len() - 1]
+        .iter()
+        .map(|r| {
+            r["metadata"]["token_usage"]["total_cost_usd"]
+                .as_f64()
+                .unwrap()
+        })
+        .sum();
+    assert!(
+        (window["usd_used"].as_f64().unwrap() - earlier).abs() < 1e-9,
+        "{window}"
+    );
+    assert!(earlier >= 0.02, "{earlier}");
+}
+
+#[test]
+fn the_ledger_reports_spend_by_run_job_command_model_and_day() {
+    let t = sim_test(
+        "[jobs.a]\ncommand = \"/review a\"\n[jobs.b]\nprompt = \"free text\"\n[settings]\nstartup_delay = \"0s\"\n",
+    )
+    .args(&["run", "--simulate", "--quiet"]);
+    assert_eq!(t.run().code, 0);
+    let total = last_run(&t)["metadata"]["token_usage"]["total_cost_usd"]
+        .as_f64()
+        .unwrap();
+    for by in ["run", "job", "command", "model", "day"] {
+        let out = t
+            .with_args(&["ledger", "--by", by, "--format", "json", "--since", "1h"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let rows = v["rows"].as_array().unwrap();
+        let sum: f64 = rows.iter().map(|r| r["usd"].as_f64().unwrap()).sum();
+        assert!((sum - total).abs() < 1e-9, "by {by}: {sum} vs {total}");
+        if by == "job" {
+            assert_eq!(rows.len(), 2);
+        }
+        if by == "command" {
+            let keys: Vec<&str> = rows.iter().map(|r| r["key"].as_str().unwrap()).collect();
+            assert!(
+                keys.contains(&"/review") && keys.contains(&"(none)"),
+                "{keys:?}"
+            );
+        }
+    }
+    let table = t.with_args(&["ledger", "--by", "job"]).output().unwrap();
+    let text = String::from_utf8(table.stdout).unwrap();
+    assert!(text.contains("total in the last 30d"), "{text}");
+}
+
+/// Kills orch with SIGKILL at many points of a run; after the next start reconciles, the ledger
+/// holds exactly what the step logs hold, and the dead run is marked as such.
+#[test]
+fn sigkill_at_random_points_loses_no_recorded_usage() {
+    let manifest = "[settings]\nstartup_delay = \"0s\"\n\
+        [jobs.a]\nprompt = \"one\"\nenv = { ORCH_SIM_TURNS = \"40\", ORCH_SIM_DELAY_MS = \"5\" }\n\
+        [jobs.b]\ncommand = \"/two x\"\npre_commands = [\"/clear\"]\nenv = { ORCH_SIM_TURNS = \"40\", ORCH_SIM_DELAY_MS = \"7\" }\n\
+        [jobs.c]\nprompt = \"three\"\nenv = { ORCH_SIM_TURNS = \"40\", ORCH_SIM_DELAY_MS = \"3\" }\n";
+    let t = sim_test(manifest).args(&["run", "--simulate", "--quiet"]);
+    // Points spread over the run (a few milliseconds to well into it), different every test run.
+    let seed = std::process::id() as u64;
+    for i in 0..8u64 {
+        let delay = 30 + (seed.wrapping_mul(2654435761).wrapping_add(i * 97)) % 600;
+        let mut child = t.command().spawn().unwrap();
+        std::thread::sleep(Duration::from_millis(delay));
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+    // The next start (here `orch ledger`) reconciles every dead run.
+    let out = t
+        .with_args(&["ledger", "--format", "json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let db = rusqlite::Connection::open(t.path().join(".orch/ledger.sqlite")).unwrap();
+    let mut stmt = db.prepare("SELECT id, status FROM runs").unwrap();
+    let runs: Vec<(String, String)> = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert!(!runs.is_empty());
+    let mut checked_steps = 0;
+    for (run, status) in &runs {
+        assert!(
+            status == "dead" || status == "completed",
+            "run {run} is {status}"
+        );
+        let mut steps = db
+            .prepare("SELECT step, log, resume, session_id FROM steps WHERE run_id = ?1 AND is_agent = 1 ORDER BY step")
+            .unwrap();
+        let rows: Vec<(i64, String, bool, Option<String>)> = steps
+            .query_map([run], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        let mut sessions = std::collections::HashMap::new();
+        for (step, log, resume, session) in rows {
+            let prior = if resume {
+                session.as_ref().and_then(|s| sessions.get(s).cloned())
+            } else {
+                None
+            };
+            let mut acc = orch::agent::accounting::Accounting::new(prior);
+            let bytes = std::fs::read(&log).unwrap_or_default();
+            for line in bytes.split(|b| *b == b'\n') {
+                if let Some(ev) = orch::agent::stream::parse_line(line) {
+                    acc.observe(&ev);
+                }
+            }
+            if let (Some(s), Some(totals)) = (session, acc.session_totals()) {
+                sessions.insert(s, totals);
+            }
+            let (tokens, usd): (i64, f64) = db
+                .query_row(
+                    "SELECT COALESCE(SUM(input+output+cache_read+cache_creation),0), COALESCE(SUM(usd),0)
+                     FROM usage WHERE run_id = ?1 AND step = ?2",
+                    rusqlite::params![run, step],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .unwrap();
+            let from_log = acc.usage();
+            assert_eq!(
+                tokens as u64,
+                from_log.total_tokens(),
+                "run {run} step {step}"
+            );
+            assert!(
+                (usd - from_log.cost_usd).abs() < 1e-9,
+                "run {run} step {step}"
+            );
+            checked_steps += 1;
+        }
+    }
+    assert!(checked_steps > 0);
+    assert!(runs.iter().any(|(_, s)| s == "dead"), "{runs:?}");
+}
