@@ -8,6 +8,7 @@ use uuid::Uuid;
 
 use crate::cli::{ManifestArgs, PlanFormat};
 use crate::errors::Error;
+use crate::ledger::budget::Spend;
 use crate::manifest::{Budget, Limit, Manifest, Task};
 use crate::plan::{Action, Plan, PlanOptions};
 
@@ -24,8 +25,18 @@ pub struct PlanView {
     pub state_dir: String,
     pub schedule: ScheduleView,
     pub budget: Budget,
+    /// What the ledger holds for the window's period (when there is a window and a ledger).
+    pub window_spent: Option<Spend>,
     pub steps: Vec<StepView>,
     pub warnings: Vec<String>,
+}
+
+/// A job's expected cost: the median of its past runs in the ledger.
+#[derive(Debug, Serialize, Clone, PartialEq)]
+pub struct Forecast {
+    /// `None` when the ledger has no history of the job.
+    pub median_usd: Option<f64>,
+    pub runs: usize,
 }
 
 #[derive(Debug, Serialize)]
@@ -53,6 +64,8 @@ pub struct StepView {
     pub timeout_ms: u128,
     /// The job's own limit (on its main step).
     pub limit: Option<Limit>,
+    /// The job's expected cost from the ledger (on the main step of agent jobs).
+    pub forecast: Option<Forecast>,
 }
 
 /// `orch plan`: prints the plan in the chosen format.
@@ -98,7 +111,8 @@ pub fn run(args: &ManifestArgs, format: PlanFormat, now: DateTime<Utc>) -> Resul
             }
         }
     }
-    let view = view(&manifest, &plan, now, warnings);
+    let mut view = view(&manifest, &plan, now, warnings);
+    add_history(&mut view, &manifest, &plan, now);
     Ok(crate::report::plan::render(&view, format))
 }
 
@@ -125,6 +139,7 @@ pub fn view(m: &Manifest, plan: &Plan, now: DateTime<Utc>, warnings: Vec<String>
                 offset_ms: offsets[id].as_millis(),
                 timeout_ms: job.timeout.as_millis(),
                 limit: (step.is_main() && job.limit.is_set()).then_some(job.limit),
+                forecast: None,
             }
         })
         .collect();
@@ -150,8 +165,44 @@ pub fn view(m: &Manifest, plan: &Plan, now: DateTime<Utc>, warnings: Vec<String>
             next,
         },
         budget: m.budget.clone(),
+        window_spent: None,
         steps,
         warnings,
+    }
+}
+
+/// Adds what the ledger knows, when there is one: the window's spend and each agent job's
+/// forecast. A missing ledger is not created; the plan then says there is no history.
+fn add_history(view: &mut PlanView, m: &Manifest, plan: &Plan, now: DateTime<Utc>) {
+    let path = crate::ledger::path(&m.settings.state_dir);
+    let ledger = if path.exists() {
+        crate::ledger::Ledger::open(&path).ok()
+    } else {
+        None
+    };
+    if let (Some(l), Some(w)) = (&ledger, &m.budget.window) {
+        let since = now - chrono::Duration::from_std(w.period).unwrap_or(chrono::Duration::MAX);
+        view.window_spent = l.spent_since(since).ok();
+    }
+    for s in &mut view.steps {
+        let step = &plan.steps[s.id];
+        if !step.is_main() || !matches!(step.action, Action::Agent { .. }) {
+            continue;
+        }
+        let mut costs = ledger
+            .as_ref()
+            .and_then(|l| l.job_costs(&m.name, &step.job_name).ok())
+            .unwrap_or_default();
+        costs.sort_by(f64::total_cmp);
+        let median = match costs.len() {
+            0 => None,
+            n if n % 2 == 1 => Some(costs[n / 2]),
+            n => Some((costs[n / 2 - 1] + costs[n / 2]) / 2.0),
+        };
+        s.forecast = Some(Forecast {
+            median_usd: median,
+            runs: costs.len(),
+        });
     }
 }
 

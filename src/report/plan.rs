@@ -86,8 +86,17 @@ fn text(v: &PlanView) -> String {
         scopes.push(format!("{cmd} {}", limit(l)));
     }
     if let Some(w) = &b.window {
+        let spent = match &v.window_spent {
+            Some(s) => format!(
+                " (spent in the last {}: {} tokens, ${:.4})",
+                crate::duration::format(w.period),
+                s.tokens,
+                s.usd
+            ),
+            None => " (no ledger yet)".to_string(),
+        };
         scopes.push(format!(
-            "window {} {}",
+            "window {} {}{spent}",
             crate::duration::format(w.period),
             limit(&w.limit)
         ));
@@ -129,6 +138,17 @@ fn text(v: &PlanView) -> String {
         let _ = writeln!(o, "       $ {}", super::shell_words(&s.argv));
         if let Some(l) = &s.limit {
             let _ = writeln!(o, "         budget: {}", limit(l));
+        }
+        if let Some(f) = &s.forecast {
+            let _ = match f.median_usd {
+                Some(usd) => writeln!(
+                    o,
+                    "         forecast: ${usd:.4} (median of {} past run{})",
+                    f.runs,
+                    if f.runs == 1 { "" } else { "s" }
+                ),
+                None => writeln!(o, "         forecast: no history in the ledger"),
+            };
         }
     }
     if !v.warnings.is_empty() {

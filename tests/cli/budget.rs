@@ -383,3 +383,65 @@ fn sigkill_at_random_points_loses_no_recorded_usage() {
     assert!(checked_steps > 0);
     assert!(runs.iter().any(|(_, s)| s == "dead"), "{runs:?}");
 }
+
+#[test]
+fn plan_shows_window_spend_and_forecasts_from_the_ledger() {
+    let manifest = "[budget]\nwindow = { period = \"1h\", usd = 5.0 }\n\
+                    [jobs.nightly]\nprompt = \"work\"\n[jobs.lint]\nrun = [\"true\"]\n";
+    let t = sim_test(manifest);
+    let before = t.with_args(&["plan", "--simulate"]).output().unwrap();
+    let before = String::from_utf8(before.stdout).unwrap();
+    assert!(
+        before.contains("window 1h $5.00 (no ledger yet)"),
+        "{before}"
+    );
+    assert!(
+        before.contains("forecast: no history in the ledger"),
+        "{before}"
+    );
+    assert!(
+        !t.path().join(".orch/ledger.sqlite").exists(),
+        "plan creates no state"
+    );
+    for _ in 0..3 {
+        assert_eq!(
+            t.with_args(&["run", "--simulate", "--quiet"])
+                .status()
+                .unwrap()
+                .code(),
+            Some(0)
+        );
+    }
+    let costs: Vec<f64> = runs(&t)
+        .iter()
+        .map(|r| {
+            r["instances"]["nightly"]["total_cost_usd"]
+                .as_f64()
+                .unwrap()
+        })
+        .collect();
+    let mut sorted = costs.clone();
+    sorted.sort_by(f64::total_cmp);
+    let json = t
+        .with_args(&["plan", "--simulate", "--format", "json"])
+        .output()
+        .unwrap();
+    let v: Value = serde_json::from_slice(&json.stdout).unwrap();
+    let spent = v["window_spent"]["usd"].as_f64().unwrap();
+    assert!((spent - costs.iter().sum::<f64>()).abs() < 1e-9);
+    let nightly = v["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["job"] == "nightly")
+        .unwrap();
+    assert_eq!(nightly["forecast"]["runs"], 3);
+    assert!((nightly["forecast"]["median_usd"].as_f64().unwrap() - sorted[1]).abs() < 1e-12);
+    let lint = v["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["job"] == "lint")
+        .unwrap();
+    assert!(lint["forecast"].is_null(), "process jobs are not forecast");
+}
