@@ -95,6 +95,8 @@ pub struct Metadata {
     pub stop_cause: Option<crate::events::StopCause>,
     pub exit_code: u8,
     pub run_dir: PathBuf,
+    /// CPU time orch itself used (user + system, its children excluded), for overhead budgets.
+    pub orch_cpu_seconds: f64,
     pub token_usage: TokenUsage,
 }
 
@@ -256,6 +258,7 @@ pub fn build(ctx: &RunContext, plan: &Plan, out: &RunOutcome, exit_code: u8) -> 
             stop_cause: out.stop,
             exit_code,
             run_dir: ctx.run_dir.clone(),
+            orch_cpu_seconds: round3(crate::process::own_cpu_time().as_secs_f64()),
             token_usage: TokenUsage {
                 total_tokens: all.total(),
                 input_tokens: all.input,
