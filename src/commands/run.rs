@@ -30,7 +30,7 @@ pub fn run(args: &RunArgs) -> Result<ExitCode, Error> {
     let run_uuid = Uuid::new_v4();
     let run_id = format!(
         "{}-{}",
-        Utc::now().format("%Y%m%dT%H%M%SZ"),
+        Utc::now().format("%Y%m%dT%H%M%S%.3fZ"),
         &run_uuid.simple().to_string()[..8]
     );
     let plan = Plan::build(

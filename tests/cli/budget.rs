@@ -21,12 +21,20 @@ fn runs(t: &Test) -> Vec<Value> {
         .unwrap()
         .map(|e| e.unwrap().path())
         .collect();
-    dirs.sort();
-    dirs.iter()
+    let mut all: Vec<Value> = dirs
+        .iter()
         .map(|d| {
             serde_json::from_str(&std::fs::read_to_string(d.join("results.json")).unwrap()).unwrap()
         })
-        .collect()
+        .collect();
+    // In the order they started.
+    all.sort_by_key(|r| {
+        r["metadata"]["start_datetime"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    });
+    all
 }
 
 fn last_run(t: &Test) -> Value {
