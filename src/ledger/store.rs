@@ -190,6 +190,12 @@ impl Ledger {
         })
     }
 
+    /// Runs one statement, prepared once per connection (orch writes the same few statements
+    /// for every step and every usage change).
+    fn exec(&self, sql: &str, params: impl rusqlite::Params) -> rusqlite::Result<usize> {
+        self.conn.prepare_cached(sql)?.execute(params)
+    }
+
     /// The schema version (the number of migrations applied).
     pub fn version(&self) -> rusqlite::Result<usize> {
         self.conn
@@ -199,7 +205,7 @@ impl Ledger {
 
     pub fn begin_run(&self, run: &RunRow) -> rusqlite::Result<()> {
         let pid = std::process::id();
-        self.conn.execute(
+        self.exec(
             "INSERT INTO runs (id, name, manifest, run_dir, started_at, status, pid, pid_start)
              VALUES (?1, ?2, ?3, ?4, ?5, 'running', ?6, ?7)",
             params![
@@ -216,7 +222,7 @@ impl Ledger {
     }
 
     pub fn begin_step(&self, run_id: &str, s: &StepRow, at: DateTime<Utc>) -> rusqlite::Result<()> {
-        self.conn.execute(
+        self.exec(
             "INSERT OR REPLACE INTO steps
              (run_id, step, job, label, command, session_id, resume, is_agent, log, status, started_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'running', ?10)",
@@ -246,7 +252,7 @@ impl Ledger {
         d: &Delta,
         at: DateTime<Utc>,
     ) -> rusqlite::Result<()> {
-        self.conn.execute(
+        self.exec(
             "INSERT INTO usage (run_id, step, at, at_ms, model, kind, input, output, cache_read,
              cache_creation, usd) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
             params![
@@ -273,7 +279,7 @@ impl Ledger {
         status: &str,
         at: DateTime<Utc>,
     ) -> rusqlite::Result<()> {
-        self.conn.execute(
+        self.exec(
             "UPDATE steps SET status = ?3, finished_at = ?4 WHERE run_id = ?1 AND step = ?2",
             params![run_id, step as i64, status, at.to_rfc3339()],
         )?;
@@ -288,7 +294,7 @@ impl Ledger {
         totals: &str,
         at: DateTime<Utc>,
     ) -> rusqlite::Result<()> {
-        self.conn.execute(
+        self.exec(
             "INSERT INTO sessions (id, job, totals, updated_at) VALUES (?1, ?2, ?3, ?4)
              ON CONFLICT(id) DO UPDATE SET totals = excluded.totals, updated_at = excluded.updated_at",
             params![id, job, totals, at.to_rfc3339()],
@@ -303,7 +309,7 @@ impl Ledger {
         exit_code: u8,
         at: DateTime<Utc>,
     ) -> rusqlite::Result<()> {
-        self.conn.execute(
+        self.exec(
             "UPDATE runs SET status = ?2, exit_code = ?3, finished_at = ?4 WHERE id = ?1",
             params![run_id, status, i64::from(exit_code), at.to_rfc3339()],
         )?;
@@ -410,11 +416,11 @@ impl Ledger {
 
     /// Marks a dead run and its unfinished steps.
     pub fn mark_dead(&self, run_id: &str, at: DateTime<Utc>) -> rusqlite::Result<()> {
-        self.conn.execute(
+        self.exec(
             "UPDATE steps SET status = 'killed', finished_at = ?2 WHERE run_id = ?1 AND status = 'running'",
             params![run_id, at.to_rfc3339()],
         )?;
-        self.conn.execute(
+        self.exec(
             "UPDATE runs SET status = 'dead', finished_at = ?2 WHERE id = ?1",
             params![run_id, at.to_rfc3339()],
         )?;

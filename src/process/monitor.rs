@@ -54,15 +54,17 @@ pub(crate) async fn run(watch: Watch) {
     group.exited.send_replace(true);
     let stopped_by = group.stage();
 
-    // A step's processes never outlive the step: whatever is left of the group goes now.
-    let mut leaked = leftovers(pgid);
-    group.signal(Signal::SIGKILL);
-
     // A finished JoinHandle must not be polled again, so results are kept as they come in.
     let mut results = [None, None];
+    // Usually both pipes reach EOF with the leader's exit. Scanning /proc for the group is costly
+    // (it dominated the per-step overhead of short steps), so it is done only when something still
+    // holds the pipes: the leaked processes worth reporting.
     let drained = timeout(PIPE_GRACE, join_drains(&mut drains, &mut results)).await;
+    let mut leaked = Vec::new();
     if drained.is_err() {
-        // A member forked while we killed, or a process outside the group holds the pipes.
+        leaked = leftovers(pgid);
+        group.signal(Signal::SIGKILL);
+        // A member may have forked while we killed.
         for pid in leftovers(pgid) {
             if !leaked.contains(&pid) {
                 leaked.push(pid);
@@ -72,6 +74,9 @@ pub(crate) async fn run(watch: Watch) {
         finish.send_replace(true);
         join_drains(&mut drains, &mut results).await;
     }
+    // A step's processes never outlive the step: whatever is left of the group goes now, pipe
+    // holder or not (the leader is not reaped yet, so the pgid cannot have been reused).
+    group.signal(Signal::SIGKILL);
     for result in results.into_iter().flatten() {
         match result {
             Ok(Ok(())) => {}

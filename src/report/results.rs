@@ -283,9 +283,9 @@ pub fn write(results: &Results, path: &Path) -> std::io::Result<()> {
         std::fs::create_dir_all(dir)?;
     }
     let tmp = path.with_extension(format!("json.tmp-{}", std::process::id()));
-    let mut file = std::fs::File::create(&tmp)?;
+    let mut file = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
     serde_json::to_writer_pretty(&mut file, results)?;
     file.write_all(b"\n")?;
-    file.sync_all()?;
+    file.into_inner().map_err(|e| e.into_error())?.sync_all()?;
     std::fs::rename(&tmp, path)
 }
