@@ -17,7 +17,7 @@ fn sim_test(manifest: &str) -> Test {
 
 fn runs(t: &Test) -> Vec<Value> {
     let dir = t.path().join(".orch/runs");
-    let mut dirs: Vec<_> = std::fs::read_dir(&dir)
+    let dirs: Vec<_> = std::fs::read_dir(&dir)
         .unwrap()
         .map(|e| e.unwrap().path())
         .collect();
