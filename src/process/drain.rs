@@ -19,6 +19,8 @@ use super::{Line, Stream};
 
 /// Bytes asked of one read; matches the pipe size requested below.
 const READ_BUF: usize = 256 * 1024;
+/// The read buffer's first size; it grows to `READ_BUF` while reads fill it.
+const FIRST_READ_BUF: usize = 512;
 /// Pipe capacity requested (best effort); bigger pipes mean fewer wake-ups for chatty children.
 const PIPE_SIZE: i32 = 256 * 1024;
 /// Once told to finish, stop when the pipe has been idle this long...
@@ -53,9 +55,10 @@ pub(crate) async fn drain(
         max_line_bytes,
     } = sink;
     let mut framer = Framer::new(stream, max_line_bytes);
-    // Filled by `read_buf` into spare capacity: a zeroed buffer would cost a 256 KiB memset per
-    // pipe per step, which showed in the per-step overhead of short steps.
-    let mut buf: Vec<u8> = Vec::with_capacity(READ_BUF);
+    // Filled by `read_buf` into spare capacity: a zeroed buffer would cost a memset per pipe per
+    // step, which showed in the per-step overhead of short steps. It starts small, so that a
+    // thousand quiet agents cost little memory, and grows while reads fill it (a busy stream).
+    let mut buf: Vec<u8> = Vec::with_capacity(FIRST_READ_BUF);
     let mut out = Vec::new();
     let mut deliver = true;
     let mut log_error = None;
@@ -90,6 +93,11 @@ pub(crate) async fn drain(
                 break;
             }
         };
+        if n == buf.capacity() && buf.capacity() < READ_BUF {
+            let mut bigger = Vec::with_capacity((buf.capacity() * 4).min(READ_BUF));
+            bigger.extend_from_slice(&buf[..n]);
+            buf = bigger;
+        }
         let chunk = &buf[..n];
         // The read buffer is the write buffer: one write(2) per chunk puts every byte read into
         // the page cache at once, so orch crashing later loses nothing it had read.

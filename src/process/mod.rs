@@ -139,3 +139,14 @@ pub fn own_cpu_time() -> Duration {
         Err(_) => Duration::ZERO,
     }
 }
+
+/// Raises this process's open-file limit to its hard limit: each running step holds four
+/// descriptors (two pipes, two logs), so a thousand agents need more than the usual 1024.
+pub fn raise_fd_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        if soft < hard {
+            let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+        }
+    }
+}

@@ -27,8 +27,9 @@ use super::stop::Group;
 const PIPE_GRACE: Duration = Duration::from_millis(200);
 /// How long SIGKILLed leftovers may take to die before we stop waiting for them.
 const DEATH_WAIT: Duration = Duration::from_secs(2);
-/// A backstop re-check of the leader in case a SIGCHLD is missed.
-const LEADER_POLL: Duration = Duration::from_millis(500);
+/// A backstop re-check of the leader in case a SIGCHLD is missed. Rare by design (tokio wakes
+/// every SIGCHLD listener), so long: a thousand idle steps polling twice a second cost 2 % of a core.
+const LEADER_POLL: Duration = Duration::from_secs(5);
 
 /// What the monitor owns for one child.
 pub(crate) struct Watch {

@@ -128,7 +128,7 @@ pub async fn execute(launch: Launch, guardian: Arc<Guardian>, tx: mpsc::Sender<R
 
     let mut lines = child.take_lines();
     let mut accounting = launch.agent.clone().map(Accounting::new);
-    let mut tail: VecDeque<String> = VecDeque::with_capacity(TAIL_LINES);
+    let mut tail: VecDeque<String> = VecDeque::new();
     let mut shown = Instant::now() - OUTPUT_EVERY;
     let mut unshown: Option<String> = None;
     let deadline = tokio::time::sleep(launch.timeout);

@@ -110,6 +110,7 @@ pub async fn run(
     report: &mut dyn FnMut(&Event),
 ) -> std::io::Result<RunOutcome> {
     std::fs::create_dir_all(ctx.run_dir.join("logs"))?;
+    crate::process::raise_fd_limit();
     let ledger_path = ledger::path(&ctx.manifest.settings.state_dir);
     let sql = |e: rusqlite::Error| {
         std::io::Error::other(format!("ledger {}: {e}", ledger_path.display()))
