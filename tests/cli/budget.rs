@@ -453,3 +453,40 @@ fn plan_shows_window_spend_and_forecasts_from_the_ledger() {
         .unwrap();
     assert!(lint["forecast"].is_null(), "process jobs are not forecast");
 }
+
+#[test]
+fn concurrent_orch_processes_share_one_ledger() {
+    let manifest = "[settings]\nstartup_delay = \"0s\"\n\
+        [jobs.a]\nprompt = \"one\"\nenv = { ORCH_SIM_TURNS = \"15\", ORCH_SIM_DELAY_MS = \"2\" }\n\
+        [jobs.b]\nprompt = \"two\"\nenv = { ORCH_SIM_TURNS = \"15\", ORCH_SIM_DELAY_MS = \"2\" }\n";
+    let t = sim_test(manifest).args(&["run", "--simulate", "--quiet"]);
+    let children: Vec<_> = (0..4).map(|_| t.command().spawn().unwrap()).collect();
+    for mut child in children {
+        assert!(child.wait().unwrap().success());
+    }
+    let db = rusqlite::Connection::open(t.path().join(".orch/ledger.sqlite")).unwrap();
+    let check: String = db
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(check, "ok");
+    let all = runs(&t);
+    assert_eq!(all.len(), 4);
+    for r in &all {
+        let id = r["metadata"]["run_id"].as_str().unwrap();
+        let (status, usd): (String, f64) = db
+            .query_row(
+                "SELECT r.status, (SELECT COALESCE(SUM(usd), 0) FROM usage WHERE run_id = r.id) FROM runs r WHERE r.id = ?1",
+                [id],
+                |row| Ok((row.get(0)?, row.get(1)?)),
+            )
+            .unwrap();
+        assert_eq!(status, "completed");
+        let total = r["metadata"]["token_usage"]["total_cost_usd"]
+            .as_f64()
+            .unwrap();
+        assert!(
+            (usd - total).abs() < 1e-9,
+            "run {id}: ledger {usd} vs results {total}"
+        );
+    }
+}
