@@ -38,6 +38,26 @@ pub struct RateLimitRecord {
     pub utilization: Option<f64>,
 }
 
+impl RateLimitRecord {
+    /// The record of a `rate_limit_event`; `None` for any other event.
+    pub fn of(ev: &StreamEvent) -> Option<RateLimitRecord> {
+        match ev {
+            StreamEvent::RateLimit {
+                status,
+                resets_at,
+                rate_limit_type,
+                utilization,
+            } => Some(RateLimitRecord {
+                status: status.clone(),
+                resets_at: *resets_at,
+                rate_limit_type: rate_limit_type.clone(),
+                utilization: *utilization,
+            }),
+            _ => None,
+        }
+    }
+}
+
 /// What one step used. Goes into results.json and the ledger.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct StepUsage {
@@ -171,18 +191,8 @@ impl Accounting {
                 self.usage.api_retries = self.usage.api_retries.saturating_add(1);
                 None
             }
-            StreamEvent::RateLimit {
-                status,
-                resets_at,
-                rate_limit_type,
-                utilization,
-            } => {
-                self.usage.rate_limits.push(RateLimitRecord {
-                    status: status.clone(),
-                    resets_at: *resets_at,
-                    rate_limit_type: rate_limit_type.clone(),
-                    utilization: *utilization,
-                });
+            StreamEvent::RateLimit { .. } => {
+                self.usage.rate_limits.extend(RateLimitRecord::of(ev));
                 None
             }
             StreamEvent::Result { .. } => {

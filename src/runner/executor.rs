@@ -216,20 +216,12 @@ async fn agent_line(
         } => text.or_else(|| {
             (!tool_uses.is_empty()).then(|| format!("[tool] {}", tool_uses.join(", ")))
         }),
-        StreamEvent::RateLimit {
-            status,
-            resets_at,
-            rate_limit_type,
-            utilization,
-        } => {
-            let record = RateLimitRecord {
-                status: status.clone(),
-                resets_at,
-                rate_limit_type,
-                utilization,
-            };
-            let _ = tx.send(Report::RateLimited { step, record }).await;
-            Some(format!("[rate limit] {status}"))
+        StreamEvent::RateLimit { ref status, .. } => {
+            let line = format!("[rate limit] {status}");
+            if let Some(record) = RateLimitRecord::of(&event) {
+                let _ = tx.send(Report::RateLimited { step, record }).await;
+            }
+            Some(line)
         }
         StreamEvent::ApiRetry { attempt, error, .. } => Some(format!(
             "[api retry {attempt}] {}",
