@@ -637,3 +637,67 @@ fn output_flag_writes_the_results_there_too() {
     assert_eq!(copy["instances"]["a"]["status"], "completed");
     assert_eq!(copy, results(&t));
 }
+
+#[test]
+fn a_rejected_rate_limit_pauses_agent_launches_until_it_resets() {
+    // A stand-in `claude`: the first job is told it hit a rate limit that resets in 2 s.
+    let script = r#"#!/bin/sh
+for last; do :; done
+if [ "$last" = "first" ]; then
+  reset=$(( $(date +%s) + 2 ))
+  echo "{\"type\":\"rate_limit_event\",\"rate_limit_info\":{\"status\":\"rejected\",\"resetsAt\":$reset,\"rateLimitType\":\"five_hour\"}}"
+fi
+echo '{"type":"result","subtype":"success","is_error":false,"total_cost_usd":0.001,"usage":{"input_tokens":1,"output_tokens":1},"modelUsage":{}}'
+"#;
+    let manifest = r#"
+        [settings]
+        startup_delay = "100ms"
+        [jobs.first]
+        prompt = "first"
+        [jobs.second]
+        prompt = "second"
+        needs = ["first"]
+        [jobs.lint]
+        run = ["true"]
+        needs = ["first"]
+    "#;
+    let t = Test::new()
+        .file("claude", script)
+        .file("orch.toml", manifest);
+    let claude = t.path().join("claude");
+    std::process::Command::new("chmod")
+        .arg("+x")
+        .arg(&claude)
+        .status()
+        .unwrap();
+    let t = t.args(&["run", "--claude-path", claude.to_str().unwrap()]);
+    let out = t.run();
+    assert_eq!(out.code, 0, "{}", out.stdout);
+    assert!(
+        out.stdout.contains("no agent step starts before"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains("agent steps start again"),
+        "{}",
+        out.stdout
+    );
+    let v = results(&t);
+    let at = |job: &str| {
+        chrono::DateTime::parse_from_rfc3339(steps(&v, job)[0]["started"].as_str().unwrap())
+            .unwrap()
+    };
+    let first_done =
+        chrono::DateTime::parse_from_rfc3339(steps(&v, "first")[0]["finished"].as_str().unwrap())
+            .unwrap();
+    // The process step went on; the agent step waited for the reset (1–2 s after the event).
+    assert!(
+        (at("lint") - first_done).num_milliseconds() < 900,
+        "lint waited"
+    );
+    assert!(
+        (at("second") - first_done).num_milliseconds() >= 900,
+        "second did not wait"
+    );
+}
