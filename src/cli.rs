@@ -14,6 +14,9 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    /// Diagnostics on stderr: -v for debug, -vv for trace (`RUST_LOG` works too).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
 }
 
 #[derive(Debug, Subcommand)]
@@ -29,8 +32,12 @@ pub enum Command {
         /// The JSON config to convert.
         config: PathBuf,
     },
-    /// Print the JSON Schema of manifests.
-    Schema,
+    /// Print the JSON Schema of manifests (or, with --events, of the NDJSON event stream).
+    Schema {
+        /// The schema of `orch run --events` lines instead.
+        #[arg(long)]
+        events: bool,
+    },
     /// The simulated agent (stands in for `claude`; takes Claude Code's arguments).
     #[command(name = "agent-sim", hide = true)]
     AgentSim {
@@ -168,4 +175,11 @@ pub struct RunArgs {
     /// Hide the budget bars.
     #[arg(long)]
     pub disable_budget_visuals: bool,
+    // --- display (report/select.rs) ---
+    /// Plain timestamped lines and status tables even on a terminal (no live view).
+    #[arg(long)]
+    pub no_progress: bool,
+    /// Write every event as one JSON object per line to FILE ("-" for stdout).
+    #[arg(long, value_name = "FILE")]
+    pub events: Option<PathBuf>,
 }

@@ -13,7 +13,7 @@ use crate::agent::accounting::{RateLimitRecord, StepUsage, UsageUpdate};
 use crate::plan::{Status, StepId};
 
 /// Why the runner stopped launching and stopped what was running.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum StopCause {
     /// SIGINT or SIGTERM reached orch.
@@ -22,7 +22,9 @@ pub enum StopCause {
     FailFast,
 }
 
-#[derive(Clone, Debug, Serialize)]
+/// One thing that happened in a run. Serialized with the tag `event` (`"step_started"`); the
+/// NDJSON stream adds `"v"`, see `report::ndjson` and `schemas/orch-events.schema.json`.
+#[derive(Clone, Debug, Serialize, schemars::JsonSchema)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum Event {
     /// The run began; nothing has been launched yet.
@@ -101,7 +103,9 @@ pub enum Event {
         status: Status,
         exit_code: Option<i32>,
         signal: Option<i32>,
+        /// Seconds, with millisecond precision.
         #[serde(with = "duration_secs")]
+        #[schemars(with = "f64")]
         duration: Duration,
         usage: Option<Box<StepUsage>>,
         /// Pids of processes left in the step's group after it exited (all were killed).
@@ -127,7 +131,9 @@ pub enum Event {
         skipped: usize,
         total_tokens: u64,
         total_cost_usd: f64,
+        /// Seconds, with millisecond precision.
         #[serde(with = "duration_secs")]
+        #[schemars(with = "f64")]
         duration: Duration,
         exit_code: u8,
     },

@@ -32,6 +32,7 @@ pub fn main() -> std::process::ExitCode {
         Command::Guardian => return process::guardian::main(),
         _ => {}
     }
+    init_tracing(cli.verbose);
     match dispatch(cli.command) {
         Ok(code) => code.into(),
         Err(err) => {
@@ -71,10 +72,33 @@ fn dispatch(command: Command) -> Result<ExitCode, Error> {
             report::emit(&commands::convert::convert(&config)?);
             Ok(ExitCode::Ok)
         }
-        Command::Schema => {
-            report::emit(&commands::schema::manifest_schema());
+        Command::Schema { events } => {
+            report::emit(&if events {
+                commands::schema::events_schema()
+            } else {
+                commands::schema::manifest_schema()
+            });
             Ok(ExitCode::Ok)
         }
         Command::AgentSim { .. } | Command::Guardian => unreachable!("handled in main"),
     }
+}
+
+/// Diagnostics (`tracing`) on stderr, off unless asked for: `-v` shows orch's debug events,
+/// `-vv` its trace events, and `RUST_LOG` takes any filter.
+fn init_tracing(verbose: u8) {
+    use tracing_subscriber::EnvFilter;
+    let filter = match (verbose, std::env::var("RUST_LOG")) {
+        (0, Ok(spec)) if !spec.is_empty() => EnvFilter::new(spec),
+        (0, _) => return,
+        (1, _) => EnvFilter::new("orch=debug,warn"),
+        _ => EnvFilter::new("orch=trace,info"),
+    };
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(report::select::color_allowed(
+            std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        ))
+        .try_init();
 }

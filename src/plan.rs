@@ -18,7 +18,9 @@ use crate::manifest::{Agent, Manifest, Task};
 pub type StepId = usize;
 
 /// What a step or job ended as, or is doing. zen's `completed` and `failed` keep their meaning.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Status {
     Pending,

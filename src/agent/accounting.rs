@@ -26,7 +26,7 @@ pub struct SessionTotals {
 }
 
 /// One `rate_limit_event` as recorded in a step's usage.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct RateLimitRecord {
     /// `allowed`, `allowed_warning`, `rejected`, ...
     pub status: String,
@@ -59,7 +59,7 @@ impl RateLimitRecord {
 }
 
 /// What one step used. Goes into results.json and the ledger.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct StepUsage {
     /// Tokens charged to this step, all models together.
     pub tokens: TokenCounts,
@@ -93,7 +93,7 @@ impl StepUsage {
 }
 
 /// A change of the step's running usage, for live reporting and budget checks.
-#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct UsageUpdate {
     /// Tokens so far.
     pub tokens: TokenCounts,

@@ -14,7 +14,9 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 /// Token counts of one API response, one model or one step, as Claude Code reports them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema,
+)]
 pub struct TokenCounts {
     /// Uncached input tokens.
     pub input: u64,
@@ -71,7 +73,7 @@ impl TokenCounts {
 }
 
 /// One model's tokens and cost, from an entry of the result line's `modelUsage`.
-#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ModelUsage {
     /// Tokens used by this model.
     pub tokens: TokenCounts,

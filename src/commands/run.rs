@@ -10,7 +10,7 @@ use crate::errors::{Error, ExitCode};
 use crate::events::Event;
 use crate::plan::{Plan, PlanOptions};
 use crate::process::StopLadder;
-use crate::report::{plain::Plain, results};
+use crate::report::{self, Reporter, results};
 use crate::runner::{self, RunContext};
 
 /// Runs the manifest once, now.
@@ -53,16 +53,16 @@ pub fn run(args: &RunArgs) -> Result<ExitCode, Error> {
         manifest,
     };
 
-    let mut reporter = Plain::new(std::io::stdout(), args.quiet, args.max_line_length);
+    // --- display: pick the reporters, feed them events and a timer's ticks ---
+    let mut reporter = display(args, &plan)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(|e| Error::io("cannot start the async runtime", e))?;
     let outcome = runtime
-        .block_on(runner::run(&ctx, &plan, &mut |e: &Event| {
-            reporter.report(e)
-        }))
+        .block_on(run_with_ticks(&ctx, &plan, &mut reporter))
         .map_err(|e| Error::io("cannot start the run", e))?;
+    // --- end display ---
 
     let code = outcome.exit_code();
     let results = results::build(&ctx, &plan, &outcome, code as u8);
@@ -73,21 +73,71 @@ pub fn run(args: &RunArgs) -> Result<ExitCode, Error> {
         results::write(&results, extra)
             .map_err(|e| Error::io(format!("cannot write {}", extra.display()), e))?;
     }
-    reporter.report(&Event::RunFinished {
-        run_id: ctx.run_id.clone(),
-        results: path.clone(),
-        completed: results.completed,
-        failed: results.failed,
-        skipped: results.skipped,
-        total_tokens: results.metadata.token_usage.total_tokens,
-        total_cost_usd: results.metadata.token_usage.total_cost_usd,
-        duration: (outcome.finished - outcome.started)
-            .to_std()
-            .unwrap_or_default(),
-        exit_code: code as u8,
-    });
-    reporter.summary(&results, &path);
+    reporter.report(
+        &Event::RunFinished {
+            run_id: ctx.run_id.clone(),
+            results: path.clone(),
+            completed: results.completed,
+            failed: results.failed,
+            skipped: results.skipped,
+            total_tokens: results.metadata.token_usage.total_tokens,
+            total_cost_usd: results.metadata.token_usage.total_cost_usd,
+            duration: (outcome.finished - outcome.started)
+                .to_std()
+                .unwrap_or_default(),
+            exit_code: code as u8,
+        },
+        std::time::Instant::now(),
+    );
+    reporter.finish(&results, &path);
     Ok(code)
+}
+
+/// The reporters the flags ask for (see `report::select`).
+fn display(args: &RunArgs, plan: &Plan) -> Result<report::Fanout, Error> {
+    let opts = report::Options {
+        quiet: args.quiet,
+        max_console_lines: args.max_console_lines,
+        max_line_length: args.max_line_length,
+        status_report_interval: std::time::Duration::from_secs(args.status_report_interval),
+        disable_budget_visuals: args.disable_budget_visuals,
+        color: false,
+    };
+    let sel = report::Selection {
+        no_progress: args.no_progress,
+        events: args.events.clone(),
+    };
+    report::select(&report::live::Shape::of(plan), opts, &sel).map_err(|e| {
+        let file = args.events.as_deref().unwrap_or(std::path::Path::new("-"));
+        Error::io(format!("cannot write the events to {}", file.display()), e)
+    })
+}
+
+/// Runs the plan, handing each event to the reporter and ticking it on its own timer; the
+/// runner knows nothing of time-driven display. One task, so the reporter is never borrowed
+/// twice at once.
+async fn run_with_ticks(
+    ctx: &RunContext,
+    plan: &Plan,
+    reporter: &mut report::Fanout,
+) -> std::io::Result<runner::RunOutcome> {
+    use std::time::Instant;
+    let every = reporter.tick_every();
+    let reporter = std::cell::RefCell::new(reporter);
+    let mut on_event = |e: &Event| reporter.borrow_mut().report(e, Instant::now());
+    let run = runner::run(ctx, plan, &mut on_event);
+    tokio::pin!(run);
+    let Some(every) = every else {
+        return run.await;
+    };
+    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            outcome = &mut run => return outcome,
+            _ = ticks.tick() => reporter.borrow_mut().tick(Instant::now()),
+        }
+    }
 }
 
 /// The stop ladder's grace periods; `ORCH_GRACE_INT` and `ORCH_GRACE_TERM` (durations) override

@@ -41,3 +41,39 @@ fn drop_null(schema: &mut Schema) {
     }
     schemars::transform::transform_subschemas(&mut drop_null, schema);
 }
+
+/// The schema of one line of `orch run --events` as pretty JSON, exactly as committed in
+/// `schemas/orch-events.schema.json`: one variant per event kind, each with the stream's `v`.
+pub fn events_schema() -> String {
+    let mut schema = schemars::generate::SchemaSettings::draft07()
+        .into_generator()
+        .into_root_schema_for::<crate::events::Event>();
+    schema.insert("title".into(), "orch event stream line".into());
+    schema.insert(
+        "description".into(),
+        format!(
+            "One line of `orch run --events FILE`: a JSON object with the format version `v` \
+             ({}) and the event kind `event`. Fields may be added within a version.",
+            crate::report::ndjson::VERSION
+        )
+        .into(),
+    );
+    if let Some(Value::Array(variants)) = schema.as_object_mut().and_then(|o| o.get_mut("oneOf")) {
+        for variant in variants.iter_mut().filter_map(Value::as_object_mut) {
+            if let Some(Value::Object(props)) = variant.get_mut("properties") {
+                props.insert(
+                    "v".into(),
+                    serde_json::json!({ "const": crate::report::ndjson::VERSION }),
+                );
+            }
+            if let Some(Value::Array(required)) = variant.get_mut("required") {
+                required.insert(0, "v".into());
+            }
+            // Within a version every field of an event kind is known.
+            variant.insert("additionalProperties".into(), false.into());
+        }
+    }
+    let mut text = serde_json::to_string_pretty(&schema).expect("a schema is plain JSON");
+    text.push('\n');
+    text
+}

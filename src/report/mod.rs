@@ -1,8 +1,36 @@
 //! Reporters: everything orch shows a person or a machine. Nothing else writes to the terminal.
+//!
+//! A run's events go to one human reporter (the live [`terminal::Terminal`] view, or the
+//! [`plain::Plain`] lines and status tables) and, with `--events`, to the [`ndjson::Ndjson`]
+//! stream. Reporters never decide anything about the run; time-driven output comes from `tick`,
+//! called by `orch run`'s timer, never from the runner.
 
+pub mod live;
+pub mod ndjson;
 pub mod plain;
 pub mod plan;
 pub mod results;
+pub mod select;
+pub mod status;
+pub mod summary;
+pub mod terminal;
+
+pub use select::{Fanout, Options, Selection, select};
+
+/// Something that shows a run: it consumes every event, may be ticked by a timer, and ends
+/// with the results.
+pub trait Reporter {
+    /// One event, `now` being when it arrived.
+    fn report(&mut self, event: &crate::events::Event, now: std::time::Instant);
+    /// A timer's beat, for what changes with time alone (spinners, elapsed times, status tables).
+    fn tick(&mut self, _now: std::time::Instant) {}
+    /// How often the reporter wants `tick`; `None` for never.
+    fn tick_every(&self) -> Option<std::time::Duration> {
+        None
+    }
+    /// The run is over and its results are written to `path`.
+    fn finish(&mut self, results: &results::Results, path: &std::path::Path);
+}
 
 /// Quotes an argv for a POSIX shell so it can be copied and pasted.
 pub fn shell_words(argv: &[String]) -> String {

@@ -1,227 +1,217 @@
-//! The plain reporter: one timestamped line per event, for logs, CI and pipes, and a summary
-//! table at the end. `--quiet` keeps only failures and the summary.
+//! The plain reporter: one timestamped line per event, for logs, CI and pipes; zen's status
+//! table every `--status-report-interval` seconds; the final summary. `--quiet` keeps only
+//! errors and the summary.
+//!
+//! It owns the wording of each event's line. It never decides anything about the run and never
+//! reads the clock for the periodic table: `tick` is called from outside.
 
 use std::io::Write;
+use std::path::Path;
+use std::time::{Duration, Instant};
 
 use chrono::Local;
 
+use super::live::{Board, Shape};
+use super::status::{self, clip, symbol};
+use super::summary::{self, Paint};
+use super::{Options, Reporter};
 use crate::events::{Event, StopCause};
 use crate::plan::Status;
 
 pub struct Plain<W: Write> {
     out: W,
-    quiet: bool,
-    max_line_length: usize,
+    opts: Options,
+    board: Board,
+    /// When the next status table is due; `None` before the run starts.
+    next_table: Option<Instant>,
 }
 
 impl<W: Write> Plain<W> {
-    pub fn new(out: W, quiet: bool, max_line_length: usize) -> Self {
+    pub fn new(out: W, shape: &Shape, opts: Options) -> Self {
         Plain {
             out,
-            quiet,
-            max_line_length: max_line_length.max(20),
+            board: Board::new(shape, opts.max_console_lines),
+            opts,
+            next_table: None,
         }
     }
+}
 
-    pub fn report(&mut self, event: &Event) {
-        let line = match event {
-            Event::RunStarted {
-                run_id,
-                name,
-                run_dir,
-                jobs,
-                steps,
-                ..
-            } => Some(format!(
-                "run {name} {run_id}: {jobs} jobs, {steps} steps; logs in {}",
-                crate::commands::display_path(run_dir)
-            )),
-            Event::StepStarted { label, pid, .. } => Some(format!("▶ {label} started (pid {pid})")),
-            Event::StepOutput { label, line, .. } => {
-                Some(format!("│ {label}: {}", clip(line, self.max_line_length)))
-            }
-            Event::UsageRecorded { .. } | Event::BudgetUpdated { .. } => None,
-            Event::BudgetWarning { message, .. } => Some(format!("⚠ budget: {message}")),
-            Event::LaunchesPaused { until, reason } => Some(format!(
-                "⏸ {reason}: no agent step starts before {}",
-                until.with_timezone(&Local).format("%H:%M:%S")
-            )),
-            Event::LaunchesResumed => {
-                Some("▶ the rate limit has reset: agent steps start again".into())
-            }
-            Event::DeadRunsReconciled { runs } => Some(format!(
-                "⚠ runs left unfinished by a killed orch were reconciled from their logs and marked dead: {}",
-                runs.join(", ")
-            )),
-            Event::LedgerFailed { error } => Some(format!(
-                "⚠ could not write the ledger ({error}); the step logs keep the usage"
-            )),
-            Event::RateLimited { label, record, .. } => Some(format!(
-                "⚠ {label}: rate limit {}{}",
-                record.status,
-                record
-                    .resets_at
-                    .map(|t| format!(", resets at epoch {t}"))
-                    .unwrap_or_default()
-            )),
-            Event::StopRequested { cause, signals } => Some(match (cause, signals) {
-                (StopCause::Interrupted, 1) => {
-                    "■ interrupted: stopping every step (SIGINT, then SIGTERM, then SIGKILL); \
+/// The line an event is shown as, if any; output lines only with `show_output`, cut to `max`
+/// characters.
+pub fn event_line(event: &Event, max: usize, show_output: bool) -> Option<String> {
+    let max = max.max(20);
+    Some(match event {
+        Event::RunStarted {
+            run_id,
+            name,
+            run_dir,
+            jobs,
+            steps,
+            ..
+        } => format!(
+            "run {name} {run_id}: {jobs} jobs, {steps} steps; logs in {}",
+            crate::commands::display_path(run_dir)
+        ),
+        Event::StepStarted { label, pid, .. } => format!("▶ {label} started (pid {pid})"),
+        Event::StepOutput { label, line, .. } if show_output => {
+            format!("│ {label}: {}", clip(line, max))
+        }
+        Event::BudgetWarning { message, .. } => format!("⚠ budget: {message}"),
+        Event::LaunchesPaused { until, reason } => format!(
+            "⏸ {reason}: no agent step starts before {}",
+            until.with_timezone(&Local).format("%H:%M:%S")
+        ),
+        Event::LaunchesResumed => "▶ the rate limit has reset: agent steps start again".into(),
+        Event::DeadRunsReconciled { runs } => format!(
+            "⚠ runs left unfinished by a killed orch were reconciled from their logs and marked dead: {}",
+            runs.join(", ")
+        ),
+        Event::LedgerFailed { error } => {
+            format!("⚠ could not write the ledger ({error}); the step logs keep the usage")
+        }
+        Event::RateLimited { label, record, .. } => format!(
+            "⚠ {label}: rate limit {}{}",
+            record.status,
+            record
+                .resets_at
+                .map(|t| format!(", resets at epoch {t}"))
+                .unwrap_or_default()
+        ),
+        Event::StopRequested { cause, signals } => match (cause, signals) {
+            (StopCause::Interrupted, 1) => {
+                "■ interrupted: stopping every step (SIGINT, then SIGTERM, then SIGKILL); \
                      interrupt again to kill them at once"
-                        .to_string()
-                }
-                (StopCause::Interrupted, _) => {
-                    "■ interrupted again: killing every step".to_string()
-                }
-                (StopCause::FailFast, _) => {
-                    "■ a step failed and fail_fast is on: stopping the run".to_string()
-                }
-            }),
-            Event::StepFinished {
-                label,
-                status,
-                duration,
-                usage,
-                reason,
-                log,
-                leaked,
-                ..
-            } => {
-                let spend = usage
-                    .as_ref()
-                    .map(|u| {
-                        format!(
-                            ", {} tokens, ${:.4}{}",
-                            u.total_tokens(),
-                            u.cost_usd,
-                            if u.is_estimate { " (estimate)" } else { "" }
-                        )
-                    })
-                    .unwrap_or_default();
-                let mut line = format!(
-                    "{} {label} {} in {:.2}s{spend}",
-                    symbol(*status),
-                    status.as_str(),
-                    duration.as_secs_f64()
-                );
-                if let Some(reason) = reason {
-                    line.push_str(&format!(": {reason}"));
-                }
-                if *status != Status::Completed {
-                    line.push_str(&format!(" (log: {})", crate::commands::display_path(log)));
-                }
-                if !leaked.is_empty() {
-                    line.push_str(&format!("; killed leftover processes {leaked:?}"));
-                }
-                Some(line)
+                    .to_string()
             }
-            Event::StepSkipped {
-                label,
-                status,
-                reason,
-                ..
-            } => Some(format!("{} {label} {}", symbol(*status), reason)),
-            Event::RunFinished { .. } => None,
-        };
-        let Some(line) = line else { return };
-        let important = matches!(
-            event,
-            Event::StepFinished { status, .. } if *status != Status::Completed
-        ) || matches!(
-            event,
-            Event::StopRequested { .. } | Event::StepSkipped { .. }
-        );
-        if self.quiet && !important {
+            (StopCause::Interrupted, _) => "■ interrupted again: killing every step".into(),
+            (StopCause::FailFast, _) => {
+                "■ a step failed and fail_fast is on: stopping the run".into()
+            }
+        },
+        Event::StepFinished { .. } => finished_line(event)?,
+        Event::StepSkipped {
+            label,
+            status,
+            reason,
+            ..
+        } => format!("{} {label} {}", symbol(*status), reason),
+        _ => return None,
+    })
+}
+
+/// The line of a `StepFinished` event.
+fn finished_line(event: &Event) -> Option<String> {
+    let Event::StepFinished {
+        label,
+        status,
+        duration,
+        usage,
+        reason,
+        log,
+        leaked,
+        ..
+    } = event
+    else {
+        return None;
+    };
+    let spend = usage
+        .as_ref()
+        .map(|u| {
+            format!(
+                ", {} tokens, ${:.4}{}",
+                u.total_tokens(),
+                u.cost_usd,
+                if u.is_estimate { " (estimate)" } else { "" }
+            )
+        })
+        .unwrap_or_default();
+    let mut line = format!(
+        "{} {label} {} in {:.2}s{spend}",
+        symbol(*status),
+        status.as_str(),
+        duration.as_secs_f64()
+    );
+    if let Some(reason) = reason {
+        line.push_str(&format!(": {reason}"));
+    }
+    if *status != Status::Completed {
+        line.push_str(&format!(" (log: {})", crate::commands::display_path(log)));
+    }
+    if !leaked.is_empty() {
+        line.push_str(&format!("; killed leftover processes {leaked:?}"));
+    }
+    Some(line)
+}
+
+/// Whether `--quiet` shows an event: failures, stops, skips, and what needs a person's attention.
+pub fn is_error(event: &Event) -> bool {
+    match event {
+        Event::StepFinished { status, .. } => *status != Status::Completed,
+        Event::BudgetWarning { percent, .. } => *percent >= 100,
+        Event::StopRequested { .. }
+        | Event::StepSkipped { .. }
+        | Event::LedgerFailed { .. }
+        | Event::DeadRunsReconciled { .. } => true,
+        _ => false,
+    }
+}
+
+impl<W: Write> Reporter for Plain<W> {
+    fn report(&mut self, event: &Event, now: Instant) {
+        self.board.apply(event, now);
+        if matches!(event, Event::RunStarted { .. }) {
+            self.next_table = Some(now + self.interval());
+        }
+        if self.opts.quiet && !is_error(event) {
             return;
         }
+        let Some(line) = event_line(
+            event,
+            self.opts.max_line_length,
+            self.opts.max_console_lines > 0,
+        ) else {
+            return;
+        };
         let _ = writeln!(self.out, "{} {line}", Local::now().format("%H:%M:%S"));
     }
 
-    /// The closing table: one row per job.
-    pub fn summary(&mut self, results: &super::results::Results, path: &std::path::Path) {
-        let width = results
-            .instances
-            .0
-            .iter()
-            .map(|(n, _)| n.chars().count())
-            .max()
-            .unwrap_or(3)
-            .clamp(3, 40);
-        let mut o = String::new();
-        o.push_str(&format!(
-            "\n  {:<16} {:<width$} {:>10} {:>10} {:>10}\n",
-            "status", "job", "duration", "tokens", "cost"
-        ));
-        for (name, i) in &results.instances.0 {
-            let cost = match i.total_cost_usd {
-                Some(c) => format!("${c:.4}{}", if i.cost_is_estimate { "~" } else { "" }),
-                None => "-".into(),
-            };
-            o.push_str(&format!(
-                "  {:<16} {:<width$} {:>10} {:>10} {:>10}\n",
-                format!("{} {}", symbol(i.status), i.status.as_str()),
-                clip(name, width),
-                i.duration,
-                i.total_tokens,
-                cost
-            ));
+    fn tick(&mut self, now: Instant) {
+        let Some(due) = self.next_table else { return };
+        if self.opts.quiet || now < due {
+            return;
         }
-        for b in &results.budgets {
-            let mut parts = Vec::new();
-            if let Some(l) = b.tokens_limit {
-                parts.push(format!("{}/{l} tokens", b.tokens_used));
-            }
-            if let Some(l) = b.usd_limit {
-                parts.push(format!("${:.4}/${l:.2}", b.usd_used));
-            }
-            let over = if b.overshoot_tokens > 0 || b.overshoot_usd > 0.0 {
-                format!(
-                    "  over by {} tokens, ${:.4}",
-                    b.overshoot_tokens, b.overshoot_usd
-                )
-            } else {
-                String::new()
-            };
-            o.push_str(&format!(
-                "  budget {:<20} {}{over}\n",
-                b.scope,
-                parts.join(", ")
-            ));
-        }
-        let t = &results.metadata.token_usage;
-        o.push_str(&format!(
-            "\n{} completed, {} failed, {} not run of {} jobs; {} tokens ({:.1}% cache hits), ${:.4}{}\nresults: {}\n",
-            results.completed,
-            results.failed,
-            results.skipped,
-            results.total_instances,
-            t.total_tokens,
-            t.cache_hit_rate,
-            t.total_cost_usd,
-            if t.cost_is_estimate { " (includes estimates)" } else { "" },
-            crate::commands::display_path(path)
-        ));
-        let _ = self.out.write_all(o.as_bytes());
+        self.next_table = Some(now + self.interval());
+        let table = status::report(
+            &self.board,
+            now,
+            &Local::now().format("%H:%M:%S").to_string(),
+            self.opts.max_console_lines,
+            !self.opts.disable_budget_visuals,
+        );
+        let _ = self.out.write_all(table.as_bytes());
+        let _ = self.out.flush();
+    }
+
+    fn tick_every(&self) -> Option<Duration> {
+        (!self.opts.quiet && self.opts.status_report_interval > Duration::ZERO)
+            .then(|| self.interval().min(Duration::from_secs(1)))
+    }
+
+    fn finish(&mut self, results: &super::results::Results, path: &Path) {
+        let text = summary::render(results, path, Paint(self.opts.color));
+        let _ = self.out.write_all(text.as_bytes());
         let _ = self.out.flush();
     }
 }
 
-fn symbol(status: Status) -> &'static str {
-    match status {
-        Status::Completed => "✔",
-        Status::Failed | Status::TimedOut | Status::BudgetExceeded => "✘",
-        Status::Skipped | Status::Blocked | Status::Cancelled => "↷",
-        Status::Pending | Status::Running => "…",
-    }
-}
-
-/// Cuts a line to `max` characters, marking the cut.
-fn clip(line: &str, max: usize) -> String {
-    if line.chars().count() <= max {
-        line.to_string()
-    } else {
-        let mut s: String = line.chars().take(max.saturating_sub(1)).collect();
-        s.push('…');
-        s
+impl<W: Write> Plain<W> {
+    fn interval(&self) -> Duration {
+        if self.opts.status_report_interval == Duration::ZERO {
+            // Never: a day is far enough for any tick to miss.
+            Duration::from_secs(86_400 * 365)
+        } else {
+            self.opts.status_report_interval
+        }
     }
 }

@@ -1,0 +1,311 @@
+//! The live picture of a run that the human reporters draw: each step's status, elapsed time,
+//! tokens, cost, tools and latest output, each job's roll-up, and every budget scope's spend.
+//!
+//! Owns folding [`Event`]s into that picture. It is pure: the time is always a parameter, it
+//! never prints and never decides anything; the terminal and plain reporters render from it.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use crate::agent::stream::TokenCounts;
+use crate::events::Event;
+use crate::plan::{Plan, Status, StepId};
+
+/// What the reporters know of the plan before anything runs.
+#[derive(Clone, Debug, Default)]
+pub struct Shape {
+    /// Job names in manifest order.
+    pub jobs: Vec<String>,
+    /// Per step: its job, its label, and the model its argv asks for.
+    pub steps: Vec<(usize, String, Option<String>)>,
+}
+
+impl Shape {
+    /// The shape of a plan.
+    pub fn of(plan: &Plan) -> Shape {
+        let mut jobs = vec![String::new(); plan.jobs.len()];
+        let steps = plan
+            .steps
+            .iter()
+            .map(|s| {
+                if let Some(name) = jobs.get_mut(s.job) {
+                    name.clone_from(&s.job_name);
+                }
+                let model = s
+                    .argv
+                    .iter()
+                    .position(|a| a == "--model")
+                    .and_then(|i| s.argv.get(i + 1).cloned());
+                (s.job, s.label(), model)
+            })
+            .collect();
+        Shape { jobs, steps }
+    }
+}
+
+/// One step as the display sees it.
+#[derive(Clone, Debug)]
+pub struct StepView {
+    pub job: usize,
+    pub label: String,
+    pub status: Status,
+    pub started: Option<Instant>,
+    /// Set when the step ended.
+    pub duration: Option<Duration>,
+    pub tokens: TokenCounts,
+    pub cost_usd: f64,
+    pub is_estimate: bool,
+    pub tools: u32,
+    pub model: Option<String>,
+    /// The last output lines, at most `max_console_lines`.
+    pub tail: VecDeque<String>,
+    pub last_line: Option<String>,
+}
+
+impl StepView {
+    /// Time spent so far, or in all when it ended.
+    pub fn elapsed(&self, now: Instant) -> Duration {
+        self.duration
+            .or_else(|| self.started.map(|s| now.saturating_duration_since(s)))
+            .unwrap_or_default()
+    }
+}
+
+/// A job's roll-up of its steps, in the shape of zen's status table row.
+#[derive(Clone, Debug, PartialEq)]
+pub struct JobView {
+    pub name: String,
+    pub status: Status,
+    pub elapsed: Duration,
+    pub tokens: TokenCounts,
+    pub cost_usd: f64,
+    pub is_estimate: bool,
+    pub tools: u32,
+    pub model: Option<String>,
+    /// The step shown on the job's line: the running one, else the last that ran.
+    pub current: Option<StepId>,
+}
+
+/// One budget scope's latest spend and limits.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BudgetView {
+    pub scope: String,
+    pub tokens_used: u64,
+    pub usd_used: f64,
+    pub tokens_limit: Option<u64>,
+    pub usd_limit: Option<f64>,
+}
+
+impl BudgetView {
+    /// Whether the display shows this scope: the run, commands and the window, not each job's
+    /// own limit (a hundred jobs would bury the view; the summary lists them).
+    pub fn is_shown(&self) -> bool {
+        !self.scope.starts_with("job ")
+    }
+
+    /// The fullest of the scope's limits, as a fraction (can exceed 1).
+    pub fn fill(&self) -> f64 {
+        let t = self
+            .tokens_limit
+            .filter(|l| *l > 0)
+            .map(|l| self.tokens_used as f64 / l as f64);
+        let u = self
+            .usd_limit
+            .filter(|l| *l > 0.0)
+            .map(|l| self.usd_used / l);
+        t.into_iter().chain(u).fold(0.0, f64::max)
+    }
+}
+
+/// The whole picture.
+#[derive(Clone, Debug, Default)]
+pub struct Board {
+    pub name: String,
+    pub run_id: String,
+    pub jobs: Vec<String>,
+    pub steps: Vec<StepView>,
+    /// Budget scopes in the order they first reported.
+    pub budgets: Vec<BudgetView>,
+    pub started: Option<Instant>,
+    /// Steps that ran or will never run.
+    pub done: usize,
+    max_console_lines: usize,
+}
+
+impl Board {
+    pub fn new(shape: &Shape, max_console_lines: usize) -> Board {
+        Board {
+            jobs: shape.jobs.clone(),
+            steps: shape
+                .steps
+                .iter()
+                .map(|(job, label, model)| StepView {
+                    job: *job,
+                    label: label.clone(),
+                    status: Status::Pending,
+                    started: None,
+                    duration: None,
+                    tokens: TokenCounts::default(),
+                    cost_usd: 0.0,
+                    is_estimate: false,
+                    tools: 0,
+                    model: model.clone(),
+                    tail: VecDeque::new(),
+                    last_line: None,
+                })
+                .collect(),
+            max_console_lines,
+            ..Board::default()
+        }
+    }
+
+    /// Folds one event into the picture, `now` being when it arrived.
+    pub fn apply(&mut self, event: &Event, now: Instant) {
+        match event {
+            Event::RunStarted { name, run_id, .. } => {
+                self.name.clone_from(name);
+                self.run_id.clone_from(run_id);
+                self.started = Some(now);
+            }
+            Event::StepStarted { step, .. } => {
+                if let Some(s) = self.steps.get_mut(*step) {
+                    s.status = Status::Running;
+                    s.started = Some(now);
+                }
+            }
+            Event::StepOutput { step, line, .. } => {
+                if let Some(s) = self.steps.get_mut(*step) {
+                    if self.max_console_lines > 0 {
+                        if s.tail.len() == self.max_console_lines {
+                            s.tail.pop_front();
+                        }
+                        s.tail.push_back(line.clone());
+                    }
+                    s.last_line = Some(line.clone());
+                }
+            }
+            Event::UsageRecorded { step, update, .. } => {
+                if let Some(s) = self.steps.get_mut(*step) {
+                    s.tokens = update.tokens;
+                    s.cost_usd = update.cost_usd;
+                    s.is_estimate = update.is_estimate;
+                    s.tools = update.tool_calls_total;
+                }
+            }
+            Event::BudgetUpdated {
+                scope,
+                tokens_used,
+                usd_used,
+                tokens_limit,
+                usd_limit,
+            } => {
+                let view = BudgetView {
+                    scope: scope.clone(),
+                    tokens_used: *tokens_used,
+                    usd_used: *usd_used,
+                    tokens_limit: *tokens_limit,
+                    usd_limit: *usd_limit,
+                };
+                match self.budgets.iter_mut().find(|b| b.scope == *scope) {
+                    Some(b) => *b = view,
+                    None => self.budgets.push(view),
+                }
+            }
+            Event::StepFinished {
+                step,
+                status,
+                duration,
+                usage,
+                ..
+            } => {
+                if let Some(s) = self.steps.get_mut(*step) {
+                    s.status = *status;
+                    s.duration = Some(*duration);
+                    if let Some(u) = usage {
+                        s.tokens = u.tokens;
+                        s.cost_usd = u.cost_usd;
+                        s.is_estimate = u.is_estimate;
+                        s.tools = u.tool_calls_total;
+                        if u.model.is_some() {
+                            s.model.clone_from(&u.model);
+                        }
+                    }
+                    self.done += 1;
+                }
+            }
+            Event::StepSkipped { step, status, .. } => {
+                if let Some(s) = self.steps.get_mut(*step) {
+                    s.status = *status;
+                    self.done += 1;
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Steps running now, in the order they started.
+    pub fn running(&self) -> Vec<StepId> {
+        let mut ids: Vec<StepId> = (0..self.steps.len())
+            .filter(|&i| self.steps[i].status == Status::Running)
+            .collect();
+        ids.sort_by_key(|&i| self.steps[i].started);
+        ids
+    }
+
+    /// Each job's roll-up, in manifest order.
+    pub fn job_views(&self, now: Instant) -> Vec<JobView> {
+        let mut views: Vec<JobView> = self
+            .jobs
+            .iter()
+            .map(|name| JobView {
+                name: name.clone(),
+                status: Status::Completed,
+                elapsed: Duration::ZERO,
+                tokens: TokenCounts::default(),
+                cost_usd: 0.0,
+                is_estimate: false,
+                tools: 0,
+                model: None,
+                current: None,
+            })
+            .collect();
+        let mut decided = vec![false; views.len()];
+        for (id, s) in self.steps.iter().enumerate() {
+            let Some(v) = views.get_mut(s.job) else {
+                continue;
+            };
+            // A chain runs in order: its status is that of its first step not completed.
+            if !decided[s.job] && s.status != Status::Completed {
+                v.status = s.status;
+                decided[s.job] = true;
+            }
+            v.elapsed += s.elapsed(now);
+            v.tokens.add(&s.tokens);
+            v.cost_usd += s.cost_usd;
+            v.is_estimate |= s.is_estimate;
+            v.tools += s.tools;
+            if v.model.is_none() || s.started.is_some() {
+                v.model = s.model.clone().or(v.model.take());
+            }
+            if s.started.is_some() {
+                v.current = Some(id);
+            }
+        }
+        views
+    }
+
+    /// Counts of jobs by status: (running, completed, failed, pending, not run).
+    pub fn job_counts(jobs: &[JobView]) -> (usize, usize, usize, usize, usize) {
+        let mut c = (0, 0, 0, 0, 0);
+        for j in jobs {
+            match j.status {
+                Status::Running => c.0 += 1,
+                Status::Completed => c.1 += 1,
+                Status::Failed | Status::TimedOut | Status::BudgetExceeded => c.2 += 1,
+                Status::Pending => c.3 += 1,
+                Status::Skipped | Status::Blocked | Status::Cancelled => c.4 += 1,
+            }
+        }
+        c
+    }
+}
