@@ -5,6 +5,8 @@
 //! stream. Reporters never decide anything about the run; time-driven output comes from `tick`,
 //! called by `orch run`'s timer, never from the runner.
 
+#[cfg(test)]
+mod display_tests;
 pub mod live;
 pub mod ndjson;
 pub mod plain;

@@ -92,7 +92,15 @@ pub fn select(shape: &Shape, mut opts: Options, sel: &Selection) -> std::io::Res
     opts.color = color_allowed(tty);
     console::set_colors_enabled(opts.color);
     console::set_colors_enabled_stderr(opts.color);
-    let human: Box<dyn Reporter> = if tty && !opts.quiet && !sel.no_progress {
+    let live = tty && !opts.quiet && !sel.no_progress;
+    tracing::debug!(
+        live,
+        quiet = opts.quiet,
+        color = opts.color,
+        events = ?sel.events,
+        "reporters selected"
+    );
+    let human: Box<dyn Reporter> = if live {
         let (term, target) = if events_on_stdout {
             let t = console::Term::stderr();
             (t.clone(), indicatif::ProgressDrawTarget::term(t, 10))

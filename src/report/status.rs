@@ -137,7 +137,8 @@ pub fn report(board: &Board, now: Instant, clock: &str, lines: usize, budgets: b
         let vs = if median == 0 || t == 0 {
             "-".to_string()
         } else {
-            format!("{:+.0}%", (t as f64 / median as f64 - 1.0) * 100.0)
+            let pct = ((t as f64 / median as f64 - 1.0) * 100.0).round() as i64;
+            format!("{pct:+}%")
         };
         o.push_str(&format!(
             "║  {:<12} {:<name_w$}  {:>8}  {:>7}  {:>6}  {:>7}  {:>5}  {:>10}  {}\n",
@@ -148,7 +149,11 @@ pub fn report(board: &Board, now: Instant, clock: &str, lines: usize, budgets: b
             vs,
             self::tokens(j.tokens.cache_read),
             j.tools,
-            usd(j.cost_usd, j.is_estimate),
+            if t == 0 && j.cost_usd == 0.0 {
+                "-".to_string()
+            } else {
+                usd(j.cost_usd, j.is_estimate)
+            },
             j.model.as_deref().unwrap_or("-")
         ));
         if j.status == Status::Running && lines > 0 {

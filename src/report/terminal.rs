@@ -27,6 +27,30 @@ const SPINNER: [&str; 10] = ["⠋", "⠙", "⠹", "⠸", "⠼", "⠴", "⠦", "�
 /// How often the bars are refreshed.
 pub const FRAME: Duration = Duration::from_millis(100);
 
+/// A budget bar's colour.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Level {
+    /// Under 70 %.
+    Green,
+    /// Under 90 %.
+    Yellow,
+    /// 90 % and above.
+    Red,
+}
+
+impl Level {
+    /// The colour of a scope filled to `fill` (a fraction).
+    pub fn of(fill: f64) -> Level {
+        if fill < 0.7 {
+            Level::Green
+        } else if fill < 0.9 {
+            Level::Yellow
+        } else {
+            Level::Red
+        }
+    }
+}
+
 pub struct Terminal {
     multi: MultiProgress,
     progress: ProgressBar,
@@ -127,11 +151,10 @@ impl Terminal {
     }
 
     fn budget_line(&self, b: &BudgetView) -> String {
-        let fill = b.fill();
-        let style = match fill {
-            f if f < 0.7 => console::Style::new().green(),
-            f if f < 0.9 => console::Style::new().yellow(),
-            _ => console::Style::new().red(),
+        let style = match Level::of(b.fill()) {
+            Level::Green => console::Style::new().green(),
+            Level::Yellow => console::Style::new().yellow(),
+            Level::Red => console::Style::new().red(),
         };
         let text = format!("budget {:<14} {}", clip(&b.scope, 14), budget_bar(b, 20));
         style
@@ -172,12 +195,18 @@ impl Terminal {
             .map(|s| now.saturating_duration_since(s))
             .unwrap_or_default();
         self.progress.set_position(self.board.done as u64);
-        self.progress.set_message(format!(
-            "{running} running · {completed} done · {failed} failed · {not_run} not run · {} tokens · {} · {}",
-            tokens(t),
-            usd(c, e),
+        let mut msg = format!(
+            "{} · {running} running · {completed} done",
             duration(elapsed)
-        ));
+        );
+        if failed > 0 {
+            msg.push_str(&format!(" · {failed} failed"));
+        }
+        if not_run > 0 {
+            msg.push_str(&format!(" · {not_run} not run"));
+        }
+        msg.push_str(&format!(" · {} tokens · {}", tokens(t), usd(c, e)));
+        self.progress.set_message(msg);
         for (scope, bar) in &self.budgets {
             if let Some(b) = self.board.budgets.iter().find(|b| &b.scope == scope) {
                 bar.set_message(self.budget_line(b));

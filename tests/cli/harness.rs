@@ -135,3 +135,85 @@ fn is_uuid(s: &str) -> bool {
             _ => c.is_ascii_hexdigit(),
         })
 }
+
+/// [`redact`], plus what changes between runs of `orch run`: wall-clock times (`12:34:56`),
+/// durations (`3.21s`), pids and run ids.
+pub fn redact_run(text: &str, test: &Test) -> String {
+    let text = redact(text, test);
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text.as_str();
+    while let Some(c) = rest.chars().next() {
+        let prev_is_word = out
+            .chars()
+            .last()
+            .is_some_and(|p| p.is_ascii_alphanumeric() || p == '.');
+        let skip = if prev_is_word {
+            None
+        } else {
+            run_id(rest)
+                .map(|n| (n, "[run-id]"))
+                .or_else(|| clock(rest).map(|n| (n, "[time]")))
+                .or_else(|| seconds(rest).map(|n| (n, "[dur]")))
+                .or_else(|| {
+                    rest.starts_with("pid ")
+                        .then(|| digits(&rest[4..]))
+                        .and_then(|n| (n > 0).then_some((4 + n, "pid [pid]")))
+                })
+        };
+        match skip {
+            Some((n, with)) => {
+                out.push_str(with);
+                rest = &rest[n..];
+            }
+            None => {
+                out.push(c);
+                rest = &rest[c.len_utf8()..];
+            }
+        }
+    }
+    out
+}
+
+fn digits(s: &str) -> usize {
+    s.bytes().take_while(u8::is_ascii_digit).count()
+}
+
+/// `12:34:56`
+fn clock(s: &str) -> Option<usize> {
+    let b = s.as_bytes();
+    (b.len() >= 8
+        && digits(s) == 2
+        && b[2] == b':'
+        && digits(&s[3..]) == 2
+        && b[5] == b':'
+        && digits(&s[6..]) == 2)
+        .then_some(8)
+}
+
+/// `3.21s`, `0.0s`
+fn seconds(s: &str) -> Option<usize> {
+    let whole = digits(s);
+    if whole == 0 || s.as_bytes().get(whole) != Some(&b'.') {
+        return None;
+    }
+    let frac = digits(&s[whole + 1..]);
+    let end = whole + 1 + frac;
+    let after = s[end..].chars().nth(1);
+    (frac > 0 && s.as_bytes().get(end) == Some(&b's') && !after.is_some_and(char::is_alphanumeric))
+        .then_some(end + 1)
+}
+
+/// `20260101T120000.123Z-1a2b3c4d`
+fn run_id(s: &str) -> Option<usize> {
+    let b = s.as_bytes();
+    (b.len() >= 29
+        && digits(s) == 8
+        && b[8] == b'T'
+        && digits(&s[9..]) == 6
+        && b[15] == b'.'
+        && digits(&s[16..]) == 3
+        && b[19] == b'Z'
+        && b[20] == b'-'
+        && b[21..29].iter().all(u8::is_ascii_hexdigit))
+    .then_some(29)
+}

@@ -1,6 +1,7 @@
 //! End-to-end tests of the real `orch` binary, one integration-test binary for all of them.
 
 mod budget;
+mod display;
 mod fuzz;
 mod harness;
 mod manifests;

@@ -1,0 +1,268 @@
+//! The human reporters fed events directly: the terminal view rendered into indicatif's
+//! in-memory terminal, zen's status table, the budget colours, the NDJSON line format.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use indicatif::{InMemoryTerm, ProgressDrawTarget};
+
+use super::live::{Board, Shape};
+use super::terminal::{Level, Terminal};
+use super::{Options, Reporter};
+use crate::agent::accounting::UsageUpdate;
+use crate::agent::stream::TokenCounts;
+use crate::events::Event;
+use crate::plan::Status;
+
+fn shape() -> Shape {
+    Shape {
+        jobs: vec!["lint".into(), "review".into(), "docs-agent".into()],
+        steps: vec![
+            (0, "lint".into(), None),
+            (1, "review [1/2]".into(), Some("sonnet".into())),
+            (1, "review [2/2]".into(), Some("sonnet".into())),
+            (2, "docs-agent".into(), Some("opus".into())),
+        ],
+    }
+}
+
+fn opts() -> Options {
+    Options {
+        quiet: false,
+        max_console_lines: 3,
+        max_line_length: 40,
+        status_report_interval: Duration::from_secs(5),
+        disable_budget_visuals: false,
+        color: false,
+    }
+}
+
+fn usage(input: u64, output: u64, cache_read: u64, cost: f64, tools: u32) -> UsageUpdate {
+    UsageUpdate {
+        tokens: TokenCounts {
+            input,
+            output,
+            cache_read,
+            ..TokenCounts::default()
+        },
+        cost_usd: cost,
+        is_estimate: true,
+        tool_calls_total: tools,
+    }
+}
+
+fn budget(scope: &str, tokens: u64, usd: f64, tl: Option<u64>, ul: Option<f64>) -> Event {
+    Event::BudgetUpdated {
+        scope: scope.into(),
+        tokens_used: tokens,
+        usd_used: usd,
+        tokens_limit: tl,
+        usd_limit: ul,
+    }
+}
+
+/// A run 42 s in: lint done, review's first step and docs-agent running, three budgets.
+fn events() -> Vec<(u64, Event)> {
+    let started = |step: usize, label: &str| Event::StepStarted {
+        step,
+        label: label.into(),
+        pid: 1000 + step as u32,
+        log: PathBuf::from(format!("logs/{step}.log")),
+        at: chrono::DateTime::UNIX_EPOCH,
+    };
+    vec![
+        (
+            0,
+            Event::RunStarted {
+                run_id: "r1".into(),
+                name: "nightly".into(),
+                manifest: "orch.toml".into(),
+                run_dir: ".orch/runs/r1".into(),
+                jobs: 3,
+                steps: 4,
+                at: chrono::DateTime::UNIX_EPOCH,
+            },
+        ),
+        (0, started(0, "lint")),
+        (
+            3,
+            Event::StepFinished {
+                step: 0,
+                label: "lint".into(),
+                status: Status::Completed,
+                exit_code: Some(0),
+                signal: None,
+                duration: Duration::from_millis(3_200),
+                usage: None,
+                leaked: vec![],
+                reason: None,
+                log: "logs/0.log".into(),
+                stderr_log: "logs/0.err".into(),
+            },
+        ),
+        (3, started(1, "review [1/2]")),
+        (5, started(3, "docs-agent")),
+        (
+            20,
+            Event::UsageRecorded {
+                step: 1,
+                label: "review [1/2]".into(),
+                update: usage(1_200, 800, 10_000, 0.0421, 3),
+            },
+        ),
+        (
+            30,
+            Event::UsageRecorded {
+                step: 3,
+                label: "docs-agent".into(),
+                update: usage(4_000, 2_500, 0, 0.1375, 7),
+            },
+        ),
+        (
+            31,
+            Event::StepOutput {
+                step: 3,
+                label: "docs-agent".into(),
+                line: "Reading README.md and the three chapters of the book it links".into(),
+            },
+        ),
+        (32, budget("run", 150_000, 0.18, Some(200_000), Some(5.0))),
+        (32, budget("/review", 0, 0.19, None, Some(0.2))),
+        (32, budget("window 5h", 0, 2.0, None, Some(20.0))),
+        (32, budget("job docs-agent", 0, 0.14, None, Some(1.0))),
+    ]
+}
+
+/// Hides the wall-clock times of log lines.
+fn no_clock(text: &str) -> String {
+    text.lines()
+        .map(|l| match l.get(..8) {
+            Some(t) if t.as_bytes().iter().filter(|b| **b == b':').count() == 2 => {
+                format!("[time]{}", &l[8..])
+            }
+            _ => l.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn the_terminal_view_renders_bars_budgets_and_running_steps() {
+    let term = InMemoryTerm::new(16, 110);
+    let t0 = Instant::now();
+    let mut view = Terminal::new(
+        ProgressDrawTarget::term_like(Box::new(term.clone())),
+        16,
+        Box::new(std::io::sink()),
+        &shape(),
+        opts(),
+    );
+    for (at, e) in events() {
+        view.report(&e, t0 + Duration::from_secs(at));
+    }
+    view.tick(t0 + Duration::from_secs(42));
+    insta::assert_snapshot!(no_clock(&term.contents()));
+}
+
+#[test]
+fn budget_visuals_can_be_hidden() {
+    let term = InMemoryTerm::new(16, 110);
+    let t0 = Instant::now();
+    let mut view = Terminal::new(
+        ProgressDrawTarget::term_like(Box::new(term.clone())),
+        16,
+        Box::new(std::io::sink()),
+        &shape(),
+        Options {
+            disable_budget_visuals: true,
+            ..opts()
+        },
+    );
+    for (at, e) in events() {
+        view.report(&e, t0 + Duration::from_secs(at));
+    }
+    view.tick(t0 + Duration::from_secs(42));
+    let text = term.contents();
+    assert!(!text.contains("budget run"), "{text}");
+    assert!(text.contains("docs-agent"), "{text}");
+}
+
+#[test]
+fn a_small_terminal_shows_the_oldest_running_steps_and_counts_the_rest() {
+    let n = 30;
+    let shape = Shape {
+        jobs: (0..n).map(|i| format!("a{i:02}")).collect(),
+        steps: (0..n).map(|i| (i, format!("a{i:02}"), None)).collect(),
+    };
+    let term = InMemoryTerm::new(10, 100);
+    let t0 = Instant::now();
+    let mut view = Terminal::new(
+        ProgressDrawTarget::term_like(Box::new(term.clone())),
+        10,
+        Box::new(std::io::sink()),
+        &shape,
+        opts(),
+    );
+    for i in 0..n {
+        let e = Event::StepStarted {
+            step: i,
+            label: format!("a{i:02}"),
+            pid: 1,
+            log: "l".into(),
+            at: chrono::DateTime::UNIX_EPOCH,
+        };
+        view.report(&e, t0 + Duration::from_millis(i as u64));
+    }
+    view.tick(t0 + Duration::from_secs(1));
+    let text = term.contents();
+    assert!(text.contains("a00") && text.contains("a06"), "{text}");
+    assert!(!text.contains("a07 "), "{text}");
+    assert!(text.contains("… and 23 more running"), "{text}");
+    assert!(text.lines().count() <= 10, "{text}");
+}
+
+#[test]
+fn budget_bars_turn_yellow_at_70_and_red_at_90_percent() {
+    assert_eq!(Level::of(0.0), Level::Green);
+    assert_eq!(Level::of(0.699), Level::Green);
+    assert_eq!(Level::of(0.70), Level::Yellow);
+    assert_eq!(Level::of(0.899), Level::Yellow);
+    assert_eq!(Level::of(0.90), Level::Red);
+    assert_eq!(Level::of(1.3), Level::Red);
+}
+
+#[test]
+fn zens_status_table_from_the_board() {
+    let t0 = Instant::now();
+    let mut board = Board::new(&shape(), 2);
+    for (at, e) in events() {
+        board.apply(&e, t0 + Duration::from_secs(at));
+    }
+    board.apply(
+        &Event::StepOutput {
+            step: 3,
+            label: "docs-agent".into(),
+            line: "Writing the summary".into(),
+        },
+        t0 + Duration::from_secs(40),
+    );
+    let table = super::status::report(&board, t0 + Duration::from_secs(42), "14:23:45", 2, true);
+    insta::assert_snapshot!(table);
+    let without = super::status::report(&board, t0 + Duration::from_secs(42), "14:23:45", 0, false);
+    assert!(
+        !without.contains("Budgets") && !without.contains("│"),
+        "{without}"
+    );
+}
+
+#[test]
+fn an_ndjson_line_starts_with_the_version_and_the_kind() {
+    let line = super::ndjson::line(&Event::LaunchesResumed).unwrap();
+    assert_eq!(line, "{\"v\":1,\"event\":\"launches_resumed\"}\n");
+    let (_, e) = &events()[1];
+    let line = super::ndjson::line(e).unwrap();
+    assert!(
+        line.starts_with("{\"v\":1,\"event\":\"step_started\",\"step\":0,"),
+        "{line}"
+    );
+}

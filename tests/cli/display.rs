@@ -1,0 +1,413 @@
+//! What the user sees: the plain reporter and the final summary (snapshots through the
+//! redactor), zen's status tables, `--quiet`, colours, `-v`, and the NDJSON event stream checked
+//! against its schema.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use super::harness::{Test, redact_run, root};
+
+const PIPELINE: &str = r#"
+[settings]
+startup_delay = "0s"
+max_parallel = 1
+
+[budget]
+mode = "warn"
+tokens = 6_000
+
+[jobs.lint]
+run = ["true"]
+
+[jobs.review]
+command = "/review src"
+pre_commands = ["/clear"]
+needs = ["lint"]
+
+[jobs.broken]
+shell = "echo nope >&2; exit 3"
+
+[jobs.after-broken]
+run = ["true"]
+needs = ["broken"]
+"#;
+
+fn sim_test(manifest: &str) -> Test {
+    let t = Test::new().file("orch.toml", manifest);
+    let state = t.path().join("sim");
+    t.env("ORCH_SIM_STATE_DIR", state.to_str().unwrap())
+        .env("ORCH_SIM_DELAY_MS", "0")
+}
+
+fn only_results(t: &Test) -> Value {
+    let runs = t.path().join(".orch/runs");
+    let dir = std::fs::read_dir(&runs)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .next()
+        .unwrap();
+    serde_json::from_str(&std::fs::read_to_string(dir.join("results.json")).unwrap()).unwrap()
+}
+
+#[test]
+fn plain_lines_and_the_final_summary() {
+    let t = sim_test(PIPELINE).args(&[
+        "run",
+        "--simulate",
+        "--max-console-lines",
+        "0",
+        "--status-report-interval",
+        "0",
+    ]);
+    let out = t.run();
+    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+    assert!(!out.stdout.contains('\x1b'), "no ANSI codes off a terminal");
+    insta::assert_snapshot!(redact_run(&out.stdout, &t));
+}
+
+#[test]
+fn the_results_file_has_the_figures_of_the_summary() {
+    let t = sim_test(PIPELINE).args(&["run", "--simulate", "--quiet"]);
+    let out = t.run();
+    let v = only_results(&t);
+    let summary = &out.stdout[out.stdout.find("\n  status ").expect("a summary")..];
+    for (name, i) in v["instances"].as_object().unwrap() {
+        let row = summary
+            .lines()
+            .find(|l| l.split_whitespace().nth(2) == Some(name.as_str()))
+            .unwrap_or_else(|| panic!("no summary row for {name}:\n{}", out.stdout));
+        let cols: Vec<&str> = row.split_whitespace().collect();
+        assert_eq!(cols[1], i["status"].as_str().unwrap(), "{row}");
+        assert_eq!(cols[3], i["duration"].as_str().unwrap(), "{row}");
+        assert_eq!(cols[4], i["total_tokens"].to_string(), "{row}");
+        let cost = match i["total_cost_usd"].as_f64() {
+            Some(c) => format!(
+                "${c:.4}{}",
+                if i["cost_is_estimate"] == true {
+                    "~"
+                } else {
+                    ""
+                }
+            ),
+            None => "-".into(),
+        };
+        assert_eq!(cols[5], cost, "{row}");
+        assert_eq!(cols[6], i["model"].as_str().unwrap_or("-"), "{row}");
+    }
+    let total = v["metadata"]["token_usage"]["total_tokens"]
+        .as_u64()
+        .unwrap();
+    assert!(
+        out.stdout.contains(&format!("; {total} tokens (")),
+        "{}",
+        out.stdout
+    );
+    let run_dir = v["metadata"]["run_dir"].as_str().unwrap();
+    let rel = run_dir
+        .strip_prefix(&format!("{}/", t.path().display()))
+        .unwrap();
+    assert!(out.stdout.contains(&format!("results: {rel}/results.json")));
+    assert!(out.stdout.contains(&format!("logs:    {rel}/logs")));
+}
+
+#[test]
+fn quiet_shows_errors_and_the_summary_only() {
+    let t = sim_test(PIPELINE).args(&["run", "--simulate", "--quiet"]);
+    let out = t.run();
+    assert!(!out.stdout.contains("started"), "{}", out.stdout);
+    assert!(!out.stdout.contains("STATUS REPORT"), "{}", out.stdout);
+    assert!(out.stdout.contains("✘ broken failed"), "{}", out.stdout);
+    assert!(out.stdout.contains("↷ after-broken"), "{}", out.stdout);
+    assert!(out.stdout.contains("the run budget reached its limit"));
+    assert!(!out.stdout.contains("is at 80 %"), "{}", out.stdout);
+    assert!(out.stdout.contains("not run of 4 jobs"), "{}", out.stdout);
+}
+
+#[test]
+fn zens_status_table_comes_every_interval_with_the_last_lines_of_each_job() {
+    let manifest = r#"
+[settings]
+startup_delay = "0s"
+[jobs.slow-a]
+prompt = "take your time"
+env = { ORCH_SIM_TURNS = "8", ORCH_SIM_DELAY_MS = "150" }
+[jobs.slow-b]
+prompt = "take yours too"
+env = { ORCH_SIM_TURNS = "8", ORCH_SIM_DELAY_MS = "150" }
+"#;
+    let t = sim_test(manifest).args(&[
+        "run",
+        "--simulate",
+        "--status-report-interval",
+        "1",
+        "--max-console-lines",
+        "2",
+    ]);
+    let out = t.run();
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    let tables = out.stdout.matches("STATUS REPORT [").count();
+    assert!(tables >= 2, "{tables} tables:\n{}", out.stdout);
+    let first = &out.stdout[out.stdout.find("╔═══ STATUS REPORT").unwrap()..];
+    let first = &first[..first.find("╚").unwrap()];
+    for needle in [
+        "Total: 2 jobs",
+        "Running: 2",
+        "Median:",
+        "vs Med",
+        "Cache",
+        "Tools",
+        "Cost",
+        "Model",
+        "slow-a",
+        "slow-b",
+        "║      │ ",
+    ] {
+        assert!(first.contains(needle), "{needle:?} missing:\n{first}");
+    }
+    // At most two output lines under each of the two jobs.
+    assert!(first.matches("║      │ ").count() <= 4, "{first}");
+}
+
+#[test]
+fn output_lines_are_cut_to_max_line_length() {
+    let t = Test::new()
+        .file(
+            "orch.toml",
+            "[jobs.long]\nshell = \"printf '%0200d\\\\n' 0\"\n",
+        )
+        .args(&[
+            "run",
+            "--max-line-length",
+            "30",
+            "--status-report-interval",
+            "0",
+        ]);
+    let out = t.run();
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    let line = out
+        .stdout
+        .lines()
+        .find(|l| l.contains("│ long: "))
+        .unwrap_or_else(|| panic!("{}", out.stdout));
+    let shown = line.split("│ long: ").nth(1).unwrap();
+    assert_eq!(shown.chars().count(), 30, "{line}");
+    assert!(shown.ends_with('…'));
+}
+
+#[test]
+fn verbose_turns_on_diagnostics_on_stderr() {
+    let t = Test::new().file("orch.toml", "[jobs.a]\nrun = [\"true\"]\n");
+    let quiet = t.with_args(&["run", "--quiet"]).output().unwrap();
+    assert!(
+        quiet.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&quiet.stderr)
+    );
+    let loud = t.with_args(&["-v", "run", "--quiet"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&loud.stderr);
+    assert!(stderr.contains("DEBUG"), "{stderr}");
+    assert!(stderr.contains("reporters"), "{stderr}");
+}
+
+/// Runs orch under a pseudo-terminal (`script`), returning everything it drew.
+fn under_a_terminal(t: &Test, args: &str, no_color: bool) -> Option<String> {
+    let script = which("script")?;
+    let cmd = format!("{} {args}", super::harness::orch_bin().display());
+    let mut c = std::process::Command::new(script);
+    c.args(["-q", "-e", "-c", &cmd, "/dev/null"])
+        .current_dir(t.path())
+        .env("HOME", t.path().join("home"))
+        .env("TERM", "xterm-256color")
+        .env("COLUMNS", "100")
+        .env("LINES", "30")
+        .env_remove("CLICOLOR_FORCE");
+    if no_color {
+        c.env("NO_COLOR", "1");
+    } else {
+        c.env_remove("NO_COLOR");
+    }
+    let out = c.output().ok()?;
+    Some(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn which(name: &str) -> Option<std::path::PathBuf> {
+    std::env::var_os("PATH")?
+        .to_str()?
+        .split(':')
+        .map(|d| std::path::Path::new(d).join(name))
+        .find(|p| p.is_file())
+}
+
+#[test]
+fn a_terminal_gets_the_live_view_and_no_color_removes_its_colours() {
+    let t = sim_test(PIPELINE);
+    let Some(colored) = under_a_terminal(&t, "run --simulate", false) else {
+        eprintln!("skipped: no `script` to make a terminal");
+        return;
+    };
+    assert!(colored.contains(" steps "), "the progress bar:\n{colored}");
+    assert!(
+        colored.contains("\x1b[3"),
+        "colours on a terminal:\n{colored}"
+    );
+    assert!(colored.contains("not run of 4 jobs"), "{colored}");
+    let plain = under_a_terminal(&t, "run --simulate", true).unwrap();
+    assert!(plain.contains(" steps "), "{plain}");
+    assert!(!plain.contains("\x1b[3"), "NO_COLOR:\n{plain}");
+    let lines = under_a_terminal(&t, "run --simulate --no-progress", true).unwrap();
+    assert!(!lines.contains(" steps "), "{lines}");
+    assert!(lines.contains("▶ lint started"), "{lines}");
+}
+
+/// Every line of an events file, parsed.
+fn event_lines(path: &std::path::Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
+}
+
+#[test]
+fn the_committed_events_schema_is_what_orch_schema_prints() {
+    let out = Test::new().args(&["schema", "--events"]).run();
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let committed =
+        std::fs::read_to_string(root().join("schemas/orch-events.schema.json")).unwrap();
+    assert!(
+        committed == out.stdout,
+        "schemas/orch-events.schema.json is stale: run `cargo run -- schema --events > schemas/orch-events.schema.json`"
+    );
+}
+
+#[test]
+fn events_on_stdout_leave_the_human_output_on_stderr() {
+    let t = sim_test(PIPELINE).args(&["run", "--simulate", "--events", "-"]);
+    let out = t.run();
+    assert!(!out.stdout.is_empty());
+    for line in out.stdout.lines() {
+        let v: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert_eq!(v["v"], 1);
+    }
+    assert!(out.stderr.contains("not run of 4 jobs"), "{}", out.stderr);
+}
+
+#[test]
+fn every_event_kind_validates_against_the_schema() {
+    let schema: Value = serde_json::from_str(
+        &std::fs::read_to_string(root().join("schemas/orch-events.schema.json")).unwrap(),
+    )
+    .unwrap();
+    let validator = jsonschema::validator_for(&schema).expect("a valid schema");
+    let kinds: BTreeSet<String> = schema["oneOf"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| {
+            v["properties"]["event"]["const"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    let mut lines = Vec::new();
+
+    // 1. A pipeline with output, usage, a warned budget, a failure and a skip.
+    let t = sim_test(PIPELINE);
+    t.with_args(&["run", "--simulate", "--quiet", "--events", "a.ndjson"])
+        .output()
+        .unwrap();
+    lines.extend(event_lines(&t.path().join("a.ndjson")));
+
+    // 2. fail_fast stops the run.
+    let t = sim_test(
+        "[settings]\nstartup_delay = \"0s\"\nfail_fast = true\n\
+         [jobs.bad]\nrun = [\"false\"]\n[jobs.slow]\nrun = [\"sleep\", \"5\"]\n",
+    );
+    t.with_args(&["run", "--quiet", "--events", "b.ndjson"])
+        .output()
+        .unwrap();
+    lines.extend(event_lines(&t.path().join("b.ndjson")));
+
+    // 3. A rejected rate limit pauses and resumes launches.
+    let script = "#!/bin/sh\nfor last; do :; done\n\
+        if [ \"$last\" = \"first\" ]; then\n  reset=$(( $(date +%s) + 1 ))\n\
+        echo \"{\\\"type\\\":\\\"rate_limit_event\\\",\\\"rate_limit_info\\\":{\\\"status\\\":\\\"rejected\\\",\\\"resetsAt\\\":$reset}}\"\nfi\n\
+        echo '{\"type\":\"result\",\"subtype\":\"success\",\"is_error\":false,\"total_cost_usd\":0.001,\"usage\":{\"input_tokens\":1,\"output_tokens\":1},\"modelUsage\":{}}'\n";
+    let t = Test::new().file("claude", script).file(
+        "orch.toml",
+        "[settings]\nstartup_delay = \"0s\"\n[jobs.first]\nprompt = \"first\"\n\
+         [jobs.second]\nprompt = \"second\"\nneeds = [\"first\"]\n",
+    );
+    let claude = t.path().join("claude");
+    std::process::Command::new("chmod")
+        .arg("+x")
+        .arg(&claude)
+        .status()
+        .unwrap();
+    t.with_args(&[
+        "run",
+        "--quiet",
+        "--claude-path",
+        claude.to_str().unwrap(),
+        "--events",
+        "c.ndjson",
+    ])
+    .output()
+    .unwrap();
+    lines.extend(event_lines(&t.path().join("c.ndjson")));
+
+    // 4. An orch killed mid-run leaves a run that the next start reconciles.
+    let t = sim_test("[jobs.hang]\nprompt = \"wait\"\nenv = { ORCH_SIM_HANG = \"1\" }\n");
+    let mut child = t
+        .with_args(&["run", "--simulate", "--quiet"])
+        .spawn()
+        .unwrap();
+    let runs = t.path().join(".orch/runs");
+    let end = std::time::Instant::now() + Duration::from_secs(10);
+    while !std::fs::read_dir(&runs).is_ok_and(|mut d| {
+        d.next().is_some_and(|e| {
+            std::fs::read_dir(e.unwrap().path().join("logs")).is_ok_and(|mut l| l.next().is_some())
+        })
+    }) {
+        assert!(std::time::Instant::now() < end, "the run never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let t = t.env("ORCH_SIM_HANG", "0");
+    std::fs::write(
+        t.path().join("orch.toml"),
+        "[jobs.quick]\nrun = [\"true\"]\n",
+    )
+    .unwrap();
+    t.with_args(&["run", "--quiet", "--events", "d.ndjson"])
+        .output()
+        .unwrap();
+    lines.extend(event_lines(&t.path().join("d.ndjson")));
+
+    // A ledger that cannot be written is hard to provoke from outside: that kind is built here.
+    let built = orch::report::ndjson::line(&orch::events::Event::LedgerFailed {
+        error: "disk full".into(),
+    })
+    .unwrap();
+    lines.push(serde_json::from_str(&built).unwrap());
+
+    let mut seen = BTreeSet::new();
+    for line in &lines {
+        let errors: Vec<String> = validator
+            .iter_errors(line)
+            .map(|e| format!("{e} at {}", e.instance_path))
+            .collect();
+        assert!(errors.is_empty(), "{line}: {errors:#?}");
+        seen.insert(line["event"].as_str().unwrap().to_string());
+    }
+    let missing: Vec<_> = kinds.difference(&seen).collect();
+    assert!(
+        missing.is_empty(),
+        "event kinds never produced: {missing:?}"
+    );
+}
