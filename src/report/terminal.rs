@@ -3,9 +3,10 @@
 //! 90 %, red above; then one line per running step (spinner, label, elapsed, tokens, dollars,
 //! latest output). Log lines go above the bars through `println`, never through them.
 //!
-//! Events only update the [`Board`]; the bars are redrawn on `tick` (10 per second) and indicatif
-//! rate-limits the screen, so a hundred busy agents cost a few hundred short string formats a
-//! second. It never decides anything about the run and never reads the clock itself.
+//! Events only update the [`Board`]; the bars and the queued log lines are redrawn on `tick` (10
+//! per second, from outside) and indicatif rate-limits the screen, so a hundred busy agents cost a
+//! few hundred short string formats a second whatever their event rate. It never decides anything
+//! about the run; the wall clock only labels log lines.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -64,6 +65,8 @@ pub struct Terminal {
     rows: usize,
     label_width: usize,
     frame: usize,
+    /// Log lines waiting for the next frame.
+    pending: Vec<String>,
     /// Where the summary goes: the same stream as the bars.
     out: Box<dyn Write>,
 }
@@ -102,6 +105,7 @@ impl Terminal {
             rows: rows.max(8),
             label_width,
             frame: 0,
+            pending: Vec::new(),
             out,
         }
     }
@@ -145,7 +149,7 @@ impl Terminal {
 
     fn drop_line(&mut self, step: StepId) {
         if let Some(bar) = self.lines.remove(&step) {
-            bar.finish_and_clear();
+            // Removed first, the bar's drop finishes it on a hidden target: no forced redraw.
             self.multi.remove(&bar);
         }
     }
@@ -221,11 +225,19 @@ impl Terminal {
         }
     }
 
-    /// Prints a log line above the bars.
-    fn log(&self, line: &str) {
-        let _ = self
-            .multi
-            .println(format!("{} {line}", Local::now().format("%H:%M:%S")));
+    /// Queues a log line for above the bars; `flush_log` prints the queue in one redraw.
+    fn log(&mut self, line: &str) {
+        self.pending
+            .push(format!("{} {line}", Local::now().format("%H:%M:%S")));
+    }
+
+    /// Prints the queued log lines above the bars: one forced redraw for all of them, however
+    /// many steps ended since the last frame.
+    fn flush_log(&mut self) {
+        if !self.pending.is_empty() {
+            let _ = self.multi.println(self.pending.join("\n"));
+            self.pending.clear();
+        }
     }
 }
 
@@ -264,6 +276,7 @@ impl Reporter for Terminal {
 
     fn tick(&mut self, now: Instant) {
         self.frame = self.frame.wrapping_add(1);
+        self.flush_log();
         self.refresh(now);
     }
 
@@ -272,6 +285,7 @@ impl Reporter for Terminal {
     }
 
     fn finish(&mut self, results: &super::results::Results, path: &Path) {
+        self.flush_log();
         let _ = self.multi.clear();
         let text = summary::render(results, path, Paint(self.opts.color));
         let _ = self.out.write_all(text.as_bytes());
