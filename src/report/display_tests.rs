@@ -266,3 +266,47 @@ fn an_ndjson_line_starts_with_the_version_and_the_kind() {
         "{line}"
     );
 }
+
+#[test]
+fn the_plain_status_table_comes_only_when_its_interval_has_passed() {
+    let mut out = Vec::new();
+    let t0 = Instant::now();
+    {
+        let mut plain = super::plain::Plain::new(&mut out, &shape(), opts());
+        for (at, e) in events() {
+            plain.report(&e, t0 + Duration::from_secs(at.min(4)));
+        }
+        assert_eq!(plain.tick_every(), Some(Duration::from_secs(1)));
+        plain.tick(t0 + Duration::from_millis(4_900));
+    }
+    let before = String::from_utf8(out.clone()).unwrap();
+    assert!(!before.contains("STATUS REPORT"), "{before}");
+    {
+        let mut plain = super::plain::Plain::new(&mut out, &shape(), opts());
+        plain.report(&events()[0].1, t0);
+        plain.tick(t0 + Duration::from_secs(5));
+        plain.tick(t0 + Duration::from_secs(6));
+        plain.tick(t0 + Duration::from_secs(10));
+    }
+    let after = String::from_utf8(out).unwrap();
+    assert_eq!(after.matches("STATUS REPORT").count(), 2, "{after}");
+}
+
+#[test]
+fn a_job_rolls_up_its_steps() {
+    let t0 = Instant::now();
+    let mut board = Board::new(&shape(), 1);
+    for (at, e) in events() {
+        board.apply(&e, t0 + Duration::from_secs(at));
+    }
+    let jobs = board.job_views(t0 + Duration::from_secs(42));
+    let review = &jobs[1];
+    assert_eq!(review.status, Status::Running);
+    assert_eq!(review.elapsed, Duration::from_secs(39));
+    assert_eq!(review.tokens.total(), 12_000);
+    assert_eq!(review.current, Some(1));
+    assert_eq!(jobs[0].status, Status::Completed);
+    assert_eq!(jobs[0].elapsed, Duration::from_millis(3_200));
+    assert_eq!(Board::job_counts(&jobs), (2, 1, 0, 0, 0));
+    assert_eq!(super::status::median_tokens(&jobs), 9_250);
+}
