@@ -5,7 +5,12 @@
 #
 #   benches/display.sh [runs] [mb-per-agent]
 #
-# Needs `script` (util-linux) for the pseudo-terminal. Builds orch in release mode.
+# On a shared machine the A/B difference drowns in run-to-run noise; with PERF=1 one more
+# terminal run is sampled with `perf record -p` (orch only, not its agents) and the share of
+# orch's CPU spent in the terminal reporter is printed, which is the steadier figure.
+#
+# Needs `script` (util-linux) for the pseudo-terminal, and perf for PERF=1. Builds orch in
+# release mode.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs="${1:-3}"
@@ -57,3 +62,30 @@ t = statistics.median(float(c) for m, c in rows if m == "terminal")
 print(f"  median orch CPU: quiet {q:.2f} s, terminal {t:.2f} s; the display costs {t - q:+.2f} s"
       f" = {100 * (t - q) / q:+.1f} % of the quiet run's CPU (terminal/quiet {t / q:.3f}x)")
 PY
+
+if [ "${PERF:-0}" = 1 ]; then
+  state="$work/state-perf"
+  ORCH_SIM_STATE_DIR="$work/sim" script -q -e -c \
+    "stty cols 160 rows 50; $orch run $work/agents.toml --simulate --state-dir $state" \
+    /dev/null > /dev/null &
+  pid=""
+  for _ in $(seq 1 200); do
+    pid=$(pgrep -f "^$orch run $work/agents.toml" | head -1 || true)
+    [ -n "$pid" ] && break
+    sleep 0.02
+  done
+  perf record -q -F 999 --call-graph dwarf,16384 -p "$pid" -o "$work/perf.data" 2> /dev/null
+  wait
+  perf report -i "$work/perf.data" --children --sort symbol -g none 2> /dev/null \
+    | python3 -c '
+import re, sys
+share = {"tick": 0.0, "report": 0.0, "finish": 0.0}
+for line in sys.stdin:
+    m = re.match(r"\s*([\d.]+)%\s+[\d.]+%.*<orch::report::terminal::Terminal as orch::report::Reporter>::(\w+)", line)
+    if m and m.group(2) in share:
+        share[m.group(2)] += float(m.group(1))
+total = sum(share.values())
+print("  perf: the terminal reporter is %.1f %% of orch CPU (tick %.2f %%, report %.2f %%, finish %.2f %%)"
+      % (total, share["tick"], share["report"], share["finish"]))
+'
+fi
