@@ -93,7 +93,9 @@ fn install(dir: &Path) -> Result<PathBuf, String> {
     }
     let version = version_of(&bin(&scratch))?;
     if !version.starts_with(VERSION) {
-        return Err(format!("installed claude reports {version:?}, not {VERSION}"));
+        return Err(format!(
+            "installed claude reports {version:?}, not {VERSION}"
+        ));
     }
     // Another process may have won the race; its install is as good as ours.
     if std::fs::rename(&scratch, dir).is_err() {

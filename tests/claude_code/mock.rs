@@ -221,7 +221,9 @@ impl MockApi {
 
     /// Waits until no reply is stalled any more (its client hung up).
     pub fn wait_released(&self, deadline: Duration) {
-        self.wait("the stalled client to hang up", deadline, |s| s.stalled == 0);
+        self.wait("the stalled client to hang up", deadline, |s| {
+            s.stalled == 0
+        });
     }
 
     fn wait(&self, what: &str, deadline: Duration, ok: impl Fn(&State) -> bool) {

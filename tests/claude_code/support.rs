@@ -128,6 +128,9 @@ impl Scenario {
             tokens: inst["total_tokens"].as_u64().unwrap(),
             usd: inst["total_cost_usd"].as_f64().unwrap(),
         };
+        for step in steps(v, job) {
+            assert_known_format(&step);
+        }
         let cli = cli_job_figures(v, job);
         let ledger = ledger_figures(self.path(), v, job);
         eprintln!(
@@ -139,7 +142,10 @@ impl Scenario {
         assert_eq!(orch.tokens, cli.tokens, "{name}: tokens, results vs CLI");
         assert!(close(orch.usd, cli.usd), "{name}: {orch:?} vs CLI {cli:?}");
         assert_eq!(ledger.tokens, cli.tokens, "{name}: tokens, ledger vs CLI");
-        assert!(close(ledger.usd, cli.usd), "{name}: ledger {ledger:?} vs {cli:?}");
+        assert!(
+            close(ledger.usd, cli.usd),
+            "{name}: ledger {ledger:?} vs {cli:?}"
+        );
         orch
     }
 }
@@ -195,6 +201,76 @@ pub fn result_figures(result: &Value) -> Figures {
     Figures {
         tokens,
         usd: result["total_cost_usd"].as_f64().unwrap(),
+    }
+}
+
+/// The stream-json lines the pinned CLI writes in these scenarios, as `type` or `type/subtype`.
+/// A new release that adds a kind, or drops a field orch reads, fails here first: look at the
+/// new lines, teach `src/agent/stream` what they mean, then extend this list.
+const KNOWN_LINES: &[&str] = &[
+    "system/init",
+    "system/api_retry",
+    "assistant",
+    "user",
+    "result/success",
+    "result/error_max_turns",
+    "result/error_max_budget_usd",
+    "result/error_during_execution",
+];
+
+/// Fields orch's parser reads, by line kind (a JSON pointer each).
+const READ_FIELDS: &[(&str, &[&str])] = &[
+    ("system/init", &["/session_id", "/model"]),
+    (
+        "assistant",
+        &[
+            "/message/id",
+            "/message/model",
+            "/message/usage/input_tokens",
+        ],
+    ),
+    (
+        "result",
+        &[
+            "/is_error",
+            "/subtype",
+            "/total_cost_usd",
+            "/modelUsage",
+            "/usage/output_tokens",
+            "/num_turns",
+            "/session_id",
+        ],
+    ),
+];
+
+/// Asserts every line of a step's log is a kind this suite knows, with the fields orch reads.
+fn assert_known_format(step: &Value) {
+    let Some(log) = step["log"].as_str() else {
+        return;
+    };
+    for line in std::fs::read_to_string(log).unwrap().lines() {
+        let v: Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("{log}: a line that is not JSON ({e}): {line}"));
+        let kind = v["type"].as_str().unwrap_or_default();
+        let full = match v["subtype"].as_str() {
+            Some(sub) => format!("{kind}/{sub}"),
+            None => kind.to_string(),
+        };
+        assert!(
+            KNOWN_LINES.contains(&full.as_str()),
+            "{log}: Claude Code {} wrote a line kind this suite has not seen: {full}\n{line}",
+            crate::install::VERSION
+        );
+        for (which, fields) in READ_FIELDS {
+            if *which == kind || *which == full {
+                for field in *fields {
+                    assert!(
+                        v.pointer(field).is_some(),
+                        "{log}: {full} line without {field}: {line}"
+                    );
+                }
+            }
+        }
     }
 }
 
