@@ -19,14 +19,18 @@ fn package() -> String {
     format!("@anthropic-ai/claude-code@{VERSION}")
 }
 
-/// `<target>/claude-code-cache/claude-code-<VERSION>`, reused when present.
+/// `<target>/claude-code-cache/claude-code-<VERSION>`, reused when present; the folder above
+/// `claude-code-<VERSION>` can be moved with `ORCH_CLAUDE_CODE_CACHE` (a CI cache, say).
 pub fn cache_dir() -> PathBuf {
-    // CARGO_TARGET_TMPDIR is `<target>/tmp`; the cache sits beside it.
-    let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
-    tmp.parent()
-        .unwrap_or(tmp)
-        .join("claude-code-cache")
-        .join(format!("claude-code-{VERSION}"))
+    let base = match std::env::var_os("ORCH_CLAUDE_CODE_CACHE") {
+        Some(dir) => PathBuf::from(dir),
+        None => {
+            // CARGO_TARGET_TMPDIR is `<target>/tmp`; the cache sits beside it.
+            let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
+            tmp.parent().unwrap_or(tmp).join("claude-code-cache")
+        }
+    };
+    base.join(format!("claude-code-{VERSION}"))
 }
 
 /// The installed `claude`, installing it on first use. Panics with the reason when it cannot.
@@ -67,7 +71,18 @@ fn install(dir: &Path) -> Result<PathBuf, String> {
         dir.display()
     );
     let out = Command::new("npm")
-        .args(["install", "--no-audit", "--no-fund", "--prefix"])
+        // npm's own cache first (an offline machine that installed once still can); against an
+        // unreachable registry, one quick retry rather than minutes of them.
+        .args([
+            "install",
+            "--prefer-offline",
+            "--no-audit",
+            "--no-fund",
+            "--fetch-retries=1",
+            "--fetch-retry-mintimeout=2000",
+            "--fetch-retry-maxtimeout=5000",
+            "--prefix",
+        ])
         .arg(&scratch)
         .arg(package())
         .output()
