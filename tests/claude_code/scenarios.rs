@@ -263,8 +263,9 @@ fn ctrl_c_to_orch_mid_turn_leaves_no_process_and_keeps_the_cost() {
     .env("ORCH_GRACE_INT", "20s")
     .env("ORCH_GRACE_TERM", "2s");
     let mut orch = s.spawn();
-    // Mid-turn: the CLI is reading a reply that does not end.
+    // Mid-turn: the CLI is reading a reply that does not end, and has reported its first block.
     s.mock.wait_stalled(Duration::from_secs(60));
+    s.wait_log("\"type\":\"assistant\"", Duration::from_secs(30));
     signal(orch.id(), Signal::SIGINT);
     let code = wait_exit(&mut orch, Duration::from_secs(60));
     assert_eq!(code, 130, "{}", s.output());
@@ -274,9 +275,69 @@ fn ctrl_c_to_orch_mid_turn_leaves_no_process_and_keeps_the_cost() {
     assert_eq!(v["metadata"]["interrupted"], true);
     let step = &steps(&v, "slow")[0];
     assert_no_survivors(&[step["pid"].as_u64().unwrap() as u32]);
+    s.assert_no_process_left();
     assert!(
         result_line(step).is_some(),
         "SIGINT lets the CLI write its result"
     );
-    s.assert_figures("ctrl-c mid-turn", &v, "slow");
+    let orch = s.assert_figures("ctrl-c mid-turn", &v, "slow");
+    assert!(
+        orch.usd > 0.0,
+        "the tokens of the interrupted turn are charged"
+    );
+}
+
+#[test]
+fn ctrl_c_to_orch_while_the_cli_runs_a_tool_leaves_no_process() {
+    let s = Scenario::new(
+        &manifest("[jobs.busy]\nprompt = \"wait for something\"\n"),
+        vec![
+            Reply::bash("touch tool-started && sleep 300", Usage::COLD),
+            Reply::text("Never reached.", Usage::WARM),
+        ],
+    )
+    .env("ORCH_GRACE_INT", "20s")
+    .env("ORCH_GRACE_TERM", "2s");
+    let mut orch = s.spawn();
+    // Mid-turn: the CLI's Bash tool is running a long command (a grandchild of orch).
+    let started = s.path().join("tool-started");
+    crate::harness::wait_until("the tool to start", Duration::from_secs(60), || {
+        started.exists()
+    });
+    signal(orch.id(), Signal::SIGINT);
+    let code = wait_exit(&mut orch, Duration::from_secs(60));
+    assert_eq!(code, 130, "{}", s.output());
+    s.assert_no_process_left();
+    let v = s.results();
+    assert_eq!(status(&v, "busy"), "cancelled");
+    let step = &steps(&v, "busy")[0];
+    assert_no_survivors(&[step["pid"].as_u64().unwrap() as u32]);
+    assert_eq!(
+        s.mock.message_requests().len(),
+        1,
+        "interrupted before the next call"
+    );
+    if result_line(step).is_some() {
+        s.assert_figures("ctrl-c mid-tool", &v, "busy");
+        return;
+    }
+    // Claude Code 2.1.331 interrupted during a tool sometimes exits 0 without its `result` line
+    // (about one run in three on a loaded machine, with any parent; see the book). Then orch
+    // keeps its live estimate, marked as one: the start-of-message usage, output placeholder
+    // included, at the price table's rates; and the ledger holds the same.
+    assert_eq!(step["exit_code"], 0, "{step}");
+    let inst = &v["instances"]["busy"];
+    assert_eq!(inst["cost_is_estimate"], true, "{inst}");
+    let start = Usage {
+        output: 1,
+        ..Usage::COLD
+    };
+    let orch = s.orch_figures(&v, "busy");
+    eprintln!(
+        "[figures] ctrl-c mid-tool: the CLI wrote no result; orch kept its estimate, {} tokens ${:.6}",
+        orch.tokens, orch.usd
+    );
+    assert_eq!(orch.tokens, start.total());
+    assert!(orch.usd > 0.0);
+    assert_eq!(s.ledger_figures(&v, "busy"), orch);
 }

@@ -81,13 +81,58 @@ impl Scenario {
         cmd
     }
 
-    /// Runs orch to the end.
+    /// Runs orch to the end; checks that it left no process behind.
     pub fn run(&self) -> Outcome {
         let mut child = self.spawn();
         let code = wait_exit(&mut child, Duration::from_secs(120));
+        self.assert_no_process_left();
         Outcome {
             code,
             output: self.output(),
+        }
+    }
+
+    /// Asserts that no process started for this scenario survives, whatever its process group
+    /// or session: every one of them (orch, the CLI, its tools) has this test's
+    /// `CLAUDE_CONFIG_DIR` in its environment.
+    pub fn assert_no_process_left(&self) {
+        let marker = format!(
+            "CLAUDE_CONFIG_DIR={}",
+            self.path().join("home/.claude").display()
+        );
+        let marked = || -> Vec<String> {
+            let Ok(entries) = std::fs::read_dir("/proc") else {
+                return Vec::new();
+            };
+            entries
+                .flatten()
+                .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+                .filter(|&pid| crate::harness::pid_alive(pid))
+                .filter(|pid| {
+                    std::fs::read(format!("/proc/{pid}/environ"))
+                        .is_ok_and(|env| env.split(|b| *b == 0).any(|kv| kv == marker.as_bytes()))
+                })
+                .map(|pid| {
+                    let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+                    format!(
+                        "{pid}: {}",
+                        String::from_utf8_lossy(&cmd).replace('\0', " ")
+                    )
+                })
+                .collect()
+        };
+        let end = Instant::now() + Duration::from_secs(5);
+        loop {
+            let left = marked();
+            if left.is_empty() {
+                return;
+            }
+            assert!(
+                Instant::now() < end,
+                "processes of this scenario survived:\n{}",
+                left.join("\n")
+            );
+            std::thread::sleep(Duration::from_millis(50));
         }
     }
 
@@ -101,6 +146,25 @@ impl Scenario {
             .stderr(err)
             .spawn()
             .expect("orch starts")
+    }
+
+    /// Waits until some step's log has a line containing `needle` (what the CLI has written).
+    pub fn wait_log(&self, needle: &str, deadline: Duration) {
+        let runs = self.path().join(".orch/runs");
+        crate::harness::wait_until(&format!("a log line with {needle}"), deadline, || {
+            let logs = std::fs::read_dir(&runs)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .flat_map(|run| {
+                    std::fs::read_dir(run.path().join("logs"))
+                        .into_iter()
+                        .flatten()
+                })
+                .flatten();
+            logs.into_iter()
+                .any(|log| std::fs::read_to_string(log.path()).is_ok_and(|t| t.contains(needle)))
+        });
     }
 
     /// What orch printed so far.
@@ -124,15 +188,12 @@ impl Scenario {
     /// the results file and in the ledger, prints both, and returns them.
     pub fn assert_figures(&self, name: &str, v: &Value, job: &str) -> Figures {
         let inst = &v["instances"][job];
-        let orch = Figures {
-            tokens: inst["total_tokens"].as_u64().unwrap(),
-            usd: inst["total_cost_usd"].as_f64().unwrap(),
-        };
+        let orch = self.orch_figures(v, job);
         for step in steps(v, job) {
             assert_known_format(&step);
         }
         let cli = cli_job_figures(v, job);
-        let ledger = ledger_figures(self.path(), v, job);
+        let ledger = self.ledger_figures(v, job);
         eprintln!(
             "[figures] {name}: orch {} tokens ${:.6} (ledger {} tokens ${:.6}); \
              CLI result {} tokens ${:.6}",
@@ -147,6 +208,41 @@ impl Scenario {
             "{name}: ledger {ledger:?} vs {cli:?}"
         );
         orch
+    }
+}
+
+impl Scenario {
+    /// What the results file says `job` used.
+    pub fn orch_figures(&self, v: &Value, job: &str) -> Figures {
+        let inst = &v["instances"][job];
+        Figures {
+            tokens: inst["total_tokens"].as_u64().unwrap(),
+            usd: inst["total_cost_usd"].as_f64().unwrap(),
+        }
+    }
+
+    /// The job's spend in the ledger: every usage row of its steps in this run.
+    pub fn ledger_figures(&self, v: &Value, job: &str) -> Figures {
+        let db = rusqlite::Connection::open_with_flags(
+            self.path().join(".orch/ledger.sqlite"),
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+        )
+        .unwrap();
+        let run_id = v["metadata"]["run_id"].as_str().unwrap();
+        db.query_row(
+            "SELECT COALESCE(SUM(u.input + u.output + u.cache_read + u.cache_creation), 0),
+                    COALESCE(SUM(u.usd), 0.0)
+             FROM usage u JOIN steps s ON s.run_id = u.run_id AND s.step = u.step
+             WHERE u.run_id = ?1 AND s.job = ?2",
+            rusqlite::params![run_id, job],
+            |row| {
+                Ok(Figures {
+                    tokens: row.get::<_, i64>(0)? as u64,
+                    usd: row.get(1)?,
+                })
+            },
+        )
+        .unwrap()
     }
 }
 
@@ -282,31 +378,11 @@ fn cli_job_figures(v: &Value, job: &str) -> Figures {
         .rev()
         .find_map(result_line)
         .map(|r| result_figures(&r))
-        .unwrap_or_else(|| panic!("no step of {job} wrote a result"))
-}
-
-/// The job's spend in the ledger: every usage row of its steps in this run.
-fn ledger_figures(dir: &Path, v: &Value, job: &str) -> Figures {
-    let db = rusqlite::Connection::open_with_flags(
-        dir.join(".orch/ledger.sqlite"),
-        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-    )
-    .unwrap();
-    let run_id = v["metadata"]["run_id"].as_str().unwrap();
-    db.query_row(
-        "SELECT COALESCE(SUM(u.input + u.output + u.cache_read + u.cache_creation), 0),
-                COALESCE(SUM(u.usd), 0.0)
-         FROM usage u JOIN steps s ON s.run_id = u.run_id AND s.step = u.step
-         WHERE u.run_id = ?1 AND s.job = ?2",
-        rusqlite::params![run_id, job],
-        |row| {
-            Ok(Figures {
-                tokens: row.get::<_, i64>(0)? as u64,
-                usd: row.get(1)?,
-            })
-        },
-    )
-    .unwrap()
+        .unwrap_or_else(|| {
+            let last = steps(v, job).pop().unwrap_or_default();
+            let log = last["log"].as_str().map(std::fs::read_to_string);
+            panic!("no step of {job} wrote a result; last step: {last:#}\nits log: {log:?}")
+        })
 }
 
 /// Waits for a child to exit; kills it and panics after `deadline`.
