@@ -327,6 +327,11 @@ impl<'a> Dispatcher<'a> {
         record.result = e.outcome.as_ref().and_then(|o| o.result.clone());
         record.reason = reason.clone();
         record.tail = e.tail;
+        if e.spawn_error.is_some() {
+            // Nothing ran, so there is no log worth pointing at.
+            record.log = Default::default();
+            record.stderr_log = Default::default();
+        }
         report(&Event::StepFinished {
             step: id,
             label: self.plan.steps[id].label(),
@@ -388,13 +393,15 @@ impl<'a> Dispatcher<'a> {
             Some(o) if o.success => (Status::Completed, None),
             Some(o) => {
                 let why = match &o.result {
-                    Some(r) if r.is_error => format!(
-                        "Claude Code reported an error: {} ({how})",
-                        r.errors
-                            .first()
-                            .cloned()
-                            .unwrap_or_else(|| r.subtype.clone())
-                    ),
+                    Some(r) if r.is_error => {
+                        let what = match (r.errors.first(), r.subtype.as_str()) {
+                            (Some(e), _) => e.clone(),
+                            // The CLI marks API failures as subtype "success" with is_error.
+                            (None, "success") => "is_error in its result".to_string(),
+                            (None, subtype) => subtype.to_string(),
+                        };
+                        format!("Claude Code reported an error: {what} ({how})")
+                    }
                     Some(_) => how,
                     None => format!("no result line from Claude Code ({how})"),
                 };
