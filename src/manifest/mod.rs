@@ -144,13 +144,13 @@ fn syntax_errors(
             continue;
         }
         if e.message == "duplicate key" {
-            if let Some((name, first, second, table)) = repeated_job_table(text, e.span.start) {
+            if let Some(r) = repeated_job_table(text, e.span.start) {
                 out.push(ManifestError::DuplicateJob {
-                    name,
-                    first: diagnostic::span(&first),
-                    second: diagnostic::span(&second),
+                    name: r.name,
+                    first: diagnostic::span(&r.first),
+                    second: diagnostic::span(&r.second),
                 });
-                repeated.push(table);
+                repeated.push(r.table);
                 continue;
             }
         }
@@ -163,17 +163,17 @@ fn syntax_errors(
     out
 }
 
-/// When `at` is inside a `[jobs.NAME]` header that appeared before: the name, both headers'
-/// spans, and the range of the repeated table (up to the next header).
-fn repeated_job_table(
-    text: &str,
-    at: usize,
-) -> Option<(
-    String,
-    std::ops::Range<usize>,
-    std::ops::Range<usize>,
-    std::ops::Range<usize>,
-)> {
+/// A `[jobs.NAME]` table written twice.
+struct RepeatedTable {
+    name: String,
+    /// The first header, the repeated header, and the repeated table up to the next header.
+    first: std::ops::Range<usize>,
+    second: std::ops::Range<usize>,
+    table: std::ops::Range<usize>,
+}
+
+/// The repeated job table whose header holds byte `at`, if that header appeared before.
+fn repeated_job_table(text: &str, at: usize) -> Option<RepeatedTable> {
     let line_start = text[..at.min(text.len())].rfind('\n').map_or(0, |i| i + 1);
     let line_end = text[line_start..]
         .find('\n')
