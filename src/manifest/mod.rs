@@ -193,12 +193,12 @@ fn repeated_job_table(text: &str, at: usize) -> Option<RepeatedTable> {
     let table_end = text[line_end..]
         .find("\n[")
         .map_or(text.len(), |i| line_end + i);
-    Some((
-        name.to_string(),
+    Some(RepeatedTable {
+        name: name.to_string(),
         first,
-        line_start..line_end,
-        line_start..table_end,
-    ))
+        second: line_start..line_end,
+        table: line_start..table_end,
+    })
 }
 
 /// Bundles a file's mistakes, in file order, with its source for rendering.
