@@ -1,5 +1,6 @@
 //! End-to-end tests of the real `orch` binary, one integration-test binary for all of them.
 
+mod book;
 mod budget;
 mod fuzz;
 mod harness;
