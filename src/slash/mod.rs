@@ -150,15 +150,15 @@ pub fn placeholders(body: &str) -> Vec<String> {
             continue;
         }
         let rest = &body[i + 1..];
-        let len = if rest.starts_with("ARGUMENTS") {
-            let after = &rest["ARGUMENTS".len()..];
-            let index = after
-                .strip_prefix('[')
-                .and_then(|a| a.find(']').map(|end| (a, end)))
-                .filter(|(a, end)| *end > 0 && a[..*end].bytes().all(|b| b.is_ascii_digit()));
-            "ARGUMENTS".len() + index.map_or(0, |(_, end)| end + 2)
-        } else {
-            rest.bytes().take_while(u8::is_ascii_digit).count()
+        let len = match rest.strip_prefix("ARGUMENTS") {
+            Some(after) => {
+                let index = after
+                    .strip_prefix('[')
+                    .and_then(|a| a.find(']').map(|end| (a, end)))
+                    .filter(|(a, end)| *end > 0 && a[..*end].bytes().all(|b| b.is_ascii_digit()));
+                "ARGUMENTS".len() + index.map_or(0, |(_, end)| end + 2)
+            }
+            None => rest.bytes().take_while(u8::is_ascii_digit).count(),
         };
         if len > 0 {
             let found = &body[i..i + 1 + len];
