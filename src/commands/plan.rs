@@ -70,6 +70,16 @@ pub struct StepView {
 
 /// `orch plan`: prints the plan in the chosen format.
 pub fn run(args: &ManifestArgs, format: PlanFormat, now: DateTime<Utc>) -> Result<String, Error> {
+    run_checked(args, format, false, now)
+}
+
+/// `orch plan`, with `strict` making an unknown slash command an error.
+pub fn run_checked(
+    args: &ManifestArgs,
+    format: PlanFormat,
+    strict: bool,
+    now: DateTime<Utc>,
+) -> Result<String, Error> {
     let manifest = super::load(args)?;
     let mut warnings = manifest.warnings.clone();
     let agent = match super::agent_program(args, &manifest) {
@@ -99,6 +109,11 @@ pub fn run(args: &ManifestArgs, format: PlanFormat, now: DateTime<Utc>) -> Resul
         },
     );
     warnings.extend(budget_warnings(&manifest));
+    let (unknown, notes) = slash_warnings(&manifest, &|ws| crate::slash::roots_from_env(ws));
+    if strict && !unknown.is_empty() {
+        return Err(Error::UnknownCommand { unknown });
+    }
+    warnings.extend(unknown.into_iter().chain(notes));
     if running_as_root() && std::env::var_os("IS_SANDBOX").is_none() {
         for job in &manifest.jobs {
             if let Task::Agent(a) = &job.task {
@@ -250,6 +265,49 @@ fn budget_warnings(m: &Manifest) -> Vec<String> {
         }
     }
     out
+}
+
+// ---- Slash commands (DESIGN.md section 9) ----
+
+/// Every slash command a job would run (pre-commands included), checked against what Claude
+/// Code would find in the job's workspace: unknown commands with "did you mean", then problems
+/// with the files of the commands that are used (broken frontmatter, conflicts).
+pub fn slash_warnings(
+    m: &Manifest,
+    roots: &dyn Fn(&std::path::Path) -> crate::slash::Roots,
+) -> (Vec<String>, Vec<String>) {
+    use crate::slash::{Catalog, Found};
+    let mut catalogs: std::collections::HashMap<&std::path::Path, Catalog> = Default::default();
+    let (mut unknown, mut notes) = (Vec::new(), Vec::new());
+    for job in &m.jobs {
+        let Task::Agent(a) = &job.task else { continue };
+        let catalog = catalogs
+            .entry(job.workspace.as_path())
+            .or_insert_with(|| crate::slash::discover(&roots(&job.workspace)));
+        for prompt in a.pre_commands.iter().chain(std::iter::once(&a.prompt)) {
+            let Some(cmd) = crate::slash::command_name(prompt) else {
+                continue;
+            };
+            match catalog.find(cmd) {
+                None => unknown.push(format!(
+                    "job `{}`: unknown slash command `{cmd}`{}",
+                    job.name,
+                    catalog
+                        .suggest(cmd)
+                        .map(|s| format!("; did you mean `{s}`?"))
+                        .unwrap_or_else(|| " (`orch commands` lists the known ones)".into())
+                )),
+                Some(Found::Discovered(c)) => {
+                    let path = c.path.as_deref().unwrap_or(std::path::Path::new(""));
+                    for p in catalog.problems_of(path) {
+                        notes.push(format!("job `{}`: {cmd}: {}", job.name, p.message));
+                    }
+                }
+                Some(Found::BuiltIn(_)) => {}
+            }
+        }
+    }
+    (unknown, notes)
 }
 
 fn running_as_root() -> bool {
