@@ -5,6 +5,7 @@ pub mod ledger;
 pub mod plan;
 pub mod run;
 pub mod schema;
+pub mod service;
 
 use std::path::{Path, PathBuf};
 

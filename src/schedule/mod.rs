@@ -121,13 +121,14 @@ pub fn next_sleep(now: DateTime<Utc>, target: DateTime<Utc>) -> Option<Duration>
     Some(left.min(SLICE))
 }
 
-/// The waiting milestones worth a line ("3h left"): the largest at most `left`, if any.
-pub fn milestone(left: Duration) -> Option<Duration> {
-    const MARKS: [u64; 9] = [86_400, 43_200, 21_600, 10_800, 3_600, 1_800, 600, 300, 60];
+/// The waiting milestone ("1h left") passed between two looks at the time left, if any: the
+/// smallest mark in `[left, before)`, so a jump past several announces only the latest.
+pub fn crossed_mark(before: Duration, left: Duration) -> Option<Duration> {
+    const MARKS: [u64; 9] = [60, 300, 600, 1_800, 3_600, 10_800, 21_600, 43_200, 86_400];
     MARKS
         .iter()
         .map(|s| Duration::from_secs(*s))
-        .find(|m| *m <= left)
+        .find(|m| left <= *m && *m < before)
 }
 
 /// Sleeps until the wall clock reads `target`, in slices of at most [`SLICE`], calling `tick`

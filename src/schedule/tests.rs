@@ -317,9 +317,11 @@ fn sleep_slices_re_read_the_clock() {
     assert_eq!(next_sleep(now, now), None);
     // The clock jumped past the target (a suspend, an NTP step): fire now.
     assert_eq!(next_sleep(now + chrono::Duration::hours(3), now), None);
-    assert_eq!(
-        milestone(Duration::from_secs(9_000)),
-        Some(Duration::from_secs(3_600))
-    );
-    assert_eq!(milestone(Duration::from_secs(59)), None);
+    let secs = Duration::from_secs;
+    assert_eq!(crossed_mark(secs(3_601), secs(3_600)), Some(secs(3_600)));
+    assert_eq!(crossed_mark(secs(3_600), secs(3_599)), None);
+    assert_eq!(crossed_mark(secs(9_000), secs(8_999)), None);
+    // Slept through several marks: only the latest is worth a line.
+    assert_eq!(crossed_mark(secs(7_200), secs(250)), Some(secs(300)));
+    assert_eq!(crossed_mark(secs(59), secs(58)), None);
 }
