@@ -59,9 +59,10 @@ fn schedule_view(s: &crate::manifest::Schedule, now: DateTime<Utc>) -> ScheduleV
     use crate::schedule::{self, Zone};
     // Values were checked when the manifest loaded.
     let zone = Zone::parse(s.timezone.as_deref()).unwrap_or(Zone::Local);
-    let starts = s.start_at.as_deref().map(|text| {
-        schedule::parse_start_at(text).and_then(|spec| zone.start_at(&spec, now))
-    });
+    let starts = s
+        .start_at
+        .as_deref()
+        .map(|text| schedule::parse_start_at(text).and_then(|spec| zone.start_at(&spec, now)));
     // With a start time, the cron service begins then.
     let from = match &starts {
         Some(Ok(t)) => *t,

@@ -83,9 +83,11 @@ pub(super) async fn run_once(
     };
 
     // The borrow lasts one report: the service loop reports skipped fire times meanwhile.
-    let outcome = runner::run(&ctx, &plan, &mut |e: &Event| reporter.borrow_mut().report(e))
-        .await
-        .map_err(|e| Error::io("cannot start the run", e))?;
+    let outcome = runner::run(&ctx, &plan, &mut |e: &Event| {
+        reporter.borrow_mut().report(e)
+    })
+    .await
+    .map_err(|e| Error::io("cannot start the run", e))?;
     let mut reporter = reporter.borrow_mut();
 
     let code = outcome.exit_code();

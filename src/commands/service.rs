@@ -99,14 +99,20 @@ pub async fn serve(
         term: listen(SignalKind::terminate())?,
     };
     if let Some((text, from, spec)) = &t.start {
-        let at = t.zone.start_at(spec, Utc::now()).map_err(|reason| Error::BadFlag {
-            flag: from,
-            value: text.clone(),
-            reason,
-            help: "give a time that is still to come".into(),
-        })?;
+        let at = t
+            .zone
+            .start_at(spec, Utc::now())
+            .map_err(|reason| Error::BadFlag {
+                flag: from,
+                value: text.clone(),
+                reason,
+                help: "give a time that is still to come".into(),
+            })?;
         if let Some(sig) = wait(at, None, t.zone, &mut signals, &report).await {
-            report(Event::ScheduleStopped { signal: sig, runs: 0 });
+            report(Event::ScheduleStopped {
+                signal: sig,
+                runs: 0,
+            });
             return Ok(ExitCode::Ok);
         }
         if t.cron.is_none() {

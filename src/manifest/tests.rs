@@ -245,12 +245,16 @@ fn bad_start_at_lists_the_accepted_forms() {
     let (code, labels, help) = only(text, toml_errors(text));
     assert_eq!(code, "orch::manifest::bad_start_at");
     assert_eq!(labels, ["\"13pm\""]);
-    assert!(help.contains("\"2am\"") && help.contains("ISO 8601"), "{help}");
+    assert!(
+        help.contains("\"2am\"") && help.contains("ISO 8601"),
+        "{help}"
+    );
 }
 
 #[test]
 fn bad_timezone_suggests_the_closest() {
-    let text = "[schedule]\ncron = \"@daily\"\ntimezone = \"Europe/Berln\"\n[jobs.a]\nrun = [\"a\"]\n";
+    let text =
+        "[schedule]\ncron = \"@daily\"\ntimezone = \"Europe/Berln\"\n[jobs.a]\nrun = [\"a\"]\n";
     let (code, labels, help) = only(text, toml_errors(text));
     assert_eq!(code, "orch::manifest::bad_timezone");
     assert_eq!(labels, ["\"Europe/Berln\""]);

@@ -17,21 +17,65 @@ use chrono::{DateTime, Duration, LocalResult, NaiveDateTime, TimeZone, Timelike,
 use cron::TimeUnitSpec;
 
 /// Parses a cron expression: 5 fields (minute first), 6 with seconds first, or an @-shortcut.
+/// Numeric weekdays mean what they mean to classic cron: 0 and 7 are Sunday, 1 is Monday.
 pub fn parse_cron(expr: &str) -> Result<cron::Schedule, String> {
     let expr = expr.trim();
-    let fields = expr.split_whitespace().count();
-    let full = if !expr.starts_with('@') && fields == 5 {
-        format!("0 {expr}")
-    } else if expr.starts_with('@') || fields == 6 {
-        expr.to_string()
-    } else {
-        return Err(format!("it has {fields} fields; expected 5 or 6"));
-    };
-    cron::Schedule::from_str(&full).map_err(|e| e.to_string())
+    if expr.starts_with('@') {
+        return cron::Schedule::from_str(expr).map_err(|e| e.to_string());
+    }
+    let mut fields: Vec<String> = expr.split_whitespace().map(str::to_string).collect();
+    match fields.len() {
+        5 => fields.insert(0, "0".into()),
+        6 => {}
+        n => return Err(format!("it has {n} fields; expected 5 or 6")),
+    }
+    fields[5] = classic_weekdays(&fields[5])?;
+    cron::Schedule::from_str(&fields.join(" ")).map_err(|e| e.to_string())
+}
+
+/// Rewrites a weekday field from classic cron's numbers (0-7, Sunday = 0 or 7) to the `cron`
+/// crate's (1-7, Sunday = 1) as an explicit list. Names and `*` pass through unchanged.
+fn classic_weekdays(field: &str) -> Result<String, String> {
+    if field.bytes().any(|b| b.is_ascii_alphabetic() || b == b'?') || field == "*" {
+        return Ok(field.to_string());
+    }
+    let mut days = std::collections::BTreeSet::new();
+    for item in field.split(',') {
+        let (range, step) = match item.split_once('/') {
+            Some((r, s)) => (
+                r,
+                s.parse::<usize>()
+                    .map_err(|_| format!("bad step in {item:?}"))?,
+            ),
+            None => (item, 1),
+        };
+        let num = |t: &str| match t.parse::<u32>() {
+            Ok(n) if n <= 7 => Ok(n),
+            _ => Err(format!("{t:?} is not a weekday (0-7, Sunday is 0 or 7)")),
+        };
+        let (from, to) = match range.split_once('-') {
+            _ if range == "*" => (0, 6),
+            Some((a, b)) => (num(a)?, num(b)?),
+            None if step > 1 => (num(range)?, 7),
+            None => (num(range)?, num(range)?),
+        };
+        if step == 0 || from > to {
+            return Err(format!("{item:?} is not a weekday range"));
+        }
+        days.extend((from..=to).step_by(step).map(|d| d % 7 + 1));
+    }
+    Ok(days
+        .iter()
+        .map(u32::to_string)
+        .collect::<Vec<_>>()
+        .join(","))
 }
 
 /// The first fire time strictly after `after`, in `after`'s zone.
-pub fn next_fire<Z: TimeZone>(schedule: &cron::Schedule, after: &DateTime<Z>) -> Option<DateTime<Z>> {
+pub fn next_fire<Z: TimeZone>(
+    schedule: &cron::Schedule,
+    after: &DateTime<Z>,
+) -> Option<DateTime<Z>> {
     let tz = after.timezone();
     let every_hour = schedule.hours().is_all();
     // Offsets around `after` bound which local wall times can map to an instant after it.
@@ -125,15 +169,19 @@ pub fn local_instant<Z: TimeZone>(tz: &Z, naive: &NaiveDateTime) -> Option<DateT
 fn gap_end<Z: TimeZone>(tz: &Z, naive: &NaiveDateTime) -> Option<DateTime<Z>> {
     let minute = naive.with_second(0)?.with_nanosecond(0)?;
     // Gaps end on a whole minute and last at most a day (Samoa skipped 30 December 2011).
-    (1..=2 * 24 * 60).find_map(|m| {
-        match tz.from_local_datetime(&(minute + Duration::minutes(m))) {
+    (1..=2 * 24 * 60).find_map(
+        |m| match tz.from_local_datetime(&(minute + Duration::minutes(m))) {
             LocalResult::Single(t) | LocalResult::Ambiguous(t, _) => Some(t),
             LocalResult::None => None,
-        }
-    })
+        },
+    )
 }
 
 fn offset_secs<Z: TimeZone>(tz: &Z, t: &DateTime<Z>) -> i64 {
     use chrono::Offset;
-    i64::from(tz.offset_from_utc_datetime(&t.naive_utc()).fix().local_minus_utc())
+    i64::from(
+        tz.offset_from_utc_datetime(&t.naive_utc())
+            .fix()
+            .local_minus_utc(),
+    )
 }

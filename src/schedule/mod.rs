@@ -71,8 +71,13 @@ impl Zone {
     }
 
     /// The first fire time of `schedule` strictly after `after`.
-    pub fn next_fire(&self, schedule: &cron::Schedule, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
-        in_zone!(self, after, |t| next_fire(schedule, t).map(|t| t.with_timezone(&Utc)))
+    pub fn next_fire(
+        &self,
+        schedule: &cron::Schedule,
+        after: DateTime<Utc>,
+    ) -> Option<DateTime<Utc>> {
+        in_zone!(self, after, |t| next_fire(schedule, t)
+            .map(|t| t.with_timezone(&Utc)))
     }
 
     /// The next `n` fire times after `now`, with this zone's offset (for showing them).
@@ -106,7 +111,8 @@ impl Zone {
 
     /// The instant a start time means at `now`, with times of day read in this zone.
     pub fn start_at(&self, spec: &StartAt, now: DateTime<Utc>) -> Result<DateTime<Utc>, String> {
-        in_zone!(self, now, |t| resolve_start_at(spec, t).map(|t| t.with_timezone(&Utc)))
+        in_zone!(self, now, |t| resolve_start_at(spec, t)
+            .map(|t| t.with_timezone(&Utc)))
     }
 
     /// An instant with this zone's offset.

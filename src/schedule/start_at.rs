@@ -25,7 +25,10 @@ pub enum StartAt {
     /// A delay from now: "2h", "1h30m".
     In(Duration),
     /// A time of day: today, or tomorrow when it has passed (or when written "tomorrow ...").
-    TimeOfDay { time: NaiveTime, tomorrow: bool },
+    TimeOfDay {
+        time: NaiveTime,
+        tomorrow: bool,
+    },
     /// A local date and time ("2026-11-26" is its midnight).
     Local(NaiveDateTime),
     /// A date-time with its own UTC offset.

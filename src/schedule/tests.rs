@@ -9,7 +9,10 @@ use chrono_tz::{America::New_York, Europe::Berlin, Tz};
 use super::*;
 
 fn berlin(y: i32, mo: u32, d: u32, h: u32, mi: u32) -> DateTime<Tz> {
-    Berlin.with_ymd_and_hms(y, mo, d, h, mi, 0).earliest().unwrap()
+    Berlin
+        .with_ymd_and_hms(y, mo, d, h, mi, 0)
+        .earliest()
+        .unwrap()
 }
 
 fn utc(y: i32, mo: u32, d: u32, h: u32, mi: u32, s: u32) -> DateTime<Utc> {
@@ -172,7 +175,11 @@ fn dates_and_date_times() {
         "2026-11-26T03:00:00+01:00"
     );
     assert!(at("2026-01-01", now).unwrap_err().contains("in the past"));
-    assert!(at("2026-11-25T09:59", now).unwrap_err().contains("in the past"));
+    assert!(
+        at("2026-11-25T09:59", now)
+            .unwrap_err()
+            .contains("in the past")
+    );
     assert_eq!(at("now", now).unwrap(), now.to_rfc3339());
 }
 
@@ -184,9 +191,35 @@ fn five_six_and_shortcut_forms() {
         assert!(parse_cron(s).is_ok(), "{s}");
     }
     assert!(parse_cron("0 2 * *").unwrap_err().contains("4 fields"));
-    assert!(parse_cron("* * * * * * * *").unwrap_err().contains("8 fields"));
+    assert!(
+        parse_cron("* * * * * * * *")
+            .unwrap_err()
+            .contains("8 fields")
+    );
     assert!(parse_cron("0 25 * * *").is_err());
     assert!(parse_cron("@sometimes").is_err());
+}
+
+#[test]
+fn weekdays_are_numbered_as_in_classic_cron() {
+    // Wednesday 25 November 2026.
+    let wed = berlin(2026, 11, 25, 12, 0);
+    let day = |expr| fires(expr, wed, 1)[0][..10].to_string();
+    assert_eq!(day("0 2 * * 1"), "2026-11-30"); // Monday
+    assert_eq!(day("0 2 * * 0"), "2026-11-29"); // Sunday
+    assert_eq!(day("0 2 * * 7"), "2026-11-29"); // Sunday again
+    assert_eq!(day("0 2 * * 4-5"), "2026-11-26"); // Thursday
+    assert_eq!(day("0 2 * * 6-7"), "2026-11-28"); // Saturday
+    assert_eq!(day("0 2 * * Mon-Fri"), "2026-11-26");
+    assert_eq!(day("0 0 2 * * 1"), "2026-11-30"); // six fields: the same numbers
+    let weekend_and_wed = fires("0 2 * * 0,3,6", wed, 3);
+    assert_eq!(
+        weekend_and_wed.iter().map(|t| &t[..10]).collect::<Vec<_>>(),
+        ["2026-11-28", "2026-11-29", "2026-12-02"]
+    );
+    assert_eq!(day("0 2 * * */2"), "2026-11-26"); // Sun, Tue, Thu, Sat
+    assert!(parse_cron("0 2 * * 8").is_err());
+    assert!(parse_cron("0 2 * * 5-1").is_err());
 }
 
 #[test]
@@ -286,7 +319,10 @@ fn a_year_of_fires_is_strictly_increasing_and_a_nightly_job_runs_once_a_day() {
     let all = next_fires(&quarter, &start, 4 * 24 * 365);
     assert!(all.windows(2).all(|w| w[0] < w[1]));
     // The spring gap loses four quarters and the autumn repeat gains four: a year of real time.
-    assert_eq!(all.last().unwrap().to_rfc3339(), "2027-01-01T00:00:00-05:00");
+    assert_eq!(
+        all.last().unwrap().to_rfc3339(),
+        "2027-01-01T00:00:00-05:00"
+    );
 }
 
 #[test]
@@ -297,8 +333,14 @@ fn zones_and_missed_fires() {
     let z = Zone::Named(Berlin);
     let s = parse_cron("* * * * * *").unwrap();
     let from = utc(2026, 11, 25, 12, 0, 0);
-    assert_eq!(z.fires_between(&s, from, utc(2026, 11, 25, 12, 0, 10), 100), 10);
-    assert_eq!(z.fires_between(&s, from, utc(2026, 11, 25, 13, 0, 0), 100), 100);
+    assert_eq!(
+        z.fires_between(&s, from, utc(2026, 11, 25, 12, 0, 10), 100),
+        10
+    );
+    assert_eq!(
+        z.fires_between(&s, from, utc(2026, 11, 25, 13, 0, 0), 100),
+        100
+    );
     assert_eq!(
         z.next_fire(&parse_cron("0 2 * * *").unwrap(), from),
         Some(utc(2026, 11, 26, 1, 0, 0))

@@ -6,3 +6,4 @@ mod harness;
 mod manifests;
 mod plan;
 mod run;
+mod schedule;
