@@ -139,9 +139,18 @@ pub fn crossed_mark(before: Duration, left: Duration) -> Option<Duration> {
 
 /// Sleeps until the wall clock reads `target`, in slices of at most [`SLICE`], calling `tick`
 /// with the wall-clock time before each slice.
-pub async fn sleep_until(target: DateTime<Utc>, mut tick: impl FnMut(DateTime<Utc>)) {
+pub async fn sleep_until(target: DateTime<Utc>, tick: impl FnMut(DateTime<Utc>)) {
+    sleep_until_by(target, Utc::now, tick).await
+}
+
+/// [`sleep_until`] with the wall clock as a parameter, so a test can make it jump.
+async fn sleep_until_by(
+    target: DateTime<Utc>,
+    clock: impl Fn() -> DateTime<Utc>,
+    mut tick: impl FnMut(DateTime<Utc>),
+) {
     loop {
-        let now = Utc::now();
+        let now = clock();
         let Some(d) = next_sleep(now, target) else {
             return;
         };

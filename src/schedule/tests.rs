@@ -367,3 +367,22 @@ fn sleep_slices_re_read_the_clock() {
     assert_eq!(crossed_mark(secs(7_200), secs(250)), Some(secs(300)));
     assert_eq!(crossed_mark(secs(59), secs(58)), None);
 }
+
+#[tokio::test]
+async fn a_clock_jump_during_a_long_sleep_is_noticed_within_a_slice() {
+    // An hour to wait; after the first slice the machine "resumes" two hours later.
+    let start = utc(2026, 11, 25, 12, 0, 0);
+    let reads = std::cell::Cell::new(0);
+    let clock = || {
+        reads.set(reads.get() + 1);
+        match reads.get() {
+            1 => start,
+            _ => start + chrono::Duration::hours(2),
+        }
+    };
+    let mut ticks = 0;
+    let began = std::time::Instant::now();
+    super::sleep_until_by(start + chrono::Duration::hours(1), clock, |_| ticks += 1).await;
+    assert_eq!(ticks, 1);
+    assert!(began.elapsed() < SLICE + Duration::from_millis(500));
+}
