@@ -138,14 +138,22 @@ fn duplicate_keys_in_json() {
 }
 
 #[test]
-fn duplicate_tables_in_toml_are_syntax_errors() {
-    let text = "[jobs.a]\nrun = [\"a\"]\n[jobs.a]\nrun = [\"b\"]\n";
+fn a_repeated_job_table_in_toml_is_a_duplicate_job() {
+    let text = "[jobs.a]\nrun = [\"a\"]\n\n[jobs.b]\nrun = [\"b\"]\n\n[jobs.a]\nrun = [\"c\"]\n";
+    let (code, labels, help) = only(text, toml_errors(text));
+    assert_eq!(code, "orch::manifest::duplicate_job");
+    assert_eq!(labels, ["[jobs.a]", "[jobs.a]"]);
+    assert!(help.contains("give each job its own name"));
+}
+
+#[test]
+fn other_duplicate_keys_in_toml_stay_syntax_errors() {
+    let text = "[jobs.a]\nrun = [\"a\"]\nrun = [\"b\"]\n";
     let errors = toml_errors(text);
     let (code, labels, _) = parts(text, &errors[0]);
     assert_eq!(code, "orch::manifest::syntax");
     assert_eq!(errors[0].to_string(), "TOML syntax error: duplicate key");
-    assert_eq!(labels, ["a"]);
-    assert_eq!(errors[0].offset(), text.rfind("a]").unwrap());
+    assert_eq!(labels, ["run"]);
 }
 
 #[test]

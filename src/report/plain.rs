@@ -107,7 +107,7 @@ impl<W: Write> Plain<W> {
                 if let Some(reason) = reason {
                     line.push_str(&format!(": {reason}"));
                 }
-                if *status != Status::Completed {
+                if *status != Status::Completed && !log.as_os_str().is_empty() {
                     line.push_str(&format!(" (log: {})", crate::commands::display_path(log)));
                 }
                 if !leaked.is_empty() {

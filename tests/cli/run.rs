@@ -701,3 +701,18 @@ echo '{"type":"result","subtype":"success","is_error":false,"total_cost_usd":0.0
         "second did not wait"
     );
 }
+
+#[test]
+fn a_timeout_reaches_a_step_that_closed_its_pipes() {
+    let manifest = r#"
+        [jobs.quiet]
+        shell = "exec >/dev/null 2>&1; sleep 1000"
+        timeout = "500ms"
+    "#;
+    let t = Test::new().file("orch.toml", manifest).args(&["run"]);
+    let out = t.run();
+    assert_eq!(out.code, 1, "{}", out.stdout);
+    let v = results(&t);
+    assert_eq!(status(&v, "quiet"), "timed_out");
+    assert_no_survivors(&[steps(&v, "quiet")[0]["pid"].as_u64().unwrap() as u32]);
+}
