@@ -230,4 +230,29 @@ pub struct RunArgs {
     /// zen's --inspect-command NAME: the same as `orch commands inspect NAME`.
     #[arg(long, hide = true, value_name = "NAME")]
     pub inspect_command: Option<String>,
+    // Scheduling (see the book's "Scheduling" chapter).
+    /// Wait, then start: "2h", "30m", "1h30m", "14:30", "2am", "10:30pm", "tomorrow 9am", or an
+    /// ISO 8601 date-time (overrides schedule.start_at).
+    #[arg(long, value_name = "TIME", value_parser = start_at_arg)]
+    pub start_at: Option<String>,
+    /// Run as a service at every fire time of this cron expression (overrides schedule.cron).
+    #[arg(long, value_name = "CRON", value_parser = cron_arg)]
+    pub schedule: Option<String>,
+    /// With a cron schedule, run at the next fire time only, then exit.
+    #[arg(long)]
+    pub once: bool,
+}
+
+fn start_at_arg(text: &str) -> Result<String, String> {
+    crate::schedule::parse_start_at(text)
+        .map(|_| text.to_string())
+        .map_err(|e| format!("{e}; write {}", crate::schedule::START_AT_FORMS))
+}
+
+fn cron_arg(text: &str) -> Result<String, String> {
+    crate::schedule::parse_cron(text)
+        .map(|_| text.to_string())
+        .map_err(|e| {
+            format!("{e}; write 5 fields (\"0 2 * * *\"), 6 with seconds first, or @hourly, @daily, @weekly")
+        })
 }

@@ -6,6 +6,7 @@ pub mod ledger;
 pub mod plan;
 pub mod run;
 pub mod schema;
+pub mod service;
 pub mod slash;
 
 use std::path::{Path, PathBuf};

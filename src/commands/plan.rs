@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, FixedOffset, Utc};
 use serde::Serialize;
 use uuid::Uuid;
 
@@ -43,8 +43,45 @@ pub struct Forecast {
 pub struct ScheduleView {
     pub cron: Option<String>,
     pub start_at: Option<String>,
-    /// The next fire times of the cron schedule.
-    pub next: Vec<DateTime<Utc>>,
+    /// The IANA zone of `cron` and `start_at`, or "local time".
+    pub timezone: String,
+    /// The instant `start_at` means now.
+    pub starts: Option<DateTime<FixedOffset>>,
+    /// Why `start_at` means no instant now (a date in the past).
+    pub start_error: Option<String>,
+    /// The next five fire times of the cron schedule (after the start time, when there is one),
+    /// with the zone's offset.
+    pub next: Vec<DateTime<FixedOffset>>,
+}
+
+/// The schedule as `orch plan` shows it at `now`: the next five fire times and the start time.
+fn schedule_view(s: &crate::manifest::Schedule, now: DateTime<Utc>) -> ScheduleView {
+    use crate::schedule::{self, Zone};
+    // Values were checked when the manifest loaded.
+    let zone = Zone::parse(s.timezone.as_deref()).unwrap_or(Zone::Local);
+    let starts = s
+        .start_at
+        .as_deref()
+        .map(|text| schedule::parse_start_at(text).and_then(|spec| zone.start_at(&spec, now)));
+    // With a start time, the cron service begins then.
+    let from = match &starts {
+        Some(Ok(t)) => *t,
+        _ => now,
+    };
+    let next = s
+        .cron
+        .as_deref()
+        .and_then(|c| schedule::parse_cron(c).ok())
+        .map(|c| zone.next_fires(&c, from, 5))
+        .unwrap_or_default();
+    ScheduleView {
+        cron: s.cron.clone(),
+        start_at: s.start_at.clone(),
+        timezone: zone.name(),
+        starts: starts.clone().and_then(Result::ok).map(|t| zone.fixed(t)),
+        start_error: starts.and_then(Result::err),
+        next,
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -158,13 +195,6 @@ pub fn view(m: &Manifest, plan: &Plan, now: DateTime<Utc>, warnings: Vec<String>
             }
         })
         .collect();
-    let next = m
-        .schedule
-        .cron
-        .as_deref()
-        .and_then(|c| crate::schedule::parse_cron(c).ok())
-        .map(|s| crate::schedule::next_fires(&s, &now, 3))
-        .unwrap_or_default();
     PlanView {
         name: m.name.clone(),
         manifest: super::display_path(&m.path),
@@ -174,11 +204,7 @@ pub fn view(m: &Manifest, plan: &Plan, now: DateTime<Utc>, warnings: Vec<String>
         timeout_ms: m.settings.timeout.as_millis(),
         fail_fast: m.settings.fail_fast,
         state_dir: super::display_path(&m.settings.state_dir),
-        schedule: ScheduleView {
-            cron: m.schedule.cron.clone(),
-            start_at: m.schedule.start_at.clone(),
-            next,
-        },
+        schedule: schedule_view(&m.schedule, now),
         budget: m.budget.clone(),
         window_spent: None,
         steps,

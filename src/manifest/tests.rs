@@ -248,6 +248,31 @@ fn bad_cron() {
 }
 
 #[test]
+fn bad_start_at_lists_the_accepted_forms() {
+    let text = "[schedule]\nstart_at = \"13pm\"\n[jobs.a]\nrun = [\"a\"]\n";
+    let (code, labels, help) = only(text, toml_errors(text));
+    assert_eq!(code, "orch::manifest::bad_start_at");
+    assert_eq!(labels, ["\"13pm\""]);
+    assert!(
+        help.contains("\"2am\"") && help.contains("ISO 8601"),
+        "{help}"
+    );
+}
+
+#[test]
+fn bad_timezone_suggests_the_closest() {
+    let text =
+        "[schedule]\ncron = \"@daily\"\ntimezone = \"Europe/Berln\"\n[jobs.a]\nrun = [\"a\"]\n";
+    let (code, labels, help) = only(text, toml_errors(text));
+    assert_eq!(code, "orch::manifest::bad_timezone");
+    assert_eq!(labels, ["\"Europe/Berln\""]);
+    assert_eq!(help, "did you mean \"Europe/Berlin\"?");
+    let text = "[schedule]\ntimezone = \"Mars/Olympus\"\n[jobs.a]\nrun = [\"a\"]\n";
+    let (_, _, help) = only(text, toml_errors(text));
+    assert!(help.contains("IANA"), "{help}");
+}
+
+#[test]
 fn empty_manifest() {
     for text in ["", "name = \"x\"\n", "[jobs]\n"] {
         let (code, _, help) = only(text, toml_errors(text));

@@ -7,4 +7,5 @@ mod harness;
 mod manifests;
 mod plan;
 mod run;
+mod schedule;
 mod slash;

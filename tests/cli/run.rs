@@ -69,7 +69,7 @@ fn wait_until(what: &str, deadline: Duration, mut ok: impl FnMut() -> bool) {
 }
 
 /// Asserts that no process of any step's group survived.
-fn assert_no_survivors(pids: &[u32]) {
+pub(super) fn assert_no_survivors(pids: &[u32]) {
     for &pid in pids {
         wait_until(
             &format!("group {pid} to die"),
@@ -80,14 +80,14 @@ fn assert_no_survivors(pids: &[u32]) {
 }
 
 /// orch running in the background, its stdout lines arriving on a channel.
-struct Running {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-    seen: Vec<String>,
+pub(super) struct Running {
+    pub(super) child: Child,
+    pub(super) lines: mpsc::Receiver<String>,
+    pub(super) seen: Vec<String>,
 }
 
 impl Running {
-    fn start(t: &Test) -> Running {
+    pub(super) fn start(t: &Test) -> Running {
         let mut child = t
             .command()
             .stdout(Stdio::piped())
@@ -109,7 +109,7 @@ impl Running {
     }
 
     /// Waits for a line containing `needle`; returns it.
-    fn expect(&mut self, needle: &str) -> String {
+    pub(super) fn expect(&mut self, needle: &str) -> String {
         let end = Instant::now() + Duration::from_secs(20);
         if let Some(l) = self.seen.iter().find(|l| l.contains(needle)) {
             return l.clone();
@@ -129,7 +129,7 @@ impl Running {
     }
 
     /// The pids of the steps started so far.
-    fn pids(&mut self) -> Vec<u32> {
+    pub(super) fn pids(&mut self) -> Vec<u32> {
         while let Ok(line) = self.lines.try_recv() {
             self.seen.push(line);
         }
@@ -140,7 +140,7 @@ impl Running {
             .collect()
     }
 
-    fn signal(&self, sig: &str) {
+    pub(super) fn signal(&self, sig: &str) {
         let ok = std::process::Command::new("kill")
             .args([&format!("-{sig}"), &self.child.id().to_string()])
             .status()
@@ -149,7 +149,7 @@ impl Running {
         assert!(ok);
     }
 
-    fn wait(mut self) -> (i32, Vec<String>) {
+    pub(super) fn wait(mut self) -> (i32, Vec<String>) {
         let end = Instant::now() + Duration::from_secs(30);
         let status = loop {
             if let Some(status) = self.child.try_wait().unwrap() {
