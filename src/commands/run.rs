@@ -1,19 +1,24 @@
-//! `orch run`: load, plan, run, write the results, map the outcome to an exit code.
+//! `orch run`: load, plan, run, write the results, map the outcome to an exit code; on a
+//! schedule, once per fire time (`super::service` owns the waiting).
 
+use std::cell::RefCell;
+use std::io::Stdout;
 use std::path::PathBuf;
 
 use chrono::Utc;
 use uuid::Uuid;
 
+use crate::agent::AgentProgram;
 use crate::cli::RunArgs;
 use crate::errors::{Error, ExitCode};
 use crate::events::Event;
+use crate::manifest::Manifest;
 use crate::plan::{Plan, PlanOptions};
 use crate::process::StopLadder;
 use crate::report::{plain::Plain, results};
 use crate::runner::{self, RunContext};
 
-/// Runs the manifest once, now.
+/// Runs the manifest: once now, or as its start time and cron schedule say (`super::service`).
 pub fn run(args: &RunArgs) -> Result<ExitCode, Error> {
     let mut manifest = super::load(&args.manifest)?;
     if let Some(dir) = &args.state_dir {
@@ -27,6 +32,30 @@ pub fn run(args: &RunArgs) -> Result<ExitCode, Error> {
             prefix: Vec::new(),
         }
     };
+    let timing = super::service::Timing::new(args, &manifest)?;
+    let reporter = RefCell::new(Plain::new(
+        std::io::stdout(),
+        args.quiet,
+        args.max_line_length,
+    ));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::io("cannot start the async runtime", e))?;
+    let once = async || run_once(args, &manifest, &agent, &reporter).await;
+    match timing {
+        None => runtime.block_on(once()),
+        Some(t) => runtime.block_on(super::service::serve(&t, &reporter, once)),
+    }
+}
+
+/// One run of the graph, now: its own run id, run folder, plan, results and ledger entries.
+pub(super) async fn run_once(
+    args: &RunArgs,
+    manifest: &Manifest,
+    agent: &AgentProgram,
+    reporter: &RefCell<Plain<Stdout>>,
+) -> Result<ExitCode, Error> {
     let run_uuid = Uuid::new_v4();
     let run_id = format!(
         "{}-{}",
@@ -34,9 +63,9 @@ pub fn run(args: &RunArgs) -> Result<ExitCode, Error> {
         &run_uuid.simple().to_string()[..8]
     );
     let plan = Plan::build(
-        &manifest,
+        manifest,
         &PlanOptions {
-            agent,
+            agent: agent.clone(),
             run_id: run_uuid,
         },
     );
@@ -50,19 +79,16 @@ pub fn run(args: &RunArgs) -> Result<ExitCode, Error> {
         fail_fast: manifest.settings.fail_fast,
         ladder: ladder_from_env(),
         guardian_exe,
-        manifest,
+        manifest: manifest.clone(),
     };
 
-    let mut reporter = Plain::new(std::io::stdout(), args.quiet, args.max_line_length);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| Error::io("cannot start the async runtime", e))?;
-    let outcome = runtime
-        .block_on(runner::run(&ctx, &plan, &mut |e: &Event| {
-            reporter.report(e)
-        }))
-        .map_err(|e| Error::io("cannot start the run", e))?;
+    // The borrow lasts one report: the service loop reports skipped fire times meanwhile.
+    let outcome = runner::run(&ctx, &plan, &mut |e: &Event| {
+        reporter.borrow_mut().report(e)
+    })
+    .await
+    .map_err(|e| Error::io("cannot start the run", e))?;
+    let mut reporter = reporter.borrow_mut();
 
     let code = outcome.exit_code();
     let results = results::build(&ctx, &plan, &outcome, code as u8);

@@ -107,7 +107,7 @@ impl<W: Write> Plain<W> {
                 if let Some(reason) = reason {
                     line.push_str(&format!(": {reason}"));
                 }
-                if *status != Status::Completed {
+                if *status != Status::Completed && !log.as_os_str().is_empty() {
                     line.push_str(&format!(" (log: {})", crate::commands::display_path(log)));
                 }
                 if !leaked.is_empty() {
@@ -122,6 +122,10 @@ impl<W: Write> Plain<W> {
                 ..
             } => Some(format!("{} {label} {}", symbol(*status), reason)),
             Event::RunFinished { .. } => None,
+            Event::RunScheduled { .. }
+            | Event::WaitUpdated { .. }
+            | Event::FireSkipped { .. }
+            | Event::ScheduleStopped { .. } => schedule_line(event),
         };
         let Some(line) = line else { return };
         let important = matches!(
@@ -129,7 +133,10 @@ impl<W: Write> Plain<W> {
             Event::StepFinished { status, .. } if *status != Status::Completed
         ) || matches!(
             event,
-            Event::StopRequested { .. } | Event::StepSkipped { .. }
+            Event::StopRequested { .. }
+                | Event::StepSkipped { .. }
+                | Event::FireSkipped { .. }
+                | Event::ScheduleStopped { .. }
         );
         if self.quiet && !important {
             return;
@@ -204,6 +211,39 @@ impl<W: Write> Plain<W> {
         let _ = self.out.write_all(o.as_bytes());
         let _ = self.out.flush();
     }
+}
+
+/// The line of a scheduling event (waiting, skipped fire times, a stop between runs).
+fn schedule_line(event: &Event) -> Option<String> {
+    let when = |at: &chrono::DateTime<chrono::FixedOffset>| at.format("%a %Y-%m-%d %H:%M:%S %:z");
+    let left = |d: &std::time::Duration| {
+        // Tenths of a second at most: "in 0.4s", "in 2h59m59s".
+        crate::duration::format(std::time::Duration::from_millis(
+            (d.as_millis() as u64).div_ceil(100) * 100,
+        ))
+    };
+    Some(match event {
+        Event::RunScheduled { at, left: l, cron } => format!(
+            "⏰ next run at {} (in {}){}",
+            when(at),
+            left(l),
+            cron.as_ref()
+                .map(|c| format!(", cron {c:?}"))
+                .unwrap_or_default()
+        ),
+        Event::WaitUpdated { at, left: l } => {
+            format!("⏰ {} left until the run at {}", left(l), when(at))
+        }
+        Event::FireSkipped { at, reason } => format!("↷ fire time {} skipped: {reason}", when(at)),
+        Event::ScheduleStopped { signal, runs: 0 } => {
+            format!("■ {signal}: stopped while waiting; nothing ran")
+        }
+        Event::ScheduleStopped { signal, runs } => format!(
+            "■ {signal}: schedule stopped between runs after {runs} run{}; nothing was running",
+            if *runs == 1 { "" } else { "s" }
+        ),
+        _ => return None,
+    })
 }
 
 fn symbol(status: Status) -> &'static str {

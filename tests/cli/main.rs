@@ -1,8 +1,11 @@
 //! End-to-end tests of the real `orch` binary, one integration-test binary for all of them.
 
+mod book;
 mod budget;
 mod fuzz;
 mod harness;
 mod manifests;
 mod plan;
 mod run;
+mod schedule;
+mod slash;

@@ -30,14 +30,14 @@ fn status(v: &Value, job: &str) -> String {
 }
 
 /// orch running in the background, its stdout lines arriving on a channel.
-struct Running {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-    seen: Vec<String>,
+pub(super) struct Running {
+    pub(super) child: Child,
+    pub(super) lines: mpsc::Receiver<String>,
+    pub(super) seen: Vec<String>,
 }
 
 impl Running {
-    fn start(t: &Test) -> Running {
+    pub(super) fn start(t: &Test) -> Running {
         let mut child = t
             .command()
             .stdout(Stdio::piped())
@@ -59,7 +59,7 @@ impl Running {
     }
 
     /// Waits for a line containing `needle`; returns it.
-    fn expect(&mut self, needle: &str) -> String {
+    pub(super) fn expect(&mut self, needle: &str) -> String {
         let end = Instant::now() + Duration::from_secs(20);
         if let Some(l) = self.seen.iter().find(|l| l.contains(needle)) {
             return l.clone();
@@ -79,7 +79,7 @@ impl Running {
     }
 
     /// The pids of the steps started so far.
-    fn pids(&mut self) -> Vec<u32> {
+    pub(super) fn pids(&mut self) -> Vec<u32> {
         while let Ok(line) = self.lines.try_recv() {
             self.seen.push(line);
         }
@@ -90,7 +90,7 @@ impl Running {
             .collect()
     }
 
-    fn signal(&self, sig: &str) {
+    pub(super) fn signal(&self, sig: &str) {
         let ok = std::process::Command::new("kill")
             .args([&format!("-{sig}"), &self.child.id().to_string()])
             .status()
@@ -99,7 +99,7 @@ impl Running {
         assert!(ok);
     }
 
-    fn wait(mut self) -> (i32, Vec<String>) {
+    pub(super) fn wait(mut self) -> (i32, Vec<String>) {
         let end = Instant::now() + Duration::from_secs(30);
         let status = loop {
             if let Some(status) = self.child.try_wait().unwrap() {
@@ -586,4 +586,83 @@ fn output_flag_writes_the_results_there_too() {
     assert_eq!(copy["total_instances"], 1);
     assert_eq!(copy["instances"]["a"]["status"], "completed");
     assert_eq!(copy, results(&t));
+}
+
+#[test]
+fn a_rejected_rate_limit_pauses_agent_launches_until_it_resets() {
+    // A stand-in `claude`: the first job is told it hit a rate limit that resets in 2 s.
+    let script = r#"#!/bin/sh
+for last; do :; done
+if [ "$last" = "first" ]; then
+  reset=$(( $(date +%s) + 2 ))
+  echo "{\"type\":\"rate_limit_event\",\"rate_limit_info\":{\"status\":\"rejected\",\"resetsAt\":$reset,\"rateLimitType\":\"five_hour\"}}"
+fi
+echo '{"type":"result","subtype":"success","is_error":false,"total_cost_usd":0.001,"usage":{"input_tokens":1,"output_tokens":1},"modelUsage":{}}'
+"#;
+    let manifest = r#"
+        [settings]
+        startup_delay = "100ms"
+        [jobs.first]
+        prompt = "first"
+        [jobs.second]
+        prompt = "second"
+        needs = ["first"]
+        [jobs.lint]
+        run = ["true"]
+        needs = ["first"]
+    "#;
+    let t = Test::new()
+        .file("claude", script)
+        .file("orch.toml", manifest);
+    let claude = t.path().join("claude");
+    std::process::Command::new("chmod")
+        .arg("+x")
+        .arg(&claude)
+        .status()
+        .unwrap();
+    let t = t.args(&["run", "--claude-path", claude.to_str().unwrap()]);
+    let out = t.run();
+    assert_eq!(out.code, 0, "{}", out.stdout);
+    assert!(
+        out.stdout.contains("no agent step starts before"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains("agent steps start again"),
+        "{}",
+        out.stdout
+    );
+    let v = results(&t);
+    let at = |job: &str| {
+        chrono::DateTime::parse_from_rfc3339(steps(&v, job)[0]["started"].as_str().unwrap())
+            .unwrap()
+    };
+    let first_done =
+        chrono::DateTime::parse_from_rfc3339(steps(&v, "first")[0]["finished"].as_str().unwrap())
+            .unwrap();
+    // The process step went on; the agent step waited for the reset (1–2 s after the event).
+    assert!(
+        (at("lint") - first_done).num_milliseconds() < 900,
+        "lint waited"
+    );
+    assert!(
+        (at("second") - first_done).num_milliseconds() >= 900,
+        "second did not wait"
+    );
+}
+
+#[test]
+fn a_timeout_reaches_a_step_that_closed_its_pipes() {
+    let manifest = r#"
+        [jobs.quiet]
+        shell = "exec >/dev/null 2>&1; sleep 1000"
+        timeout = "500ms"
+    "#;
+    let t = Test::new().file("orch.toml", manifest).args(&["run"]);
+    let out = t.run();
+    assert_eq!(out.code, 1, "{}", out.stdout);
+    let v = results(&t);
+    assert_eq!(status(&v, "quiet"), "timed_out");
+    assert_no_survivors(&[steps(&v, "quiet")[0]["pid"].as_u64().unwrap() as u32]);
 }
