@@ -209,9 +209,7 @@ impl Scenario {
         );
         orch
     }
-}
 
-impl Scenario {
     /// What the results file says `job` used.
     pub fn orch_figures(&self, v: &Value, job: &str) -> Figures {
         let inst = &v["instances"][job];
@@ -277,7 +275,7 @@ pub fn result_line(step: &Value) -> Option<Value> {
 
 /// The figures of one `result` line: `total_cost_usd` and the tokens of every model in
 /// `modelUsage` (subagents included), as the CLI reports them (cumulative with `--resume`).
-pub fn result_figures(result: &Value) -> Figures {
+fn result_figures(result: &Value) -> Figures {
     let tokens = result["modelUsage"]
         .as_object()
         .unwrap()
