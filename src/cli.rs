@@ -38,6 +38,18 @@ pub enum Command {
         #[arg(long)]
         events: bool,
     },
+    /// List the slash commands Claude Code would find where jobs run (zen's --list-commands).
+    Commands(CommandsArgs),
+    /// Print a shell completion script: `orch completions bash > /etc/bash_completion.d/orch`.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page of orch, or of one subcommand (`orch man plan`), in roff.
+    Man {
+        /// The subcommand whose page to print.
+        subcommand: Option<String>,
+    },
     /// The simulated agent (stands in for `claude`; takes Claude Code's arguments).
     #[command(name = "agent-sim", hide = true)]
     AgentSim {
@@ -145,6 +157,50 @@ pub struct PlanArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t)]
     pub format: PlanFormat,
+    /// Make an unknown slash command an error (exit code 2) instead of a warning.
+    #[arg(long)]
+    pub strict: bool,
+}
+
+// ---- `orch commands` (slash commands) ----
+
+#[derive(Debug, Args)]
+pub struct CommandsArgs {
+    #[command(subcommand)]
+    pub action: Option<CommandsAction>,
+    #[command(flatten)]
+    pub place: CommandsPlace,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CommandsAction {
+    /// Show one command: its file, frontmatter, argument hint, placeholders and the start of its
+    /// body (zen's --inspect-command).
+    Inspect {
+        /// The command, such as /createtestsv2 or /frontend:component.
+        name: String,
+    },
+}
+
+/// Where to look for slash commands, and how to show them.
+#[derive(Debug, Args, Clone, Default)]
+pub struct CommandsPlace {
+    /// Look where this manifest's jobs run (its settings.workspace).
+    #[arg(long, global = true, value_name = "FILE", visible_alias = "config")]
+    pub manifest: Option<PathBuf>,
+    /// Look in this folder (default: the current folder).
+    #[arg(long, global = true, value_name = "DIR")]
+    pub workspace: Option<PathBuf>,
+    /// Output format.
+    #[arg(long, global = true, value_enum, default_value_t)]
+    pub format: CommandsFormat,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq, Default)]
+pub enum CommandsFormat {
+    #[default]
+    Text,
+    Json,
 }
 
 #[derive(Debug, Args)]
@@ -182,4 +238,35 @@ pub struct RunArgs {
     /// Write every event as one JSON object per line to FILE ("-" for stdout).
     #[arg(long, value_name = "FILE")]
     pub events: Option<PathBuf>,
+    /// zen's --list-commands: the same as `orch commands`.
+    #[arg(long, hide = true)]
+    pub list_commands: bool,
+    /// zen's --inspect-command NAME: the same as `orch commands inspect NAME`.
+    #[arg(long, hide = true, value_name = "NAME")]
+    pub inspect_command: Option<String>,
+    // Scheduling (see the book's "Scheduling" chapter).
+    /// Wait, then start: "2h", "30m", "1h30m", "14:30", "2am", "10:30pm", "tomorrow 9am", or an
+    /// ISO 8601 date-time (overrides schedule.start_at).
+    #[arg(long, value_name = "TIME", value_parser = start_at_arg)]
+    pub start_at: Option<String>,
+    /// Run as a service at every fire time of this cron expression (overrides schedule.cron).
+    #[arg(long, value_name = "CRON", value_parser = cron_arg)]
+    pub schedule: Option<String>,
+    /// With a cron schedule, run at the next fire time only, then exit.
+    #[arg(long)]
+    pub once: bool,
+}
+
+fn start_at_arg(text: &str) -> Result<String, String> {
+    crate::schedule::parse_start_at(text)
+        .map(|_| text.to_string())
+        .map_err(|e| format!("{e}; write {}", crate::schedule::START_AT_FORMS))
+}
+
+fn cron_arg(text: &str) -> Result<String, String> {
+    crate::schedule::parse_cron(text)
+        .map(|_| text.to_string())
+        .map_err(|e| {
+            format!("{e}; write 5 fields (\"0 2 * * *\"), 6 with seconds first, or @hourly, @daily, @weekly")
+        })
 }

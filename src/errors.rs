@@ -59,6 +59,24 @@ pub enum Error {
     )]
     ClaudeNotFound { tried: Vec<PathBuf> },
 
+    #[error("there is no slash command {name} here")]
+    #[diagnostic(code(orch::commands::unknown))]
+    UnknownSlashCommand {
+        name: String,
+        #[help]
+        help: String,
+    },
+
+    #[error("{} unknown slash command(s), and --strict makes that an error", unknown.len())]
+    #[diagnostic(
+        code(orch::plan::unknown_command),
+        help(
+            "{}\n`orch commands` lists what Claude Code would find; drop --strict to plan anyway",
+            unknown.iter().map(|u| format!("  - {u}")).collect::<Vec<_>>().join("\n")
+        )
+    )]
+    UnknownCommand { unknown: Vec<String> },
+
     #[error("{what}")]
     #[diagnostic(code(orch::io))]
     Io {

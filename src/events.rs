@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, FixedOffset, Utc};
 use serde::Serialize;
 
 use crate::agent::accounting::{RateLimitRecord, StepUsage, UsageUpdate};
@@ -122,6 +122,31 @@ pub enum Event {
         status: Status,
         reason: String,
     },
+    /// orch is waiting to start a run at `at` (a start time or a cron fire time, in the
+    /// schedule's zone).
+    RunScheduled {
+        at: DateTime<FixedOffset>,
+        #[serde(with = "duration_secs")]
+        #[schemars(with = "f64")]
+        left: Duration,
+        /// The cron expression, when this is a fire time of one.
+        cron: Option<String>,
+    },
+    /// Still waiting: sent as the time left passes a milestone (1 h, 30 min, 10 min, ...).
+    WaitUpdated {
+        at: DateTime<FixedOffset>,
+        #[serde(with = "duration_secs")]
+        #[schemars(with = "f64")]
+        left: Duration,
+    },
+    /// A fire time passed without a run: the previous run was still going, or the clock jumped
+    /// (suspend, NTP) past it.
+    FireSkipped {
+        at: DateTime<FixedOffset>,
+        reason: String,
+    },
+    /// A signal stopped the schedule between runs: nothing was running, nothing was stopped.
+    ScheduleStopped { signal: String, runs: usize },
     /// The run ended; results are written.
     RunFinished {
         run_id: String,

@@ -17,6 +17,7 @@ pub mod process;
 pub mod report;
 pub mod runner;
 pub mod schedule;
+pub mod slash;
 
 use clap::Parser;
 
@@ -45,14 +46,21 @@ pub fn main() -> std::process::ExitCode {
 fn dispatch(command: Command) -> Result<ExitCode, Error> {
     match command {
         Command::Plan(args) => {
-            report::emit(&commands::plan::run(
+            report::emit(&commands::plan::run_checked(
                 &args.manifest,
                 args.format,
+                args.strict,
                 chrono::Utc::now(),
             )?);
             Ok(ExitCode::Ok)
         }
         Command::Run(args) => {
+            // zen's --list-commands / --inspect-command answer and exit, as in zen.
+            let zen = args.inspect_command.as_deref();
+            if let Some(out) = commands::slash::zen_flags(&args.manifest, args.list_commands, zen) {
+                report::emit(&out?);
+                return Ok(ExitCode::Ok);
+            }
             if args.dry_run {
                 let format = cli::PlanFormat::Text;
                 report::emit(&commands::plan::run(
@@ -78,6 +86,18 @@ fn dispatch(command: Command) -> Result<ExitCode, Error> {
             } else {
                 commands::schema::manifest_schema()
             });
+            Ok(ExitCode::Ok)
+        }
+        Command::Commands(args) => {
+            report::emit(&commands::slash::run(&args)?);
+            Ok(ExitCode::Ok)
+        }
+        Command::Completions { shell } => {
+            report::emit(&commands::completions::completions(shell));
+            Ok(ExitCode::Ok)
+        }
+        Command::Man { subcommand } => {
+            report::emit(&commands::completions::man(subcommand.as_deref())?);
             Ok(ExitCode::Ok)
         }
         Command::AgentSim { .. } | Command::Guardian => unreachable!("handled in main"),

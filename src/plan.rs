@@ -235,6 +235,90 @@ impl Plan {
     }
 }
 
+/// Readiness kept up to date as steps end, so that the dispatcher never rescans the whole plan:
+/// the rule of [`Plan::ready`] and [`Plan::doomed`], applied incrementally (a run of 100,000 steps
+/// would otherwise spend quadratic time deciding what to launch).
+#[derive(Clone, Debug)]
+pub struct Frontier {
+    /// Each step's dependencies that have not completed yet.
+    waiting: Vec<usize>,
+    /// Pending steps whose dependencies all completed, by position in [`Plan::order`].
+    ready: std::collections::BTreeSet<usize>,
+    /// Each step's position in [`Plan::order`].
+    position: Vec<usize>,
+    /// Steps already known never to run.
+    gone: Vec<bool>,
+    /// Steps that can never run, with the dependency that ended without completing.
+    doomed: Vec<(StepId, StepId)>,
+}
+
+impl Frontier {
+    pub fn new(plan: &Plan) -> Frontier {
+        let n = plan.steps.len();
+        let mut position = vec![0; n];
+        for (p, &id) in plan.order.iter().enumerate() {
+            position[id] = p;
+        }
+        let waiting: Vec<usize> = (0..n).map(|id| plan.dependencies(id).count()).collect();
+        let ready = (0..n)
+            .filter(|&id| waiting[id] == 0)
+            .map(|id| position[id])
+            .collect();
+        Frontier {
+            waiting,
+            ready,
+            position,
+            gone: vec![false; n],
+            doomed: Vec::new(),
+        }
+    }
+
+    /// The ready steps, in plan order.
+    pub fn ready<'a>(&'a self, plan: &'a Plan) -> impl Iterator<Item = StepId> + 'a {
+        self.ready.iter().map(|&p| plan.order[p])
+    }
+
+    /// Whether no step is ready.
+    pub fn is_empty(&self) -> bool {
+        self.ready.is_empty()
+    }
+
+    /// A ready step left the pending state (it was launched or refused).
+    pub fn remove(&mut self, id: StepId) {
+        self.ready.remove(&self.position[id]);
+    }
+
+    /// A step ended. When it completed, dependents whose dependencies are all done become ready;
+    /// otherwise its pending dependents can never run (see [`Frontier::take_doomed`]).
+    pub fn ended(&mut self, plan: &Plan, id: StepId, completed: bool) {
+        self.remove(id);
+        self.gone[id] = true;
+        for next in plan
+            .graph
+            .neighbors_directed(NodeIndex::new(id), Direction::Outgoing)
+        {
+            let next = next.index();
+            if completed {
+                self.waiting[next] -= 1;
+                if self.waiting[next] == 0 && !self.gone[next] {
+                    self.ready.insert(self.position[next]);
+                }
+            } else if !self.gone[next] {
+                self.gone[next] = true;
+                self.doomed.push((next, id));
+            }
+        }
+    }
+
+    /// The steps found never to run since the last call, each with the dependency that doomed it.
+    /// Report each as ended (not completed) to doom its own dependents in turn.
+    pub fn take_doomed(&mut self) -> Vec<(StepId, StepId)> {
+        let mut doomed = std::mem::take(&mut self.doomed);
+        doomed.sort_by_key(|(id, _)| self.position[*id]);
+        doomed
+    }
+}
+
 /// A job's session chain: pre-commands first (`--session-id`), then `--resume` for the rest.
 fn agent_chain(
     agent: &Agent,
@@ -439,6 +523,76 @@ mod tests {
         assert_eq!(plan.doomed(&states).collect::<Vec<_>>(), [(3, 2)]);
         states[3] = Skipped;
         assert_eq!(plan.doomed(&states).collect::<Vec<_>>(), [(5, 3)]);
+    }
+
+    /// The incremental frontier agrees with the pure readiness rules on random runs.
+    #[test]
+    fn the_frontier_matches_ready_and_doomed() {
+        use proptest::prelude::*;
+        use proptest::test_runner::TestRunner;
+        let mut runner = TestRunner::default();
+        let strategy = (
+            2usize..25,
+            proptest::collection::vec((0usize..25, 0usize..25), 0..40),
+            proptest::collection::vec((any::<proptest::sample::Index>(), any::<bool>()), 0..60),
+        );
+        runner
+            .run(&strategy, |(n, edges, moves)| {
+                let mut text = String::new();
+                for i in 0..n {
+                    // Edges only to earlier jobs keep the graph acyclic.
+                    let needs: Vec<String> = edges
+                        .iter()
+                        .filter(|(a, b)| a % n == i && b % n < i)
+                        .map(|(_, b)| format!("\"j{}\"", b % n))
+                        .collect();
+                    let kind = if i % 3 == 0 {
+                        "command = \"/x\"\npre_commands = [\"/clear\"]"
+                    } else {
+                        "run = [\"true\"]"
+                    };
+                    text.push_str(&format!(
+                        "[jobs.j{i}]\n{kind}\nneeds = [{}]\n",
+                        needs.join(", ")
+                    ));
+                }
+                let plan = plan_of(&text);
+                let mut frontier = Frontier::new(&plan);
+                let mut states = vec![Status::Pending; plan.steps.len()];
+                for (pick, ok) in moves {
+                    let ready: Vec<StepId> = plan.ready(&states).collect();
+                    prop_assert_eq!(frontier.ready(&plan).collect::<Vec<_>>(), ready.clone());
+                    if ready.is_empty() {
+                        break;
+                    }
+                    let id = ready[pick.index(ready.len())];
+                    frontier.remove(id);
+                    states[id] = if ok {
+                        Status::Completed
+                    } else {
+                        Status::Failed
+                    };
+                    frontier.ended(&plan, id, ok);
+                    loop {
+                        let doomed = frontier.take_doomed();
+                        let mut expected: Vec<StepId> =
+                            plan.doomed(&states).map(|(d, _)| d).collect();
+                        expected.sort_unstable();
+                        let mut got: Vec<StepId> = doomed.iter().map(|(d, _)| *d).collect();
+                        got.sort_unstable();
+                        prop_assert_eq!(got, expected);
+                        if doomed.is_empty() {
+                            break;
+                        }
+                        for (d, _) in doomed {
+                            states[d] = Status::Skipped;
+                            frontier.ended(&plan, d, false);
+                        }
+                    }
+                }
+                Ok(())
+            })
+            .unwrap();
     }
 
     #[test]

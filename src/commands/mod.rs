@@ -1,10 +1,13 @@
 //! One file per subcommand, and what they share: loading a manifest with the flags applied on top.
 
+pub mod completions;
 pub mod convert;
 pub mod ledger;
 pub mod plan;
 pub mod run;
 pub mod schema;
+pub mod service;
+pub mod slash;
 
 use std::path::{Path, PathBuf};
 

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, FixedOffset, Utc};
 use serde::Serialize;
 use uuid::Uuid;
 
@@ -43,8 +43,45 @@ pub struct Forecast {
 pub struct ScheduleView {
     pub cron: Option<String>,
     pub start_at: Option<String>,
-    /// The next fire times of the cron schedule.
-    pub next: Vec<DateTime<Utc>>,
+    /// The IANA zone of `cron` and `start_at`, or "local time".
+    pub timezone: String,
+    /// The instant `start_at` means now.
+    pub starts: Option<DateTime<FixedOffset>>,
+    /// Why `start_at` means no instant now (a date in the past).
+    pub start_error: Option<String>,
+    /// The next five fire times of the cron schedule (after the start time, when there is one),
+    /// with the zone's offset.
+    pub next: Vec<DateTime<FixedOffset>>,
+}
+
+/// The schedule as `orch plan` shows it at `now`: the next five fire times and the start time.
+fn schedule_view(s: &crate::manifest::Schedule, now: DateTime<Utc>) -> ScheduleView {
+    use crate::schedule::{self, Zone};
+    // Values were checked when the manifest loaded.
+    let zone = Zone::parse(s.timezone.as_deref()).unwrap_or(Zone::Local);
+    let starts = s
+        .start_at
+        .as_deref()
+        .map(|text| schedule::parse_start_at(text).and_then(|spec| zone.start_at(&spec, now)));
+    // With a start time, the cron service begins then.
+    let from = match &starts {
+        Some(Ok(t)) => *t,
+        _ => now,
+    };
+    let next = s
+        .cron
+        .as_deref()
+        .and_then(|c| schedule::parse_cron(c).ok())
+        .map(|c| zone.next_fires(&c, from, 5))
+        .unwrap_or_default();
+    ScheduleView {
+        cron: s.cron.clone(),
+        start_at: s.start_at.clone(),
+        timezone: zone.name(),
+        starts: starts.clone().and_then(Result::ok).map(|t| zone.fixed(t)),
+        start_error: starts.and_then(Result::err),
+        next,
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -70,6 +107,16 @@ pub struct StepView {
 
 /// `orch plan`: prints the plan in the chosen format.
 pub fn run(args: &ManifestArgs, format: PlanFormat, now: DateTime<Utc>) -> Result<String, Error> {
+    run_checked(args, format, false, now)
+}
+
+/// `orch plan`, with `strict` making an unknown slash command an error.
+pub fn run_checked(
+    args: &ManifestArgs,
+    format: PlanFormat,
+    strict: bool,
+    now: DateTime<Utc>,
+) -> Result<String, Error> {
     let manifest = super::load(args)?;
     let mut warnings = manifest.warnings.clone();
     let agent = match super::agent_program(args, &manifest) {
@@ -99,6 +146,11 @@ pub fn run(args: &ManifestArgs, format: PlanFormat, now: DateTime<Utc>) -> Resul
         },
     );
     warnings.extend(budget_warnings(&manifest));
+    let (unknown, notes) = slash_warnings(&manifest, &|ws| crate::slash::roots_from_env(ws));
+    if strict && !unknown.is_empty() {
+        return Err(Error::UnknownCommand { unknown });
+    }
+    warnings.extend(unknown.into_iter().chain(notes));
     if running_as_root() && std::env::var_os("IS_SANDBOX").is_none() {
         for job in &manifest.jobs {
             if let Task::Agent(a) = &job.task {
@@ -143,13 +195,6 @@ pub fn view(m: &Manifest, plan: &Plan, now: DateTime<Utc>, warnings: Vec<String>
             }
         })
         .collect();
-    let next = m
-        .schedule
-        .cron
-        .as_deref()
-        .and_then(|c| crate::schedule::parse_cron(c).ok())
-        .map(|s| crate::schedule::next_fires(&s, &now, 3))
-        .unwrap_or_default();
     PlanView {
         name: m.name.clone(),
         manifest: super::display_path(&m.path),
@@ -159,11 +204,7 @@ pub fn view(m: &Manifest, plan: &Plan, now: DateTime<Utc>, warnings: Vec<String>
         timeout_ms: m.settings.timeout.as_millis(),
         fail_fast: m.settings.fail_fast,
         state_dir: super::display_path(&m.settings.state_dir),
-        schedule: ScheduleView {
-            cron: m.schedule.cron.clone(),
-            start_at: m.schedule.start_at.clone(),
-            next,
-        },
+        schedule: schedule_view(&m.schedule, now),
         budget: m.budget.clone(),
         window_spent: None,
         steps,
@@ -250,6 +291,49 @@ fn budget_warnings(m: &Manifest) -> Vec<String> {
         }
     }
     out
+}
+
+// ---- Slash commands (DESIGN.md section 9) ----
+
+/// Every slash command a job would run (pre-commands included), checked against what Claude
+/// Code would find in the job's workspace: unknown commands with "did you mean", then problems
+/// with the files of the commands that are used (broken frontmatter, conflicts).
+pub fn slash_warnings(
+    m: &Manifest,
+    roots: &dyn Fn(&std::path::Path) -> crate::slash::Roots,
+) -> (Vec<String>, Vec<String>) {
+    use crate::slash::{Catalog, Found};
+    let mut catalogs: std::collections::HashMap<&std::path::Path, Catalog> = Default::default();
+    let (mut unknown, mut notes) = (Vec::new(), Vec::new());
+    for job in &m.jobs {
+        let Task::Agent(a) = &job.task else { continue };
+        let catalog = catalogs
+            .entry(job.workspace.as_path())
+            .or_insert_with(|| crate::slash::discover(&roots(&job.workspace)));
+        for prompt in a.pre_commands.iter().chain(std::iter::once(&a.prompt)) {
+            let Some(cmd) = crate::slash::command_name(prompt) else {
+                continue;
+            };
+            match catalog.find(cmd) {
+                None => unknown.push(format!(
+                    "job `{}`: unknown slash command `{cmd}`{}",
+                    job.name,
+                    catalog
+                        .suggest(cmd)
+                        .map(|s| format!("; did you mean `{s}`?"))
+                        .unwrap_or_else(|| " (`orch commands` lists the known ones)".into())
+                )),
+                Some(Found::Discovered(c)) => {
+                    let path = c.path.as_deref().unwrap_or(std::path::Path::new(""));
+                    for p in catalog.problems_of(path) {
+                        notes.push(format!("job `{}`: {cmd}: {}", job.name, p.message));
+                    }
+                }
+                Some(Found::BuiltIn(_)) => {}
+            }
+        }
+    }
+    (unknown, notes)
 }
 
 fn running_as_root() -> bool {

@@ -1,19 +1,24 @@
-//! `orch run`: load, plan, run, write the results, map the outcome to an exit code.
+//! `orch run`: load, plan, run, write the results, map the outcome to an exit code; on a
+//! schedule, once per fire time (`super::service` owns the waiting).
 
+use std::cell::RefCell;
 use std::path::PathBuf;
+use std::time::Instant;
 
 use chrono::Utc;
 use uuid::Uuid;
 
+use crate::agent::AgentProgram;
 use crate::cli::RunArgs;
 use crate::errors::{Error, ExitCode};
 use crate::events::Event;
+use crate::manifest::Manifest;
 use crate::plan::{Plan, PlanOptions};
 use crate::process::StopLadder;
 use crate::report::{self, Reporter, results};
 use crate::runner::{self, RunContext};
 
-/// Runs the manifest once, now.
+/// Runs the manifest: once now, or as its start time and cron schedule say (`super::service`).
 pub fn run(args: &RunArgs) -> Result<ExitCode, Error> {
     let mut manifest = super::load(&args.manifest)?;
     if let Some(dir) = &args.state_dir {
@@ -27,6 +32,27 @@ pub fn run(args: &RunArgs) -> Result<ExitCode, Error> {
             prefix: Vec::new(),
         }
     };
+    let timing = super::service::Timing::new(args, &manifest)?;
+    // --- display: the reporters the flags ask for (see `report::select`) ---
+    let reporter = RefCell::new(display(args, &manifest, &agent)?);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::io("cannot start the async runtime", e))?;
+    let once = async || run_once(args, &manifest, &agent, &reporter).await;
+    match timing {
+        None => runtime.block_on(once()),
+        Some(t) => runtime.block_on(super::service::serve(&t, &reporter, once)),
+    }
+}
+
+/// One run of the graph, now: its own run id, run folder, plan, results and ledger entries.
+pub(super) async fn run_once(
+    args: &RunArgs,
+    manifest: &Manifest,
+    agent: &AgentProgram,
+    reporter: &RefCell<report::Fanout>,
+) -> Result<ExitCode, Error> {
     let run_uuid = Uuid::new_v4();
     let run_id = format!(
         "{}-{}",
@@ -34,9 +60,9 @@ pub fn run(args: &RunArgs) -> Result<ExitCode, Error> {
         &run_uuid.simple().to_string()[..8]
     );
     let plan = Plan::build(
-        &manifest,
+        manifest,
         &PlanOptions {
-            agent,
+            agent: agent.clone(),
             run_id: run_uuid,
         },
     );
@@ -50,19 +76,14 @@ pub fn run(args: &RunArgs) -> Result<ExitCode, Error> {
         fail_fast: manifest.settings.fail_fast,
         ladder: ladder_from_env(),
         guardian_exe,
-        manifest,
+        manifest: manifest.clone(),
     };
 
-    // --- display: pick the reporters, feed them events and a timer's ticks ---
-    let mut reporter = display(args, &plan)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| Error::io("cannot start the async runtime", e))?;
-    let outcome = runtime
-        .block_on(run_with_ticks(&ctx, &plan, &mut reporter))
+    // The borrow lasts one report or tick: the service loop reports skipped fire times meanwhile.
+    let outcome = run_with_ticks(&ctx, &plan, reporter)
+        .await
         .map_err(|e| Error::io("cannot start the run", e))?;
-    // --- end display ---
+    let mut reporter = reporter.borrow_mut();
 
     let code = outcome.exit_code();
     let results = results::build(&ctx, &plan, &outcome, code as u8);
@@ -87,14 +108,25 @@ pub fn run(args: &RunArgs) -> Result<ExitCode, Error> {
                 .unwrap_or_default(),
             exit_code: code as u8,
         },
-        std::time::Instant::now(),
+        Instant::now(),
     );
     reporter.finish(&results, &path);
     Ok(code)
 }
 
-/// The reporters the flags ask for (see `report::select`).
-fn display(args: &RunArgs, plan: &Plan) -> Result<report::Fanout, Error> {
+/// The reporters the flags ask for, shaped by the manifest's plan (the same for every run).
+fn display(
+    args: &RunArgs,
+    manifest: &Manifest,
+    agent: &AgentProgram,
+) -> Result<report::Fanout, Error> {
+    let plan = Plan::build(
+        manifest,
+        &PlanOptions {
+            agent: agent.clone(),
+            run_id: Uuid::nil(),
+        },
+    );
     let opts = report::Options {
         quiet: args.quiet,
         max_console_lines: args.max_console_lines,
@@ -107,7 +139,7 @@ fn display(args: &RunArgs, plan: &Plan) -> Result<report::Fanout, Error> {
         no_progress: args.no_progress,
         events: args.events.clone(),
     };
-    report::select(&report::live::Shape::of(plan), opts, &sel).map_err(|e| {
+    report::select(&report::live::Shape::of(&plan), opts, &sel).map_err(|e| {
         let file = args.events.as_deref().unwrap_or(std::path::Path::new("-"));
         Error::io(format!("cannot write the events to {}", file.display()), e)
     })
@@ -119,11 +151,9 @@ fn display(args: &RunArgs, plan: &Plan) -> Result<report::Fanout, Error> {
 async fn run_with_ticks(
     ctx: &RunContext,
     plan: &Plan,
-    reporter: &mut report::Fanout,
+    reporter: &RefCell<report::Fanout>,
 ) -> std::io::Result<runner::RunOutcome> {
-    use std::time::Instant;
-    let every = reporter.tick_every();
-    let reporter = std::cell::RefCell::new(reporter);
+    let every = reporter.borrow().tick_every();
     let mut on_event = |e: &Event| reporter.borrow_mut().report(e, Instant::now());
     let run = runner::run(ctx, plan, &mut on_event);
     tokio::pin!(run);

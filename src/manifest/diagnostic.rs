@@ -186,6 +186,29 @@ pub enum ManifestError {
         span: SourceSpan,
     },
 
+    #[error("`{path}` is not a start time: {reason}")]
+    #[diagnostic(
+        code(orch::manifest::bad_start_at),
+        help("write {}", crate::schedule::START_AT_FORMS)
+    )]
+    BadStartAt {
+        path: String,
+        reason: String,
+        #[label("not a start time")]
+        span: SourceSpan,
+    },
+
+    #[error("`{path}` is not a time zone: {name:?}")]
+    #[diagnostic(code(orch::manifest::bad_timezone))]
+    BadTimezone {
+        path: String,
+        name: String,
+        #[label("not an IANA time zone")]
+        span: SourceSpan,
+        #[help]
+        help: String,
+    },
+
     #[error("the manifest defines no jobs")]
     #[diagnostic(
         code(orch::manifest::empty),

@@ -106,19 +106,12 @@ pub fn read_raw(path: &Path, text: &str) -> (Option<RawManifest>, Vec<ManifestEr
     let root = match parsed {
         Ok(root) => root,
         Err(errors) => {
-            let errors = errors
-                .into_iter()
-                .map(|e| ManifestError::Syntax {
-                    format: if format == Format::Toml {
-                        "TOML"
-                    } else {
-                        "JSON"
-                    },
-                    message: e.message,
-                    span: diagnostic::span(&e.span),
-                })
-                .collect();
-            return (None, errors);
+            let name = if format == Format::Toml {
+                "TOML"
+            } else {
+                "JSON"
+            };
+            return (None, syntax_errors(text, name, errors));
         }
     };
     let mut reader = Reader::new(format == Format::LegacyJson);
@@ -133,6 +126,79 @@ pub fn read_raw(path: &Path, text: &str) -> (Option<RawManifest>, Vec<ManifestEr
         }),
     };
     (raw, reader.errors)
+}
+
+/// Turns parse errors into diagnostics. A repeated `[jobs.NAME]` table, which TOML reports as a
+/// duplicate key (and then every key inside it again), becomes one `duplicate_job` pointing at
+/// both tables.
+fn syntax_errors(
+    text: &str,
+    format: &'static str,
+    errors: Vec<node::SyntaxError>,
+) -> Vec<ManifestError> {
+    let mut out = Vec::new();
+    // The byte range of a repeated job table, whose inner duplicate keys are consequences.
+    let mut repeated: Vec<std::ops::Range<usize>> = Vec::new();
+    for e in errors {
+        if repeated.iter().any(|r| r.contains(&e.span.start)) {
+            continue;
+        }
+        if e.message == "duplicate key" {
+            if let Some(r) = repeated_job_table(text, e.span.start) {
+                out.push(ManifestError::DuplicateJob {
+                    name: r.name,
+                    first: diagnostic::span(&r.first),
+                    second: diagnostic::span(&r.second),
+                });
+                repeated.push(r.table);
+                continue;
+            }
+        }
+        out.push(ManifestError::Syntax {
+            format,
+            message: e.message,
+            span: diagnostic::span(&e.span),
+        });
+    }
+    out
+}
+
+/// A `[jobs.NAME]` table written twice.
+struct RepeatedTable {
+    name: String,
+    /// The first header, the repeated header, and the repeated table up to the next header.
+    first: std::ops::Range<usize>,
+    second: std::ops::Range<usize>,
+    table: std::ops::Range<usize>,
+}
+
+/// The repeated job table whose header holds byte `at`, if that header appeared before.
+fn repeated_job_table(text: &str, at: usize) -> Option<RepeatedTable> {
+    let line_start = text[..at.min(text.len())].rfind('\n').map_or(0, |i| i + 1);
+    let line_end = text[line_start..]
+        .find('\n')
+        .map_or(text.len(), |i| line_start + i);
+    let header = text[line_start..line_end].trim();
+    let name = header
+        .strip_prefix("[jobs.")?
+        .strip_suffix(']')?
+        .trim()
+        .trim_matches('"');
+    let mut offset = 0;
+    let first = text.split('\n').find_map(|line| {
+        let start = offset;
+        offset += line.len() + 1;
+        (line.trim() == header && start < line_start).then(|| start..start + line.len())
+    })?;
+    let table_end = text[line_end..]
+        .find("\n[")
+        .map_or(text.len(), |i| line_end + i);
+    Some(RepeatedTable {
+        name: name.to_string(),
+        first,
+        second: line_start..line_end,
+        table: line_start..table_end,
+    })
 }
 
 /// Bundles a file's mistakes, in file order, with its source for rendering.

@@ -55,10 +55,13 @@ pub struct Settings {
     pub disable_budget_visuals: bool,
 }
 
+/// When `orch run` starts the graph; every value was checked when the manifest loaded.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct Schedule {
     pub cron: Option<String>,
     pub start_at: Option<String>,
+    /// An IANA zone name; `None` is the machine's local time.
+    pub timezone: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]

@@ -58,8 +58,12 @@ raw_table! {
     pub struct RawSchedule as "[schedule]" {
         /// A cron expression: 5 fields, 6 with seconds first, or @hourly/@daily/@weekly/@monthly.
         pub cron: Option<Sp<String>>,
-        /// zen's --start-at forms ("2h", "30m", "14:30", "2am") or an ISO 8601 date-time.
+        /// When to start: zen's --start-at forms ("2h", "30m", "1h30m", "14:30", "2am", "10:30pm"),
+        /// "tomorrow 9am", or an ISO 8601 date or date-time. With `cron`, the schedule starts then.
         pub start_at: Option<Sp<String>>,
+        /// The IANA time zone that `cron` and `start_at` times of day are read in, e.g.
+        /// "Europe/Berlin" (default: the machine's local time).
+        pub timezone: Option<Sp<String>>,
     }
 }
 

@@ -82,9 +82,35 @@ pub fn resolve(raw: RawManifest, path: &Path) -> Result<Manifest, Vec<ManifestEr
             });
         }
     }
+    if let Some(start) = &schedule.start_at {
+        if let Err(reason) = crate::schedule::parse_start_at(&start.value) {
+            r.errors.push(ManifestError::BadStartAt {
+                path: "schedule.start_at".into(),
+                reason,
+                span: span(&start.span),
+            });
+        }
+    }
+    if let Some(tz) = &schedule.timezone {
+        if crate::schedule::Zone::parse(Some(&tz.value)).is_err() {
+            let help = match did_you_mean(&tz.value, crate::schedule::Zone::names()) {
+                Some(name) => format!("did you mean \"{name}\"?"),
+                None => "use an IANA zone name such as \"Europe/Berlin\", \"America/New_York\" \
+                         or \"UTC\", or leave it out for the machine's local time"
+                    .into(),
+            };
+            r.errors.push(ManifestError::BadTimezone {
+                path: "schedule.timezone".into(),
+                name: tz.value.clone(),
+                span: span(&tz.span),
+                help,
+            });
+        }
+    }
     let schedule = Schedule {
         cron: schedule.cron.map(|c| c.value),
         start_at: schedule.start_at.map(|s| s.value),
+        timezone: schedule.timezone.map(|t| t.value),
     };
 
     let raw_budget = raw.budget.unwrap_or_default();

@@ -138,14 +138,22 @@ fn duplicate_keys_in_json() {
 }
 
 #[test]
-fn duplicate_tables_in_toml_are_syntax_errors() {
-    let text = "[jobs.a]\nrun = [\"a\"]\n[jobs.a]\nrun = [\"b\"]\n";
+fn a_repeated_job_table_in_toml_is_a_duplicate_job() {
+    let text = "[jobs.a]\nrun = [\"a\"]\n\n[jobs.b]\nrun = [\"b\"]\n\n[jobs.a]\nrun = [\"c\"]\n";
+    let (code, labels, help) = only(text, toml_errors(text));
+    assert_eq!(code, "orch::manifest::duplicate_job");
+    assert_eq!(labels, ["[jobs.a]", "[jobs.a]"]);
+    assert!(help.contains("give each job its own name"));
+}
+
+#[test]
+fn other_duplicate_keys_in_toml_stay_syntax_errors() {
+    let text = "[jobs.a]\nrun = [\"a\"]\nrun = [\"b\"]\n";
     let errors = toml_errors(text);
     let (code, labels, _) = parts(text, &errors[0]);
     assert_eq!(code, "orch::manifest::syntax");
     assert_eq!(errors[0].to_string(), "TOML syntax error: duplicate key");
-    assert_eq!(labels, ["a"]);
-    assert_eq!(errors[0].offset(), text.rfind("a]").unwrap());
+    assert_eq!(labels, ["run"]);
 }
 
 #[test]
@@ -237,6 +245,31 @@ fn bad_cron() {
     assert_eq!(code, "orch::manifest::bad_cron");
     assert_eq!(labels, ["\"0 2 * *\""]);
     assert!(help.contains("@daily"));
+}
+
+#[test]
+fn bad_start_at_lists_the_accepted_forms() {
+    let text = "[schedule]\nstart_at = \"13pm\"\n[jobs.a]\nrun = [\"a\"]\n";
+    let (code, labels, help) = only(text, toml_errors(text));
+    assert_eq!(code, "orch::manifest::bad_start_at");
+    assert_eq!(labels, ["\"13pm\""]);
+    assert!(
+        help.contains("\"2am\"") && help.contains("ISO 8601"),
+        "{help}"
+    );
+}
+
+#[test]
+fn bad_timezone_suggests_the_closest() {
+    let text =
+        "[schedule]\ncron = \"@daily\"\ntimezone = \"Europe/Berln\"\n[jobs.a]\nrun = [\"a\"]\n";
+    let (code, labels, help) = only(text, toml_errors(text));
+    assert_eq!(code, "orch::manifest::bad_timezone");
+    assert_eq!(labels, ["\"Europe/Berln\""]);
+    assert_eq!(help, "did you mean \"Europe/Berlin\"?");
+    let text = "[schedule]\ntimezone = \"Mars/Olympus\"\n[jobs.a]\nrun = [\"a\"]\n";
+    let (_, _, help) = only(text, toml_errors(text));
+    assert!(help.contains("IANA"), "{help}");
 }
 
 #[test]

@@ -63,6 +63,23 @@ pub struct StepView {
 }
 
 impl StepView {
+    fn pending(job: usize, label: &str, model: Option<String>) -> StepView {
+        StepView {
+            job,
+            label: label.to_string(),
+            status: Status::Pending,
+            started: None,
+            duration: None,
+            tokens: TokenCounts::default(),
+            cost_usd: 0.0,
+            is_estimate: false,
+            tools: 0,
+            model,
+            tail: VecDeque::new(),
+            last_line: None,
+        }
+    }
+
     /// Time spent so far, or in all when it ended.
     pub fn elapsed(&self, now: Instant) -> Duration {
         self.duration
@@ -139,20 +156,7 @@ impl Board {
             steps: shape
                 .steps
                 .iter()
-                .map(|(job, label, model)| StepView {
-                    job: *job,
-                    label: label.clone(),
-                    status: Status::Pending,
-                    started: None,
-                    duration: None,
-                    tokens: TokenCounts::default(),
-                    cost_usd: 0.0,
-                    is_estimate: false,
-                    tools: 0,
-                    model: model.clone(),
-                    tail: VecDeque::new(),
-                    last_line: None,
-                })
+                .map(|(job, label, model)| StepView::pending(*job, label, model.clone()))
                 .collect(),
             max_console_lines,
             ..Board::default()
@@ -163,6 +167,12 @@ impl Board {
     pub fn apply(&mut self, event: &Event, now: Instant) {
         match event {
             Event::RunStarted { name, run_id, .. } => {
+                // A scheduled service runs the same plan again: start each run afresh.
+                for s in &mut self.steps {
+                    *s = StepView::pending(s.job, &s.label, s.model.clone());
+                }
+                self.budgets.clear();
+                self.done = 0;
                 self.name.clone_from(name);
                 self.run_id.clone_from(run_id);
                 self.started = Some(now);

@@ -96,6 +96,10 @@ pub fn event_line(event: &Event, max: usize, show_output: bool) -> Option<String
             reason,
             ..
         } => format!("{} {label} {}", symbol(*status), reason),
+        Event::RunScheduled { .. }
+        | Event::WaitUpdated { .. }
+        | Event::FireSkipped { .. }
+        | Event::ScheduleStopped { .. } => schedule_line(event)?,
         _ => return None,
     })
 }
@@ -135,7 +139,7 @@ fn finished_line(event: &Event) -> Option<String> {
     if let Some(reason) = reason {
         line.push_str(&format!(": {reason}"));
     }
-    if *status != Status::Completed {
+    if *status != Status::Completed && !log.as_os_str().is_empty() {
         line.push_str(&format!(" (log: {})", crate::commands::display_path(log)));
     }
     if !leaked.is_empty() {
@@ -152,7 +156,9 @@ pub fn is_error(event: &Event) -> bool {
         Event::StopRequested { .. }
         | Event::StepSkipped { .. }
         | Event::LedgerFailed { .. }
-        | Event::DeadRunsReconciled { .. } => true,
+        | Event::DeadRunsReconciled { .. }
+        | Event::FireSkipped { .. }
+        | Event::ScheduleStopped { .. } => true,
         _ => false,
     }
 }
@@ -214,4 +220,37 @@ impl<W: Write> Plain<W> {
             self.opts.status_report_interval
         }
     }
+}
+
+/// The line of a scheduling event (waiting, skipped fire times, a stop between runs).
+fn schedule_line(event: &Event) -> Option<String> {
+    let when = |at: &chrono::DateTime<chrono::FixedOffset>| at.format("%a %Y-%m-%d %H:%M:%S %:z");
+    let left = |d: &std::time::Duration| {
+        // Tenths of a second at most: "in 0.4s", "in 2h59m59s".
+        crate::duration::format(std::time::Duration::from_millis(
+            (d.as_millis() as u64).div_ceil(100) * 100,
+        ))
+    };
+    Some(match event {
+        Event::RunScheduled { at, left: l, cron } => format!(
+            "⏰ next run at {} (in {}){}",
+            when(at),
+            left(l),
+            cron.as_ref()
+                .map(|c| format!(", cron {c:?}"))
+                .unwrap_or_default()
+        ),
+        Event::WaitUpdated { at, left: l } => {
+            format!("⏰ {} left until the run at {}", left(l), when(at))
+        }
+        Event::FireSkipped { at, reason } => format!("↷ fire time {} skipped: {reason}", when(at)),
+        Event::ScheduleStopped { signal, runs: 0 } => {
+            format!("■ {signal}: stopped while waiting; nothing ran")
+        }
+        Event::ScheduleStopped { signal, runs } => format!(
+            "■ {signal}: schedule stopped between runs after {runs} run{}; nothing was running",
+            if *runs == 1 { "" } else { "s" }
+        ),
+        _ => return None,
+    })
 }

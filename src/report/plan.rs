@@ -20,6 +20,32 @@ pub fn render(view: &PlanView, format: PlanFormat) -> String {
     }
 }
 
+/// The schedule lines: none, or the start time resolved and the next five cron fire times.
+fn schedule(o: &mut String, s: &crate::commands::plan::ScheduleView) {
+    if s.cron.is_none() && s.start_at.is_none() {
+        let _ = writeln!(o, "schedule: none (runs when started)");
+        return;
+    }
+    if let Some(text) = &s.start_at {
+        let when = match (&s.starts, &s.start_error) {
+            (Some(t), _) => t.format("%a %Y-%m-%d %H:%M:%S %:z").to_string(),
+            (None, Some(why)) => format!("{why}; `orch run` would refuse to start"),
+            (None, None) => String::new(),
+        };
+        let _ = writeln!(o, "schedule: start at {text:?} ({}): {when}", s.timezone);
+    }
+    if let Some(c) = &s.cron {
+        let _ = writeln!(
+            o,
+            "schedule: cron {c:?} ({}), a service; next fire times:",
+            s.timezone
+        );
+        for t in &s.next {
+            let _ = writeln!(o, "  {}", t.format("%a %Y-%m-%d %H:%M:%S %:z"));
+        }
+    }
+}
+
 fn limit(l: &Limit) -> String {
     let mut parts = Vec::new();
     if let Some(t) = l.tokens {
@@ -58,25 +84,7 @@ fn text(v: &PlanView) -> String {
         v.workspace,
         v.state_dir
     );
-    match (&v.schedule.cron, &v.schedule.start_at) {
-        (None, None) => {
-            let _ = writeln!(o, "schedule: none (runs when started)");
-        }
-        (cron, start_at) => {
-            if let Some(c) = cron {
-                let next: Vec<String> = v
-                    .schedule
-                    .next
-                    .iter()
-                    .map(|t| t.format("%Y-%m-%d %H:%M UTC").to_string())
-                    .collect();
-                let _ = writeln!(o, "schedule: cron {c:?}, next {}", next.join(", "));
-            }
-            if let Some(s) = start_at {
-                let _ = writeln!(o, "schedule: start at {s:?}");
-            }
-        }
-    }
+    schedule(&mut o, &v.schedule);
     let b = &v.budget;
     let mut scopes = Vec::new();
     if b.run.is_set() {

@@ -163,7 +163,7 @@ pub fn build(ctx: &RunContext, plan: &Plan, out: &RunOutcome, exit_code: u8) -> 
         let mut steps = Vec::new();
         for &s in &plan.jobs[j] {
             let r = &out.records[s];
-            let ran = r.started.is_some();
+            let ran = r.started.is_some() && !r.log.as_os_str().is_empty();
             if let Some(u) = &r.usage {
                 tokens.add(&u.tokens);
                 *cost.get_or_insert(0.0) += u.cost_usd;

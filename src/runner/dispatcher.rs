@@ -22,7 +22,7 @@ use crate::ledger::budget::{self, Budgets};
 use crate::ledger::store::StepRow;
 use crate::ledger::{Delta, Kind, Ledger};
 use crate::manifest::BudgetMode;
-use crate::plan::{Action, Plan, Status, StepId};
+use crate::plan::{Action, Frontier, Plan, Status, StepId};
 use crate::process::{Guardian, Stopper};
 
 pub struct Dispatcher<'a> {
@@ -31,6 +31,8 @@ pub struct Dispatcher<'a> {
     guardian: Arc<Guardian>,
     pub states: Vec<Status>,
     pub records: Vec<StepRecord>,
+    /// What may start next, kept up to date as steps end.
+    frontier: Frontier,
     stoppers: HashMap<StepId, Stopper>,
     sessions: HashMap<Uuid, SessionTotals>,
     running: usize,
@@ -60,6 +62,7 @@ impl<'a> Dispatcher<'a> {
             plan,
             guardian,
             states: vec![Status::Pending; plan.steps.len()],
+            frontier: Frontier::new(plan),
             records: (0..plan.steps.len())
                 .map(|_| StepRecord::default())
                 .collect(),
@@ -90,20 +93,20 @@ impl<'a> Dispatcher<'a> {
         loop {
             self.skip_doomed(report);
             self.resume_if_due(report);
-            let waiting_out_a_pause =
-                self.paused_until.is_some() && self.plan.ready(&self.states).next().is_some();
-            if self.running == 0
-                && !waiting_out_a_pause
-                && (self.stop.is_some() || self.plan.ready(&self.states).next().is_none())
-            {
+            // With ready agent steps waiting out a rate-limit pause, the frontier is not empty.
+            if self.running == 0 && (self.stop.is_some() || self.frontier.is_empty()) {
                 break;
             }
             let ready = self.next_ready();
             let can_launch = ready.is_some() && self.stop.is_none() && self.has_slot();
             if can_launch && Instant::now() >= self.next_launch {
                 let id = ready.expect("checked above");
+                self.frontier.remove(id);
                 match self.budgets.refuse(id) {
-                    Some(why) => self.skip(id, Status::Blocked, format!("blocked: {why}"), report),
+                    Some(why) => {
+                        self.skip(id, Status::Blocked, format!("blocked: {why}"), report);
+                        self.frontier.ended(self.plan, id, false);
+                    }
                     None => self.launch(id, &tx, report),
                 }
                 continue;
@@ -137,8 +140,8 @@ impl<'a> Dispatcher<'a> {
     /// The next step to launch; while launches of agents are paused, only process steps.
     fn next_ready(&self) -> Option<StepId> {
         let paused = self.paused_until.is_some();
-        self.plan
-            .ready(&self.states)
+        self.frontier
+            .ready(self.plan)
             .find(|&id| !(paused && matches!(self.plan.steps[id].action, Action::Agent { .. })))
     }
 
@@ -308,6 +311,8 @@ impl<'a> Dispatcher<'a> {
             );
         }
         self.states[id] = status;
+        self.frontier
+            .ended(self.plan, id, status == Status::Completed);
         let record = &mut self.records[id];
         record.finished = Some(Utc::now());
         record.duration = e.duration;
@@ -322,6 +327,11 @@ impl<'a> Dispatcher<'a> {
         record.result = e.outcome.as_ref().and_then(|o| o.result.clone());
         record.reason = reason.clone();
         record.tail = e.tail;
+        if e.spawn_error.is_some() {
+            // Nothing ran, so there is no log worth pointing at.
+            record.log = Default::default();
+            record.stderr_log = Default::default();
+        }
         report(&Event::StepFinished {
             step: id,
             label: self.plan.steps[id].label(),
@@ -383,13 +393,15 @@ impl<'a> Dispatcher<'a> {
             Some(o) if o.success => (Status::Completed, None),
             Some(o) => {
                 let why = match &o.result {
-                    Some(r) if r.is_error => format!(
-                        "Claude Code reported an error: {} ({how})",
-                        r.errors
-                            .first()
-                            .cloned()
-                            .unwrap_or_else(|| r.subtype.clone())
-                    ),
+                    Some(r) if r.is_error => {
+                        let what = match (r.errors.first(), r.subtype.as_str()) {
+                            (Some(e), _) => e.clone(),
+                            // The CLI marks API failures as subtype "success" with is_error.
+                            (None, "success") => "is_error in its result".to_string(),
+                            (None, subtype) => subtype.to_string(),
+                        };
+                        format!("Claude Code reported an error: {what} ({how})")
+                    }
                     Some(_) => how,
                     None => format!("no result line from Claude Code ({how})"),
                 };
@@ -487,7 +499,7 @@ impl<'a> Dispatcher<'a> {
             return;
         }
         loop {
-            let doomed: Vec<(StepId, StepId)> = self.plan.doomed(&self.states).collect();
+            let doomed = self.frontier.take_doomed();
             if doomed.is_empty() {
                 return;
             }
@@ -499,6 +511,7 @@ impl<'a> Dispatcher<'a> {
                     self.states[because].as_str()
                 );
                 self.skip(id, Status::Skipped, reason, report);
+                self.frontier.ended(self.plan, id, false);
             }
         }
     }

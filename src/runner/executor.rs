@@ -134,10 +134,19 @@ pub async fn execute(launch: Launch, guardian: Arc<Guardian>, tx: mpsc::Sender<R
     let deadline = tokio::time::sleep(launch.timeout);
     tokio::pin!(deadline);
     let mut timed_out = false;
-    loop {
+    // The exit is awaited together with the lines: a child may close its pipes and keep running,
+    // and its timeout must still reach it.
+    let wait = child.wait();
+    tokio::pin!(wait);
+    let mut exit = None;
+    let mut lines_open = true;
+    while lines_open || exit.is_none() {
         tokio::select! {
-            batch = lines.recv_batch() => {
-                let Some(batch) = batch else { break };
+            batch = lines.recv_batch(), if lines_open => {
+                let Some(batch) = batch else {
+                    lines_open = false;
+                    continue;
+                };
                 for line in batch {
                     let display = match (&mut accounting, line.stream) {
                         (Some(acc), Stream::Stdout) => {
@@ -161,16 +170,17 @@ pub async fn execute(launch: Launch, guardian: Arc<Guardian>, tx: mpsc::Sender<R
                     }
                 }
             }
-            () = &mut deadline, if !timed_out => {
+            done = &mut wait, if exit.is_none() => exit = Some(done),
+            () = &mut deadline, if !timed_out && exit.is_none() => {
                 timed_out = true;
                 stopper.stop(launch.ladder);
             }
         }
     }
+    let exit = exit.expect("the loop ends once the exit is known");
     if let Some(line) = unshown {
         let _ = tx.send(Report::Output { step, line }).await;
     }
-    let exit = child.wait().await;
     let outcome = accounting.as_mut().map(|a| a.finish(exit.code));
     let session_totals = accounting.as_ref().and_then(Accounting::session_totals);
     let _ = tx

@@ -389,12 +389,38 @@ fn every_event_kind_validates_against_the_schema() {
         .unwrap();
     lines.extend(event_lines(&t.path().join("d.ndjson")));
 
-    // A ledger that cannot be written is hard to provoke from outside: that kind is built here.
-    let built = orch::report::ndjson::line(&orch::events::Event::LedgerFailed {
-        error: "disk full".into(),
-    })
-    .unwrap();
-    lines.push(serde_json::from_str(&built).unwrap());
+    // 5. A start time, and Ctrl-C while waiting for it.
+    let t = Test::new().file("orch.toml", "[jobs.a]\nrun = [\"true\"]\n");
+    lines.extend(signalled(
+        &t,
+        &["--start-at", "30s"],
+        "run_scheduled",
+        "INT",
+    ));
+
+    // 6. A cron service whose run outlasts a fire time, stopped with SIGTERM.
+    let t = Test::new().file("orch.toml", "[jobs.a]\nrun = [\"sleep\", \"1.5\"]\n");
+    lines.extend(signalled(
+        &t,
+        &["--schedule", "* * * * * *"],
+        "fire_skipped",
+        "TERM",
+    ));
+
+    // A ledger that cannot be written, and a wait long enough to pass a milestone (an hour),
+    // are hard to provoke in a test: those kinds are built here.
+    for event in [
+        orch::events::Event::LedgerFailed {
+            error: "disk full".into(),
+        },
+        orch::events::Event::WaitUpdated {
+            at: chrono::DateTime::UNIX_EPOCH.fixed_offset(),
+            left: Duration::from_secs(3600),
+        },
+    ] {
+        let built = orch::report::ndjson::line(&event).unwrap();
+        lines.push(serde_json::from_str(&built).unwrap());
+    }
 
     let mut seen = BTreeSet::new();
     for line in &lines {
@@ -410,4 +436,29 @@ fn every_event_kind_validates_against_the_schema() {
         missing.is_empty(),
         "event kinds never produced: {missing:?}"
     );
+}
+
+/// Runs `orch run ARGS --events e.ndjson`, waits for an event of kind `until`, sends `signal`,
+/// and returns the events.
+fn signalled(t: &Test, args: &[&str], until: &str, signal: &str) -> Vec<Value> {
+    let mut argv = vec!["run", "--quiet", "--events", "e.ndjson"];
+    argv.extend_from_slice(args);
+    let mut child = t
+        .with_args(&argv)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let file = t.path().join("e.ndjson");
+    let needle = format!("\"event\":\"{until}\"");
+    let end = std::time::Instant::now() + Duration::from_secs(15);
+    while !std::fs::read_to_string(&file).is_ok_and(|s| s.contains(&needle)) {
+        assert!(std::time::Instant::now() < end, "no {until} event");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::process::Command::new("kill")
+        .args([format!("-{signal}"), child.id().to_string()])
+        .status()
+        .unwrap();
+    child.wait().unwrap();
+    event_lines(&file)
 }

@@ -1,5 +1,6 @@
 //! End-to-end tests of the real `orch` binary, one integration-test binary for all of them.
 
+mod book;
 mod budget;
 mod display;
 mod fuzz;
@@ -7,3 +8,5 @@ mod harness;
 mod manifests;
 mod plan;
 mod run;
+mod schedule;
+mod slash;

@@ -34,6 +34,11 @@ shell = "echo 'docs ok'"
 fn plan_text_shows_argv_offsets_and_budgets() {
     let t = Test::new()
         .file("orch.toml", PIPELINE)
+        // A project command, so that the plan has no unknown-command warning.
+        .file(
+            ".claude/commands/createtestsv2.md",
+            "Write tests for $ARGUMENTS\n",
+        )
         .args(&["plan", "--simulate"]);
     let out = t.run();
     assert_eq!(out.code, 0, "{}", out.stderr);

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use super::harness::{Test, root};
+use super::harness::{Test, assert_no_survivors, pid_alive, root, wait_until};
 
 /// Reads the results file of the only run in the test's state folder.
 fn results(t: &Test) -> Value {
@@ -29,65 +29,15 @@ fn status(v: &Value, job: &str) -> String {
     v["instances"][job]["status"].as_str().unwrap().to_string()
 }
 
-fn pid_alive(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        // A zombie is dead; it only waits for its parent to reap it.
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z')),
-        Err(_) => false,
-    }
-}
-
-/// Every process whose process group is `pgid`.
-fn group_members(pgid: u32) -> Vec<u32> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        let Some((_, rest)) = stat.rsplit_once(')') else {
-            continue;
-        };
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        if fields.first() != Some(&"Z") && fields.get(2) == Some(&pgid.to_string().as_str()) {
-            out.push(pid);
-        }
-    }
-    out
-}
-
-fn wait_until(what: &str, deadline: Duration, mut ok: impl FnMut() -> bool) {
-    let end = Instant::now() + deadline;
-    while !ok() {
-        assert!(Instant::now() < end, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// Asserts that no process of any step's group survived.
-fn assert_no_survivors(pids: &[u32]) {
-    for &pid in pids {
-        wait_until(
-            &format!("group {pid} to die"),
-            Duration::from_secs(5),
-            || group_members(pid).is_empty() && !pid_alive(pid),
-        );
-    }
-}
-
 /// orch running in the background, its stdout lines arriving on a channel.
-struct Running {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-    seen: Vec<String>,
+pub(super) struct Running {
+    pub(super) child: Child,
+    pub(super) lines: mpsc::Receiver<String>,
+    pub(super) seen: Vec<String>,
 }
 
 impl Running {
-    fn start(t: &Test) -> Running {
+    pub(super) fn start(t: &Test) -> Running {
         let mut child = t
             .command()
             .stdout(Stdio::piped())
@@ -109,7 +59,7 @@ impl Running {
     }
 
     /// Waits for a line containing `needle`; returns it.
-    fn expect(&mut self, needle: &str) -> String {
+    pub(super) fn expect(&mut self, needle: &str) -> String {
         let end = Instant::now() + Duration::from_secs(20);
         if let Some(l) = self.seen.iter().find(|l| l.contains(needle)) {
             return l.clone();
@@ -129,7 +79,7 @@ impl Running {
     }
 
     /// The pids of the steps started so far.
-    fn pids(&mut self) -> Vec<u32> {
+    pub(super) fn pids(&mut self) -> Vec<u32> {
         while let Ok(line) = self.lines.try_recv() {
             self.seen.push(line);
         }
@@ -140,7 +90,7 @@ impl Running {
             .collect()
     }
 
-    fn signal(&self, sig: &str) {
+    pub(super) fn signal(&self, sig: &str) {
         let ok = std::process::Command::new("kill")
             .args([&format!("-{sig}"), &self.child.id().to_string()])
             .status()
@@ -149,7 +99,7 @@ impl Running {
         assert!(ok);
     }
 
-    fn wait(mut self) -> (i32, Vec<String>) {
+    pub(super) fn wait(mut self) -> (i32, Vec<String>) {
         let end = Instant::now() + Duration::from_secs(30);
         let status = loop {
             if let Some(status) = self.child.try_wait().unwrap() {
@@ -700,4 +650,19 @@ echo '{"type":"result","subtype":"success","is_error":false,"total_cost_usd":0.0
         (at("second") - first_done).num_milliseconds() >= 900,
         "second did not wait"
     );
+}
+
+#[test]
+fn a_timeout_reaches_a_step_that_closed_its_pipes() {
+    let manifest = r#"
+        [jobs.quiet]
+        shell = "exec >/dev/null 2>&1; sleep 1000"
+        timeout = "500ms"
+    "#;
+    let t = Test::new().file("orch.toml", manifest).args(&["run"]);
+    let out = t.run();
+    assert_eq!(out.code, 1, "{}", out.stdout);
+    let v = results(&t);
+    assert_eq!(status(&v, "quiet"), "timed_out");
+    assert_no_survivors(&[steps(&v, "quiet")[0]["pid"].as_u64().unwrap() as u32]);
 }

@@ -1,0 +1,343 @@
+//! The scenarios, each one `orch run` of a manifest with the real CLI against a scripted mock.
+//! Each asserts what orch recorded (status, steps, argv) and that orch's tokens and dollars equal
+//! the CLI's own `result` figures.
+
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+
+use crate::harness::assert_no_survivors;
+use crate::mock::{Reply, Usage};
+use crate::support::{Scenario, close, result_line, signal, status, steps, wait_exit};
+
+/// Agent defaults for every scenario: the mock's model, tools allowed without asking.
+const DEFAULTS: &str = r#"
+[settings]
+startup_delay = "0s"
+[defaults]
+model = "claude-opus-5-5"
+permission_mode = "bypassPermissions"
+allowed_tools = ["Bash"]
+"#;
+
+fn manifest(rest: &str) -> String {
+    format!("{DEFAULTS}\n{rest}")
+}
+
+#[test]
+fn a_plain_turn() {
+    let s = Scenario::new(
+        &manifest("[jobs.hello]\nprompt = \"say hello\"\n"),
+        vec![Reply::text("Hello from the mock.", Usage::WARM)],
+    );
+    let out = s.run();
+    assert_eq!(out.code, 0, "{}", out.output);
+    let v = s.results();
+    assert_eq!(status(&v, "hello"), "completed");
+    let step = &steps(&v, "hello")[0];
+    assert!(
+        step["argv"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a == "--session-id")
+    );
+    assert_eq!(step["result"]["text"], "Hello from the mock.");
+    let calls = s.mock.message_requests();
+    assert_eq!(calls.len(), 1, "one API call");
+    assert_eq!(calls[0].body["stream"], true);
+    let orch = s.assert_figures("plain turn", &v, "hello");
+    // Independent of both: what the mock served.
+    assert_eq!(s.mock.served(), [Usage::WARM]);
+    assert_eq!(orch.tokens, Usage::WARM.total());
+}
+
+#[test]
+fn a_turn_with_a_tool_call_really_runs_the_tool() {
+    let s = Scenario::new(
+        &manifest("[jobs.tool]\nprompt = \"leave a mark\"\n"),
+        vec![
+            Reply::bash("echo ran > tool-ran.txt && echo proof-of-tool", Usage::COLD),
+            Reply::text("Done: the mark is there.", Usage::WARM),
+        ],
+    );
+    let out = s.run();
+    assert_eq!(out.code, 0, "{}", out.output);
+    let v = s.results();
+    assert_eq!(status(&v, "tool"), "completed");
+    // The CLI ran the command in the job's workspace...
+    let mark = std::fs::read_to_string(s.path().join("tool-ran.txt")).unwrap();
+    assert_eq!(mark.trim(), "ran");
+    // ...and sent its output back to the API.
+    let calls = s.mock.message_requests();
+    assert_eq!(calls.len(), 2, "{calls:?}");
+    let results = calls[1].tool_results();
+    assert_eq!(results.len(), 1, "{:?}", calls[1].body["messages"]);
+    assert!(
+        results[0].to_string().contains("proof-of-tool"),
+        "{}",
+        results[0]
+    );
+    assert_eq!(v["instances"]["tool"]["tool_calls"], 1);
+    let orch = s.assert_figures("tool call", &v, "tool");
+    assert_eq!(s.mock.served(), [Usage::COLD, Usage::WARM]);
+    assert_eq!(orch.tokens, Usage::COLD.total() + Usage::WARM.total());
+}
+
+#[test]
+fn a_resumed_chain_is_charged_its_true_cost_not_the_sum_of_cumulative_totals() {
+    let s = Scenario::new(
+        &manifest(
+            "[jobs.chain]\npre_commands = [\"first, look around\", \"second, think\"]\n\
+             prompt = \"third, answer\"\n",
+        ),
+        vec![
+            Reply::text("One.", Usage::COLD),
+            Reply::text("Two.", Usage::WARM),
+            Reply::text("Three.", Usage::WARM),
+        ],
+    );
+    let out = s.run();
+    assert_eq!(out.code, 0, "{}", out.output);
+    let v = s.results();
+    assert_eq!(status(&v, "chain"), "completed");
+    let steps = steps(&v, "chain");
+    assert_eq!(steps.len(), 3);
+    // One session: created by the first step, resumed by the others.
+    let session = |i: usize, flag: &str| {
+        let argv = steps[i]["argv"].as_array().unwrap();
+        let at = argv.iter().position(|a| a == flag).unwrap_or_else(|| {
+            panic!("step {i} has no {flag}: {argv:?}");
+        });
+        argv[at + 1].as_str().unwrap().to_string()
+    };
+    let id = session(0, "--session-id");
+    assert_eq!(session(1, "--resume"), id);
+    assert_eq!(session(2, "--resume"), id);
+    // The CLI really resumed: each call carries the conversation so far.
+    let calls = s.mock.message_requests();
+    assert_eq!(calls.len(), 3);
+    let counts: Vec<usize> = calls.iter().map(|c| c.message_count()).collect();
+    assert!(counts[0] < counts[1] && counts[1] < counts[2], "{counts:?}");
+    // Each process reports the session's cumulative cost; each step is charged its difference.
+    let mut previous = 0.0;
+    let mut sum_of_reports = 0.0;
+    for (i, step) in steps.iter().enumerate() {
+        let cumulative = result_line(step).unwrap()["total_cost_usd"]
+            .as_f64()
+            .unwrap();
+        let charged = step["usage"]["cost_usd"].as_f64().unwrap();
+        eprintln!(
+            "[figures] chain step {i}: CLI cumulative ${cumulative:.6}, orch charged ${charged:.6}"
+        );
+        assert!(
+            close(charged, cumulative - previous),
+            "step {i}: {charged} vs {cumulative} - {previous}"
+        );
+        assert!(
+            cumulative > previous,
+            "the CLI's totals are cumulative over the session"
+        );
+        previous = cumulative;
+        sum_of_reports += cumulative;
+    }
+    let orch = s.assert_figures("resume chain", &v, "chain");
+    assert!(
+        orch.usd < sum_of_reports - 1e-6,
+        "not the sum of cumulative reports"
+    );
+    let served: u64 = s.mock.served().iter().map(Usage::total).sum();
+    assert_eq!(s.mock.served().len(), 3);
+    assert_eq!(orch.tokens, served, "the tokens the mock served, once each");
+}
+
+#[test]
+fn an_api_error_after_retries_is_a_failed_job() {
+    let s = Scenario::new(
+        &manifest("[jobs.overloaded]\nprompt = \"try\"\n[jobs.after]\nprompt = \"never\"\nneeds = [\"overloaded\"]\n"),
+        vec![Reply::Error { status: 529 }],
+    )
+    .env("CLAUDE_CODE_MAX_RETRIES", "2");
+    let out = s.run();
+    assert_eq!(out.code, 1, "{}", out.output);
+    let v = s.results();
+    assert_eq!(status(&v, "overloaded"), "failed");
+    assert_eq!(status(&v, "after"), "skipped");
+    let step = &steps(&v, "overloaded")[0];
+    assert_eq!(step["exit_code"], 1);
+    assert_eq!(step["result"]["is_error"], true);
+    assert_eq!(step["result"]["api_error_status"], 529);
+    assert_eq!(step["usage"]["api_retries"], 2);
+    assert_eq!(
+        s.mock.message_requests().len(),
+        3,
+        "one call and two retries"
+    );
+    let orch = s.assert_figures("api error 529", &v, "overloaded");
+    assert_eq!(orch.tokens, 0);
+}
+
+#[test]
+fn max_turns_stops_the_cli_and_is_a_failed_job() {
+    let s = Scenario::new(
+        &manifest("[jobs.loop]\nprompt = \"keep going\"\nmax_turns = 1\n"),
+        vec![Reply::bash("true", Usage::COLD)],
+    );
+    let out = s.run();
+    assert_eq!(out.code, 1, "{}", out.output);
+    let v = s.results();
+    assert_eq!(status(&v, "loop"), "failed");
+    let step = &steps(&v, "loop")[0];
+    assert_eq!(step["result"]["subtype"], "error_max_turns");
+    let argv = step["argv"].as_array().unwrap();
+    assert!(
+        argv.windows(2)
+            .any(|w| w[0] == "--max-turns" && w[1] == "1"),
+        "{argv:?}"
+    );
+    s.assert_figures("max turns", &v, "loop");
+}
+
+#[test]
+fn max_usd_is_passed_to_the_cli_which_stops_after_crossing_it() {
+    let s = Scenario::new(
+        &manifest("[jobs.spender]\nprompt = \"keep going\"\nmax_usd = 0.1\n"),
+        vec![Reply::bash("true", Usage::COLD)],
+    );
+    let out = s.run();
+    assert_eq!(out.code, 1, "{}", out.output);
+    let v = s.results();
+    assert_eq!(status(&v, "spender"), "failed");
+    let step = &steps(&v, "spender")[0];
+    assert_eq!(step["result"]["subtype"], "error_max_budget_usd");
+    let argv = step["argv"].as_array().unwrap();
+    assert!(
+        argv.windows(2)
+            .any(|w| w[0] == "--max-budget-usd" && w[1] == "0.1"),
+        "{argv:?}"
+    );
+    let orch = s.assert_figures("max_usd", &v, "spender");
+    assert!(
+        orch.usd > 0.1,
+        "the CLI stops after crossing its cap, not before"
+    );
+}
+
+#[test]
+fn a_block_mode_budget_interrupts_the_cli_and_records_its_final_cost() {
+    let s = Scenario::new(
+        &manifest(
+            "[budget]\nmode = \"block\"\ntokens = 5000\n\
+             [jobs.big]\nprompt = \"think hard\"\n[jobs.after]\nprompt = \"never\"\nneeds = [\"big\"]\n",
+        ),
+        vec![Reply::stall(Usage::COLD)],
+    )
+    .env("ORCH_GRACE_INT", "20s")
+    .env("ORCH_GRACE_TERM", "2s");
+    let out = s.run();
+    assert_eq!(out.code, 3, "{}", out.output);
+    // The stop reached the CLI mid-turn: it hung up on the stalled reply.
+    s.mock.wait_released(Duration::from_secs(5));
+    let v = s.results();
+    assert_eq!(status(&v, "big"), "budget_exceeded");
+    assert_eq!(status(&v, "after"), "skipped");
+    let step = &steps(&v, "big")[0];
+    // SIGINT, not a kill: the CLI wrote its result, so the figure is its own, not an estimate.
+    let result = result_line(step).expect("the interrupted CLI wrote a result");
+    assert_eq!(step["usage"]["is_estimate"], false, "{step}");
+    assert!(
+        step["signal"].is_null(),
+        "stopped by the first rung: {step}"
+    );
+    let orch = s.assert_figures("block-mode budget stop", &v, "big");
+    assert!(orch.usd > 0.0, "{result}");
+    assert_no_survivors(&[step["pid"].as_u64().unwrap() as u32]);
+}
+
+#[test]
+fn ctrl_c_to_orch_mid_turn_leaves_no_process_and_keeps_the_cost() {
+    let s = Scenario::new(
+        &manifest("[jobs.slow]\nprompt = \"take your time\"\n"),
+        vec![Reply::stall(Usage::COLD)],
+    )
+    .env("ORCH_GRACE_INT", "20s")
+    .env("ORCH_GRACE_TERM", "2s");
+    let mut orch = s.spawn();
+    // Mid-turn: the CLI is reading a reply that does not end, and has reported its first block.
+    s.mock.wait_stalled(Duration::from_secs(60));
+    s.wait_log("\"type\":\"assistant\"", Duration::from_secs(30));
+    signal(orch.id(), Signal::SIGINT);
+    let code = wait_exit(&mut orch, Duration::from_secs(60));
+    assert_eq!(code, 130, "{}", s.output());
+    s.mock.wait_released(Duration::from_secs(5));
+    let v = s.results();
+    assert_eq!(status(&v, "slow"), "cancelled");
+    assert_eq!(v["metadata"]["interrupted"], true);
+    let step = &steps(&v, "slow")[0];
+    assert_no_survivors(&[step["pid"].as_u64().unwrap() as u32]);
+    s.assert_no_process_left();
+    assert!(
+        result_line(step).is_some(),
+        "SIGINT lets the CLI write its result"
+    );
+    let orch = s.assert_figures("ctrl-c mid-turn", &v, "slow");
+    assert!(
+        orch.usd > 0.0,
+        "the tokens of the interrupted turn are charged"
+    );
+}
+
+#[test]
+fn ctrl_c_to_orch_while_the_cli_runs_a_tool_leaves_no_process() {
+    let s = Scenario::new(
+        &manifest("[jobs.busy]\nprompt = \"wait for something\"\n"),
+        vec![
+            Reply::bash("touch tool-started && sleep 300", Usage::COLD),
+            Reply::text("Never reached.", Usage::WARM),
+        ],
+    )
+    .env("ORCH_GRACE_INT", "20s")
+    .env("ORCH_GRACE_TERM", "2s");
+    let mut orch = s.spawn();
+    // Mid-turn: the CLI's Bash tool is running a long command (a grandchild of orch).
+    let started = s.path().join("tool-started");
+    crate::harness::wait_until("the tool to start", Duration::from_secs(60), || {
+        started.exists()
+    });
+    signal(orch.id(), Signal::SIGINT);
+    let code = wait_exit(&mut orch, Duration::from_secs(60));
+    assert_eq!(code, 130, "{}", s.output());
+    s.assert_no_process_left();
+    let v = s.results();
+    assert_eq!(status(&v, "busy"), "cancelled");
+    let step = &steps(&v, "busy")[0];
+    assert_no_survivors(&[step["pid"].as_u64().unwrap() as u32]);
+    assert_eq!(
+        s.mock.message_requests().len(),
+        1,
+        "interrupted before the next call"
+    );
+    if result_line(step).is_some() {
+        s.assert_figures("ctrl-c mid-tool", &v, "busy");
+        return;
+    }
+    // Claude Code 2.1.331 interrupted during a tool sometimes exits 0 without its `result` line
+    // (about one run in three on a loaded machine, with any parent; see the book). Then orch
+    // keeps its live estimate, marked as one: the start-of-message usage, output placeholder
+    // included, at the price table's rates; and the ledger holds the same.
+    assert_eq!(step["exit_code"], 0, "{step}");
+    let inst = &v["instances"]["busy"];
+    assert_eq!(inst["cost_is_estimate"], true, "{inst}");
+    let start = Usage {
+        output: 1,
+        ..Usage::COLD
+    };
+    let orch = s.orch_figures(&v, "busy");
+    eprintln!(
+        "[figures] ctrl-c mid-tool: the CLI wrote no result; orch kept its estimate, {} tokens ${:.6}",
+        orch.tokens, orch.usd
+    );
+    assert_eq!(orch.tokens, start.total());
+    assert!(orch.usd > 0.0);
+    assert_eq!(s.ledger_figures(&v, "busy"), orch);
+}
