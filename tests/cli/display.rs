@@ -132,10 +132,10 @@ fn zens_status_table_comes_every_interval_with_the_last_lines_of_each_job() {
 startup_delay = "0s"
 [jobs.slow-a]
 prompt = "take your time"
-env = { ORCH_SIM_TURNS = "8", ORCH_SIM_DELAY_MS = "150" }
+env = { ORCH_SIM_TURNS = "14", ORCH_SIM_DELAY_MS = "150" }
 [jobs.slow-b]
 prompt = "take yours too"
-env = { ORCH_SIM_TURNS = "8", ORCH_SIM_DELAY_MS = "150" }
+env = { ORCH_SIM_TURNS = "14", ORCH_SIM_DELAY_MS = "150" }
 "#;
     let t = sim_test(manifest).args(&[
         "run",
