@@ -460,9 +460,24 @@ fn concurrent_orch_processes_share_one_ledger() {
         [jobs.a]\nprompt = \"one\"\nenv = { ORCH_SIM_TURNS = \"15\", ORCH_SIM_DELAY_MS = \"2\" }\n\
         [jobs.b]\nprompt = \"two\"\nenv = { ORCH_SIM_TURNS = \"15\", ORCH_SIM_DELAY_MS = \"2\" }\n";
     let t = sim_test(manifest).args(&["run", "--simulate", "--quiet"]);
-    let children: Vec<_> = (0..4).map(|_| t.command().spawn().unwrap()).collect();
-    for mut child in children {
-        assert!(child.wait().unwrap().success());
+    let children: Vec<_> = (0..4)
+        .map(|_| {
+            t.command()
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{:?}\n{}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     let db = rusqlite::Connection::open(t.path().join(".orch/ledger.sqlite")).unwrap();
     let check: String = db
