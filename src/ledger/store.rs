@@ -168,7 +168,26 @@ pub struct Ledger {
 
 impl Ledger {
     /// Opens (creating if needed) the ledger at `path` and brings its schema up to date.
+    ///
+    /// Several orch processes may open a new ledger at once; switching it to WAL needs a moment
+    /// alone with the file, and SQLite answers "database is locked" without waiting for it, so
+    /// opening is retried for a while.
     pub fn open(path: &Path) -> rusqlite::Result<Ledger> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            match Self::open_once(path) {
+                Err(rusqlite::Error::SqliteFailure(e, _))
+                    if e.code == rusqlite::ErrorCode::DatabaseBusy
+                        && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn open_once(path: &Path) -> rusqlite::Result<Ledger> {
         if let Some(dir) = path.parent() {
             let _ = std::fs::create_dir_all(dir);
         }
