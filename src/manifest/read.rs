@@ -112,7 +112,7 @@ impl Reader {
 }
 
 /// Quotes a key for a dotted path when it is not a bare TOML key.
-fn quote_key(key: &str) -> String {
+pub(crate) fn quote_key(key: &str) -> String {
     let bare = !key.is_empty()
         && key
             .bytes()

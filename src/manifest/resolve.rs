@@ -11,7 +11,7 @@ use super::diagnostic::{ManifestError, did_you_mean, span};
 use super::model::*;
 use super::node::Span;
 use super::raw::{DurationText, RawJob, RawLimit, RawManifest};
-use super::read::Sp;
+use super::read::{Sp, quote_key};
 use crate::duration;
 
 /// The namespace for mapping session names to stable UUIDs (a fixed, arbitrary UUID).
@@ -303,7 +303,7 @@ impl Resolver {
         dir: &Path,
         settings: &Settings,
     ) -> Option<Job> {
-        let at = |key: &str| format!("jobs.{}.{key}", quote(&name.value));
+        let at = |key: &str| format!("jobs.{}.{key}", quote_key(&name.value));
         let given: Vec<(&str, &Span)> = [
             ("command", job.command.as_ref().map(|c| &c.span)),
             ("prompt", job.prompt.as_ref().map(|c| &c.span)),
@@ -341,7 +341,7 @@ impl Resolver {
             )
             .unwrap_or(settings.timeout);
         let limit = self.limit(
-            &format!("jobs.{}", quote(&name.value)),
+            &format!("jobs.{}", quote_key(&name.value)),
             job.max_tokens.as_ref().or(defaults.max_tokens.as_ref()),
             job.max_usd.as_ref().or(defaults.max_usd.as_ref()),
         );
@@ -581,17 +581,5 @@ pub fn clean(path: &Path) -> PathBuf {
         PathBuf::from(".")
     } else {
         out
-    }
-}
-
-fn quote(key: &str) -> String {
-    if key
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-        && !key.is_empty()
-    {
-        key.to_string()
-    } else {
-        format!("{key:?}")
     }
 }
