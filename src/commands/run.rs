@@ -187,8 +187,3 @@ fn ladder_from_env() -> StopLadder {
     }
     ladder
 }
-
-/// Where a run's results are: `state_dir/runs/<run-id>/results.json`.
-pub fn results_path(state_dir: &std::path::Path, run_id: &str) -> PathBuf {
-    state_dir.join("runs").join(run_id).join("results.json")
-}
