@@ -2,7 +2,6 @@
 //! schedule, once per fire time (`super::service` owns the waiting).
 
 use std::cell::RefCell;
-use std::path::PathBuf;
 use std::time::Instant;
 
 use chrono::Utc;
