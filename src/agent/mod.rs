@@ -38,6 +38,14 @@ pub struct AgentProgram {
 }
 
 impl AgentProgram {
+    /// `claude` by name, for plans shown and runs made where Claude Code is not needed or not found.
+    pub fn by_name() -> AgentProgram {
+        AgentProgram {
+            program: "claude".into(),
+            prefix: Vec::new(),
+        }
+    }
+
     /// orch's simulated agent: this executable's hidden `agent-sim` subcommand.
     pub fn simulated() -> std::io::Result<AgentProgram> {
         Ok(AgentProgram {

@@ -127,15 +127,9 @@ pub fn run_checked(
                  pass --claude-path or rehearse with --simulate"
                     .into(),
             );
-            crate::agent::AgentProgram {
-                program: "claude".into(),
-                prefix: Vec::new(),
-            }
+            crate::agent::AgentProgram::by_name()
         }
-        Err(Error::ClaudeNotFound { .. }) => crate::agent::AgentProgram {
-            program: "claude".into(),
-            prefix: Vec::new(),
-        },
+        Err(Error::ClaudeNotFound { .. }) => crate::agent::AgentProgram::by_name(),
         Err(e) => return Err(e),
     };
     let plan = Plan::build(

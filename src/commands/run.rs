@@ -26,10 +26,7 @@ pub fn run(args: &RunArgs) -> Result<ExitCode, Error> {
     let agent = if super::has_agents(&manifest) || args.manifest.simulate {
         super::agent_program(&args.manifest, &manifest)?
     } else {
-        crate::agent::AgentProgram {
-            program: "claude".into(),
-            prefix: Vec::new(),
-        }
+        AgentProgram::by_name()
     };
     let timing = super::service::Timing::new(args, &manifest)?;
     // --- display: the reporters the flags ask for (see `report::select`) ---
