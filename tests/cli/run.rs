@@ -333,7 +333,7 @@ const LONG_RUN: &str = r#"
     prompt = "hang"
     env = { ORCH_SIM_HANG = "1" }
     [jobs.stubborn]
-    shell = "trap '' INT TERM; while :; do sleep 0.05; done"
+    shell = "trap '' INT TERM; echo ready; while :; do sleep 0.05; done"
     [jobs.plain]
     run = ["sleep", "1000"]
     [jobs.later]
@@ -345,6 +345,8 @@ fn start_long_run(t: &Test) -> (Running, Vec<u32>) {
     let mut r = Running::start(t);
     r.expect("agent started");
     r.expect("stubborn started");
+    // Signal only once its traps are set: before that, a shell dies of the first signal.
+    r.expect("stubborn: ready");
     r.expect("plain started");
     let pids = r.pids();
     assert_eq!(pids.len(), 3);
