@@ -164,7 +164,8 @@ impl RawLine<'_> {
                     status: info.status.to_string_opt().unwrap_or_default(),
                     resets_at: epoch_seconds(&info.resets_at),
                     rate_limit_type: info.rate_limit_type.to_string_opt(),
-                    utilization: info.utilization.as_f64(),
+                    // Display only, but a NaN or an infinity has nothing to show.
+                    utilization: info.utilization.as_f64().filter(|u| u.is_finite()),
                 }
             }
             (Some("result"), _) => {
@@ -272,7 +273,8 @@ fn epoch_seconds(v: &Scalar<'_>) -> Option<i64> {
         return Some(t.timestamp());
     }
     let n = v.as_i64()?;
-    Some(if n.abs() >= MILLIS_THRESHOLD {
+    // `unsigned_abs`: `abs` of i64::MIN overflows.
+    Some(if n.unsigned_abs() >= MILLIS_THRESHOLD.unsigned_abs() {
         n / 1000
     } else {
         n

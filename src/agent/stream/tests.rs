@@ -385,3 +385,18 @@ fn costs_above_the_cap_are_counted_at_it_and_ordinary_ones_untouched() {
     );
     assert_eq!((cost, anomalies.len()), (0.5, 0));
 }
+
+#[test]
+fn extreme_rate_limit_figures_neither_panic_nor_pass_non_finite_values() {
+    let line = br#"{"type":"rate_limit_event","rate_limit_info":{"status":"allowed","resetsAt":-9223372036854775808,"utilization":"NaN"}}"#;
+    let Some(StreamEvent::RateLimit {
+        resets_at,
+        utilization,
+        ..
+    }) = parse_line(line)
+    else {
+        panic!("rate limit line lost");
+    };
+    assert_eq!(resets_at, Some(i64::MIN / 1000));
+    assert_eq!(utilization, None);
+}
