@@ -91,11 +91,15 @@ impl Anomalies {
     }
 }
 
-/// A float as a token count: integral floats are counts (a producer quirk); a fraction is an
-/// anomaly counted without its fractional part; the error carries the problem and the count.
+/// A float as a token count: integral floats are counts (a producer quirk), +infinity is above
+/// the cap; a fraction is an anomaly counted without its fractional part; the error carries the
+/// problem and the count.
 fn float_count(f: f64) -> Result<u64, (&'static str, u64)> {
-    if f.is_nan() || f.is_infinite() {
-        Err(("is not a finite number", 0))
+    if f.is_nan() {
+        Err(("is not a number", 0))
+    } else if f == f64::INFINITY {
+        // Above any cap (`1e309`, "inf"): counted at the cap, which errs on the side of budgets.
+        Ok(u64::MAX)
     } else if f < 0.0 {
         Err(("is negative", 0))
     } else if f.fract() != 0.0 {

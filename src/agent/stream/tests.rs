@@ -306,7 +306,8 @@ fn negative_fractional_and_garbage_counts_are_anomalies() {
     );
     assert_eq!(
         (models["m"].tokens.input, models["m"].tokens.output),
-        (0, 3)
+        (TOKEN_CAP, 3),
+        "an infinite count is above the cap"
     );
     assert_eq!(cost, 0.25);
     let problems: Vec<(&str, &str)> = anomalies
@@ -320,7 +321,10 @@ fn negative_fractional_and_garbage_counts_are_anomalies() {
             ("usage.output_tokens", "is not a whole number"),
             ("usage.cache_read_input_tokens", "is not a number"),
             ("usage.cache_creation_input_tokens", "is not a number"),
-            ("modelUsage.m.inputTokens", "is not a finite number"),
+            (
+                "modelUsage.m.inputTokens",
+                "is above the cap of 10^12 tokens"
+            ),
         ]
     );
 }
