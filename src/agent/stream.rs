@@ -30,8 +30,8 @@ pub const TOKEN_CAP: u64 = 1_000_000_000_000;
 /// The most dollars orch takes from one cost field (`total_cost_usd`, `costUSD`): one million.
 ///
 /// A whole day of the most expensive model at full speed costs a few thousand dollars; a figure
-/// a thousand times that is a bug or a forged line. In micro-dollars the cap is 10^12, so sums
-/// stay far below i64::MAX as for tokens.
+/// a thousand times that is a bug or a forged line. In the ledger's nano-dollars the cap is
+/// 10^15, so thousands of capped results still sum below i64::MAX (and every sum saturates).
 pub const COST_CAP_USD: f64 = 1_000_000.0;
 
 /// A usage figure that orch could not take as Claude Code wrote it: what it was and what was
