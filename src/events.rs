@@ -67,6 +67,8 @@ pub enum Event {
     /// "job <name>", "window <period>".
     BudgetUpdated {
         scope: String,
+        /// What the scope covers (the name is for people; match on this).
+        kind: crate::ledger::budget::ScopeKind,
         tokens_used: u64,
         usd_used: f64,
         tokens_limit: Option<u64>,
@@ -161,6 +163,17 @@ pub enum Event {
         #[schemars(with = "f64")]
         duration: Duration,
         exit_code: u8,
+    },
+    /// A usage figure in a step's output was capped or rejected: a token count above 10^12
+    /// (counted at the cap), a negative, fractional or non-numeric count, or a cost that is
+    /// negative, not finite or not a number (counted as $0). A warning; the step goes on.
+    UsageAnomaly {
+        step: StepId,
+        label: String,
+        /// The field, such as `message.usage.input_tokens` or `total_cost_usd`.
+        field: String,
+        /// What was wrong and what was counted instead.
+        what: String,
     },
 }
 

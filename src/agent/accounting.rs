@@ -8,7 +8,7 @@
 //! decides budgets; it only reports what a step used.
 
 use crate::agent::prices::price_for;
-use crate::agent::stream::{ModelUsage, StreamEvent, TokenCounts};
+use crate::agent::stream::{Anomaly, ModelUsage, StreamEvent, TokenCounts};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashSet};
 
@@ -142,6 +142,8 @@ pub struct Accounting {
     seen_tool_uses: HashSet<String>,
     estimate: BTreeMap<String, ModelUsage>,
     result: Option<(ResultSummary, SessionTotals)>,
+    /// Anomalies of the lines counted so far, not yet taken by [`Accounting::take_anomalies`].
+    anomalies: Vec<Anomaly>,
 }
 
 impl Accounting {
@@ -175,6 +177,7 @@ impl Accounting {
                 tool_uses,
                 tool_use_ids,
                 parent_tool_use_id,
+                anomalies,
                 ..
             } => {
                 if model == SYNTHETIC_MODEL {
@@ -185,6 +188,10 @@ impl Accounting {
                 }
                 let tools = self.count_tools(message_id, tool_uses, tool_use_ids);
                 let tokens = self.count_message(message_id, model, usage);
+                // A message's lines repeat its usage: its anomalies count once, with it.
+                if tokens {
+                    self.anomalies.extend_from_slice(anomalies);
+                }
                 (tools || tokens).then(|| self.update())
             }
             StreamEvent::ApiRetry { .. } => {
@@ -195,12 +202,19 @@ impl Accounting {
                 self.usage.rate_limits.extend(RateLimitRecord::of(ev));
                 None
             }
-            StreamEvent::Result { .. } => {
+            StreamEvent::Result { anomalies, .. } => {
+                self.anomalies.extend_from_slice(anomalies);
                 self.apply_result(ev);
                 Some(self.update())
             }
             StreamEvent::User | StreamEvent::Other => None,
         }
+    }
+
+    /// The usage figures capped or rejected since the last call, each once, to be reported as
+    /// warnings.
+    pub fn take_anomalies(&mut self) -> Vec<Anomaly> {
+        std::mem::take(&mut self.anomalies)
     }
 
     /// The step's usage so far.
@@ -283,6 +297,7 @@ impl Accounting {
             result_text,
             errors,
             api_error_status,
+            ..
         } = ev
         else {
             return;

@@ -6,12 +6,57 @@
 //! `subtype`s give [`StreamEvent::Other`]; unknown fields and fields of an unexpected type are
 //! ignored. It keeps no state (deduplication is [`crate::agent::accounting`]'s job) and it
 //! parses each line in a single serde pass without building a `serde_json::Value`.
+//!
+//! It is also where numbers are made safe: a token count is capped at [`TOKEN_CAP`] per field, a
+//! cost must be finite, non-negative and at most [`COST_CAP_USD`]; whatever does not fit is
+//! counted at the cap (tokens) or rejected as zero (costs) and recorded as an [`Anomaly`] on the
+//! event, so nothing downstream ever sees a figure that can wrap, poison a sum, or go negative.
 
+mod figures;
 mod lenient;
 mod raw;
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+
+/// The most tokens orch takes from one field (`input_tokens`, ...) of one message or result.
+///
+/// 10^12 is about a million times the largest context window of any current model (10^6
+/// tokens), so no real API response or session comes near it; yet it keeps every sum orch makes
+/// far from the i64/u64 limits: 4 fields at the cap per message, summed over 10^6 messages, is
+/// 4·10^18, still below i64::MAX (9.2·10^18).
+pub const TOKEN_CAP: u64 = 1_000_000_000_000;
+
+/// The most dollars orch takes from one cost field (`total_cost_usd`, `costUSD`): one million.
+///
+/// A whole day of the most expensive model at full speed costs a few thousand dollars; a figure
+/// a thousand times that is a bug or a forged line. In the ledger's nano-dollars the cap is
+/// 10^15, so thousands of capped results still sum below i64::MAX (and every sum saturates).
+pub const COST_CAP_USD: f64 = 1_000_000.0;
+
+/// A usage figure that orch could not take as Claude Code wrote it: what it was and what was
+/// counted instead. Reported as a warning; never an error, never a lost line.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct Anomaly {
+    /// Where the value was, such as `message.usage.input_tokens` or `total_cost_usd`.
+    pub field: String,
+    /// The value as written (a number, a string, or the JSON type it had).
+    pub value: String,
+    /// What is wrong with it, such as "is above the cap of 10^12 tokens".
+    pub problem: String,
+    /// What orch counted instead.
+    pub counted: String,
+}
+
+impl std::fmt::Display for Anomaly {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} = {} {}; counted as {}",
+            self.field, self.value, self.problem, self.counted
+        )
+    }
+}
 
 /// Token counts of one API response, one model or one step, as Claude Code reports them.
 #[derive(
@@ -107,6 +152,8 @@ pub enum StreamEvent {
         text: Option<String>,
         /// Set when the message comes from a subagent.
         parent_tool_use_id: Option<String>,
+        /// Usage figures that were capped or rejected (see [`TOKEN_CAP`]).
+        anomalies: Vec<Anomaly>,
     },
     /// A `user` line (tool results, interruptions).
     User,
@@ -154,6 +201,10 @@ pub enum StreamEvent {
         errors: Vec<String>,
         /// HTTP status of a final API error.
         api_error_status: Option<u16>,
+        /// Usage and cost figures that were capped or rejected (see [`TOKEN_CAP`],
+        /// [`COST_CAP_USD`]). A rejected `total_cost_usd` is replaced by the sum of the accepted
+        /// per-model costs.
+        anomalies: Vec<Anomaly>,
     },
     /// Any other line: unknown `type` or `subtype`, or a known one we do not use.
     Other,
@@ -171,8 +222,17 @@ pub fn parse_line(line: &[u8]) -> Option<StreamEvent> {
     if trimmed.first() != Some(&b'{') {
         return None;
     }
-    let raw: raw::RawLine = serde_json::from_slice(trimmed).ok()?;
-    Some(raw.into_event())
+    match serde_json::from_slice::<raw::RawLine>(trimmed) {
+        Ok(raw) => Some(raw.into_event()),
+        Err(_) => {
+            // serde_json refuses a number beyond f64 (`1e309`) and with it the whole line; quoted,
+            // such a number becomes a string that the field's own check rejects, and the rest of
+            // the line (is_error, usage, the result text) is still read.
+            let quoted = lenient::quote_overflowing_numbers(trimmed)?;
+            let raw: raw::RawLine = serde_json::from_slice(&quoted).ok()?;
+            Some(raw.into_event())
+        }
+    }
 }
 
 #[cfg(test)]

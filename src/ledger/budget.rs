@@ -5,77 +5,132 @@
 //! rolling window (whose spend starts from what the ledger holds for the period). Tokens and
 //! dollars are separate limits; a token is never compared with a dollar. Only agent steps spend,
 //! so only agent steps belong to scopes.
+//!
+//! All arithmetic is on integers: tokens as saturating u64, dollars as [`Nanos`]. The manifest's
+//! dollar limits are converted once, when the scopes are built; a float is never compared here.
 
 use serde::Serialize;
 
+use super::nanos::Nanos;
 use crate::manifest::{BudgetMode, Limit, Manifest, Task};
 use crate::plan::{Action, Plan, StepId};
 
 /// Thresholds reported once per scope, in percent of a limit.
 pub const THRESHOLDS: [u8; 2] = [80, 100];
 
-/// Spend in tokens and dollars.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+/// Spend in tokens and dollars (as nano-dollars; serialized as dollars).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Spend {
     pub tokens: u64,
-    pub usd: f64,
+    /// Dollars, as integer nano-dollars; never negative.
+    pub usd: Nanos,
 }
 
-/// One budget scope: its name, limit, spend, and the thresholds already reported.
-#[derive(Clone, Debug, Serialize)]
+/// What a budget scope covers. The kind decides the rules (a job's own limit is not checked
+/// against itself); the name is only for people.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ScopeKind {
+    /// The whole run (`[budget] tokens`, `usd`).
+    Run,
+    /// The rolling window across runs (`[budget] window`), starting from the ledger.
+    Window,
+    /// One base slash command (`[budget] commands."/review"`).
+    Command,
+    /// One job's own limit (`max_tokens`, `max_usd`).
+    Job,
+}
+
+/// A scope's limits in budget units: tokens, and dollars as nano-dollars.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Caps {
+    pub tokens: Option<u64>,
+    pub usd: Option<Nanos>,
+}
+
+impl Caps {
+    /// The manifest's limit, its dollars converted once to nano-dollars.
+    pub fn of(limit: &Limit) -> Caps {
+        Caps {
+            tokens: limit.tokens,
+            usd: limit.usd.map(Nanos::from_usd),
+        }
+    }
+}
+
+/// One budget scope: its kind and name, limit, spend, and the thresholds already reported.
+#[derive(Clone, Debug)]
 pub struct Scope {
+    pub kind: ScopeKind,
     /// "run", "/command", "job NAME", "window 5h".
     pub name: String,
+    /// The limit as the manifest gave it (for display).
     pub limit: Limit,
+    /// The same limit in integer units, which every check uses.
+    pub caps: Caps,
     pub used: Spend,
-    #[serde(skip)]
     warned: Vec<u8>,
 }
 
+/// Whether `used` is at least `percent` % of `limit`, exactly (no float rounding).
+fn reached(used: u64, limit: u64, percent: u8) -> bool {
+    u128::from(used) * 100 >= u128::from(limit) * u128::from(percent)
+}
+
 impl Scope {
-    fn new(name: String, limit: Limit, used: Spend) -> Scope {
+    fn new(kind: ScopeKind, name: String, limit: Limit, used: Spend) -> Scope {
         Scope {
+            kind,
             name,
             limit,
+            caps: Caps::of(&limit),
             used,
             warned: Vec::new(),
         }
     }
 
-    /// The larger of the token and dollar fractions used (0.0 when there is no limit).
-    pub fn fraction(&self) -> f64 {
-        let t = self
-            .limit
+    /// Dollars used, as a non-negative integer.
+    fn usd_used(&self) -> u64 {
+        u64::try_from(self.used.usd.0).unwrap_or(0)
+    }
+
+    /// Whether a limit of the scope is at `percent` % or more.
+    pub fn at_percent(&self, percent: u8) -> bool {
+        self.caps
             .tokens
-            .map_or(0.0, |l| self.used.tokens as f64 / l as f64);
-        let u = self.limit.usd.map_or(0.0, |l| self.used.usd / l);
-        t.max(u)
+            .is_some_and(|l| reached(self.used.tokens, l, percent))
+            || self
+                .caps
+                .usd
+                .is_some_and(|l| reached(self.usd_used(), u64::try_from(l.0).unwrap_or(0), percent))
     }
 
     /// Whether the scope has reached a limit.
     pub fn is_spent(&self) -> bool {
-        self.limit.tokens.is_some_and(|l| self.used.tokens >= l)
-            || self.limit.usd.is_some_and(|l| self.used.usd >= l)
+        self.at_percent(100)
     }
 
-    /// How far past its limits the scope went (zero when within).
+    /// How far past its limits the scope went (zero when within, and for a unit without a
+    /// limit).
     pub fn overshoot(&self) -> Spend {
         Spend {
             tokens: self
-                .limit
+                .caps
                 .tokens
                 .map_or(0, |l| self.used.tokens.saturating_sub(l)),
-            usd: self.limit.usd.map_or(0.0, |l| (self.used.usd - l).max(0.0)),
+            usd: self.caps.usd.map_or(Nanos::ZERO, |l| {
+                self.used.usd.saturating_sub(l).non_negative()
+            }),
         }
     }
 
     /// What is left under each limit.
-    fn left(&self) -> (Option<u64>, Option<f64>) {
+    fn left(&self) -> (Option<u64>, Option<Nanos>) {
         (
-            self.limit
-                .tokens
-                .map(|l| l.saturating_sub(self.used.tokens)),
-            self.limit.usd.map(|l| (l - self.used.usd).max(0.0)),
+            self.caps.tokens.map(|l| l.saturating_sub(self.used.tokens)),
+            self.caps
+                .usd
+                .map(|l| l.saturating_sub(self.used.usd).non_negative()),
         )
     }
 }
@@ -102,9 +157,15 @@ impl Budgets {
     /// Builds the scopes of a run; `window_spent` is what the ledger holds for the window's period.
     pub fn new(manifest: &Manifest, plan: &Plan, window_spent: Spend) -> Budgets {
         let b = &manifest.budget;
-        let mut scopes = vec![Scope::new("run".into(), b.run, Spend::default())];
+        let mut scopes = vec![Scope::new(
+            ScopeKind::Run,
+            "run".into(),
+            b.run,
+            Spend::default(),
+        )];
         let window = b.window.as_ref().map(|w| {
             scopes.push(Scope::new(
+                ScopeKind::Window,
                 format!("window {}", crate::duration::format(w.period)),
                 w.limit,
                 window_spent,
@@ -113,13 +174,19 @@ impl Budgets {
         });
         let mut command_scope = std::collections::HashMap::new();
         for (cmd, limit) in &b.commands {
-            scopes.push(Scope::new(cmd.clone(), *limit, Spend::default()));
+            scopes.push(Scope::new(
+                ScopeKind::Command,
+                cmd.clone(),
+                *limit,
+                Spend::default(),
+            ));
             command_scope.insert(cmd.as_str(), scopes.len() - 1);
         }
         let mut job_scope = vec![None; manifest.jobs.len()];
         for (j, job) in manifest.jobs.iter().enumerate() {
             if job.limit.is_set() && matches!(job.task, Task::Agent(_)) {
                 scopes.push(Scope::new(
+                    ScopeKind::Job,
                     format!("job {}", job.name),
                     job.limit,
                     Spend::default(),
@@ -172,7 +239,7 @@ impl Budgets {
                 ));
             }
             // A job's own limit is checked against the other scopes, not against itself.
-            if scope.name.starts_with("job ") {
+            if scope.kind == ScopeKind::Job {
                 continue;
             }
             let (tokens_left, usd_left) = scope.left();
@@ -184,7 +251,7 @@ impl Budgets {
                     ));
                 }
             }
-            if let (Some(mine), Some(left)) = (own.usd, usd_left) {
+            if let (Some(mine), Some(left)) = (Caps::of(&own).usd, usd_left) {
                 if mine > left {
                     return Some(format!(
                         "its max_usd ${mine:.2} cannot fit the ${left:.2} left in the {} budget",
@@ -198,15 +265,14 @@ impl Budgets {
 
     /// Applies a change of a step's spend (may be negative when an estimate is corrected) to
     /// every scope of the step; returns the thresholds crossed for the first time.
-    pub fn apply(&mut self, step: StepId, tokens: i64, usd: f64) -> Vec<Crossing> {
+    pub fn apply(&mut self, step: StepId, tokens: i64, usd: Nanos) -> Vec<Crossing> {
         let mut crossings = Vec::new();
         for &s in &self.members[step] {
             let scope = &mut self.scopes[s];
             scope.used.tokens = scope.used.tokens.saturating_add_signed(tokens);
-            scope.used.usd = (scope.used.usd + usd).max(0.0);
-            let percent = scope.fraction() * 100.0;
+            scope.used.usd = scope.used.usd.saturating_add(usd).non_negative();
             for t in THRESHOLDS {
-                if percent >= f64::from(t) && !scope.warned.contains(&t) {
+                if scope.at_percent(t) && !scope.warned.contains(&t) {
                     scope.warned.push(t);
                     crossings.push(Crossing {
                         scope: s,
@@ -230,10 +296,10 @@ impl Budgets {
 /// "12000/10000 tokens, $1.20/$1.00".
 pub fn describe(scope: &Scope) -> String {
     let mut parts = Vec::new();
-    if let Some(l) = scope.limit.tokens {
+    if let Some(l) = scope.caps.tokens {
         parts.push(format!("{}/{l} tokens", scope.used.tokens));
     }
-    if let Some(l) = scope.limit.usd {
+    if let Some(l) = scope.caps.usd {
         parts.push(format!("${:.4}/${l:.2}", scope.used.usd));
     }
     parts.join(", ")
@@ -245,6 +311,10 @@ mod tests {
     use crate::agent::AgentProgram;
     use crate::plan::PlanOptions;
     use std::path::Path;
+
+    fn usd(dollars: f64) -> Nanos {
+        Nanos::from_usd(dollars)
+    }
 
     fn budgets(text: &str, window: Spend) -> Budgets {
         let m = crate::manifest::load_str(Path::new("orch.toml"), text.into()).unwrap();
@@ -296,8 +366,8 @@ mod tests {
     #[test]
     fn thresholds_are_reported_once_each() {
         let mut b = budgets(MANIFEST, Spend::default());
-        assert!(b.apply(3, 700, 0.1).is_empty());
-        let c = b.apply(3, 100, 0.0);
+        assert!(b.apply(3, 700, usd(0.1)).is_empty());
+        let c = b.apply(3, 100, usd(0.0));
         assert_eq!(
             c,
             [Crossing {
@@ -305,8 +375,8 @@ mod tests {
                 percent: 80
             }]
         );
-        assert!(b.apply(3, 10, 0.0).is_empty());
-        let c = b.apply(3, 200, 0.0);
+        assert!(b.apply(3, 10, usd(0.0)).is_empty());
+        let c = b.apply(3, 200, usd(0.0));
         assert_eq!(
             c,
             [Crossing {
@@ -314,7 +384,7 @@ mod tests {
                 percent: 100
             }]
         );
-        assert!(b.apply(3, 200, 0.0).is_empty());
+        assert!(b.apply(3, 200, usd(0.0)).is_empty());
         assert_eq!(b.scopes[0].overshoot().tokens, 210);
     }
 
@@ -322,7 +392,7 @@ mod tests {
     fn block_mode_refuses_spent_scopes_and_limits_that_cannot_fit() {
         let mut b = budgets(MANIFEST, Spend::default());
         assert_eq!(b.refuse(2), None);
-        b.apply(3, 750, 0.0);
+        b.apply(3, 750, usd(0.0));
         // review's own 300 tokens no longer fit the 250 left in the run.
         assert!(
             b.refuse(2)
@@ -334,7 +404,7 @@ mod tests {
             None,
             "a job without its own limit may still start"
         );
-        b.apply(3, 250, 0.0);
+        b.apply(3, 250, usd(0.0));
         assert!(b.refuse(3).unwrap().starts_with("the run budget is spent"));
         assert_eq!(
             b.refuse(0),
@@ -349,7 +419,7 @@ mod tests {
             MANIFEST,
             Spend {
                 tokens: 0,
-                usd: 2.5,
+                usd: usd(2.5),
             },
         );
         assert!(b.refuse(3).unwrap().contains("window 5h budget is spent"));
@@ -359,7 +429,7 @@ mod tests {
     fn warn_mode_never_refuses() {
         let text = MANIFEST.replace("mode = \"block\"", "mode = \"warn\"");
         let mut b = budgets(&text, Spend::default());
-        b.apply(3, 5000, 5.0);
+        b.apply(3, 5000, usd(5.0));
         assert_eq!(b.refuse(3), None);
         assert!(b.spent_scope(3).is_some());
     }
@@ -367,9 +437,81 @@ mod tests {
     #[test]
     fn corrections_may_lower_the_spend() {
         let mut b = budgets(MANIFEST, Spend::default());
-        b.apply(3, 100, 0.5);
-        b.apply(3, -40, -0.2);
+        b.apply(3, 100, usd(0.5));
+        b.apply(3, -40, usd(-0.2));
         assert_eq!(b.scopes[0].used.tokens, 60);
-        assert!((b.scopes[0].used.usd - 0.3).abs() < 1e-12);
+        assert_eq!(b.scopes[0].used.usd, usd(0.3));
+    }
+
+    #[test]
+    fn scopes_have_kinds() {
+        let b = budgets(MANIFEST, Spend::default());
+        let kinds: Vec<(ScopeKind, &str)> =
+            b.scopes.iter().map(|s| (s.kind, s.name.as_str())).collect();
+        assert_eq!(
+            kinds,
+            [
+                (ScopeKind::Run, "run"),
+                (ScopeKind::Window, "window 5h"),
+                (ScopeKind::Command, "/review"),
+                (ScopeKind::Job, "job review"),
+            ]
+        );
+    }
+
+    #[test]
+    fn dollar_limits_are_reached_exactly_in_nano_dollars() {
+        // Ten steps of $0.10 against $1.00: as floats the sum is 0.9999999999999999 and the
+        // run budget would never count as spent.
+        let mut b = budgets(MANIFEST, Spend::default());
+        for _ in 0..9 {
+            b.apply(3, 0, usd(0.1));
+        }
+        assert!(!b.scopes[0].is_spent());
+        b.apply(3, 0, usd(0.1));
+        assert_eq!(b.scopes[0].used.usd, Nanos(1_000_000_000));
+        assert!(b.scopes[0].is_spent());
+        assert_eq!(b.scopes[0].overshoot(), Spend::default());
+        assert!(b.refuse(3).unwrap().starts_with("the run budget is spent"));
+    }
+
+    #[test]
+    fn huge_and_negative_changes_saturate() {
+        let mut b = budgets(MANIFEST, Spend::default());
+        for _ in 0..3 {
+            b.apply(3, i64::MAX, Nanos(i64::MAX));
+        }
+        assert_eq!(b.scopes[0].used.tokens, u64::MAX);
+        assert_eq!(b.scopes[0].used.usd, Nanos(i64::MAX));
+        assert!(b.scopes[0].is_spent());
+        let mut b = budgets(MANIFEST, Spend::default());
+        b.apply(3, i64::MIN, Nanos(i64::MIN));
+        assert_eq!(b.scopes[0].used, Spend::default());
+    }
+
+    #[test]
+    fn overshoot_is_only_in_the_units_that_have_a_limit() {
+        let mut b = budgets(MANIFEST, Spend::default());
+        // The /review scope limits tokens only; its dollars are never "over".
+        b.apply(2, 600, usd(3.0));
+        let review = b
+            .scopes
+            .iter()
+            .find(|s| s.kind == ScopeKind::Command)
+            .unwrap();
+        assert_eq!(
+            review.overshoot(),
+            Spend {
+                tokens: 100,
+                usd: Nanos::ZERO
+            }
+        );
+        assert_eq!(
+            b.scopes[0].overshoot(),
+            Spend {
+                tokens: 0,
+                usd: usd(2.0)
+            }
+        );
     }
 }

@@ -2,6 +2,7 @@
 //! ([`store`]), with the crash reconciliation and the spend report built on them.
 
 pub mod budget;
+pub mod nanos;
 pub mod store;
 
 use std::collections::HashMap;
@@ -12,6 +13,7 @@ use serde::Serialize;
 
 use crate::agent::accounting::{Accounting, SessionTotals};
 use crate::agent::stream;
+pub use nanos::Nanos;
 pub use store::{Delta, Kind, Ledger};
 
 /// The ledger file inside a state folder.
@@ -79,17 +81,23 @@ pub enum GroupBy {
 pub struct SpendRow {
     pub key: String,
     pub runs: u64,
-    pub input_tokens: i64,
-    pub output_tokens: i64,
-    pub cache_read_tokens: i64,
-    pub cache_creation_tokens: i64,
-    pub total_tokens: i64,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub cache_read_tokens: u64,
+    pub cache_creation_tokens: u64,
+    pub total_tokens: u64,
+    /// Dollars, computed from the integer nano-dollars.
     pub usd: f64,
+    /// The exact figure in nano-dollars.
+    pub usd_nanos: i64,
     /// Part of the dollars are orch's estimates (no final figure from Claude Code).
     pub estimated: bool,
 }
 
 /// Spend since `since`, grouped, largest dollars first.
+///
+/// Sums are `TOTAL()`s (floats, which never overflow; exact below 2^53), so a ledger holding
+/// rows from before the caps still reads.
 pub fn spend(
     ledger: &Ledger,
     since: DateTime<Utc>,
@@ -103,8 +111,8 @@ pub fn spend(
         GroupBy::Day => "substr(u.at, 1, 10)",
     };
     let sql = format!(
-        "SELECT {key} AS k, COUNT(DISTINCT u.run_id), SUM(u.input), SUM(u.output), SUM(u.cache_read),
-                SUM(u.cache_creation), SUM(u.usd),
+        "SELECT {key} AS k, COUNT(DISTINCT u.run_id), TOTAL(u.input), TOTAL(u.output),
+                TOTAL(u.cache_read), TOTAL(u.cache_creation), TOTAL(u.usd_nanos),
                 MAX(CASE WHEN u.kind = 'estimate' AND NOT EXISTS (
                         SELECT 1 FROM usage f WHERE f.run_id = u.run_id AND f.step = u.step
                         AND f.kind != 'estimate') THEN 1 ELSE 0 END)
@@ -112,20 +120,23 @@ pub fn spend(
          JOIN runs r ON r.id = u.run_id
          LEFT JOIN steps s ON s.run_id = u.run_id AND s.step = u.step
          WHERE u.at_ms >= ?1
-         GROUP BY k ORDER BY SUM(u.usd) DESC, k"
+         GROUP BY k ORDER BY TOTAL(u.usd_nanos) DESC, k"
     );
     let mut stmt = ledger.conn().prepare(&sql)?;
     let rows = stmt.query_map([since.timestamp_millis()], |r| {
-        let (i, o, cr, cc): (i64, i64, i64, i64) = (r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?);
+        let get = |i: usize| r.get::<_, f64>(i).map(store::total_u64);
+        let (i, o, cr, cc) = (get(2)?, get(3)?, get(4)?, get(5)?);
+        let usd = store::total_nanos(r.get(6)?).non_negative();
         Ok(SpendRow {
             key: r.get(0)?,
-            runs: r.get::<_, i64>(1)? as u64,
+            runs: u64::try_from(r.get::<_, i64>(1)?).unwrap_or(0),
             input_tokens: i,
             output_tokens: o,
             cache_read_tokens: cr,
             cache_creation_tokens: cc,
-            total_tokens: i + o + cr + cc,
-            usd: r.get(6)?,
+            total_tokens: i.saturating_add(o).saturating_add(cr).saturating_add(cc),
+            usd: usd.dollars(),
+            usd_nanos: usd.0,
             estimated: r.get::<_, i64>(7)? != 0,
         })
     })?;
@@ -143,6 +154,154 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         (Ledger::open(&dir.join("ledger.sqlite")).unwrap(), dir)
+    }
+
+    /// A ledger as orch wrote it before schema version 2: 10^19 tokens wrapped negative by the
+    /// old `u64 as i64` cast, and infinite dollars (the parser took "inf" as a number).
+    fn old_ledger(dir: &std::path::Path) -> std::path::PathBuf {
+        let path = dir.join("old.sqlite");
+        let db = rusqlite::Connection::open(&path).unwrap();
+        db.execute_batch(store::MIGRATIONS_V1).unwrap();
+        db.pragma_update(None, "user_version", 1).unwrap();
+        let now = Utc::now();
+        db.execute(
+            "INSERT INTO runs (id, name, manifest, run_dir, started_at, status, pid)
+             VALUES ('r1', 'old', 'm', 'd', ?1, 'completed', 1)",
+            [now.to_rfc3339()],
+        )
+        .unwrap();
+        db.execute(
+            "INSERT INTO steps (run_id, step, job, label, is_agent, status)
+             VALUES ('r1', 0, 'big', 'big', 1, 'completed')",
+            [],
+        )
+        .unwrap();
+        let wrapped = 10_000_000_000_000_000_000u64 as i64;
+        assert!(wrapped < 0);
+        let mut insert = db
+            .prepare(
+                "INSERT INTO usage (run_id, step, at, at_ms, model, kind, input, output,
+                 cache_read, cache_creation, usd) VALUES ('r1', 0, ?1, ?2, 'm', ?3, ?4, ?5, ?6, 0, ?7)",
+            )
+            .unwrap();
+        for (kind, input, output, cache_read, usd) in [
+            ("estimate", wrapped, 1, wrapped, 0.25),
+            ("final", 0, 4, 0, f64::INFINITY),
+            ("final", 5, 0, 0, 0.125),
+            ("final", 0, 0, 0, f64::NEG_INFINITY),
+        ] {
+            insert
+                .execute(rusqlite::params![
+                    now.to_rfc3339(),
+                    now.timestamp_millis(),
+                    kind,
+                    input,
+                    output,
+                    cache_read,
+                    usd
+                ])
+                .unwrap();
+        }
+        path
+    }
+
+    #[test]
+    fn an_old_ledger_with_wrapped_tokens_and_infinite_dollars_is_converted() {
+        let (_, dir) = temp_ledger("old");
+        let path = old_ledger(&dir);
+        let ledger = Ledger::open(&path).unwrap();
+        assert_eq!(ledger.version().unwrap(), 2);
+        let rows: Vec<(i64, i64, i64, Option<String>)> = ledger
+            .conn()
+            .prepare("SELECT input, cache_read, usd_nanos, note FROM usage ORDER BY id")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        let cap = crate::agent::stream::TOKEN_CAP as i64;
+        assert_eq!((rows[0].0, rows[0].1, rows[0].2), (cap, cap, 250_000_000));
+        assert!(
+            rows[0]
+                .3
+                .as_deref()
+                .unwrap()
+                .contains("input -8446744073709551616")
+        );
+        assert_eq!(rows[1].2, 0);
+        assert!(
+            rows[1]
+                .3
+                .as_deref()
+                .unwrap()
+                .contains("not a finite dollar figure")
+        );
+        assert_eq!(
+            (rows[2].0, rows[2].2, rows[2].3.as_deref()),
+            (5, 125_000_000, None)
+        );
+        assert_eq!(rows[3].2, 0);
+        // Every reading works and adds up: 2 * 10^12 + 1 + 4 + 5 tokens, $0.375.
+        let (tokens, usd) = ledger.step_spend("r1", 0).unwrap();
+        assert_eq!(tokens.total(), 2 * cap as u64 + 10);
+        assert_eq!(usd, 0.375);
+        let since = Utc::now() - chrono::Duration::hours(1);
+        let spent = ledger.spent_since(since).unwrap();
+        assert_eq!(
+            (spent.tokens, spent.usd),
+            (2 * cap as u64 + 10, Nanos(375_000_000))
+        );
+        let report = spend(&ledger, since, GroupBy::Job).unwrap();
+        assert_eq!(report.len(), 1);
+        assert_eq!(
+            (report[0].total_tokens, report[0].usd_nanos),
+            (2 * cap as u64 + 10, 375_000_000)
+        );
+    }
+
+    #[test]
+    fn sums_never_overflow_even_on_rows_beyond_the_caps() {
+        let (ledger, _) = temp_ledger("overflow");
+        let now = Utc::now();
+        ledger
+            .begin_run(&store::RunRow {
+                id: "r".into(),
+                name: "n".into(),
+                manifest: "m".into(),
+                run_dir: "d".into(),
+                started_at: now,
+            })
+            .unwrap();
+        // Rows a writer outside orch could leave: i64::MAX twice would overflow SUM().
+        for _ in 0..2 {
+            ledger
+                .conn()
+                .execute(
+                    "INSERT INTO usage (run_id, step, at, at_ms, kind, input, output, cache_read,
+                     cache_creation, usd, usd_nanos) VALUES ('r', 0, ?1, ?2, 'final', ?3, ?3, 0, 0, 0, ?3)",
+                    rusqlite::params![now.to_rfc3339(), now.timestamp_millis(), i64::MAX],
+                )
+                .unwrap();
+        }
+        let since = now - chrono::Duration::hours(1);
+        assert_eq!(ledger.spent_since(since).unwrap().tokens, u64::MAX);
+        assert!(spend(&ledger, since, GroupBy::Run).is_ok());
+        assert!(ledger.step_spend("r", 0).is_ok());
+    }
+
+    #[test]
+    fn deltas_of_huge_counts_saturate_instead_of_wrapping() {
+        let huge = TokenCounts {
+            input: 10_000_000_000_000_000_000,
+            cache_read: u64::MAX,
+            ..Default::default()
+        };
+        let d = Delta::between(&TokenCounts::default(), 0.0, &huge, f64::INFINITY);
+        assert!(d.input > 0 && d.cache_read > 0, "{d:?}");
+        assert!(d.tokens() > 0);
+        let back = Delta::between(&huge, f64::NAN, &TokenCounts::default(), 0.0);
+        assert_eq!(back.tokens(), -d.tokens());
+        assert_eq!(back.usd, Nanos::ZERO, "NaN counts as nothing");
     }
 
     #[test]

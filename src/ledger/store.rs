@@ -6,6 +6,11 @@
 //! step's rows is always its best-known spend. A run that never finished (orch killed) is marked
 //! `dead` by the next orch that opens the ledger, after re-reading its step logs so that usage which
 //! reached a log but not the ledger is added (`reconciled` rows).
+//!
+//! Dollars are stored as integer nano-dollars (`usd_nanos`, since schema version 2); the REAL
+//! `usd` column is still written, as `usd_nanos / 10^9`, for readers of older versions, but orch
+//! reads only the integer. Sums use `TOTAL()`, which never overflows, so a ledger holding figures
+//! from before the caps (10^19 tokens stored wrapped) can still be read.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -14,10 +19,11 @@ use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::budget::Spend;
-use crate::agent::stream::TokenCounts;
+use super::nanos::Nanos;
+use crate::agent::stream::{TOKEN_CAP, TokenCounts};
 
-/// Versioned migrations: entry `i` takes the schema from version `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &["CREATE TABLE runs (
+/// Schema version 1 (never edited: ledgers in the field have it).
+pub(crate) const MIGRATIONS_V1: &str = "CREATE TABLE runs (
         id TEXT PRIMARY KEY,
         name TEXT NOT NULL,
         manifest TEXT NOT NULL,
@@ -65,7 +71,39 @@ const MIGRATIONS: &[&str] = &["CREATE TABLE runs (
         usd REAL NOT NULL
     );
     CREATE INDEX usage_at ON usage(at_ms);
-    CREATE INDEX usage_step ON usage(run_id, step);"];
+    CREATE INDEX usage_step ON usage(run_id, step);";
+
+/// Versioned migrations: entry `i` takes the schema from version `i` to `i + 1`.
+const MIGRATIONS: &[&str] = &[
+    MIGRATIONS_V1,
+    // 2: dollars as integer nano-dollars. Old rows are converted; a NaN or infinite `usd` (the
+    // parser let "inf"/"NaN" through before) becomes 0, and a token figure no real delta can have
+    // (10^19 tokens, stored wrapped negative by the old u64 -> i64 cast) is counted at the cap of
+    // 10^12, as the parser now counts it; each changed row says so in `note`.
+    "ALTER TABLE usage ADD COLUMN usd_nanos INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE usage ADD COLUMN note TEXT;
+    UPDATE usage SET
+        note = 'migration 2: usd ' || COALESCE(CAST(usd AS TEXT), 'NaN') || ' is not a finite dollar figure; counted as 0',
+        usd = 0
+        WHERE usd IS NULL OR NOT (usd BETWEEN -1e9 AND 1e9);
+    UPDATE usage SET usd_nanos = CAST(ROUND(usd * 1000000000) AS INTEGER);
+    UPDATE usage SET
+        note = COALESCE(note || '; ', '') || 'migration 2: input ' || input || ' is out of range; counted as 10^12',
+        input = 1000000000000
+        WHERE input NOT BETWEEN -1000000000000000 AND 1000000000000000;
+    UPDATE usage SET
+        note = COALESCE(note || '; ', '') || 'migration 2: output ' || output || ' is out of range; counted as 10^12',
+        output = 1000000000000
+        WHERE output NOT BETWEEN -1000000000000000 AND 1000000000000000;
+    UPDATE usage SET
+        note = COALESCE(note || '; ', '') || 'migration 2: cache_read ' || cache_read || ' is out of range; counted as 10^12',
+        cache_read = 1000000000000
+        WHERE cache_read NOT BETWEEN -1000000000000000 AND 1000000000000000;
+    UPDATE usage SET
+        note = COALESCE(note || '; ', '') || 'migration 2: cache_creation ' || cache_creation || ' is out of range; counted as 10^12',
+        cache_creation = 1000000000000
+        WHERE cache_creation NOT BETWEEN -1000000000000000 AND 1000000000000000;",
+];
 
 /// The schema version a ledger has once opened.
 pub const SCHEMA_VERSION: usize = MIGRATIONS.len();
@@ -91,39 +129,49 @@ impl Kind {
     }
 }
 
-/// A signed change of a step's spend.
-#[derive(Clone, Debug, Default, PartialEq)]
+/// A signed change of a step's spend: tokens per kind, dollars as nano-dollars.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Delta {
     pub input: i64,
     pub output: i64,
     pub cache_read: i64,
     pub cache_creation: i64,
-    pub usd: f64,
+    pub usd: Nanos,
+}
+
+/// A token figure as a ledger integer: at most the parser's cap times 2^20 (far beyond any
+/// step), so a row never holds a value whose sum with others could overflow.
+fn ledger_tokens(n: u64) -> i64 {
+    const MAX: u64 = TOKEN_CAP << 20;
+    i64::try_from(n.min(MAX)).expect("TOKEN_CAP << 20 fits an i64")
 }
 
 impl Delta {
-    /// `new - old`, field by field.
+    /// `new - old`, field by field, never wrapping; dollars are converted to nano-dollars
+    /// before the difference, so the deltas of a step always sum to its latest figure exactly.
     pub fn between(old: &TokenCounts, old_usd: f64, new: &TokenCounts, new_usd: f64) -> Delta {
-        let d = |a: u64, b: u64| b as i64 - a as i64;
+        let d = |a: u64, b: u64| ledger_tokens(b).saturating_sub(ledger_tokens(a));
         Delta {
             input: d(old.input, new.input),
             output: d(old.output, new.output),
             cache_read: d(old.cache_read, new.cache_read),
             cache_creation: d(old.cache_creation, new.cache_creation),
-            usd: new_usd - old_usd,
+            usd: Nanos::from_usd(new_usd)
+                .non_negative()
+                .saturating_sub(Nanos::from_usd(old_usd).non_negative()),
         }
     }
 
+    /// All tokens of the change (saturating).
     pub fn tokens(&self) -> i64 {
-        self.input + self.output + self.cache_read + self.cache_creation
+        self.input
+            .saturating_add(self.output)
+            .saturating_add(self.cache_read)
+            .saturating_add(self.cache_creation)
     }
 
     pub fn is_zero(&self) -> bool {
-        self.tokens() == 0
-            && self.input == 0
-            && self.output == 0
-            && self.cache_read == 0
-            && self.usd.abs() < 1e-12
+        *self == Delta::default()
     }
 }
 
@@ -273,7 +321,8 @@ impl Ledger {
     ) -> rusqlite::Result<()> {
         self.exec(
             "INSERT INTO usage (run_id, step, at, at_ms, model, kind, input, output, cache_read,
-             cache_creation, usd) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+             cache_creation, usd, usd_nanos)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
             params![
                 run_id,
                 step as i64,
@@ -285,7 +334,8 @@ impl Ledger {
                 d.output,
                 d.cache_read,
                 d.cache_creation,
-                d.usd,
+                d.usd.dollars(),
+                d.usd.0,
             ],
         )?;
         Ok(())
@@ -338,26 +388,27 @@ impl Ledger {
     /// Everything spent since `since`, all runs together (the rolling window's starting point).
     pub fn spent_since(&self, since: DateTime<Utc>) -> rusqlite::Result<Spend> {
         self.conn.query_row(
-            "SELECT COALESCE(SUM(input + output + cache_read + cache_creation), 0), COALESCE(SUM(usd), 0)
-             FROM usage WHERE at_ms >= ?1",
+            "SELECT TOTAL(input) + TOTAL(output) + TOTAL(cache_read) + TOTAL(cache_creation),
+             TOTAL(usd_nanos) FROM usage WHERE at_ms >= ?1",
             params![since.timestamp_millis()],
             |r| {
                 Ok(Spend {
-                    tokens: r.get::<_, i64>(0)?.max(0) as u64,
-                    usd: r.get::<_, f64>(1)?.max(0.0),
+                    tokens: total_u64(r.get(0)?),
+                    usd: total_nanos(r.get(1)?).non_negative(),
                 })
             },
         )
     }
 
-    /// A step's recorded spend, as the sum of its rows.
+    /// A step's recorded spend, as the sum of its rows (dollars as a float, for
+    /// [`Delta::between`], which converts them back exactly).
     pub fn step_spend(&self, run_id: &str, step: usize) -> rusqlite::Result<(TokenCounts, f64)> {
         self.conn.query_row(
-            "SELECT COALESCE(SUM(input),0), COALESCE(SUM(output),0), COALESCE(SUM(cache_read),0),
-             COALESCE(SUM(cache_creation),0), COALESCE(SUM(usd),0) FROM usage WHERE run_id = ?1 AND step = ?2",
+            "SELECT TOTAL(input), TOTAL(output), TOTAL(cache_read), TOTAL(cache_creation),
+             TOTAL(usd_nanos) FROM usage WHERE run_id = ?1 AND step = ?2",
             params![run_id, step as i64],
             |r| {
-                let get = |i: usize| r.get::<_, i64>(i).map(|v| v.max(0) as u64);
+                let get = |i: usize| r.get::<_, f64>(i).map(total_u64);
                 Ok((
                     TokenCounts {
                         input: get(0)?,
@@ -366,7 +417,7 @@ impl Ledger {
                         cache_creation: get(3)?,
                         ..TokenCounts::default()
                     },
-                    r.get::<_, f64>(4)?,
+                    total_nanos(r.get(4)?).non_negative().dollars(),
                 ))
             },
         )
@@ -375,13 +426,15 @@ impl Ledger {
     /// The final cost of each past completed run of a job, oldest first (for forecasts).
     pub fn job_costs(&self, manifest_name: &str, job: &str) -> rusqlite::Result<Vec<f64>> {
         let mut stmt = self.conn.prepare(
-            "SELECT SUM(u.usd) FROM usage u
+            "SELECT TOTAL(u.usd_nanos) FROM usage u
              JOIN steps s ON s.run_id = u.run_id AND s.step = u.step
              JOIN runs r ON r.id = u.run_id
              WHERE r.name = ?1 AND s.job = ?2 AND r.status != 'running'
              GROUP BY u.run_id ORDER BY MIN(u.at_ms)",
         )?;
-        let rows = stmt.query_map(params![manifest_name, job], |r| r.get::<_, f64>(0))?;
+        let rows = stmt.query_map(params![manifest_name, job], |r| {
+            r.get::<_, f64>(0).map(|m| total_nanos(m).dollars())
+        })?;
         rows.collect()
     }
 
@@ -456,6 +509,16 @@ impl Ledger {
             )
             .optional()
     }
+}
+
+/// A `TOTAL()` of token rows as a count: negative is 0, beyond u64 saturates (`as` does both).
+pub(crate) fn total_u64(total: f64) -> u64 {
+    total as u64
+}
+
+/// A `TOTAL()` of nano-dollar rows (exact below 2^53 n$, 9·10^6 dollars; `as` saturates).
+pub(crate) fn total_nanos(total: f64) -> Nanos {
+    Nanos(total as i64)
 }
 
 /// The start time of a process (clock ticks since boot), which tells a live orch from a reused pid.

@@ -52,8 +52,16 @@ fn usage(input: u64, output: u64, cache_read: u64, cost: f64, tools: u32) -> Usa
 }
 
 fn budget(scope: &str, tokens: u64, usd: f64, tl: Option<u64>, ul: Option<f64>) -> Event {
+    use crate::ledger::budget::ScopeKind;
+    let kind = match scope {
+        "run" => ScopeKind::Run,
+        s if s.starts_with("window ") => ScopeKind::Window,
+        s if s.starts_with("job ") => ScopeKind::Job,
+        _ => ScopeKind::Command,
+    };
     Event::BudgetUpdated {
         scope: scope.into(),
+        kind,
         tokens_used: tokens,
         usd_used: usd,
         tokens_limit: tl,

@@ -107,6 +107,7 @@ pub struct JobView {
 #[derive(Clone, Debug, PartialEq)]
 pub struct BudgetView {
     pub scope: String,
+    pub kind: crate::ledger::budget::ScopeKind,
     pub tokens_used: u64,
     pub usd_used: f64,
     pub tokens_limit: Option<u64>,
@@ -117,7 +118,7 @@ impl BudgetView {
     /// Whether the display shows this scope: the run, commands and the window, not each job's
     /// own limit (a hundred jobs would bury the view; the summary lists them).
     pub fn is_shown(&self) -> bool {
-        !self.scope.starts_with("job ")
+        self.kind != crate::ledger::budget::ScopeKind::Job
     }
 
     /// The fullest of the scope's limits, as a fraction (can exceed 1).
@@ -204,6 +205,7 @@ impl Board {
             }
             Event::BudgetUpdated {
                 scope,
+                kind,
                 tokens_used,
                 usd_used,
                 tokens_limit,
@@ -211,6 +213,7 @@ impl Board {
             } => {
                 let view = BudgetView {
                     scope: scope.clone(),
+                    kind: *kind,
                     tokens_used: *tokens_used,
                     usd_used: *usd_used,
                     tokens_limit: *tokens_limit,

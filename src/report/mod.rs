@@ -69,10 +69,10 @@ pub fn ledger_table(rows: &[crate::ledger::SpendRow], since: &str) -> String {
         "{:<width$} {:>5} {:>10} {:>10} {:>12} {:>12} {:>12}\n",
         "", "runs", "input", "output", "cache read", "cache write", "cost"
     );
-    let (mut tokens, mut usd) = (0i64, 0.0);
+    let (mut tokens, mut nanos) = (0u64, crate::ledger::Nanos::ZERO);
     for r in rows {
-        tokens += r.total_tokens;
-        usd += r.usd;
+        tokens = tokens.saturating_add(r.total_tokens);
+        nanos = nanos.saturating_add(crate::ledger::Nanos(r.usd_nanos));
         o.push_str(&format!(
             "{:<width$} {:>5} {:>10} {:>10} {:>12} {:>12} {:>12}\n",
             r.key,
@@ -85,7 +85,7 @@ pub fn ledger_table(rows: &[crate::ledger::SpendRow], since: &str) -> String {
         ));
     }
     o.push_str(&format!(
-        "\ntotal in the last {since}: {tokens} tokens, ${usd:.4} (~ marks estimates)\n"
+        "\ntotal in the last {since}: {tokens} tokens, ${nanos:.4} (~ marks estimates)\n"
     ));
     o
 }

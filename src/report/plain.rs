@@ -58,6 +58,7 @@ pub fn event_line(event: &Event, max: usize, show_output: bool) -> Option<String
             format!("│ {label}: {}", clip(line, max))
         }
         Event::BudgetWarning { message, .. } => format!("⚠ budget: {message}"),
+        Event::UsageAnomaly { label, what, .. } => format!("⚠ usage anomaly in {label}: {what}"),
         Event::LaunchesPaused { until, reason } => format!(
             "⏸ {reason}: no agent step starts before {}",
             until.with_timezone(&Local).format("%H:%M:%S")
@@ -153,6 +154,7 @@ pub fn is_error(event: &Event) -> bool {
     match event {
         Event::StepFinished { status, .. } => *status != Status::Completed,
         Event::BudgetWarning { percent, .. } => *percent >= 100,
+        Event::UsageAnomaly { .. } => true,
         Event::StopRequested { .. }
         | Event::StepSkipped { .. }
         | Event::LedgerFailed { .. }

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use crate::agent::stream::TokenCounts;
+use crate::ledger::Nanos;
 use crate::plan::{Plan, Status};
 use crate::runner::{RunContext, RunOutcome};
 
@@ -144,7 +145,9 @@ pub fn job_status(plan: &Plan, states: &[Status], job: usize) -> Status {
 pub fn build(ctx: &RunContext, plan: &Plan, out: &RunOutcome, exit_code: u8) -> Results {
     let mut instances = Vec::with_capacity(ctx.manifest.jobs.len());
     let mut all = TokenCounts::default();
-    let mut all_cost = 0.0;
+    // Dollars are summed as the ledger sums them, in integer nano-dollars, so results.json and
+    // the ledger agree to the last digit; they become floats only in the file.
+    let mut all_cost = Nanos::ZERO;
     let mut any_estimate = false;
     let (mut completed, mut failed, mut skipped) = (0, 0, 0);
     for (j, job) in ctx.manifest.jobs.iter().enumerate() {
@@ -155,7 +158,7 @@ pub fn build(ctx: &RunContext, plan: &Plan, out: &RunOutcome, exit_code: u8) -> 
             _ => failed += 1,
         }
         let mut tokens = TokenCounts::default();
-        let mut cost: Option<f64> = None;
+        let mut cost: Option<Nanos> = None;
         let mut estimate = false;
         let mut tool_calls = 0;
         let mut model = None;
@@ -166,7 +169,8 @@ pub fn build(ctx: &RunContext, plan: &Plan, out: &RunOutcome, exit_code: u8) -> 
             let ran = r.started.is_some() && !r.log.as_os_str().is_empty();
             if let Some(u) = &r.usage {
                 tokens.add(&u.tokens);
-                *cost.get_or_insert(0.0) += u.cost_usd;
+                let c = cost.get_or_insert(Nanos::ZERO);
+                *c = c.saturating_add(Nanos::from_usd(u.cost_usd).non_negative());
                 estimate |= u.is_estimate;
                 tool_calls += u.tool_calls_total;
                 model = model.or_else(|| u.model.clone());
@@ -192,7 +196,7 @@ pub fn build(ctx: &RunContext, plan: &Plan, out: &RunOutcome, exit_code: u8) -> 
             });
         }
         all.add(&tokens);
-        all_cost += cost.unwrap_or(0.0);
+        all_cost = all_cost.saturating_add(cost.unwrap_or(Nanos::ZERO));
         any_estimate |= estimate;
         instances.push((
             job.name.clone(),
@@ -207,7 +211,7 @@ pub fn build(ctx: &RunContext, plan: &Plan, out: &RunOutcome, exit_code: u8) -> 
                 cache_read_tokens: tokens.cache_read,
                 cache_creation_tokens: tokens.cache_creation,
                 tool_calls,
-                total_cost_usd: cost,
+                total_cost_usd: cost.map(Nanos::dollars),
                 cost_is_estimate: estimate,
                 model,
                 description: job.description.clone(),
@@ -238,9 +242,9 @@ pub fn build(ctx: &RunContext, plan: &Plan, out: &RunOutcome, exit_code: u8) -> 
                     tokens_limit: s.limit.tokens,
                     usd_limit: s.limit.usd,
                     tokens_used: s.used.tokens,
-                    usd_used: s.used.usd,
+                    usd_used: s.used.usd.dollars(),
                     overshoot_tokens: over.tokens,
-                    overshoot_usd: over.usd,
+                    overshoot_usd: over.usd.dollars(),
                 }
             })
             .collect(),
@@ -266,7 +270,7 @@ pub fn build(ctx: &RunContext, plan: &Plan, out: &RunOutcome, exit_code: u8) -> 
                 cache_read_tokens: all.cache_read,
                 cache_creation_tokens: all.cache_creation,
                 cache_hit_rate,
-                total_cost_usd: all_cost,
+                total_cost_usd: all_cost.dollars(),
                 cost_is_estimate: any_estimate,
             },
         },

@@ -187,6 +187,7 @@ mod tests {
     fn a_budget_bar_fills_with_its_fullest_limit() {
         let b = BudgetView {
             scope: "run".into(),
+            kind: crate::ledger::budget::ScopeKind::Run,
             tokens_used: 80_000,
             usd_used: 1.0,
             tokens_limit: Some(100_000),

@@ -6,7 +6,7 @@
 
 use std::path::Path;
 
-use super::results::Results;
+use super::results::{BudgetResult, Results};
 use super::status::{clip, symbol, tokens};
 use crate::commands::display_path;
 use crate::plan::Status;
@@ -72,14 +72,7 @@ pub fn render(results: &Results, path: &Path, paint: Paint) -> String {
         if let Some(l) = b.usd_limit {
             parts.push(format!("${:.4}/${l:.2}", b.usd_used));
         }
-        let over = if b.overshoot_tokens > 0 || b.overshoot_usd > 0.0 {
-            format!(
-                "  over by {} tokens, ${:.4}",
-                b.overshoot_tokens, b.overshoot_usd
-            )
-        } else {
-            String::new()
-        };
+        let over = overshoot(b);
         o.push_str(&format!(
             "  budget {:<20} {}{over}\n",
             b.scope,
@@ -107,4 +100,56 @@ pub fn render(results: &Results, path: &Path, paint: Paint) -> String {
         display_path(&m.run_dir.join("logs"))
     ));
     o
+}
+
+/// "  over by 2212 tokens", "  over by $0.0400", or both: only the units that are over, and
+/// dollars only for a scope with a dollar limit. Empty when the scope is within its limits.
+fn overshoot(b: &BudgetResult) -> String {
+    let mut over = Vec::new();
+    if b.tokens_limit.is_some() && b.overshoot_tokens > 0 {
+        over.push(format!("{} tokens", b.overshoot_tokens));
+    }
+    // The figure is computed from integer nano-dollars: a positive one is at least $10^-9.
+    if b.usd_limit.is_some() && b.overshoot_usd > 0.0 {
+        over.push(format!("${:.4}", b.overshoot_usd));
+    }
+    if over.is_empty() {
+        String::new()
+    } else {
+        format!("  over by {}", over.join(", "))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scope(tokens: Option<u64>, usd: Option<f64>, over_t: u64, over_u: f64) -> BudgetResult {
+        BudgetResult {
+            scope: "run".into(),
+            tokens_limit: tokens,
+            usd_limit: usd,
+            tokens_used: 0,
+            usd_used: 0.0,
+            overshoot_tokens: over_t,
+            overshoot_usd: over_u,
+        }
+    }
+
+    #[test]
+    fn an_overshoot_names_only_the_units_that_are_over() {
+        assert_eq!(
+            overshoot(&scope(Some(6000), None, 2212, 0.0)),
+            "  over by 2212 tokens"
+        );
+        assert_eq!(
+            overshoot(&scope(Some(6000), Some(1.0), 0, 0.04)),
+            "  over by $0.0400"
+        );
+        assert_eq!(
+            overshoot(&scope(Some(6000), Some(1.0), 5, 0.04)),
+            "  over by 5 tokens, $0.0400"
+        );
+        assert_eq!(overshoot(&scope(Some(6000), Some(1.0), 0, 0.0)), "");
+    }
 }

@@ -269,6 +269,12 @@ impl<'a> Dispatcher<'a> {
                 }
             }
             Report::Model { step, model } => self.records[step].model = Some(model),
+            Report::UsageAnomaly { step, anomaly } => report(&Event::UsageAnomaly {
+                step,
+                label: self.plan.steps[step].label(),
+                field: anomaly.field.clone(),
+                what: anomaly.to_string(),
+            }),
             Report::Exited(exited) => self.finish(*exited, report),
         }
     }
@@ -460,8 +466,9 @@ impl<'a> Dispatcher<'a> {
             let scope = &self.budgets.scopes[s];
             report(&Event::BudgetUpdated {
                 scope: scope.name.clone(),
+                kind: scope.kind,
                 tokens_used: scope.used.tokens,
-                usd_used: scope.used.usd,
+                usd_used: scope.used.usd.dollars(),
                 tokens_limit: scope.limit.tokens,
                 usd_limit: scope.limit.usd,
             });

@@ -64,6 +64,11 @@ pub enum Report {
         model: String,
     },
     Exited(Box<Exited>),
+    /// A usage figure of the step was capped or rejected by the stream parser.
+    UsageAnomaly {
+        step: StepId,
+        anomaly: crate::agent::stream::Anomaly,
+    },
 }
 
 /// How a step attempt ended, as far as the executor knows.
@@ -213,6 +218,9 @@ async fn agent_line(
     let event = stream::parse_line(bytes)?;
     if let Some(update) = acc.observe(&event) {
         let _ = tx.send(Report::Usage { step, update }).await;
+    }
+    for anomaly in acc.take_anomalies() {
+        let _ = tx.send(Report::UsageAnomaly { step, anomaly }).await;
     }
     match event {
         StreamEvent::Init {

@@ -505,3 +505,192 @@ fn concurrent_orch_processes_share_one_ledger() {
         );
     }
 }
+
+/// A test with an executable stand-in `claude` (a shell script) at `claude` in its folder.
+fn stand_in(script: &str, manifest: &str) -> (Test, String) {
+    let t = Test::new()
+        .file("claude", script)
+        .file("orch.toml", manifest);
+    let claude = t.path().join("claude");
+    std::process::Command::new("chmod")
+        .arg("+x")
+        .arg(&claude)
+        .status()
+        .unwrap();
+    let path = claude.to_str().unwrap().to_string();
+    (t, path)
+}
+
+/// A stand-in `claude` whose step named `big` reports 10^19 tokens (more than an i64 holds) in
+/// two fields, first as a live assistant line and then in its result; other steps spend a little.
+const HUGE_TOKENS_CLAUDE: &str = r#"#!/bin/sh
+for last; do :; done
+echo '{"type":"system","subtype":"init","session_id":"s","model":"claude-test-x"}'
+if [ "$last" = "big" ]; then
+  echo '{"type":"assistant","message":{"id":"m1","model":"claude-test-x","usage":{"input_tokens":10000000000000000000,"output_tokens":1,"cache_read_input_tokens":10000000000000000000},"content":[{"type":"text","text":"huge"}]}}'
+  if [ -n "$ORCH_TEST_HANG" ]; then exec sleep 30; fi
+  echo '{"type":"result","subtype":"success","is_error":false,"total_cost_usd":0.01,"usage":{"input_tokens":10000000000000000000,"output_tokens":5},"modelUsage":{"claude-test-x":{"inputTokens":10000000000000000000,"outputTokens":5,"cacheReadInputTokens":10000000000000000000,"costUSD":0.01}}}'
+else
+  echo '{"type":"result","subtype":"success","is_error":false,"total_cost_usd":0.01,"usage":{"input_tokens":10,"output_tokens":5},"modelUsage":{"claude-test-x":{"inputTokens":10,"outputTokens":5,"costUSD":0.01}}}'
+fi
+"#;
+
+/// The per-field cap of the stream parser (src/agent/stream.rs `TOKEN_CAP`).
+const TOKEN_CAP: u64 = 1_000_000_000_000;
+
+#[test]
+fn huge_token_counts_are_capped_and_spend_the_budget_instead_of_wrapping() {
+    let manifest = "[settings]\nstartup_delay = \"0s\"\n\
+        [budget]\nmode = \"block\"\ntokens = 1000\n\
+        [jobs.big]\nprompt = \"big\"\n\
+        [jobs.after]\nprompt = \"after\"\nneeds = [\"big\"]\n";
+    let (t, claude) = stand_in(HUGE_TOKENS_CLAUDE, manifest);
+    let out = t
+        .with_args(&["run", "--claude-path", &claude])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let v = last_run(&t);
+    let run = scope(&v, "run");
+    let used = run["tokens_used"].as_u64().unwrap();
+    // Two fields at the cap (input and cache reads) plus the 5 output tokens; never wrapped to 0.
+    assert_eq!(used, 2 * TOKEN_CAP + 5, "{stdout}");
+    // Block mode stopped `big` at the limit and `after` never ran.
+    assert_eq!(status(&v, "big"), "budget_exceeded", "{stdout}");
+    assert_eq!(status(&v, "after"), "skipped", "{stdout}");
+    assert!(
+        stdout.contains("usage anomaly") && stdout.contains("10000000000000000000"),
+        "the anomaly is reported: {stdout}"
+    );
+    let ledger = t
+        .with_args(&["ledger", "--format", "json"])
+        .output()
+        .unwrap();
+    assert!(
+        ledger.status.success(),
+        "orch ledger: {}",
+        String::from_utf8_lossy(&ledger.stderr)
+    );
+    let report: Value = serde_json::from_slice(&ledger.stdout).unwrap();
+    let total: u64 = report["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["total_tokens"].as_u64().unwrap())
+        .sum();
+    assert_eq!(total, used);
+}
+
+#[test]
+fn a_killed_run_with_huge_counts_is_reconciled_and_the_next_run_succeeds() {
+    let manifest = "[jobs.big]\nprompt = \"big\"\n";
+    let (t, claude) = stand_in(HUGE_TOKENS_CLAUDE, manifest);
+    let t = t
+        .file(
+            "next.toml",
+            "[budget]\nwindow = { period = \"1h\", tokens = 100 }\n[jobs.ok]\nrun = [\"true\"]\n",
+        )
+        .env("ORCH_TEST_HANG", "1");
+    let mut child = t
+        .with_args(&["run", "--quiet", "--claude-path", &claude])
+        .spawn()
+        .unwrap();
+    let db_path = t.path().join(".orch/ledger.sqlite");
+    // The live assistant line has been booked once the ledger holds a usage row.
+    super::harness::wait_until("a usage row", Duration::from_secs(20), || {
+        rusqlite::Connection::open(&db_path)
+            .and_then(|db| db.query_row("SELECT COUNT(*) FROM usage", [], |r| r.get::<_, i64>(0)))
+            .is_ok_and(|n| n > 0)
+    });
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let next = t.with_args(&["run", "next.toml"]).output().unwrap();
+    assert_eq!(
+        next.status.code(),
+        Some(0),
+        "the next run: {}\n{}",
+        String::from_utf8_lossy(&next.stdout),
+        String::from_utf8_lossy(&next.stderr)
+    );
+    let ledger = t
+        .with_args(&["ledger", "--by", "job", "--format", "json"])
+        .output()
+        .unwrap();
+    assert!(
+        ledger.status.success(),
+        "orch ledger: {}",
+        String::from_utf8_lossy(&ledger.stderr)
+    );
+    let report: Value = serde_json::from_slice(&ledger.stdout).unwrap();
+    let big = report["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["key"] == "big")
+        .expect("a row for big");
+    assert_eq!(big["total_tokens"].as_u64(), Some(2 * TOKEN_CAP + 1));
+}
+
+/// Results of three steps in a row: `a` spends $0.60, `bad` reports `cost` (in both the total
+/// and its model's entry), `c` (max_usd $0.50) may start only if the $0.60 is still counted.
+fn bad_cost_claude(cost: &str) -> String {
+    format!(
+        r#"#!/bin/sh
+for last; do :; done
+case "$last" in
+  a) cost=0.6 ;;
+  bad) cost='{cost}' ;;
+  *) cost=0.01 ;;
+esac
+echo '{{"type":"system","subtype":"init","session_id":"s","model":"claude-test-x"}}'
+echo '{{"type":"result","subtype":"success","is_error":false,"result":"done","total_cost_usd":'"$cost"',"usage":{{"input_tokens":10,"output_tokens":5}},"modelUsage":{{"claude-test-x":{{"inputTokens":10,"outputTokens":5,"costUSD":'"$cost"'}}}}}}'
+"#
+    )
+}
+
+#[test]
+fn non_finite_and_negative_costs_are_rejected_without_losing_the_result() {
+    let manifest = "[settings]\nstartup_delay = \"0s\"\n\
+        [budget]\nmode = \"block\"\nusd = 1.0\nwindow = { period = \"1h\", usd = 5.0 }\n\
+        [jobs.a]\nprompt = \"a\"\n\
+        [jobs.bad]\nprompt = \"bad\"\nneeds = [\"a\"]\n\
+        [jobs.c]\nprompt = \"c\"\nneeds = [\"bad\"]\nmax_usd = 0.5\n";
+    for cost in [r#""inf""#, r#""NaN""#, "1e309", "-1"] {
+        let (t, claude) = stand_in(&bad_cost_claude(cost), manifest);
+        let t = t.file(
+            "again.toml",
+            "[budget]\nmode = \"block\"\nwindow = { period = \"1h\", usd = 5.0 }\n\
+             [jobs.again]\nprompt = \"again\"\n",
+        );
+        let out = t
+            .with_args(&["run", "--claude-path", &claude])
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let v = last_run(&t);
+        assert_eq!(status(&v, "bad"), "completed", "{cost}: {stdout}");
+        assert_eq!(
+            v["instances"]["bad"]["total_cost_usd"].as_f64(),
+            Some(0.0),
+            "{cost}"
+        );
+        let run = scope(&v, "run");
+        assert_eq!(run["usd_used"].as_f64(), Some(0.6), "{cost}: {stdout}");
+        assert_eq!(
+            status(&v, "c"),
+            "blocked",
+            "{cost}: the spend was reset: {stdout}"
+        );
+        assert!(stdout.contains("usage anomaly"), "{cost}: {stdout}");
+        let again = t
+            .with_args(&["run", "again.toml", "--claude-path", &claude])
+            .output()
+            .unwrap();
+        assert_eq!(
+            again.status.code(),
+            Some(0),
+            "{cost}: the window is not blocked: {}",
+            String::from_utf8_lossy(&again.stdout)
+        );
+    }
+}

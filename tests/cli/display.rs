@@ -331,11 +331,12 @@ fn every_event_kind_validates_against_the_schema() {
         .unwrap();
     lines.extend(event_lines(&t.path().join("b.ndjson")));
 
-    // 3. A rejected rate limit pauses and resumes launches.
+    // 3. A rejected rate limit pauses and resumes launches; a fractional token count in the
+    //    result is a usage anomaly.
     let script = "#!/bin/sh\nfor last; do :; done\n\
         if [ \"$last\" = \"first\" ]; then\n  reset=$(( $(date +%s) + 1 ))\n\
         echo \"{\\\"type\\\":\\\"rate_limit_event\\\",\\\"rate_limit_info\\\":{\\\"status\\\":\\\"rejected\\\",\\\"resetsAt\\\":$reset}}\"\nfi\n\
-        echo '{\"type\":\"result\",\"subtype\":\"success\",\"is_error\":false,\"total_cost_usd\":0.001,\"usage\":{\"input_tokens\":1,\"output_tokens\":1},\"modelUsage\":{}}'\n";
+        echo '{\"type\":\"result\",\"subtype\":\"success\",\"is_error\":false,\"total_cost_usd\":0.001,\"usage\":{\"input_tokens\":1,\"output_tokens\":1.5},\"modelUsage\":{}}'\n";
     let t = Test::new().file("claude", script).file(
         "orch.toml",
         "[settings]\nstartup_delay = \"0s\"\n[jobs.first]\nprompt = \"first\"\n\

@@ -307,3 +307,41 @@ fn step_usage_round_trips_through_json() {
     let back: Outcome = serde_json::from_str(&json).expect("deserializes");
     assert_eq!(back, outcome);
 }
+
+#[test]
+fn anomalies_are_reported_once_per_message_and_once_for_the_result() {
+    let big = r#"{"type":"assistant","message":{"id":"m1","model":"claude-test-x","usage":{"input_tokens":10000000000000000000,"output_tokens":1}}}"#;
+    let result = r#"{"type":"result","subtype":"success","is_error":false,"total_cost_usd":"NaN","usage":{"input_tokens":10000000000000000000,"output_tokens":2},"modelUsage":{"claude-test-x":{"inputTokens":10000000000000000000,"outputTokens":2,"costUSD":0.5}}}"#;
+    let mut acc = Accounting::new(None);
+    for line in [big, big] {
+        acc.observe(&parse_line(line.as_bytes()).expect("parsed"));
+    }
+    let first = acc.take_anomalies();
+    assert_eq!(
+        first.len(),
+        1,
+        "a repeated message line is one anomaly: {first:?}"
+    );
+    assert!(acc.take_anomalies().is_empty(), "taken once");
+    assert_eq!(acc.usage().tokens.input, crate::agent::stream::TOKEN_CAP);
+    acc.observe(&parse_line(result.as_bytes()).expect("parsed"));
+    let fields: Vec<String> = acc.take_anomalies().into_iter().map(|a| a.field).collect();
+    assert_eq!(
+        fields,
+        [
+            "usage.input_tokens",
+            "modelUsage.claude-test-x.inputTokens",
+            "total_cost_usd"
+        ]
+    );
+    let outcome = acc.finish(Some(0));
+    assert!(outcome.success);
+    assert_eq!(
+        outcome.usage.tokens.total(),
+        crate::agent::stream::TOKEN_CAP + 2
+    );
+    assert_eq!(
+        outcome.usage.cost_usd, 0.5,
+        "the rejected total falls back to the models'"
+    );
+}

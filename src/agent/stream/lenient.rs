@@ -155,18 +155,10 @@ impl<'de: 'a, 'a> Visitor<'de> for ScalarVisitor<'a> {
     }
 }
 
-/// An owned numeric field (a [`Scalar`] that never borrows), for structs without a lifetime.
+/// An owned numeric field (a [`Scalar`] that never borrows), for structs without a lifetime;
+/// read through `figures`, which checks and caps it.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub(crate) struct Num(pub(crate) Scalar<'static>);
-
-impl Num {
-    pub(crate) fn as_u64(&self) -> Option<u64> {
-        self.0.as_u64()
-    }
-    pub(crate) fn as_f64(&self) -> Option<f64> {
-        self.0.as_f64()
-    }
-}
 
 impl<'de> Deserialize<'de> for Num {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -297,6 +289,62 @@ impl<'de> Visitor<'de> for StringsVisitor {
     scalars_are_empty!(Strings(Vec::new()));
 }
 
+/// The line with every number literal that overflows an f64 (`1e309`, a 400-digit integer)
+/// put in quotes, or `None` when there is none (then the line is broken for another reason).
+///
+/// A small scanner, not a parser: it tracks only whether it is inside a string, which is all it
+/// takes to find number literals in a line serde_json will parse anyway.
+pub(crate) fn quote_overflowing_numbers(line: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(line.len() + 16);
+    let mut changed = false;
+    let mut in_string = false;
+    let mut i = 0;
+    while i < line.len() {
+        let b = line[i];
+        if in_string {
+            out.push(b);
+            match b {
+                b'\\' if i + 1 < line.len() => {
+                    out.push(line[i + 1]);
+                    i += 2;
+                    continue;
+                }
+                b'"' => in_string = false,
+                _ => {}
+            }
+            i += 1;
+        } else if b == b'"' {
+            in_string = true;
+            out.push(b);
+            i += 1;
+        } else if b == b'-' || b.is_ascii_digit() {
+            let start = i;
+            while i < line.len()
+                && matches!(line[i], b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E')
+            {
+                i += 1;
+            }
+            let literal = &line[start..i];
+            let overflows = std::str::from_utf8(literal)
+                .ok()
+                .and_then(|s| s.parse::<f64>().ok())
+                .is_some_and(f64::is_infinite);
+            if overflows {
+                out.push(b'"');
+                out.extend_from_slice(literal);
+                out.push(b'"');
+                changed = true;
+            } else {
+                out.extend_from_slice(literal);
+            }
+        } else {
+            out.push(b);
+            i += 1;
+        }
+    }
+    changed.then_some(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -340,5 +388,16 @@ mod tests {
         assert_eq!(Scalar::Int(-1).as_u64(), None);
         assert_eq!(Scalar::UInt(7).as_f64(), Some(7.0));
         assert_eq!(Scalar::Null.as_bool(), None);
+    }
+
+    #[test]
+    fn only_overflowing_number_literals_are_quoted() {
+        let line = br#"{"a":1e309,"b":"1e309 \" 1e999","c":-1e400,"d":12.5e3}"#;
+        let quoted = quote_overflowing_numbers(line).unwrap();
+        assert_eq!(
+            String::from_utf8(quoted).unwrap(),
+            r#"{"a":"1e309","b":"1e309 \" 1e999","c":"-1e400","d":12.5e3}"#
+        );
+        assert_eq!(quote_overflowing_numbers(br#"{"a":1e308,"b":"x"}"#), None);
     }
 }

@@ -4,6 +4,7 @@
 //! Owns field names and shape tolerance only; it must never reject a line for a field it does
 //! not need, and never allocate a line's large text beyond [`DISPLAY_TEXT_MAX`].
 
+use super::figures::Anomalies;
 use super::lenient::{Lenient, LenientVec, Num, Scalar, Strings};
 use super::{DISPLAY_TEXT_MAX, ModelUsage, StreamEvent, TokenCounts};
 use serde::Deserialize;
@@ -163,24 +164,40 @@ impl RawLine<'_> {
                     status: info.status.to_string_opt().unwrap_or_default(),
                     resets_at: epoch_seconds(&info.resets_at),
                     rate_limit_type: info.rate_limit_type.to_string_opt(),
-                    utilization: info.utilization.as_f64(),
+                    // Display only, but a NaN or an infinity has nothing to show.
+                    utilization: info.utilization.as_f64().filter(|u| u.is_finite()),
                 }
             }
             (Some("result"), _) => {
                 let subtype = self.subtype.to_string_opt().unwrap_or_default();
+                let mut found = Anomalies::default();
+                let usage = self
+                    .usage
+                    .0
+                    .map(|u| u.counts("usage", &mut found))
+                    .unwrap_or_default();
+                let model_usage: BTreeMap<String, ModelUsage> = self
+                    .model_usage
+                    .0
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter_map(|(model, usage)| {
+                        let usage = usage.0?.model_usage(&model, &mut found);
+                        Some((model, usage))
+                    })
+                    .collect();
+                // A rejected total is the sum of the accepted per-model costs (which is what the
+                // CLI's total is), so one bad field does not erase what the models did cost.
+                let total_cost_usd = found
+                    .cost("total_cost_usd", &self.total_cost_usd)
+                    .unwrap_or_else(|| model_usage.values().map(|m| m.cost_usd).sum());
                 StreamEvent::Result {
                     // A result without is_error is judged by its subtype, the older convention.
                     is_error: self.is_error.as_bool().unwrap_or(subtype != "success"),
                     subtype,
-                    total_cost_usd: self.total_cost_usd.as_f64().unwrap_or(0.0),
-                    usage: self.usage.0.map(RawUsage::counts).unwrap_or_default(),
-                    model_usage: self
-                        .model_usage
-                        .0
-                        .unwrap_or_default()
-                        .into_iter()
-                        .filter_map(|(model, usage)| Some((model, usage.0?.model_usage())))
-                        .collect(),
+                    total_cost_usd,
+                    usage,
+                    model_usage,
                     num_turns: self.num_turns.as_u64().map(saturate_u32),
                     session_id: self.session_id.to_string_opt(),
                     result_text: self.result.to_string_opt(),
@@ -189,6 +206,7 @@ impl RawLine<'_> {
                         .api_error_status
                         .as_u64()
                         .and_then(|n| u16::try_from(n).ok()),
+                    anomalies: found.0,
                 }
             }
             _ => StreamEvent::Other,
@@ -210,14 +228,21 @@ fn assistant(message: RawMessage<'_>, parent: &Scalar<'_>) -> StreamEvent {
             _ => {}
         }
     }
+    let mut found = Anomalies::default();
+    let usage = message
+        .usage
+        .0
+        .map(|u| u.counts("message.usage", &mut found))
+        .unwrap_or_default();
     StreamEvent::Assistant {
         message_id: message.id.to_string_opt().unwrap_or_default(),
         model: message.model.to_string_opt().unwrap_or_default(),
-        usage: message.usage.0.map(RawUsage::counts).unwrap_or_default(),
+        usage,
         tool_uses,
         tool_use_ids,
         text,
         parent_tool_use_id: parent.to_string_opt(),
+        anomalies: found.0,
     }
 }
 
@@ -248,7 +273,8 @@ fn epoch_seconds(v: &Scalar<'_>) -> Option<i64> {
         return Some(t.timestamp());
     }
     let n = v.as_i64()?;
-    Some(if n.abs() >= MILLIS_THRESHOLD {
+    // `unsigned_abs`: `abs` of i64::MIN overflows.
+    Some(if n.unsigned_abs() >= MILLIS_THRESHOLD.unsigned_abs() {
         n / 1000
     } else {
         n
@@ -256,37 +282,57 @@ fn epoch_seconds(v: &Scalar<'_>) -> Option<i64> {
 }
 
 impl RawUsage {
-    fn counts(self) -> TokenCounts {
+    /// The counts, each checked and capped; `at` names the object for anomalies.
+    fn counts(self, at: &str, found: &mut Anomalies) -> TokenCounts {
         let split = self.cache_creation.0.unwrap_or_default();
+        let mut get = |name: &str, n: &Num| found.tokens(&format!("{at}.{name}"), &n.0);
         TokenCounts {
-            input: self.input_tokens.as_u64().unwrap_or(0),
-            output: self.output_tokens.as_u64().unwrap_or(0),
-            cache_read: self.cache_read_input_tokens.as_u64().unwrap_or(0),
-            cache_creation: self.cache_creation_input_tokens.as_u64().unwrap_or(0),
-            cache_creation_5m: split.ephemeral_5m_input_tokens.as_u64().unwrap_or(0),
-            cache_creation_1h: split.ephemeral_1h_input_tokens.as_u64().unwrap_or(0),
+            input: get("input_tokens", &self.input_tokens),
+            output: get("output_tokens", &self.output_tokens),
+            cache_read: get("cache_read_input_tokens", &self.cache_read_input_tokens),
+            cache_creation: get(
+                "cache_creation_input_tokens",
+                &self.cache_creation_input_tokens,
+            ),
+            cache_creation_5m: get(
+                "cache_creation.ephemeral_5m_input_tokens",
+                &split.ephemeral_5m_input_tokens,
+            ),
+            cache_creation_1h: get(
+                "cache_creation.ephemeral_1h_input_tokens",
+                &split.ephemeral_1h_input_tokens,
+            ),
         }
     }
 }
 
 impl RawModelUsage {
-    fn model_usage(self) -> ModelUsage {
+    /// One model's figures, each checked and capped; a rejected cost counts as zero.
+    fn model_usage(self, model: &str, found: &mut Anomalies) -> ModelUsage {
+        let at = format!("modelUsage.{model}");
+        let mut get = |name: &str, n: &Num| found.tokens(&format!("{at}.{name}"), &n.0);
+        let tokens = TokenCounts {
+            input: get("inputTokens", &self.input_tokens),
+            output: get("outputTokens", &self.output_tokens),
+            cache_read: get("cacheReadInputTokens", &self.cache_read_input_tokens),
+            cache_creation: get(
+                "cacheCreationInputTokens",
+                &self.cache_creation_input_tokens,
+            ),
+            cache_creation_5m: get(
+                "cacheCreationEphemeral5mInputTokens",
+                &self.cache_creation_ephemeral5m_input_tokens,
+            ),
+            cache_creation_1h: get(
+                "cacheCreationEphemeral1hInputTokens",
+                &self.cache_creation_ephemeral1h_input_tokens,
+            ),
+        };
         ModelUsage {
-            tokens: TokenCounts {
-                input: self.input_tokens.as_u64().unwrap_or(0),
-                output: self.output_tokens.as_u64().unwrap_or(0),
-                cache_read: self.cache_read_input_tokens.as_u64().unwrap_or(0),
-                cache_creation: self.cache_creation_input_tokens.as_u64().unwrap_or(0),
-                cache_creation_5m: self
-                    .cache_creation_ephemeral5m_input_tokens
-                    .as_u64()
-                    .unwrap_or(0),
-                cache_creation_1h: self
-                    .cache_creation_ephemeral1h_input_tokens
-                    .as_u64()
-                    .unwrap_or(0),
-            },
-            cost_usd: self.cost_usd.as_f64().unwrap_or(0.0),
+            tokens,
+            cost_usd: found
+                .cost(&format!("{at}.costUSD"), &self.cost_usd.0)
+                .unwrap_or(0.0),
         }
     }
 }

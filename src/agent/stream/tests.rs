@@ -245,3 +245,162 @@ fn token_count_arithmetic_saturates() {
     c.add(&b);
     assert_eq!(c.total(), 12 + 2 + 3);
 }
+
+fn result_of(line: &str) -> (TokenCounts, f64, BTreeMap<String, ModelUsage>, Vec<Anomaly>) {
+    match parse_line(line.as_bytes()) {
+        Some(StreamEvent::Result {
+            usage,
+            total_cost_usd,
+            model_usage,
+            anomalies,
+            ..
+        }) => (usage, total_cost_usd, model_usage, anomalies),
+        other => panic!("not a result: {other:?} from {line}"),
+    }
+}
+
+#[test]
+fn token_counts_above_the_cap_are_counted_at_the_cap_with_an_anomaly() {
+    // 10^19 fits a u64 but not an i64; 10^20 fits neither (serde reads it as a float).
+    let line = r#"{"type":"assistant","message":{"id":"m","model":"x","usage":{"input_tokens":10000000000000000000,"output_tokens":100000000000000000000,"cache_read_input_tokens":1000000000000,"cache_creation_input_tokens":7}}}"#;
+    let Some(StreamEvent::Assistant {
+        usage, anomalies, ..
+    }) = parse_line(line.as_bytes())
+    else {
+        panic!("assistant line lost");
+    };
+    assert_eq!(
+        (
+            usage.input,
+            usage.output,
+            usage.cache_read,
+            usage.cache_creation
+        ),
+        (TOKEN_CAP, TOKEN_CAP, TOKEN_CAP, 7),
+        "at the cap itself is not an anomaly; above it is counted at it"
+    );
+    let fields: Vec<&str> = anomalies.iter().map(|a| a.field.as_str()).collect();
+    assert_eq!(
+        fields,
+        ["message.usage.input_tokens", "message.usage.output_tokens"]
+    );
+    assert_eq!(
+        anomalies[0].to_string(),
+        "message.usage.input_tokens = 10000000000000000000 is above the cap of 10^12 tokens; \
+         counted as 1000000000000"
+    );
+}
+
+#[test]
+fn negative_fractional_and_garbage_counts_are_anomalies() {
+    let line = r#"{"type":"result","subtype":"success","is_error":false,"usage":{"input_tokens":-5,"output_tokens":2.5,"cache_read_input_tokens":"lots","cache_creation_input_tokens":{"n":1}},"modelUsage":{"m":{"inputTokens":"inf","outputTokens":"3","costUSD":0.25}},"total_cost_usd":0.25}"#;
+    let (usage, cost, models, anomalies) = result_of(line);
+    assert_eq!(
+        (
+            usage.input,
+            usage.output,
+            usage.cache_read,
+            usage.cache_creation
+        ),
+        (0, 2, 0, 0)
+    );
+    assert_eq!(
+        (models["m"].tokens.input, models["m"].tokens.output),
+        (TOKEN_CAP, 3),
+        "an infinite count is above the cap"
+    );
+    assert_eq!(cost, 0.25);
+    let problems: Vec<(&str, &str)> = anomalies
+        .iter()
+        .map(|a| (a.field.as_str(), a.problem.as_str()))
+        .collect();
+    assert_eq!(
+        problems,
+        [
+            ("usage.input_tokens", "is negative"),
+            ("usage.output_tokens", "is not a whole number"),
+            ("usage.cache_read_input_tokens", "is not a number"),
+            ("usage.cache_creation_input_tokens", "is not a number"),
+            (
+                "modelUsage.m.inputTokens",
+                "is above the cap of 10^12 tokens"
+            ),
+        ]
+    );
+}
+
+#[test]
+fn non_finite_and_negative_costs_are_rejected_with_an_anomaly() {
+    for (written, problem) in [
+        (r#""inf""#, "is not finite"),
+        (r#""-Infinity""#, "is not finite"),
+        (r#""NaN""#, "is not a number"),
+        ("1e309", "is not finite"),
+        ("-1e309", "is not finite"),
+        ("-1", "is negative"),
+        ("-0.5", "is negative"),
+        ("true", "is not a number"),
+    ] {
+        let line = format!(
+            r#"{{"type":"result","subtype":"success","is_error":false,"result":"ok","total_cost_usd":{written},"usage":{{"input_tokens":10,"output_tokens":5}},"modelUsage":{{"m":{{"inputTokens":10,"outputTokens":5,"costUSD":{written}}},"n":{{"outputTokens":1,"costUSD":0.125}}}}}}"#
+        );
+        let Some(StreamEvent::Result {
+            is_error,
+            result_text,
+            total_cost_usd,
+            usage,
+            model_usage,
+            anomalies,
+            ..
+        }) = parse_line(line.as_bytes())
+        else {
+            panic!("{written}: the result line was lost");
+        };
+        // The rest of the line is read: the verdict, the text, the usage.
+        assert!(!is_error, "{written}");
+        assert_eq!(result_text.as_deref(), Some("ok"), "{written}");
+        assert_eq!((usage.input, usage.output), (10, 5), "{written}");
+        assert_eq!(model_usage["m"].cost_usd, 0.0, "{written}");
+        // The total falls back to the models' accepted costs.
+        assert_eq!(total_cost_usd, 0.125, "{written}");
+        let seen: Vec<(&str, &str)> = anomalies
+            .iter()
+            .map(|a| (a.field.as_str(), a.problem.as_str()))
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                ("modelUsage.m.costUSD", problem),
+                ("total_cost_usd", problem)
+            ],
+            "{written}"
+        );
+    }
+}
+
+#[test]
+fn costs_above_the_cap_are_counted_at_it_and_ordinary_ones_untouched() {
+    let (_, cost, _, anomalies) =
+        result_of(r#"{"type":"result","subtype":"success","total_cost_usd":5e9,"modelUsage":{}}"#);
+    assert_eq!(cost, COST_CAP_USD);
+    assert_eq!(anomalies.len(), 1);
+    let (_, cost, _, anomalies) = result_of(
+        r#"{"type":"result","subtype":"success","total_cost_usd":"0.5","modelUsage":{}}"#,
+    );
+    assert_eq!((cost, anomalies.len()), (0.5, 0));
+}
+
+#[test]
+fn extreme_rate_limit_figures_neither_panic_nor_pass_non_finite_values() {
+    let line = br#"{"type":"rate_limit_event","rate_limit_info":{"status":"allowed","resetsAt":-9223372036854775808,"utilization":"NaN"}}"#;
+    let Some(StreamEvent::RateLimit {
+        resets_at,
+        utilization,
+        ..
+    }) = parse_line(line)
+    else {
+        panic!("rate limit line lost");
+    };
+    assert_eq!(resets_at, Some(i64::MIN / 1000));
+    assert_eq!(utilization, None);
+}
