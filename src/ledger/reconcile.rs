@@ -8,8 +8,10 @@
 //! mark the run dead in a second transaction that first checks the claim is still held. A
 //! reconciler that dies mid-way added nothing; its claim is taken over once it is gone.
 //!
-//! It must never hold a whole log in memory: logs are read line by line, and a line longer than
-//! the live framing's cap is skipped without being kept.
+//! It must never lower a step's recorded spend from a log that lacks the final `result` (a log
+//! with a gap is shorter than what the ledger recorded), and never hold a whole log in memory:
+//! logs are read line by line, and a line longer than the live framing's cap is skipped without
+//! being kept.
 
 use std::collections::HashMap;
 use std::io::{self, BufRead, BufReader};
@@ -46,7 +48,11 @@ pub fn reconcile(ledger: &Ledger, now: DateTime<Utc>) -> rusqlite::Result<Vec<St
             for (step, usage) in &from_logs {
                 let (tokens, usd) = l.step_spend(&run_id, *step)?;
                 let missing = Delta::between(&tokens, usd, &usage.tokens, usage.cost_usd);
-                if !missing.is_zero() {
+                // Without Claude Code's final `result` the log's figures are an estimate from the
+                // lines it holds, and a log may have gaps (writes failed on a full disk): it may
+                // then add what the ledger misses, never take away what the ledger recorded.
+                let lowers = missing.tokens() < 0 || missing.usd < 0.0;
+                if !missing.is_zero() && !(usage.is_estimate && lowers) {
                     let model = usage.model.as_deref();
                     l.record(&run_id, *step, model, Kind::Reconciled, &missing, now)?;
                 }

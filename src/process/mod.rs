@@ -24,6 +24,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use child::{Child, spawn};
+pub use drain::LogFault;
 pub use group::{group_members, pid_alive, signal_group};
 pub use guardian::Guardian;
 pub use lines::Lines;
@@ -116,6 +117,9 @@ pub struct Exit {
     pub leaked: Vec<u32>,
     /// The last rung of the stop ladder sent before the leader exited, if any.
     pub stopped_by: Option<StopStage>,
+    /// Output that did not reach the log files (a full disk), per pipe, with the final counts.
+    #[serde(default)]
+    pub log_faults: Vec<LogFault>,
 }
 
 impl Exit {

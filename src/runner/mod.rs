@@ -88,6 +88,8 @@ pub struct StepRecord {
     pub tail: Vec<String>,
     /// The step's main model, once known.
     pub model: Option<String>,
+    /// Output that did not reach the log files (a full disk), with the final counts.
+    pub log_faults: Vec<crate::process::LogFault>,
 }
 
 /// How a run ended: every step's status and record.
