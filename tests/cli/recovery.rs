@@ -237,3 +237,137 @@ fn a_relative_state_dir_is_reconciled_from_another_folder() {
     assert!(Path::new(&run_dir).is_absolute(), "{run_dir}");
     assert!(Path::new(&log).is_absolute(), "{log}");
 }
+
+/// A small tmpfs mounted for one test, unmounted when dropped (the test failing included).
+struct Tmpfs {
+    dir: std::path::PathBuf,
+}
+
+impl Tmpfs {
+    /// Mounts `size` (mount's syntax: `200k`) at `dir`. Needs root: without it the test fails
+    /// here, saying so, rather than passing without having filled a disk.
+    fn mount(dir: &Path, size: &str) -> Tmpfs {
+        assert!(
+            nix::unistd::geteuid().is_root(),
+            "this test fills a disk: it mounts a {size} tmpfs and needs root (CI runs it as root); \
+             run it with sudo or in the CI container"
+        );
+        std::fs::create_dir_all(dir).unwrap();
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "mount -t tmpfs failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Tmpfs {
+            dir: dir.to_path_buf(),
+        }
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        // Lazy: a process still holding a file there must not keep the mount alive.
+        let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
+    }
+}
+
+/// Four simulated agents write far more than a 200 KB state folder holds. The run still ends
+/// with a summary and a results file (written elsewhere, its path printed), exits with its
+/// steps' outcome (0: all completed, never 2), reports every step's spend exactly as the agents
+/// reported it, says how many log bytes were lost, and leaves no process behind.
+#[test]
+fn a_full_disk_loses_no_spend_and_says_what_it_lost() {
+    let jobs: String = ["a", "b", "c", "d"]
+        .iter()
+        .map(|j| format!("[jobs.{j}]\nprompt = \"work {j}\"\nenv = {{ ORCH_SIM_STREAM_MB = \"1\" }}\n"))
+        .collect();
+    let t = sim_test(&format!("[settings]\nstartup_delay = \"0s\"\n{jobs}"));
+    let state = t.path().join("state");
+    let _disk = Tmpfs::mount(&state, "200k");
+    let out = t
+        .with_args(&["run", "--simulate", "--no-progress", "--state-dir"])
+        .arg(&state)
+        // Where the results file falls back to: the test's own folder, on another file system.
+        .env("TMPDIR", t.path().join("tmp"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert!(stdout.contains("4 completed, 0 failed"), "{stdout}");
+    assert!(
+        stdout.contains("cannot write the results file"),
+        "the fault is reported as it happens: {stdout}"
+    );
+    // The summary's last lines say where the results went.
+    let results_path = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("results: "))
+        .unwrap_or_else(|| panic!("no results line: {stdout}"))
+        .trim()
+        .to_string();
+    let results_path = t.path().join(results_path);
+    assert!(
+        !results_path.starts_with(&state),
+        "the results cannot be on the full disk: {}",
+        results_path.display()
+    );
+    assert!(results_path.starts_with(t.path().join("tmp")), "{}", results_path.display());
+    let results: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&results_path).unwrap()).unwrap();
+    let faults = results["faults"].as_array().unwrap();
+    let mut pids = Vec::new();
+    for job in ["a", "b", "c", "d"] {
+        let instance = &results["instances"][job];
+        assert_eq!(instance["status"], "completed", "{job}");
+        let step = &instance["steps"][0];
+        pids.push(step["pid"].as_u64().unwrap() as u32);
+        // What the simulated agent itself counted (its session file, outside the full disk).
+        let session = step["usage"]["session_id"].as_str().unwrap();
+        let own: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(t.path().join("sim").join(format!("{session}.json"))).unwrap(),
+        )
+        .unwrap();
+        let own_tokens: u64 = own["models"]
+            .as_object()
+            .unwrap()
+            .values()
+            .map(|m| {
+                let t = &m["tokens"];
+                ["input", "output", "cache_read", "cache_creation"]
+                    .iter()
+                    .map(|k| t[k].as_u64().unwrap())
+                    .sum::<u64>()
+            })
+            .sum();
+        assert_eq!(instance["total_tokens"].as_u64(), Some(own_tokens), "{job}");
+        let cost = instance["total_cost_usd"].as_f64().unwrap();
+        assert!(
+            (cost - own["cost_usd"].as_f64().unwrap()).abs() < 1e-9,
+            "{job}: {cost} vs {own}"
+        );
+        assert_eq!(instance["cost_is_estimate"], false, "{job}");
+        let lost: u64 = faults
+            .iter()
+            .filter(|f| f["kind"] == "log" && f["step"] == job)
+            .map(|f| f["bytes_lost"].as_u64().unwrap())
+            .sum();
+        assert!(lost > 0, "{job}'s lost log bytes are reported: {faults:?}");
+        assert!(
+            stdout.contains(&format!("log of `{job}` (stdout): ")),
+            "{stdout}"
+        );
+    }
+    assert!(
+        faults.iter().any(|f| f["kind"] == "results"
+            && f["written_to"].as_str() == Some(results_path.to_str().unwrap())),
+        "{faults:?}"
+    );
+    assert!(stdout.contains("not written (No space left on device"), "{stdout}");
+    super::harness::assert_no_survivors(&pids);
+}
