@@ -52,7 +52,8 @@ pub fn reconcile(ledger: &Ledger, now: DateTime<Utc>) -> rusqlite::Result<Vec<St
                 // lines it holds, and a log may have gaps (writes failed on a full disk): it may
                 // then add what the ledger misses, never take away what the ledger recorded.
                 let lowers = missing.tokens() < 0 || missing.usd < 0.0;
-                if !missing.is_zero() && !(usage.is_estimate && lowers) {
+                let keep_ledger = usage.is_estimate && lowers;
+                if !missing.is_zero() && !keep_ledger {
                     let model = usage.model.as_deref();
                     l.record(&run_id, *step, model, Kind::Reconciled, &missing, now)?;
                 }
@@ -257,7 +258,10 @@ mod tests {
         // ...and a live claim is not.
         assert!(!ledger.claim("r1", other).unwrap());
         assert!(ledger.orphaned_runs(other).unwrap().is_empty());
-        assert_eq!(reconcile(&ledger, Utc::now()).unwrap(), vec!["r1".to_string()]);
+        assert_eq!(
+            reconcile(&ledger, Utc::now()).unwrap(),
+            vec!["r1".to_string()]
+        );
         assert_eq!(ledger.run_status("r1").unwrap().as_deref(), Some("dead"));
         assert!(reconcile(&ledger, Utc::now()).unwrap().is_empty());
     }
@@ -277,7 +281,10 @@ mod tests {
             .unwrap();
         assert!(ledger.orphaned_runs(Holder::me()).unwrap().is_empty());
         assert!(!ledger.claim("live", Holder::me()).unwrap());
-        assert_eq!(ledger.run_status("live").unwrap().as_deref(), Some("running"));
+        assert_eq!(
+            ledger.run_status("live").unwrap().as_deref(),
+            Some("running")
+        );
     }
 
     #[test]
@@ -287,7 +294,11 @@ mod tests {
         std::fs::create_dir_all(&logs).unwrap();
         std::fs::write(logs.join("001-a.log"), "").unwrap();
         let ledger = dir.path().join("ledger.sqlite");
-        let found = locate(&ledger, "r1", Path::new("elsewhere/.orch/runs/r1/logs/001-a.log"));
+        let found = locate(
+            &ledger,
+            "r1",
+            Path::new("elsewhere/.orch/runs/r1/logs/001-a.log"),
+        );
         assert_eq!(found, logs.join("001-a.log"));
     }
 }

@@ -14,7 +14,7 @@
 use std::fs::File;
 use std::io::{self, Write};
 use std::os::fd::AsFd;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt};
@@ -78,7 +78,7 @@ struct LogFile {
 impl LogFile {
     /// Writes `chunk`, or counts it lost. Returns the fault to report when this write began a
     /// streak of failures.
-    fn write(&mut self, stream: Stream, path: &PathBuf, chunk: &[u8]) -> Option<LogFault> {
+    fn write(&mut self, stream: Stream, path: &Path, chunk: &[u8]) -> Option<LogFault> {
         let mut data = chunk;
         if self.failing {
             // Resume at a line boundary: drop the torn rest of the line the gap began in.
@@ -103,7 +103,7 @@ impl LogFile {
         self.failing = true;
         let fault = self.fault.get_or_insert_with(|| LogFault {
             stream,
-            path: path.clone(),
+            path: path.to_path_buf(),
             error: err.to_string(),
             bytes_lost: 0,
             resumed: false,
@@ -223,4 +223,56 @@ async fn send_all(lines: &mpsc::Sender<Vec<Line>>, out: &mut Vec<Line>) -> bool 
         return true;
     }
     lines.send(std::mem::take(out)).await.is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs::OpenOptions;
+
+    fn log(file: File) -> LogFile {
+        LogFile {
+            file,
+            fault: None,
+            failing: false,
+        }
+    }
+
+    /// `/dev/full` answers every write with ENOSPC, a real full disk for anyone, root or not.
+    #[test]
+    fn writes_to_a_full_device_are_counted_and_reported_once() {
+        let path = PathBuf::from("/dev/full");
+        let mut log = log(OpenOptions::new().write(true).open(&path).unwrap());
+        let first = log.write(Stream::Stdout, &path, b"one\ntwo\n");
+        let fault = first.expect("the first failure is reported");
+        assert_eq!(fault.bytes_lost, 8);
+        assert!(fault.error.contains("No space left"), "{}", fault.error);
+        assert_eq!(log.write(Stream::Stdout, &path, b"three\n"), None);
+        assert_eq!(log.write(Stream::Stdout, &path, b"four"), None);
+        let fault = log.fault.unwrap();
+        assert_eq!(fault.bytes_lost, 8 + 6 + 4);
+        assert!(!fault.resumed);
+    }
+
+    #[test]
+    fn writing_resumes_at_a_line_boundary_once_space_returns() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("step.log");
+        let full = PathBuf::from("/dev/full");
+        let mut log = log(File::create(&path).unwrap());
+        assert_eq!(log.write(Stream::Stdout, &path, b"whole\ntorn "), None);
+        // The disk fills up...
+        let good = std::mem::replace(
+            &mut log.file,
+            OpenOptions::new().write(true).open(&full).unwrap(),
+        );
+        assert!(log.write(Stream::Stdout, &path, b"line\nlost\n").is_some());
+        // ...and has room again: the torn rest of the line is dropped, whole lines resume.
+        log.file = good;
+        assert_eq!(log.write(Stream::Stdout, &path, b"half\nnext\n"), None);
+        let fault = log.fault.clone().unwrap();
+        assert!(fault.resumed);
+        assert_eq!(fault.bytes_lost, 10 + 5);
+        assert_eq!(std::fs::read(&path).unwrap(), b"whole\ntorn \nnext\n");
+    }
 }

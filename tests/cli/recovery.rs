@@ -91,10 +91,8 @@ fn only_run(db: &Path) -> String {
 
 fn run_status(db: &Path, run: &str) -> String {
     let db = Connection::open(db).unwrap();
-    db.query_row("SELECT status FROM runs WHERE id = ?1", [run], |r| {
-        r.get(0)
-    })
-    .unwrap()
+    db.query_row("SELECT status FROM runs WHERE id = ?1", [run], |r| r.get(0))
+        .unwrap()
 }
 
 /// Several reconcilers (`orch ledger` processes started together) find the same dead run; the
@@ -125,7 +123,9 @@ fn concurrent_reconcilers_add_a_dead_run_exactly_once() {
         .unwrap();
     }
     assert!(
-        check_steps(&db_path, &run, t.path()).iter().any(|s| !s.matches()),
+        check_steps(&db_path, &run, t.path())
+            .iter()
+            .any(|s| !s.matches()),
         "the crafted dead run must miss usage"
     );
     let pristine = std::fs::read(&db_path).unwrap();
@@ -284,7 +284,9 @@ impl Drop for Tmpfs {
 fn a_full_disk_loses_no_spend_and_says_what_it_lost() {
     let jobs: String = ["a", "b", "c", "d"]
         .iter()
-        .map(|j| format!("[jobs.{j}]\nprompt = \"work {j}\"\nenv = {{ ORCH_SIM_STREAM_MB = \"1\" }}\n"))
+        .map(|j| {
+            format!("[jobs.{j}]\nprompt = \"work {j}\"\nenv = {{ ORCH_SIM_STREAM_MB = \"1\" }}\n")
+        })
         .collect();
     let t = sim_test(&format!("[settings]\nstartup_delay = \"0s\"\n{jobs}"));
     let state = t.path().join("state");
@@ -317,7 +319,11 @@ fn a_full_disk_loses_no_spend_and_says_what_it_lost() {
         "the results cannot be on the full disk: {}",
         results_path.display()
     );
-    assert!(results_path.starts_with(t.path().join("tmp")), "{}", results_path.display());
+    assert!(
+        results_path.starts_with(t.path().join("tmp")),
+        "{}",
+        results_path.display()
+    );
     let results: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&results_path).unwrap()).unwrap();
     let faults = results["faults"].as_array().unwrap();
@@ -368,6 +374,9 @@ fn a_full_disk_loses_no_spend_and_says_what_it_lost() {
             && f["written_to"].as_str() == Some(results_path.to_str().unwrap())),
         "{faults:?}"
     );
-    assert!(stdout.contains("not written (No space left on device"), "{stdout}");
+    assert!(
+        stdout.contains("not written (No space left on device"),
+        "{stdout}"
+    );
     super::harness::assert_no_survivors(&pids);
 }
