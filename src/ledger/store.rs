@@ -3,9 +3,10 @@
 //!
 //! Usage rows are deltas: live estimates as they come, then, when Claude Code's `result` arrives,
 //! rows that cancel the estimates and add the authoritative figures per model. The sum of a
-//! step's rows is always its best-known spend. A run that never finished (orch killed) is marked
-//! `dead` by the next orch that opens the ledger, after re-reading its step logs so that usage which
-//! reached a log but not the ledger is added (`reconciled` rows).
+//! step's rows is always its best-known spend. A run that never finished (orch killed) is claimed
+//! (`reconciling`, with the claimer's pid and start time) and then marked `dead` by the next orch
+//! that opens the ledger, after re-reading its step logs so that usage which reached a log but not
+//! the ledger is added (`reconciled` rows; see `super::reconcile`). Every path stored is absolute.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
