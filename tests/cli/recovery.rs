@@ -296,6 +296,8 @@ fn a_full_disk_loses_no_spend_and_says_what_it_lost() {
         .arg(&state)
         // Where the results file falls back to: the test's own folder, on another file system.
         .env("TMPDIR", t.path().join("tmp"))
+        .arg("--events")
+        .arg(t.path().join("events.ndjson"))
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -377,6 +379,26 @@ fn a_full_disk_loses_no_spend_and_says_what_it_lost() {
     assert!(
         stdout.contains("not written (No space left on device"),
         "{stdout}"
+    );
+    // The same faults reached the event stream as they happened.
+    let events = std::fs::read_to_string(t.path().join("events.ndjson")).unwrap();
+    let kinds: Vec<serde_json::Value> = events
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .filter(|e: &serde_json::Value| {
+            e["event"] == "log_write_failed" || e["event"] == "results_write_failed"
+        })
+        .collect();
+    assert!(
+        kinds
+            .iter()
+            .any(|e| e["event"] == "log_write_failed" && e["bytes_lost"].as_u64() > Some(0)),
+        "{events}"
+    );
+    assert!(
+        kinds.iter().any(|e| e["event"] == "results_write_failed"
+            && e["written_to"].as_str() == Some(results_path.to_str().unwrap())),
+        "{events}"
     );
     super::harness::assert_no_survivors(&pids);
 }
