@@ -287,6 +287,63 @@ mod tests {
         );
     }
 
+    /// A dead run whose one agent step logged `fixture` and has `recorded` in the ledger;
+    /// returns the step's spend after reconciliation.
+    fn reconciled_spend(fixture: &str, recorded: &Delta) -> (u64, f64) {
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = ledger_with_a_dead_run(dir.path());
+        let log = dir.path().join("001-a.log");
+        let fixtures = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/claude-code-2.1.331"
+        );
+        std::fs::copy(Path::new(fixtures).join(fixture), &log).unwrap();
+        let step = super::super::store::StepRow {
+            step: 0,
+            job: "a".into(),
+            label: "a".into(),
+            command: None,
+            session_id: None,
+            resume: false,
+            is_agent: true,
+            log,
+        };
+        ledger.begin_step("r1", &step, Utc::now()).unwrap();
+        ledger
+            .record("r1", 0, None, Kind::Final, recorded, Utc::now())
+            .unwrap();
+        assert_eq!(
+            reconcile(&ledger, Utc::now()).unwrap(),
+            vec!["r1".to_string()]
+        );
+        let (tokens, usd) = ledger.step_spend("r1", 0).unwrap();
+        (tokens.total(), usd)
+    }
+
+    #[test]
+    fn a_log_without_a_result_never_lowers_what_the_ledger_recorded() {
+        let recorded = Delta {
+            input: 1_000_000,
+            usd: 5.0,
+            ..Delta::default()
+        };
+        let (tokens, usd) = reconciled_spend("killed-by-sigterm-no-result.jsonl", &recorded);
+        assert_eq!(tokens, 1_000_000);
+        assert!((usd - 5.0).abs() < 1e-12, "{usd}");
+    }
+
+    #[test]
+    fn a_log_with_a_result_corrects_the_ledger_either_way() {
+        let recorded = Delta {
+            input: 1_000_000,
+            usd: 5.0,
+            ..Delta::default()
+        };
+        let (tokens, usd) = reconciled_spend("text-only.jsonl", &recorded);
+        assert!(tokens < 1_000_000 && tokens > 0, "{tokens}");
+        assert!(usd < 5.0 && usd > 0.0, "{usd}");
+    }
+
     #[test]
     fn a_relative_log_of_an_old_ledger_is_found_beside_the_ledger() {
         let dir = tempfile::tempdir().unwrap();
