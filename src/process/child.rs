@@ -206,6 +206,8 @@ fn prepare_child(parent: Pid) -> io::Result<()> {
     unsafe {
         signal(Signal::SIGINT, SigHandler::SigDfl)?;
         signal(Signal::SIGTERM, SigHandler::SigDfl)?;
+        // orch ignores it (`survive_file_size_limit`); an ignored signal stays ignored across exec.
+        signal(Signal::SIGXFSZ, SigHandler::SigDfl)?;
     }
     Ok(())
 }

@@ -238,6 +238,60 @@ fn a_relative_state_dir_is_reconciled_from_another_folder() {
     assert!(Path::new(&log).is_absolute(), "{log}");
 }
 
+/// The four jobs of a run whose logs could not be written: each completed, with the tokens and
+/// dollars its simulated agent counted itself, and its lost log bytes reported in the results and
+/// the summary. Returns the faults and the steps' pids.
+fn check_jobs(
+    t: &Test,
+    results: &serde_json::Value,
+    stdout: &str,
+) -> (Vec<serde_json::Value>, Vec<u32>) {
+    let faults = results["faults"].as_array().unwrap().clone();
+    let mut pids = Vec::new();
+    for job in ["a", "b", "c", "d"] {
+        let instance = &results["instances"][job];
+        assert_eq!(instance["status"], "completed", "{job}");
+        let step = &instance["steps"][0];
+        pids.push(step["pid"].as_u64().unwrap() as u32);
+        // What the simulated agent itself counted (its session file, outside the full disk).
+        let session = step["usage"]["session_id"].as_str().unwrap();
+        let own: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(t.path().join("sim").join(format!("{session}.json"))).unwrap(),
+        )
+        .unwrap();
+        let own_tokens: u64 = own["models"]
+            .as_object()
+            .unwrap()
+            .values()
+            .map(|m| {
+                let t = &m["tokens"];
+                ["input", "output", "cache_read", "cache_creation"]
+                    .iter()
+                    .map(|k| t[k].as_u64().unwrap())
+                    .sum::<u64>()
+            })
+            .sum();
+        assert_eq!(instance["total_tokens"].as_u64(), Some(own_tokens), "{job}");
+        let cost = instance["total_cost_usd"].as_f64().unwrap();
+        assert!(
+            (cost - own["cost_usd"].as_f64().unwrap()).abs() < 1e-9,
+            "{job}: {cost} vs {own}"
+        );
+        assert_eq!(instance["cost_is_estimate"], false, "{job}");
+        let lost: u64 = faults
+            .iter()
+            .filter(|f| f["kind"] == "log" && f["step"] == job)
+            .map(|f| f["bytes_lost"].as_u64().unwrap())
+            .sum();
+        assert!(lost > 0, "{job}'s lost log bytes are reported: {faults:?}");
+        assert!(
+            stdout.contains(&format!("log of `{job}` (stdout): ")),
+            "{stdout}"
+        );
+    }
+    (faults, pids)
+}
+
 /// A small tmpfs mounted for one test, unmounted when dropped (the test failing included).
 struct Tmpfs {
     dir: std::path::PathBuf,
@@ -328,49 +382,7 @@ fn a_full_disk_loses_no_spend_and_says_what_it_lost() {
     );
     let results: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&results_path).unwrap()).unwrap();
-    let faults = results["faults"].as_array().unwrap();
-    let mut pids = Vec::new();
-    for job in ["a", "b", "c", "d"] {
-        let instance = &results["instances"][job];
-        assert_eq!(instance["status"], "completed", "{job}");
-        let step = &instance["steps"][0];
-        pids.push(step["pid"].as_u64().unwrap() as u32);
-        // What the simulated agent itself counted (its session file, outside the full disk).
-        let session = step["usage"]["session_id"].as_str().unwrap();
-        let own: serde_json::Value = serde_json::from_slice(
-            &std::fs::read(t.path().join("sim").join(format!("{session}.json"))).unwrap(),
-        )
-        .unwrap();
-        let own_tokens: u64 = own["models"]
-            .as_object()
-            .unwrap()
-            .values()
-            .map(|m| {
-                let t = &m["tokens"];
-                ["input", "output", "cache_read", "cache_creation"]
-                    .iter()
-                    .map(|k| t[k].as_u64().unwrap())
-                    .sum::<u64>()
-            })
-            .sum();
-        assert_eq!(instance["total_tokens"].as_u64(), Some(own_tokens), "{job}");
-        let cost = instance["total_cost_usd"].as_f64().unwrap();
-        assert!(
-            (cost - own["cost_usd"].as_f64().unwrap()).abs() < 1e-9,
-            "{job}: {cost} vs {own}"
-        );
-        assert_eq!(instance["cost_is_estimate"], false, "{job}");
-        let lost: u64 = faults
-            .iter()
-            .filter(|f| f["kind"] == "log" && f["step"] == job)
-            .map(|f| f["bytes_lost"].as_u64().unwrap())
-            .sum();
-        assert!(lost > 0, "{job}'s lost log bytes are reported: {faults:?}");
-        assert!(
-            stdout.contains(&format!("log of `{job}` (stdout): ")),
-            "{stdout}"
-        );
-    }
+    let (faults, pids) = check_jobs(&t, &results, &stdout);
     assert!(
         faults.iter().any(|f| f["kind"] == "results"
             && f["written_to"].as_str() == Some(results_path.to_str().unwrap())),
@@ -400,5 +412,46 @@ fn a_full_disk_loses_no_spend_and_says_what_it_lost() {
             && e["written_to"].as_str() == Some(results_path.to_str().unwrap())),
         "{events}"
     );
+    super::harness::assert_no_survivors(&pids);
+}
+
+/// The same faults from a file-size limit (RLIMIT_FSIZE, set on orch alone, inherited by its
+/// agents, which write little): writes fail with EFBIG instead of SIGXFSZ killing orch, and the
+/// run ends as the full disk's does. Needs no root.
+#[test]
+fn a_file_size_limit_is_a_reported_fault_not_a_crash() {
+    use std::os::unix::process::CommandExt;
+    let jobs: String = ["a", "b", "c", "d"]
+        .iter()
+        .map(|j| {
+            format!("[jobs.{j}]\nprompt = \"work {j}\"\nenv = {{ ORCH_SIM_STREAM_MB = \"1\" }}\n")
+        })
+        .collect();
+    let t = sim_test(&format!("[settings]\nstartup_delay = \"0s\"\n{jobs}"));
+    let mut cmd = t.with_args(&["run", "--simulate", "--no-progress"]);
+    // SAFETY: setrlimit is async-signal-safe and allocates nothing.
+    unsafe {
+        cmd.pre_exec(|| {
+            let limit = 300_000;
+            nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_FSIZE, limit, limit)
+                .map_err(std::io::Error::from)
+        });
+    }
+    let out = cmd.output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert!(stdout.contains("4 completed, 0 failed"), "{stdout}");
+    assert!(stdout.contains("cannot write its stdout log"), "{stdout}");
+    let results_path = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("results: "))
+        .unwrap_or_else(|| panic!("no results line: {stdout}"))
+        .trim()
+        .to_string();
+    let results: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(t.path().join(results_path)).unwrap()).unwrap();
+    let (_, pids) = check_jobs(&t, &results, &stdout);
+    assert!(stdout.contains("not written (File too large"), "{stdout}");
     super::harness::assert_no_survivors(&pids);
 }
