@@ -87,7 +87,8 @@ impl Fault {
             bytes_lost: None,
             written_to: None,
             message: format!(
-                "ledger: {failures} write(s) failed ({error}); the step logs keep the usage"
+                "ledger: {failures} write(s) failed ({error}); this run's figures here are \
+                 complete, the ledger may hold less"
             ),
         }
     }
