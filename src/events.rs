@@ -175,6 +175,26 @@ pub enum Event {
         /// What was wrong and what was counted instead.
         what: String,
     },
+    /// A step's output could not be written to its log (a full disk, a file-size limit). The
+    /// pipe is drained regardless and the step goes on; writing is tried again with each chunk.
+    /// Sent when a streak of failures begins; the results and the summary give the final count.
+    LogWriteFailed {
+        step: StepId,
+        label: String,
+        /// "stdout" or "stderr".
+        stream: String,
+        path: PathBuf,
+        error: String,
+        /// Bytes not written so far.
+        bytes_lost: u64,
+    },
+    /// The results file could not be written at `path` (after retries); `written_to` is where it
+    /// was written instead, if anywhere.
+    ResultsWriteFailed {
+        path: PathBuf,
+        error: String,
+        written_to: Option<PathBuf>,
+    },
 }
 
 mod duration_secs {

@@ -21,6 +21,7 @@ pub fn run(args: &LedgerArgs) -> Result<String, Error> {
             }
         }
     };
+    let state_dir = super::absolute_state_dir(&state_dir)?;
     let since = crate::duration::parse(&args.since).map_err(|reason| Error::BadFlag {
         flag: "--since",
         value: args.since.clone(),

@@ -24,6 +24,17 @@ pub fn manifest_path(args: &ManifestArgs) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(manifest::DEFAULT_MANIFEST))
 }
 
+/// The state folder made absolute, once, against the current folder: the ledger stores the run
+/// and log paths under it, and the next orch to read them (a reconciler) may run elsewhere.
+pub fn absolute_state_dir(dir: &Path) -> Result<PathBuf, Error> {
+    std::path::absolute(dir).map_err(|e| {
+        Error::io(
+            format!("cannot make the state folder {} absolute", dir.display()),
+            e,
+        )
+    })
+}
+
 /// Loads the manifest and applies the command-line overrides (flags win over the file).
 pub fn load(args: &ManifestArgs) -> Result<Manifest, Error> {
     let mut m = manifest::load(&manifest_path(args))?;

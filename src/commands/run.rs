@@ -23,6 +23,7 @@ pub fn run(args: &RunArgs) -> Result<ExitCode, Error> {
     if let Some(dir) = &args.state_dir {
         manifest.settings.state_dir = dir.clone();
     }
+    manifest.settings.state_dir = super::absolute_state_dir(&manifest.settings.state_dir)?;
     let agent = if super::has_agents(&manifest) || args.manifest.simulate {
         super::agent_program(&args.manifest, &manifest)?
     } else {
@@ -76,24 +77,51 @@ pub(super) async fn run_once(
     };
 
     // The borrow lasts one report or tick: the service loop reports skipped fire times meanwhile.
-    let outcome = run_with_ticks(&ctx, &plan, reporter)
+    // The runner fails only before any step started (no run folder, ledger or guardian): a setup
+    // error. From here on the run's outcome is its steps', whatever could not be written.
+    let ledger_faults = RefCell::new(LedgerFaults::default());
+    let outcome = run_with_ticks(&ctx, &plan, reporter, &ledger_faults)
         .await
         .map_err(|e| Error::io("cannot start the run", e))?;
     let mut reporter = reporter.borrow_mut();
 
     let code = outcome.exit_code();
-    let results = results::build(&ctx, &plan, &outcome, code as u8);
+    let mut results = results::build(&ctx, &plan, &outcome, code as u8);
+    let faults = ledger_faults.into_inner();
+    if let Some(error) = &faults.last {
+        results
+            .faults
+            .push(results::Fault::ledger(faults.count, error));
+    }
     let path = ctx.run_dir.join("results.json");
-    results::write(&results, &path)
-        .map_err(|e| Error::io(format!("cannot write {}", path.display()), e))?;
+    let written = results::write_or_fall_back(&mut results, &path, &std::env::temp_dir());
+    if let Some(error) = &written.error {
+        reporter.report(
+            &Event::ResultsWriteFailed {
+                path: path.clone(),
+                error: error.clone(),
+                written_to: written.at.clone(),
+            },
+            Instant::now(),
+        );
+    }
+    let shown = written.at.clone().unwrap_or_else(|| path.clone());
     if let Some(extra) = &args.output {
-        results::write(&results, extra)
-            .map_err(|e| Error::io(format!("cannot write {}", extra.display()), e))?;
+        if let Err(e) = results::write(&results, extra) {
+            reporter.report(
+                &Event::ResultsWriteFailed {
+                    path: extra.clone(),
+                    error: e.to_string(),
+                    written_to: written.at.clone(),
+                },
+                Instant::now(),
+            );
+        }
     }
     reporter.report(
         &Event::RunFinished {
             run_id: ctx.run_id.clone(),
-            results: path.clone(),
+            results: shown.clone(),
             completed: results.completed,
             failed: results.failed,
             skipped: results.skipped,
@@ -106,8 +134,16 @@ pub(super) async fn run_once(
         },
         Instant::now(),
     );
-    reporter.finish(&results, &path);
+    reporter.finish(&results, &shown);
     Ok(code)
+}
+
+/// The ledger writes that failed during a run, as its events told them: the end of the run
+/// reports how many.
+#[derive(Default)]
+struct LedgerFaults {
+    count: usize,
+    last: Option<String>,
 }
 
 /// The reporters the flags ask for, shaped by the manifest's plan (the same for every run).
@@ -148,9 +184,17 @@ async fn run_with_ticks(
     ctx: &RunContext,
     plan: &Plan,
     reporter: &RefCell<report::Fanout>,
+    ledger_faults: &RefCell<LedgerFaults>,
 ) -> std::io::Result<runner::RunOutcome> {
     let every = reporter.borrow().tick_every();
-    let mut on_event = |e: &Event| reporter.borrow_mut().report(e, Instant::now());
+    let mut on_event = |e: &Event| {
+        if let Event::LedgerFailed { error } = e {
+            let mut faults = ledger_faults.borrow_mut();
+            faults.count += 1;
+            faults.last = Some(error.clone());
+        }
+        reporter.borrow_mut().report(e, Instant::now())
+    };
     let run = runner::run(ctx, plan, &mut on_event);
     tokio::pin!(run);
     let Some(every) = every else {

@@ -1,68 +1,23 @@
 //! The budget ledger: pure budget scopes ([`budget`]) and the SQLite store of every token spent
-//! ([`store`]), with the crash reconciliation and the spend report built on them.
+//! ([`store`]), with the crash reconciliation ([`reconcile`]) and the spend report built on them.
 
 pub mod budget;
 pub mod nanos;
+pub mod reconcile;
 pub mod store;
 
-use std::collections::HashMap;
 use std::path::Path;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::agent::accounting::{Accounting, SessionTotals};
-use crate::agent::stream;
 pub use nanos::Nanos;
+pub use reconcile::reconcile;
 pub use store::{Delta, Kind, Ledger};
 
 /// The ledger file inside a state folder.
 pub fn path(state_dir: &Path) -> std::path::PathBuf {
     state_dir.join("ledger.sqlite")
-}
-
-/// Marks every run whose orch died as `dead`, after adding what its step logs hold that the ledger
-/// does not. Returns the ids of the runs reconciled.
-pub fn reconcile(ledger: &Ledger, now: DateTime<Utc>) -> rusqlite::Result<Vec<String>> {
-    let mut done = Vec::new();
-    for (run_id, _) in ledger.dead_runs()? {
-        let mut sessions: HashMap<String, SessionTotals> = HashMap::new();
-        for logged in ledger.agent_steps(&run_id)? {
-            let (step, session) = (logged.step, &logged.session_id);
-            let prior = if logged.resume {
-                session.as_ref().and_then(|s| sessions.get(s).cloned())
-            } else {
-                None
-            };
-            let mut accounting = Accounting::new(prior);
-            if let Ok(bytes) = std::fs::read(&logged.log) {
-                for line in bytes.split(|b| *b == b'\n') {
-                    if let Some(event) = stream::parse_line(line) {
-                        accounting.observe(&event);
-                    }
-                }
-            }
-            if let (Some(id), Some(totals)) = (session, accounting.session_totals()) {
-                sessions.insert(id.clone(), totals);
-            }
-            let from_log = accounting.usage();
-            let (tokens, usd) = ledger.step_spend(&run_id, step)?;
-            let missing = Delta::between(&tokens, usd, &from_log.tokens, from_log.cost_usd);
-            if !missing.is_zero() {
-                ledger.record(
-                    &run_id,
-                    step,
-                    from_log.model.as_deref(),
-                    Kind::Reconciled,
-                    &missing,
-                    now,
-                )?;
-            }
-        }
-        ledger.mark_dead(&run_id, now)?;
-        done.push(run_id);
-    }
-    Ok(done)
 }
 
 /// What `orch ledger` groups spend by.
@@ -210,7 +165,7 @@ mod tests {
         let (_, dir) = temp_ledger("old");
         let path = old_ledger(&dir);
         let ledger = Ledger::open(&path).unwrap();
-        assert_eq!(ledger.version().unwrap(), 2);
+        assert_eq!(ledger.version().unwrap(), store::SCHEMA_VERSION);
         let rows: Vec<(i64, i64, i64, Option<String>)> = ledger
             .conn()
             .prepare("SELECT input, cache_read, usd_nanos, note FROM usage ORDER BY id")

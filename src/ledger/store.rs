@@ -3,9 +3,10 @@
 //!
 //! Usage rows are deltas: live estimates as they come, then, when Claude Code's `result` arrives,
 //! rows that cancel the estimates and add the authoritative figures per model. The sum of a
-//! step's rows is always its best-known spend. A run that never finished (orch killed) is marked
-//! `dead` by the next orch that opens the ledger, after re-reading its step logs so that usage which
-//! reached a log but not the ledger is added (`reconciled` rows).
+//! step's rows is always its best-known spend. A run that never finished (orch killed) is claimed
+//! (`reconciling`, with the claimer's pid and start time) and then marked `dead` by the next orch
+//! that opens the ledger, after re-reading its step logs so that usage which reached a log but not
+//! the ledger is added (`reconciled` rows; see `super::reconcile`). Every path stored is absolute.
 //!
 //! Dollars are stored as integer nano-dollars (`usd_nanos`, since schema version 2); the REAL
 //! `usd` column is still written, as `usd_nanos / 10^9`, for readers of older versions, but orch
@@ -103,6 +104,11 @@ const MIGRATIONS: &[&str] = &[
         note = COALESCE(note || '; ', '') || 'migration 2: cache_creation ' || cache_creation || ' is out of range; counted as 10^12',
         cache_creation = 1000000000000
         WHERE cache_creation NOT BETWEEN -1000000000000000 AND 1000000000000000;",
+    // 3: reconciliation claims. A reconciler marks a dead run `reconciling` with its own pid and
+    // start time before it reads the logs, so a second reconciler leaves the run alone, and a
+    // claim whose holder died can be taken over.
+    "ALTER TABLE runs ADD COLUMN claim_pid INTEGER;
+    ALTER TABLE runs ADD COLUMN claim_start INTEGER;",
 ];
 
 /// The schema version a ledger has once opened.
@@ -279,7 +285,7 @@ impl Ledger {
                 run.id,
                 run.name,
                 run.manifest.to_string_lossy(),
-                run.run_dir.to_string_lossy(),
+                absolute(&run.run_dir).to_string_lossy(),
                 run.started_at.to_rfc3339(),
                 pid,
                 process_start(pid).map(|s| s as i64),
@@ -302,7 +308,7 @@ impl Ledger {
                 s.session_id,
                 s.resume,
                 s.is_agent,
-                s.log.to_string_lossy(),
+                absolute(&s.log).to_string_lossy(),
                 at.to_rfc3339(),
             ],
         )?;
@@ -429,7 +435,7 @@ impl Ledger {
             "SELECT TOTAL(u.usd_nanos) FROM usage u
              JOIN steps s ON s.run_id = u.run_id AND s.step = u.step
              JOIN runs r ON r.id = u.run_id
-             WHERE r.name = ?1 AND s.job = ?2 AND r.status != 'running'
+             WHERE r.name = ?1 AND s.job = ?2 AND r.status NOT IN ('running', 'reconciling')
              GROUP BY u.run_id ORDER BY MIN(u.at_ms)",
         )?;
         let rows = stmt.query_map(params![manifest_name, job], |r| {
@@ -442,31 +448,99 @@ impl Ledger {
         &self.conn
     }
 
-    /// The unfinished runs whose orch is gone (not this process, pid dead or reused).
-    pub fn dead_runs(&self) -> rusqlite::Result<Vec<(String, PathBuf)>> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT id, pid, pid_start, run_dir FROM runs WHERE status = 'running'")?;
-        let rows = stmt.query_map([], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, i64>(1)?,
-                r.get::<_, Option<i64>>(2)?,
-                r.get::<_, String>(3)?,
-            ))
-        })?;
-        let mut dead = Vec::new();
-        for row in rows {
-            let (id, pid, start, dir) = row?;
-            let alive = u32::try_from(pid)
-                .ok()
-                .and_then(process_start)
-                .is_some_and(|s| Some(s as i64) == start);
-            if !alive {
-                dead.push((id, PathBuf::from(dir)));
+    /// The runs a reconciler may claim: `running` with their orch gone (pid dead or reused), or
+    /// `reconciling` with their claimer gone (it died mid-way) or being `me`. A hint only: the
+    /// claim ([`Ledger::claim`]) checks again inside its transaction.
+    pub fn orphaned_runs(&self, me: Holder) -> rusqlite::Result<Vec<String>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT id FROM runs WHERE status IN ('running', 'reconciling') ORDER BY started_at",
+        )?;
+        let ids = stmt
+            .query_map([], |r| r.get::<_, String>(0))?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        let mut orphaned = Vec::new();
+        for id in ids {
+            if self.claimable(&id, me)? {
+                orphaned.push(id);
             }
         }
-        Ok(dead)
+        Ok(orphaned)
+    }
+
+    /// Whether `me` may claim the run now (see [`Ledger::orphaned_runs`]).
+    fn claimable(&self, run_id: &str, me: Holder) -> rusqlite::Result<bool> {
+        let row = self
+            .conn
+            .query_row(
+                "SELECT status, pid, pid_start, claim_pid, claim_start FROM runs WHERE id = ?1",
+                params![run_id],
+                |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        Holder::from_row(r.get(1)?, r.get(2)?),
+                        Holder::from_row(r.get(3)?, r.get(4)?),
+                    ))
+                },
+            )
+            .optional()?;
+        Ok(match row {
+            Some((status, owner, _)) if status == "running" => !owner.is_some_and(Holder::alive),
+            Some((status, _, claimer)) if status == "reconciling" => {
+                claimer == Some(me) || !claimer.is_some_and(Holder::alive)
+            }
+            _ => false,
+        })
+    }
+
+    /// Claims a dead run for reconciliation by `me`: in one `BEGIN IMMEDIATE` transaction, checks
+    /// that it is still claimable and marks it `reconciling` with `me` as the claimer. False when
+    /// another reconciler got there first (or the run is no longer dead).
+    pub fn claim(&self, run_id: &str, me: Holder) -> rusqlite::Result<bool> {
+        self.immediate(|l| {
+            if !l.claimable(run_id, me)? {
+                return Ok(false);
+            }
+            l.exec(
+                "UPDATE runs SET status = 'reconciling', claim_pid = ?2, claim_start = ?3 WHERE id = ?1",
+                params![run_id, me.pid, me.start.map(|s| s as i64)],
+            )?;
+            Ok(true)
+        })
+    }
+
+    /// Whether `me` still holds the claim on a run (nobody took it over).
+    pub fn holds_claim(&self, run_id: &str, me: Holder) -> rusqlite::Result<bool> {
+        let claimer = self
+            .conn
+            .query_row(
+                "SELECT claim_pid, claim_start FROM runs WHERE id = ?1 AND status = 'reconciling'",
+                params![run_id],
+                |r| Ok(Holder::from_row(r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        Ok(claimer.flatten() == Some(me))
+    }
+
+    /// Runs `f` in a `BEGIN IMMEDIATE` transaction: the write lock is taken first, so what `f`
+    /// reads cannot change before it writes. Rolled back if `f` fails.
+    pub fn immediate<T>(
+        &self,
+        f: impl FnOnce(&Ledger) -> rusqlite::Result<T>,
+    ) -> rusqlite::Result<T> {
+        self.conn.execute_batch("BEGIN IMMEDIATE")?;
+        match f(self) {
+            Ok(value) => match self.conn.execute_batch("COMMIT") {
+                Ok(()) => Ok(value),
+                Err(e) => {
+                    let _ = self.conn.execute_batch("ROLLBACK");
+                    Err(e)
+                }
+            },
+            Err(e) => {
+                let _ = self.conn.execute_batch("ROLLBACK");
+                Err(e)
+            }
+        }
     }
 
     /// The agent steps of a run that have a log, in step order.
@@ -486,7 +560,7 @@ impl Ledger {
         rows.collect()
     }
 
-    /// Marks a dead run and its unfinished steps.
+    /// Marks a dead run and its unfinished steps (inside the reconciler's closing transaction).
     pub fn mark_dead(&self, run_id: &str, at: DateTime<Utc>) -> rusqlite::Result<()> {
         self.exec(
             "UPDATE steps SET status = 'killed', finished_at = ?2 WHERE run_id = ?1 AND status = 'running'",
@@ -521,8 +595,47 @@ pub(crate) fn total_nanos(total: f64) -> Nanos {
     Nanos(total as i64)
 }
 
+/// `path` made absolute against the current folder, as every path the ledger stores must be: the
+/// next orch to read it (a reconciler) may run elsewhere. The state folder is made absolute where
+/// it is resolved; this is the backstop.
+fn absolute(path: &Path) -> PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
+}
+
+/// A process that owns a run or holds a claim on one: its pid and start time, which together tell
+/// a live process from a reused pid.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Holder {
+    pub pid: u32,
+    /// Clock ticks since boot; `None` when `/proc` could not tell (the holder then counts as gone).
+    pub start: Option<u64>,
+}
+
+impl Holder {
+    /// This process.
+    pub fn me() -> Holder {
+        let pid = std::process::id();
+        Holder {
+            pid,
+            start: process_start(pid),
+        }
+    }
+
+    fn from_row(pid: Option<i64>, start: Option<i64>) -> Option<Holder> {
+        Some(Holder {
+            pid: u32::try_from(pid?).ok()?,
+            start: start.and_then(|s| u64::try_from(s).ok()),
+        })
+    }
+
+    /// Whether the process still runs (same pid, same start time).
+    pub fn alive(self) -> bool {
+        self.start.is_some() && process_start(self.pid) == self.start
+    }
+}
+
 /// The start time of a process (clock ticks since boot), which tells a live orch from a reused pid.
-fn process_start(pid: u32) -> Option<u64> {
+pub(crate) fn process_start(pid: u32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let (_, rest) = stat.rsplit_once(')')?;
     rest.split_whitespace().nth(19)?.parse().ok()

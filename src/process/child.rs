@@ -15,7 +15,7 @@ use nix::unistd::{Pid, getpid, getppid, setpgid};
 use tokio::runtime::Handle;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::drain::{Sink, drain, enlarge_pipe};
+use super::drain::{LogFault, Sink, drain, enlarge_pipe};
 use super::guardian::Guardian;
 use super::lines::{BATCHES_IN_FLIGHT, Lines};
 use super::monitor::{self, Watch};
@@ -31,6 +31,8 @@ use super::{Exit, SpawnSpec, Stream};
 #[must_use = "dropping a Child SIGKILLs its process group"]
 pub struct Child {
     lines: Lines,
+    /// Log writes that failed, told as they happen (the final counts come with the [`Exit`]).
+    log_faults: mpsc::UnboundedReceiver<LogFault>,
     exit: oneshot::Receiver<Exit>,
     guard: KillOnDrop,
 }
@@ -66,6 +68,12 @@ impl Child {
         std::mem::replace(&mut self.lines, Lines::closed())
     }
 
+    /// Takes the receiver of log-write failures, each told when it begins (the pipes are drained
+    /// on regardless; the [`Exit`] has the final counts).
+    pub fn take_log_faults(&mut self) -> mpsc::UnboundedReceiver<LogFault> {
+        std::mem::replace(&mut self.log_faults, mpsc::unbounded_channel().1)
+    }
+
     /// A handle to stop or kill the group from elsewhere.
     pub fn stopper(&self) -> Stopper {
         Stopper {
@@ -80,6 +88,7 @@ impl Child {
             lines,
             exit,
             mut guard,
+            ..
         } = self;
         drop(lines);
         // If this future is dropped before the exit arrives, the guard kills the group.
@@ -132,19 +141,26 @@ pub async fn spawn(spec: &SpawnSpec, guardian: Option<&Guardian>) -> io::Result<
     enlarge_pipe(&stderr);
     let (lines_tx, lines) = mpsc::channel(BATCHES_IN_FLIGHT);
     let (finish, finish_rx) = watch::channel(false);
-    let sink = |stream, log| Sink {
+    let (faults_tx, log_faults) = mpsc::unbounded_channel();
+    let sink = |stream, log, log_path: &Path| Sink {
         stream,
         log,
+        log_path: log_path.to_path_buf(),
         lines: lines_tx.clone(),
         max_line_bytes: spec.max_line_bytes,
+        faults: faults_tx.clone(),
     };
     let drains = [
         tokio::spawn(drain(
             stdout,
-            sink(Stream::Stdout, stdout_log),
+            sink(Stream::Stdout, stdout_log, &spec.stdout_log),
             finish_rx.clone(),
         )),
-        tokio::spawn(drain(stderr, sink(Stream::Stderr, stderr_log), finish_rx)),
+        tokio::spawn(drain(
+            stderr,
+            sink(Stream::Stderr, stderr_log, &spec.stderr_log),
+            finish_rx,
+        )),
     ];
     drop(lines_tx);
 
@@ -159,6 +175,7 @@ pub async fn spawn(spec: &SpawnSpec, guardian: Option<&Guardian>) -> io::Result<
     }));
     Ok(Child {
         lines: Lines::new(lines),
+        log_faults,
         exit,
         guard: KillOnDrop { group, armed: true },
     })
@@ -189,6 +206,8 @@ fn prepare_child(parent: Pid) -> io::Result<()> {
     unsafe {
         signal(Signal::SIGINT, SigHandler::SigDfl)?;
         signal(Signal::SIGTERM, SigHandler::SigDfl)?;
+        // orch ignores it (`survive_file_size_limit`); an ignored signal stays ignored across exec.
+        signal(Signal::SIGXFSZ, SigHandler::SigDfl)?;
     }
     Ok(())
 }

@@ -4,10 +4,17 @@
 //! memchr framing, no per-byte work. It must never stop reading because the log or the consumer
 //! failed (a child blocked on a full pipe would hang the step), and never hold more than one read
 //! buffer plus one capped line.
+//!
+//! A log write that fails (a full disk, a file-size limit) is reported at once as a [`LogFault`]
+//! and never stops the draining: the bytes that could not be written are counted, each later chunk
+//! is tried again, and once writes succeed again the log resumes at a line boundary (the torn
+//! line before the gap is ended, the torn one after it dropped), so that readers of the log see
+//! whole lines only.
 
 use std::fs::File;
 use std::io::{self, Write};
 use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt};
@@ -33,27 +40,120 @@ pub(crate) fn enlarge_pipe(fd: impl AsFd) {
     let _ = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETPIPE_SZ(PIPE_SIZE));
 }
 
+/// Bytes of a step's output that did not reach its log file, and why.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct LogFault {
+    /// The pipe whose log it is.
+    pub stream: Stream,
+    /// The log file.
+    pub path: PathBuf,
+    /// The first write error, as the OS put it ("No space left on device (os error 28)").
+    pub error: String,
+    /// Bytes read from the pipe but not written to the log (so far, in a live report).
+    pub bytes_lost: u64,
+    /// Whether writing worked again after the failure (the log has a gap, not a missing end).
+    pub resumed: bool,
+}
+
 /// Where one pipe's output goes.
 pub(crate) struct Sink {
     pub(crate) stream: Stream,
     pub(crate) log: File,
+    pub(crate) log_path: PathBuf,
     pub(crate) lines: mpsc::Sender<Vec<Line>>,
     pub(crate) max_line_bytes: usize,
+    /// Told of the first failed write of each streak of failures, as it happens.
+    pub(crate) faults: mpsc::UnboundedSender<LogFault>,
+}
+
+/// The log file of one pipe, with its failures counted.
+struct LogFile {
+    file: File,
+    /// Set once a write failed; its `bytes_lost` grows while writes keep failing.
+    fault: Option<LogFault>,
+    /// A write failed and none has succeeded since.
+    failing: bool,
+}
+
+impl LogFile {
+    /// Writes `chunk`, or counts it lost. Returns the fault to report when this write began a
+    /// streak of failures.
+    fn write(&mut self, stream: Stream, path: &Path, chunk: &[u8]) -> Option<LogFault> {
+        let mut data = chunk;
+        if self.failing {
+            // Resume at a line boundary: drop the torn rest of the line the gap began in.
+            let Some(i) = memchr::memchr(b'\n', data) else {
+                self.lose(data.len());
+                return None;
+            };
+            if write_some(&mut self.file, b"\n").1.is_some() {
+                self.lose(data.len());
+                return None;
+            }
+            self.lose(i + 1);
+            data = &data[i + 1..];
+            self.failing = false;
+            if let Some(fault) = &mut self.fault {
+                fault.resumed = true;
+            }
+        }
+        let (written, error) = write_some(&mut self.file, data);
+        let err = error?;
+        let first_of_streak = !self.failing;
+        self.failing = true;
+        let fault = self.fault.get_or_insert_with(|| LogFault {
+            stream,
+            path: path.to_path_buf(),
+            error: err.to_string(),
+            bytes_lost: 0,
+            resumed: false,
+        });
+        fault.bytes_lost += (data.len() - written) as u64;
+        first_of_streak.then(|| fault.clone())
+    }
+
+    fn lose(&mut self, n: usize) {
+        if let Some(fault) = &mut self.fault {
+            fault.bytes_lost += n as u64;
+        }
+    }
+}
+
+/// Writes as much of `data` as the file takes: the bytes written, and the error that stopped it.
+fn write_some(file: &mut File, data: &[u8]) -> (usize, Option<io::Error>) {
+    let mut written = 0;
+    while written < data.len() {
+        match file.write(&data[written..]) {
+            Ok(0) => return (written, Some(io::ErrorKind::WriteZero.into())),
+            Ok(n) => written += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return (written, Some(e)),
+        }
+    }
+    (written, None)
 }
 
 /// Reads `reader` to EOF (or, once `finish` turns true, until it goes idle), writing every chunk
-/// to the log and sending its lines. Returns the first log-write error, after draining anyway.
+/// to the log and sending its lines. Returns what could not be written to the log, if anything,
+/// after draining anyway.
 pub(crate) async fn drain(
     mut reader: impl AsyncRead + Unpin,
     sink: Sink,
     mut finish: watch::Receiver<bool>,
-) -> io::Result<()> {
+) -> Option<LogFault> {
     let Sink {
         stream,
-        mut log,
+        log,
+        log_path,
         lines,
         max_line_bytes,
+        faults,
     } = sink;
+    let mut log = LogFile {
+        file: log,
+        fault: None,
+        failing: false,
+    };
     let mut framer = Framer::new(stream, max_line_bytes);
     // Filled by `read_buf` into spare capacity: a zeroed buffer would cost a memset per pipe per
     // step, which showed in the per-step overhead of short steps. It starts small, so that a
@@ -61,7 +161,6 @@ pub(crate) async fn drain(
     let mut buf: Vec<u8> = Vec::with_capacity(FIRST_READ_BUF);
     let mut out = Vec::new();
     let mut deliver = true;
-    let mut log_error = None;
     let mut finish_by: Option<Instant> = None;
     loop {
         buf.clear();
@@ -101,10 +200,9 @@ pub(crate) async fn drain(
         let chunk = &buf[..n];
         // The read buffer is the write buffer: one write(2) per chunk puts every byte read into
         // the page cache at once, so orch crashing later loses nothing it had read.
-        if log_error.is_none() {
-            if let Err(err) = log.write_all(chunk) {
-                log_error = Some(err);
-            }
+        if let Some(fault) = log.write(stream, &log_path, chunk) {
+            // Nobody listening (the step's executor is gone) changes nothing here.
+            let _ = faults.send(fault);
         }
         if deliver {
             framer.push(chunk, &mut out);
@@ -115,7 +213,7 @@ pub(crate) async fn drain(
         framer.finish(&mut out);
         send_all(&lines, &mut out).await;
     }
-    log_error.map_or(Ok(()), Err)
+    log.fault
 }
 
 /// Sends the lines of `out` as one batch, leaving it empty; false once the receiver is gone (then
@@ -125,4 +223,56 @@ async fn send_all(lines: &mpsc::Sender<Vec<Line>>, out: &mut Vec<Line>) -> bool 
         return true;
     }
     lines.send(std::mem::take(out)).await.is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs::OpenOptions;
+
+    fn log(file: File) -> LogFile {
+        LogFile {
+            file,
+            fault: None,
+            failing: false,
+        }
+    }
+
+    /// `/dev/full` answers every write with ENOSPC, a real full disk for anyone, root or not.
+    #[test]
+    fn writes_to_a_full_device_are_counted_and_reported_once() {
+        let path = PathBuf::from("/dev/full");
+        let mut log = log(OpenOptions::new().write(true).open(&path).unwrap());
+        let first = log.write(Stream::Stdout, &path, b"one\ntwo\n");
+        let fault = first.expect("the first failure is reported");
+        assert_eq!(fault.bytes_lost, 8);
+        assert!(fault.error.contains("No space left"), "{}", fault.error);
+        assert_eq!(log.write(Stream::Stdout, &path, b"three\n"), None);
+        assert_eq!(log.write(Stream::Stdout, &path, b"four"), None);
+        let fault = log.fault.unwrap();
+        assert_eq!(fault.bytes_lost, 8 + 6 + 4);
+        assert!(!fault.resumed);
+    }
+
+    #[test]
+    fn writing_resumes_at_a_line_boundary_once_space_returns() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("step.log");
+        let full = PathBuf::from("/dev/full");
+        let mut log = log(File::create(&path).unwrap());
+        assert_eq!(log.write(Stream::Stdout, &path, b"whole\ntorn "), None);
+        // The disk fills up...
+        let good = std::mem::replace(
+            &mut log.file,
+            OpenOptions::new().write(true).open(&full).unwrap(),
+        );
+        assert!(log.write(Stream::Stdout, &path, b"line\nlost\n").is_some());
+        // ...and has room again: the torn rest of the line is dropped, whole lines resume.
+        log.file = good;
+        assert_eq!(log.write(Stream::Stdout, &path, b"half\nnext\n"), None);
+        let fault = log.fault.clone().unwrap();
+        assert!(fault.resumed);
+        assert_eq!(fault.bytes_lost, 10 + 5);
+        assert_eq!(std::fs::read(&path).unwrap(), b"whole\ntorn \nnext\n");
+    }
 }

@@ -24,6 +24,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use child::{Child, spawn};
+pub use drain::LogFault;
 pub use group::{group_members, pid_alive, signal_group};
 pub use guardian::Guardian;
 pub use lines::Lines;
@@ -116,6 +117,9 @@ pub struct Exit {
     pub leaked: Vec<u32>,
     /// The last rung of the stop ladder sent before the leader exited, if any.
     pub stopped_by: Option<StopStage>,
+    /// Output that did not reach the log files (a full disk), per pipe, with the final counts.
+    #[serde(default)]
+    pub log_faults: Vec<LogFault>,
 }
 
 impl Exit {
@@ -142,6 +146,16 @@ pub fn own_cpu_time() -> Duration {
 
 /// Raises this process's open-file limit to its hard limit: each running step holds four
 /// descriptors (two pipes, two logs), so a thousand agents need more than the usual 1024.
+/// Makes a write past the file-size limit (`ulimit -f`, RLIMIT_FSIZE) fail with EFBIG instead
+/// of killing orch with SIGXFSZ: a log or results file that cannot grow is a fault to report,
+/// and orch dying of it would lose the run's summary and results. Children get the default back
+/// (see `child::prepare_child`).
+pub fn survive_file_size_limit() {
+    // SAFETY: ignoring a signal installs no handler.
+    let _ =
+        unsafe { nix::sys::signal::signal(Signal::SIGXFSZ, nix::sys::signal::SigHandler::SigIgn) };
+}
+
 pub fn raise_fd_limit() {
     use nix::sys::resource::{Resource, getrlimit, setrlimit};
     if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {

@@ -19,6 +19,7 @@ use tokio::task::JoinHandle;
 use tokio::time::{Instant, sleep, timeout};
 
 use super::Exit;
+use super::drain::LogFault;
 use super::group::{group_members, pid_alive};
 use super::guardian::Guardian;
 use super::stop::Group;
@@ -35,7 +36,7 @@ const LEADER_POLL: Duration = Duration::from_secs(5);
 pub(crate) struct Watch {
     pub(crate) leader: tokio::process::Child,
     pub(crate) group: Arc<Group>,
-    pub(crate) drains: [JoinHandle<std::io::Result<()>>; 2],
+    pub(crate) drains: [JoinHandle<Option<LogFault>>; 2],
     pub(crate) finish: watch::Sender<bool>,
     pub(crate) guardian: Option<Guardian>,
     pub(crate) exit: oneshot::Sender<Exit>,
@@ -78,10 +79,11 @@ pub(crate) async fn run(watch: Watch) {
     // A step's processes never outlive the step: whatever is left of the group goes now, pipe
     // holder or not (the leader is not reaped yet, so the pgid cannot have been reused).
     group.signal(Signal::SIGKILL);
+    let mut log_faults = Vec::new();
     for result in results.into_iter().flatten() {
         match result {
-            Ok(Ok(())) => {}
-            Ok(Err(err)) => tracing::warn!(pgid, %err, "writing a child's log failed"),
+            Ok(None) => {}
+            Ok(Some(fault)) => log_faults.push(fault),
             Err(err) => tracing::warn!(pgid, %err, "a drain task failed"),
         }
     }
@@ -107,14 +109,15 @@ pub(crate) async fn run(watch: Watch) {
         signal,
         leaked,
         stopped_by,
+        log_faults,
     });
 }
 
-type DrainResult = Result<std::io::Result<()>, tokio::task::JoinError>;
+type DrainResult = Result<Option<LogFault>, tokio::task::JoinError>;
 
 /// Awaits the drains that have not finished yet, storing each result as it arrives.
 async fn join_drains(
-    drains: &mut [JoinHandle<std::io::Result<()>>; 2],
+    drains: &mut [JoinHandle<Option<LogFault>>; 2],
     results: &mut [Option<DrainResult>; 2],
 ) {
     for (drain, result) in drains.iter_mut().zip(results.iter_mut()) {

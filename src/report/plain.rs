@@ -68,6 +68,33 @@ pub fn event_line(event: &Event, max: usize, show_output: bool) -> Option<String
             "⚠ runs left unfinished by a killed orch were reconciled from their logs and marked dead: {}",
             runs.join(", ")
         ),
+        Event::LogWriteFailed {
+            label,
+            stream,
+            path,
+            error,
+            bytes_lost,
+            ..
+        } => format!(
+            "⚠ {label}: cannot write its {stream} log {} ({error}); {} lost so far, the step goes on",
+            crate::commands::display_path(path),
+            super::results::human_bytes(*bytes_lost)
+        ),
+        Event::ResultsWriteFailed {
+            path,
+            error,
+            written_to,
+        } => match written_to {
+            Some(to) => format!(
+                "⚠ cannot write the results file {} ({error}); written to {} instead",
+                crate::commands::display_path(path),
+                crate::commands::display_path(to)
+            ),
+            None => format!(
+                "⚠ cannot write the results file {} ({error}), nor anywhere else",
+                crate::commands::display_path(path)
+            ),
+        },
         Event::LedgerFailed { error } => {
             format!("⚠ could not write the ledger ({error}); the step logs keep the usage")
         }
@@ -158,6 +185,8 @@ pub fn is_error(event: &Event) -> bool {
         Event::StopRequested { .. }
         | Event::StepSkipped { .. }
         | Event::LedgerFailed { .. }
+        | Event::LogWriteFailed { .. }
+        | Event::ResultsWriteFailed { .. }
         | Event::DeadRunsReconciled { .. }
         | Event::FireSkipped { .. }
         | Event::ScheduleStopped { .. } => true,

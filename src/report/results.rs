@@ -27,7 +27,81 @@ pub struct Results {
     pub instances: indexmap_like::Ordered<Instance>,
     /// Every budget scope: its limits, what it spent, and how far past a limit it went.
     pub budgets: Vec<BudgetResult>,
+    /// What the run could not write (log output, the results file itself, ledger rows), empty
+    /// when nothing was lost.
+    pub faults: Vec<Fault>,
     pub metadata: Metadata,
+}
+
+/// Something a run could not write, and what that cost.
+#[derive(Clone, Debug, Serialize)]
+pub struct Fault {
+    /// `log`, `results` or `ledger`.
+    pub kind: &'static str,
+    /// The step whose log it is.
+    pub step: Option<String>,
+    pub path: Option<PathBuf>,
+    /// The error, as the OS or SQLite put it.
+    pub error: String,
+    /// Log bytes read from the step but not written.
+    pub bytes_lost: Option<u64>,
+    /// Where the results file was written instead.
+    pub written_to: Option<PathBuf>,
+    /// The fault in one sentence, as the summary shows it.
+    pub message: String,
+}
+
+impl Fault {
+    /// Output of `step` that did not reach its log.
+    pub fn log(step: &str, fault: &crate::process::LogFault) -> Fault {
+        let resumed = if fault.resumed {
+            "; writing resumed later"
+        } else {
+            ""
+        };
+        let stream = match fault.stream {
+            crate::process::Stream::Stdout => "stdout",
+            crate::process::Stream::Stderr => "stderr",
+        };
+        Fault {
+            kind: "log",
+            step: Some(step.to_string()),
+            path: Some(fault.path.clone()),
+            error: fault.error.clone(),
+            bytes_lost: Some(fault.bytes_lost),
+            written_to: None,
+            message: format!(
+                "log of `{step}` ({stream}): {} not written ({}){resumed}",
+                human_bytes(fault.bytes_lost),
+                fault.error
+            ),
+        }
+    }
+
+    /// Ledger writes that failed during the run (`failures` of them, the last with `error`).
+    pub fn ledger(failures: usize, error: &str) -> Fault {
+        Fault {
+            kind: "ledger",
+            step: None,
+            path: None,
+            error: error.to_string(),
+            bytes_lost: None,
+            written_to: None,
+            message: format!(
+                "ledger: {failures} write(s) failed ({error}); this run's figures here are \
+                 complete, the ledger may hold less"
+            ),
+        }
+    }
+}
+
+/// `12.3 MB`, `4.0 KB`, `17 bytes`.
+pub fn human_bytes(n: u64) -> String {
+    match n {
+        n if n >= 1_000_000 => format!("{:.1} MB", n as f64 / 1e6),
+        n if n >= 1_000 => format!("{:.1} KB", n as f64 / 1e3),
+        n => format!("{n} bytes"),
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -150,6 +224,7 @@ pub fn build(ctx: &RunContext, plan: &Plan, out: &RunOutcome, exit_code: u8) -> 
     let mut all_cost = Nanos::ZERO;
     let mut any_estimate = false;
     let (mut completed, mut failed, mut skipped) = (0, 0, 0);
+    let mut faults = Vec::new();
     for (j, job) in ctx.manifest.jobs.iter().enumerate() {
         let status = job_status(plan, &out.states, j);
         match status {
@@ -166,6 +241,9 @@ pub fn build(ctx: &RunContext, plan: &Plan, out: &RunOutcome, exit_code: u8) -> 
         let mut steps = Vec::new();
         for &s in &plan.jobs[j] {
             let r = &out.records[s];
+            for fault in &r.log_faults {
+                faults.push(Fault::log(&plan.steps[s].label(), fault));
+            }
             let ran = r.started.is_some() && !r.log.as_os_str().is_empty();
             if let Some(u) = &r.usage {
                 tokens.add(&u.tokens);
@@ -248,6 +326,7 @@ pub fn build(ctx: &RunContext, plan: &Plan, out: &RunOutcome, exit_code: u8) -> 
                 }
             })
             .collect(),
+        faults,
         metadata: Metadata {
             run_id: ctx.run_id.clone(),
             name: ctx.manifest.name.clone(),
@@ -281,15 +360,95 @@ fn round3(x: f64) -> f64 {
     (x * 1000.0).round() / 1000.0
 }
 
-/// Writes `results` to `path` atomically: a temporary file beside it, synced, then renamed.
+/// Writes `results` to `path` atomically: a temporary file beside it, synced, then renamed. A
+/// failed write leaves no temporary file behind (on a full disk it would hold on to the space).
 pub fn write(results: &Results, path: &Path) -> std::io::Result<()> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)?;
     }
     let tmp = path.with_extension(format!("json.tmp-{}", std::process::id()));
-    let mut file = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
-    serde_json::to_writer_pretty(&mut file, results)?;
-    file.write_all(b"\n")?;
-    file.into_inner().map_err(|e| e.into_error())?.sync_all()?;
-    std::fs::rename(&tmp, path)
+    let written = (|| {
+        let mut file = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
+        serde_json::to_writer_pretty(&mut file, results)?;
+        file.write_all(b"\n")?;
+        file.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
+}
+
+/// How many times writing the results file is tried before falling back, and the pause between
+/// tries (space freed by another process, a transient error).
+const WRITE_TRIES: u32 = 3;
+const WRITE_PAUSE: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// Where the results file went.
+#[derive(Debug)]
+pub struct Written {
+    /// Where the results file is: `path`, or the fallback; `None` when neither could be written.
+    pub at: Option<PathBuf>,
+    /// The error that kept it from `path`, if one did.
+    pub error: Option<String>,
+}
+
+/// Writes `results` to `path`, tried [`WRITE_TRIES`] times; failing that, records the fault in
+/// `results` and writes them to `fallback` instead (a folder on another file system, such as the
+/// temporary folder), as `<file name>` there.
+pub fn write_or_fall_back(results: &mut Results, path: &Path, fallback: &Path) -> Written {
+    let mut last = None;
+    for attempt in 0..WRITE_TRIES {
+        if attempt > 0 {
+            std::thread::sleep(WRITE_PAUSE);
+        }
+        match write(results, path) {
+            Ok(()) => {
+                return Written {
+                    at: Some(path.to_path_buf()),
+                    error: None,
+                };
+            }
+            Err(e) => last = Some(e),
+        }
+    }
+    let error = last.map(|e| e.to_string()).unwrap_or_default();
+    let name = format!(
+        "orch-results-{}.json",
+        results.metadata.run_id.replace(['/', '\\'], "-")
+    );
+    let other = fallback.join(name);
+    let mut fault = Fault {
+        kind: "results",
+        step: None,
+        path: Some(path.to_path_buf()),
+        error: error.clone(),
+        bytes_lost: None,
+        written_to: Some(other.clone()),
+        message: format!(
+            "results: could not write {} ({error}); written to {} instead",
+            path.display(),
+            other.display()
+        ),
+    };
+    results.faults.push(fault.clone());
+    let at = match write(results, &other) {
+        Ok(()) => Some(other),
+        Err(e) => {
+            fault.written_to = None;
+            fault.message = format!(
+                "results: could not write {} ({error}) nor {} ({e})",
+                path.display(),
+                other.display()
+            );
+            results.faults.pop();
+            results.faults.push(fault);
+            None
+        }
+    };
+    Written {
+        at,
+        error: Some(error),
+    }
 }

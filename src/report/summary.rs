@@ -94,6 +94,10 @@ pub fn render(results: &Results, path: &Path, paint: Paint) -> String {
         t.total_cost_usd,
         if t.cost_is_estimate { " (includes estimates)" } else { "" },
     ));
+    // What the run could not write comes last but one, where the eye lands after the totals.
+    for fault in &results.faults {
+        o.push_str(&format!("⚠ {}\n", fault.message));
+    }
     o.push_str(&format!(
         "results: {}\nlogs:    {}\n",
         display_path(path),

@@ -276,6 +276,14 @@ impl<'a> Dispatcher<'a> {
                 what: anomaly.to_string(),
             }),
             Report::Exited(exited) => self.finish(*exited, report),
+            Report::LogWriteFailed { step, fault } => report(&Event::LogWriteFailed {
+                step,
+                label: label(step),
+                stream: format!("{:?}", fault.stream).to_lowercase(),
+                path: fault.path,
+                error: fault.error,
+                bytes_lost: fault.bytes_lost,
+            }),
         }
     }
 
@@ -328,6 +336,11 @@ impl<'a> Dispatcher<'a> {
             .exit
             .as_ref()
             .map(|x| x.leaked.clone())
+            .unwrap_or_default();
+        record.log_faults = e
+            .exit
+            .as_ref()
+            .map(|x| x.log_faults.clone())
             .unwrap_or_default();
         record.usage = e.outcome.as_ref().map(|o| o.usage.clone());
         record.result = e.outcome.as_ref().and_then(|o| o.result.clone());

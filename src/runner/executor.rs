@@ -69,6 +69,11 @@ pub enum Report {
         step: StepId,
         anomaly: crate::agent::stream::Anomaly,
     },
+    /// Writing the step's log began to fail (the pipe is drained on regardless).
+    LogWriteFailed {
+        step: StepId,
+        fault: process::LogFault,
+    },
 }
 
 /// How a step attempt ended, as far as the executor knows.
@@ -132,6 +137,8 @@ pub async fn execute(launch: Launch, guardian: Arc<Guardian>, tx: mpsc::Sender<R
         .await;
 
     let mut lines = child.take_lines();
+    let mut log_faults = child.take_log_faults();
+    let mut faults_open = true;
     let mut accounting = launch.agent.clone().map(Accounting::new);
     let mut tail: VecDeque<String> = VecDeque::new();
     let mut shown = Instant::now() - OUTPUT_EVERY;
@@ -175,6 +182,12 @@ pub async fn execute(launch: Launch, guardian: Arc<Guardian>, tx: mpsc::Sender<R
                     }
                 }
             }
+            fault = log_faults.recv(), if faults_open => match fault {
+                Some(fault) => {
+                    let _ = tx.send(Report::LogWriteFailed { step, fault }).await;
+                }
+                None => faults_open = false,
+            },
             done = &mut wait, if exit.is_none() => exit = Some(done),
             () = &mut deadline, if !timed_out && exit.is_none() => {
                 timed_out = true;

@@ -88,6 +88,8 @@ pub struct StepRecord {
     pub tail: Vec<String>,
     /// The step's main model, once known.
     pub model: Option<String>,
+    /// Output that did not reach the log files (a full disk), with the final counts.
+    pub log_faults: Vec<crate::process::LogFault>,
 }
 
 /// How a run ended: every step's status and record.
@@ -111,6 +113,7 @@ pub async fn run(
 ) -> std::io::Result<RunOutcome> {
     std::fs::create_dir_all(ctx.run_dir.join("logs"))?;
     crate::process::raise_fd_limit();
+    crate::process::survive_file_size_limit();
     let ledger_path = ledger::path(&ctx.manifest.settings.state_dir);
     let sql = |e: rusqlite::Error| {
         std::io::Error::other(format!("ledger {}: {e}", ledger_path.display()))

@@ -409,10 +409,24 @@ fn every_event_kind_validates_against_the_schema() {
     ));
 
     // A ledger that cannot be written, and a wait long enough to pass a milestone (an hour),
-    // are hard to provoke in a test: those kinds are built here.
+    // are hard to provoke in a test: those kinds are built here. (A full disk, which produces the
+    // write faults for real, needs root: `recovery::a_full_disk_loses_no_spend_and_says_what_it_lost`.)
     for event in [
         orch::events::Event::LedgerFailed {
             error: "disk full".into(),
+        },
+        orch::events::Event::LogWriteFailed {
+            step: 0,
+            label: "a".into(),
+            stream: "stdout".into(),
+            path: "/state/runs/r/logs/001-a.log".into(),
+            error: "No space left on device (os error 28)".into(),
+            bytes_lost: 4096,
+        },
+        orch::events::Event::ResultsWriteFailed {
+            path: "/state/runs/r/results.json".into(),
+            error: "No space left on device (os error 28)".into(),
+            written_to: Some("/tmp/orch-results-r.json".into()),
         },
         orch::events::Event::WaitUpdated {
             at: chrono::DateTime::UNIX_EPOCH.fixed_offset(),
