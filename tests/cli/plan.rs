@@ -118,18 +118,12 @@ fn json_dot_and_mermaid_formats() {
 
 #[test]
 fn orch_toml_is_the_default_manifest() {
-    let out = Test::new().args(&["plan"]).run();
-    assert_eq!(out.code, 2);
-    assert!(
-        out.stderr.contains("cannot read manifest orch.toml"),
-        "{}",
-        out.stderr
-    );
-    assert!(
-        out.stderr.contains("create orch.toml here"),
-        "{}",
-        out.stderr
-    );
+    Test::new()
+        .args(&["plan"])
+        .status(2)
+        .stderr_contains("cannot read manifest orch.toml")
+        .stderr_contains("create orch.toml here")
+        .run();
 }
 
 #[test]
@@ -165,18 +159,15 @@ fn a_json_syntax_error_is_shown_in_place() {
 
 #[test]
 fn the_demo_manifest_plans_its_simulated_agents() {
-    let out = Test::new()
+    Test::new()
         .args(&[
             "plan",
             root().join("manifests/demo.toml").to_str().unwrap(),
             "--simulate",
         ])
+        .status(0)
+        .stdout_contains("agent-sim -p --output-format stream-json --verbose")
         .run();
-    assert_eq!(out.code, 0, "{}", out.stderr);
-    assert!(
-        out.stdout
-            .contains("agent-sim -p --output-format stream-json --verbose")
-    );
 }
 
 /// What a `digraph` in DOT declares: its nodes with their labels (as written, escapes kept) and
