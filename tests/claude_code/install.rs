@@ -107,8 +107,12 @@ fn install(dir: &Path) -> Result<PathBuf, String> {
             .current_dir(script.parent().unwrap_or(&scratch))
             .status();
     }
-    let version = version_of(&bin(&scratch))?;
+    // A scratch install that does not check out is removed, not left behind (230 MB each).
+    let version = version_of(&bin(&scratch)).inspect_err(|_| {
+        let _ = std::fs::remove_dir_all(&scratch);
+    })?;
     if !version.starts_with(VERSION) {
+        let _ = std::fs::remove_dir_all(&scratch);
         return Err(format!(
             "installed claude reports {version:?}, not {VERSION}"
         ));
