@@ -227,3 +227,18 @@ fn parse_dot(text: &str) -> Dot {
     }
     dot
 }
+
+#[test]
+fn the_dot_check_rejects_what_graphviz_would() {
+    // A quote left unescaped in a label, an edge to nowhere: the parser refuses both.
+    for bad in [
+        "digraph \"p\" {\n  s0 [label=\"say \"hi\"\"];\n}\n",
+        "digraph \"p\" {\n  s0 -> ;\n}\n",
+    ] {
+        assert!(graphviz_rust::parse(bad).is_err(), "accepted: {bad}");
+    }
+    let good = parse_dot(
+        "digraph \"p\" {\n  s0 [label=\"a \\\"b\\\"\"];\n  s1 [label=\"c\"];\n  s0 -> s1;\n}\n",
+    );
+    assert_eq!(good.edges, [("s0".to_string(), "s1".to_string())]);
+}
