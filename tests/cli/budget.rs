@@ -4,6 +4,7 @@
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
+use rusqlite::OptionalExtension;
 use serde_json::Value;
 
 use super::harness::Test;
@@ -487,6 +488,19 @@ fn sigkill_at_random_points_loses_no_recorded_usage() {
         };
         let run = run.file_name().unwrap().to_str().unwrap().to_string();
         let db = rusqlite::Connection::open(copy.join("ledger.sqlite")).unwrap();
+        let tables: i64 = db
+            .query_row(
+                "SELECT COUNT(*) FROM sqlite_master WHERE name IN ('steps', 'usage')",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        if tables < 2 {
+            // Killed before the ledger had its tables: nothing was committed; the check after
+            // reconciliation still holds the run to its logs.
+            killed.push(run);
+            continue;
+        }
         for (step, full) in spend_from_logs(&db, &run, |_| usize::MAX) {
             let have = committed(&db, &run, step);
             assert!(
@@ -527,9 +541,20 @@ fn sigkill_at_random_points_loses_no_recorded_usage() {
     let db = rusqlite::Connection::open(t.path().join(".orch/ledger.sqlite")).unwrap();
     let mut checked_steps = 0;
     for run in &killed {
-        let status: String = db
+        let status: Option<String> = db
             .query_row("SELECT status FROM runs WHERE id = ?1", [run], |r| r.get(0))
+            .optional()
             .unwrap();
+        let Some(status) = status else {
+            // Killed between making the run's folder and recording the run: it must not have
+            // launched anything, or what that spent would be nowhere in the ledger.
+            let logs = log_lengths(&runs_dir.join(run).join("logs"));
+            assert!(
+                logs.is_empty(),
+                "run {run} is not in the ledger but has logs: {logs:?}"
+            );
+            continue;
+        };
         assert_eq!(status, "dead", "run {run}");
         for (step, from_log) in spend_from_logs(&db, run, |_| usize::MAX) {
             let have = committed(&db, run, step);
