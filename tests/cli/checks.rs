@@ -5,7 +5,7 @@
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use super::harness::{MARK_VAR, Test};
+use super::harness::{MARK_VAR, Test, wait_until};
 
 /// What a developer's shell may hold that would change what orch does.
 const POLLUTION: &[(&str, &str)] = &[
@@ -89,7 +89,12 @@ fn a_process_that_outlives_orch_is_found() {
         .env(MARK_VAR, t.mark())
         .spawn()
         .expect("sleep starts");
-    let found = t.survivors(Duration::from_millis(100));
+    // Its environment shows in /proc only once exec has set it up, a moment after spawn returns.
+    let mut found = Vec::new();
+    wait_until("the sleeper to show", Duration::from_secs(5), || {
+        found = t.survivors(Duration::ZERO);
+        !found.is_empty()
+    });
     // Allowed: the checks pass with it alive.
     t.check();
     sleeper.kill().expect("kill sleep");
