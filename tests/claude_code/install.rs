@@ -7,6 +7,7 @@
 //! cache behind. When npm or its registry cannot be reached the suite fails, loudly; it never
 //! skips.
 
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
@@ -106,8 +107,12 @@ fn install(dir: &Path) -> Result<PathBuf, String> {
             .current_dir(script.parent().unwrap_or(&scratch))
             .status();
     }
-    let version = version_of(&bin(&scratch))?;
+    // A scratch install that does not check out is removed, not left behind (230 MB each).
+    let version = version_of(&bin(&scratch)).inspect_err(|_| {
+        let _ = std::fs::remove_dir_all(&scratch);
+    })?;
     if !version.starts_with(VERSION) {
+        let _ = std::fs::remove_dir_all(&scratch);
         return Err(format!(
             "installed claude reports {version:?}, not {VERSION}"
         ));
@@ -123,9 +128,16 @@ fn install(dir: &Path) -> Result<PathBuf, String> {
 /// `claude --version`, checked against the pin; inside a network namespace of its own, like
 /// every other run of the CLI here.
 fn version_of(claude: &Path) -> Result<String, String> {
-    let out = Command::new("unshare")
-        .arg("-n")
-        .arg(claude)
+    let mut cmd = Command::new(claude);
+    // SAFETY: unshare(2) is a plain system call, safe between fork and exec. The forked child
+    // still holds this process's capabilities (root's, or those of the suite's own user
+    // namespace, see `sandbox`); `unshare -n` as a program would lose the latter at exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).map_err(std::io::Error::from)
+        });
+    }
+    let out = cmd
         .arg("--version")
         .env("DISABLE_AUTOUPDATER", "1")
         .env("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1")

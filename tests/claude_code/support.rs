@@ -74,7 +74,9 @@ impl Scenario {
             .env("DISABLE_AUTOUPDATER", "1")
             .env("DISABLE_ERROR_REPORTING", "1")
             // As root, the CLI refuses bypassPermissions outside a declared sandbox.
-            .env("IS_SANDBOX", "1");
+            .env("IS_SANDBOX", "1")
+            // The harness's mark: its post-test checks find any process of this test left alive.
+            .env(crate::harness::MARK_VAR, self.test.mark());
         for (k, v) in &self.env {
             cmd.env(k, v);
         }

@@ -1,9 +1,10 @@
 //! Budgets with the simulated agent: block mode at every scope, warn mode, the rolling window
 //! across runs, the overshoot bound, and the ledger surviving SIGKILL.
 
-use std::collections::HashSet;
-use std::time::Duration;
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
 
+use rusqlite::OptionalExtension;
 use serde_json::Value;
 
 use super::harness::Test;
@@ -300,24 +301,233 @@ fn the_ledger_reports_spend_by_run_job_command_model_and_day() {
     assert!(text.contains("total in the last 30d"), "{text}");
 }
 
-/// Kills orch with SIGKILL at many points of a run; after the next start reconciles, the ledger
-/// holds exactly what the step logs hold, and the dead run is marked as such.
+/// A seed for a test's random choices: `ORCH_TEST_SEED` when set (to replay a failure), else
+/// from the clock. Printed either way.
+fn test_seed(test: &str) -> u64 {
+    let seed = match std::env::var("ORCH_TEST_SEED") {
+        Ok(s) => s.parse().expect("ORCH_TEST_SEED is a number"),
+        Err(_) => std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("after 1970")
+            .as_nanos() as u64,
+    };
+    eprintln!("{test}: seed {seed} (replay with ORCH_TEST_SEED={seed})");
+    seed
+}
+
+/// splitmix64: the next number of a seeded sequence.
+fn next_random(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// Tokens and dollars.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+struct Spend {
+    tokens: u64,
+    usd: f64,
+}
+
+/// Each agent step of a run in a ledger: its number, log, and whether it resumes a session.
+fn agent_steps(db: &rusqlite::Connection, run: &str) -> Vec<(i64, String, bool, Option<String>)> {
+    let mut steps = db
+        .prepare(
+            "SELECT step, log, resume, session_id FROM steps
+             WHERE run_id = ?1 AND is_agent = 1 ORDER BY step",
+        )
+        .unwrap();
+    steps
+        .query_map([run], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+}
+
+/// What each agent step of `run` is charged by its log, read only up to `limit(log)` bytes
+/// (whole lines only), as orch's own accounting reads it, resumed sessions included.
+fn spend_from_logs(
+    db: &rusqlite::Connection,
+    run: &str,
+    limit: impl Fn(&str) -> usize,
+) -> Vec<(i64, Spend)> {
+    let mut sessions = std::collections::HashMap::new();
+    let mut out = Vec::new();
+    for (step, log, resume, session) in agent_steps(db, run) {
+        let prior = if resume {
+            session.as_ref().and_then(|s| sessions.get(s).cloned())
+        } else {
+            None
+        };
+        let mut acc = orch::agent::accounting::Accounting::new(prior);
+        let mut bytes = std::fs::read(&log).unwrap_or_default();
+        bytes.truncate(limit(&log));
+        let whole = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+        for line in bytes[..whole].split(|b| *b == b'\n') {
+            if let Some(ev) = orch::agent::stream::parse_line(line) {
+                acc.observe(&ev);
+            }
+        }
+        if let (Some(s), Some(totals)) = (session, acc.session_totals()) {
+            sessions.insert(s, totals);
+        }
+        let usage = acc.usage();
+        out.push((
+            step,
+            Spend {
+                tokens: usage.total_tokens(),
+                usd: usage.cost_usd,
+            },
+        ));
+    }
+    out
+}
+
+/// The usage rows of one step of `run` in a ledger, summed.
+fn committed(db: &rusqlite::Connection, run: &str, step: i64) -> Spend {
+    let (tokens, usd): (i64, f64) = db
+        .query_row(
+            "SELECT COALESCE(SUM(input+output+cache_read+cache_creation),0), COALESCE(SUM(usd),0)
+             FROM usage WHERE run_id = ?1 AND step = ?2",
+            rusqlite::params![run, step],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    Spend {
+        tokens: tokens as u64,
+        usd,
+    }
+}
+
+/// The byte length of every file in `dir`.
+fn log_lengths(dir: &std::path::Path) -> HashMap<String, usize> {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let len = e.metadata().ok()?.len() as usize;
+            Some((e.path().display().to_string(), len))
+        })
+        .collect()
+}
+
+/// How long before a kill a message must have reached its step's log for its usage to be
+/// committed: the ledger may batch commits, the step logs are the write-ahead record, and
+/// reconciliation recovers the rest; the window bounds what it may have to recover.
+const COMMIT_WINDOW: Duration = Duration::from_secs(2);
+
+/// Kills orch with SIGKILL at random points of a run (seeded, the seed printed) and checks the
+/// ledger as the kill left it (a copy of the file and its WAL taken before anything reopens
+/// it): no step has more committed than its log holds (no phantom spend), and every message
+/// that reached a log more than [`COMMIT_WINDOW`] before the kill is committed (the ledger kept
+/// writing). Then, after the next start reconciles, every killed run is dead and holds exactly
+/// what its step logs hold.
 #[test]
 fn sigkill_at_random_points_loses_no_recorded_usage() {
     let manifest = "[settings]\nstartup_delay = \"0s\"\n\
-        [jobs.a]\nprompt = \"one\"\nenv = { ORCH_SIM_TURNS = \"40\", ORCH_SIM_DELAY_MS = \"5\" }\n\
-        [jobs.b]\ncommand = \"/two x\"\npre_commands = [\"/clear\"]\nenv = { ORCH_SIM_TURNS = \"40\", ORCH_SIM_DELAY_MS = \"7\" }\n\
-        [jobs.c]\nprompt = \"three\"\nenv = { ORCH_SIM_TURNS = \"40\", ORCH_SIM_DELAY_MS = \"3\" }\n";
-    let t = sim_test(manifest).args(&["run", "--simulate", "--quiet"]);
-    // Points spread over the run (a few milliseconds to well into it), different every test run.
-    let seed = std::process::id() as u64;
-    for i in 0..8u64 {
-        let delay = 30 + (seed.wrapping_mul(2654435761).wrapping_add(i * 97)) % 600;
+        [jobs.a]\nprompt = \"one\"\nenv = { ORCH_SIM_TURNS = \"150\", ORCH_SIM_DELAY_MS = \"40\" }\n\
+        [jobs.b]\ncommand = \"/two x\"\npre_commands = [\"/clear\"]\nenv = { ORCH_SIM_TURNS = \"150\", ORCH_SIM_DELAY_MS = \"45\" }\n\
+        [jobs.c]\nprompt = \"three\"\nenv = { ORCH_SIM_TURNS = \"150\", ORCH_SIM_DELAY_MS = \"35\" }\n";
+    let t = sim_test(manifest)
+        .args(&["run", "--simulate", "--quiet"])
+        .allow_dead_run("orch is SIGKILLed mid-run, on purpose, again and again");
+    let mut rng = test_seed("sigkill_at_random_points_loses_no_recorded_usage");
+    let runs_dir = t.path().join(".orch/runs");
+    let mut killed = Vec::new();
+    let mut windows_checked = 0;
+    for i in 0..6 {
+        // Half the kills early (startup, first turns), half late enough for the window check.
+        let delay = if i % 2 == 0 {
+            Duration::from_millis(20 + next_random(&mut rng) % 600)
+        } else {
+            COMMIT_WINDOW + Duration::from_millis(200 + next_random(&mut rng) % 2000)
+        };
+        let before: HashSet<_> = std::fs::read_dir(&runs_dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .collect();
+        let started = Instant::now();
         let mut child = t.command().spawn().unwrap();
-        std::thread::sleep(Duration::from_millis(delay));
+        // The logs as they were COMMIT_WINDOW before the kill.
+        let mut early = None;
+        if let Some(at) = delay.checked_sub(COMMIT_WINDOW) {
+            std::thread::sleep(at);
+            let run = std::fs::read_dir(&runs_dir)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(|e| e.path())
+                .find(|p| !before.contains(p));
+            early = run.map(|r| log_lengths(&r.join("logs")));
+        }
+        std::thread::sleep(delay.saturating_sub(started.elapsed()));
         child.kill().unwrap();
         child.wait().unwrap();
+        // The ledger as orch left it, before any other orch opens (and reconciles) it.
+        let copy = t.path().join(format!("ledger-at-kill-{i}"));
+        std::fs::create_dir_all(&copy).unwrap();
+        for name in ["ledger.sqlite", "ledger.sqlite-wal"] {
+            let from = t.path().join(".orch").join(name);
+            if from.exists() {
+                std::fs::copy(&from, copy.join(name)).unwrap();
+            }
+        }
+        let Some(run) = std::fs::read_dir(&runs_dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| !before.contains(p))
+        else {
+            continue; // Killed before the run had a folder: nothing recorded, nothing to lose.
+        };
+        let run = run.file_name().unwrap().to_str().unwrap().to_string();
+        let db = rusqlite::Connection::open(copy.join("ledger.sqlite")).unwrap();
+        let tables: i64 = db
+            .query_row(
+                "SELECT COUNT(*) FROM sqlite_master WHERE name IN ('steps', 'usage')",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        if tables < 2 {
+            // Killed before the ledger had its tables: nothing was committed; the check after
+            // reconciliation still holds the run to its logs.
+            killed.push(run);
+            continue;
+        }
+        for (step, full) in spend_from_logs(&db, &run, |_| usize::MAX) {
+            let have = committed(&db, &run, step);
+            assert!(
+                have.tokens <= full.tokens && have.usd <= full.usd + 1e-9,
+                "kill {i} after {delay:?}, run {run} step {step}: the ledger had committed \
+                 {have:?}, more than the step's log holds, {full:?}"
+            );
+        }
+        if let Some(early) = early {
+            let at_window = |log: &str| early.get(log).copied().unwrap_or(0);
+            for (step, old) in spend_from_logs(&db, &run, at_window) {
+                let have = committed(&db, &run, step);
+                assert!(
+                    have.tokens >= old.tokens && have.usd + 1e-9 >= old.usd,
+                    "kill {i} after {delay:?}, run {run} step {step}: the step's log held \
+                     {old:?} {COMMIT_WINDOW:?} before the kill, the ledger had committed only \
+                     {have:?}"
+                );
+                windows_checked += usize::from(old.tokens > 0);
+            }
+        }
+        killed.push(run);
     }
+    assert!(
+        windows_checked > 0,
+        "no kill came late enough to check the window"
+    );
     // The next start (here `orch ledger`) reconciles every dead run.
     let out = t
         .with_args(&["ledger", "--format", "json"])
@@ -329,67 +539,34 @@ fn sigkill_at_random_points_loses_no_recorded_usage() {
         String::from_utf8_lossy(&out.stderr)
     );
     let db = rusqlite::Connection::open(t.path().join(".orch/ledger.sqlite")).unwrap();
-    let mut stmt = db.prepare("SELECT id, status FROM runs").unwrap();
-    let runs: Vec<(String, String)> = stmt
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-        .unwrap()
-        .map(Result::unwrap)
-        .collect();
-    assert!(!runs.is_empty());
     let mut checked_steps = 0;
-    for (run, status) in &runs {
-        assert!(
-            status == "dead" || status == "completed",
-            "run {run} is {status}"
-        );
-        let mut steps = db
-            .prepare("SELECT step, log, resume, session_id FROM steps WHERE run_id = ?1 AND is_agent = 1 ORDER BY step")
+    for run in &killed {
+        let status: Option<String> = db
+            .query_row("SELECT status FROM runs WHERE id = ?1", [run], |r| r.get(0))
+            .optional()
             .unwrap();
-        let rows: Vec<(i64, String, bool, Option<String>)> = steps
-            .query_map([run], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
-            .unwrap()
-            .map(Result::unwrap)
-            .collect();
-        let mut sessions = std::collections::HashMap::new();
-        for (step, log, resume, session) in rows {
-            let prior = if resume {
-                session.as_ref().and_then(|s| sessions.get(s).cloned())
-            } else {
-                None
-            };
-            let mut acc = orch::agent::accounting::Accounting::new(prior);
-            let bytes = std::fs::read(&log).unwrap_or_default();
-            for line in bytes.split(|b| *b == b'\n') {
-                if let Some(ev) = orch::agent::stream::parse_line(line) {
-                    acc.observe(&ev);
-                }
-            }
-            if let (Some(s), Some(totals)) = (session, acc.session_totals()) {
-                sessions.insert(s, totals);
-            }
-            let (tokens, usd): (i64, f64) = db
-                .query_row(
-                    "SELECT COALESCE(SUM(input+output+cache_read+cache_creation),0), COALESCE(SUM(usd),0)
-                     FROM usage WHERE run_id = ?1 AND step = ?2",
-                    rusqlite::params![run, step],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
-                )
-                .unwrap();
-            let from_log = acc.usage();
-            assert_eq!(
-                tokens as u64,
-                from_log.total_tokens(),
-                "run {run} step {step}"
-            );
+        let Some(status) = status else {
+            // Killed between making the run's folder and recording the run: it must not have
+            // launched anything, or what that spent would be nowhere in the ledger.
+            let logs = log_lengths(&runs_dir.join(run).join("logs"));
             assert!(
-                (usd - from_log.cost_usd).abs() < 1e-9,
-                "run {run} step {step}"
+                logs.is_empty(),
+                "run {run} is not in the ledger but has logs: {logs:?}"
+            );
+            continue;
+        };
+        assert_eq!(status, "dead", "run {run}");
+        for (step, from_log) in spend_from_logs(&db, run, |_| usize::MAX) {
+            let have = committed(&db, run, step);
+            assert_eq!(have.tokens, from_log.tokens, "run {run} step {step}");
+            assert!(
+                (have.usd - from_log.usd).abs() < 1e-9,
+                "run {run} step {step}: {have:?} vs {from_log:?}"
             );
             checked_steps += 1;
         }
     }
     assert!(checked_steps > 0);
-    assert!(runs.iter().any(|(_, s)| s == "dead"), "{runs:?}");
 }
 
 #[test]

@@ -361,7 +361,8 @@ fn every_event_kind_validates_against_the_schema() {
     lines.extend(event_lines(&t.path().join("c.ndjson")));
 
     // 4. An orch killed mid-run leaves a run that the next start reconciles.
-    let t = sim_test("[jobs.hang]\nprompt = \"wait\"\nenv = { ORCH_SIM_HANG = \"1\" }\n");
+    let t = sim_test("[jobs.hang]\nprompt = \"wait\"\nenv = { ORCH_SIM_HANG = \"1\" }\n")
+        .allow_dead_run("orch is SIGKILLed to leave a run for the next start to reconcile");
     let mut child = t
         .with_args(&["run", "--simulate", "--quiet"])
         .spawn()

@@ -2,6 +2,7 @@
 
 mod book;
 mod budget;
+mod checks;
 mod display;
 mod fuzz;
 mod harness;
