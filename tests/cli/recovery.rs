@@ -102,7 +102,8 @@ fn concurrent_reconcilers_add_a_dead_run_exactly_once() {
     let manifest = "[settings]\nstartup_delay = \"0s\"\n\
         [jobs.a]\nprompt = \"one\"\nenv = { ORCH_SIM_TURNS = \"300\", ORCH_SIM_DELAY_MS = \"0\" }\n\
         [jobs.b]\ncommand = \"/two x\"\npre_commands = [\"/clear\"]\nenv = { ORCH_SIM_TURNS = \"300\", ORCH_SIM_DELAY_MS = \"0\" }\n";
-    let t = sim_test(manifest);
+    let t = sim_test(manifest)
+        .allow_dead_run("the finished run is turned into a dead one for the reconcilers");
     let out = t
         .with_args(&["run", "--simulate", "--quiet"])
         .output()
@@ -172,6 +173,13 @@ fn concurrent_reconcilers_add_a_dead_run_exactly_once() {
         over.len()
     );
     assert!(over.is_empty(), "miscounted: {over:#?}");
+    // The crafted ledger itself is reconciled too, so the post-test check (ledger == results)
+    // holds for it as well.
+    let out = t
+        .with_args(&["ledger", "--format", "json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
 }
 
 /// A run with a relative `--state-dir`, killed with SIGKILL mid-run, is reconciled by the next
@@ -181,7 +189,7 @@ fn concurrent_reconcilers_add_a_dead_run_exactly_once() {
 fn a_relative_state_dir_is_reconciled_from_another_folder() {
     let manifest = "[settings]\nstartup_delay = \"0s\"\n\
         [jobs.a]\nprompt = \"one\"\nenv = { ORCH_SIM_TURNS = \"100000\", ORCH_SIM_DELAY_MS = \"2\" }\n";
-    let t = sim_test(manifest);
+    let t = sim_test(manifest).allow_dead_run("orch is SIGKILLed mid-run, on purpose");
     let mut orch = t
         .with_args(&["run", "--simulate", "--quiet", "--state-dir", "state"])
         .stdout(Stdio::null())
