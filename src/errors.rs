@@ -48,6 +48,23 @@ pub enum Error {
         help: String,
     },
 
+    #[error(
+        "workspace `{}` {problem} (the working folder of job `{first_job}`{})",
+        path.display(),
+        if *jobs > 1 { format!(" and {} more", jobs - 1) } else { String::new() }
+    )]
+    #[diagnostic(code(orch::manifest::missing_workspace))]
+    BadWorkspace {
+        path: PathBuf,
+        /// "does not exist", "is not a folder".
+        problem: &'static str,
+        /// How many jobs run there, and the first of them.
+        jobs: usize,
+        first_job: String,
+        #[help]
+        help: String,
+    },
+
     #[error("Claude Code (`claude`) was not found")]
     #[diagnostic(
         code(orch::agent::not_found),

@@ -27,13 +27,14 @@ pub fn manifest_path(args: &ManifestArgs) -> PathBuf {
 /// Loads the manifest and applies the command-line overrides (flags win over the file).
 pub fn load(args: &ManifestArgs) -> Result<Manifest, Error> {
     let mut m = manifest::load(&manifest_path(args))?;
-    let s = &mut m.settings;
     if let Some(w) = &args.workspace {
-        s.workspace = w.clone();
+        m.settings.workspace = w.clone();
         for job in &mut m.jobs {
             job.workspace = w.clone();
         }
     }
+    check_workspaces(&m, args.workspace.is_some())?;
+    let s = &mut m.settings;
     if let Some(d) = &args.startup_delay {
         s.startup_delay = duration_flag("--startup-delay", d)?;
     }
@@ -87,6 +88,46 @@ pub fn load(args: &ManifestArgs) -> Result<Manifest, Error> {
     Ok(m)
 }
 
+/// Every job's workspace must be an existing folder: a missing one is a setup error naming the
+/// path, before anything runs (the manifest loader never touches the file system beyond the
+/// manifest itself, so this is checked here, once the flags are applied).
+fn check_workspaces(m: &Manifest, from_flag: bool) -> Result<(), Error> {
+    let mut checked = std::collections::HashSet::new();
+    for job in &m.jobs {
+        if !checked.insert(job.workspace.as_path()) {
+            continue;
+        }
+        let problem = match std::fs::metadata(&job.workspace) {
+            Ok(meta) if meta.is_dir() => continue,
+            Ok(_) => "is not a folder",
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => "does not exist",
+            Err(_) => "cannot be read",
+        };
+        let users: Vec<&str> = m
+            .jobs
+            .iter()
+            .filter(|j| j.workspace == job.workspace)
+            .map(|j| j.name.as_str())
+            .collect();
+        return Err(Error::BadWorkspace {
+            path: job.workspace.clone(),
+            problem,
+            jobs: users.len(),
+            first_job: users[0].to_string(),
+            help: if from_flag {
+                "create the folder, or pass an existing one to --workspace".into()
+            } else {
+                format!(
+                    "create the folder, or fix `workspace` in [settings], [defaults] or \
+                     [jobs.{}] (relative to the manifest's folder), or pass --workspace",
+                    crate::manifest::read::quote_key(users[0])
+                )
+            },
+        });
+    }
+    Ok(())
+}
+
 /// The program that plays Claude Code for this invocation.
 pub fn agent_program(args: &ManifestArgs, m: &Manifest) -> Result<AgentProgram, Error> {
     if args.simulate {
@@ -117,8 +158,11 @@ fn duration_flag(flag: &'static str, value: &str) -> Result<std::time::Duration,
     crate::duration::parse(value).map_err(|reason| Error::BadFlag {
         flag,
         value: value.into(),
-        reason,
-        help: "write seconds (\"2.5\") or a duration (\"500ms\", \"30s\", \"2h\")".into(),
+        reason: reason.to_string(),
+        help: format!(
+            "write seconds (\"2.5\") or a duration (\"500ms\", \"30s\", \"2h\") of at most {}",
+            crate::duration::MAX_TEXT
+        ),
     })
 }
 

@@ -216,7 +216,7 @@ fn add_history(view: &mut PlanView, m: &Manifest, plan: &Plan, now: DateTime<Utc
         None
     };
     if let (Some(l), Some(w)) = (&ledger, &m.budget.window) {
-        let since = now - chrono::Duration::from_std(w.period).unwrap_or(chrono::Duration::MAX);
+        let since = crate::duration::before(now, w.period);
         view.window_spent = l.spent_since(since).ok();
     }
     for s in &mut view.steps {

@@ -75,6 +75,34 @@ pub enum ManifestError {
         span: SourceSpan,
     },
 
+    #[error("`{path}` is empty: a job's program needs a name")]
+    #[diagnostic(
+        code(orch::manifest::empty_program),
+        help(
+            "write the program first, e.g. run = [\"cargo\", \"test\"], or use \
+             shell = \"...\" for a script"
+        )
+    )]
+    EmptyProgram {
+        path: String,
+        #[label("no program")]
+        span: SourceSpan,
+    },
+
+    #[error("`{path}` holds a NUL byte")]
+    #[diagnostic(
+        code(orch::manifest::nul_byte),
+        help(
+            "a NUL byte cannot be passed in a program's arguments, its environment or a path: \
+             remove the \\u0000 (or \\0) from this string"
+        )
+    )]
+    NulByte {
+        path: String,
+        #[label("NUL byte in this string")]
+        span: SourceSpan,
+    },
+
     #[error("job `{job}` has both `{first}` and `{second}`")]
     #[diagnostic(
         code(orch::manifest::conflicting_command),
@@ -101,6 +129,23 @@ pub enum ManifestError {
         first: SourceSpan,
         #[label("defined again here")]
         second: SourceSpan,
+    },
+
+    #[error("job name `{start}…` is {chars} characters long; the most is {}", super::MAX_JOB_NAME)]
+    #[diagnostic(
+        code(orch::manifest::long_job_name),
+        help(
+            "a job name becomes part of log file names (at most 255 bytes) and of every table \
+             orch prints: shorten it to {} characters, and say more in `description`",
+            super::MAX_JOB_NAME
+        )
+    )]
+    LongJobName {
+        /// The name's first characters.
+        start: String,
+        chars: usize,
+        #[label("{chars} characters")]
+        span: SourceSpan,
     },
 
     #[error("job `{job}` needs `{need}`, which is not a job of this manifest")]
@@ -137,6 +182,21 @@ pub enum ManifestError {
         path: String,
         reason: String,
         #[label("not a duration")]
+        span: SourceSpan,
+    },
+
+    #[error("`{path}` is longer than the maximum duration, {}", crate::duration::MAX_TEXT)]
+    #[diagnostic(
+        code(orch::manifest::duration_too_long),
+        help(
+            "the longest duration orch accepts is {}; write a shorter one, or leave the key out \
+             for the default",
+            crate::duration::MAX_TEXT
+        )
+    )]
+    DurationTooLong {
+        path: String,
+        #[label("longer than {}", crate::duration::MAX_TEXT)]
         span: SourceSpan,
     },
 
@@ -261,13 +321,20 @@ pub fn span(s: &Span) -> SourceSpan {
     (s.start, s.end.saturating_sub(s.start)).into()
 }
 
-/// "did you mean `x`?" for the closest candidate, if any is close enough.
+/// "did you mean `x`?" for the closest candidate, if any is close enough. Words and candidates
+/// longer than 256 bytes are never compared: nobody mistypes them, and comparing two long
+/// strings costs the product of their lengths.
 pub fn did_you_mean<'a>(
     word: &str,
     candidates: impl IntoIterator<Item = &'a str>,
 ) -> Option<&'a str> {
+    const LONGEST: usize = 256;
+    if word.len() > LONGEST {
+        return None;
+    }
     candidates
         .into_iter()
+        .filter(|c| c.len() <= LONGEST)
         .map(|c| (strsim::jaro_winkler(word, c), c))
         .filter(|(score, _)| *score > 0.8)
         .max_by(|a, b| a.0.total_cmp(&b.0))

@@ -24,6 +24,10 @@ pub use model::*;
 use raw::RawManifest;
 use read::{FromNode, Reader};
 
+/// The longest job name, in characters. A name becomes part of its steps' log file names
+/// ("NNN-name-i.stderr.log", at most 255 bytes on Linux and macOS) and a column of every table.
+pub const MAX_JOB_NAME: usize = 128;
+
 /// The file orch looks for when no manifest is named.
 pub const DEFAULT_MANIFEST: &str = "orch.toml";
 

@@ -126,7 +126,7 @@ raw_table! {
         /// A free-text prompt for Claude Code.
         pub prompt: Option<Sp<String>>,
         /// A program and its arguments, run directly (never through a shell).
-        pub run: Option<Sp<Vec<String>>>,
+        pub run: Option<Sp<Vec<Sp<String>>>>,
         /// A script run with `sh -c`.
         pub shell: Option<Sp<String>>,
         /// Commands run first in the same Claude session, each as its own step.

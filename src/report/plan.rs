@@ -119,14 +119,16 @@ fn text(v: &PlanView) -> String {
         let _ = writeln!(o, "budget ({mode}): {}", scopes.join("; "));
     }
     let _ = writeln!(o);
+    // Padded by hand: a runtime width above u16::MAX makes `format!` panic, and a label
+    // counts in characters, not bytes.
     let width = v
         .steps
         .iter()
-        .map(|s| s.label.len())
+        .map(|s| s.label.chars().count())
         .max()
         .unwrap_or(4)
         .max(4);
-    let _ = writeln!(o, "  {:>3}  {:>7}  {:width$}  needs", "#", "launch", "step");
+    let _ = writeln!(o, "  {:>3}  {:>7}  {}  needs", "#", "launch", pad("step", width));
     for s in &v.steps {
         let needs = if s.needs.is_empty() {
             "-".to_string()
@@ -142,7 +144,12 @@ fn text(v: &PlanView) -> String {
         } else {
             "after".to_string()
         };
-        let _ = writeln!(o, "  {:>3}  {at:>7}  {:width$}  {needs}", s.id + 1, s.label);
+        let _ = writeln!(
+            o,
+            "  {:>3}  {at:>7}  {}  {needs}",
+            s.id + 1,
+            pad(&s.label, width)
+        );
         let _ = writeln!(o, "       $ {}", super::shell_words(&s.argv));
         if let Some(l) = &s.limit {
             let _ = writeln!(o, "         budget: {}", limit(l));
@@ -166,6 +173,14 @@ fn text(v: &PlanView) -> String {
         }
     }
     o
+}
+
+/// `text` followed by spaces up to `width` characters.
+fn pad(text: &str, width: usize) -> String {
+    let mut out = String::with_capacity(text.len() + width);
+    out.push_str(text);
+    out.extend(std::iter::repeat_n(' ', width.saturating_sub(text.chars().count())));
+    out
 }
 
 fn escape(label: &str) -> String {
