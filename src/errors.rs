@@ -65,6 +65,20 @@ pub enum Error {
         help: String,
     },
 
+    #[error(
+        "orch may open only {soft} files at once (hard limit {hard}); a run needs at least {}",
+        crate::commands::MIN_OPEN_FILES
+    )]
+    #[diagnostic(
+        code(orch::setup::too_few_files),
+        help(
+            "{}raise the limit before running orch, e.g. `ulimit -n 1024` \
+             (`ulimit -n` in bash sets the hard limit too; check it with `ulimit -Hn`)",
+            if soft == hard { "the hard limit is that low too, so orch cannot raise it itself: " } else { "" }
+        )
+    )]
+    TooFewFiles { soft: u64, hard: u64 },
+
     #[error("Claude Code (`claude`) was not found")]
     #[diagnostic(
         code(orch::agent::not_found),

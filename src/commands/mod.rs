@@ -9,7 +9,7 @@ pub mod schema;
 pub mod service;
 pub mod slash;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use crate::agent::{self, AgentProgram};
 use crate::cli::{BudgetModeArg, ManifestArgs};
@@ -128,6 +128,22 @@ fn check_workspaces(m: &Manifest, from_flag: bool) -> Result<(), Error> {
     Ok(())
 }
 
+/// The fewest open files a run can work with: the async runtime, the ledger (database, WAL and
+/// shared memory), the guardian's pipe, and a step's pipes and log files. Below it, tokio panics
+/// while building its signal driver, so the limit is checked before.
+pub const MIN_OPEN_FILES: u64 = 32;
+
+/// Raises the open-file limit to the hard limit, and refuses to run when even that is below
+/// [`MIN_OPEN_FILES`] (`ulimit -n 7` in bash lowers both limits).
+pub fn check_open_files() -> Result<(), Error> {
+    use nix::sys::resource::{Resource, getrlimit};
+    crate::process::raise_fd_limit();
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < MIN_OPEN_FILES => Err(Error::TooFewFiles { soft, hard }),
+        _ => Ok(()),
+    }
+}
+
 /// The program that plays Claude Code for this invocation.
 pub fn agent_program(args: &ManifestArgs, m: &Manifest) -> Result<AgentProgram, Error> {
     if args.simulate {
@@ -215,18 +231,4 @@ fn command_limit<'a>(commands: &'a mut Vec<(String, Limit)>, cmd: &str) -> &'a m
         }
     };
     &mut commands[i].1
-}
-
-/// Shows a path relative to the current folder when it is inside it.
-pub fn display_path(path: &Path) -> String {
-    let cwd = std::env::current_dir().ok();
-    let shown = cwd
-        .as_deref()
-        .and_then(|c| path.strip_prefix(c).ok())
-        .unwrap_or(path);
-    if shown.as_os_str().is_empty() {
-        ".".into()
-    } else {
-        shown.display().to_string()
-    }
 }

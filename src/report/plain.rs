@@ -51,7 +51,7 @@ pub fn event_line(event: &Event, max: usize, show_output: bool) -> Option<String
             ..
         } => format!(
             "run {name} {run_id}: {jobs} jobs, {steps} steps; logs in {}",
-            crate::commands::display_path(run_dir)
+            super::display_path(run_dir)
         ),
         Event::StepStarted { label, pid, .. } => format!("▶ {label} started (pid {pid})"),
         Event::StepOutput { label, line, .. } if show_output => {
@@ -140,7 +140,7 @@ fn finished_line(event: &Event) -> Option<String> {
         line.push_str(&format!(": {reason}"));
     }
     if *status != Status::Completed && !log.as_os_str().is_empty() {
-        line.push_str(&format!(" (log: {})", crate::commands::display_path(log)));
+        line.push_str(&format!(" (log: {})", super::display_path(log)));
     }
     if !leaked.is_empty() {
         line.push_str(&format!("; killed leftover processes {leaked:?}"));

@@ -8,7 +8,7 @@ use std::path::Path;
 
 use super::results::Results;
 use super::status::{clip, symbol, tokens};
-use crate::commands::display_path;
+use super::display_path;
 use crate::plan::Status;
 
 /// Colours for the status column, or none.
