@@ -139,7 +139,12 @@ mod tests {
     #[test]
     fn rejects_nonsense() {
         assert!(parse("").is_err());
-        assert!(parse("5 parsecs").unwrap_err().to_string().contains("parsecs"));
+        assert!(
+            parse("5 parsecs")
+                .unwrap_err()
+                .to_string()
+                .contains("parsecs")
+        );
         assert!(parse("-5").is_err());
         assert!(parse("5").is_ok());
         assert!(parse("h").is_err());
@@ -163,8 +168,14 @@ mod tests {
     #[test]
     fn before_never_overflows() {
         let now = chrono::Utc::now();
-        assert_eq!(before(now, Duration::from_secs(60)), now - chrono::Duration::seconds(60));
-        assert_eq!(before(now, Duration::MAX), chrono::DateTime::<chrono::Utc>::MIN_UTC);
+        assert_eq!(
+            before(now, Duration::from_secs(60)),
+            now - chrono::Duration::seconds(60)
+        );
+        assert_eq!(
+            before(now, Duration::MAX),
+            chrono::DateTime::<chrono::Utc>::MIN_UTC
+        );
         assert!(before(now, MAX) < now);
     }
 

@@ -131,7 +131,10 @@ pub enum ManifestError {
         second: SourceSpan,
     },
 
-    #[error("job name `{start}…` is {chars} characters long; the most is {}", super::MAX_JOB_NAME)]
+    #[error(
+        "job name `{start}…` is {chars} characters long; the most is {}",
+        super::MAX_JOB_NAME
+    )]
     #[diagnostic(
         code(orch::manifest::long_job_name),
         help(
@@ -185,7 +188,10 @@ pub enum ManifestError {
         span: SourceSpan,
     },
 
-    #[error("`{path}` is longer than the maximum duration, {}", crate::duration::MAX_TEXT)]
+    #[error(
+        "`{path}` is longer than the maximum duration, {}",
+        crate::duration::MAX_TEXT
+    )]
     #[diagnostic(
         code(orch::manifest::duration_too_long),
         help(

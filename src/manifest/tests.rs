@@ -367,7 +367,14 @@ fn unnamed_zen_instances_are_named_after_their_command() {
     let cut = "p".repeat(120);
     assert_eq!(
         names,
-        ["/a", "/a-2", "/a-3", "/a-4", cut.as_str(), &format!("{cut}-2")]
+        [
+            "/a",
+            "/a-2",
+            "/a-3",
+            "/a-4",
+            cut.as_str(),
+            &format!("{cut}-2")
+        ]
     );
 }
 

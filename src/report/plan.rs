@@ -80,7 +80,6 @@ pub fn ms(ms: u128) -> String {
     crate::duration::format(Duration::from_millis(ms as u64))
 }
 
-
 /// The plan in `format`.
 pub fn render(view: &PlanView, format: PlanFormat) -> String {
     match format {
@@ -203,7 +202,13 @@ fn text(v: &PlanView) -> String {
         .max()
         .unwrap_or(4)
         .max(4);
-    let _ = writeln!(o, "  {:>3}  {:>7}  {}  needs", "#", "launch", pad("step", width));
+    let _ = writeln!(
+        o,
+        "  {:>3}  {:>7}  {}  needs",
+        "#",
+        "launch",
+        pad("step", width)
+    );
     for s in &v.steps {
         let needs = if s.needs.is_empty() {
             "-".to_string()
@@ -254,7 +259,10 @@ fn text(v: &PlanView) -> String {
 fn pad(text: &str, width: usize) -> String {
     let mut out = String::with_capacity(text.len() + width);
     out.push_str(text);
-    out.extend(std::iter::repeat_n(' ', width.saturating_sub(text.chars().count())));
+    out.extend(std::iter::repeat_n(
+        ' ',
+        width.saturating_sub(text.chars().count()),
+    ));
     out
 }
 

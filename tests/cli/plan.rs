@@ -184,3 +184,64 @@ fn the_demo_manifest_plans_its_simulated_agents() {
             .contains("agent-sim -p --output-format stream-json --verbose")
     );
 }
+
+/// Manifests that made `orch plan` panic (exit 101): now each is a manifest error (exit 2).
+#[test]
+fn hostile_manifests_are_manifest_errors_not_panics() {
+    let cases = [
+        // Three launch offsets of 1e19 s overflowed a Duration.
+        (
+            "[settings]\nstartup_delay = \"1e19\"\n[jobs.a]\nrun = [\"true\"]\n\
+             [jobs.b]\nrun = [\"true\"]\n[jobs.c]\nrun = [\"true\"]\n"
+                .to_string(),
+            "orch::manifest::duration_too_long",
+        ),
+        // A 64 KiB name was a format width above u16::MAX.
+        (
+            format!("[jobs.{}]\nrun = [\"true\"]\n", "n".repeat(65_536)),
+            "orch::manifest::long_job_name",
+        ),
+    ];
+    for (manifest, code) in cases {
+        let t = Test::new()
+            .file("orch.toml", &manifest)
+            .args(&["plan", "--simulate"]);
+        let out = t.run();
+        assert_eq!(out.code, 2, "{code}: {}", out.stderr);
+        assert!(out.stderr.contains(code), "{code}: {}", out.stderr);
+    }
+}
+
+#[test]
+fn plan_refuses_a_missing_workspace() {
+    let t = Test::new()
+        .file(
+            "orch.toml",
+            "[settings]\nworkspace = \"missing\"\n[jobs.a]\nrun = [\"true\"]\n",
+        )
+        .args(&["plan"]);
+    let out = t.run();
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(
+        out.stderr.contains(&format!(
+            "workspace `{}` does not exist",
+            t.path().join("missing").display()
+        )),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn repeated_needs_are_one_dependency_in_the_plan() {
+    let t = Test::new()
+        .file(
+            "orch.toml",
+            "[jobs.a]\nrun = [\"true\"]\n[jobs.b]\nrun = [\"true\"]\nneeds = [\"a\", \"a\"]\n",
+        )
+        .args(&["plan", "--format", "json"]);
+    let out = t.run();
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let plan: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(plan["steps"][1]["needs"], serde_json::json!([0]));
+}
