@@ -299,9 +299,14 @@ impl ManifestError {
     }
 }
 
-/// All the mistakes of one manifest file, rendered together with its source.
+/// The most mistakes of one file that are rendered. Each costs a pass over the source to find
+/// its line, so 20,000 of them took minutes; the first hundred say what is wrong.
+pub const MAX_SHOWN: usize = 100;
+
+/// All the mistakes of one manifest file (the first [`MAX_SHOWN`] in file order), rendered
+/// together with its source.
 #[derive(Debug, Error, Diagnostic)]
-#[error("{} in {name}", plural(.errors.len()))]
+#[error("{} in {name}{}", plural(*.total), shown(.errors.len(), *.total))]
 #[diagnostic(
     code(orch::manifest::invalid),
     help("nothing was run; fix the manifest and try again")
@@ -312,6 +317,8 @@ pub struct ManifestErrors {
     pub source_code: NamedSource<String>,
     #[related]
     pub errors: Vec<ManifestError>,
+    /// How many mistakes the file holds, `errors` being the first of them.
+    pub total: usize,
 }
 
 fn plural(n: usize) -> String {
@@ -319,6 +326,14 @@ fn plural(n: usize) -> String {
         "1 error".to_string()
     } else {
         format!("{n} errors")
+    }
+}
+
+fn shown(shown: usize, total: usize) -> String {
+    if shown < total {
+        format!(" (the first {shown} are shown)")
+    } else {
+        String::new()
     }
 }
 

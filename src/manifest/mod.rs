@@ -205,13 +205,17 @@ fn repeated_job_table(text: &str, at: usize) -> Option<RepeatedTable> {
     })
 }
 
-/// Bundles a file's mistakes, in file order, with its source for rendering.
+/// Bundles a file's mistakes, in file order (the first [`diagnostic::MAX_SHOWN`] of them), with
+/// its source for rendering.
 pub fn invalid(path: &Path, text: String, mut errors: Vec<ManifestError>) -> LoadError {
     errors.sort_by_key(ManifestError::offset);
+    let total = errors.len();
+    errors.truncate(diagnostic::MAX_SHOWN);
     let name = path.display().to_string();
     LoadError::Invalid(Box::new(ManifestErrors {
         source_code: NamedSource::new(&name, text),
         name,
         errors,
+        total,
     }))
 }

@@ -324,14 +324,34 @@ fn fastest(f: impl Fn()) -> f64 {
         .fold(f64::INFINITY, f64::min)
 }
 
+#[test]
+fn only_the_first_hundred_errors_are_kept_for_rendering() {
+    let text: String = (0..250)
+        .map(|i| format!("[jobs.j{i}]\nrun = [\"true\"]\nneeds = [\"j{i}\"]\n"))
+        .collect();
+    let Err(LoadError::Invalid(e)) = load_str(Path::new("orch.toml"), text) else {
+        panic!("250 cycles");
+    };
+    assert_eq!(e.total, 250);
+    assert_eq!(e.errors.len(), 100);
+    assert_eq!(
+        e.to_string(),
+        "250 errors in orch.toml (the first 100 are shown)"
+    );
+    assert_eq!(e.errors[99].to_string(), "dependency cycle: `j99` → `j99`");
+}
+
 /// Asserts that loading grows about linearly: 4 times the size takes less than 12 times as long
 /// (linear is 4, n log n about 5, quadratic 16, cubic 64). The large load runs on a thread with a
 /// deadline, so that a quadratic regression fails instead of hanging.
 fn loads_in_linear_time(name: &'static str, make: fn(usize) -> String, small: usize) {
+    // Loading, and rendering the errors as `orch` prints them.
     let load = move |n: usize| {
         let text = make(n);
         move || {
-            let _ = load_str(Path::new(name), text.clone());
+            if let Err(e) = load_str(Path::new(name), text.clone()) {
+                let _ = format!("{:?}", miette::Report::new(e));
+            }
         }
     };
     let t_small = fastest(load(small)).max(0.001);
@@ -402,6 +422,17 @@ fn cycle_diagnostics_take_linear_time() {
         text
     }
     loads_in_linear_time("orch.toml", ring, 2000);
+}
+
+#[test]
+fn many_errors_take_linear_time() {
+    // A job needing itself, thousands of times: one error each.
+    fn loops(n: usize) -> String {
+        (0..n)
+            .map(|i| format!("[jobs.j{i}]\nrun = [\"true\"]\nneeds = [\"j{i}\"]\n"))
+            .collect()
+    }
+    loads_in_linear_time("orch.toml", loops, 1000);
 }
 
 #[test]
