@@ -103,18 +103,6 @@ pub fn print_error(err: miette::Report) {
     eprintln!("{err:?}");
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn quotes_only_what_needs_it() {
-        let argv = ["claude", "-p", "--", "/review it's", ""].map(String::from);
-        assert_eq!(
-            super::shell_words(&argv),
-            r"claude -p -- '/review it'\''s' ''"
-        );
-    }
-}
-
 /// Shows a path relative to the current folder when it is inside it.
 pub fn display_path(path: &std::path::Path) -> String {
     let cwd = std::env::current_dir().ok();
@@ -126,5 +114,17 @@ pub fn display_path(path: &std::path::Path) -> String {
         ".".into()
     } else {
         shown.display().to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn quotes_only_what_needs_it() {
+        let argv = ["claude", "-p", "--", "/review it's", ""].map(String::from);
+        assert_eq!(
+            super::shell_words(&argv),
+            r"claude -p -- '/review it'\''s' ''"
+        );
     }
 }
