@@ -5,6 +5,7 @@ mod budget;
 mod display;
 mod fuzz;
 mod harness;
+mod limits;
 mod manifests;
 mod plan;
 mod run;
