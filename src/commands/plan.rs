@@ -145,14 +145,20 @@ pub fn view(m: &Manifest, plan: &Plan, now: DateTime<Utc>, warnings: Vec<String>
 /// forecast. A missing ledger is not created; the plan then says there is no history.
 fn add_history(view: &mut PlanView, m: &Manifest, plan: &Plan, now: DateTime<Utc>) {
     let path = crate::ledger::path(&m.settings.state_dir);
+    // A ledger that exists but cannot be read (too few open files, not a database) is said
+    // once, as a warning: the plan itself does not need it.
+    let mut failed: Option<String> = None;
+    let mut note = |e: rusqlite::Error| {
+        failed.get_or_insert_with(|| e.to_string());
+    };
     let ledger = if path.exists() {
-        crate::ledger::Ledger::open(&path).ok()
+        crate::ledger::Ledger::open(&path).map_err(&mut note).ok()
     } else {
         None
     };
     if let (Some(l), Some(w)) = (&ledger, &m.budget.window) {
         let since = crate::duration::before(now, w.period);
-        view.window_spent = l.spent_since(since).ok();
+        view.window_spent = l.spent_since(since).map_err(&mut note).ok();
     }
     for s in &mut view.steps {
         let step = &plan.steps[s.id];
@@ -161,7 +167,7 @@ fn add_history(view: &mut PlanView, m: &Manifest, plan: &Plan, now: DateTime<Utc
         }
         let mut costs = ledger
             .as_ref()
-            .and_then(|l| l.job_costs(&m.name, &step.job_name).ok())
+            .and_then(|l| l.job_costs(&m.name, &step.job_name).map_err(&mut note).ok())
             .unwrap_or_default();
         costs.sort_by(f64::total_cmp);
         let median = match costs.len() {
@@ -173,6 +179,12 @@ fn add_history(view: &mut PlanView, m: &Manifest, plan: &Plan, now: DateTime<Utc
             median_usd: median,
             runs: costs.len(),
         });
+    }
+    if let Some(e) = failed {
+        view.warnings.push(format!(
+            "cannot read the ledger {}: {e}; window spend and forecasts are not shown",
+            display_path(&path)
+        ));
     }
 }
 

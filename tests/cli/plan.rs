@@ -245,3 +245,26 @@ fn repeated_needs_are_one_dependency_in_the_plan() {
     let plan: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
     assert_eq!(plan["steps"][1]["needs"], serde_json::json!([0]));
 }
+
+#[test]
+fn an_unreadable_ledger_is_a_warning_in_the_plan() {
+    // Also what `ulimit -n 5` leads to: the plan goes on without the ledger, and says why.
+    let t = Test::new()
+        .file(
+            "orch.toml",
+            "[budget.window]\nperiod = \"5h\"\nusd = 5.0\n[jobs.a]\nprompt = \"hi\"\n",
+        )
+        .file(".orch/ledger.sqlite", &"not a database ".repeat(100))
+        .args(&["plan", "--simulate"]);
+    let out = t.run();
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stdout
+            .contains("cannot read the ledger .orch/ledger.sqlite: ")
+            && out
+                .stdout
+                .contains("window spend and forecasts are not shown"),
+        "{}",
+        out.stdout
+    );
+}
