@@ -48,6 +48,37 @@ pub enum Error {
         help: String,
     },
 
+    #[error(
+        "workspace `{}` {problem} (the working folder of job `{first_job}`{})",
+        path.display(),
+        if *jobs > 1 { format!(" and {} more", jobs - 1) } else { String::new() }
+    )]
+    #[diagnostic(code(orch::manifest::missing_workspace))]
+    BadWorkspace {
+        path: PathBuf,
+        /// "does not exist", "is not a folder".
+        problem: &'static str,
+        /// How many jobs run there, and the first of them.
+        jobs: usize,
+        first_job: String,
+        #[help]
+        help: String,
+    },
+
+    #[error(
+        "orch may open only {soft} files at once (hard limit {hard}); a run needs at least {}",
+        crate::commands::MIN_OPEN_FILES
+    )]
+    #[diagnostic(
+        code(orch::setup::too_few_files),
+        help(
+            "{}raise the limit before running orch, e.g. `ulimit -n 1024` \
+             (`ulimit -n` in bash sets the hard limit too; check it with `ulimit -Hn`)",
+            if soft == hard { "the hard limit is that low too, so orch cannot raise it itself: " } else { "" }
+        )
+    )]
+    TooFewFiles { soft: u64, hard: u64 },
+
     #[error("Claude Code (`claude`) was not found")]
     #[diagnostic(
         code(orch::agent::not_found),

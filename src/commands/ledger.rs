@@ -25,8 +25,11 @@ pub fn run(args: &LedgerArgs) -> Result<String, Error> {
     let since = crate::duration::parse(&args.since).map_err(|reason| Error::BadFlag {
         flag: "--since",
         value: args.since.clone(),
-        reason,
-        help: "for example --since 24h or --since 7d".into(),
+        reason: reason.to_string(),
+        help: format!(
+            "for example --since 24h or --since 7d; at most {}",
+            crate::duration::MAX_TEXT
+        ),
     })?;
     let path = ledger::path(&state_dir);
     if !path.exists() {
@@ -47,7 +50,7 @@ pub fn run(args: &LedgerArgs) -> Result<String, Error> {
     let ledger = Ledger::open(&path).map_err(sql)?;
     let now = Utc::now();
     ledger::reconcile(&ledger, now).map_err(sql)?;
-    let from = now - chrono::Duration::from_std(since).unwrap_or(chrono::Duration::MAX);
+    let from = crate::duration::before(now, since);
     let rows = ledger::spend(&ledger, from, args.by).map_err(sql)?;
     Ok(match args.format {
         LedgerFormat::Json => {

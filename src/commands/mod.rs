@@ -38,13 +38,14 @@ pub fn absolute_state_dir(dir: &Path) -> Result<PathBuf, Error> {
 /// Loads the manifest and applies the command-line overrides (flags win over the file).
 pub fn load(args: &ManifestArgs) -> Result<Manifest, Error> {
     let mut m = manifest::load(&manifest_path(args))?;
-    let s = &mut m.settings;
     if let Some(w) = &args.workspace {
-        s.workspace = w.clone();
+        m.settings.workspace = w.clone();
         for job in &mut m.jobs {
             job.workspace = w.clone();
         }
     }
+    check_workspaces(&m, args.workspace.is_some())?;
+    let s = &mut m.settings;
     if let Some(d) = &args.startup_delay {
         s.startup_delay = duration_flag("--startup-delay", d)?;
     }
@@ -98,6 +99,62 @@ pub fn load(args: &ManifestArgs) -> Result<Manifest, Error> {
     Ok(m)
 }
 
+/// Every job's workspace must be an existing folder: a missing one is a setup error naming the
+/// path, before anything runs (the manifest loader never touches the file system beyond the
+/// manifest itself, so this is checked here, once the flags are applied).
+fn check_workspaces(m: &Manifest, from_flag: bool) -> Result<(), Error> {
+    let mut checked = std::collections::HashSet::new();
+    for job in &m.jobs {
+        if !checked.insert(job.workspace.as_path()) {
+            continue;
+        }
+        let problem = match std::fs::metadata(&job.workspace) {
+            Ok(meta) if meta.is_dir() => continue,
+            Ok(_) => "is not a folder",
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => "does not exist",
+            Err(_) => "cannot be read",
+        };
+        let users: Vec<&str> = m
+            .jobs
+            .iter()
+            .filter(|j| j.workspace == job.workspace)
+            .map(|j| j.name.as_str())
+            .collect();
+        return Err(Error::BadWorkspace {
+            path: job.workspace.clone(),
+            problem,
+            jobs: users.len(),
+            first_job: users[0].to_string(),
+            help: if from_flag {
+                "create the folder, or pass an existing one to --workspace".into()
+            } else {
+                format!(
+                    "create the folder, or fix `workspace` in [settings], [defaults] or \
+                     [jobs.{}] (relative to the manifest's folder), or pass --workspace",
+                    crate::manifest::read::quote_key(users[0])
+                )
+            },
+        });
+    }
+    Ok(())
+}
+
+/// The fewest open files a run can work with: the async runtime, the ledger (database, WAL and
+/// shared memory), the guardian's pipe, and a step's pipes and log files. Below it, tokio panics
+/// while building its signal driver, so the limit is checked before.
+pub const MIN_OPEN_FILES: u64 = 32;
+
+/// Raises the open-file limit to the hard limit, and refuses to run when even that is below
+/// [`MIN_OPEN_FILES`] (`ulimit -n 7` in bash lowers both limits).
+pub fn check_open_files() -> Result<(), Error> {
+    use nix::sys::resource::{Resource, getrlimit};
+    crate::process::raise_fd_limit();
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < MIN_OPEN_FILES => Err(Error::TooFewFiles { soft, hard }),
+        _ => Ok(()),
+    }
+}
+
 /// The program that plays Claude Code for this invocation.
 pub fn agent_program(args: &ManifestArgs, m: &Manifest) -> Result<AgentProgram, Error> {
     if args.simulate {
@@ -128,8 +185,11 @@ fn duration_flag(flag: &'static str, value: &str) -> Result<std::time::Duration,
     crate::duration::parse(value).map_err(|reason| Error::BadFlag {
         flag,
         value: value.into(),
-        reason,
-        help: "write seconds (\"2.5\") or a duration (\"500ms\", \"30s\", \"2h\")".into(),
+        reason: reason.to_string(),
+        help: format!(
+            "write seconds (\"2.5\") or a duration (\"500ms\", \"30s\", \"2h\") of at most {}",
+            crate::duration::MAX_TEXT
+        ),
     })
 }
 
@@ -182,18 +242,4 @@ fn command_limit<'a>(commands: &'a mut Vec<(String, Limit)>, cmd: &str) -> &'a m
         }
     };
     &mut commands[i].1
-}
-
-/// Shows a path relative to the current folder when it is inside it.
-pub fn display_path(path: &Path) -> String {
-    let cwd = std::env::current_dir().ok();
-    let shown = cwd
-        .as_deref()
-        .and_then(|c| path.strip_prefix(c).ok())
-        .unwrap_or(path);
-    if shown.as_os_str().is_empty() {
-        ".".into()
-    } else {
-        shown.display().to_string()
-    }
 }

@@ -1,58 +1,14 @@
 //! `orch plan` (and zen's `--dry-run`): what a run would do, without starting anything.
 
-use std::time::Duration;
-
-use chrono::{DateTime, FixedOffset, Utc};
-use serde::Serialize;
+use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use crate::cli::{ManifestArgs, PlanFormat};
 use crate::errors::Error;
-use crate::ledger::budget::Spend;
-use crate::manifest::{Budget, Limit, Manifest, Task};
+use crate::manifest::{Limit, Manifest, Task};
 use crate::plan::{Action, Plan, PlanOptions};
-
-/// Everything `orch plan` shows, as data; `report::plan` renders it.
-#[derive(Debug, Serialize)]
-pub struct PlanView {
-    pub name: String,
-    pub manifest: String,
-    pub workspace: String,
-    pub startup_delay_ms: u128,
-    pub max_parallel: Option<usize>,
-    pub timeout_ms: u128,
-    pub fail_fast: bool,
-    pub state_dir: String,
-    pub schedule: ScheduleView,
-    pub budget: Budget,
-    /// What the ledger holds for the window's period (when there is a window and a ledger).
-    pub window_spent: Option<Spend>,
-    pub steps: Vec<StepView>,
-    pub warnings: Vec<String>,
-}
-
-/// A job's expected cost: the median of its past runs in the ledger.
-#[derive(Debug, Serialize, Clone, PartialEq)]
-pub struct Forecast {
-    /// `None` when the ledger has no history of the job.
-    pub median_usd: Option<f64>,
-    pub runs: usize,
-}
-
-#[derive(Debug, Serialize)]
-pub struct ScheduleView {
-    pub cron: Option<String>,
-    pub start_at: Option<String>,
-    /// The IANA zone of `cron` and `start_at`, or "local time".
-    pub timezone: String,
-    /// The instant `start_at` means now.
-    pub starts: Option<DateTime<FixedOffset>>,
-    /// Why `start_at` means no instant now (a date in the past).
-    pub start_error: Option<String>,
-    /// The next five fire times of the cron schedule (after the start time, when there is one),
-    /// with the zone's offset.
-    pub next: Vec<DateTime<FixedOffset>>,
-}
+use crate::report::display_path;
+pub use crate::report::plan::{Forecast, PlanView, ScheduleView, StepView};
 
 /// The schedule as `orch plan` shows it at `now`: the next five fire times and the start time.
 fn schedule_view(s: &crate::manifest::Schedule, now: DateTime<Utc>) -> ScheduleView {
@@ -82,27 +38,6 @@ fn schedule_view(s: &crate::manifest::Schedule, now: DateTime<Utc>) -> ScheduleV
         start_error: starts.and_then(Result::err),
         next,
     }
-}
-
-#[derive(Debug, Serialize)]
-pub struct StepView {
-    pub id: usize,
-    pub label: String,
-    pub job: String,
-    pub index: usize,
-    pub of: usize,
-    #[serde(flatten)]
-    pub action: Action,
-    pub argv: Vec<String>,
-    /// Ids of the steps this one waits for.
-    pub needs: Vec<usize>,
-    /// Earliest launch offset from the start of the run.
-    pub offset_ms: u128,
-    pub timeout_ms: u128,
-    /// The job's own limit (on its main step).
-    pub limit: Option<Limit>,
-    /// The job's expected cost from the ledger (on the main step of agent jobs).
-    pub forecast: Option<Forecast>,
 }
 
 /// `orch plan`: prints the plan in the chosen format.
@@ -191,13 +126,13 @@ pub fn view(m: &Manifest, plan: &Plan, now: DateTime<Utc>, warnings: Vec<String>
         .collect();
     PlanView {
         name: m.name.clone(),
-        manifest: super::display_path(&m.path),
-        workspace: super::display_path(&m.settings.workspace),
+        manifest: display_path(&m.path),
+        workspace: display_path(&m.settings.workspace),
         startup_delay_ms: m.settings.startup_delay.as_millis(),
         max_parallel: m.settings.max_parallel,
         timeout_ms: m.settings.timeout.as_millis(),
         fail_fast: m.settings.fail_fast,
-        state_dir: super::display_path(&m.settings.state_dir),
+        state_dir: display_path(&m.settings.state_dir),
         schedule: schedule_view(&m.schedule, now),
         budget: m.budget.clone(),
         window_spent: None,
@@ -210,14 +145,20 @@ pub fn view(m: &Manifest, plan: &Plan, now: DateTime<Utc>, warnings: Vec<String>
 /// forecast. A missing ledger is not created; the plan then says there is no history.
 fn add_history(view: &mut PlanView, m: &Manifest, plan: &Plan, now: DateTime<Utc>) {
     let path = crate::ledger::path(&m.settings.state_dir);
+    // A ledger that exists but cannot be read (too few open files, not a database) is said
+    // once, as a warning: the plan itself does not need it.
+    let mut failed: Option<String> = None;
+    let mut note = |e: rusqlite::Error| {
+        failed.get_or_insert_with(|| e.to_string());
+    };
     let ledger = if path.exists() {
-        crate::ledger::Ledger::open(&path).ok()
+        crate::ledger::Ledger::open(&path).map_err(&mut note).ok()
     } else {
         None
     };
     if let (Some(l), Some(w)) = (&ledger, &m.budget.window) {
-        let since = now - chrono::Duration::from_std(w.period).unwrap_or(chrono::Duration::MAX);
-        view.window_spent = l.spent_since(since).ok();
+        let since = crate::duration::before(now, w.period);
+        view.window_spent = l.spent_since(since).map_err(&mut note).ok();
     }
     for s in &mut view.steps {
         let step = &plan.steps[s.id];
@@ -226,7 +167,7 @@ fn add_history(view: &mut PlanView, m: &Manifest, plan: &Plan, now: DateTime<Utc
         }
         let mut costs = ledger
             .as_ref()
-            .and_then(|l| l.job_costs(&m.name, &step.job_name).ok())
+            .and_then(|l| l.job_costs(&m.name, &step.job_name).map_err(&mut note).ok())
             .unwrap_or_default();
         costs.sort_by(f64::total_cmp);
         let median = match costs.len() {
@@ -238,6 +179,12 @@ fn add_history(view: &mut PlanView, m: &Manifest, plan: &Plan, now: DateTime<Utc
             median_usd: median,
             runs: costs.len(),
         });
+    }
+    if let Some(e) = failed {
+        view.warnings.push(format!(
+            "cannot read the ledger {}: {e}; window spend and forecasts are not shown",
+            display_path(&path)
+        ));
     }
 }
 
@@ -332,9 +279,4 @@ pub fn slash_warnings(
 
 fn running_as_root() -> bool {
     nix::unistd::Uid::effective().is_root()
-}
-
-/// Milliseconds as a compact duration.
-pub fn ms(ms: u128) -> String {
-    crate::duration::format(Duration::from_millis(ms as u64))
 }

@@ -19,6 +19,7 @@ use crate::runner::{self, RunContext};
 
 /// Runs the manifest: once now, or as its start time and cron schedule say (`super::service`).
 pub fn run(args: &RunArgs) -> Result<ExitCode, Error> {
+    super::check_open_files()?;
     let mut manifest = super::load(&args.manifest)?;
     if let Some(dir) = &args.state_dir {
         manifest.settings.state_dir = dir.clone();

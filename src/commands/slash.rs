@@ -262,7 +262,7 @@ fn shown(path: &Path) -> String {
     let home = std::env::var_os("HOME").map(PathBuf::from);
     let cwd = std::env::current_dir().ok();
     if cwd.as_deref().is_some_and(|c| path.starts_with(c)) {
-        return super::display_path(path);
+        return crate::report::display_path(path);
     }
     match home.as_deref().and_then(|h| path.strip_prefix(h).ok()) {
         Some(rel) => format!("~/{}", rel.display()),

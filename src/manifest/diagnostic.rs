@@ -75,6 +75,34 @@ pub enum ManifestError {
         span: SourceSpan,
     },
 
+    #[error("`{path}` is empty: a job's program needs a name")]
+    #[diagnostic(
+        code(orch::manifest::empty_program),
+        help(
+            "write the program first, e.g. run = [\"cargo\", \"test\"], or use \
+             shell = \"...\" for a script"
+        )
+    )]
+    EmptyProgram {
+        path: String,
+        #[label("no program")]
+        span: SourceSpan,
+    },
+
+    #[error("`{path}` holds a NUL byte")]
+    #[diagnostic(
+        code(orch::manifest::nul_byte),
+        help(
+            "a NUL byte cannot be passed in a program's arguments, its environment or a path: \
+             remove the \\u0000 (or \\0) from this string"
+        )
+    )]
+    NulByte {
+        path: String,
+        #[label("NUL byte in this string")]
+        span: SourceSpan,
+    },
+
     #[error("job `{job}` has both `{first}` and `{second}`")]
     #[diagnostic(
         code(orch::manifest::conflicting_command),
@@ -101,6 +129,26 @@ pub enum ManifestError {
         first: SourceSpan,
         #[label("defined again here")]
         second: SourceSpan,
+    },
+
+    #[error(
+        "job name `{start}…` is {chars} characters long; the most is {}",
+        super::MAX_JOB_NAME
+    )]
+    #[diagnostic(
+        code(orch::manifest::long_job_name),
+        help(
+            "a job name becomes part of log file names (at most 255 bytes) and of every table \
+             orch prints: shorten it to {} characters, and say more in `description`",
+            super::MAX_JOB_NAME
+        )
+    )]
+    LongJobName {
+        /// The name's first characters.
+        start: String,
+        chars: usize,
+        #[label("{chars} characters")]
+        span: SourceSpan,
     },
 
     #[error("job `{job}` needs `{need}`, which is not a job of this manifest")]
@@ -137,6 +185,24 @@ pub enum ManifestError {
         path: String,
         reason: String,
         #[label("not a duration")]
+        span: SourceSpan,
+    },
+
+    #[error(
+        "`{path}` is longer than the maximum duration, {}",
+        crate::duration::MAX_TEXT
+    )]
+    #[diagnostic(
+        code(orch::manifest::duration_too_long),
+        help(
+            "the longest duration orch accepts is {}; write a shorter one, or leave the key out \
+             for the default",
+            crate::duration::MAX_TEXT
+        )
+    )]
+    DurationTooLong {
+        path: String,
+        #[label("longer than {}", crate::duration::MAX_TEXT)]
         span: SourceSpan,
     },
 
@@ -233,9 +299,14 @@ impl ManifestError {
     }
 }
 
-/// All the mistakes of one manifest file, rendered together with its source.
+/// The most mistakes of one file that are rendered. Each costs a pass over the source to find
+/// its line, so 20,000 of them took minutes; the first hundred say what is wrong.
+pub const MAX_SHOWN: usize = 100;
+
+/// All the mistakes of one manifest file (the first [`MAX_SHOWN`] in file order), rendered
+/// together with its source.
 #[derive(Debug, Error, Diagnostic)]
-#[error("{} in {name}", plural(.errors.len()))]
+#[error("{} in {name}{}", plural(*.total), shown(.errors.len(), *.total))]
 #[diagnostic(
     code(orch::manifest::invalid),
     help("nothing was run; fix the manifest and try again")
@@ -246,6 +317,8 @@ pub struct ManifestErrors {
     pub source_code: NamedSource<String>,
     #[related]
     pub errors: Vec<ManifestError>,
+    /// How many mistakes the file holds, `errors` being the first of them.
+    pub total: usize,
 }
 
 fn plural(n: usize) -> String {
@@ -256,18 +329,33 @@ fn plural(n: usize) -> String {
     }
 }
 
+fn shown(shown: usize, total: usize) -> String {
+    if shown < total {
+        format!(" (the first {shown} are shown)")
+    } else {
+        String::new()
+    }
+}
+
 /// Converts a byte range into miette's span type.
 pub fn span(s: &Span) -> SourceSpan {
     (s.start, s.end.saturating_sub(s.start)).into()
 }
 
-/// "did you mean `x`?" for the closest candidate, if any is close enough.
+/// "did you mean `x`?" for the closest candidate, if any is close enough. Words and candidates
+/// longer than 256 bytes are never compared: nobody mistypes them, and comparing two long
+/// strings costs the product of their lengths.
 pub fn did_you_mean<'a>(
     word: &str,
     candidates: impl IntoIterator<Item = &'a str>,
 ) -> Option<&'a str> {
+    const LONGEST: usize = 256;
+    if word.len() > LONGEST {
+        return None;
+    }
     candidates
         .into_iter()
+        .filter(|c| c.len() <= LONGEST)
         .map(|c| (strsim::jaro_winkler(word, c), c))
         .filter(|(score, _)| *score > 0.8)
         .max_by(|a, b| a.0.total_cmp(&b.0))

@@ -5,6 +5,8 @@
 //! then [`to_manifest`] maps every zen key onto the TOML model. `orch convert` prints that model, so
 //! a converted file loads into exactly what the JSON loaded into.
 
+use std::collections::{HashMap, HashSet};
+
 use super::raw::{RawBudget, RawJob, RawLimit, RawManifest, RawSettings};
 use super::read::{Map, Sp, raw_table};
 
@@ -62,11 +64,18 @@ fn permission_mode(mode: Sp<String>) -> Sp<String> {
 }
 
 /// Translates a JSON config into the TOML model. Names follow zen: an unnamed instance is named
-/// after its command (or prompt); a repeated default name gets a "-2", "-3", ... suffix.
+/// after its command (or prompt), cut to 120 characters; a repeated default name gets a "-2",
+/// "-3", ... suffix.
 pub fn to_manifest(config: LegacyConfig, name: &str) -> RawManifest {
     let mut jobs: Vec<(Sp<String>, RawJob)> = Vec::new();
     let partial = config.partial;
     let instances = config.instances.map(|i| i.value).unwrap_or_default();
+    // The names given so far, and the next suffix to try for each default name: with these,
+    // naming n instances of one command takes linear time, not cubic (a scan of every name
+    // for every suffix of every instance). A taken "base-n" blocks one suffix of one base
+    // only, so the probes stay linear in total.
+    let mut taken: HashSet<String> = HashSet::with_capacity(instances.len());
+    let mut next_suffix: HashMap<String, usize> = HashMap::new();
     for instance in instances {
         let job_name = match instance.name {
             Some(n) => n,
@@ -75,17 +84,25 @@ pub fn to_manifest(config: LegacyConfig, name: &str) -> RawManifest {
                     .command
                     .as_ref()
                     .or(instance.prompt.as_ref())
-                    .map(|c| c.value.clone())
+                    // A long prompt is cut short, leaving room for a "-NNNNNN" suffix: the
+                    // name must stay within MAX_JOB_NAME.
+                    .map(|c| c.value.chars().take(super::MAX_JOB_NAME - 8).collect())
                     .unwrap_or_else(|| format!("instance-{}", jobs.len() + 1));
                 let mut candidate = base.clone();
-                let mut n = 1;
-                while jobs.iter().any(|(j, _)| j.value == candidate) {
-                    n += 1;
-                    candidate = format!("{base}-{n}");
+                if taken.contains(&candidate) {
+                    let n = next_suffix.entry(base.clone()).or_insert(1);
+                    loop {
+                        *n += 1;
+                        candidate = format!("{base}-{n}");
+                        if !taken.contains(&candidate) {
+                            break;
+                        }
+                    }
                 }
                 Sp::synthetic(candidate)
             }
         };
+        taken.insert(job_name.value.clone());
         let job = RawJob {
             description: instance.description,
             command: instance.command,

@@ -24,6 +24,10 @@ pub use model::*;
 use raw::RawManifest;
 use read::{FromNode, Reader};
 
+/// The longest job name, in characters. A name becomes part of its steps' log file names
+/// ("NNN-name-i.stderr.log", at most 255 bytes on Linux and macOS) and a column of every table.
+pub const MAX_JOB_NAME: usize = 128;
+
 /// The file orch looks for when no manifest is named.
 pub const DEFAULT_MANIFEST: &str = "orch.toml";
 
@@ -201,13 +205,17 @@ fn repeated_job_table(text: &str, at: usize) -> Option<RepeatedTable> {
     })
 }
 
-/// Bundles a file's mistakes, in file order, with its source for rendering.
+/// Bundles a file's mistakes, in file order (the first [`diagnostic::MAX_SHOWN`] of them), with
+/// its source for rendering.
 pub fn invalid(path: &Path, text: String, mut errors: Vec<ManifestError>) -> LoadError {
     errors.sort_by_key(ManifestError::offset);
+    let total = errors.len();
+    errors.truncate(diagnostic::MAX_SHOWN);
     let name = path.display().to_string();
     LoadError::Invalid(Box::new(ManifestErrors {
         source_code: NamedSource::new(&name, text),
         name,
         errors,
+        total,
     }))
 }

@@ -111,7 +111,7 @@ pub struct Job {
     pub name: String,
     pub description: Option<String>,
     pub task: Task,
-    /// Names of jobs that must succeed first.
+    /// Names of jobs that must succeed first, each once (resolve drops repeats).
     pub needs: Vec<String>,
     pub timeout: Duration,
     pub env: Vec<(String, String)>,

@@ -26,7 +26,7 @@ raw_table! {
         pub budget: Option<RawBudget>,
         /// Keys inherited by every job that does not set them.
         pub defaults: Option<RawDefaults>,
-        /// The jobs, by name.
+        /// The jobs, by name (at most 128 characters, no NUL byte).
         pub jobs: Option<Sp<Map<RawJob>>>,
     }
 }
@@ -126,7 +126,7 @@ raw_table! {
         /// A free-text prompt for Claude Code.
         pub prompt: Option<Sp<String>>,
         /// A program and its arguments, run directly (never through a shell).
-        pub run: Option<Sp<Vec<String>>>,
+        pub run: Option<Sp<Vec<Sp<String>>>>,
         /// A script run with `sh -c`.
         pub shell: Option<Sp<String>>,
         /// Commands run first in the same Claude session, each as its own step.
@@ -199,11 +199,24 @@ impl JsonSchema for DurationText {
     }
     fn json_schema(_: &mut SchemaGenerator) -> Schema {
         json_schema!({
-            "description": "A duration: a number with a unit (\"500ms\", \"5s\", \"30m\", \"2h\", \"1d\", \"1h30m\") or a number of seconds.",
+            "description": "A duration: a number with a unit (\"500ms\", \"5s\", \"30m\", \"2h\", \"1d\", \"1h30m\") or a number of seconds; at most 36500d (100 years).",
             "oneOf": [
                 { "type": "string", "pattern": "^\\s*(([0-9]+(\\.[0-9]+)?\\s*(ms|s|secs?|m|mins?|h|hrs?|d|days?)\\s*)+|[0-9]+(\\.[0-9]+)?)\\s*$" },
-                { "type": "number", "minimum": 0 }
+                { "type": "number", "minimum": 0, "maximum": 3_153_600_000u64 }
             ]
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// The schema states the maximum that `duration` enforces.
+    #[test]
+    fn the_duration_schema_names_the_maximum() {
+        let schema = schemars::schema_for!(super::DurationText);
+        let text = serde_json::to_string(&schema).expect("json");
+        assert!(text.contains(crate::duration::MAX_TEXT), "{text}");
+        let seconds = crate::duration::MAX.as_secs().to_string();
+        assert!(text.contains(&format!("\"maximum\":{seconds}")), "{text}");
     }
 }

@@ -85,10 +85,25 @@ impl Reader {
                 });
                 continue;
             }
+            if entry.0.name.contains('\0') {
+                let mut path = self.path.clone();
+                path.push(quote_key(&entry.0.name));
+                let path = path.join(".");
+                self.nul_byte(&path, &entry.0.span);
+                continue;
+            }
             first.insert(&entry.0.name, &entry.0);
             seen.push(entry);
         }
         Some(seen)
+    }
+
+    /// A string or key holding a NUL byte.
+    pub fn nul_byte(&mut self, path: &str, at: &Span) {
+        self.errors.push(ManifestError::NulByte {
+            path: path.to_string(),
+            span: span(at),
+        });
     }
 
     pub fn unknown_key(&mut self, key: &Key, context: &str, known: &[&str]) {
@@ -133,6 +148,12 @@ pub trait FromNode: Sized {
 impl FromNode for String {
     fn from_node(node: &Node, r: &mut Reader) -> Option<Self> {
         match &node.value {
+            // No string of a manifest may hold NUL: each may end up in an argv, an
+            // environment, a path or a C string, where NUL cannot be passed.
+            Value::String(s) if s.contains('\0') => {
+                r.nul_byte(&r.path(), &node.span);
+                None
+            }
             Value::String(s) => Some(s.clone()),
             _ => {
                 r.wrong_type(node, "a string");

@@ -178,6 +178,15 @@ pub fn resolve(raw: RawManifest, path: &Path) -> Result<Manifest, Vec<ManifestEr
             continue;
         }
         first_of.insert(&name.value, &name.span);
+        let chars = name.value.chars().count();
+        if chars > super::MAX_JOB_NAME {
+            r.errors.push(ManifestError::LongJobName {
+                start: name.value.chars().take(20).collect(),
+                chars,
+                span: span(&name.span),
+            });
+            continue;
+        }
         if let Some(resolved) = r.job(name, job, &defaults, &dir, &settings) {
             jobs.push(resolved);
         }
@@ -209,14 +218,20 @@ impl Resolver {
         let d = d?;
         let parsed = match &d.value {
             DurationText::Text(t) => duration::parse(t),
-            DurationText::Seconds(s) => duration::parse(&s.to_string()),
+            DurationText::Seconds(s) => duration::seconds_to_duration(*s),
         };
         parsed
-            .map_err(|reason| {
-                self.errors.push(ManifestError::BadDuration {
-                    path: path.into(),
-                    reason,
-                    span: span(&d.span),
+            .map_err(|e| {
+                self.errors.push(match e {
+                    duration::ParseError::TooLong => ManifestError::DurationTooLong {
+                        path: path.into(),
+                        span: span(&d.span),
+                    },
+                    duration::ParseError::Invalid(reason) => ManifestError::BadDuration {
+                        path: path.into(),
+                        reason,
+                        span: span(&d.span),
+                    },
                 })
             })
             .ok()
@@ -371,9 +386,16 @@ impl Resolver {
                 });
                 return None;
             }
+            if run.value[0].value.is_empty() {
+                self.errors.push(ManifestError::EmptyProgram {
+                    path: format!("{}[0]", at("run")),
+                    span: span(&run.value[0].span),
+                });
+                return None;
+            }
             self.agent_keys_ignored(&name.value, job);
             Task::Exec {
-                argv: run.value.clone(),
+                argv: run.value.iter().map(|a| a.value.clone()).collect(),
             }
         } else if let Some(shell) = &job.shell {
             self.agent_keys_ignored(&name.value, job);
@@ -436,12 +458,7 @@ impl Resolver {
             name: name.value.clone(),
             description: job.description.clone(),
             task,
-            needs: job
-                .needs
-                .iter()
-                .flatten()
-                .map(|n| n.value.clone())
-                .collect(),
+            needs: unique(job.needs.iter().flatten().map(|n| n.value.as_str())),
             timeout,
             env,
             workspace,
@@ -479,16 +496,32 @@ impl Resolver {
         let nodes: Vec<NodeIndex> = (0..raw_jobs.len()).map(|i| graph.add_node(i)).collect();
         let index: std::collections::HashMap<&str, usize> =
             names.iter().enumerate().map(|(i, n)| (*n, i)).collect();
+        const SUGGESTED: usize = 20;
+        let mut unknown = 0;
+        let mut seen = std::collections::HashSet::new();
         for (i, (name, job)) in raw_jobs.iter().enumerate() {
+            seen.clear();
             for need in job.needs.iter().flatten() {
                 match index.get(need.value.as_str()) {
+                    // A repeat adds no edge (`update_edge` would find that out by a scan of
+                    // the job's edges, quadratic for a job with many needs).
                     Some(&j) => {
-                        graph.update_edge(nodes[i], nodes[j], need.span.clone());
+                        if seen.insert(j) {
+                            graph.add_edge(nodes[i], nodes[j], need.span.clone());
+                        }
                     }
                     None => {
-                        let help = match did_you_mean(&need.value, names.iter().copied()) {
+                        unknown += 1;
+                        // A suggestion compares with every name: past the first few, the cost
+                        // (jobs × unknown needs) outweighs the help.
+                        let suggestion = if unknown <= SUGGESTED {
+                            did_you_mean(&need.value, names.iter().copied())
+                        } else {
+                            None
+                        };
+                        let help = match suggestion {
                             Some(s) => format!("did you mean `{s}`?"),
-                            None => format!("the jobs are: {}", names.join(", ")),
+                            None => format!("the jobs are: {}", some_names(&names)),
                         };
                         self.errors.push(ManifestError::UnknownNeed {
                             job: name.value.clone(),
@@ -500,47 +533,105 @@ impl Resolver {
                 }
             }
         }
-        for scc in petgraph::algo::tarjan_scc(&graph) {
+        // Kosaraju's, not Tarjan's: petgraph's Tarjan recurses once per node of a path, and a
+        // loop of 50,000 jobs overflowed the stack.
+        let sccs = petgraph::algo::kosaraju_scc(&graph);
+        // Each node's component, so that staying inside one is a lookup, not a scan of it.
+        let mut component = vec![0; graph.node_count()];
+        for (c, scc) in sccs.iter().enumerate() {
+            for n in scc {
+                component[n.index()] = c;
+            }
+        }
+        for (c, scc) in sccs.iter().enumerate() {
             let is_cycle = scc.len() > 1 || graph.contains_edge(scc[0], scc[0]);
             if !is_cycle {
                 continue;
             }
-            let cycle = cycle_through(&graph, &scc);
+            let cycle = cycle_through(&graph, scc, |n| component[n.index()] == c);
             let mut labels = Vec::new();
             let mut path: Vec<&str> = Vec::new();
-            for pair in cycle.windows(2) {
+            let edges = cycle.len() - 1;
+            for (i, pair) in cycle.windows(2).enumerate() {
+                let (from, to) = (names[graph[pair[0]]], names[graph[pair[1]]]);
+                path.push(from);
+                // A long loop shows its first edges and its last: labels past a screenful help
+                // nobody, and rendering each one costs a pass over the source.
+                if edges > CYCLE_SHOWN && (CYCLE_SHOWN / 2..edges - CYCLE_SHOWN / 2).contains(&i) {
+                    continue;
+                }
                 let edge = graph
                     .find_edge(pair[0], pair[1])
                     .expect("cycle edges exist");
-                let (from, to) = (names[graph[pair[0]]], names[graph[pair[1]]]);
                 labels.push(miette::LabeledSpan::new_with_span(
                     Some(format!("`{from}` needs `{to}`")),
                     span(&graph[edge]),
                 ));
-                path.push(from);
             }
             path.push(names[graph[cycle[0]]]);
             labels.sort_by_key(|l| l.offset());
             self.errors.push(ManifestError::Cycle {
-                cycle: path
-                    .iter()
-                    .map(|p| format!("`{p}`"))
-                    .collect::<Vec<_>>()
-                    .join(" → "),
+                cycle: cycle_text(&path),
                 spans: labels,
             });
         }
     }
 }
 
-/// A simple cycle through the first node of a strongly connected component, closed (first == last).
-fn cycle_through(graph: &DiGraph<usize, Span>, scc: &[NodeIndex]) -> Vec<NodeIndex> {
+/// The job names for a help line: all of them, or the first 20 and how many more there are
+/// (a manifest of 50,000 jobs would otherwise repeat them all under every unknown `needs`).
+fn some_names(names: &[&str]) -> String {
+    const SHOWN: usize = 20;
+    let shown = names[..names.len().min(SHOWN)].join(", ");
+    if names.len() > SHOWN {
+        format!("{shown}, … and {} more", names.len() - SHOWN)
+    } else {
+        shown
+    }
+}
+
+/// The most edges of a cycle labelled, and of jobs named in its message.
+const CYCLE_SHOWN: usize = 20;
+
+/// "`a` → `b` → `a`"; a loop of more than [`CYCLE_SHOWN`] jobs names its first and last ones and
+/// says how many are left out.
+fn cycle_text(path: &[&str]) -> String {
+    let quoted = |p: &[&str]| {
+        p.iter()
+            .map(|p| format!("`{p}`"))
+            .collect::<Vec<_>>()
+            .join(" → ")
+    };
+    if path.len() <= CYCLE_SHOWN + 1 {
+        return quoted(path);
+    }
+    // The tail ends with the first job again, closing the loop.
+    let (head, tail) = (
+        &path[..CYCLE_SHOWN / 2],
+        &path[path.len() - CYCLE_SHOWN / 2 - 1..],
+    );
+    format!(
+        "{} → … {} more … → {} ({} jobs)",
+        quoted(head),
+        path.len() - 1 - CYCLE_SHOWN,
+        quoted(tail),
+        path.len() - 1
+    )
+}
+
+/// A simple cycle through the first node of a strongly connected component, closed (first ==
+/// last), in time linear in the component's edges; `inside` says whether a node belongs to it.
+fn cycle_through(
+    graph: &DiGraph<usize, Span>,
+    scc: &[NodeIndex],
+    inside: impl Fn(NodeIndex) -> bool,
+) -> Vec<NodeIndex> {
     let start = *scc.iter().min().expect("an SCC is never empty");
     // Breadth-first search inside the component back to `start` gives the shortest loop.
     let mut previous: std::collections::HashMap<NodeIndex, NodeIndex> = Default::default();
     let mut queue = std::collections::VecDeque::from([start]);
     while let Some(n) = queue.pop_front() {
-        let mut next: Vec<NodeIndex> = graph.neighbors(n).filter(|m| scc.contains(m)).collect();
+        let mut next: Vec<NodeIndex> = graph.neighbors(n).filter(|&m| inside(m)).collect();
         next.sort();
         for m in next {
             if m == start {
@@ -560,6 +651,15 @@ fn cycle_through(graph: &DiGraph<usize, Span>, scc: &[NodeIndex]) -> Vec<NodeInd
         }
     }
     vec![start, start]
+}
+
+/// The names in their first-seen order, each once.
+fn unique<'a>(names: impl Iterator<Item = &'a str>) -> Vec<String> {
+    let mut seen = std::collections::HashSet::new();
+    names
+        .filter(|n| seen.insert(*n))
+        .map(str::to_string)
+        .collect()
 }
 
 /// Removes `.` and resolvable `..` components without touching the file system.

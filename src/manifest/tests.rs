@@ -204,6 +204,255 @@ fn bad_duration() {
 }
 
 #[test]
+fn durations_longer_than_a_century_are_refused() {
+    // 1e19 s overflowed `Instant::now() + startup_delay` (a panic in plan and run), and
+    // 999999999999h made `now - period` overflow.
+    let text = "[settings]\nstartup_delay = \"1e19\"\ntimeout = 1e19\n\
+                [budget.window]\nperiod = \"999999999999h\"\nusd = 1.0\n\
+                [jobs.a]\nrun = [\"a\"]\ntimeout = \"36500d1s\"\n";
+    let errors = toml_errors(text);
+    assert_eq!(errors.len(), 4, "{errors:#?}");
+    assert_eq!(
+        errors[0].to_string(),
+        "`settings.startup_delay` is longer than the maximum duration, 36500d (100 years)"
+    );
+    let labels: Vec<String> = errors.iter().flat_map(|e| parts(text, e).1).collect();
+    assert_eq!(
+        labels,
+        ["\"1e19\"", "1e19", "\"999999999999h\"", "\"36500d1s\""]
+    );
+    for e in &errors {
+        let (code, _, help) = parts(text, e);
+        assert_eq!(code, "orch::manifest::duration_too_long");
+        assert!(help.contains("36500d (100 years)"), "{help}");
+    }
+    // The maximum itself is accepted.
+    let m = load_str(
+        Path::new("orch.toml"),
+        "[settings]\nstartup_delay = \"36500d\"\n[jobs.a]\nrun = [\"a\"]\n".into(),
+    )
+    .expect("a century is allowed");
+    assert_eq!(m.settings.startup_delay, crate::duration::MAX);
+}
+
+#[test]
+fn job_names_longer_than_128_characters_are_refused() {
+    // A 64 KiB name made `orch plan` panic (a format width above u16::MAX).
+    let name = "n".repeat(65_536);
+    let text = format!("[jobs.{name}]\nrun = [\"a\"]\n[jobs.ok]\nrun = [\"b\"]\n");
+    let errors = toml_errors(&text);
+    assert_eq!(
+        errors[0].to_string(),
+        "job name `nnnnnnnnnnnnnnnnnnnn…` is 65536 characters long; the most is 128"
+    );
+    let (code, labels, help) = only(&text, errors);
+    assert_eq!(code, "orch::manifest::long_job_name");
+    assert_eq!(labels, [name.as_str()]);
+    assert!(help.contains("128 characters"), "{help}");
+    // Characters, not bytes.
+    let name = "é".repeat(128);
+    let text = format!("[jobs.\"{name}\"]\nrun = [\"a\"]\n");
+    assert!(load_str(Path::new("orch.toml"), text).is_ok());
+}
+
+#[test]
+fn an_empty_program_is_refused() {
+    let text = "[jobs.a]\nrun = [\"\", \"x\"]\n";
+    let errors = toml_errors(text);
+    assert_eq!(
+        errors[0].to_string(),
+        "`jobs.a.run[0]` is empty: a job's program needs a name"
+    );
+    let (code, labels, help) = only(text, errors);
+    assert_eq!(code, "orch::manifest::empty_program");
+    assert_eq!(labels, ["\"\""]);
+    assert!(help.contains("run = [\"cargo\", \"test\"]"), "{help}");
+}
+
+#[test]
+fn nul_bytes_are_refused_in_every_string_and_key() {
+    let text = "[settings]\nworkspace = \"w\\u0000\"\n\
+                [defaults]\nenv = { \"K\\u0000\" = \"v\" }\n\
+                [jobs.a]\nrun = [\"echo\", \"a\\u0000b\"]\nenv = { K = \"v\\u0000\" }\n\
+                [jobs.b]\nprompt = \"hi\\u0000\"\nworkspace = \"x\\u0000\"\n";
+    let errors = toml_errors(text);
+    let found: Vec<(String, Vec<String>)> = errors
+        .iter()
+        .map(|e| {
+            let (code, labels, help) = parts(text, e);
+            assert_eq!(code, "orch::manifest::nul_byte");
+            assert!(help.contains("remove the \\u0000"), "{help}");
+            (e.to_string(), labels)
+        })
+        .collect();
+    let expected = [
+        ("settings.workspace", "\"w\\u0000\""),
+        ("defaults.env.\"K\\0\"", "\"K\\u0000\""),
+        ("jobs.a.run.1", "\"a\\u0000b\""),
+        ("jobs.a.env.K", "\"v\\u0000\""),
+        ("jobs.b.prompt", "\"hi\\u0000\""),
+        ("jobs.b.workspace", "\"x\\u0000\""),
+    ];
+    let expected: Vec<(String, Vec<String>)> = expected
+        .iter()
+        .map(|(p, l)| (format!("`{p}` holds a NUL byte"), vec![l.to_string()]))
+        .collect();
+    assert_eq!(found, expected);
+    // In a zen config too (JSON's "\u0000").
+    let json = r#"{"instances": [{"command": "/a\u0000"}]}"#;
+    let (code, labels, _) = only(json, errors_of("zen.json", json));
+    assert_eq!(code, "orch::manifest::nul_byte");
+    assert_eq!(labels, ["\"/a\\u0000\""]);
+}
+
+#[test]
+fn repeated_needs_count_once() {
+    let text = "[jobs.a]\nrun = [\"a\"]\n[jobs.b]\nrun = [\"b\"]\n\
+                [jobs.c]\nrun = [\"c\"]\nneeds = [\"a\", \"b\", \"a\", \"a\"]\n";
+    let m = load_str(Path::new("orch.toml"), text.into()).expect("valid");
+    assert_eq!(m.jobs[2].needs, ["a", "b"]);
+}
+
+#[test]
+fn only_the_first_hundred_errors_are_kept_for_rendering() {
+    let text: String = (0..250)
+        .map(|i| format!("[jobs.j{i}]\nrun = [\"true\"]\nneeds = [\"j{i}\"]\n"))
+        .collect();
+    let Err(LoadError::Invalid(e)) = load_str(Path::new("orch.toml"), text) else {
+        panic!("250 cycles");
+    };
+    assert_eq!(e.total, 250);
+    assert_eq!(e.errors.len(), 100);
+    assert_eq!(
+        e.to_string(),
+        "250 errors in orch.toml (the first 100 are shown)"
+    );
+    assert_eq!(e.errors[99].to_string(), "dependency cycle: `j99` → `j99`");
+}
+
+/// Asserts that loading grows about linearly: 8 times the size takes less than 32 times as long
+/// (linear is 8, n log n about 10, quadratic 64, cubic 512). The two sizes are timed in turns,
+/// five times each, and the fastest of each kept, so load on a shared machine hits both alike.
+/// The first large load runs on a thread with a deadline, so that a regression fails instead of
+/// hanging.
+fn loads_in_linear_time(name: &'static str, make: fn(usize) -> String, small: usize) {
+    // Loading, and rendering the errors as `orch` prints them.
+    let load = move |n: usize| {
+        let text = make(n);
+        move || {
+            let t = std::time::Instant::now();
+            if let Err(e) = load_str(Path::new(name), text.clone()) {
+                let _ = format!("{:?}", miette::Report::new(e));
+            }
+            t.elapsed().as_secs_f64()
+        }
+    };
+    let (small_load, big_load) = (load(small), load(8 * small));
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let first = big_load();
+        let _ = tx.send((first, big_load));
+    });
+    let Ok((first, big_load)) = rx.recv_timeout(std::time::Duration::from_secs(60)) else {
+        panic!("{name}: {} did not load within 60 s", 8 * small);
+    };
+    let (mut t_small, mut t_big) = (f64::INFINITY, first);
+    for _ in 0..5 {
+        t_small = t_small.min(small_load());
+        t_big = t_big.min(big_load());
+    }
+    let t_small = t_small.max(0.0005);
+    assert!(
+        t_big < 32.0 * t_small,
+        "{name}: {small} took {t_small:.4}s, {} took {t_big:.4}s",
+        8 * small
+    );
+}
+
+#[test]
+fn unnamed_zen_instances_are_named_after_their_command() {
+    let long = "p".repeat(300);
+    let json = format!(
+        r#"{{"instances": [{{"command": "/a"}}, {{"command": "/a"}}, {{"name": "/a-3", "command": "/b"}},
+            {{"command": "/a"}}, {{"prompt": "{long}"}}, {{"prompt": "{long}"}}]}}"#
+    );
+    let m = load_str(Path::new("zen.json"), json).expect("valid");
+    let names: Vec<&str> = m.jobs.iter().map(|j| j.name.as_str()).collect();
+    let cut = "p".repeat(120);
+    assert_eq!(
+        names,
+        [
+            "/a",
+            "/a-2",
+            "/a-3",
+            "/a-4",
+            cut.as_str(),
+            &format!("{cut}-2")
+        ]
+    );
+}
+
+#[test]
+fn naming_unnamed_zen_instances_takes_linear_time() {
+    // Every instance runs the same command, so each needs a "-N" suffix.
+    fn config(n: usize) -> String {
+        let one = r#"{"command": "/same"}"#;
+        format!("{{\"instances\": [{}]}}", vec![one; n].join(","))
+    }
+    loads_in_linear_time("zen.json", config, 1000);
+}
+
+#[test]
+fn cycle_diagnostics_take_linear_time() {
+    // One loop through every job: j0 needs j1, ..., the last needs j0.
+    fn ring(n: usize) -> String {
+        let mut text = String::new();
+        for i in 0..n {
+            text.push_str(&format!(
+                "[jobs.j{i}]\nrun = [\"true\"]\nneeds = [\"j{}\"]\n",
+                (i + 1) % n
+            ));
+        }
+        text
+    }
+    loads_in_linear_time("orch.toml", ring, 2000);
+}
+
+#[test]
+fn many_errors_take_linear_time() {
+    // A job needing itself, thousands of times: one error each.
+    fn loops(n: usize) -> String {
+        (0..n)
+            .map(|i| format!("[jobs.j{i}]\nrun = [\"true\"]\nneeds = [\"j{i}\"]\n"))
+            .collect()
+    }
+    loads_in_linear_time("orch.toml", loops, 1000);
+}
+
+#[test]
+fn a_long_cycle_is_named_by_its_ends() {
+    let n = 100;
+    let mut text = String::new();
+    for i in 0..n {
+        text.push_str(&format!(
+            "[jobs.j{i}]\nrun = [\"true\"]\nneeds = [\"j{}\"]\n",
+            (i + 1) % n
+        ));
+    }
+    let errors = toml_errors(&text);
+    let (code, labels, _) = only(&text, errors.clone());
+    assert_eq!(code, "orch::manifest::cycle");
+    assert_eq!(labels.len(), 20);
+    let message = errors[0].to_string();
+    assert!(
+        message.starts_with("dependency cycle: `j0` → `j1` → ")
+            && message.contains("`j9` → … 80 more … → `j90` → ")
+            && message.ends_with("`j99` → `j0` (100 jobs)"),
+        "{message}"
+    );
+}
+
+#[test]
 fn negative_and_zero_budgets() {
     let text = "[budget]\ntokens = -5\nusd = 0.0\n[jobs.a]\nrun = [\"a\"]\n";
     let errors = toml_errors(text);

@@ -103,6 +103,20 @@ pub fn print_error(err: miette::Report) {
     eprintln!("{err:?}");
 }
 
+/// Shows a path relative to the current folder when it is inside it.
+pub fn display_path(path: &std::path::Path) -> String {
+    let cwd = std::env::current_dir().ok();
+    let shown = cwd
+        .as_deref()
+        .and_then(|c| path.strip_prefix(c).ok())
+        .unwrap_or(path);
+    if shown.as_os_str().is_empty() {
+        ".".into()
+    } else {
+        shown.display().to_string()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -51,7 +51,7 @@ pub fn event_line(event: &Event, max: usize, show_output: bool) -> Option<String
             ..
         } => format!(
             "run {name} {run_id}: {jobs} jobs, {steps} steps; logs in {}",
-            crate::commands::display_path(run_dir)
+            super::display_path(run_dir)
         ),
         Event::StepStarted { label, pid, .. } => format!("▶ {label} started (pid {pid})"),
         Event::StepOutput { label, line, .. } if show_output => {
@@ -77,7 +77,7 @@ pub fn event_line(event: &Event, max: usize, show_output: bool) -> Option<String
             ..
         } => format!(
             "⚠ {label}: cannot write its {stream} log {} ({error}); {} lost so far, the step goes on",
-            crate::commands::display_path(path),
+            super::display_path(path),
             super::results::human_bytes(*bytes_lost)
         ),
         Event::ResultsWriteFailed {
@@ -87,12 +87,12 @@ pub fn event_line(event: &Event, max: usize, show_output: bool) -> Option<String
         } => match written_to {
             Some(to) => format!(
                 "⚠ cannot write the results file {} ({error}); written to {} instead",
-                crate::commands::display_path(path),
-                crate::commands::display_path(to)
+                super::display_path(path),
+                super::display_path(to)
             ),
             None => format!(
                 "⚠ cannot write the results file {} ({error}), nor anywhere else",
-                crate::commands::display_path(path)
+                super::display_path(path)
             ),
         },
         Event::LedgerFailed { error } => {
@@ -168,7 +168,7 @@ fn finished_line(event: &Event) -> Option<String> {
         line.push_str(&format!(": {reason}"));
     }
     if *status != Status::Completed && !log.as_os_str().is_empty() {
-        line.push_str(&format!(" (log: {})", crate::commands::display_path(log)));
+        line.push_str(&format!(" (log: {})", super::display_path(log)));
     }
     if !leaked.is_empty() {
         line.push_str(&format!("; killed leftover processes {leaked:?}"));

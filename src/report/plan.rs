@@ -1,12 +1,86 @@
-//! Renders a [`PlanView`] as text, JSON, Graphviz dot or Mermaid.
+//! The plan as `orch plan` shows it: the [`PlanView`] data (built by `commands::plan`) and its
+//! renderings as text, JSON, Graphviz dot or Mermaid. Pure formatting: reads no file, no clock.
 
 use std::fmt::Write;
+use std::time::Duration;
+
+use chrono::{DateTime, FixedOffset};
+use serde::Serialize;
 
 use crate::cli::PlanFormat;
-use crate::commands::plan::{PlanView, ms};
-use crate::manifest::{BudgetMode, Limit};
+use crate::ledger::budget::Spend;
+use crate::manifest::{Budget, BudgetMode, Limit};
 use crate::plan::Action;
 
+/// Everything `orch plan` shows, as data; `report::plan` renders it.
+#[derive(Debug, Serialize)]
+pub struct PlanView {
+    pub name: String,
+    pub manifest: String,
+    pub workspace: String,
+    pub startup_delay_ms: u128,
+    pub max_parallel: Option<usize>,
+    pub timeout_ms: u128,
+    pub fail_fast: bool,
+    pub state_dir: String,
+    pub schedule: ScheduleView,
+    pub budget: Budget,
+    /// What the ledger holds for the window's period (when there is a window and a ledger).
+    pub window_spent: Option<Spend>,
+    pub steps: Vec<StepView>,
+    pub warnings: Vec<String>,
+}
+
+/// A job's expected cost: the median of its past runs in the ledger.
+#[derive(Debug, Serialize, Clone, PartialEq)]
+pub struct Forecast {
+    /// `None` when the ledger has no history of the job.
+    pub median_usd: Option<f64>,
+    pub runs: usize,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ScheduleView {
+    pub cron: Option<String>,
+    pub start_at: Option<String>,
+    /// The IANA zone of `cron` and `start_at`, or "local time".
+    pub timezone: String,
+    /// The instant `start_at` means now.
+    pub starts: Option<DateTime<FixedOffset>>,
+    /// Why `start_at` means no instant now (a date in the past).
+    pub start_error: Option<String>,
+    /// The next five fire times of the cron schedule (after the start time, when there is one),
+    /// with the zone's offset.
+    pub next: Vec<DateTime<FixedOffset>>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct StepView {
+    pub id: usize,
+    pub label: String,
+    pub job: String,
+    pub index: usize,
+    pub of: usize,
+    #[serde(flatten)]
+    pub action: Action,
+    pub argv: Vec<String>,
+    /// Ids of the steps this one waits for.
+    pub needs: Vec<usize>,
+    /// Earliest launch offset from the start of the run.
+    pub offset_ms: u128,
+    pub timeout_ms: u128,
+    /// The job's own limit (on its main step).
+    pub limit: Option<Limit>,
+    /// The job's expected cost from the ledger (on the main step of agent jobs).
+    pub forecast: Option<Forecast>,
+}
+
+/// Milliseconds as a compact duration.
+pub fn ms(ms: u128) -> String {
+    crate::duration::format(Duration::from_millis(ms as u64))
+}
+
+/// The plan in `format`.
 pub fn render(view: &PlanView, format: PlanFormat) -> String {
     match format {
         PlanFormat::Text => text(view),
@@ -21,7 +95,7 @@ pub fn render(view: &PlanView, format: PlanFormat) -> String {
 }
 
 /// The schedule lines: none, or the start time resolved and the next five cron fire times.
-fn schedule(o: &mut String, s: &crate::commands::plan::ScheduleView) {
+fn schedule(o: &mut String, s: &ScheduleView) {
     if s.cron.is_none() && s.start_at.is_none() {
         let _ = writeln!(o, "schedule: none (runs when started)");
         return;
@@ -119,14 +193,22 @@ fn text(v: &PlanView) -> String {
         let _ = writeln!(o, "budget ({mode}): {}", scopes.join("; "));
     }
     let _ = writeln!(o);
+    // Padded by hand: a runtime width above u16::MAX makes `format!` panic, and a label
+    // counts in characters, not bytes.
     let width = v
         .steps
         .iter()
-        .map(|s| s.label.len())
+        .map(|s| s.label.chars().count())
         .max()
         .unwrap_or(4)
         .max(4);
-    let _ = writeln!(o, "  {:>3}  {:>7}  {:width$}  needs", "#", "launch", "step");
+    let _ = writeln!(
+        o,
+        "  {:>3}  {:>7}  {}  needs",
+        "#",
+        "launch",
+        pad("step", width)
+    );
     for s in &v.steps {
         let needs = if s.needs.is_empty() {
             "-".to_string()
@@ -142,7 +224,12 @@ fn text(v: &PlanView) -> String {
         } else {
             "after".to_string()
         };
-        let _ = writeln!(o, "  {:>3}  {at:>7}  {:width$}  {needs}", s.id + 1, s.label);
+        let _ = writeln!(
+            o,
+            "  {:>3}  {at:>7}  {}  {needs}",
+            s.id + 1,
+            pad(&s.label, width)
+        );
         let _ = writeln!(o, "       $ {}", super::shell_words(&s.argv));
         if let Some(l) = &s.limit {
             let _ = writeln!(o, "         budget: {}", limit(l));
@@ -168,11 +255,22 @@ fn text(v: &PlanView) -> String {
     o
 }
 
+/// `text` followed by spaces up to `width` characters.
+fn pad(text: &str, width: usize) -> String {
+    let mut out = String::with_capacity(text.len() + width);
+    out.push_str(text);
+    out.extend(std::iter::repeat_n(
+        ' ',
+        width.saturating_sub(text.chars().count()),
+    ));
+    out
+}
+
 fn escape(label: &str) -> String {
     label.replace('\\', "\\\\").replace('"', "\\\"")
 }
 
-fn node_text(s: &crate::commands::plan::StepView) -> String {
+fn node_text(s: &StepView) -> String {
     match &s.action {
         Action::Agent { prompt, .. } => format!("{}\\n{}", s.label, truncate(prompt, 40)),
         Action::Exec | Action::Shell => {
@@ -230,4 +328,35 @@ fn mermaid(v: &PlanView) -> String {
         }
     }
     o
+}
+
+#[cfg(test)]
+mod tests {
+    /// `report` renders what `commands` built and never reaches back into it (the plan view
+    /// types and `display_path` used to live in `commands`, an import cycle).
+    #[test]
+    fn report_never_imports_commands() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/report");
+        for entry in std::fs::read_dir(&dir).expect("src/report") {
+            let path = entry.expect("entry").path();
+            if path.extension().is_some_and(|e| e == "rs") {
+                let text = std::fs::read_to_string(&path).expect("source");
+                // Spelt in two halves, so that this file does not match itself.
+                let needle = ["crate::", "commands"].concat();
+                assert!(
+                    !text.contains(&needle),
+                    "{} imports {needle}",
+                    path.display()
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_label_wider_than_u16_max_pads_without_a_panic() {
+        let long = "n".repeat(70_000);
+        let padded = super::pad(&long, 70_001);
+        assert_eq!(padded.len(), 70_001);
+        assert_eq!(super::pad("é", 3), "é  ");
+    }
 }

@@ -6,9 +6,9 @@
 
 use std::path::Path;
 
+use super::display_path;
 use super::results::{BudgetResult, Results};
 use super::status::{clip, symbol, tokens};
-use crate::commands::display_path;
 use crate::plan::Status;
 
 /// Colours for the status column, or none.

@@ -143,7 +143,11 @@ fn delay(t: &str) -> Result<Option<Duration>, String> {
         total += n * units[i].1;
         rest = after[1..].trim_start();
     }
-    Ok(Some(Duration::from_secs_f64(total)))
+    // Capped like every duration, so that `now + delay` always fits.
+    match crate::duration::seconds_to_duration(total) {
+        Ok(d) => Ok(Some(d)),
+        Err(e) => Err(format!("the delay {t:?}: {e}")),
+    }
 }
 
 /// "14:30", "14:30:15", "2am", "2 am", "10:30pm"; `Ok(None)` when it is not shaped like a time.

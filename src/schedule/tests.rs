@@ -100,6 +100,11 @@ fn every_rejected_start_at_form_says_why() {
         ("2026-13-01T00:00", "not a delay"),
         ("-2h", "not a delay"),
         ("1:2:3:4", "not a delay"),
+        ("999999h", "longer than the maximum of 36500d"),
+        (
+            "99999999999999999999999h",
+            "longer than the maximum of 36500d",
+        ),
     ];
     for (text, why) in cases {
         let err = parse_start_at(text).expect_err(text);

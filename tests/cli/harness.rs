@@ -55,6 +55,7 @@ struct Expect {
 struct Allow {
     dead_run: Option<&'static str>,
     survivors: Option<&'static str>,
+    unreadable_ledger: Option<&'static str>,
 }
 
 /// What an invocation did.
@@ -139,6 +140,12 @@ impl Test {
     /// the test kills orch on purpose. Their usage is then not compared with a results file.
     pub fn allow_dead_run(mut self, reason: &'static str) -> Test {
         self.allow.dead_run = Some(reason);
+        self
+    }
+
+    /// Allows a ledger file that is not a database (a test that plants a broken one).
+    pub fn allow_unreadable_ledger(mut self, reason: &'static str) -> Test {
+        self.allow.unreadable_ledger = Some(reason);
         self
     }
 
@@ -309,7 +316,15 @@ impl Test {
         }
         if self.allow.dead_run.is_none() {
             for ledger in files_named(self.path(), "ledger.sqlite") {
-                for (run, status) in ledger_runs(&ledger) {
+                let runs = match ledger_runs(&ledger) {
+                    Ok(runs) => runs,
+                    Err(_) if self.allow.unreadable_ledger.is_some() => continue,
+                    Err(e) => {
+                        problems.push(format!("{}: cannot be read: {e}", ledger.display()));
+                        continue;
+                    }
+                };
+                for (run, status) in runs {
                     if status == "running" || status == "dead" || !finished.contains(&run) {
                         problems.push(format!(
                             "{}: run {run} is {status} and wrote no results file (a test that \
@@ -428,17 +443,12 @@ fn ledger_vs_results<'a>(
 }
 
 /// Every run in a ledger with its status.
-fn ledger_runs(ledger: &Path) -> Vec<(String, String)> {
+fn ledger_runs(ledger: &Path) -> rusqlite::Result<Vec<(String, String)>> {
     let db =
-        rusqlite::Connection::open_with_flags(ledger, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-            .expect("the ledger opens");
-    let mut stmt = db
-        .prepare("SELECT id, status FROM runs")
-        .expect("a runs table");
-    stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-        .expect("runs")
-        .map(|r| r.expect("a run row"))
-        .collect()
+        rusqlite::Connection::open_with_flags(ledger, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+    let mut stmt = db.prepare("SELECT id, status FROM runs")?;
+    let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    rows.collect()
 }
 
 /// Equal up to float rounding (a sum of many charges).

@@ -6,6 +6,7 @@ mod checks;
 mod display;
 mod fuzz;
 mod harness;
+mod limits;
 mod manifests;
 mod plan;
 mod recovery;

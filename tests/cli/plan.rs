@@ -242,3 +242,88 @@ fn the_dot_check_rejects_what_graphviz_would() {
     );
     assert_eq!(good.edges, [("s0".to_string(), "s1".to_string())]);
 }
+
+/// Manifests that made `orch plan` panic (exit 101): now each is a manifest error (exit 2).
+#[test]
+fn hostile_manifests_are_manifest_errors_not_panics() {
+    let cases = [
+        // Three launch offsets of 1e19 s overflowed a Duration.
+        (
+            "[settings]\nstartup_delay = \"1e19\"\n[jobs.a]\nrun = [\"true\"]\n\
+             [jobs.b]\nrun = [\"true\"]\n[jobs.c]\nrun = [\"true\"]\n"
+                .to_string(),
+            "orch::manifest::duration_too_long",
+        ),
+        // A 64 KiB name was a format width above u16::MAX.
+        (
+            format!("[jobs.{}]\nrun = [\"true\"]\n", "n".repeat(65_536)),
+            "orch::manifest::long_job_name",
+        ),
+    ];
+    for (manifest, code) in cases {
+        let t = Test::new()
+            .file("orch.toml", &manifest)
+            .args(&["plan", "--simulate"]);
+        let out = t.run();
+        assert_eq!(out.code, 2, "{code}: {}", out.stderr);
+        assert!(out.stderr.contains(code), "{code}: {}", out.stderr);
+    }
+}
+
+#[test]
+fn plan_refuses_a_missing_workspace() {
+    let t = Test::new()
+        .file(
+            "orch.toml",
+            "[settings]\nworkspace = \"missing\"\n[jobs.a]\nrun = [\"true\"]\n",
+        )
+        .args(&["plan"]);
+    let out = t.run();
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(
+        out.stderr.contains(&format!(
+            "workspace `{}` does not exist",
+            t.path().join("missing").display()
+        )),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn repeated_needs_are_one_dependency_in_the_plan() {
+    let t = Test::new()
+        .file(
+            "orch.toml",
+            "[jobs.a]\nrun = [\"true\"]\n[jobs.b]\nrun = [\"true\"]\nneeds = [\"a\", \"a\"]\n",
+        )
+        .args(&["plan", "--format", "json"]);
+    let out = t.run();
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let plan: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(plan["steps"][1]["needs"], serde_json::json!([0]));
+}
+
+#[test]
+fn an_unreadable_ledger_is_a_warning_in_the_plan() {
+    // Also what `ulimit -n 5` leads to: the plan goes on without the ledger, and says why.
+    let t = Test::new()
+        .file(
+            "orch.toml",
+            "[budget.window]\nperiod = \"5h\"\nusd = 5.0\n[jobs.a]\nprompt = \"hi\"\n",
+        )
+        .file(".orch/ledger.sqlite", &"not a database ".repeat(100))
+        .allow_unreadable_ledger("the test plants a file that is not a database")
+        .args(&["plan", "--simulate"]);
+    let out = t.run();
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stdout
+            .contains("cannot read the ledger .orch/ledger.sqlite: ")
+            && out
+                .stdout
+                .contains("window spend and forecasts are not shown"),
+        "{}",
+        out.stdout
+    );
+}
