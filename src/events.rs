@@ -16,7 +16,7 @@ use crate::plan::{Status, StepId};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum StopCause {
-    /// SIGINT or SIGTERM reached orch.
+    /// SIGINT, SIGTERM or SIGHUP reached orch.
     Interrupted,
     /// A step failed and `fail_fast` is on.
     FailFast,
@@ -161,6 +161,14 @@ pub enum Event {
         #[schemars(with = "f64")]
         duration: Duration,
         exit_code: u8,
+    },
+    /// At the run's end some ledger writes could not land in time (the ledger stayed locked or
+    /// failing); the run stays `running` and the next orch reconciles them from the step logs.
+    LedgerWritesNotLanded {
+        writes: usize,
+        /// The last error the writer saw.
+        error: Option<String>,
+        message: String,
     },
 }
 

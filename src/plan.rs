@@ -83,6 +83,9 @@ pub struct Step {
     pub action: Action,
     /// The exact argv to spawn, program first.
     pub argv: Vec<String>,
+    /// The model the job asks for (agent steps); Claude Code's `init` line may name another.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
 }
 
 impl Step {
@@ -128,6 +131,10 @@ impl Plan {
         let mut steps = Vec::with_capacity(manifest.jobs.len());
         let mut jobs = Vec::with_capacity(manifest.jobs.len());
         for (j, job) in manifest.jobs.iter().enumerate() {
+            let model = match &job.task {
+                Task::Agent(agent) => agent.model.clone(),
+                _ => None,
+            };
             let chain: Vec<(Action, Vec<String>)> = match &job.task {
                 Task::Agent(agent) => agent_chain(agent, job.limit.usd, &job.name, options),
                 Task::Exec { argv } => vec![(Action::Exec, argv.clone())],
@@ -154,6 +161,7 @@ impl Plan {
                     of,
                     action,
                     argv,
+                    model: model.clone(),
                 });
             }
             jobs.push(ids);

@@ -1,9 +1,6 @@
 //! `orch run`: load, plan, run, write the results, map the outcome to an exit code; on a
 //! schedule, once per fire time (`super::service` owns the waiting).
 
-use std::cell::RefCell;
-use std::time::Instant;
-
 use chrono::Utc;
 use uuid::Uuid;
 
@@ -14,7 +11,7 @@ use crate::events::Event;
 use crate::manifest::Manifest;
 use crate::plan::{Plan, PlanOptions};
 use crate::process::StopLadder;
-use crate::report::{self, Reporter, results};
+use crate::report::{self, Sink, results};
 use crate::runner::{self, RunContext};
 
 /// Runs the manifest: once now, or as its start time and cron schedule say (`super::service`).
@@ -29,17 +26,26 @@ pub fn run(args: &RunArgs) -> Result<ExitCode, Error> {
         AgentProgram::by_name()
     };
     let timing = super::service::Timing::new(args, &manifest)?;
-    // --- display: the reporters the flags ask for (see `report::select`) ---
-    let reporter = RefCell::new(display(args, &manifest, &agent)?);
+    // --- display: the reporters the flags ask for (see `report::select`), in their own task ---
+    let fanout = display(args, &manifest, &agent)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(|e| Error::io("cannot start the async runtime", e))?;
-    let once = async || run_once(args, &manifest, &agent, &reporter).await;
-    match timing {
-        None => runtime.block_on(once()),
-        Some(t) => runtime.block_on(super::service::serve(&t, &reporter, once)),
-    }
+    runtime.block_on(async {
+        let (sink, reporter) = report::spawn(fanout);
+        let code = {
+            let once = async || run_once(args, &manifest, &agent, &sink).await;
+            match timing {
+                None => once().await,
+                Some(t) => super::service::serve(&t, &sink, once).await,
+            }
+        };
+        // The reporter task shows everything sent before it ends.
+        drop(sink);
+        let _ = reporter.await;
+        code
+    })
 }
 
 /// One run of the graph, now: its own run id, run folder, plan, results and ledger entries.
@@ -47,7 +53,7 @@ pub(super) async fn run_once(
     args: &RunArgs,
     manifest: &Manifest,
     agent: &AgentProgram,
-    reporter: &RefCell<report::Fanout>,
+    sink: &Sink,
 ) -> Result<ExitCode, Error> {
     let run_uuid = Uuid::new_v4();
     let run_id = format!(
@@ -75,11 +81,9 @@ pub(super) async fn run_once(
         manifest: manifest.clone(),
     };
 
-    // The borrow lasts one report or tick: the service loop reports skipped fire times meanwhile.
-    let outcome = run_with_ticks(&ctx, &plan, reporter)
+    let outcome = runner::run(&ctx, &plan, &mut |e| sink.event(e))
         .await
         .map_err(|e| Error::io("cannot start the run", e))?;
-    let mut reporter = reporter.borrow_mut();
 
     let code = outcome.exit_code();
     let results = results::build(&ctx, &plan, &outcome, code as u8);
@@ -90,8 +94,7 @@ pub(super) async fn run_once(
         results::write(&results, extra)
             .map_err(|e| Error::io(format!("cannot write {}", extra.display()), e))?;
     }
-    reporter.report(
-        &Event::RunFinished {
+    sink.event(Event::RunFinished {
             run_id: ctx.run_id.clone(),
             results: path.clone(),
             completed: results.completed,
@@ -102,11 +105,9 @@ pub(super) async fn run_once(
             duration: (outcome.finished - outcome.started)
                 .to_std()
                 .unwrap_or_default(),
-            exit_code: code as u8,
-        },
-        Instant::now(),
-    );
-    reporter.finish(&results, &path);
+        exit_code: code as u8,
+    });
+    sink.finish(results, &path);
     Ok(code)
 }
 
@@ -139,31 +140,6 @@ fn display(
         let file = args.events.as_deref().unwrap_or(std::path::Path::new("-"));
         Error::io(format!("cannot write the events to {}", file.display()), e)
     })
-}
-
-/// Runs the plan, handing each event to the reporter and ticking it on its own timer; the
-/// runner knows nothing of time-driven display. One task, so the reporter is never borrowed
-/// twice at once.
-async fn run_with_ticks(
-    ctx: &RunContext,
-    plan: &Plan,
-    reporter: &RefCell<report::Fanout>,
-) -> std::io::Result<runner::RunOutcome> {
-    let every = reporter.borrow().tick_every();
-    let mut on_event = |e: &Event| reporter.borrow_mut().report(e, Instant::now());
-    let run = runner::run(ctx, plan, &mut on_event);
-    tokio::pin!(run);
-    let Some(every) = every else {
-        return run.await;
-    };
-    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            outcome = &mut run => return outcome,
-            _ = ticks.tick() => reporter.borrow_mut().tick(Instant::now()),
-        }
-    }
 }
 
 /// The stop ladder's grace periods; `ORCH_GRACE_INT` and `ORCH_GRACE_TERM` (durations) override

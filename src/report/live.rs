@@ -31,12 +31,7 @@ impl Shape {
                 if let Some(name) = jobs.get_mut(s.job) {
                     name.clone_from(&s.job_name);
                 }
-                let model = s
-                    .argv
-                    .iter()
-                    .position(|a| a == "--model")
-                    .and_then(|i| s.argv.get(i + 1).cloned());
-                (s.job, s.label(), model)
+                (s.job, s.label(), s.model.clone())
             })
             .collect();
         Shape { jobs, steps }

@@ -70,6 +70,10 @@ pub fn event_line(event: &Event, max: usize, show_output: bool) -> Option<String
         Event::LedgerFailed { error } => {
             format!("⚠ could not write the ledger ({error}); the step logs keep the usage")
         }
+        Event::LedgerWritesNotLanded { message, error, .. } => match error {
+            Some(error) => format!("⚠ {message} (last error: {error})"),
+            None => format!("⚠ {message}"),
+        },
         Event::RateLimited { label, record, .. } => format!(
             "⚠ {label}: rate limit {}{}",
             record.status,
@@ -156,6 +160,7 @@ pub fn is_error(event: &Event) -> bool {
         Event::StopRequested { .. }
         | Event::StepSkipped { .. }
         | Event::LedgerFailed { .. }
+        | Event::LedgerWritesNotLanded { .. }
         | Event::DeadRunsReconciled { .. }
         | Event::FireSkipped { .. }
         | Event::ScheduleStopped { .. } => true,
@@ -163,7 +168,7 @@ pub fn is_error(event: &Event) -> bool {
     }
 }
 
-impl<W: Write> Reporter for Plain<W> {
+impl<W: Write + Send> Reporter for Plain<W> {
     fn report(&mut self, event: &Event, now: Instant) {
         self.board.apply(event, now);
         if matches!(event, Event::RunStarted { .. }) {
