@@ -2,6 +2,7 @@
 
 mod book;
 mod budget;
+mod run_core;
 mod display;
 mod fuzz;
 mod harness;
