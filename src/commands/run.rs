@@ -95,16 +95,16 @@ pub(super) async fn run_once(
             .map_err(|e| Error::io(format!("cannot write {}", extra.display()), e))?;
     }
     sink.event(Event::RunFinished {
-            run_id: ctx.run_id.clone(),
-            results: path.clone(),
-            completed: results.completed,
-            failed: results.failed,
-            skipped: results.skipped,
-            total_tokens: results.metadata.token_usage.total_tokens,
-            total_cost_usd: results.metadata.token_usage.total_cost_usd,
-            duration: (outcome.finished - outcome.started)
-                .to_std()
-                .unwrap_or_default(),
+        run_id: ctx.run_id.clone(),
+        results: path.clone(),
+        completed: results.completed,
+        failed: results.failed,
+        skipped: results.skipped,
+        total_tokens: results.metadata.token_usage.total_tokens,
+        total_cost_usd: results.metadata.token_usage.total_cost_usd,
+        duration: (outcome.finished - outcome.started)
+            .to_std()
+            .unwrap_or_default(),
         exit_code: code as u8,
     });
     sink.finish(results, &path);

@@ -79,18 +79,38 @@ enum StepStop {
 /// What the core hears: executor events, signals and the clock.
 pub enum Input {
     /// The step's process is running (the shell keeps its stopper).
-    Started { step: StepId, pid: u32 },
-    Output { step: StepId, line: String },
-    Usage { step: StepId, update: UsageUpdate },
-    RateLimited { step: StepId, record: RateLimitRecord },
+    Started {
+        step: StepId,
+        pid: u32,
+    },
+    Output {
+        step: StepId,
+        line: String,
+    },
+    Usage {
+        step: StepId,
+        update: UsageUpdate,
+    },
+    RateLimited {
+        step: StepId,
+        record: RateLimitRecord,
+    },
     /// Claude Code said which model it runs.
-    Model { step: StepId, model: String },
+    Model {
+        step: StepId,
+        model: String,
+    },
     /// The step's timeout fired; its executor is stopping it.
-    TimedOut { step: StepId },
+    TimedOut {
+        step: StepId,
+    },
     /// The executor ended normally.
     Exited(Box<Exited>),
     /// The executor's task panicked: the step failed, whatever its process did.
-    Panicked { step: StepId, message: String },
+    Panicked {
+        step: StepId,
+        message: String,
+    },
     /// SIGINT, SIGTERM or SIGHUP.
     Signal,
     /// Time passed (a launch delay or a rate-limit pause may be over).
@@ -354,7 +374,13 @@ impl<'a> Core<'a> {
         })));
     }
 
-    fn rate_limited(&mut self, now: Now, step: StepId, record: RateLimitRecord, fx: &mut Vec<Effect>) {
+    fn rate_limited(
+        &mut self,
+        now: Now,
+        step: StepId,
+        record: RateLimitRecord,
+        fx: &mut Vec<Effect>,
+    ) {
         let rejected = record.status == "rejected";
         let until = record
             .resets_at
@@ -471,12 +497,18 @@ impl<'a> Core<'a> {
         let timed_out = || {
             let timeout = self.ctx.manifest.jobs[self.plan.steps[e.step].job].timeout;
             let after = crate::duration::format(timeout);
-            (Status::TimedOut, Some(format!("timed out after {after} ({how})")))
+            (
+                Status::TimedOut,
+                Some(format!("timed out after {after} ({how})")),
+            )
         };
         match &self.stops[e.step] {
             Some(StepStop::TimedOut) => return timed_out(),
             Some(StepStop::Cancel(CancelReason::BudgetStop, why)) => {
-                return (Status::BudgetExceeded, Some(format!("stopped: {why} ({how})")));
+                return (
+                    Status::BudgetExceeded,
+                    Some(format!("stopped: {why} ({how})")),
+                );
             }
             // A step that ended on its own before the stop reached it keeps its own status.
             Some(StepStop::Cancel(_, why)) if exit.stopped_by.is_some() => {

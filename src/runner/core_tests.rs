@@ -167,7 +167,10 @@ fn launches_follow_max_parallel_and_the_startup_delay_as_data() {
     assert!(launched(&core.handle(t.at(900), Input::Tick)).is_empty());
     assert_eq!(core.wake_at(t.at(900)), None);
     core.handle(t.at(901), started(0));
-    assert_eq!(launched(&core.handle(t.at(950), exit(0, Some(0), None))), [2]);
+    assert_eq!(
+        launched(&core.handle(t.at(950), exit(0, Some(0), None))),
+        [2]
+    );
     assert!(launched(&core.handle(t.at(960), exit(1, Some(0), None))).is_empty());
     assert_eq!(launched(&core.handle(t.at(1050), Input::Tick)), [3]);
     core.handle(t.at(1100), exit(2, Some(0), None));
@@ -274,7 +277,13 @@ fn a_step_whose_timeout_came_first_is_timed_out_not_cancelled() {
     core.handle(t.at(1200), exit(0, None, Some(StopStage::Int)));
     core.handle(t.at(1300), exit(1, None, Some(StopStage::Int)));
     assert_eq!(core.states, [Status::TimedOut, Status::Cancelled]);
-    assert!(core.records[0].reason.as_deref().unwrap().starts_with("timed out after 1s"));
+    assert!(
+        core.records[0]
+            .reason
+            .as_deref()
+            .unwrap()
+            .starts_with("timed out after 1s")
+    );
 }
 
 #[test]
@@ -313,10 +322,7 @@ fn a_spent_budget_in_block_mode_stops_its_steps_and_blocks_the_next() {
     // The run is not stopped as a whole, but the spent budget blocks what needs the step.
     assert_eq!(core.stop, None);
     assert!(core.is_over());
-    assert!(matches!(
-        core.states[1],
-        Status::Skipped | Status::Blocked
-    ));
+    assert!(matches!(core.states[1], Status::Skipped | Status::Blocked));
 }
 
 #[test]
@@ -339,10 +345,14 @@ fn a_panicking_executor_becomes_a_failed_step_and_the_run_goes_on() {
         core.records[0].reason.as_deref(),
         Some("the executor panicked: boom")
     );
-    assert!(
-        fx.iter()
-            .any(|e| matches!(e, Effect::Ledger(Write::FinishStep { step: 0, status: "failed", .. })))
-    );
+    assert!(fx.iter().any(|e| matches!(
+        e,
+        Effect::Ledger(Write::FinishStep {
+            step: 0,
+            status: "failed",
+            ..
+        })
+    )));
 }
 
 /// The shell's side of a panic, for real: an executor-like task that panics inside a `JoinSet`

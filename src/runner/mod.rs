@@ -20,12 +20,12 @@ use serde::Serialize;
 use crate::agent::accounting::{ResultSummary, StepUsage};
 use crate::errors::ExitCode;
 use crate::events::{Event, StopCause};
-use writer::{Landing, Write, Writer};
 use crate::ledger::budget::{Budgets, Scope};
 use crate::ledger::{self, Ledger};
 use crate::manifest::Manifest;
 use crate::plan::{Plan, Status, Step};
 use crate::process::{Guardian, StopLadder};
+use writer::{Landing, Write, Writer};
 
 /// Everything a run needs besides the plan.
 pub struct RunContext {

@@ -90,7 +90,10 @@ pub struct Landing {
 enum Msg {
     Write(Write),
     /// Land what is queued, waiting at most this long past a failure, then stop.
-    Close { wait_busy: Duration, wait_other: Duration },
+    Close {
+        wait_busy: Duration,
+        wait_other: Duration,
+    },
 }
 
 /// The dispatcher's handle on the writer thread.

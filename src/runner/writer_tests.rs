@@ -42,7 +42,8 @@ fn usage(step: StepId, output: i64) -> Write {
 
 fn locked(path: &std::path::Path) -> Connection {
     let c = Connection::open(path).expect("second connection");
-    c.execute_batch("BEGIN IMMEDIATE").expect("take the write lock");
+    c.execute_batch("BEGIN IMMEDIATE")
+        .expect("take the write lock");
     c
 }
 
@@ -57,7 +58,11 @@ async fn writes_queued_behind_a_held_lock_land_once_it_is_released() {
         w.send(usage(0, i));
     }
     // Sending never waited for the lock.
-    assert!(sent.elapsed() < Duration::from_millis(100), "{:?}", sent.elapsed());
+    assert!(
+        sent.elapsed() < Duration::from_millis(100),
+        "{:?}",
+        sent.elapsed()
+    );
     match tokio::time::timeout(Duration::from_secs(5), w.notices.recv()).await {
         Ok(Some(Notice::Failing { error, .. })) => assert!(error.contains("locked"), "{error}"),
         other => panic!("expected a failing notice, got {other:?}"),
@@ -66,9 +71,15 @@ async fn writes_queued_behind_a_held_lock_land_once_it_is_released() {
         std::thread::sleep(Duration::from_millis(700));
         holder.execute_batch("COMMIT").expect("release");
     });
-    let landing = w.close(Duration::from_secs(10), Duration::from_secs(1)).await;
+    let landing = w
+        .close(Duration::from_secs(10), Duration::from_secs(1))
+        .await;
     release.join().expect("holder");
-    assert_eq!((landing.landed, landing.not_landed), (100, 0), "{landing:?}");
+    assert_eq!(
+        (landing.landed, landing.not_landed),
+        (100, 0),
+        "{landing:?}"
+    );
     let check = Ledger::open(&path).expect("reopen");
     let (tokens, _) = check.step_spend("r", 0).expect("spend");
     assert_eq!(tokens.output, (0..100).sum::<i64>() as u64);
@@ -90,7 +101,11 @@ async fn what_cannot_land_in_the_wait_at_the_end_is_counted_not_lost_silently() 
     let landing = w
         .close(Duration::from_millis(300), Duration::from_millis(300))
         .await;
-    assert!(closed.elapsed() < Duration::from_secs(3), "{:?}", closed.elapsed());
+    assert!(
+        closed.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        closed.elapsed()
+    );
     assert_eq!((landing.landed, landing.not_landed), (0, 2), "{landing:?}");
     assert!(landing.last_error.is_some_and(|e| e.contains("locked")));
 }
@@ -114,11 +129,19 @@ async fn a_group_commit_takes_everything_queued_in_one_transaction() {
             .expect("data_version")
     };
     let before = version(&watcher);
-    let landing = w.close(Duration::from_secs(5), Duration::from_secs(1)).await;
+    let landing = w
+        .close(Duration::from_secs(5), Duration::from_secs(1))
+        .await;
     assert_eq!(landing.landed, 50);
     let rows: i64 = watcher
-        .query_row("SELECT COUNT(*) FROM usage WHERE step = 1", [], |r| r.get(0))
+        .query_row("SELECT COUNT(*) FROM usage WHERE step = 1", [], |r| {
+            r.get(0)
+        })
         .expect("count");
     assert_eq!(rows, 50);
-    assert_eq!(version(&watcher) - before, 1, "one commit for the whole group");
+    assert_eq!(
+        version(&watcher) - before,
+        1,
+        "one commit for the whole group"
+    );
 }

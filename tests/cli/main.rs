@@ -2,12 +2,12 @@
 
 mod book;
 mod budget;
-mod run_core;
 mod display;
 mod fuzz;
 mod harness;
 mod manifests;
 mod plan;
 mod run;
+mod run_core;
 mod schedule;
 mod slash;

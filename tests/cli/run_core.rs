@@ -122,20 +122,22 @@ struct Orch {
     events: PathBuf,
 }
 
+/// The NDJSON events written to `path` so far.
+fn read_events(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
 impl Orch {
     fn events(&self) -> Vec<Value> {
-        std::fs::read_to_string(&self.events)
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect()
+        read_events(&self.events)
     }
 
     fn count(&self, kind: &str) -> usize {
-        self.events()
-            .iter()
-            .filter(|e| e["event"] == kind)
-            .count()
+        self.events().iter().filter(|e| e["event"] == kind).count()
     }
 }
 
@@ -210,7 +212,10 @@ fn eight_orchs_on_a_ledger_locked_for_15_s_lose_nothing_and_keep_reacting() {
         }
         latencies.push(sent.elapsed());
     }
-    assert!(locked_at.elapsed() < Duration::from_secs(15), "the lock is still held");
+    assert!(
+        locked_at.elapsed() < Duration::from_secs(15),
+        "the lock is still held"
+    );
     let worst = latencies.iter().max().copied().unwrap();
     eprintln!("SIGINT -> stop_requested with the ledger locked: {latencies:?}, worst {worst:?}");
     // 200 ms is the acceptance figure; the bound is looser for a loaded test machine.
@@ -222,11 +227,17 @@ fn eight_orchs_on_a_ledger_locked_for_15_s_lose_nothing_and_keep_reacting() {
         let status = o.child.wait().unwrap();
         assert!(matches!(status.code(), Some(0 | 130)), "{status:?}");
     }
-    eprintln!("all eight ended {:?} after the lock was released", released.elapsed());
+    eprintln!(
+        "all eight ended {:?} after the lock was released",
+        released.elapsed()
+    );
     // No delta lost: per step, the ledger's rows add up to what results.json says.
     let db = ledger(&state);
     for (i, o) in orchs.iter().enumerate() {
-        let finished = o.events().into_iter().find(|e| e["event"] == "run_finished");
+        let finished = o
+            .events()
+            .into_iter()
+            .find(|e| e["event"] == "run_finished");
         let finished = finished.unwrap_or_else(|| panic!("orch {i} did not finish"));
         let path = finished["results"].as_str().unwrap();
         let v: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
@@ -253,4 +264,84 @@ fn eight_orchs_on_a_ledger_locked_for_15_s_lose_nothing_and_keep_reacting() {
         assert_ne!(run_status(&state, &run_id), "running", "orch {i}");
         assert!(!pid_alive(o.child.id()));
     }
+}
+
+/// The wait at the run's end is bounded: with the ledger locked past it, orch ends anyway, says
+/// how many writes did not land, and leaves the run `running`; the next orch start reconciles
+/// them from the step logs, and then the ledger matches the results again.
+#[test]
+fn writes_that_cannot_land_by_the_end_are_reconciled_by_the_next_start() {
+    let t = Test::new()
+        .file(
+            "orch.toml",
+            "[settings]\nstartup_delay = \"0s\"\n\
+             [jobs.a]\nprompt = \"a\"\nenv = { ORCH_SIM_TURNS = \"40\", ORCH_SIM_DELAY_MS = \"20\" }\n",
+        )
+        .file("other.toml", "[jobs.x]\nrun = [\"true\"]\n");
+    let state = t.path().join("state");
+    let events = t.path().join("events.ndjson");
+    let mut child = t
+        .with_args(&[
+            "run",
+            "orch.toml",
+            "--simulate",
+            "--quiet",
+            "--events",
+            events.to_str().unwrap(),
+            "--state-dir",
+            state.to_str().unwrap(),
+        ])
+        .env("ORCH_SIM_STATE_DIR", t.path().join("sim").to_str().unwrap())
+        .env("ORCH_LEDGER_WAIT", "300ms")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Lock only once the step is known to the ledger (reconciliation starts from its row).
+    wait_until("the step's row", Duration::from_secs(20), || {
+        rusqlite::Connection::open(state.join("ledger.sqlite"))
+            .and_then(|c| c.query_row("SELECT COUNT(*) FROM steps", [], |r| r.get::<_, i64>(0)))
+            .is_ok_and(|n| n == 1)
+    });
+    let holder = hold_the_write_lock(&state.join("ledger.sqlite"));
+    let status = child.wait().unwrap();
+    let mut stdout = String::new();
+    std::io::Read::read_to_string(&mut child.stdout.take().unwrap(), &mut stdout).unwrap();
+    assert_eq!(status.code(), Some(0), "{stdout}");
+    let lost = read_events(&events)
+        .into_iter()
+        .find(|e| e["event"] == "ledger_writes_not_landed")
+        .expect("the run's end says writes did not land");
+    let n = lost["writes"].as_u64().unwrap();
+    assert!(n >= 2, "{lost}");
+    assert!(
+        stdout.contains(&format!(
+            "{n} ledger writes did not land: the next orch start reconciles them"
+        )),
+        "{stdout}"
+    );
+    holder.execute_batch("COMMIT").unwrap();
+    let v = results_in(&state);
+    let run_id = v["metadata"]["run_id"].as_str().unwrap().to_string();
+    assert_eq!(run_status(&state, &run_id), "running");
+    // The next start (any run on the same state folder) reconciles it from the step log.
+    let next = t
+        .with_args(&["run", "other.toml", "--state-dir", state.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(next.status.success(), "{next:?}");
+    assert_eq!(run_status(&state, &run_id), "dead");
+    let usage = &step_of(&v, "a")["usage"];
+    let want: i64 = ["input", "output", "cache_read", "cache_creation"]
+        .iter()
+        .map(|k| usage["tokens"][k].as_i64().unwrap())
+        .sum();
+    let got: i64 = ledger(&state)
+        .query_row(
+            "SELECT SUM(input + output + cache_read + cache_creation) FROM usage
+             WHERE run_id = ?1 AND step = 0",
+            [&run_id],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(got, want);
 }
