@@ -98,6 +98,10 @@ pub struct Metadata {
     /// CPU time orch itself used (user + system, its children excluded), for overhead budgets.
     pub orch_cpu_seconds: f64,
     pub token_usage: TokenUsage,
+    /// Ledger writes that could not land by the run's end ("N ledger writes did not land: the
+    /// next orch start reconciles them from the step logs"); absent when all landed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ledger_writes_not_landed: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -269,6 +273,8 @@ pub fn build(ctx: &RunContext, plan: &Plan, out: &RunOutcome, exit_code: u8) -> 
                 total_cost_usd: all_cost,
                 cost_is_estimate: any_estimate,
             },
+            ledger_writes_not_landed: (out.ledger.not_landed > 0)
+                .then(|| crate::runner::not_landed_message(out.ledger.not_landed)),
         },
     }
 }

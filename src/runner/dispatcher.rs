@@ -63,7 +63,7 @@ pub async fn run<'a>(
             _ = sighup.recv() => Woke::Input(Input::Signal),
             Some(event) = rx.recv() => Woke::Event(event),
             Some(joined) = shell.tasks.join_next_with_id(), if !shell.tasks.is_empty() => {
-                Woke::Joined(joined)
+                Woke::Joined(Box::new(joined))
             }
             Some(notice) = shell.writer.notices.recv() => Woke::Notice(notice),
             () = sleep_until(wake), if wake.is_some() => Woke::Input(Input::Tick),
@@ -79,7 +79,7 @@ pub async fn run<'a>(
                     let fx = core.handle(Now::read(), input);
                     shell.apply(fx);
                 }
-                shell.ended(joined)
+                shell.ended(*joined)
             }
             Woke::Notice(notice) => {
                 shell.notice(notice);
@@ -98,7 +98,7 @@ pub async fn run<'a>(
 enum Woke {
     Input(Input),
     Event(ExecutorEvent),
-    Joined(Result<(tokio::task::Id, Exited), tokio::task::JoinError>),
+    Joined(Box<Result<(tokio::task::Id, Exited), tokio::task::JoinError>>),
     Notice(Notice),
 }
 

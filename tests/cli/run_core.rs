@@ -323,6 +323,11 @@ fn writes_that_cannot_land_by_the_end_are_reconciled_by_the_next_start() {
     let v = results_in(&state);
     let run_id = v["metadata"]["run_id"].as_str().unwrap().to_string();
     assert_eq!(run_status(&state, &run_id), "running");
+    let said = v["metadata"]["ledger_writes_not_landed"].as_str().unwrap();
+    assert!(
+        said.starts_with(&format!("{n} ledger writes did not land")),
+        "{said}"
+    );
     // The next start (any run on the same state folder) reconciles it from the step log.
     let next = t
         .with_args(&["run", "other.toml", "--state-dir", state.to_str().unwrap()])
