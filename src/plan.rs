@@ -12,48 +12,11 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use crate::agent::{self, AgentProgram, Session};
+use crate::events::Status;
 use crate::manifest::{Agent, Manifest, Task};
 
 /// Index of a step in the plan (also its position in [`Plan::steps`]).
 pub type StepId = usize;
-
-/// What a step or job ended as, or is doing. zen's `completed` and `failed` keep their meaning.
-#[derive(
-    Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
-#[serde(rename_all = "snake_case")]
-pub enum Status {
-    Pending,
-    Running,
-    Completed,
-    Failed,
-    Skipped,
-    Blocked,
-    BudgetExceeded,
-    TimedOut,
-    Cancelled,
-}
-
-impl Status {
-    /// Whether the step has ended.
-    pub fn is_final(self) -> bool {
-        !matches!(self, Status::Pending | Status::Running)
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Status::Pending => "pending",
-            Status::Running => "running",
-            Status::Completed => "completed",
-            Status::Failed => "failed",
-            Status::Skipped => "skipped",
-            Status::Blocked => "blocked",
-            Status::BudgetExceeded => "budget_exceeded",
-            Status::TimedOut => "timed_out",
-            Status::Cancelled => "cancelled",
-        }
-    }
-}
 
 /// What a step runs.
 #[derive(Clone, Debug, PartialEq, Serialize)]

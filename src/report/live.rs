@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 
 use crate::agent::stream::TokenCounts;
 use crate::events::Event;
-use crate::plan::{Plan, Status, StepId};
+use crate::events::Status;
+use crate::plan::{Plan, StepId};
 
 /// What the reporters know of the plan before anything runs.
 #[derive(Clone, Debug, Default)]

@@ -15,8 +15,8 @@ use super::live::{Board, Shape};
 use super::status::{self, clip, symbol};
 use super::summary::{self, Paint};
 use super::{Options, Reporter};
+use crate::events::Status;
 use crate::events::{Event, StopCause};
-use crate::plan::Status;
 
 pub struct Plain<W: Write> {
     out: W,

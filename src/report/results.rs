@@ -12,7 +12,8 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use crate::agent::stream::TokenCounts;
-use crate::plan::{Plan, Status};
+use crate::events::Status;
+use crate::plan::Plan;
 use crate::runner::{RunContext, RunOutcome};
 
 #[derive(Debug, Serialize)]

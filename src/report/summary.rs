@@ -9,7 +9,7 @@ use std::path::Path;
 use super::results::Results;
 use super::status::{clip, symbol, tokens};
 use crate::commands::display_path;
-use crate::plan::Status;
+use crate::events::Status;
 
 /// Colours for the status column, or none.
 #[derive(Clone, Copy, Debug)]

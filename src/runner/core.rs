@@ -19,12 +19,13 @@ use super::{RunContext, StepRecord};
 use crate::agent::Session;
 use crate::agent::accounting::{RateLimitRecord, SessionTotals, UsageUpdate};
 use crate::agent::stream::TokenCounts;
+use crate::events::Status;
 use crate::events::{Event, StopCause};
 use crate::ledger::budget::{self, Budgets};
 use crate::ledger::store::StepRow;
 use crate::ledger::{Delta, Kind};
 use crate::manifest::BudgetMode;
-use crate::plan::{Action, Frontier, Plan, Status, StepId};
+use crate::plan::{Action, Frontier, Plan, StepId};
 
 /// The clock, as the shell read it when an input arrived.
 #[derive(Clone, Copy, Debug)]

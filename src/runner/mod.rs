@@ -19,11 +19,12 @@ use serde::Serialize;
 
 use crate::agent::accounting::{ResultSummary, StepUsage};
 use crate::errors::ExitCode;
+use crate::events::Status;
 use crate::events::{Event, StopCause};
 use crate::ledger::budget::{Budgets, Scope};
 use crate::ledger::{self, Ledger};
 use crate::manifest::Manifest;
-use crate::plan::{Plan, Status, Step};
+use crate::plan::{Plan, Step};
 use crate::process::{Guardian, StopLadder};
 use writer::{Landing, Write, Writer};
 
