@@ -350,3 +350,39 @@ fn writes_that_cannot_land_by_the_end_are_reconciled_by_the_next_start() {
         .unwrap();
     assert_eq!(got, want);
 }
+
+#[test]
+fn sighup_while_waiting_for_the_start_time_exits_cleanly_and_runs_nothing() {
+    let t = Test::new()
+        .file("orch.toml", "[jobs.a]\nrun = [\"true\"]\n")
+        .args(&["run", "--start-at", "2h"]);
+    let mut r = Running::start(&t);
+    r.expect("next run at");
+    r.signal("HUP");
+    let (code, lines) = r.wait();
+    assert_eq!(code, 0, "{}", lines.join("\n"));
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("SIGHUP: stopped while waiting; nothing ran")),
+        "{}",
+        lines.join("\n")
+    );
+    assert!(!t.path().join(".orch/runs").exists());
+}
+
+#[test]
+fn sighup_during_a_cron_run_stops_that_run_and_the_service() {
+    let t = Test::new()
+        .file("orch.toml", "[jobs.slow]\nrun = [\"sleep\", \"30\"]\n")
+        .args(&["run", "--schedule", "* * * * * *"]);
+    let mut r = Running::start(&t);
+    r.expect("slow started");
+    let pids = r.pids();
+    r.signal("HUP");
+    let (code, lines) = r.wait();
+    assert_eq!(code, 130, "{}", lines.join("\n"));
+    assert_no_survivors(&pids);
+    let v = results_in(&t.path().join(".orch"));
+    assert_eq!(v["instances"]["slow"]["status"], "cancelled");
+}
