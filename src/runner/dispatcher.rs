@@ -56,15 +56,16 @@ pub async fn run<'a>(
         }
         let wake = core.wake_at(Now::read());
         let woke = tokio::select! {
-            // A signal is never starved by a busy stream of output.
+            // A signal is never starved by a busy stream of output, nor an executor's end (which
+            // drains the stream first); every input runs the launches that are due.
             biased;
             _ = sigint.recv() => Woke::Input(Input::Signal),
             _ = sigterm.recv() => Woke::Input(Input::Signal),
             _ = sighup.recv() => Woke::Input(Input::Signal),
-            Some(event) = rx.recv() => Woke::Event(event),
             Some(joined) = shell.tasks.join_next_with_id(), if !shell.tasks.is_empty() => {
                 Woke::Joined(Box::new(joined))
             }
+            Some(event) = rx.recv() => Woke::Event(event),
             Some(notice) = shell.writer.notices.recv() => Woke::Notice(notice),
             () = sleep_until(wake), if wake.is_some() => Woke::Input(Input::Tick),
         };

@@ -23,7 +23,7 @@ use crate::ledger::{Delta, Kind, Ledger};
 use crate::plan::StepId;
 
 /// Room in the channel to the thread; beyond it writes wait in the dispatcher's backlog.
-const CHANNEL: usize = 4096;
+const CHANNEL: usize = 1024;
 /// How long one attempt waits for another process's lock (SQLite's own busy wait).
 const BUSY_WAIT: Duration = Duration::from_millis(100);
 const BACKOFF_MIN: Duration = Duration::from_millis(20);
@@ -290,10 +290,17 @@ fn serve(
 fn commit<'w>(
     ledger: &Ledger,
     run_id: &str,
-    writes: impl Iterator<Item = &'w Write>,
+    writes: impl ExactSizeIterator<Item = &'w Write>,
 ) -> rusqlite::Result<()> {
+    let mut writes = writes;
+    if writes.len() == 1 {
+        // One statement is its own transaction: no BEGIN and COMMIT to pay for (the common case
+        // when steps are short and few run at once).
+        return apply(ledger, run_id, writes.next().expect("one write"));
+    }
     let conn = ledger.conn();
-    conn.execute_batch("BEGIN IMMEDIATE")?;
+    let run = |sql: &str| conn.prepare_cached(sql).and_then(|mut s| s.execute([]));
+    run("BEGIN IMMEDIATE")?;
     let mut result = Ok(());
     for w in writes {
         result = apply(ledger, run_id, w);
@@ -301,9 +308,9 @@ fn commit<'w>(
             break;
         }
     }
-    let result = result.and_then(|()| conn.execute_batch("COMMIT"));
+    let result = result.and_then(|()| run("COMMIT").map(drop));
     if result.is_err() && !conn.is_autocommit() {
-        let _ = conn.execute_batch("ROLLBACK");
+        let _ = run("ROLLBACK");
     }
     result
 }
