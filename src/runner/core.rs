@@ -229,7 +229,10 @@ impl<'a> Core<'a> {
             }
             Input::Exited(exited) => self.finish(now, *exited, &mut fx),
             Input::Panicked { step, message } => {
-                let exited = Exited::panicked(step, message);
+                let mut exited = Exited::panicked(step, message);
+                if let Some(started) = self.records[step].started {
+                    exited.duration = (now.wall - started).to_std().unwrap_or_default();
+                }
                 self.finish(now, exited, &mut fx);
             }
             Input::Signal => self.interrupt(&mut fx),

@@ -345,6 +345,7 @@ fn a_panicking_executor_becomes_a_failed_step_and_the_run_goes_on() {
         core.records[0].reason.as_deref(),
         Some("the executor panicked: boom")
     );
+    assert_eq!(core.records[0].duration, Duration::from_millis(100));
     assert!(fx.iter().any(|e| matches!(
         e,
         Effect::Ledger(Write::FinishStep {
