@@ -401,3 +401,40 @@ fn a_stop_asked_for_while_a_step_starts_reaches_it_when_it_runs() {
     let fx = core.handle(t.at(30), Input::Signal);
     assert_eq!(killed(&fx), [0]);
 }
+
+#[test]
+fn a_rejected_rate_limit_holds_agent_launches_until_it_resets_and_the_core_says_when() {
+    let f = fixture(
+        "[settings]\nstartup_delay = \"0s\"\nmax_parallel = 1\n\
+         [jobs.first]\nprompt = \"a\"\n[jobs.second]\nprompt = \"b\"\n[jobs.tool]\nrun = [\"true\"]\n",
+    );
+    let mut core = f.core();
+    // Whole seconds: the reset time is epoch seconds.
+    let mut t = Clock::new();
+    t.wall = chrono::DateTime::from_timestamp(t.wall.timestamp(), 0).unwrap();
+    assert_eq!(launched(&core.handle(t.at(0), Input::Tick)), [0]);
+    core.handle(t.at(1), started(0));
+    let record = RateLimitRecord {
+        status: "rejected".into(),
+        resets_at: Some(t.wall.timestamp() + 60),
+        rate_limit_type: Some("five_hour".into()),
+        utilization: None,
+    };
+    let fx = core.handle(t.at(2), Input::RateLimited { step: 0, record });
+    assert!(
+        fx.iter()
+            .any(|e| matches!(e, Effect::Report(Event::LaunchesPaused { .. })))
+    );
+    // The process step may start; the agent may not.
+    assert_eq!(
+        launched(&core.handle(t.at(10), exit(0, Some(0), None))),
+        [2]
+    );
+    core.handle(t.at(20), exit(2, Some(0), None));
+    assert!(launched(&core.handle(t.at(30_000), Input::Tick)).is_empty());
+    let wake = core.wake_at(t.at(30_000)).expect("woken at the reset");
+    assert!(wake >= t.at(60_000).mono && wake <= t.at(60_010).mono);
+    let fx = core.handle(t.at(60_001), Input::Tick);
+    assert!(matches!(fx[0], Effect::Report(Event::LaunchesResumed)));
+    assert_eq!(launched(&fx), [1]);
+}
