@@ -206,7 +206,12 @@ fn eight_orchs_on_a_ledger_locked_for_15_s_lose_nothing_and_keep_reacting() {
             .unwrap()
             .success();
         assert!(ok);
-        while o.count("stop_requested") == 0 {
+        // A plain text search: parsing the whole file each poll would add to the figure.
+        let stopped = || {
+            std::fs::read_to_string(&o.events)
+                .is_ok_and(|text| text.contains("\"event\":\"stop_requested\""))
+        };
+        while !stopped() {
             assert!(sent.elapsed() < Duration::from_secs(15), "SIGINT ignored");
             std::thread::sleep(Duration::from_millis(2));
         }
@@ -218,8 +223,9 @@ fn eight_orchs_on_a_ledger_locked_for_15_s_lose_nothing_and_keep_reacting() {
     );
     let worst = latencies.iter().max().copied().unwrap();
     eprintln!("SIGINT -> stop_requested with the ledger locked: {latencies:?}, worst {worst:?}");
-    // 200 ms is the acceptance figure; the bound is looser for a loaded test machine.
-    assert!(worst < Duration::from_millis(1000), "worst {worst:?}");
+    // The acceptance figure (measured worst: 13-21 ms with a load average of 6-10 on
+    // two cores).
+    assert!(worst <= Duration::from_millis(200), "worst {worst:?}");
     std::thread::sleep(Duration::from_secs(15).saturating_sub(locked_at.elapsed()));
     holder.execute_batch("COMMIT").unwrap();
     let released = Instant::now();
