@@ -21,7 +21,8 @@ pub enum ExitCode {
     Setup = 2,
     /// A budget in block mode stopped or refused steps.
     BudgetStop = 3,
-    /// Interrupted by SIGINT or SIGTERM.
+    /// Interrupted by SIGINT, SIGTERM or SIGHUP (all three stop the run the same way; a closed
+    /// terminal gives 130 too, not 129).
     Interrupted = 130,
 }
 

@@ -10,13 +10,52 @@ use chrono::{DateTime, FixedOffset, Utc};
 use serde::Serialize;
 
 use crate::agent::accounting::{RateLimitRecord, StepUsage, UsageUpdate};
-use crate::plan::{Status, StepId};
+use crate::plan::StepId;
+
+// Run-time state lives here, with the events that carry it, not in the static plan.
+/// What a step or job ended as, or is doing. zen's `completed` and `failed` keep their meaning.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Pending,
+    Running,
+    Completed,
+    Failed,
+    Skipped,
+    Blocked,
+    BudgetExceeded,
+    TimedOut,
+    Cancelled,
+}
+
+impl Status {
+    /// Whether the step has ended.
+    pub fn is_final(self) -> bool {
+        !matches!(self, Status::Pending | Status::Running)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Pending => "pending",
+            Status::Running => "running",
+            Status::Completed => "completed",
+            Status::Failed => "failed",
+            Status::Skipped => "skipped",
+            Status::Blocked => "blocked",
+            Status::BudgetExceeded => "budget_exceeded",
+            Status::TimedOut => "timed_out",
+            Status::Cancelled => "cancelled",
+        }
+    }
+}
 
 /// Why the runner stopped launching and stopped what was running.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum StopCause {
-    /// SIGINT or SIGTERM reached orch.
+    /// SIGINT, SIGTERM or SIGHUP reached orch.
     Interrupted,
     /// A step failed and `fail_fast` is on.
     FailFast,
@@ -194,6 +233,14 @@ pub enum Event {
         path: PathBuf,
         error: String,
         written_to: Option<PathBuf>,
+    },
+    /// At the run's end some ledger writes could not land in time (the ledger stayed locked or
+    /// failing); the run stays `running` and the next orch reconciles them from the step logs.
+    LedgerWritesNotLanded {
+        writes: usize,
+        /// The last error the writer saw.
+        error: Option<String>,
+        message: String,
     },
 }
 

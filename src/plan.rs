@@ -12,48 +12,11 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use crate::agent::{self, AgentProgram, Session};
+use crate::events::Status;
 use crate::manifest::{Agent, Manifest, Task};
 
 /// Index of a step in the plan (also its position in [`Plan::steps`]).
 pub type StepId = usize;
-
-/// What a step or job ended as, or is doing. zen's `completed` and `failed` keep their meaning.
-#[derive(
-    Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
-#[serde(rename_all = "snake_case")]
-pub enum Status {
-    Pending,
-    Running,
-    Completed,
-    Failed,
-    Skipped,
-    Blocked,
-    BudgetExceeded,
-    TimedOut,
-    Cancelled,
-}
-
-impl Status {
-    /// Whether the step has ended.
-    pub fn is_final(self) -> bool {
-        !matches!(self, Status::Pending | Status::Running)
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Status::Pending => "pending",
-            Status::Running => "running",
-            Status::Completed => "completed",
-            Status::Failed => "failed",
-            Status::Skipped => "skipped",
-            Status::Blocked => "blocked",
-            Status::BudgetExceeded => "budget_exceeded",
-            Status::TimedOut => "timed_out",
-            Status::Cancelled => "cancelled",
-        }
-    }
-}
 
 /// What a step runs.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -83,6 +46,9 @@ pub struct Step {
     pub action: Action,
     /// The exact argv to spawn, program first.
     pub argv: Vec<String>,
+    /// The model the job asks for (agent steps); Claude Code's `init` line may name another.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
 }
 
 impl Step {
@@ -128,6 +94,10 @@ impl Plan {
         let mut steps = Vec::with_capacity(manifest.jobs.len());
         let mut jobs = Vec::with_capacity(manifest.jobs.len());
         for (j, job) in manifest.jobs.iter().enumerate() {
+            let model = match &job.task {
+                Task::Agent(agent) => agent.model.clone(),
+                _ => None,
+            };
             let chain: Vec<(Action, Vec<String>)> = match &job.task {
                 Task::Agent(agent) => agent_chain(agent, job.limit.usd, &job.name, options),
                 Task::Exec { argv } => vec![(Action::Exec, argv.clone())],
@@ -154,6 +124,7 @@ impl Plan {
                     of,
                     action,
                     argv,
+                    model: model.clone(),
                 });
             }
             jobs.push(ids);

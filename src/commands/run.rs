@@ -1,9 +1,6 @@
 //! `orch run`: load, plan, run, write the results, map the outcome to an exit code; on a
 //! schedule, once per fire time (`super::service` owns the waiting).
 
-use std::cell::RefCell;
-use std::time::Instant;
-
 use chrono::Utc;
 use uuid::Uuid;
 
@@ -14,7 +11,7 @@ use crate::events::Event;
 use crate::manifest::Manifest;
 use crate::plan::{Plan, PlanOptions};
 use crate::process::StopLadder;
-use crate::report::{self, Reporter, results};
+use crate::report::{self, Sink, results};
 use crate::runner::{self, RunContext};
 
 /// Runs the manifest: once now, or as its start time and cron schedule say (`super::service`).
@@ -31,17 +28,26 @@ pub fn run(args: &RunArgs) -> Result<ExitCode, Error> {
         AgentProgram::by_name()
     };
     let timing = super::service::Timing::new(args, &manifest)?;
-    // --- display: the reporters the flags ask for (see `report::select`) ---
-    let reporter = RefCell::new(display(args, &manifest, &agent)?);
+    // --- display: the reporters the flags ask for (see `report::select`), in their own task ---
+    let fanout = display(args, &manifest, &agent)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(|e| Error::io("cannot start the async runtime", e))?;
-    let once = async || run_once(args, &manifest, &agent, &reporter).await;
-    match timing {
-        None => runtime.block_on(once()),
-        Some(t) => runtime.block_on(super::service::serve(&t, &reporter, once)),
-    }
+    runtime.block_on(async {
+        let (sink, reporter) = report::spawn(fanout);
+        let code = {
+            let once = async || run_once(args, &manifest, &agent, &sink).await;
+            match timing {
+                None => once().await,
+                Some(t) => super::service::serve(&t, &sink, once).await,
+            }
+        };
+        // The reporter task shows everything sent before it ends.
+        drop(sink);
+        let _ = reporter.await;
+        code
+    })
 }
 
 /// One run of the graph, now: its own run id, run folder, plan, results and ledger entries.
@@ -49,7 +55,7 @@ pub(super) async fn run_once(
     args: &RunArgs,
     manifest: &Manifest,
     agent: &AgentProgram,
-    reporter: &RefCell<report::Fanout>,
+    sink: &Sink,
 ) -> Result<ExitCode, Error> {
     let run_uuid = Uuid::new_v4();
     let run_id = format!(
@@ -77,74 +83,57 @@ pub(super) async fn run_once(
         manifest: manifest.clone(),
     };
 
-    // The borrow lasts one report or tick: the service loop reports skipped fire times meanwhile.
     // The runner fails only before any step started (no run folder, ledger or guardian): a setup
     // error. From here on the run's outcome is its steps', whatever could not be written.
-    let ledger_faults = RefCell::new(LedgerFaults::default());
-    let outcome = run_with_ticks(&ctx, &plan, reporter, &ledger_faults)
+    let outcome = runner::run(&ctx, &plan, &mut |e| sink.event(e))
         .await
         .map_err(|e| Error::io("cannot start the run", e))?;
-    let mut reporter = reporter.borrow_mut();
 
     let code = outcome.exit_code();
     let mut results = results::build(&ctx, &plan, &outcome, code as u8);
-    let faults = ledger_faults.into_inner();
-    if let Some(error) = &faults.last {
-        results
-            .faults
-            .push(results::Fault::ledger(faults.count, error));
+    let ledger = &outcome.ledger;
+    if ledger.not_landed + ledger.rejected > 0 {
+        let error = ledger.last_error.as_deref().unwrap_or("unknown error");
+        results.faults.push(results::Fault::ledger(
+            ledger.not_landed,
+            ledger.rejected,
+            error,
+        ));
     }
     let path = ctx.run_dir.join("results.json");
     let written = results::write_or_fall_back(&mut results, &path, &std::env::temp_dir());
     if let Some(error) = &written.error {
-        reporter.report(
-            &Event::ResultsWriteFailed {
-                path: path.clone(),
-                error: error.clone(),
-                written_to: written.at.clone(),
-            },
-            Instant::now(),
-        );
+        sink.event(Event::ResultsWriteFailed {
+            path: path.clone(),
+            error: error.clone(),
+            written_to: written.at.clone(),
+        });
     }
     let shown = written.at.clone().unwrap_or_else(|| path.clone());
     if let Some(extra) = &args.output {
         if let Err(e) = results::write(&results, extra) {
-            reporter.report(
-                &Event::ResultsWriteFailed {
-                    path: extra.clone(),
-                    error: e.to_string(),
-                    written_to: written.at.clone(),
-                },
-                Instant::now(),
-            );
+            sink.event(Event::ResultsWriteFailed {
+                path: extra.clone(),
+                error: e.to_string(),
+                written_to: written.at.clone(),
+            });
         }
     }
-    reporter.report(
-        &Event::RunFinished {
-            run_id: ctx.run_id.clone(),
-            results: shown.clone(),
-            completed: results.completed,
-            failed: results.failed,
-            skipped: results.skipped,
-            total_tokens: results.metadata.token_usage.total_tokens,
-            total_cost_usd: results.metadata.token_usage.total_cost_usd,
-            duration: (outcome.finished - outcome.started)
-                .to_std()
-                .unwrap_or_default(),
-            exit_code: code as u8,
-        },
-        Instant::now(),
-    );
-    reporter.finish(&results, &shown);
+    sink.event(Event::RunFinished {
+        run_id: ctx.run_id.clone(),
+        results: shown.clone(),
+        completed: results.completed,
+        failed: results.failed,
+        skipped: results.skipped,
+        total_tokens: results.metadata.token_usage.total_tokens,
+        total_cost_usd: results.metadata.token_usage.total_cost_usd,
+        duration: (outcome.finished - outcome.started)
+            .to_std()
+            .unwrap_or_default(),
+        exit_code: code as u8,
+    });
+    sink.finish(results, &shown);
     Ok(code)
-}
-
-/// The ledger writes that failed during a run, as its events told them: the end of the run
-/// reports how many.
-#[derive(Default)]
-struct LedgerFaults {
-    count: usize,
-    last: Option<String>,
 }
 
 /// The reporters the flags ask for, shaped by the manifest's plan (the same for every run).
@@ -176,39 +165,6 @@ fn display(
         let file = args.events.as_deref().unwrap_or(std::path::Path::new("-"));
         Error::io(format!("cannot write the events to {}", file.display()), e)
     })
-}
-
-/// Runs the plan, handing each event to the reporter and ticking it on its own timer; the
-/// runner knows nothing of time-driven display. One task, so the reporter is never borrowed
-/// twice at once.
-async fn run_with_ticks(
-    ctx: &RunContext,
-    plan: &Plan,
-    reporter: &RefCell<report::Fanout>,
-    ledger_faults: &RefCell<LedgerFaults>,
-) -> std::io::Result<runner::RunOutcome> {
-    let every = reporter.borrow().tick_every();
-    let mut on_event = |e: &Event| {
-        if let Event::LedgerFailed { error } = e {
-            let mut faults = ledger_faults.borrow_mut();
-            faults.count += 1;
-            faults.last = Some(error.clone());
-        }
-        reporter.borrow_mut().report(e, Instant::now())
-    };
-    let run = runner::run(ctx, plan, &mut on_event);
-    tokio::pin!(run);
-    let Some(every) = every else {
-        return run.await;
-    };
-    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            outcome = &mut run => return outcome,
-            _ = ticks.tick() => reporter.borrow_mut().tick(Instant::now()),
-        }
-    }
 }
 
 /// The stop ladder's grace periods; `ORCH_GRACE_INT` and `ORCH_GRACE_TERM` (durations) override

@@ -1,13 +1,11 @@
 //! `orch run` on a schedule: wait for a start time, then run once; or run the graph at every
 //! fire time of a cron expression, as a long-running service.
 //!
-//! Owns the waiting between runs and the signals that arrive then: SIGINT or SIGTERM between
-//! runs exits 0 at once. During a run the dispatcher handles signals as usual (stops the run)
+//! Owns the waiting between runs and the signals that arrive then: SIGINT, SIGTERM or SIGHUP
+//! between runs exits 0 at once. During a run the dispatcher handles signals as usual (stops the run)
 //! and the service exits after it. Never two runs at once: a fire time that comes while a run
 //! is going is skipped and reported. All time arithmetic is in `crate::schedule`; this file
 //! only sleeps, listens and reports. It never prints: every line is an [`Event`].
-
-use std::cell::RefCell;
 
 use chrono::{DateTime, Utc};
 use tokio::signal::unix::{Signal, SignalKind, signal};
@@ -87,16 +85,15 @@ impl Timing {
 /// Waits and runs as `t` says, calling `run_once` for each run; returns the exit code.
 pub async fn serve(
     t: &Timing,
-    reporter: &RefCell<crate::report::Fanout>,
+    sink: &crate::report::Sink,
     mut run_once: impl AsyncFnMut() -> Result<ExitCode, Error>,
 ) -> Result<ExitCode, Error> {
-    let report = |e: Event| {
-        crate::report::Reporter::report(&mut *reporter.borrow_mut(), &e, std::time::Instant::now())
-    };
+    let report = |e: Event| sink.event(e);
     let listen = |kind| signal(kind).map_err(|e| Error::io("cannot listen for signals", e));
     let mut signals = Signals {
         int: listen(SignalKind::interrupt())?,
         term: listen(SignalKind::terminate())?,
+        hup: listen(SignalKind::hangup())?,
     };
     if let Some((text, from, spec)) = &t.start {
         let at = t
@@ -169,6 +166,7 @@ pub async fn serve(
                 // The dispatcher got the signal too and is stopping the run; exit after it.
                 _ = signals.int.recv() => stopping = true,
                 _ = signals.term.recv() => stopping = true,
+                _ = signals.hup.recv() => stopping = true,
                 _ = tokio::time::sleep(nap.unwrap_or(schedule::SLICE)), if due.is_some() => {
                     if let Some(d) = due.filter(|d| *d <= Utc::now()) {
                         skipped(d, format!("run {runs} was still going"));
@@ -192,10 +190,11 @@ pub async fn serve(
 struct Signals {
     int: Signal,
     term: Signal,
+    hup: Signal,
 }
 
 /// Waits until `at`, reporting when the wait starts and as it passes milestones; returns the
-/// signal's name if SIGINT or SIGTERM came first.
+/// signal's name if SIGINT, SIGTERM or SIGHUP came first.
 async fn wait(
     at: DateTime<Utc>,
     cron: Option<&String>,
@@ -224,5 +223,6 @@ async fn wait(
         _ = sleep => None,
         _ = signals.int.recv() => Some("SIGINT".into()),
         _ = signals.term.recv() => Some("SIGTERM".into()),
+        _ = signals.hup.recv() => Some("SIGHUP".into()),
     }
 }

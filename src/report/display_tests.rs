@@ -12,7 +12,7 @@ use super::{Options, Reporter};
 use crate::agent::accounting::UsageUpdate;
 use crate::agent::stream::TokenCounts;
 use crate::events::Event;
-use crate::plan::Status;
+use crate::events::Status;
 
 fn shape() -> Shape {
     Shape {

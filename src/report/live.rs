@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 
 use crate::agent::stream::TokenCounts;
 use crate::events::Event;
-use crate::plan::{Plan, Status, StepId};
+use crate::events::Status;
+use crate::plan::{Plan, StepId};
 
 /// What the reporters know of the plan before anything runs.
 #[derive(Clone, Debug, Default)]
@@ -31,12 +32,7 @@ impl Shape {
                 if let Some(name) = jobs.get_mut(s.job) {
                     name.clone_from(&s.job_name);
                 }
-                let model = s
-                    .argv
-                    .iter()
-                    .position(|a| a == "--model")
-                    .and_then(|i| s.argv.get(i + 1).cloned());
-                (s.job, s.label(), model)
+                (s.job, s.label(), s.model.clone())
             })
             .collect();
         Shape { jobs, steps }

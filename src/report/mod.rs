@@ -3,7 +3,9 @@
 //! A run's events go to one human reporter (the live [`terminal::Terminal`] view, or the
 //! [`plain::Plain`] lines and status tables) and, with `--events`, to the [`ndjson::Ndjson`]
 //! stream. Reporters never decide anything about the run; time-driven output comes from `tick`,
-//! called by `orch run`'s timer, never from the runner.
+//! called by the reporter task's timer ([`serve`]), never from the runner. The reporter task owns
+//! the reporters: the runner and the schedule only send it events through a [`Sink`], so a slow
+//! terminal never holds up the dispatcher.
 
 #[cfg(test)]
 mod display_tests;
@@ -20,8 +22,8 @@ pub mod terminal;
 pub use select::{Fanout, Options, Selection, select};
 
 /// Something that shows a run: it consumes every event, may be ticked by a timer, and ends
-/// with the results.
-pub trait Reporter {
+/// with the results. `Send`, because it lives in the reporter task.
+pub trait Reporter: Send {
     /// One event, `now` being when it arrived.
     fn report(&mut self, event: &crate::events::Event, now: std::time::Instant);
     /// A timer's beat, for what changes with time alone (spinners, elapsed times, status tables).
@@ -32,6 +34,54 @@ pub trait Reporter {
     }
     /// The run is over and its results are written to `path`.
     fn finish(&mut self, results: &results::Results, path: &std::path::Path);
+}
+
+/// What the reporter task is handed.
+enum ToReporter {
+    Event(crate::events::Event),
+    Finish(Box<results::Results>, std::path::PathBuf),
+}
+
+/// Where events go: the sending end of the reporter task's queue. Sending never blocks.
+#[derive(Clone)]
+pub struct Sink(tokio::sync::mpsc::UnboundedSender<ToReporter>);
+
+impl Sink {
+    /// Hands an event to the reporters.
+    pub fn event(&self, event: crate::events::Event) {
+        // The task ends only once every sink is dropped, so this cannot fail while it runs.
+        let _ = self.0.send(ToReporter::Event(event));
+    }
+
+    /// The run is over and its results are written to `path`.
+    pub fn finish(&self, results: results::Results, path: &std::path::Path) {
+        let _ = self
+            .0
+            .send(ToReporter::Finish(Box::new(results), path.to_path_buf()));
+    }
+}
+
+/// Starts the reporter task: it owns `reporter`, hands it everything sent to the [`Sink`] in
+/// order, ticks it on its own timer, and ends once every sink is dropped and the queue is empty.
+pub fn spawn(mut reporter: impl Reporter + 'static) -> (Sink, tokio::task::JoinHandle<()>) {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let task = tokio::spawn(async move {
+        let every = reporter.tick_every();
+        let period = every.unwrap_or(std::time::Duration::from_secs(3600));
+        let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                msg = rx.recv() => match msg {
+                    Some(ToReporter::Event(e)) => reporter.report(&e, std::time::Instant::now()),
+                    Some(ToReporter::Finish(results, path)) => reporter.finish(&results, &path),
+                    None => return,
+                },
+                _ = ticks.tick(), if every.is_some() => reporter.tick(std::time::Instant::now()),
+            }
+        }
+    });
+    (Sink(tx), task)
 }
 
 /// Quotes an argv for a POSIX shell so it can be copied and pasted.

@@ -53,7 +53,7 @@ pub fn line(event: &Event) -> std::io::Result<String> {
     Ok(format!("{{\"v\":{VERSION},{body}\n"))
 }
 
-impl<W: Write> Reporter for Ndjson<W> {
+impl<W: Write + Send> Reporter for Ndjson<W> {
     fn report(&mut self, event: &Event, _now: Instant) {
         // The chatty kinds are flushed by the tick; the rest as they come, so a reader that
         // follows the file sees starts and ends at once.

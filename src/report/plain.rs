@@ -15,8 +15,8 @@ use super::live::{Board, Shape};
 use super::status::{self, clip, symbol};
 use super::summary::{self, Paint};
 use super::{Options, Reporter};
+use crate::events::Status;
 use crate::events::{Event, StopCause};
-use crate::plan::Status;
 
 pub struct Plain<W: Write> {
     out: W,
@@ -98,6 +98,10 @@ pub fn event_line(event: &Event, max: usize, show_output: bool) -> Option<String
         Event::LedgerFailed { error } => {
             format!("⚠ could not write the ledger ({error}); the step logs keep the usage")
         }
+        Event::LedgerWritesNotLanded { message, error, .. } => match error {
+            Some(error) => format!("⚠ {message} (last error: {error})"),
+            None => format!("⚠ {message}"),
+        },
         Event::RateLimited { label, record, .. } => format!(
             "⚠ {label}: rate limit {}{}",
             record.status,
@@ -187,6 +191,7 @@ pub fn is_error(event: &Event) -> bool {
         | Event::LedgerFailed { .. }
         | Event::LogWriteFailed { .. }
         | Event::ResultsWriteFailed { .. }
+        | Event::LedgerWritesNotLanded { .. }
         | Event::DeadRunsReconciled { .. }
         | Event::FireSkipped { .. }
         | Event::ScheduleStopped { .. } => true,
@@ -194,7 +199,7 @@ pub fn is_error(event: &Event) -> bool {
     }
 }
 
-impl<W: Write> Reporter for Plain<W> {
+impl<W: Write + Send> Reporter for Plain<W> {
     fn report(&mut self, event: &Event, now: Instant) {
         self.board.apply(event, now);
         if matches!(event, Event::RunStarted { .. }) {

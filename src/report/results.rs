@@ -12,8 +12,9 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use crate::agent::stream::TokenCounts;
+use crate::events::Status;
 use crate::ledger::Nanos;
-use crate::plan::{Plan, Status};
+use crate::plan::Plan;
 use crate::runner::{RunContext, RunOutcome};
 
 #[derive(Debug, Serialize)]
@@ -79,7 +80,16 @@ impl Fault {
     }
 
     /// Ledger writes that failed during the run (`failures` of them, the last with `error`).
-    pub fn ledger(failures: usize, error: &str) -> Fault {
+    pub fn ledger(not_landed: usize, rejected: usize, error: &str) -> Fault {
+        let mut what = Vec::new();
+        if not_landed > 0 {
+            what.push(format!(
+                "{not_landed} write(s) did not land (the next orch start reconciles them from the step logs)"
+            ));
+        }
+        if rejected > 0 {
+            what.push(format!("{rejected} write(s) refused"));
+        }
         Fault {
             kind: "ledger",
             step: None,
@@ -88,8 +98,8 @@ impl Fault {
             bytes_lost: None,
             written_to: None,
             message: format!(
-                "ledger: {failures} write(s) failed ({error}); this run's figures here are \
-                 complete, the ledger may hold less"
+                "ledger: {} ({error}); this run's figures here are complete",
+                what.join(", ")
             ),
         }
     }
@@ -173,6 +183,10 @@ pub struct Metadata {
     /// CPU time orch itself used (user + system, its children excluded), for overhead budgets.
     pub orch_cpu_seconds: f64,
     pub token_usage: TokenUsage,
+    /// Ledger writes that could not land by the run's end ("N ledger writes did not land: the
+    /// next orch start reconciles them from the step logs"); absent when all landed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ledger_writes_not_landed: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -352,6 +366,8 @@ pub fn build(ctx: &RunContext, plan: &Plan, out: &RunOutcome, exit_code: u8) -> 
                 total_cost_usd: all_cost.dollars(),
                 cost_is_estimate: any_estimate,
             },
+            ledger_writes_not_landed: (out.ledger.not_landed > 0)
+                .then(|| crate::runner::not_landed_message(out.ledger.not_landed)),
         },
     }
 }

@@ -84,7 +84,7 @@ pub fn color_allowed(is_terminal: bool) -> bool {
 /// moves to stderr.
 pub fn select(shape: &Shape, mut opts: Options, sel: &Selection) -> std::io::Result<Fanout> {
     let events_on_stdout = sel.events.as_deref() == Some(Path::new("-"));
-    let (tty, out): (bool, Box<dyn Write>) = if events_on_stdout {
+    let (tty, out): (bool, Box<dyn Write + Send>) = if events_on_stdout {
         (std::io::stderr().is_terminal(), Box::new(std::io::stderr()))
     } else {
         (std::io::stdout().is_terminal(), Box::new(std::io::stdout()))

@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use super::live::{Board, BudgetView, JobView};
-use crate::plan::Status;
+use crate::events::Status;
 
 /// zen's token figures: `800`, `8.5K`, `1.2M`.
 pub fn tokens(n: u64) -> String {

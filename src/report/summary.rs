@@ -9,7 +9,7 @@ use std::path::Path;
 use super::display_path;
 use super::results::{BudgetResult, Results};
 use super::status::{clip, symbol, tokens};
-use crate::plan::Status;
+use crate::events::Status;
 
 /// Colours for the status column, or none.
 #[derive(Clone, Copy, Debug)]

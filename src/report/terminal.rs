@@ -68,7 +68,7 @@ pub struct Terminal {
     /// Log lines waiting for the next frame.
     pending: Vec<String>,
     /// Where the summary goes: the same stream as the bars.
-    out: Box<dyn Write>,
+    out: Box<dyn Write + Send>,
 }
 
 impl Terminal {
@@ -76,7 +76,7 @@ impl Terminal {
     pub fn new(
         target: ProgressDrawTarget,
         rows: usize,
-        out: Box<dyn Write>,
+        out: Box<dyn Write + Send>,
         shape: &Shape,
         opts: Options,
     ) -> Terminal {

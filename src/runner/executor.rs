@@ -2,7 +2,7 @@
 //! accounting of an agent step, enforces the step's timeout, and reports back to the dispatcher.
 //!
 //! It never decides a step's final status (the dispatcher does, knowing why a stop was asked for)
-//! and never prints; it only sends [`Report`]s.
+//! and never prints; it only sends [`ExecutorEvent`]s and returns how the attempt [`Exited`].
 
 use std::collections::VecDeque;
 use std::ffi::OsString;
@@ -26,6 +26,7 @@ const TAIL_LINE_CHARS: usize = 400;
 const OUTPUT_EVERY: Duration = Duration::from_millis(200);
 
 /// Everything an executor needs to run one step.
+#[derive(Debug)]
 pub struct Launch {
     pub step: StepId,
     pub argv: Vec<String>,
@@ -35,12 +36,14 @@ pub struct Launch {
     pub stderr_log: PathBuf,
     pub timeout: Duration,
     pub ladder: StopLadder,
+    /// The job's name (only the test hook that panics an executor reads it).
+    pub job: String,
     /// For agent steps: the session's totals after the previous step of its chain.
     pub agent: Option<Option<SessionTotals>>,
 }
 
-/// What an executor tells the dispatcher.
-pub enum Report {
+/// What an executor tells the dispatcher while its step runs.
+pub enum ExecutorEvent {
     Started {
         step: StepId,
         pid: u32,
@@ -63,7 +66,10 @@ pub enum Report {
         step: StepId,
         model: String,
     },
-    Exited(Box<Exited>),
+    /// The step's timeout fired and the executor is stopping it.
+    TimedOut {
+        step: StepId,
+    },
     /// A usage figure of the step was capped or rejected by the stream parser.
     UsageAnomaly {
         step: StepId,
@@ -77,6 +83,7 @@ pub enum Report {
 }
 
 /// How a step attempt ended, as far as the executor knows.
+#[derive(Debug)]
 pub struct Exited {
     pub step: StepId,
     /// `None` when the process could not be spawned.
@@ -91,8 +98,29 @@ pub struct Exited {
     pub tail: Vec<String>,
 }
 
-/// Runs one step to its end. Never panics on bad output; every path ends with `Report::Exited`.
-pub async fn execute(launch: Launch, guardian: Arc<Guardian>, tx: mpsc::Sender<Report>) {
+impl Exited {
+    /// The end of an executor that panicked: the step failed, with the panic's message.
+    pub fn panicked(step: StepId, message: String) -> Exited {
+        Exited {
+            step,
+            exit: None,
+            spawn_error: Some(format!("the executor panicked: {message}")),
+            timed_out: false,
+            duration: Duration::ZERO,
+            outcome: None,
+            session_totals: None,
+            tail: Vec::new(),
+        }
+    }
+}
+
+/// Runs one step to its end and says how it ended. Never panics on bad output. Every event it
+/// sent is in the channel before it returns.
+pub async fn execute(
+    launch: Launch,
+    guardian: Arc<Guardian>,
+    tx: mpsc::Sender<ExecutorEvent>,
+) -> Exited {
     let started = Instant::now();
     let step = launch.step;
     let spec = SpawnSpec {
@@ -112,29 +140,27 @@ pub async fn execute(launch: Launch, guardian: Arc<Guardian>, tx: mpsc::Sender<R
         Ok(child) => child,
         Err(e) => {
             let error = format!("cannot start `{}`: {e}", launch.argv[0]);
-            let _ = tx
-                .send(Report::Exited(Box::new(Exited {
-                    step,
-                    exit: None,
-                    spawn_error: Some(error),
-                    timed_out: false,
-                    duration: started.elapsed(),
-                    outcome: None,
-                    session_totals: None,
-                    tail: Vec::new(),
-                })))
-                .await;
-            return;
+            return Exited {
+                step,
+                exit: None,
+                spawn_error: Some(error),
+                timed_out: false,
+                duration: started.elapsed(),
+                outcome: None,
+                session_totals: None,
+                tail: Vec::new(),
+            };
         }
     };
     let stopper = child.stopper();
     let _ = tx
-        .send(Report::Started {
+        .send(ExecutorEvent::Started {
             step,
             pid: child.pid(),
             stopper: stopper.clone(),
         })
         .await;
+    panic_if_asked(&launch.job);
 
     let mut lines = child.take_lines();
     let mut log_faults = child.take_log_faults();
@@ -178,41 +204,50 @@ pub async fn execute(launch: Launch, guardian: Arc<Guardian>, tx: mpsc::Sender<R
                 if shown.elapsed() >= OUTPUT_EVERY {
                     if let Some(line) = unshown.take() {
                         shown = Instant::now();
-                        let _ = tx.send(Report::Output { step, line }).await;
+                        let _ = tx.send(ExecutorEvent::Output { step, line }).await;
                     }
                 }
             }
             fault = log_faults.recv(), if faults_open => match fault {
                 Some(fault) => {
-                    let _ = tx.send(Report::LogWriteFailed { step, fault }).await;
+                    let _ = tx.send(ExecutorEvent::LogWriteFailed { step, fault }).await;
                 }
                 None => faults_open = false,
             },
             done = &mut wait, if exit.is_none() => exit = Some(done),
             () = &mut deadline, if !timed_out && exit.is_none() => {
                 timed_out = true;
+                let _ = tx.send(ExecutorEvent::TimedOut { step }).await;
                 stopper.stop(launch.ladder);
             }
         }
     }
     let exit = exit.expect("the loop ends once the exit is known");
     if let Some(line) = unshown {
-        let _ = tx.send(Report::Output { step, line }).await;
+        let _ = tx.send(ExecutorEvent::Output { step, line }).await;
     }
     let outcome = accounting.as_mut().map(|a| a.finish(exit.code));
     let session_totals = accounting.as_ref().and_then(Accounting::session_totals);
-    let _ = tx
-        .send(Report::Exited(Box::new(Exited {
-            step,
-            exit: Some(exit),
-            spawn_error: None,
-            timed_out,
-            duration: started.elapsed(),
-            outcome,
-            session_totals,
-            tail: tail.into(),
-        })))
-        .await;
+    Exited {
+        step,
+        exit: Some(exit),
+        spawn_error: None,
+        timed_out,
+        duration: started.elapsed(),
+        outcome,
+        session_totals,
+        tail: tail.into(),
+    }
+}
+
+/// A test hook, only in debug builds: `ORCH_TEST_PANIC_STEP=<job>` panics that job's executor
+/// once its process runs, to prove a panicking executor neither hangs the run nor leaks it.
+fn panic_if_asked(job: &str) {
+    #[cfg(debug_assertions)]
+    if std::env::var_os("ORCH_TEST_PANIC_STEP").is_some_and(|j| j == job) {
+        panic!("ORCH_TEST_PANIC_STEP asked the executor of `{job}` to panic");
+    }
+    let _ = job;
 }
 
 /// Feeds one stdout line of Claude Code to the accounting; returns the text worth showing.
@@ -221,7 +256,7 @@ async fn agent_line(
     acc: &mut Accounting,
     bytes: &[u8],
     truncated: bool,
-    tx: &mpsc::Sender<Report>,
+    tx: &mpsc::Sender<ExecutorEvent>,
 ) -> Option<String> {
     // A truncated line is not valid JSON; its usage (if any) is lost to the estimate only, since
     // the `result` line, which is short, stays authoritative.
@@ -230,16 +265,16 @@ async fn agent_line(
     }
     let event = stream::parse_line(bytes)?;
     if let Some(update) = acc.observe(&event) {
-        let _ = tx.send(Report::Usage { step, update }).await;
+        let _ = tx.send(ExecutorEvent::Usage { step, update }).await;
     }
     for anomaly in acc.take_anomalies() {
-        let _ = tx.send(Report::UsageAnomaly { step, anomaly }).await;
+        let _ = tx.send(ExecutorEvent::UsageAnomaly { step, anomaly }).await;
     }
     match event {
         StreamEvent::Init {
             model: Some(model), ..
         } => {
-            let _ = tx.send(Report::Model { step, model }).await;
+            let _ = tx.send(ExecutorEvent::Model { step, model }).await;
             None
         }
         StreamEvent::Assistant {
@@ -250,7 +285,7 @@ async fn agent_line(
         StreamEvent::RateLimit { ref status, .. } => {
             let line = format!("[rate limit] {status}");
             if let Some(record) = RateLimitRecord::of(&event) {
-                let _ = tx.send(Report::RateLimited { step, record }).await;
+                let _ = tx.send(ExecutorEvent::RateLimited { step, record }).await;
             }
             Some(line)
         }

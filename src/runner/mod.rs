@@ -1,11 +1,14 @@
-//! The runner: runs a [`Plan`] and reports every event. A dispatcher owns the run state and
-//! launches steps; one executor task per step attempt drives its process.
+//! The runner: runs a [`Plan`] and reports every event. A pure core ([`core`]) owns the run state
+//! and decides; the dispatcher ([`dispatcher`]) applies its effects; one executor task per step
+//! attempt drives its process; the ledger writer thread ([`writer`]) commits the spend.
 //!
 //! The runner never prints (reporters do), never sends a signal itself (the process module does),
 //! and always ends with a record of every step, however the run ended.
 
+pub mod core;
 mod dispatcher;
 mod executor;
+pub mod writer;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -16,12 +19,14 @@ use serde::Serialize;
 
 use crate::agent::accounting::{ResultSummary, StepUsage};
 use crate::errors::ExitCode;
+use crate::events::Status;
 use crate::events::{Event, StopCause};
 use crate::ledger::budget::{Budgets, Scope};
 use crate::ledger::{self, Ledger};
 use crate::manifest::Manifest;
-use crate::plan::{Plan, Status, Step};
+use crate::plan::{Plan, Step};
 use crate::process::{Guardian, StopLadder};
+use writer::{Landing, Write, Writer};
 
 /// Everything a run needs besides the plan.
 pub struct RunContext {
@@ -101,15 +106,18 @@ pub struct RunOutcome {
     pub finished: DateTime<Utc>,
     /// Every budget scope with its limit and final spend.
     pub scopes: Vec<Scope>,
+    /// How the run's ledger writes ended up (some may be left for the next orch to reconcile).
+    pub ledger: Landing,
 }
 
 /// Runs the plan to its end. Steps that never ran are reported as skipped, blocked or cancelled;
 /// an error is returned only when the run could not begin (no guardian, no run folder, no ledger,
-/// no signal handler).
+/// no signal handler). The ledger is read and the run registered before anything starts; every
+/// write after that goes through the writer thread.
 pub async fn run(
     ctx: &RunContext,
     plan: &Plan,
-    report: &mut dyn FnMut(&Event),
+    report: &mut dyn FnMut(Event),
 ) -> std::io::Result<RunOutcome> {
     std::fs::create_dir_all(ctx.run_dir.join("logs"))?;
     crate::process::raise_fd_limit();
@@ -121,7 +129,7 @@ pub async fn run(
     let ledger = Ledger::open(&ledger_path).map_err(sql)?;
     let dead = ledger::reconcile(&ledger, Utc::now()).map_err(sql)?;
     if !dead.is_empty() {
-        report(&Event::DeadRunsReconciled { runs: dead });
+        report(Event::DeadRunsReconciled { runs: dead });
     }
     let window_spent = match &ctx.manifest.budget.window {
         Some(w) => {
@@ -143,7 +151,8 @@ pub async fn run(
             started_at: started,
         })
         .map_err(sql)?;
-    report(&Event::RunStarted {
+    let mut writer = Writer::start(ledger, ctx.run_id.clone())?;
+    report(Event::RunStarted {
         run_id: ctx.run_id.clone(),
         name: ctx.manifest.name.clone(),
         manifest: ctx.manifest.path.clone(),
@@ -152,20 +161,20 @@ pub async fn run(
         steps: plan.steps.len(),
         at: started,
     });
-    let mut dispatcher = dispatcher::Dispatcher::new(ctx, plan, guardian.clone(), budgets, ledger);
-    let result = dispatcher.run(report).await;
+    let core = core::Core::new(ctx, plan, budgets);
+    let result = dispatcher::run(ctx, core, guardian.clone(), &mut writer, report).await;
     // Every group is gone by now; let the guardian go too.
     let _ = guardian.shutdown();
-    result?;
-    let outcome = RunOutcome {
-        states: dispatcher.states.clone(),
-        records: dispatcher.records.clone(),
-        stop: dispatcher.stop,
+    let core = result?;
+    let mut outcome = RunOutcome {
+        stop: core.stop.and_then(core::CancelReason::cause),
+        states: core.states,
+        records: core.records,
         started,
         finished: Utc::now(),
-        scopes: dispatcher.budgets.scopes.clone(),
+        scopes: core.budgets.scopes,
+        ledger: Landing::default(),
     };
-    let ledger = dispatcher.into_ledger();
     let code = outcome.exit_code();
     let status = match code {
         ExitCode::Ok => "completed",
@@ -174,12 +183,44 @@ pub async fn run(
         ExitCode::Interrupted => "interrupted",
         ExitCode::Setup => "setup_error",
     };
-    if let Err(e) = ledger.finish_run(&ctx.run_id, status, code as u8, outcome.finished) {
-        report(&Event::LedgerFailed {
-            error: e.to_string(),
+    // Queued last: if anything before it cannot land, neither does it, and the run stays
+    // `running` for the next orch to reconcile from the step logs.
+    writer.send(Write::FinishRun {
+        status,
+        exit_code: code as u8,
+        at: outcome.finished,
+    });
+    let (wait_busy, wait_other) = close_waits();
+    outcome.ledger = writer.close(wait_busy, wait_other).await;
+    if outcome.ledger.not_landed > 0 {
+        let n = outcome.ledger.not_landed;
+        report(Event::LedgerWritesNotLanded {
+            writes: n,
+            error: outcome.ledger.last_error.clone(),
+            message: not_landed_message(n),
         });
     }
     Ok(outcome)
+}
+
+/// The words for writes left to reconciliation, the same in every reporter and the results file.
+pub fn not_landed_message(n: usize) -> String {
+    format!(
+        "{n} ledger write{} did not land: the next orch start reconciles them from the step logs",
+        if n == 1 { "" } else { "s" }
+    )
+}
+
+/// How long the run's end waits for its writes: `ORCH_LEDGER_WAIT` (a duration) caps both
+/// waits; by default 30 s while another process holds the ledger, 5 s for other failures.
+fn close_waits() -> (Duration, Duration) {
+    let cap = std::env::var("ORCH_LEDGER_WAIT")
+        .ok()
+        .and_then(|v| crate::duration::parse(&v).ok());
+    match cap {
+        Some(cap) => (cap, cap.min(writer::CLOSE_WAIT_OTHER)),
+        None => (writer::CLOSE_WAIT_BUSY, writer::CLOSE_WAIT_OTHER),
+    }
 }
 
 impl RunOutcome {

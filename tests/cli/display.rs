@@ -433,6 +433,12 @@ fn every_event_kind_validates_against_the_schema() {
             at: chrono::DateTime::UNIX_EPOCH.fixed_offset(),
             left: Duration::from_secs(3600),
         },
+        // Produced for real by run_core::writes_that_cannot_land_by_the_end_are_reconciled...
+        orch::events::Event::LedgerWritesNotLanded {
+            writes: 2,
+            error: Some("database is locked".into()),
+            message: orch::runner::not_landed_message(2),
+        },
     ] {
         let built = orch::report::ndjson::line(&event).unwrap();
         lines.push(serde_json::from_str(&built).unwrap());

@@ -11,5 +11,6 @@ mod manifests;
 mod plan;
 mod recovery;
 mod run;
+mod run_core;
 mod schedule;
 mod slash;

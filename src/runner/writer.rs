@@ -1,0 +1,375 @@
+//! The ledger writer: a thread that owns the run's SQLite connection and commits the dispatcher's
+//! writes in groups (everything queued, one transaction), so the dispatcher never calls rusqlite
+//! and never waits on a lock.
+//!
+//! A group that cannot commit for a passing reason (another process holds the write lock past the
+//! busy timeout, a full disk, an I/O error) is kept and retried with backoff, in order. At the
+//! run's end [`Writer::close`] waits a bounded time for the queue to land and says how many writes
+//! did not; those are recovered from the step logs (the write-ahead record) by the next orch,
+//! because the run's `finish_run`, queued last, did not land either and the run stays `running`.
+//! The writer never decides anything and never reports: it hands back [`Notice`]s.
+
+use std::collections::VecDeque;
+use std::sync::mpsc::{self, RecvTimeoutError, SyncSender, TryRecvError, TrySendError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use rusqlite::ErrorCode;
+use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
+
+use crate::ledger::store::StepRow;
+use crate::ledger::{Delta, Kind, Ledger};
+use crate::plan::StepId;
+
+/// Room in the channel to the thread; beyond it writes wait in the dispatcher's backlog.
+const CHANNEL: usize = 1024;
+/// How long one attempt waits for another process's lock (SQLite's own busy wait).
+const BUSY_WAIT: Duration = Duration::from_millis(100);
+const BACKOFF_MIN: Duration = Duration::from_millis(20);
+const BACKOFF_MAX: Duration = Duration::from_millis(500);
+/// At the run's end, the longest wait for a ledger another process keeps locked.
+pub const CLOSE_WAIT_BUSY: Duration = Duration::from_secs(30);
+/// At the run's end, the longest wait for a ledger that fails for another reason (full, I/O).
+pub const CLOSE_WAIT_OTHER: Duration = Duration::from_secs(5);
+
+/// One write of the run, in the order the dispatcher decided it. The SQL is [`Ledger`]'s.
+#[derive(Debug)]
+pub enum Write {
+    BeginStep {
+        row: StepRow,
+        at: DateTime<Utc>,
+    },
+    Usage {
+        step: StepId,
+        model: Option<String>,
+        kind: Kind,
+        delta: Delta,
+        at: DateTime<Utc>,
+    },
+    FinishStep {
+        step: StepId,
+        status: &'static str,
+        at: DateTime<Utc>,
+    },
+    SaveSession {
+        id: String,
+        job: String,
+        totals: String,
+        at: DateTime<Utc>,
+    },
+    FinishRun {
+        status: &'static str,
+        exit_code: u8,
+        at: DateTime<Utc>,
+    },
+}
+
+/// What the writer tells the dispatcher while the run goes on.
+#[derive(Debug)]
+pub enum Notice {
+    /// Writes stopped landing; they are kept and retried.
+    Failing { error: String, queued: usize },
+    /// A write SQLite refuses for good (not a lock or the disk): dropped, the logs keep it.
+    Rejected { error: String },
+    /// The queue landed again after failing.
+    Recovered,
+}
+
+/// How the writes of a run ended up.
+#[derive(Debug, Default)]
+pub struct Landing {
+    pub landed: usize,
+    /// Still queued when the wait at the end ran out (the run's own end among them).
+    pub not_landed: usize,
+    /// Refused by SQLite for good.
+    pub rejected: usize,
+    pub last_error: Option<String>,
+}
+
+enum Msg {
+    Write(Write),
+    /// Land what is queued, waiting at most this long past a failure, then stop.
+    Close {
+        wait_busy: Duration,
+        wait_other: Duration,
+    },
+}
+
+/// The dispatcher's handle on the writer thread.
+pub struct Writer {
+    tx: SyncSender<Msg>,
+    /// Writes the full channel did not take yet; never grows while the thread keeps up.
+    backlog: VecDeque<Write>,
+    thread: JoinHandle<Landing>,
+    pub notices: UnboundedReceiver<Notice>,
+}
+
+impl Writer {
+    /// Starts the thread; it owns `ledger` from now on.
+    pub fn start(ledger: Ledger, run_id: String) -> std::io::Result<Writer> {
+        let (tx, rx) = mpsc::sync_channel(CHANNEL);
+        let (notify, notices) = unbounded_channel();
+        // The thread retries on its own schedule; SQLite's wait is only for short lock holds.
+        let _ = ledger.conn().busy_timeout(BUSY_WAIT);
+        let thread = std::thread::Builder::new()
+            .name("orch-ledger".into())
+            .spawn(move || serve(&ledger, &run_id, &rx, &notify))?;
+        Ok(Writer {
+            tx,
+            backlog: VecDeque::new(),
+            thread,
+            notices,
+        })
+    }
+
+    /// Queues a write; never blocks.
+    pub fn send(&mut self, w: Write) {
+        self.backlog.push_back(w);
+        while let Some(w) = self.backlog.pop_front() {
+            match self.tx.try_send(Msg::Write(w)) {
+                Ok(()) => {}
+                Err(TrySendError::Full(Msg::Write(w))) => {
+                    self.backlog.push_front(w);
+                    return;
+                }
+                // The thread is gone (it panicked): nothing can land; the logs keep the usage.
+                Err(_) => {
+                    self.backlog.clear();
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Hands over the last writes and waits (off the async threads) for them to land, at most
+    /// `wait_busy` past a busy ledger or `wait_other` past another failure.
+    pub async fn close(self, wait_busy: Duration, wait_other: Duration) -> Landing {
+        let Writer {
+            tx,
+            backlog,
+            thread,
+            ..
+        } = self;
+        let pending = backlog.len();
+        let joined = tokio::task::spawn_blocking(move || {
+            for w in backlog {
+                if tx.send(Msg::Write(w)).is_err() {
+                    break;
+                }
+            }
+            let _ = tx.send(Msg::Close {
+                wait_busy,
+                wait_other,
+            });
+            drop(tx);
+            thread.join()
+        })
+        .await;
+        match joined {
+            Ok(Ok(landing)) => landing,
+            _ => Landing {
+                not_landed: pending,
+                last_error: Some("the ledger writer thread panicked".into()),
+                ..Landing::default()
+            },
+        }
+    }
+}
+
+/// The thread: gathers what is queued, commits it as one transaction, retries what fails.
+fn serve(
+    ledger: &Ledger,
+    run_id: &str,
+    rx: &mpsc::Receiver<Msg>,
+    notify: &UnboundedSender<Notice>,
+) -> Landing {
+    let mut landing = Landing::default();
+    let mut queue: VecDeque<Write> = VecDeque::new();
+    // Set once the dispatcher closed: how long to keep trying after a failure of each kind.
+    let mut closing: Option<(Duration, Duration)> = None;
+    let mut closed_at: Option<Instant> = None;
+    let mut failing = false;
+    let mut backoff = BACKOFF_MIN;
+    let take = |m: Msg, queue: &mut VecDeque<Write>, closing: &mut Option<_>| match m {
+        Msg::Write(w) => queue.push_back(w),
+        Msg::Close {
+            wait_busy,
+            wait_other,
+        } => *closing = Some((wait_busy, wait_other)),
+    };
+    loop {
+        if queue.is_empty() {
+            if closing.is_some() {
+                break;
+            }
+            match rx.recv() {
+                Ok(m) => take(m, &mut queue, &mut closing),
+                // The dispatcher is gone without closing (it panicked): nothing more comes.
+                Err(_) => break,
+            }
+        }
+        loop {
+            match rx.try_recv() {
+                Ok(m) => take(m, &mut queue, &mut closing),
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => {
+                    closing.get_or_insert((BACKOFF_MAX, BACKOFF_MAX));
+                    break;
+                }
+            }
+        }
+        if queue.is_empty() {
+            continue;
+        }
+        match commit(ledger, run_id, queue.iter()) {
+            Ok(()) => {
+                landing.landed += queue.len();
+                queue.clear();
+                backoff = BACKOFF_MIN;
+                if std::mem::take(&mut failing) {
+                    let _ = notify.send(Notice::Recovered);
+                }
+            }
+            Err(e) if passing(&e) => {
+                let busy = is_busy(&e);
+                landing.last_error = Some(e.to_string());
+                if !std::mem::replace(&mut failing, true) {
+                    let _ = notify.send(Notice::Failing {
+                        error: e.to_string(),
+                        queued: queue.len(),
+                    });
+                }
+                if let Some((wait_busy, wait_other)) = closing {
+                    // The wait at the end counts from the end, not from the first failure.
+                    let closed = *closed_at.get_or_insert_with(Instant::now);
+                    let wait = if busy { wait_busy } else { wait_other };
+                    if closed.elapsed() >= wait {
+                        break;
+                    }
+                }
+                // Wait out the backoff, still taking what the dispatcher sends.
+                match rx.recv_timeout(backoff) {
+                    Ok(m) => take(m, &mut queue, &mut closing),
+                    Err(RecvTimeoutError::Timeout) => {}
+                    Err(RecvTimeoutError::Disconnected) => {
+                        closing.get_or_insert((BACKOFF_MAX, BACKOFF_MAX));
+                    }
+                }
+                backoff = (backoff * 2).min(BACKOFF_MAX);
+            }
+            Err(_) => {
+                // Something in the group is refused for good: land the writes one by one and
+                // drop only the ones refused.
+                for w in queue.drain(..) {
+                    match commit(ledger, run_id, std::iter::once(&w)) {
+                        Ok(()) => landing.landed += 1,
+                        Err(e) => {
+                            landing.rejected += 1;
+                            landing.last_error = Some(e.to_string());
+                            let _ = notify.send(Notice::Rejected {
+                                error: e.to_string(),
+                            });
+                        }
+                    }
+                }
+            }
+        }
+    }
+    // Whatever the dispatcher sent and the thread never took counts as not landed too.
+    while let Ok(m) = rx.try_recv() {
+        if let Msg::Write(w) = m {
+            queue.push_back(w);
+        }
+    }
+    landing.not_landed = queue.len();
+    landing
+}
+
+/// One transaction for a group of writes: all land or none.
+fn commit<'w>(
+    ledger: &Ledger,
+    run_id: &str,
+    writes: impl ExactSizeIterator<Item = &'w Write>,
+) -> rusqlite::Result<()> {
+    let mut writes = writes;
+    if writes.len() == 1 {
+        // One statement is its own transaction: no BEGIN and COMMIT to pay for (the common case
+        // when steps are short and few run at once).
+        return apply(ledger, run_id, writes.next().expect("one write"));
+    }
+    let conn = ledger.conn();
+    let run = |sql: &str| conn.prepare_cached(sql).and_then(|mut s| s.execute([]));
+    run("BEGIN IMMEDIATE")?;
+    let mut result = Ok(());
+    for w in writes {
+        result = apply(ledger, run_id, w);
+        if result.is_err() {
+            break;
+        }
+    }
+    let result = result.and_then(|()| run("COMMIT").map(drop));
+    if result.is_err() && !conn.is_autocommit() {
+        let _ = run("ROLLBACK");
+    }
+    result
+}
+
+fn apply(ledger: &Ledger, run_id: &str, w: &Write) -> rusqlite::Result<()> {
+    match w {
+        Write::BeginStep { row, at } => ledger.begin_step(run_id, row, *at),
+        Write::Usage {
+            step,
+            model,
+            kind,
+            delta,
+            at,
+        } => ledger.record(run_id, *step, model.as_deref(), *kind, delta, *at),
+        Write::FinishStep { step, status, at } => ledger.finish_step(run_id, *step, status, *at),
+        Write::SaveSession {
+            id,
+            job,
+            totals,
+            at,
+        } => ledger.save_session(id, job, totals, *at),
+        Write::FinishRun {
+            status,
+            exit_code,
+            at,
+        } => ledger.finish_run(run_id, status, *exit_code, *at),
+    }
+}
+
+fn code(e: &rusqlite::Error) -> Option<ErrorCode> {
+    match e {
+        rusqlite::Error::SqliteFailure(f, _) => Some(f.code),
+        _ => None,
+    }
+}
+
+fn is_busy(e: &rusqlite::Error) -> bool {
+    matches!(
+        code(e),
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked)
+    )
+}
+
+/// Whether a failure may pass: a lock, a full disk, an I/O error. Anything else will not.
+fn passing(e: &rusqlite::Error) -> bool {
+    matches!(
+        code(e),
+        Some(
+            ErrorCode::DatabaseBusy
+                | ErrorCode::DatabaseLocked
+                | ErrorCode::DiskFull
+                | ErrorCode::SystemIoFailure
+                | ErrorCode::CannotOpen
+                | ErrorCode::OutOfMemory
+                | ErrorCode::FileLockingProtocolFailed
+        )
+    )
+}
+
+#[cfg(test)]
+#[path = "writer_tests.rs"]
+mod tests;

@@ -1,0 +1,147 @@
+//! The writer against real SQLite files, with a second connection holding the write lock the way
+//! another orch (or a person's `sqlite3`) can.
+
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use rusqlite::Connection;
+
+use super::*;
+use crate::ledger::store::RunRow;
+
+fn ledger(name: &str) -> (Ledger, tempfile::TempDir) {
+    let dir = tempfile::Builder::new()
+        .prefix(&format!("orch-writer-{name}-"))
+        .tempdir()
+        .expect("temp dir");
+    let ledger = Ledger::open(&dir.path().join("ledger.sqlite")).expect("open");
+    ledger
+        .begin_run(&RunRow {
+            id: "r".into(),
+            name: "n".into(),
+            manifest: "m".into(),
+            run_dir: dir.path().into(),
+            started_at: Utc::now(),
+        })
+        .expect("begin run");
+    (ledger, dir)
+}
+
+fn usage(step: StepId, output: i64) -> Write {
+    Write::Usage {
+        step,
+        model: None,
+        kind: Kind::Estimate,
+        delta: Delta {
+            output,
+            ..Delta::default()
+        },
+        at: Utc::now(),
+    }
+}
+
+fn locked(path: &std::path::Path) -> Connection {
+    let c = Connection::open(path).expect("second connection");
+    c.execute_batch("BEGIN IMMEDIATE")
+        .expect("take the write lock");
+    c
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn writes_queued_behind_a_held_lock_land_once_it_is_released() {
+    let (ledger, dir) = ledger("busy");
+    let path = dir.path().join("ledger.sqlite");
+    let holder = locked(&path);
+    let mut w = Writer::start(ledger, "r".into()).expect("start");
+    let sent = Instant::now();
+    for i in 0..100 {
+        w.send(usage(0, i));
+    }
+    // Sending never waited for the lock.
+    assert!(
+        sent.elapsed() < Duration::from_millis(100),
+        "{:?}",
+        sent.elapsed()
+    );
+    match tokio::time::timeout(Duration::from_secs(5), w.notices.recv()).await {
+        Ok(Some(Notice::Failing { error, .. })) => assert!(error.contains("locked"), "{error}"),
+        other => panic!("expected a failing notice, got {other:?}"),
+    }
+    let release = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(700));
+        holder.execute_batch("COMMIT").expect("release");
+    });
+    let landing = w
+        .close(Duration::from_secs(10), Duration::from_secs(1))
+        .await;
+    release.join().expect("holder");
+    assert_eq!(
+        (landing.landed, landing.not_landed),
+        (100, 0),
+        "{landing:?}"
+    );
+    let check = Ledger::open(&path).expect("reopen");
+    let (tokens, _) = check.step_spend("r", 0).expect("spend");
+    assert_eq!(tokens.output, (0..100).sum::<i64>() as u64);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn what_cannot_land_in_the_wait_at_the_end_is_counted_not_lost_silently() {
+    let (ledger, dir) = ledger("stuck");
+    let path = dir.path().join("ledger.sqlite");
+    let _holder = locked(&path);
+    let mut w = Writer::start(ledger, "r".into()).expect("start");
+    w.send(usage(0, 5));
+    w.send(Write::FinishRun {
+        status: "completed",
+        exit_code: 0,
+        at: Utc::now(),
+    });
+    let closed = Instant::now();
+    let landing = w
+        .close(Duration::from_millis(300), Duration::from_millis(300))
+        .await;
+    assert!(
+        closed.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        closed.elapsed()
+    );
+    assert_eq!((landing.landed, landing.not_landed), (0, 2), "{landing:?}");
+    assert!(landing.last_error.is_some_and(|e| e.contains("locked")));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_group_commit_takes_everything_queued_in_one_transaction() {
+    let (ledger, dir) = ledger("group");
+    let path = dir.path().join("ledger.sqlite");
+    // While the lock is held the queue grows; once released it lands as one group, which the
+    // data_version of another connection sees as a single change.
+    let holder = locked(&path);
+    let mut w = Writer::start(ledger, "r".into()).expect("start");
+    for i in 0..50 {
+        w.send(usage(1, i));
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(5), w.notices.recv()).await;
+    holder.execute_batch("COMMIT").expect("release");
+    let watcher = Connection::open(&path).expect("watcher");
+    let version = |c: &Connection| -> i64 {
+        c.query_row("PRAGMA data_version", [], |r| r.get(0))
+            .expect("data_version")
+    };
+    let before = version(&watcher);
+    let landing = w
+        .close(Duration::from_secs(5), Duration::from_secs(1))
+        .await;
+    assert_eq!(landing.landed, 50);
+    let rows: i64 = watcher
+        .query_row("SELECT COUNT(*) FROM usage WHERE step = 1", [], |r| {
+            r.get(0)
+        })
+        .expect("count");
+    assert_eq!(rows, 50);
+    assert_eq!(
+        version(&watcher) - before,
+        1,
+        "one commit for the whole group"
+    );
+}
