@@ -197,9 +197,9 @@ impl Plan {
             offsets[id] = match self.dependencies(id).map(|d| offsets[d]).max() {
                 None => {
                     roots += 1;
-                    delay * (roots - 1)
+                    delay.saturating_mul(roots - 1)
                 }
-                Some(last) => last + delay,
+                Some(last) => last.saturating_add(delay),
             };
         }
         offsets

@@ -329,6 +329,7 @@ impl<'a> Core<'a> {
                 }
                 None => {
                     self.launch(now, id, fx);
+                    // Cannot overflow: durations are capped at a century when they are read.
                     self.next_launch = Some(now.mono + self.ctx.startup_delay);
                 }
             }

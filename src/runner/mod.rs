@@ -133,8 +133,7 @@ pub async fn run(
     }
     let window_spent = match &ctx.manifest.budget.window {
         Some(w) => {
-            let since =
-                Utc::now() - chrono::Duration::from_std(w.period).unwrap_or(chrono::Duration::MAX);
+            let since = crate::duration::before(Utc::now(), w.period);
             ledger.spent_since(since).map_err(sql)?
         }
         None => Default::default(),
