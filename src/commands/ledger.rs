@@ -13,6 +13,15 @@ pub fn run(args: &LedgerArgs) -> Result<String, Error> {
     let state_dir = match (&args.state_dir, &args.manifest) {
         (Some(dir), _) => dir.clone(),
         (None, Some(path)) => crate::manifest::load(path)?.settings.state_dir,
+        // zen's --config: `orch run --config x.json` keeps a JSON config's runs in ./.orch.
+        (None, None) if args.config.is_some() => {
+            let path = args.config.as_deref().expect("checked by the guard");
+            let mut m = crate::manifest::load(path)?;
+            if super::is_json_config(path) {
+                super::current_folder_defaults(&mut m)?;
+            }
+            m.settings.state_dir
+        }
         (None, None) => {
             let default = PathBuf::from(crate::manifest::DEFAULT_MANIFEST);
             match crate::manifest::load(&default) {

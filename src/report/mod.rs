@@ -103,6 +103,11 @@ pub fn print_error(err: miette::Report) {
     eprintln!("{err:?}");
 }
 
+/// Prints a warning about the command line on stderr, before a run starts.
+pub fn print_warning(text: &str) {
+    eprintln!("warning: {text}");
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -35,14 +35,24 @@ fn schedule(o: &mut String, s: &crate::commands::plan::ScheduleView) {
         let _ = writeln!(o, "schedule: start at {text:?} ({}): {when}", s.timezone);
     }
     if let Some(c) = &s.cron {
-        let _ = writeln!(
-            o,
-            "schedule: cron {c:?} ({}), a service; next fire times:",
-            s.timezone
-        );
+        let what = if s.once {
+            "one run, then exit (--once); fire time"
+        } else {
+            "a service; next fire times"
+        };
+        let _ = writeln!(o, "schedule: cron {c:?} ({}), {what}:", s.timezone);
         for t in &s.next {
             let _ = writeln!(o, "  {}", t.format("%a %Y-%m-%d %H:%M:%S %:z"));
         }
+    }
+    // zen's dry run printed the wait; so does this, rounded to the second.
+    if let Some(wait) = s.wait_ms {
+        let secs = std::time::Duration::from_secs((wait as u64).div_ceil(1000));
+        let _ = writeln!(
+            o,
+            "schedule: the first run would start in {}",
+            crate::duration::format(secs)
+        );
     }
 }
 
