@@ -12,3 +12,4 @@ mod recovery;
 mod run;
 mod schedule;
 mod slash;
+mod zen;
