@@ -316,11 +316,52 @@ fn long_flags_can_be_abbreviated_unless_ambiguous() {
 
 #[test]
 fn an_empty_json_config_gets_a_json_example() {
-    Test::new()
+    let out = Test::new()
         .file("cfg.json", "{\"instances\": []}")
         .args(&["plan", "--config", "cfg.json"])
         .status(2)
         .stderr_contains("the manifest defines no jobs")
-        .stderr_contains("\"instances\": [")
+        .stderr_contains("\"command\": \"/createtestsv2 unit\"")
         .run();
+    assert!(!out.stderr.contains("[jobs.hello]"), "{}", out.stderr);
+}
+
+// ---- the book ----
+
+#[test]
+fn the_cli_reference_lists_every_flag() {
+    let book = std::fs::read_to_string(super::harness::root().join("book/src/cli.md")).unwrap();
+    let t = Test::new();
+    let mut missing = Vec::new();
+    for sub in [
+        &["plan"][..],
+        &["run"],
+        &["ledger"],
+        &["commands"],
+        &["commands", "inspect"],
+        &["convert"],
+        &["schema"],
+        &["completions"],
+        &["man"],
+    ] {
+        let mut args = sub.to_vec();
+        args.push("--help");
+        let out = t.with_args(&args).output().unwrap();
+        let help = String::from_utf8_lossy(&out.stdout);
+        for word in help.split(|c: char| !(c.is_ascii_alphanumeric() || c == '-')) {
+            let Some(name) = word.strip_prefix("--") else {
+                continue;
+            };
+            if name.is_empty() || name == "help" || name == "version" {
+                continue;
+            }
+            // "`--name`", "`--name VALUE`" or "`--name=...`", not a longer flag that starts so.
+            let listed = ['`', ' ', '='].iter().any(|end| book.contains(&format!("`--{name}{end}")));
+            if !listed {
+                missing.push(format!("orch {} --{name}", sub.join(" ")));
+            }
+        }
+    }
+    missing.dedup();
+    assert!(missing.is_empty(), "book/src/cli.md lacks: {missing:?}");
 }
