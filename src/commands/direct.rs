@@ -59,7 +59,10 @@ pub fn from_args(args: &ManifestArgs) -> Option<(Direct, Option<String>)> {
 pub fn stray_flags(args: &ManifestArgs) -> Option<&'static str> {
     [
         ("--instance-name", args.instance_name.is_some()),
-        ("--instance-description", args.instance_description.is_some()),
+        (
+            "--instance-description",
+            args.instance_description.is_some(),
+        ),
         ("--session-id", args.session_id.is_some()),
         ("--clear-history", args.clear_history),
         ("--compact-history", args.compact_history),

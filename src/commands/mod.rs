@@ -52,8 +52,8 @@ pub fn zen_mode(args: &ManifestArgs) -> bool {
 /// `--config x.json` (and in direct mode) jobs run there and `.orch` goes there too. A TOML
 /// manifest keeps its own folder.
 pub fn current_folder_defaults(m: &mut Manifest) -> Result<(), Error> {
-    let cwd = std::env::current_dir()
-        .map_err(|e| Error::io("cannot read the current folder", e))?;
+    let cwd =
+        std::env::current_dir().map_err(|e| Error::io("cannot read the current folder", e))?;
     m.settings.workspace = cwd.clone();
     m.settings.state_dir = cwd.join(".orch");
     for job in &mut m.jobs {

@@ -93,7 +93,9 @@ pub(super) async fn run_once(
         None if super::zen_mode(&args.manifest) => {
             let names: Vec<String> = manifest.jobs.iter().map(|j| j.name.clone()).collect();
             let started = outcome.started.with_timezone(&chrono::Local);
-            Some(std::path::PathBuf::from(results::zen_file_name(started, &names)))
+            Some(std::path::PathBuf::from(results::zen_file_name(
+                started, &names,
+            )))
         }
         None => None,
     };

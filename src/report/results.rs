@@ -391,7 +391,12 @@ pub fn zen_file_name(started: chrono::DateTime<chrono::Local>, jobs: &[String]) 
     let names: Vec<String> = jobs
         .iter()
         .take(3)
-        .map(|n| n.chars().filter(|c| c.is_ascii_alphanumeric()).take(20).collect())
+        .map(|n| {
+            n.chars()
+                .filter(|c| c.is_ascii_alphanumeric())
+                .take(20)
+                .collect()
+        })
         .filter(|n: &String| !n.is_empty())
         .collect();
     let mut name = format!(

@@ -53,7 +53,10 @@ fn dry_run_and_plan_show_the_start_time_and_the_wait() {
     let plan = t.with_args(&["plan", "--start-at", "2h"]).output().unwrap();
     let stdout = String::from_utf8_lossy(&plan.stdout);
     assert_eq!(plan.status.code(), Some(0), "{stdout}");
-    assert!(stdout.contains("the first run would start in 2h"), "{stdout}");
+    assert!(
+        stdout.contains("the first run would start in 2h"),
+        "{stdout}"
+    );
     assert!(!t.path().join(".orch").exists(), "a dry run starts nothing");
 }
 
@@ -90,6 +93,8 @@ fn direct_mode_runs_one_command_with_zens_instance_flags() {
         "run",
         "--simulate",
         "--no-progress",
+        "--startup-delay",
+        "0",
         "--command",
         "/createtestsv2 frontend",
         "--instance-name",
@@ -114,13 +119,20 @@ fn direct_mode_runs_one_command_with_zens_instance_flags() {
         .iter()
         .map(|s| s["label"].as_str().unwrap())
         .collect();
-    assert_eq!(labels.len(), 3, "/clear, /compact, then the command: {labels:?}");
+    assert_eq!(
+        labels.len(),
+        3,
+        "/clear, /compact, then the command: {labels:?}"
+    );
     let main = fe["steps"][2]["argv"].as_array().unwrap();
     assert!(
         main.iter().any(|a| a == "/createtestsv2 frontend"),
         "{main:?}"
     );
-    assert!(main.iter().any(|a| a == "--resume" || a == "--session-id"), "{main:?}");
+    assert!(
+        main.iter().any(|a| a == "--resume" || a == "--session-id"),
+        "{main:?}"
+    );
     // zen wrote its auto-named results file in the current folder.
     let files = zen_files(t.path());
     assert_eq!(files.len(), 1, "{files:?}");
@@ -166,10 +178,19 @@ const CONFIG: &str = r#"{"instances": [{"name": "test-creator", "command": "/cre
 #[test]
 fn a_json_config_runs_in_the_current_folder_and_writes_zens_results_file() {
     let t = sim(Test::new().file("other/dir/cfg.json", CONFIG))
-        .args(&["run", "--simulate", "--no-progress", "--config", "other/dir/cfg.json"])
+        .args(&[
+            "run",
+            "--simulate",
+            "--no-progress",
+            "--config",
+            "other/dir/cfg.json",
+        ])
         .status(0);
     t.run();
-    assert!(!t.path().join("other/dir/.orch").exists(), "state beside the config");
+    assert!(
+        !t.path().join("other/dir/.orch").exists(),
+        "state beside the config"
+    );
     let runs = results_under(&t.path().join(".orch"));
     assert_eq!(runs.len(), 1, "the run's state is in ./.orch");
     let log = runs[0]["instances"]["test-creator"]["steps"][0]["log"]
@@ -189,7 +210,10 @@ fn a_json_config_runs_in_the_current_folder_and_writes_zens_results_file() {
     // claude_instances_results_<YYYYMMDD_HHMMSS>_<names>.json
     let stamp = &name["claude_instances_results_".len()..][..15];
     assert!(
-        stamp.chars().enumerate().all(|(i, c)| if i == 8 { c == '_' } else { c.is_ascii_digit() }),
+        stamp
+            .chars()
+            .enumerate()
+            .all(|(i, c)| if i == 8 { c == '_' } else { c.is_ascii_digit() }),
         "{name}"
     );
     assert!(name.ends_with("_testcreator_ssotgardener.json"), "{name}");
@@ -201,7 +225,10 @@ fn a_json_config_runs_in_the_current_folder_and_writes_zens_results_file() {
         .map(|o| {
             let stdout = String::from_utf8_lossy(&o.stdout);
             assert_eq!(o.status.code(), Some(0), "{stdout}");
-            assert!(stdout.contains(runs[0]["metadata"]["run_id"].as_str().unwrap()), "{stdout}");
+            assert!(
+                stdout.contains(runs[0]["metadata"]["run_id"].as_str().unwrap()),
+                "{stdout}"
+            );
         })
         .unwrap();
 }
@@ -214,7 +241,10 @@ fn a_toml_manifest_keeps_its_own_folder_with_config() {
         .status(0);
     t.run();
     assert_eq!(results_under(&t.path().join("sub/.orch")).len(), 1);
-    assert!(zen_files(t.path()).is_empty(), "no zen file for a TOML manifest");
+    assert!(
+        zen_files(t.path()).is_empty(),
+        "no zen file for a TOML manifest"
+    );
 }
 
 #[test]
@@ -259,7 +289,11 @@ fn the_results_file_has_zens_keys_with_zens_meanings() {
     assert_eq!(v["skipped"], 0);
     let m = &v["metadata"];
     assert_eq!(m["agents"], serde_json::json!(["worker", "greedy"]));
-    assert_eq!(m["generated_filename"], Value::Null, "no --output, no --config");
+    assert_eq!(
+        m["generated_filename"],
+        Value::Null,
+        "no --output, no --config"
+    );
     let u = &m["token_usage"];
     assert_eq!(n(u, "cached_tokens"), n(w, "cached_tokens"));
     assert_eq!(n(u, "total_tool_calls"), n(w, "tool_calls"));
@@ -271,7 +305,12 @@ fn the_results_file_has_zens_keys_with_zens_meanings() {
 fn command_budget_takes_zens_form_and_names_a_bad_amount() {
     let t = Test::new()
         .file("orch.toml", "[jobs.a]\ncommand = \"/createtestsv2 unit\"\n")
-        .args(&["plan", "--simulate", "--command-budget", "createtestsv2=5000"])
+        .args(&[
+            "plan",
+            "--simulate",
+            "--command-budget",
+            "createtestsv2=5000",
+        ])
         .status(0)
         .stdout_contains("/createtestsv2 5000 tokens");
     t.run();
@@ -356,7 +395,9 @@ fn the_cli_reference_lists_every_flag() {
                 continue;
             }
             // "`--name`", "`--name VALUE`" or "`--name=...`", not a longer flag that starts so.
-            let listed = ['`', ' ', '='].iter().any(|end| book.contains(&format!("`--{name}{end}")));
+            let listed = ['`', ' ', '=']
+                .iter()
+                .any(|end| book.contains(&format!("`--{name}{end}")));
             if !listed {
                 missing.push(format!("orch {} --{name}", sub.join(" ")));
             }
