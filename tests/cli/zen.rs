@@ -139,6 +139,22 @@ fn direct_mode_runs_one_command_with_zens_instance_flags() {
     let name = files[0].file_name().unwrap().to_str().unwrap().to_string();
     assert!(name.ends_with("_fe.json"), "{name}");
     assert_eq!(runs[0]["metadata"]["generated_filename"], name.as_str());
+    // The dry run of the same command line shows the job and starts nothing.
+    let other = Test::new();
+    let dry = other
+        .with_args(&[
+            "run",
+            "--dry-run",
+            "--simulate",
+            "--command",
+            "/createtestsv2 x",
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&dry.stdout);
+    assert_eq!(dry.status.code(), Some(0), "{stdout}");
+    assert!(stdout.contains("createtestsv2"), "{stdout}");
+    assert!(!other.path().join(".orch").exists(), "{stdout}");
 }
 
 #[test]
