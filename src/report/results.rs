@@ -507,3 +507,29 @@ pub fn write_or_fall_back(results: &mut Results, path: &Path, fallback: &Path) -
         error: Some(error),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+
+    #[test]
+    fn zens_file_name_has_the_time_and_three_cleaned_names() {
+        let at = chrono::Local
+            .with_ymd_and_hms(2024, 9, 17, 14, 23, 45)
+            .single()
+            .expect("an unambiguous local time");
+        let names = ["test-creator", "ssot_gardener", "/x y", "fourth"].map(String::from);
+        assert_eq!(
+            super::zen_file_name(at, &names),
+            "claude_instances_results_20240917_142345_testcreator_ssotgardener_xy.json"
+        );
+        let long = ["a".repeat(30)];
+        assert_eq!(
+            super::zen_file_name(at, &long),
+            format!(
+                "claude_instances_results_20240917_142345_{}.json",
+                "a".repeat(20)
+            )
+        );
+    }
+}
