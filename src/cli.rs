@@ -9,7 +9,10 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
     name = "orch",
     version,
     about = "Run Claude Code agents and other jobs from a TOML manifest: in parallel, on schedules, under budgets",
-    propagate_version = true
+    propagate_version = true,
+    // argparse let zen's users shorten long flags (`--dry` for `--dry-run`); an exact name
+    // always wins, and an ambiguous prefix is an error naming the candidates.
+    infer_long_args = true
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -96,16 +99,40 @@ pub struct ManifestArgs {
     /// Dollar limit of the whole run.
     #[arg(long, value_name = "USD")]
     pub overall_cost_budget: Option<f64>,
-    /// Token limit per base slash command, "/cmd=N" (repeatable).
+    /// Token limit per base slash command, "/cmd=N" (repeatable; "cmd=N" means "/cmd=N").
     #[arg(long, value_name = "/CMD=TOKENS")]
     pub command_budget: Vec<String>,
-    /// Dollar limit per base slash command, "/cmd=USD" (repeatable).
+    /// Dollar limit per base slash command, "/cmd=USD" (repeatable; "cmd=USD" means "/cmd=USD").
     #[arg(long, value_name = "/CMD=USD")]
     pub command_cost_budget: Vec<String>,
     /// What a budget does when reached: warn, or block.
     #[arg(long, value_enum, value_name = "MODE")]
     pub budget_enforcement_mode: Option<BudgetModeArg>,
-    /// zen's output format flag; orch always reads stream-json (accepted for compatibility).
+    // --- direct mode (zen's `tool "/cmd args"`): one job from the command line, no file ---
+    /// Run this one slash command ("/cmd args") as the only job, without a manifest (zen's
+    /// direct mode; `orch run "/cmd args"` means the same when no such file exists).
+    #[arg(long, value_name = "\"/CMD ARGS\"", conflicts_with_all = ["manifest", "config", "prompt"])]
+    pub command: Option<String>,
+    /// Run this one prompt as the only job, without a manifest.
+    #[arg(long, value_name = "TEXT", conflicts_with_all = ["manifest", "config"])]
+    pub prompt: Option<String>,
+    /// The direct job's name (zen's --instance-name; default: the command's name).
+    #[arg(long, value_name = "NAME")]
+    pub instance_name: Option<String>,
+    /// The direct job's description (zen's --instance-description).
+    #[arg(long, value_name = "TEXT")]
+    pub instance_description: Option<String>,
+    /// The direct job's Claude Code session (zen's --session-id).
+    #[arg(long, value_name = "ID")]
+    pub session_id: Option<String>,
+    /// Run /clear before the direct job's command (zen's --clear-history).
+    #[arg(long)]
+    pub clear_history: bool,
+    /// Run /compact before the direct job's command (zen's --compact-history).
+    #[arg(long)]
+    pub compact_history: bool,
+    /// zen's output format flag. orch always reads Claude Code's stream-json: "stream-json" is
+    /// accepted as is, "json" is accepted with a warning that it changes nothing.
     #[arg(long, value_name = "FORMAT", value_parser = ["stream-json", "json"])]
     pub output_format: Option<String>,
 }
@@ -129,6 +156,9 @@ pub enum PlanFormat {
 pub struct LedgerArgs {
     /// The manifest whose state folder holds the ledger (default: ./orch.toml, else ./.orch).
     pub manifest: Option<PathBuf>,
+    /// zen's name for the manifest argument: a JSON config's runs are kept in ./.orch.
+    #[arg(long = "config", value_name = "FILE", conflicts_with = "manifest")]
+    pub config: Option<PathBuf>,
     /// The state folder holding ledger.sqlite (overrides the manifest's).
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
@@ -160,6 +190,24 @@ pub struct PlanArgs {
     /// Make an unknown slash command an error (exit code 2) instead of a warning.
     #[arg(long)]
     pub strict: bool,
+    #[command(flatten)]
+    pub when: WhenArgs,
+}
+
+/// When a run would start: `orch plan` shows what `orch run` with the same flags would wait for.
+#[derive(Debug, Args, Clone, Default)]
+pub struct WhenArgs {
+    /// Show the run as if started with `orch run --start-at TIME`: the resolved start time and
+    /// the wait (overrides schedule.start_at).
+    #[arg(long, value_name = "TIME", value_parser = start_at_arg)]
+    pub start_at: Option<String>,
+    /// Show the run as if started with `orch run --schedule CRON`: its next fire times
+    /// (overrides schedule.cron).
+    #[arg(long, value_name = "CRON", value_parser = cron_arg)]
+    pub schedule: Option<String>,
+    /// With a cron schedule, show only the one fire time `orch run --once` would run at.
+    #[arg(long)]
+    pub once: bool,
 }
 
 // ---- `orch commands` (slash commands) ----
@@ -210,10 +258,12 @@ pub struct RunArgs {
     /// Show the plan and exit without running anything (zen's flag; same as `orch plan`).
     #[arg(long)]
     pub dry_run: bool,
-    /// Also write the results file here (zen's flag).
+    /// Also write the results file here (zen's flag). Without it, a JSON --config run also writes
+    /// zen's claude_instances_results_<YYYYMMDD_HHMMSS>_<names>.json in the current folder.
     #[arg(long, value_name = "PATH")]
     pub output: Option<PathBuf>,
-    /// Where runs, logs and the ledger are kept (default: .orch beside the manifest).
+    /// Where runs, logs and the ledger are kept (default: .orch beside the manifest; for a JSON
+    /// --config or direct mode, .orch in the current folder).
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
     /// Print only errors and the final summary.
@@ -222,7 +272,7 @@ pub struct RunArgs {
     /// Most output lines shown per job (zen's flag).
     #[arg(long, value_name = "N", default_value_t = 5)]
     pub max_console_lines: usize,
-    /// Longest output line shown, in characters (zen's flag).
+    /// Longest output line shown, in characters (zen's flag); the live view shows at least 20.
     #[arg(long, value_name = "N", default_value_t = 800)]
     pub max_line_length: usize,
     /// Seconds between status reports (zen's flag).

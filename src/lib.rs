@@ -50,6 +50,7 @@ fn dispatch(command: Command) -> Result<ExitCode, Error> {
                 &args.manifest,
                 args.format,
                 args.strict,
+                &args.when,
                 chrono::Utc::now(),
             )?);
             Ok(ExitCode::Ok)
@@ -62,13 +63,23 @@ fn dispatch(command: Command) -> Result<ExitCode, Error> {
                 return Ok(ExitCode::Ok);
             }
             if args.dry_run {
-                let format = cli::PlanFormat::Text;
-                report::emit(&commands::plan::run(
+                // The dry run shows when the run would start, as zen's did.
+                let when = cli::WhenArgs {
+                    start_at: args.start_at.clone(),
+                    schedule: args.schedule.clone(),
+                    once: args.once,
+                };
+                report::emit(&commands::plan::run_checked(
                     &args.manifest,
-                    format,
+                    cli::PlanFormat::Text,
+                    false,
+                    &when,
                     chrono::Utc::now(),
                 )?);
                 return Ok(ExitCode::Ok);
+            }
+            for warning in commands::flag_warnings(&args.manifest) {
+                report::print_warning(&warning);
             }
             commands::run::run(&args)
         }

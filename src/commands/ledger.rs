@@ -10,10 +10,18 @@ use crate::ledger::{self, Ledger};
 
 /// The report as text (a table) or JSON.
 pub fn run(args: &LedgerArgs) -> Result<String, Error> {
-    let state_dir = match (&args.state_dir, &args.manifest) {
-        (Some(dir), _) => dir.clone(),
-        (None, Some(path)) => crate::manifest::load(path)?.settings.state_dir,
-        (None, None) => {
+    let state_dir = match (&args.state_dir, &args.manifest, &args.config) {
+        (Some(dir), _, _) => dir.clone(),
+        (None, Some(path), _) => crate::manifest::load(path)?.settings.state_dir,
+        // zen's --config: `orch run --config x.json` keeps a JSON config's runs in ./.orch.
+        (None, None, Some(path)) => {
+            let mut m = crate::manifest::load(path)?;
+            if super::is_json_config(path) {
+                super::current_folder_defaults(&mut m)?;
+            }
+            m.settings.state_dir
+        }
+        (None, None, None) => {
             let default = PathBuf::from(crate::manifest::DEFAULT_MANIFEST);
             match crate::manifest::load(&default) {
                 Ok(m) => m.settings.state_dir,

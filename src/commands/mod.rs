@@ -2,6 +2,7 @@
 
 pub mod completions;
 pub mod convert;
+pub mod direct;
 pub mod ledger;
 pub mod plan;
 pub mod run;
@@ -35,9 +36,64 @@ pub fn absolute_state_dir(dir: &Path) -> Result<PathBuf, Error> {
     })
 }
 
-/// Loads the manifest and applies the command-line overrides (flags win over the file).
+/// Whether `path` is a zen JSON config (by its extension, or text that opens with `{`).
+pub fn is_json_config(path: &Path) -> bool {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    manifest::Format::detect(path, &text) == manifest::Format::LegacyJson
+}
+
+/// Whether this invocation is zen's: a JSON `--config`, or direct mode. Then jobs run in the
+/// current folder and, without `--output`, zen's auto-named results file is written there.
+pub fn zen_mode(args: &ManifestArgs) -> bool {
+    direct::from_args(args).is_some() || args.config.as_deref().is_some_and(is_json_config)
+}
+
+/// zen ran a JSON config's instances in the current folder, wherever the config lay: with
+/// `--config x.json` (and in direct mode) jobs run there and `.orch` goes there too. A TOML
+/// manifest keeps its own folder.
+pub fn current_folder_defaults(m: &mut Manifest) -> Result<(), Error> {
+    let cwd =
+        std::env::current_dir().map_err(|e| Error::io("cannot read the current folder", e))?;
+    m.settings.workspace = cwd.clone();
+    m.settings.state_dir = cwd.join(".orch");
+    for job in &mut m.jobs {
+        job.workspace = cwd.clone();
+    }
+    Ok(())
+}
+
+/// Loads the manifest (or the direct job) and applies the command-line overrides (flags win over
+/// the file).
 pub fn load(args: &ManifestArgs) -> Result<Manifest, Error> {
-    let mut m = manifest::load(&manifest_path(args))?;
+    let direct = direct::from_args(args);
+    if direct.is_none() {
+        if let Some(flag) = direct::stray_flags(args) {
+            return Err(Error::BadFlag {
+                flag,
+                value: "given alone".into(),
+                reason: "it belongs to direct mode, and no --command or --prompt was given".into(),
+                help: format!("for example: orch run --command \"/createtestsv2 unit\" {flag} ..."),
+            });
+        }
+    }
+    let mut m = match &direct {
+        Some((job, notice)) => {
+            if let Some(notice) = notice {
+                crate::report::print_warning(notice);
+            }
+            let cwd = std::env::current_dir()
+                .map_err(|e| Error::io("cannot read the current folder", e))?;
+            direct::load(job, args, &cwd)?
+        }
+        None => {
+            let path = manifest_path(args);
+            let mut m = manifest::load(&path).map_err(|e| slash_hint(e, args))?;
+            if args.config.is_some() && is_json_config(&path) {
+                current_folder_defaults(&mut m)?;
+            }
+            m
+        }
+    };
     if let Some(w) = &args.workspace {
         m.settings.workspace = w.clone();
         for job in &mut m.jobs {
@@ -86,16 +142,21 @@ pub fn load(args: &ManifestArgs) -> Result<Manifest, Error> {
     }
     for spec in &args.command_budget {
         let (cmd, n) = command_flag("--command-budget", spec)?;
-        let tokens = n
-            .parse::<u64>()
-            .map_err(|_| bad_command_flag("--command-budget", spec))?;
-        command_limit(&mut b.commands, cmd).tokens =
+        let tokens = n.parse::<u64>().map_err(|_| Error::BadFlag {
+            flag: "--command-budget",
+            value: spec.clone(),
+            reason: format!("the amount {n:?} is not a whole number of tokens"),
+            help: "for example --command-budget \"/createtestsv2=50000\"".into(),
+        })?;
+        command_limit(&mut b.commands, &cmd).tokens =
             Some(positive_tokens("--command-budget", tokens)?);
     }
     for spec in &args.command_cost_budget {
         let (cmd, usd) = command_flag("--command-cost-budget", spec)?;
-        command_limit(&mut b.commands, cmd).usd = Some(positive_usd("--command-cost-budget", usd)?);
+        command_limit(&mut b.commands, &cmd).usd =
+            Some(positive_usd("--command-cost-budget", usd)?);
     }
+    m.warnings.extend(flag_warnings(args));
     Ok(m)
 }
 
@@ -152,6 +213,39 @@ pub fn check_open_files() -> Result<(), Error> {
     match getrlimit(Resource::RLIMIT_NOFILE) {
         Ok((soft, hard)) if soft < MIN_OPEN_FILES => Err(Error::TooFewFiles { soft, hard }),
         _ => Ok(()),
+    }
+}
+
+/// What the flags ask for that orch does not do: `orch plan` lists these with the manifest's
+/// warnings, `orch run` prints them on stderr before it starts.
+pub fn flag_warnings(args: &ManifestArgs) -> Vec<String> {
+    let mut out = Vec::new();
+    if args.output_format.as_deref() == Some("json") {
+        out.push(
+            "--output-format json changes nothing: orch always reads Claude Code's stream-json \
+             (zen's json mode printed one object at the end; the results file holds the same)"
+                .into(),
+        );
+    }
+    out
+}
+
+/// An unreadable positional manifest that may have been meant as a slash command: the hint says
+/// how to run one directly.
+fn slash_hint(e: manifest::LoadError, args: &ManifestArgs) -> Error {
+    match e {
+        manifest::LoadError::Unreadable { path, hint, source } if args.manifest.is_some() => {
+            manifest::LoadError::Unreadable {
+                path,
+                hint: format!(
+                    "{hint}; to run one slash command without a manifest (zen's direct mode): \
+                     orch run --command \"/cmd args\""
+                ),
+                source,
+            }
+            .into()
+        }
+        e => e.into(),
     }
 }
 
@@ -217,11 +311,18 @@ fn positive_usd(flag: &'static str, value: &str) -> Result<f64, Error> {
     }
 }
 
-fn command_flag<'a>(flag: &'static str, spec: &'a str) -> Result<(&'a str, &'a str), Error> {
-    match spec.split_once('=') {
-        Some((cmd, n)) if cmd.starts_with('/') && cmd.len() > 1 => Ok((cmd.trim(), n.trim())),
-        _ => Err(bad_command_flag(flag, spec)),
+/// Splits "/cmd=amount" into the command and the amount. zen added the `/` when it was missing
+/// ("createtestsv2=5000"), and so does orch.
+fn command_flag<'a>(flag: &'static str, spec: &'a str) -> Result<(String, &'a str), Error> {
+    let Some((cmd, n)) = spec.split_once('=') else {
+        return Err(bad_command_flag(flag, spec));
+    };
+    let cmd = cmd.trim();
+    let name = cmd.strip_prefix('/').unwrap_or(cmd);
+    if name.is_empty() || name.contains(char::is_whitespace) {
+        return Err(bad_command_flag(flag, spec));
     }
+    Ok((format!("/{name}"), n.trim()))
 }
 
 fn bad_command_flag(flag: &'static str, spec: &str) -> Error {

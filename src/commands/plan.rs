@@ -3,7 +3,7 @@
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use crate::cli::{ManifestArgs, PlanFormat};
+use crate::cli::{ManifestArgs, PlanFormat, WhenArgs};
 use crate::errors::Error;
 use crate::manifest::{Limit, Manifest, Task};
 use crate::plan::{Action, Plan, PlanOptions};
@@ -11,7 +11,7 @@ use crate::report::display_path;
 pub use crate::report::plan::{Forecast, PlanView, ScheduleView, StepView};
 
 /// The schedule as `orch plan` shows it at `now`: the next five fire times and the start time.
-fn schedule_view(s: &crate::manifest::Schedule, now: DateTime<Utc>) -> ScheduleView {
+fn schedule_view(s: &crate::manifest::Schedule, once: bool, now: DateTime<Utc>) -> ScheduleView {
     use crate::schedule::{self, Zone};
     // Values were checked when the manifest loaded.
     let zone = Zone::parse(s.timezone.as_deref()).unwrap_or(Zone::Local);
@@ -28,8 +28,14 @@ fn schedule_view(s: &crate::manifest::Schedule, now: DateTime<Utc>) -> ScheduleV
         .cron
         .as_deref()
         .and_then(|c| schedule::parse_cron(c).ok())
-        .map(|c| zone.next_fires(&c, from, 5))
+        .map(|c| zone.next_fires(&c, from, if once { 1 } else { 5 }))
         .unwrap_or_default();
+    let first = next.first().map(|t| t.with_timezone(&Utc));
+    let begins = match &starts {
+        Some(Ok(t)) => first.or(Some(*t)),
+        _ => first,
+    };
+    let wait_ms = begins.map(|t| (t - now).to_std().unwrap_or_default().as_millis());
     ScheduleView {
         cron: s.cron.clone(),
         start_at: s.start_at.clone(),
@@ -37,22 +43,34 @@ fn schedule_view(s: &crate::manifest::Schedule, now: DateTime<Utc>) -> ScheduleV
         starts: starts.clone().and_then(Result::ok).map(|t| zone.fixed(t)),
         start_error: starts.and_then(Result::err),
         next,
+        wait_ms,
+        once,
     }
 }
 
 /// `orch plan`: prints the plan in the chosen format.
 pub fn run(args: &ManifestArgs, format: PlanFormat, now: DateTime<Utc>) -> Result<String, Error> {
-    run_checked(args, format, false, now)
+    run_checked(args, format, false, &WhenArgs::default(), now)
 }
 
-/// `orch plan`, with `strict` making an unknown slash command an error.
+/// `orch plan`, with `strict` making an unknown slash command an error, and the start time and
+/// schedule of `when` (`--start-at`, `--schedule`, `--once`) over the manifest's.
 pub fn run_checked(
     args: &ManifestArgs,
     format: PlanFormat,
     strict: bool,
+    when: &WhenArgs,
     now: DateTime<Utc>,
 ) -> Result<String, Error> {
-    let manifest = super::load(args)?;
+    let mut manifest = super::load(args)?;
+    // The same precedence as `orch run` (commands::service::Timing): flags over the manifest.
+    if let Some(start) = &when.start_at {
+        manifest.schedule.start_at = Some(start.clone());
+    }
+    if let Some(cron) = &when.schedule {
+        manifest.schedule.cron = Some(cron.clone());
+    }
+
     let mut warnings = manifest.warnings.clone();
     let agent = match super::agent_program(args, &manifest) {
         Ok(program) => program,
@@ -93,6 +111,9 @@ pub fn run_checked(
         }
     }
     let mut view = view(&manifest, &plan, now, warnings);
+    if when.once {
+        view.schedule = schedule_view(&manifest.schedule, true, now);
+    }
     add_history(&mut view, &manifest, &plan, now);
     Ok(crate::report::plan::render(&view, format))
 }
@@ -133,7 +154,7 @@ pub fn view(m: &Manifest, plan: &Plan, now: DateTime<Utc>, warnings: Vec<String>
         timeout_ms: m.settings.timeout.as_millis(),
         fail_fast: m.settings.fail_fast,
         state_dir: display_path(&m.settings.state_dir),
-        schedule: schedule_view(&m.schedule, now),
+        schedule: schedule_view(&m.schedule, false, now),
         budget: m.budget.clone(),
         window_spent: None,
         steps,

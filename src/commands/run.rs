@@ -91,6 +91,22 @@ pub(super) async fn run_once(
 
     let code = outcome.exit_code();
     let mut results = results::build(&ctx, &plan, &outcome, code as u8);
+    // zen's results file: `--output`, or in zen's modes an auto-named file in the current folder.
+    let zen_file = match &args.output {
+        Some(path) => Some(path.clone()),
+        None if super::zen_mode(&args.manifest) => {
+            let names: Vec<String> = manifest.jobs.iter().map(|j| j.name.clone()).collect();
+            let started = outcome.started.with_timezone(&chrono::Local);
+            Some(std::path::PathBuf::from(results::zen_file_name(
+                started, &names,
+            )))
+        }
+        None => None,
+    };
+    results.metadata.generated_filename = zen_file
+        .as_ref()
+        .and_then(|p| p.file_name())
+        .map(|n| n.to_string_lossy().into_owned());
     let ledger = &outcome.ledger;
     if ledger.not_landed + ledger.rejected > 0 {
         let error = ledger.last_error.as_deref().unwrap_or("unknown error");
@@ -110,7 +126,7 @@ pub(super) async fn run_once(
         });
     }
     let shown = written.at.clone().unwrap_or_else(|| path.clone());
-    if let Some(extra) = &args.output {
+    if let Some(extra) = &zen_file {
         if let Err(e) = results::write(&results, extra) {
             sink.event(Event::ResultsWriteFailed {
                 path: extra.clone(),

@@ -276,17 +276,27 @@ pub enum ManifestError {
     },
 
     #[error("the manifest defines no jobs")]
-    #[diagnostic(
-        code(orch::manifest::empty),
-        help(
-            "add a job, for example:\n\n[jobs.hello]\nrun = [\"echo\", \"hello\"]\n\n\
-             (a legacy JSON config lists them under \"instances\")"
-        )
-    )]
+    #[diagnostic(code(orch::manifest::empty))]
     Empty {
         #[label("no jobs here")]
         span: SourceSpan,
+        /// An example in the file's own format ([`empty_help`]).
+        #[help]
+        help: String,
     },
+}
+
+/// The help of [`ManifestError::Empty`]: a job in TOML, or an instance for a JSON config.
+pub fn empty_help(json: bool) -> String {
+    if json {
+        "add an instance, for example:\n\n{\n  \"instances\": [\n    {\"name\": \"hello\", \
+         \"command\": \"/createtestsv2 unit\"}\n  ]\n}"
+            .into()
+    } else {
+        "add a job, for example:\n\n[jobs.hello]\nrun = [\"echo\", \"hello\"]\n\n\
+         (a legacy JSON config lists them under \"instances\")"
+            .into()
+    }
 }
 
 impl ManifestError {

@@ -161,8 +161,12 @@ pub fn resolve(raw: RawManifest, path: &Path) -> Result<Manifest, Vec<ManifestEr
     };
     // A jobs table that failed to read was reported already; it is not also empty.
     if raw_jobs.is_empty() && !raw.partial {
+        let json = path
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("json"));
         r.errors.push(ManifestError::Empty {
             span: span(&jobs_span),
+            help: super::diagnostic::empty_help(json),
         });
     }
     let mut jobs: Vec<Job> = Vec::with_capacity(raw_jobs.len());

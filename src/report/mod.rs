@@ -167,6 +167,11 @@ pub fn display_path(path: &std::path::Path) -> String {
     }
 }
 
+/// Prints a warning about the command line on stderr, before a run starts.
+pub fn print_warning(text: &str) {
+    eprintln!("warning: {text}");
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

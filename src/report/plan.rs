@@ -50,8 +50,13 @@ pub struct ScheduleView {
     /// Why `start_at` means no instant now (a date in the past).
     pub start_error: Option<String>,
     /// The next five fire times of the cron schedule (after the start time, when there is one),
-    /// with the zone's offset.
+    /// with the zone's offset; only the first with `once`.
     pub next: Vec<DateTime<FixedOffset>>,
+    /// How long `orch run` would wait before its first run: until the start time, else until
+    /// the first fire time; `None` when it would start at once.
+    pub wait_ms: Option<u128>,
+    /// `--once`: one run at the first fire time, then exit.
+    pub once: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -109,14 +114,24 @@ fn schedule(o: &mut String, s: &ScheduleView) {
         let _ = writeln!(o, "schedule: start at {text:?} ({}): {when}", s.timezone);
     }
     if let Some(c) = &s.cron {
-        let _ = writeln!(
-            o,
-            "schedule: cron {c:?} ({}), a service; next fire times:",
-            s.timezone
-        );
+        let what = if s.once {
+            "one run, then exit (--once); fire time"
+        } else {
+            "a service; next fire times"
+        };
+        let _ = writeln!(o, "schedule: cron {c:?} ({}), {what}:", s.timezone);
         for t in &s.next {
             let _ = writeln!(o, "  {}", t.format("%a %Y-%m-%d %H:%M:%S %:z"));
         }
+    }
+    // zen's dry run printed the wait; so does this, rounded to the second.
+    if let Some(wait) = s.wait_ms {
+        let secs = std::time::Duration::from_secs((wait as u64).div_ceil(1000));
+        let _ = writeln!(
+            o,
+            "schedule: the first run would start in {}",
+            crate::duration::format(secs)
+        );
     }
 }
 

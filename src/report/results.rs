@@ -3,8 +3,12 @@
 //!
 //! zen's keys (`total_instances`, `completed`, `failed`, `instances.<name>.{status, duration,
 //! total_tokens, input_tokens, output_tokens, cached_tokens, cache_read_tokens,
-//! cache_creation_tokens, tool_calls, total_cost_usd, model}`, `metadata`) keep their meaning;
-//! orch adds each job's steps, exit codes, logs, and whether a cost is an estimate.
+//! cache_creation_tokens, tool_calls, total_cost_usd, model}`, `metadata.{start_datetime,
+//! generated_filename, agents, token_usage.{total_tokens, cached_tokens, total_tool_calls,
+//! cache_hit_rate}}`) keep zen's meaning: `cached_tokens` is cache reads plus cache creation (so
+//! `total = input + output + cached`) and `failed` counts blocked jobs. orch adds finer fields
+//! beside them: `skipped`, `blocked`, each job's steps, exit codes, logs, and whether a cost is an
+//! estimate.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -21,9 +25,13 @@ use crate::runner::{RunContext, RunOutcome};
 pub struct Results {
     pub total_instances: usize,
     pub completed: usize,
+    /// Jobs that failed, timed out, went over budget or were blocked (zen counted a blocked
+    /// instance as failed).
     pub failed: usize,
-    /// Jobs that never ran: skipped after a failure, blocked, or cancelled.
+    /// Jobs that never ran and were not blocked: skipped after a failure, cancelled, pending.
     pub skipped: usize,
+    /// Of `failed`, the jobs a budget kept from starting.
+    pub blocked: usize,
     /// Jobs by name, in manifest order.
     pub instances: indexmap_like::Ordered<Instance>,
     /// Every budget scope: its limits, what it spent, and how far past a limit it went.
@@ -134,7 +142,7 @@ pub struct Instance {
     pub total_tokens: u64,
     pub input_tokens: u64,
     pub output_tokens: u64,
-    /// zen's name for cache reads, kept for compatibility.
+    /// zen's meaning: cache reads plus cache creation, so total = input + output + cached.
     pub cached_tokens: u64,
     pub cache_read_tokens: u64,
     pub cache_creation_tokens: u64,
@@ -169,6 +177,11 @@ pub struct StepResult {
 
 #[derive(Debug, Serialize)]
 pub struct Metadata {
+    /// zen's key: the name of the zen-style results file this run wrote (the `--output` file,
+    /// or the auto-named `claude_instances_results_...json`); `None` when it wrote neither.
+    pub generated_filename: Option<String>,
+    /// zen's key: the names of the jobs (zen's instances), in manifest order.
+    pub agents: Vec<String>,
     pub run_id: String,
     pub name: String,
     pub manifest: PathBuf,
@@ -196,6 +209,10 @@ pub struct TokenUsage {
     pub output_tokens: u64,
     pub cache_read_tokens: u64,
     pub cache_creation_tokens: u64,
+    /// zen's meaning: cache reads plus cache creation.
+    pub cached_tokens: u64,
+    /// zen's key: tool calls of every job.
+    pub total_tool_calls: u64,
     /// Cache reads as a percentage of all input-side tokens.
     pub cache_hit_rate: f64,
     pub total_cost_usd: f64,
@@ -237,13 +254,18 @@ pub fn build(ctx: &RunContext, plan: &Plan, out: &RunOutcome, exit_code: u8) -> 
     // the ledger agree to the last digit; they become floats only in the file.
     let mut all_cost = Nanos::ZERO;
     let mut any_estimate = false;
-    let (mut completed, mut failed, mut skipped) = (0, 0, 0);
+    let (mut completed, mut failed, mut skipped, mut blocked) = (0, 0, 0, 0);
+    let mut all_tool_calls: u64 = 0;
     let mut faults = Vec::new();
     for (j, job) in ctx.manifest.jobs.iter().enumerate() {
         let status = job_status(plan, &out.states, j);
         match status {
             Status::Completed => completed += 1,
-            Status::Skipped | Status::Blocked | Status::Cancelled | Status::Pending => skipped += 1,
+            Status::Blocked => {
+                failed += 1;
+                blocked += 1;
+            }
+            Status::Skipped | Status::Cancelled | Status::Pending => skipped += 1,
             _ => failed += 1,
         }
         let mut tokens = TokenCounts::default();
@@ -288,6 +310,7 @@ pub fn build(ctx: &RunContext, plan: &Plan, out: &RunOutcome, exit_code: u8) -> 
             });
         }
         all.add(&tokens);
+        all_tool_calls += u64::from(tool_calls);
         all_cost = all_cost.saturating_add(cost.unwrap_or(Nanos::ZERO));
         any_estimate |= estimate;
         instances.push((
@@ -299,7 +322,7 @@ pub fn build(ctx: &RunContext, plan: &Plan, out: &RunOutcome, exit_code: u8) -> 
                 total_tokens: tokens.total(),
                 input_tokens: tokens.input,
                 output_tokens: tokens.output,
-                cached_tokens: tokens.cache_read,
+                cached_tokens: tokens.cache_read + tokens.cache_creation,
                 cache_read_tokens: tokens.cache_read,
                 cache_creation_tokens: tokens.cache_creation,
                 tool_calls,
@@ -322,6 +345,7 @@ pub fn build(ctx: &RunContext, plan: &Plan, out: &RunOutcome, exit_code: u8) -> 
         completed,
         failed,
         skipped,
+        blocked,
         instances: indexmap_like::Ordered(instances),
         budgets: out
             .scopes
@@ -342,6 +366,8 @@ pub fn build(ctx: &RunContext, plan: &Plan, out: &RunOutcome, exit_code: u8) -> 
             .collect(),
         faults,
         metadata: Metadata {
+            generated_filename: None,
+            agents: ctx.manifest.jobs.iter().map(|j| j.name.clone()).collect(),
             run_id: ctx.run_id.clone(),
             name: ctx.manifest.name.clone(),
             manifest: ctx.manifest.path.clone(),
@@ -362,6 +388,8 @@ pub fn build(ctx: &RunContext, plan: &Plan, out: &RunOutcome, exit_code: u8) -> 
                 output_tokens: all.output,
                 cache_read_tokens: all.cache_read,
                 cache_creation_tokens: all.cache_creation,
+                cached_tokens: all.cache_read + all.cache_creation,
+                total_tool_calls: all_tool_calls,
                 cache_hit_rate,
                 total_cost_usd: all_cost.dollars(),
                 cost_is_estimate: any_estimate,
@@ -370,6 +398,33 @@ pub fn build(ctx: &RunContext, plan: &Plan, out: &RunOutcome, exit_code: u8) -> 
                 .then(|| crate::runner::not_landed_message(out.ledger.not_landed)),
         },
     }
+}
+
+/// zen's name for a results file: `claude_instances_results_<YYYYMMDD_HHMMSS>_<names>.json`,
+/// the time in local time, the names those of the first three jobs with everything but letters
+/// and digits dropped ("test-creator" → "testcreator"), each cut to 20 characters.
+pub fn zen_file_name(started: chrono::DateTime<chrono::Local>, jobs: &[String]) -> String {
+    let names: Vec<String> = jobs
+        .iter()
+        .take(3)
+        .map(|n| {
+            n.chars()
+                .filter(|c| c.is_ascii_alphanumeric())
+                .take(20)
+                .collect()
+        })
+        .filter(|n: &String| !n.is_empty())
+        .collect();
+    let mut name = format!(
+        "claude_instances_results_{}",
+        started.format("%Y%m%d_%H%M%S")
+    );
+    for n in names {
+        name.push('_');
+        name.push_str(&n);
+    }
+    name.push_str(".json");
+    name
 }
 
 fn round3(x: f64) -> f64 {
@@ -466,5 +521,31 @@ pub fn write_or_fall_back(results: &mut Results, path: &Path, fallback: &Path) -
     Written {
         at,
         error: Some(error),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+
+    #[test]
+    fn zens_file_name_has_the_time_and_three_cleaned_names() {
+        let at = chrono::Local
+            .with_ymd_and_hms(2024, 9, 17, 14, 23, 45)
+            .single()
+            .expect("an unambiguous local time");
+        let names = ["test-creator", "ssot_gardener", "/x y", "fourth"].map(String::from);
+        assert_eq!(
+            super::zen_file_name(at, &names),
+            "claude_instances_results_20240917_142345_testcreator_ssotgardener_xy.json"
+        );
+        let long = ["a".repeat(30)];
+        assert_eq!(
+            super::zen_file_name(at, &long),
+            format!(
+                "claude_instances_results_20240917_142345_{}.json",
+                "a".repeat(20)
+            )
+        );
     }
 }

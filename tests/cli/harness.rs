@@ -395,6 +395,23 @@ fn sums_problems(v: &Value) -> Vec<String> {
             ));
         }
     }
+    // zen's identity: total = input + output + cached, for every job and for the run.
+    for (what, u) in instances
+        .iter()
+        .map(|(name, i)| (format!("instances.{name}"), i))
+        .chain([("metadata.token_usage".to_string(), usage)])
+    {
+        let n = |k: &str| u[k].as_u64().unwrap_or(0);
+        if n("total_tokens") != n("input_tokens") + n("output_tokens") + n("cached_tokens") {
+            problems.push(format!(
+                "{what}: total_tokens {} is not input + output + cached_tokens ({} + {} + {})",
+                n("total_tokens"),
+                n("input_tokens"),
+                n("output_tokens"),
+                n("cached_tokens")
+            ));
+        }
+    }
     let usd: f64 = instances
         .values()
         .filter_map(|i| i["total_cost_usd"].as_f64())

@@ -14,3 +14,4 @@ mod run;
 mod run_core;
 mod schedule;
 mod slash;
+mod zen;
