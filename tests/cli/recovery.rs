@@ -300,41 +300,77 @@ fn check_jobs(
     (faults, pids)
 }
 
-/// A small tmpfs mounted for one test, unmounted when dropped (the test failing included).
+/// A small tmpfs as the state folder of one orch invocation. As root it is mounted here and
+/// unmounted when dropped (the test failing included). Otherwise orch runs in a user and mount
+/// namespace of its own (`unshare --user --map-root-user --mount`, util-linux), where an
+/// unprivileged user may mount a tmpfs; it vanishes with orch, so the test reads only what lies
+/// outside it. A machine that allows neither fails the test, saying so; it never passes without
+/// having filled a disk.
 struct Tmpfs {
     dir: std::path::PathBuf,
+    size: &'static str,
+    mounted: bool,
 }
 
 impl Tmpfs {
-    /// Mounts `size` (mount's syntax: `200k`) at `dir`. Needs root: without it the test fails
-    /// here, saying so, rather than passing without having filled a disk.
-    fn mount(dir: &Path, size: &str) -> Tmpfs {
-        assert!(
-            nix::unistd::geteuid().is_root(),
-            "this test fills a disk: it mounts a {size} tmpfs and needs root (CI runs it as root); \
-             run it with sudo or in the CI container"
-        );
+    /// A tmpfs of `size` (mount's syntax: `200k`) at `dir`.
+    fn new(dir: &Path, size: &'static str) -> Tmpfs {
         std::fs::create_dir_all(dir).unwrap();
-        let out = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(dir)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "mount -t tmpfs failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Tmpfs {
+        let mut disk = Tmpfs {
             dir: dir.to_path_buf(),
+            size,
+            mounted: false,
+        };
+        if nix::unistd::geteuid().is_root() {
+            let out = Command::new("mount")
+                .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+                .arg(dir)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "mount -t tmpfs failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            disk.mounted = true;
         }
+        disk
+    }
+
+    /// `orch` as `cmd` would run it, on the full disk: unchanged as root, else inside its own
+    /// user and mount namespace that mounts the tmpfs first.
+    fn around(&self, cmd: Command) -> Command {
+        if self.mounted {
+            return cmd;
+        }
+        let mut wrapped = Command::new("unshare");
+        wrapped
+            .args(["--user", "--map-root-user", "--mount", "--", "sh", "-c"])
+            .arg(r#"mount -t tmpfs -o "size=$1" tmpfs "$2" || exit 97; shift 2; exec "$@""#)
+            .arg("sh")
+            .arg(self.size)
+            .arg(&self.dir)
+            .arg(cmd.get_program())
+            .args(cmd.get_args())
+            .env_clear();
+        for (k, v) in cmd.get_envs() {
+            if let Some(v) = v {
+                wrapped.env(k, v);
+            }
+        }
+        if let Some(dir) = cmd.get_current_dir() {
+            wrapped.current_dir(dir);
+        }
+        wrapped
     }
 }
 
 impl Drop for Tmpfs {
     fn drop(&mut self) {
-        // Lazy: a process still holding a file there must not keep the mount alive.
-        let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
+        if self.mounted {
+            // Lazy: a process still holding a file there must not keep the mount alive.
+            let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
+        }
     }
 }
 
@@ -352,16 +388,20 @@ fn a_full_disk_loses_no_spend_and_says_what_it_lost() {
         .collect();
     let t = sim_test(&format!("[settings]\nstartup_delay = \"0s\"\n{jobs}"));
     let state = t.path().join("state");
-    let _disk = Tmpfs::mount(&state, "200k");
-    let out = t
-        .with_args(&["run", "--simulate", "--no-progress", "--state-dir"])
-        .arg(&state)
+    let disk = Tmpfs::new(&state, "200k");
+    let mut orch = t.with_args(&["run", "--simulate", "--no-progress", "--state-dir"]);
+    orch.arg(&state)
         // Where the results file falls back to: the test's own folder, on another file system.
         .env("TMPDIR", t.path().join("tmp"))
         .arg("--events")
-        .arg(t.path().join("events.ndjson"))
-        .output()
-        .unwrap();
+        .arg(t.path().join("events.ndjson"));
+    let out = disk.around(orch).output().unwrap();
+    assert_ne!(
+        out.status.code(),
+        Some(97),
+        "no tmpfs: this test needs root or unprivileged user namespaces: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
