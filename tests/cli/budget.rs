@@ -730,8 +730,13 @@ fn huge_token_counts_are_capped_and_spend_the_budget_instead_of_wrapping() {
     let v = last_run(&t);
     let run = scope(&v, "run");
     let used = run["tokens_used"].as_u64().unwrap();
-    // Two fields at the cap (input and cache reads) plus the 5 output tokens; never wrapped to 0.
-    assert_eq!(used, 2 * TOKEN_CAP + 5, "{stdout}");
+    // Two fields at the cap (input and cache reads) plus the output tokens, never wrapped to 0:
+    // 1 from the assistant line, or 5 when the result line got out before the budget stop's
+    // SIGINT reached the stand-in (a race the test does not control).
+    assert!(
+        [2 * TOKEN_CAP + 1, 2 * TOKEN_CAP + 5].contains(&used),
+        "{used}: {stdout}"
+    );
     // Block mode stopped `big` at the limit and `after` never ran.
     assert_eq!(status(&v, "big"), "budget_exceeded", "{stdout}");
     assert_eq!(status(&v, "after"), "skipped", "{stdout}");
