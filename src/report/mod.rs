@@ -15,7 +15,9 @@ pub mod results;
 pub mod select;
 pub mod status;
 pub mod summary;
+pub mod table;
 pub mod terminal;
+pub mod width;
 
 pub use select::{Fanout, Options, Selection, select};
 
