@@ -12,6 +12,7 @@ pub mod ndjson;
 pub mod plain;
 pub mod plan;
 pub mod results;
+pub mod screen;
 pub mod select;
 pub mod status;
 pub mod summary;

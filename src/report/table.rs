@@ -118,6 +118,12 @@ impl Layout {
         line.trim_end().to_string()
     }
 
+    /// Columns the kept columns take with their gaps, the indent not counted.
+    pub fn width(&self) -> usize {
+        self.kept.iter().map(|&(_, w)| w).sum::<usize>()
+            + self.gap * self.kept.len().saturating_sub(1)
+    }
+
     /// Whether column `i` was kept.
     pub fn has(&self, i: usize) -> bool {
         self.kept.iter().any(|&(k, _)| k == i)
