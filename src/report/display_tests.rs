@@ -573,3 +573,69 @@ fn each_frame_is_one_synchronized_update_with_the_cursor_hidden_until_the_end() 
     let drawn = rec.0.lock().unwrap().clone();
     assert!(drawn.ends_with(&format!("{SHOW_CURSOR}<flush>")), "{drawn:?}");
 }
+
+#[test]
+fn ctrl_c_leaves_no_stale_view_above_the_interrupted_line() {
+    use super::screen::Screen;
+    let term = InMemoryTerm::new(24, 80);
+    let screen = Screen::new(Box::new(term.clone()));
+    let t0 = Instant::now();
+    let mut view = Terminal::new(
+        ProgressDrawTarget::term_like(Box::new(screen.clone())),
+        (24, 80),
+        Some(screen),
+        Box::new(std::io::sink()),
+        &shape(),
+        opts(),
+    );
+    for (at, e) in events() {
+        view.report(&e, t0 + Duration::from_secs(at));
+    }
+    view.tick(t0 + Duration::from_secs(42));
+    // What the terminal itself does on Ctrl-C: it echoes `^C` where the cursor is.
+    term.write_str("^C").unwrap();
+    view.report(
+        &Event::StopRequested {
+            cause: crate::events::StopCause::Interrupted,
+            signals: 1,
+        },
+        t0 + Duration::from_secs(43),
+    );
+    view.tick(t0 + Duration::from_secs(43));
+    let text = no_clock(&term.contents());
+    let interrupted = text.find("■ interrupted").expect("the interrupted line");
+    assert!(
+        !text[..interrupted].contains(" steps "),
+        "a stale progress line above:\n{text}"
+    );
+    assert_eq!(text.matches(" steps ").count(), 1, "{text}");
+    assert!(!text.contains("^C"), "{text}");
+}
+
+#[test]
+fn log_lines_printed_between_frames_all_stay_on_screen() {
+    use super::screen::Screen;
+    let term = InMemoryTerm::new(24, 80);
+    let screen = Screen::new(Box::new(term.clone()));
+    let t0 = Instant::now();
+    let mut view = Terminal::new(
+        ProgressDrawTarget::term_like(Box::new(screen.clone())),
+        (24, 80),
+        Some(screen),
+        Box::new(std::io::sink()),
+        &shape(),
+        opts(),
+    );
+    let evs = events();
+    view.report(&evs[0].1, t0);
+    view.tick(t0);
+    for (at, e) in &evs[1..3] {
+        view.report(e, t0 + Duration::from_secs(*at));
+        view.tick(t0 + Duration::from_secs(*at));
+    }
+    view.tick(t0 + Duration::from_secs(4));
+    let text = no_clock(&term.contents());
+    assert!(text.starts_with("[time] run nightly r1"), "{text}");
+    assert!(text.contains("[time] ✔ lint completed"), "{text}");
+    assert_eq!(text.matches(" steps ").count(), 1, "{text}");
+}
