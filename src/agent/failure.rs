@@ -72,8 +72,8 @@ mod tests {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("tests/fixtures/claude-code-2.1.331")
             .join(fixture);
-        let text = std::fs::read_to_string(&path)
-            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let text =
+            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         let mut acc = Accounting::new(None);
         for line in text.lines() {
             if let Some(ev) = parse_line(line.as_bytes()) {

@@ -175,7 +175,8 @@ fn display(
         &report::live::Shape::of(&plan).with_budgets(manifest, &plan),
         opts,
         &sel,
-    ).map_err(|e| {
+    )
+    .map_err(|e| {
         let file = args.events.as_deref().unwrap_or(std::path::Path::new("-"));
         Error::io(format!("cannot write the events to {}", file.display()), e)
     })

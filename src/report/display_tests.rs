@@ -259,9 +259,23 @@ fn zens_status_table_from_the_board() {
         },
         t0 + Duration::from_secs(40),
     );
-    let table = super::status::report(&board, t0 + Duration::from_secs(42), "14:23:45", 2, true, 80);
+    let table = super::status::report(
+        &board,
+        t0 + Duration::from_secs(42),
+        "14:23:45",
+        2,
+        true,
+        80,
+    );
     insta::assert_snapshot!(table);
-    let without = super::status::report(&board, t0 + Duration::from_secs(42), "14:23:45", 0, false, 80);
+    let without = super::status::report(
+        &board,
+        t0 + Duration::from_secs(42),
+        "14:23:45",
+        0,
+        false,
+        80,
+    );
     assert!(
         !without.contains("Budgets") && !without.contains("│"),
         "{without}"
@@ -391,10 +405,10 @@ fn busy(max_console_lines: usize, rows: u16, cols: u16) -> (InMemoryTerm, Termin
         },
     );
     view.report(&events()[0].1, t0);
-    for step in 0..3 {
+    for (step, name) in names.iter().enumerate().take(3) {
         let e = Event::StepStarted {
             step,
-            label: names[step].into(),
+            label: name.to_string(),
             pid: 1,
             log: "l".into(),
             at: chrono::DateTime::UNIX_EPOCH,
@@ -407,7 +421,7 @@ fn busy(max_console_lines: usize, rows: u16, cols: u16) -> (InMemoryTerm, Termin
             view.report(
                 &Event::StepOutput {
                     step,
-                    label: names[step].into(),
+                    label: name.to_string(),
                     line,
                 },
                 t0 + Duration::from_secs(10),
@@ -450,7 +464,10 @@ fn the_live_view_fits_80x24_with_budgets_from_the_start_and_the_waiting_jobs() {
     // Not spent yet, the command budget has its bar; the job budget shows on its job's line.
     assert!(text.contains("budget /review"), "{text}");
     assert!(text.contains("[██▌") || text.contains(" 42%"), "{text}");
-    assert!(text.contains("⧗ 9 waiting, next: docs, tests-unit"), "{text}");
+    assert!(
+        text.contains("⧗ 9 waiting, next: docs, tests-unit"),
+        "{text}"
+    );
     // The progress line leaves counts out whole, never a word cut.
     let progress = text.lines().find(|l| l.contains(" steps  ")).unwrap();
     assert!(!progress.ends_with('…'), "{progress}");
@@ -474,7 +491,10 @@ fn max_console_lines_sets_the_output_lines_under_each_running_job() {
     let (term, _v, _) = busy(3, 50, 120);
     let text = fits(&term, 120);
     assert_eq!(under(&text), 9, "3 lines under each of 3 jobs:\n{text}");
-    assert!(text.contains("line 4: reading"), "the latest line last:\n{text}");
+    assert!(
+        text.contains("line 4: reading"),
+        "the latest line last:\n{text}"
+    );
     assert!(!text.contains("line 1: reading"), "{text}");
     let (term, _v, _) = busy(1, 50, 120);
     let text = fits(&term, 120);
@@ -571,7 +591,10 @@ fn each_frame_is_one_synchronized_update_with_the_cursor_hidden_until_the_end() 
     }
     drop(view);
     let drawn = rec.0.lock().unwrap().clone();
-    assert!(drawn.ends_with(&format!("{SHOW_CURSOR}<flush>")), "{drawn:?}");
+    assert!(
+        drawn.ends_with(&format!("{SHOW_CURSOR}<flush>")),
+        "{drawn:?}"
+    );
 }
 
 #[test]

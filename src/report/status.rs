@@ -114,7 +114,10 @@ pub fn report(
     }
     let mut o = Vec::new();
     o.push(format!("╔═══ STATUS REPORT [{clock}] ═══╗"));
-    o.push(format!("║ Total: {}", super::summary::plural(jobs.len(), "job")));
+    o.push(format!(
+        "║ Total: {}",
+        super::summary::plural(jobs.len(), "job")
+    ));
     o.push(format!(
         "║ Running: {running}, Completed: {completed}, Failed: {failed}, Pending: {pending}, Not run: {not_run}"
     ));
@@ -166,8 +169,7 @@ pub fn report(
             Column::new("Duration", cells(&|j| duration(j.elapsed)), true),
             Column::new("Tokens", cells(&|j| self::tokens(j.tokens.total())), true),
             Column::new("vs Med", cells(&vs), true).droppable(1),
-            Column::new("Cache", cells(&|j| self::tokens(j.tokens.cache_read)), true)
-                .droppable(2),
+            Column::new("Cache", cells(&|j| self::tokens(j.tokens.cache_read)), true).droppable(2),
             Column::new("Tools", cells(&|j| j.tools.to_string()), true).droppable(4),
             Column::new(
                 "Cost",

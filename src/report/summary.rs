@@ -63,7 +63,9 @@ pub fn render(results: &Results, path: &Path, paint: Paint, width: Option<usize>
             ),
             Column::new(
                 "tokens",
-                rows.iter().map(|(_, i)| i.total_tokens.to_string()).collect(),
+                rows.iter()
+                    .map(|(_, i)| i.total_tokens.to_string())
+                    .collect(),
                 true,
             ),
             Column::new(
@@ -89,12 +91,21 @@ pub fn render(results: &Results, path: &Path, paint: Paint, width: Option<usize>
     }
     if layout.width() + INDENT > max {
         let symbols = rows.iter().map(|(_, i)| symbol(i.status).to_string());
-        table = cols(symbols.collect(), model.iter().map(|m| short_model(m)).collect());
+        table = cols(
+            symbols.collect(),
+            model.iter().map(|m| short_model(m)).collect(),
+        );
         layout = Layout::fit(&table, max, INDENT, GAP);
     }
     let pad = " ".repeat(INDENT);
     let headers: Vec<&str> = table.iter().map(|c| c.header.as_str()).collect();
-    let mut o = format!("\n{}\n", clip(&format!("{pad}{}", layout.row(&table, &headers, &|_, s| s)), max));
+    let mut o = format!(
+        "\n{}\n",
+        clip(
+            &format!("{pad}{}", layout.row(&table, &headers, &|_, s| s)),
+            max
+        )
+    );
     for (r, (_, i)) in rows.iter().enumerate() {
         let cells: Vec<&str> = table
             .iter()
@@ -147,7 +158,11 @@ pub fn render(results: &Results, path: &Path, paint: Paint, width: Option<usize>
         tokens(t.total_tokens),
         t.cache_hit_rate,
         t.total_cost_usd,
-        if t.cost_is_estimate { " (includes estimates)" } else { "" },
+        if t.cost_is_estimate {
+            " (includes estimates)"
+        } else {
+            ""
+        },
     );
     o.push('\n');
     for line in wrap(&totals, max) {

@@ -118,11 +118,10 @@ impl Terminal {
             .unwrap_or_default();
         let total = self.board.steps.len();
         let bar_w = (self.cols / 8).clamp(10, 30);
-        let cells = if total == 0 {
-            0
-        } else {
-            (self.board.done * bar_w * 2 / total).min(bar_w * 2)
-        };
+        let cells = (self.board.done * bar_w * 2)
+            .checked_div(total)
+            .unwrap_or(0)
+            .min(bar_w * 2);
         // Half cells: `▌` for an odd count.
         let mut bar = "█".repeat(cells / 2);
         if cells % 2 == 1 {
