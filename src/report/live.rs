@@ -144,9 +144,12 @@ pub struct BudgetView {
 
 impl BudgetView {
     /// Whether the display shows this scope: the run, commands and the window, not each job's
-    /// own limit (a hundred jobs would bury the view; the summary lists them).
+    /// own limit (a hundred jobs would bury the view; the summary lists them, and the live view
+    /// shows it on the job's own line).
+    /// A scope without a limit (the run's, when the manifest sets none) has no bar to fill.
     pub fn is_shown(&self) -> bool {
         self.kind != crate::ledger::budget::ScopeKind::Job
+            && (self.tokens_limit.is_some() || self.usd_limit.is_some())
     }
 
     /// The fullest of the scope's limits, as a fraction (can exceed 1).

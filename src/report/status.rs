@@ -189,7 +189,7 @@ pub fn report(
     let full = |j: &JobView| j.model.clone().unwrap_or_else(|| "-".into());
     let mut table = cols(&full);
     let mut layout = Layout::fit(&table, width, INDENT, 2);
-    if layout.kept.len() < table.len() || layout.width() + INDENT > width {
+    if !layout.is_whole(&table) || layout.width() + INDENT > width {
         table = cols(&|j| super::width::short_model(&full(j)));
         layout = Layout::fit(&table, width, INDENT, 2);
     }

@@ -81,7 +81,7 @@ pub fn render(results: &Results, path: &Path, paint: Paint, width: Option<usize>
             Column::new("model", model, false).droppable(1),
         ]
     };
-    let fits = |c: &[Column], l: &Layout| l.kept.len() == c.len() && l.width() + INDENT <= max;
+    let fits = |c: &[Column], l: &Layout| l.is_whole(c) && l.width() + INDENT <= max;
     let mut table = cols(status.clone(), model.clone());
     let mut layout = Layout::fit(&table, max, INDENT, GAP);
     if !fits(&table, &layout) {

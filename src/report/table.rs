@@ -124,6 +124,11 @@ impl Layout {
             + self.gap * self.kept.len().saturating_sub(1)
     }
 
+    /// Whether every column was kept at its natural width (nothing gave way).
+    pub fn is_whole(&self, cols: &[Column]) -> bool {
+        self.kept.len() == cols.len() && self.kept.iter().all(|&(i, w)| w >= cols[i].natural())
+    }
+
     /// Whether column `i` was kept.
     pub fn has(&self, i: usize) -> bool {
         self.kept.iter().any(|&(k, _)| k == i)
@@ -141,7 +146,7 @@ fn shrink(cols: &[Column], kept: &[usize], room: usize, gap: usize) -> Vec<usize
             .enumerate()
             .filter_map(|(k, &i)| {
                 let min = cols[i].shrink_to?;
-                (widths[k] > min).then_some((widths[k] - min, k))
+                (widths[k] > min).then(|| (widths[k] - min, k))
             })
             .max();
         match cut {
@@ -175,5 +180,16 @@ mod tests {
         assert_eq!(tiny.kept, [(0, 10), (1, 6)]);
         let row = tiny.row(&c, &["a-very-long-job-name", "12345", "x"], &|_, s| s);
         assert_eq!(row, "a-very-lo…   12345");
+    }
+
+    #[test]
+    fn a_column_already_narrower_than_its_minimum_is_left_alone() {
+        // A short name (3 columns, minimum 8) in a table too wide even without the droppable.
+        let c = vec![
+            Column::new("job", vec!["one".into()], false).shrink(8),
+            Column::new("figures", vec!["x".repeat(30)], true),
+        ];
+        let l = Layout::fit(&c, 20, 2, 2);
+        assert_eq!(l.kept, [(0, 3), (1, 30)]);
     }
 }
