@@ -262,7 +262,7 @@ fn a_terminal_gets_the_live_view_and_no_color_removes_its_colours() {
 /// are not colours.
 fn has_colour(text: &str) -> bool {
     text.match_indices("\x1b[3").any(|(i, _)| {
-        let rest = text[i + 3..].as_bytes();
+        let rest = &text.as_bytes()[i + 3..];
         rest.len() >= 2 && rest[0].is_ascii_digit() && matches!(rest[1], b'm' | b';')
     })
 }
