@@ -638,3 +638,88 @@ fn the_demo_paces_the_simulated_agent() {
         assert!(secs >= 2.0, "{job} took {d}: too quick to watch");
     }
 }
+
+/// Runs orch under an 80x24 pseudo-terminal and types Ctrl-C into it once `ready` is drawn:
+/// the terminal's own line discipline sends SIGINT and echoes `^C`, as for a person. Returns
+/// everything drawn.
+fn ctrl_c_under_a_terminal(t: &Test, args: &str, ready: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let script = which("script")?;
+    let cmd = format!(
+        "stty cols 80 rows 24; {} {args}",
+        super::harness::orch_bin().display()
+    );
+    let mut child = std::process::Command::new(script)
+        .args(["-q", "-e", "-c", &cmd, "/dev/null"])
+        .current_dir(t.path())
+        .env("HOME", t.path().join("home"))
+        .env("TERM", "xterm-256color")
+        .env("NO_COLOR", "1")
+        .env(super::harness::MARK_VAR, t.path())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .ok()?;
+    let mut stdout = child.stdout.take()?;
+    let drawn = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let reader = {
+        let drawn = drawn.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = stdout.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                drawn.lock().unwrap().extend_from_slice(&buf[..n]);
+            }
+        })
+    };
+    let end = std::time::Instant::now() + Duration::from_secs(20);
+    while !String::from_utf8_lossy(&drawn.lock().unwrap()).contains(ready) {
+        assert!(std::time::Instant::now() < end, "never drew {ready:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut stdin = child.stdin.take()?;
+    stdin.write_all(b"\x03").ok()?;
+    stdin.flush().ok()?;
+    child.wait().ok()?;
+    drop(stdin);
+    reader.join().ok()?;
+    let text = String::from_utf8_lossy(&drawn.lock().unwrap()).into_owned();
+    Some(text)
+}
+
+#[test]
+fn ctrl_c_on_a_terminal_ends_the_view_cleanly() {
+    let t = sim_test(
+        "[settings]\nstartup_delay = \"0s\"\n\
+         [jobs.slow]\nprompt = \"wait\"\nenv = { ORCH_SIM_TURNS = \"200\", ORCH_SIM_DELAY_MS = \"50\" }\n\
+         [jobs.later]\nrun = [\"true\"]\nneeds = [\"slow\"]\n",
+    );
+    let Some(drawn) = ctrl_c_under_a_terminal(&t, "run --simulate", "1 waiting, next: later")
+    else {
+        eprintln!("skipped: no `script` to make a terminal");
+        return;
+    };
+    // Replay what was drawn on an 80x24 screen.
+    let screen = indicatif::InMemoryTerm::new(24, 80);
+    indicatif::TermLike::write_str(
+        &screen,
+        &drawn.replace('\n', "\r\n").replace("\r\r\n", "\r\n"),
+    )
+    .unwrap();
+    let text = screen.contents();
+    let interrupted = text
+        .find("■ interrupted")
+        .unwrap_or_else(|| panic!("no interrupted line:\n{text}\n{drawn:?}"));
+    assert!(
+        !text[..interrupted].contains(" steps "),
+        "a stale progress line above the interrupted line:\n{text}"
+    );
+    assert!(!text.contains(" steps "), "the view is gone:\n{text}");
+    assert!(text.contains("not run of 2 jobs"), "{text}");
+    assert!(
+        drawn.rfind("\x1b[?25h") > drawn.rfind("\x1b[?25l"),
+        "the cursor shown again:\n{drawn:?}"
+    );
+}
