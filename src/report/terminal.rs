@@ -24,7 +24,7 @@ use super::plain::{event_line, is_error};
 use super::screen::Screen;
 use super::status::{budget_bar, duration, tokens, usd};
 use super::summary::{self, Paint};
-use super::width::{clip, fit_parts, left, width};
+use super::width::{clip, fit_parts, left, width, wrap_all};
 use super::{Options, Reporter};
 use crate::events::{Event, StopCause};
 use crate::plan::StepId;
@@ -279,10 +279,12 @@ impl Terminal {
         self.view.set_message(self.frame(now).join("\n"));
     }
 
-    /// Queues a log line for above the view; `flush_log` prints the queue in one redraw.
+    /// Queues a log line for above the view; `flush_log` prints the queue in one redraw. A line
+    /// wider than the terminal is wrapped (under its text, past the time), not cut: it scrolls
+    /// away with what it says whole.
     fn log(&mut self, line: &str) {
         let line = format!("{} {line}", Local::now().format("%H:%M:%S"));
-        self.pending.push(clip(&line, self.cols));
+        self.pending.extend(wrap_all(&line, self.cols, 9));
     }
 
     /// Prints the queued log lines above the view: one forced redraw for all of them, however

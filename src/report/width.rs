@@ -110,6 +110,51 @@ pub fn wrap(text: &str, max: usize) -> Vec<String> {
     lines.into_iter().map(|l| clip(&l, max)).collect()
 }
 
+/// `text` broken into lines of at most `max` columns, at spaces where it can and inside a word
+/// longer than a line (a path) where it must: nothing is lost. Lines after the first are
+/// indented by `indent` columns (within `max`).
+pub fn wrap_all(text: &str, max: usize, indent: usize) -> Vec<String> {
+    let indent = indent.min(max / 2);
+    let mut lines: Vec<String> = Vec::new();
+    let mut line = String::new();
+    let room = |lines: &Vec<String>| if lines.is_empty() { max } else { max - indent };
+    for word in text.split(' ') {
+        let sep = usize::from(!line.is_empty());
+        if width(&line) + sep + width(word) <= room(&lines) {
+            if sep == 1 {
+                line.push(' ');
+            }
+            line.push_str(word);
+            continue;
+        }
+        if !line.is_empty() && width(word) <= room(&lines) {
+            lines.push(std::mem::take(&mut line));
+            line.push_str(word);
+            continue;
+        }
+        // A word too long for any line: fill this line, then go on on the next.
+        if sep == 1 {
+            line.push(' ');
+        }
+        for c in word.chars() {
+            let w = c.width().unwrap_or(0);
+            if width(&line) + w > room(&lines) {
+                lines.push(std::mem::take(&mut line));
+            }
+            line.push(c);
+        }
+    }
+    if !line.is_empty() || lines.is_empty() {
+        lines.push(line);
+    }
+    let pad = " ".repeat(indent);
+    lines
+        .into_iter()
+        .enumerate()
+        .map(|(i, l)| if i == 0 { l } else { format!("{pad}{l}") })
+        .collect()
+}
+
 /// A model name as the tight layouts show it: `claude-sonnet-4-5-20250929` → `sonnet-4-5`.
 pub fn short_model(model: &str) -> String {
     let m = model.strip_prefix("claude-").unwrap_or(model);
@@ -151,6 +196,22 @@ mod tests {
             ["3 completed, 0", "failed of 3", "jobs"]
         );
         assert_eq!(short_model("claude-sonnet-4-5-20250929"), "sonnet-4-5");
+        let all = wrap_all(
+            "12:00:00 ✘ x failed (log: a/very/long/path/of/logs.log)",
+            20,
+            9,
+        );
+        assert_eq!(
+            all,
+            [
+                "12:00:00 ✘ x failed",
+                "         (log: a/ver",
+                "         y/long/path",
+                "         /of/logs.lo",
+                "         g)"
+            ]
+        );
+        assert!(all.iter().all(|l| width(l) <= 20));
         assert_eq!(short_model("opus"), "opus");
     }
 }
