@@ -2,6 +2,7 @@
 //! and the simulated agent that stands in for `claude`.
 
 pub mod accounting;
+pub mod failure;
 pub mod prices;
 pub mod simulate;
 pub mod stream;

@@ -177,7 +177,12 @@ fn display(
         no_progress: args.no_progress,
         events: args.events.clone(),
     };
-    report::select(&report::live::Shape::of(&plan), opts, &sel).map_err(|e| {
+    report::select(
+        &report::live::Shape::of(&plan).with_budgets(manifest, &plan),
+        opts,
+        &sel,
+    )
+    .map_err(|e| {
         let file = args.events.as_deref().unwrap_or(std::path::Path::new("-"));
         Error::io(format!("cannot write the events to {}", file.display()), e)
     })

@@ -4,9 +4,9 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use indicatif::{InMemoryTerm, ProgressDrawTarget};
+use indicatif::{InMemoryTerm, ProgressDrawTarget, TermLike};
 
-use super::live::{Board, Shape};
+use super::live::{Board, BudgetView, Shape};
 use super::terminal::{Level, Terminal};
 use super::{Options, Reporter};
 use crate::agent::accounting::UsageUpdate;
@@ -23,6 +23,7 @@ fn shape() -> Shape {
             (1, "review [2/2]".into(), Some("sonnet".into())),
             (2, "docs-agent".into(), Some("opus".into())),
         ],
+        budgets: Vec::new(),
     }
 }
 
@@ -160,7 +161,8 @@ fn the_terminal_view_renders_bars_budgets_and_running_steps() {
     let t0 = Instant::now();
     let mut view = Terminal::new(
         ProgressDrawTarget::term_like(Box::new(term.clone())),
-        16,
+        (16, term.width() as usize),
+        None,
         Box::new(std::io::sink()),
         &shape(),
         opts(),
@@ -178,7 +180,8 @@ fn budget_visuals_can_be_hidden() {
     let t0 = Instant::now();
     let mut view = Terminal::new(
         ProgressDrawTarget::term_like(Box::new(term.clone())),
-        16,
+        (16, term.width() as usize),
+        None,
         Box::new(std::io::sink()),
         &shape(),
         Options {
@@ -201,12 +204,14 @@ fn a_small_terminal_shows_the_oldest_running_steps_and_counts_the_rest() {
     let shape = Shape {
         jobs: (0..n).map(|i| format!("a{i:02}")).collect(),
         steps: (0..n).map(|i| (i, format!("a{i:02}"), None)).collect(),
+        budgets: Vec::new(),
     };
     let term = InMemoryTerm::new(10, 100);
     let t0 = Instant::now();
     let mut view = Terminal::new(
         ProgressDrawTarget::term_like(Box::new(term.clone())),
-        10,
+        (10, term.width() as usize),
+        None,
         Box::new(std::io::sink()),
         &shape,
         opts(),
@@ -254,9 +259,23 @@ fn zens_status_table_from_the_board() {
         },
         t0 + Duration::from_secs(40),
     );
-    let table = super::status::report(&board, t0 + Duration::from_secs(42), "14:23:45", 2, true);
+    let table = super::status::report(
+        &board,
+        t0 + Duration::from_secs(42),
+        "14:23:45",
+        2,
+        true,
+        80,
+    );
     insta::assert_snapshot!(table);
-    let without = super::status::report(&board, t0 + Duration::from_secs(42), "14:23:45", 0, false);
+    let without = super::status::report(
+        &board,
+        t0 + Duration::from_secs(42),
+        "14:23:45",
+        0,
+        false,
+        80,
+    );
     assert!(
         !without.contains("Budgets") && !without.contains("│"),
         "{without}"
@@ -317,4 +336,329 @@ fn a_job_rolls_up_its_steps() {
     assert_eq!(jobs[0].elapsed, Duration::from_millis(3_200));
     assert_eq!(Board::job_counts(&jobs), (2, 1, 0, 0, 0));
     assert_eq!(super::status::median_tokens(&jobs), 9_250);
+}
+
+/// A run of twelve jobs, three running (one with a long name, one with wide characters), a
+/// command budget not spent yet and a job budget, at 30 s.
+fn busy(max_console_lines: usize, rows: u16, cols: u16) -> (InMemoryTerm, Terminal, Instant) {
+    use crate::ledger::budget::ScopeKind;
+    let names = [
+        "a-job-with-a-rather-long-name-for-its-column",
+        "レビュー-review",
+        "lint",
+        "docs",
+        "tests-unit",
+        "tests-integration",
+        "bench",
+        "changelog",
+        "release-notes",
+        "audit",
+        "format",
+        "typos",
+    ];
+    let shape = Shape {
+        jobs: names.iter().map(|s| s.to_string()).collect(),
+        steps: names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (i, n.to_string(), None))
+            .collect(),
+        budgets: vec![
+            BudgetView {
+                scope: "run".into(),
+                kind: ScopeKind::Run,
+                tokens_used: 0,
+                usd_used: 0.0,
+                tokens_limit: Some(200_000),
+                usd_limit: None,
+            },
+            BudgetView {
+                scope: "/review".into(),
+                kind: ScopeKind::Command,
+                tokens_used: 0,
+                usd_used: 0.0,
+                tokens_limit: None,
+                usd_limit: Some(2.0),
+            },
+            BudgetView {
+                scope: "job レビュー-review".into(),
+                kind: ScopeKind::Job,
+                tokens_used: 0,
+                usd_used: 0.0,
+                tokens_limit: None,
+                usd_limit: Some(1.0),
+            },
+        ],
+    };
+    let term = InMemoryTerm::new(rows, cols);
+    let t0 = Instant::now();
+    let mut view = Terminal::new(
+        ProgressDrawTarget::term_like(Box::new(term.clone())),
+        (usize::from(rows), usize::from(cols)),
+        None,
+        Box::new(std::io::sink()),
+        &shape,
+        Options {
+            max_console_lines,
+            max_line_length: 800,
+            ..opts()
+        },
+    );
+    view.report(&events()[0].1, t0);
+    for (step, name) in names.iter().enumerate().take(3) {
+        let e = Event::StepStarted {
+            step,
+            label: name.to_string(),
+            pid: 1,
+            log: "l".into(),
+            at: chrono::DateTime::UNIX_EPOCH,
+        };
+        view.report(&e, t0 + Duration::from_secs(step as u64));
+        for k in 0..5 {
+            let line = format!(
+                "step {step} line {k}: reading the files of the crate and writing what it found there"
+            );
+            view.report(
+                &Event::StepOutput {
+                    step,
+                    label: name.to_string(),
+                    line,
+                },
+                t0 + Duration::from_secs(10),
+            );
+        }
+    }
+    view.report(
+        &Event::UsageRecorded {
+            step: 1,
+            label: names[1].into(),
+            update: usage(20_000, 5_000, 0, 0.42, 2),
+        },
+        t0 + Duration::from_secs(20),
+    );
+    view.report(
+        &budget("job レビュー-review", 25_000, 0.42, None, Some(1.0)),
+        t0 + Duration::from_secs(20),
+    );
+    view.tick(t0 + Duration::from_secs(30));
+    (term, view, t0)
+}
+
+/// Every line of the screen, checked to fit `cols` columns by display width.
+fn fits(term: &InMemoryTerm, cols: usize) -> String {
+    let text = no_clock(&term.contents());
+    for line in text.lines() {
+        assert!(
+            super::width::width(line) <= cols,
+            "{} columns: {line}\n{text}",
+            super::width::width(line)
+        );
+    }
+    text
+}
+
+#[test]
+fn the_live_view_fits_80x24_with_budgets_from_the_start_and_the_waiting_jobs() {
+    let (term, _view, _) = busy(5, 24, 80);
+    let text = fits(&term, 80);
+    // Not spent yet, the command budget has its bar; the job budget shows on its job's line.
+    assert!(text.contains("budget /review"), "{text}");
+    assert!(text.contains("[██▌") || text.contains(" 42%"), "{text}");
+    assert!(
+        text.contains("⧗ 9 waiting, next: docs, tests-unit"),
+        "{text}"
+    );
+    // The progress line leaves counts out whole, never a word cut.
+    let progress = text.lines().find(|l| l.contains(" steps  ")).unwrap();
+    assert!(!progress.ends_with('…'), "{progress}");
+    insta::assert_snapshot!(text);
+}
+
+#[test]
+fn the_live_view_at_200x50() {
+    let (term, _view, _) = busy(5, 50, 200);
+    let text = fits(&term, 200);
+    assert!(
+        text.contains("a-job-with-a-rather-long-name-for-its-column"),
+        "{text}"
+    );
+    insta::assert_snapshot!(text);
+}
+
+#[test]
+fn max_console_lines_sets_the_output_lines_under_each_running_job() {
+    let under = |text: &str| text.lines().filter(|l| l.starts_with("    │ ")).count();
+    let (term, _v, _) = busy(3, 50, 120);
+    let text = fits(&term, 120);
+    assert_eq!(under(&text), 9, "3 lines under each of 3 jobs:\n{text}");
+    assert!(
+        text.contains("line 4: reading"),
+        "the latest line last:\n{text}"
+    );
+    assert!(!text.contains("line 1: reading"), "{text}");
+    let (term, _v, _) = busy(1, 50, 120);
+    let text = fits(&term, 120);
+    assert_eq!(under(&text), 0, "{text}");
+    assert_eq!(text.matches("  │ step ").count(), 3, "inline:\n{text}");
+    let (term, _v, _) = busy(0, 50, 120);
+    let text = fits(&term, 120);
+    assert!(!text.contains("│ step"), "{text}");
+    // A small screen gives fewer lines to each job rather than hiding jobs.
+    let (term, _v, _) = busy(5, 12, 80);
+    let text = fits(&term, 80);
+    assert_eq!(text.matches(" tok ").count(), 3, "{text}");
+}
+
+#[test]
+fn a_wide_character_in_a_name_does_not_shift_the_columns() {
+    let (term, _view, _) = busy(0, 24, 80);
+    let text = fits(&term, 80);
+    let cols: Vec<usize> = text
+        .lines()
+        .filter(|l| l.contains(" tok "))
+        .map(|l| super::width::width(&l[..l.find(" tok ").unwrap()]))
+        .collect();
+    assert_eq!(cols.len(), 3, "{text}");
+    assert!(cols.iter().all(|&c| c == cols[0]), "{cols:?}\n{text}");
+}
+
+/// A terminal that keeps every byte written to it, escape sequences included.
+#[derive(Clone, Debug, Default)]
+struct Recorder(std::sync::Arc<std::sync::Mutex<String>>);
+
+impl TermLike for Recorder {
+    fn width(&self) -> u16 {
+        80
+    }
+    fn height(&self) -> u16 {
+        24
+    }
+    fn move_cursor_up(&self, n: usize) -> std::io::Result<()> {
+        self.write_str(&format!("\x1b[{n}A"))
+    }
+    fn move_cursor_down(&self, n: usize) -> std::io::Result<()> {
+        self.write_str(&format!("\x1b[{n}B"))
+    }
+    fn move_cursor_right(&self, n: usize) -> std::io::Result<()> {
+        self.write_str(&format!("\x1b[{n}C"))
+    }
+    fn move_cursor_left(&self, n: usize) -> std::io::Result<()> {
+        self.write_str(&format!("\x1b[{n}D"))
+    }
+    fn write_line(&self, s: &str) -> std::io::Result<()> {
+        self.write_str(&format!("{s}\n"))
+    }
+    fn write_str(&self, s: &str) -> std::io::Result<()> {
+        self.0.lock().unwrap().push_str(s);
+        Ok(())
+    }
+    fn clear_line(&self) -> std::io::Result<()> {
+        self.write_str("\r\x1b[2K")
+    }
+    fn flush(&self) -> std::io::Result<()> {
+        self.write_str("<flush>")
+    }
+}
+
+#[test]
+fn each_frame_is_one_synchronized_update_with_the_cursor_hidden_until_the_end() {
+    use super::screen::{HIDE_CURSOR, SHOW_CURSOR, SYNC_BEGIN, SYNC_END, Screen};
+    let rec = Recorder::default();
+    let screen = Screen::new(Box::new(rec.clone()));
+    let t0 = Instant::now();
+    let mut view = Terminal::new(
+        ProgressDrawTarget::term_like(Box::new(screen.clone())),
+        (24, 80),
+        Some(screen),
+        Box::new(std::io::sink()),
+        &shape(),
+        opts(),
+    );
+    for (at, e) in events() {
+        view.report(&e, t0 + Duration::from_secs(at));
+    }
+    for i in 0..3 {
+        view.tick(t0 + Duration::from_secs(42 + i));
+    }
+    let drawn = rec.0.lock().unwrap().clone();
+    assert_eq!(drawn.matches(HIDE_CURSOR).count(), 1, "{drawn:?}");
+    assert!(!drawn.contains(SHOW_CURSOR), "{drawn:?}");
+    // Every flush closes the update its writes opened.
+    for frame in drawn.split("<flush>").filter(|f| !f.is_empty()) {
+        assert!(frame.starts_with(SYNC_BEGIN), "{frame:?}");
+        assert!(frame.ends_with(SYNC_END), "{frame:?}");
+        assert_eq!(frame.matches(SYNC_BEGIN).count(), 1, "{frame:?}");
+    }
+    drop(view);
+    let drawn = rec.0.lock().unwrap().clone();
+    assert!(
+        drawn.ends_with(&format!("{SHOW_CURSOR}<flush>")),
+        "{drawn:?}"
+    );
+}
+
+#[test]
+fn ctrl_c_leaves_no_stale_view_above_the_interrupted_line() {
+    use super::screen::Screen;
+    let term = InMemoryTerm::new(24, 80);
+    let screen = Screen::new(Box::new(term.clone()));
+    let t0 = Instant::now();
+    let mut view = Terminal::new(
+        ProgressDrawTarget::term_like(Box::new(screen.clone())),
+        (24, 80),
+        Some(screen),
+        Box::new(std::io::sink()),
+        &shape(),
+        opts(),
+    );
+    for (at, e) in events() {
+        view.report(&e, t0 + Duration::from_secs(at));
+    }
+    view.tick(t0 + Duration::from_secs(42));
+    // What the terminal itself does on Ctrl-C: it echoes `^C` where the cursor is.
+    term.write_str("^C").unwrap();
+    view.report(
+        &Event::StopRequested {
+            cause: crate::events::StopCause::Interrupted,
+            signals: 1,
+        },
+        t0 + Duration::from_secs(43),
+    );
+    view.tick(t0 + Duration::from_secs(43));
+    let text = no_clock(&term.contents());
+    let interrupted = text.find("■ interrupted").expect("the interrupted line");
+    assert!(
+        !text[..interrupted].contains(" steps "),
+        "a stale progress line above:\n{text}"
+    );
+    assert_eq!(text.matches(" steps ").count(), 1, "{text}");
+    assert!(!text.contains("^C"), "{text}");
+}
+
+#[test]
+fn log_lines_printed_between_frames_all_stay_on_screen() {
+    use super::screen::Screen;
+    let term = InMemoryTerm::new(24, 80);
+    let screen = Screen::new(Box::new(term.clone()));
+    let t0 = Instant::now();
+    let mut view = Terminal::new(
+        ProgressDrawTarget::term_like(Box::new(screen.clone())),
+        (24, 80),
+        Some(screen),
+        Box::new(std::io::sink()),
+        &shape(),
+        opts(),
+    );
+    let evs = events();
+    view.report(&evs[0].1, t0);
+    view.tick(t0);
+    for (at, e) in &evs[1..3] {
+        view.report(e, t0 + Duration::from_secs(*at));
+        view.tick(t0 + Duration::from_secs(*at));
+    }
+    view.tick(t0 + Duration::from_secs(4));
+    let text = no_clock(&term.contents());
+    assert!(text.starts_with("[time] run nightly r1"), "{text}");
+    assert!(text.contains("[time] ✔ lint completed"), "{text}");
+    assert_eq!(text.matches(" steps ").count(), 1, "{text}");
 }

@@ -19,6 +19,10 @@ pub struct Shape {
     pub jobs: Vec<String>,
     /// Per step: its job, its label, and the model its argv asks for.
     pub steps: Vec<(usize, String, Option<String>)>,
+    /// The budget scopes known before anything spends (run, commands, jobs), at zero: the
+    /// live view shows their bars from the start. The window's spend comes from the ledger, so
+    /// its bar shows with its first update.
+    pub budgets: Vec<BudgetView>,
 }
 
 impl Shape {
@@ -35,7 +39,31 @@ impl Shape {
                 (s.job, s.label(), s.model.clone())
             })
             .collect();
-        Shape { jobs, steps }
+        Shape {
+            jobs,
+            steps,
+            budgets: Vec::new(),
+        }
+    }
+
+    /// The same shape with the manifest's budget scopes that have a limit, spent at zero.
+    pub fn with_budgets(mut self, manifest: &crate::manifest::Manifest, plan: &Plan) -> Shape {
+        use crate::ledger::budget::{Budgets, ScopeKind, Spend};
+        let budgets = Budgets::new(manifest, plan, Spend::default());
+        self.budgets = budgets
+            .scopes
+            .iter()
+            .filter(|s| s.limit.is_set() && s.kind != ScopeKind::Window)
+            .map(|s| BudgetView {
+                scope: s.name.clone(),
+                kind: s.kind,
+                tokens_used: 0,
+                usd_used: 0.0,
+                tokens_limit: s.limit.tokens,
+                usd_limit: s.limit.usd,
+            })
+            .collect();
+        self
     }
 }
 
@@ -112,9 +140,12 @@ pub struct BudgetView {
 
 impl BudgetView {
     /// Whether the display shows this scope: the run, commands and the window, not each job's
-    /// own limit (a hundred jobs would bury the view; the summary lists them).
+    /// own limit (a hundred jobs would bury the view; the summary lists them, and the live view
+    /// shows it on the job's own line).
+    /// A scope without a limit (the run's, when the manifest sets none) has no bar to fill.
     pub fn is_shown(&self) -> bool {
         self.kind != crate::ledger::budget::ScopeKind::Job
+            && (self.tokens_limit.is_some() || self.usd_limit.is_some())
     }
 
     /// The fullest of the scope's limits, as a fraction (can exceed 1).
@@ -144,6 +175,8 @@ pub struct Board {
     /// Steps that ran or will never run.
     pub done: usize,
     max_console_lines: usize,
+    /// The scopes every run starts with (see [`Shape::budgets`]).
+    seed_budgets: Vec<BudgetView>,
 }
 
 impl Board {
@@ -156,6 +189,8 @@ impl Board {
                 .map(|(job, label, model)| StepView::pending(*job, label, model.clone()))
                 .collect(),
             max_console_lines,
+            budgets: shape.budgets.clone(),
+            seed_budgets: shape.budgets.clone(),
             ..Board::default()
         }
     }
@@ -168,7 +203,7 @@ impl Board {
                 for s in &mut self.steps {
                     *s = StepView::pending(s.job, &s.label, s.model.clone());
                 }
-                self.budgets.clear();
+                self.budgets.clone_from(&self.seed_budgets);
                 self.done = 0;
                 self.name.clone_from(name);
                 self.run_id.clone_from(run_id);
@@ -259,6 +294,33 @@ impl Board {
             .collect();
         ids.sort_by_key(|&i| self.steps[i].started);
         ids
+    }
+
+    /// Jobs not started yet, in manifest order: the next ones to run come first.
+    pub fn waiting(&self) -> Vec<&str> {
+        let mut started = vec![false; self.jobs.len()];
+        for s in &self.steps {
+            if s.status != Status::Pending {
+                if let Some(b) = started.get_mut(s.job) {
+                    *b = true;
+                }
+            }
+        }
+        self.jobs
+            .iter()
+            .zip(started)
+            .filter(|(_, started)| !started)
+            .map(|(name, _)| name.as_str())
+            .collect()
+    }
+
+    /// The budget of job `job`, if it has one.
+    pub fn job_budget(&self, job: usize) -> Option<&BudgetView> {
+        let name = self.jobs.get(job)?;
+        self.budgets.iter().find(|b| {
+            b.kind == crate::ledger::budget::ScopeKind::Job
+                && b.scope.strip_prefix("job ") == Some(name.as_str())
+        })
     }
 
     /// Each job's roll-up, in manifest order.

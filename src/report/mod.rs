@@ -14,10 +14,13 @@ pub mod ndjson;
 pub mod plain;
 pub mod plan;
 pub mod results;
+pub mod screen;
 pub mod select;
 pub mod status;
 pub mod summary;
+pub mod table;
 pub mod terminal;
+pub mod width;
 
 pub use select::{Fanout, Options, Selection, select};
 

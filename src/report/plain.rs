@@ -24,6 +24,8 @@ pub struct Plain<W: Write> {
     board: Board,
     /// When the next status table is due; `None` before the run starts.
     next_table: Option<Instant>,
+    /// The terminal's width when the lines go to one (`--no-progress`); `None` elsewhere.
+    width: Option<usize>,
 }
 
 impl<W: Write> Plain<W> {
@@ -33,7 +35,14 @@ impl<W: Write> Plain<W> {
             board: Board::new(shape, opts.max_console_lines),
             opts,
             next_table: None,
+            width: None,
         }
+    }
+
+    /// Lines cut to `width` columns, for a terminal of that width.
+    pub fn with_width(mut self, width: Option<usize>) -> Self {
+        self.width = width;
+        self
     }
 }
 
@@ -215,7 +224,12 @@ impl<W: Write + Send> Reporter for Plain<W> {
         ) else {
             return;
         };
-        let _ = writeln!(self.out, "{} {line}", Local::now().format("%H:%M:%S"));
+        let line = format!("{} {line}", Local::now().format("%H:%M:%S"));
+        let line = match self.width {
+            Some(w) => clip(&line, w),
+            None => line,
+        };
+        let _ = writeln!(self.out, "{line}");
     }
 
     fn tick(&mut self, now: Instant) {
@@ -230,6 +244,7 @@ impl<W: Write + Send> Reporter for Plain<W> {
             &Local::now().format("%H:%M:%S").to_string(),
             self.opts.max_console_lines,
             !self.opts.disable_budget_visuals,
+            self.width.unwrap_or(status::WIDTH),
         );
         let _ = self.out.write_all(table.as_bytes());
         let _ = self.out.flush();
@@ -241,7 +256,7 @@ impl<W: Write + Send> Reporter for Plain<W> {
     }
 
     fn finish(&mut self, results: &super::results::Results, path: &Path) {
-        let text = summary::render(results, path, Paint(self.opts.color));
+        let text = summary::render(results, path, Paint(self.opts.color), self.width);
         let _ = self.out.write_all(text.as_bytes());
         let _ = self.out.flush();
     }

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use super::live::Shape;
 use super::ndjson::Ndjson;
 use super::plain::Plain;
+use super::screen::Screen;
 use super::terminal::Terminal;
 use super::{Reporter, results::Results};
 use crate::events::Event;
@@ -100,18 +101,27 @@ pub fn select(shape: &Shape, mut opts: Options, sel: &Selection) -> std::io::Res
         events = ?sel.events,
         "reporters selected"
     );
-    let human: Box<dyn Reporter> = if live {
-        let (term, target) = if events_on_stdout {
-            let t = console::Term::stderr();
-            (t.clone(), indicatif::ProgressDrawTarget::term(t, 10))
-        } else {
-            let t = console::Term::stdout();
-            (t.clone(), indicatif::ProgressDrawTarget::term(t, 10))
-        };
-        let rows = usize::from(term.size().0);
-        Box::new(Terminal::new(target, rows, out, shape, opts))
+    let term = if events_on_stdout {
+        console::Term::buffered_stderr()
     } else {
-        Box::new(Plain::new(out, shape, opts))
+        console::Term::buffered_stdout()
+    };
+    let (rows, cols) = term.size();
+    let human: Box<dyn Reporter> = if live {
+        // Buffered: each frame leaves in one write, inside one synchronized update.
+        let screen = Screen::new(Box::new(term));
+        let target = indicatif::ProgressDrawTarget::term_like_with_hz(Box::new(screen.clone()), 10);
+        Box::new(Terminal::new(
+            target,
+            (usize::from(rows), usize::from(cols)),
+            Some(screen),
+            out,
+            shape,
+            opts,
+        ))
+    } else {
+        let width = tty.then_some(usize::from(cols));
+        Box::new(Plain::new(out, shape, opts).with_width(width))
     };
     let mut reporters = vec![human];
     match sel.events.as_deref() {

@@ -6,6 +6,7 @@
 use std::time::{Duration, Instant};
 
 use super::live::{Board, BudgetView, JobView};
+use super::table::{Column, Layout};
 use crate::events::Status;
 
 /// zen's token figures: `800`, `8.5K`, `1.2M`.
@@ -43,15 +44,9 @@ pub fn symbol(status: Status) -> &'static str {
     }
 }
 
-/// Cuts a line to `max` characters, marking the cut.
+/// Cuts a line to `max` terminal columns (display width), marking the cut.
 pub fn clip(line: &str, max: usize) -> String {
-    if line.chars().count() <= max {
-        line.to_string()
-    } else {
-        let mut s: String = line.chars().take(max.saturating_sub(1)).collect();
-        s.push('…');
-        s
-    }
+    super::width::clip(line, max)
 }
 
 /// The median of the jobs' token totals, counting only jobs that used any (zen's "Median").
@@ -89,9 +84,23 @@ pub fn budget_bar(b: &BudgetView, width: usize) -> String {
     )
 }
 
-/// zen's status report at `now`, headed with the wall-clock time `clock` (`14:23:45`).
-/// `lines` is how many latest output lines to show under each running job.
-pub fn report(board: &Board, now: Instant, clock: &str, lines: usize, budgets: bool) -> String {
+/// The width zen's status table fits when no terminal says otherwise.
+pub const WIDTH: usize = 80;
+
+/// zen's status report at `now`, headed with the wall-clock time `clock` (`14:23:45`), fitted
+/// to `width` columns. `lines` is how many latest output lines to show under each running job.
+///
+/// When the job table is wider than `width`, it gives way in this order: model names lose
+/// their `claude-` prefix and date; job names are cut, down to 10 columns; then the vs Med,
+/// Cache, Model and Tools columns are dropped in that order; then every line is cut.
+pub fn report(
+    board: &Board,
+    now: Instant,
+    clock: &str,
+    lines: usize,
+    budgets: bool,
+    width: usize,
+) -> String {
     let jobs = board.job_views(now);
     let (running, completed, failed, pending, not_run) = Board::job_counts(&jobs);
     let median = median_tokens(&jobs);
@@ -103,69 +112,107 @@ pub fn report(board: &Board, now: Instant, clock: &str, lines: usize, budgets: b
         cost += j.cost_usd;
         estimate |= j.is_estimate;
     }
-    let name_w = jobs
-        .iter()
-        .map(|j| j.name.chars().count())
-        .max()
-        .unwrap_or(4)
-        .clamp(4, 30);
-    let mut o = format!("╔═══ STATUS REPORT [{clock}] ═══╗\n");
-    o.push_str(&format!("║ Total: {} jobs\n", jobs.len()));
-    o.push_str(&format!(
-        "║ Running: {running}, Completed: {completed}, Failed: {failed}, Pending: {pending}, Not run: {not_run}\n"
+    let mut o = Vec::new();
+    o.push(format!("╔═══ STATUS REPORT [{clock}] ═══╗"));
+    o.push(format!(
+        "║ Total: {}",
+        super::summary::plural(jobs.len(), "job")
     ));
-    o.push_str(&format!(
-        "║ Tokens: {} total, {} cached | Median: {} | Tools: {tools} | Cost: {}\n",
+    o.push(format!(
+        "║ Running: {running}, Completed: {completed}, Failed: {failed}, Pending: {pending}, Not run: {not_run}"
+    ));
+    o.push(format!(
+        "║ Tokens: {} total, {} cached | Median: {} | Tools: {tools} | Cost: {}",
         self::tokens(total),
         self::tokens(cached),
         self::tokens(median),
         usd(cost, estimate)
     ));
     if budgets && board.budgets.iter().any(BudgetView::is_shown) {
-        o.push_str("║\n║ Budgets:\n");
+        o.push("║".into());
+        o.push("║ Budgets:".into());
+        let scope_w = board
+            .budgets
+            .iter()
+            .filter(|b| b.is_shown())
+            .map(|b| super::width::width(&b.scope))
+            .max()
+            .unwrap_or(0)
+            .min(20);
         for b in board.budgets.iter().filter(|b| b.is_shown()) {
-            o.push_str(&format!("║   {:<20} {}\n", b.scope, budget_bar(b, 10)));
+            o.push(format!(
+                "║   {} {}",
+                super::width::left(&b.scope, scope_w),
+                budget_bar(b, 10)
+            ));
         }
     }
-    o.push_str("║\n");
-    o.push_str(&format!(
-        "║  {:<12} {:<name_w$}  {:>8}  {:>7}  {:>6}  {:>7}  {:>5}  {:>10}  {}\n",
-        "Status", "Name", "Duration", "Tokens", "vs Med", "Cache", "Tools", "Cost", "Model"
-    ));
-    for j in &jobs {
+    o.push("║".into());
+    let cells = |f: &dyn Fn(&JobView) -> String| jobs.iter().map(f).collect::<Vec<_>>();
+    let vs = |j: &JobView| {
         let t = j.tokens.total();
-        let vs = if median == 0 || t == 0 {
+        if median == 0 || t == 0 {
             "-".to_string()
         } else {
             let pct = ((t as f64 / median as f64 - 1.0) * 100.0).round() as i64;
             format!("{pct:+}%")
-        };
-        o.push_str(&format!(
-            "║  {:<12} {:<name_w$}  {:>8}  {:>7}  {:>6}  {:>7}  {:>5}  {:>10}  {}\n",
-            format!("{} {}", symbol(j.status), j.status.as_str()),
-            clip(&j.name, name_w),
-            duration(j.elapsed),
-            self::tokens(t),
-            vs,
-            self::tokens(j.tokens.cache_read),
-            j.tools,
-            if t == 0 && j.cost_usd == 0.0 {
-                "-".to_string()
-            } else {
-                usd(j.cost_usd, j.is_estimate)
-            },
-            j.model.as_deref().unwrap_or("-")
-        ));
+        }
+    };
+    let cols = |model: &dyn Fn(&JobView) -> String| {
+        vec![
+            Column::new(
+                "Status",
+                cells(&|j| format!("{} {}", symbol(j.status), j.status.as_str())),
+                false,
+            ),
+            Column::new("Name", cells(&|j| j.name.clone()), false).shrink(10),
+            Column::new("Duration", cells(&|j| duration(j.elapsed)), true),
+            Column::new("Tokens", cells(&|j| self::tokens(j.tokens.total())), true),
+            Column::new("vs Med", cells(&vs), true).droppable(1),
+            Column::new("Cache", cells(&|j| self::tokens(j.tokens.cache_read)), true).droppable(2),
+            Column::new("Tools", cells(&|j| j.tools.to_string()), true).droppable(4),
+            Column::new(
+                "Cost",
+                cells(&|j| {
+                    if j.tokens.total() == 0 && j.cost_usd == 0.0 {
+                        "-".to_string()
+                    } else {
+                        usd(j.cost_usd, j.is_estimate)
+                    }
+                }),
+                true,
+            ),
+            Column::new("Model", cells(model), false).droppable(3),
+        ]
+    };
+    const INDENT: usize = 3;
+    let full = |j: &JobView| j.model.clone().unwrap_or_else(|| "-".into());
+    let mut table = cols(&full);
+    let mut layout = Layout::fit(&table, width, INDENT, 2);
+    if !layout.is_whole(&table) || layout.width() + INDENT > width {
+        table = cols(&|j| super::width::short_model(&full(j)));
+        layout = Layout::fit(&table, width, INDENT, 2);
+    }
+    let headers: Vec<&str> = table.iter().map(|c| c.header.as_str()).collect();
+    o.push(format!("║  {}", layout.row(&table, &headers, &|_, s| s)));
+    for (r, j) in jobs.iter().enumerate() {
+        let row: Vec<&str> = table.iter().map(|c| c.cells[r].as_str()).collect();
+        o.push(format!("║  {}", layout.row(&table, &row, &|_, s| s)));
         if j.status == Status::Running && lines > 0 {
             if let Some(step) = j.current.and_then(|s| board.steps.get(s)) {
                 for line in step.tail.iter().rev().take(lines).rev() {
-                    o.push_str(&format!("║      │ {}\n", clip(line, 100)));
+                    o.push(format!("║      │ {line}"));
                 }
             }
         }
     }
-    o.push_str("╚══════════════════════════════════════╝\n");
-    o
+    o.push("╚══════════════════════════════════════╝".into());
+    let mut text = String::new();
+    for line in o {
+        text.push_str(&clip(&line, width));
+        text.push('\n');
+    }
+    text
 }
 
 #[cfg(test)]

@@ -1,14 +1,17 @@
-//! The terminal reporter: a calm live view on indicatif's `MultiProgress`. On top, a bar over
-//! all steps; under it the budget bars (run, commands, window), green under 70 %, yellow under
-//! 90 %, red above; then one line per running step (spinner, label, elapsed, tokens, dollars,
-//! latest output). Log lines go above the bars through `println`, never through them.
+//! The terminal reporter: a calm live view on indicatif's `MultiProgress`, fitted to the
+//! terminal's width and height. On top, the progress line (a bar over all steps and the run's
+//! counts); under it the budget bars (run, commands, window: from the start, green under 70 %,
+//! yellow under 90 %, red above); then one line per running step (spinner, label, elapsed,
+//! tokens, dollars, its job's budget, and its latest output: `--max-console-lines` of them);
+//! then how many more run unseen and the waiting jobs, counted and the next ones named.
+//! Log lines go above the view through `println`, never through it.
 //!
-//! Events only update the [`Board`]; the bars and the queued log lines are redrawn on `tick` (10
-//! per second, from outside) and indicatif rate-limits the screen, so a hundred busy agents cost a
-//! few hundred short string formats a second whatever their event rate. It never decides anything
-//! about the run; the wall clock only labels log lines.
+//! Events only update the [`Board`]; the view is redrawn on `tick` (10 per second, from
+//! outside) as one multi-line bar, each frame a synchronized update with the cursor hidden
+//! ([`Screen`](super::screen::Screen)). Every line is cut to the width by display width, so
+//! nothing wraps and no fragment is left behind. It never decides anything about the run; the
+//! wall clock only labels log lines.
 
-use std::collections::HashMap;
 use std::io::Write;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -18,14 +21,16 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::live::{Board, BudgetView, Shape};
 use super::plain::{event_line, is_error};
-use super::status::{budget_bar, clip, duration, tokens, usd};
+use super::screen::Screen;
+use super::status::{budget_bar, duration, tokens, usd};
 use super::summary::{self, Paint};
+use super::width::{clip, fit_parts, left, width, wrap_all};
 use super::{Options, Reporter};
-use crate::events::Event;
+use crate::events::{Event, StopCause};
 use crate::plan::StepId;
 
 const SPINNER: [&str; 10] = ["⠋", "⠙", "⠹", "⠸", "⠼", "⠴", "⠦", "⠧", "⠇", "⠏"];
-/// How often the bars are refreshed.
+/// How often the view is refreshed.
 pub const FRAME: Duration = Duration::from_millis(100);
 
 /// A budget bar's colour.
@@ -54,142 +59,55 @@ impl Level {
 
 pub struct Terminal {
     multi: MultiProgress,
-    progress: ProgressBar,
-    /// One bar per shown budget scope, by scope name, in the order they appeared.
-    budgets: Vec<(String, ProgressBar)>,
-    /// The running steps that have a line; the others are counted on the `more` line.
-    lines: HashMap<StepId, ProgressBar>,
-    more: Option<ProgressBar>,
+    /// The whole view, one line of the message per screen line.
+    view: ProgressBar,
     board: Board,
     opts: Options,
     rows: usize,
-    label_width: usize,
+    cols: usize,
     frame: usize,
     /// Log lines waiting for the next frame.
     pending: Vec<String>,
-    /// Where the summary goes: the same stream as the bars.
+    /// The screen under the view, to show the cursor again at the end.
+    screen: Option<Screen>,
+    /// Where the summary goes: the same stream as the view.
     out: Box<dyn Write + Send>,
 }
 
 impl Terminal {
-    /// A view drawing on `target`, a terminal of `rows` lines; the summary goes to `out`.
+    /// A view drawing on `target`, a terminal of `rows` lines and `cols` columns; the summary
+    /// goes to `out`. `screen` is the [`Screen`] inside `target`, if any, whose cursor is shown
+    /// again when the view ends.
     pub fn new(
         target: ProgressDrawTarget,
-        rows: usize,
+        (rows, cols): (usize, usize),
+        screen: Option<Screen>,
         out: Box<dyn Write + Send>,
         shape: &Shape,
         opts: Options,
     ) -> Terminal {
         let multi = MultiProgress::with_draw_target(target);
-        let progress = multi.add(ProgressBar::new(shape.steps.len() as u64));
-        progress.set_style(
-            ProgressStyle::with_template("{bar:30} {pos}/{len} steps  {wide_msg}")
-                .expect("a valid template")
-                .progress_chars("█▌░"),
-        );
-        let label_width = shape
-            .steps
-            .iter()
-            .map(|(_, l, _)| l.chars().count())
-            .max()
-            .unwrap_or(8)
-            .clamp(8, 32);
+        let view = multi.add(ProgressBar::new_spinner());
+        view.set_style(ProgressStyle::with_template("{msg}").expect("a valid template"));
         Terminal {
             multi,
-            progress,
-            budgets: Vec::new(),
-            lines: HashMap::new(),
-            more: None,
+            view,
             board: Board::new(shape, opts.max_console_lines.max(1)),
             opts,
             rows: rows.max(8),
-            label_width,
+            cols: cols.max(40),
             frame: 0,
             pending: Vec::new(),
+            screen,
             out,
         }
     }
 
-    fn line_bar(&self) -> ProgressBar {
-        let bar = ProgressBar::new_spinner();
-        bar.set_style(ProgressStyle::with_template("{wide_msg}").expect("a valid template"));
-        match &self.more {
-            Some(more) => self.multi.insert_before(more, bar),
-            None => self.multi.add(bar),
-        }
-    }
-
-    /// Gives lines to running steps that lack one, oldest first, while the screen has room.
-    fn fill_lines(&mut self) {
-        let room = self.rows.saturating_sub(3 + self.budgets.len()).max(3);
-        for id in self.board.running() {
-            if self.lines.len() >= room {
-                break;
-            }
-            if !self.lines.contains_key(&id) {
-                let bar = self.line_bar();
-                self.lines.insert(id, bar);
-            }
-        }
-        let hidden = self.board.running().len().saturating_sub(self.lines.len());
-        match (&self.more, hidden) {
-            (Some(more), 0) => {
-                more.finish_and_clear();
-                self.multi.remove(more);
-                self.more = None;
-            }
-            (None, n) if n > 0 => {
-                let more = self.multi.add(ProgressBar::new_spinner());
-                more.set_style(ProgressStyle::with_template("{msg}").expect("a valid template"));
-                self.more = Some(more);
-            }
-            _ => {}
-        }
-    }
-
-    fn drop_line(&mut self, step: StepId) {
-        if let Some(bar) = self.lines.remove(&step) {
-            // Removed first, the bar's drop finishes it on a hidden target: no forced redraw.
-            self.multi.remove(&bar);
-        }
-    }
-
-    fn budget_line(&self, b: &BudgetView) -> String {
-        let style = match Level::of(b.fill()) {
-            Level::Green => console::Style::new().green(),
-            Level::Yellow => console::Style::new().yellow(),
-            Level::Red => console::Style::new().red(),
-        };
-        let text = format!("budget {:<14} {}", clip(&b.scope, 14), budget_bar(b, 20));
-        style
-            .force_styling(self.opts.color)
-            .apply_to(text)
-            .to_string()
-    }
-
-    fn step_line(&self, id: StepId, now: Instant) -> String {
-        let s = &self.board.steps[id];
-        let spin = SPINNER[(self.frame + id) % SPINNER.len()];
-        let mut line = format!(
-            "{spin} {:<w$} {:>7} {:>7} tok {:>10}",
-            clip(&s.label, self.label_width),
-            duration(s.elapsed(now)),
-            tokens(s.tokens.total()),
-            usd(s.cost_usd, s.is_estimate),
-            w = self.label_width
-        );
-        if let Some(last) = &s.last_line {
-            line.push_str("  │ ");
-            line.push_str(&clip(last, self.opts.max_line_length.max(20)));
-        }
-        line
-    }
-
-    /// Redraws every bar from the board.
-    fn refresh(&mut self, now: Instant) {
-        self.fill_lines();
+    /// The progress line: a bar over all steps, then the run's counts, leaving out whole counts
+    /// (never cutting one) from the first that does not fit.
+    fn progress_line(&self, now: Instant) -> String {
         let jobs = self.board.job_views(now);
-        let (running, completed, failed, _, not_run) = Board::job_counts(&jobs);
+        let (running, completed, failed, waiting, not_run) = Board::job_counts(&jobs);
         let (t, c, e) = jobs.iter().fold((0, 0.0, false), |(t, c, e), j| {
             (t + j.tokens.total(), c + j.cost_usd, e | j.is_estimate)
         });
@@ -198,40 +116,178 @@ impl Terminal {
             .started
             .map(|s| now.saturating_duration_since(s))
             .unwrap_or_default();
-        self.progress.set_position(self.board.done as u64);
-        let mut msg = format!(
-            "{} · {running} running · {completed} done",
-            duration(elapsed)
-        );
+        let total = self.board.steps.len();
+        let bar_w = (self.cols / 8).clamp(10, 30);
+        let cells = (self.board.done * bar_w * 2)
+            .checked_div(total)
+            .unwrap_or(0)
+            .min(bar_w * 2);
+        // Half cells: `▌` for an odd count.
+        let mut bar = "█".repeat(cells / 2);
+        if cells % 2 == 1 {
+            bar.push('▌');
+        }
+        bar.push_str(&"░".repeat(bar_w - cells / 2 - cells % 2));
+        let head = format!("{bar} {}/{total} steps", self.board.done);
+        // In the order they are given up when the line is too long: the last first.
+        let mut parts = vec![duration(elapsed), format!("{running} running")];
+        if waiting > 0 {
+            parts.push(format!("{waiting} waiting"));
+        }
         if failed > 0 {
-            msg.push_str(&format!(" · {failed} failed"));
+            parts.push(format!("{failed} failed"));
         }
         if not_run > 0 {
-            msg.push_str(&format!(" · {not_run} not run"));
+            parts.push(format!("{not_run} not run"));
         }
-        msg.push_str(&format!(" · {} tokens · {}", tokens(t), usd(c, e)));
-        self.progress.set_message(msg);
-        for (scope, bar) in &self.budgets {
-            if let Some(b) = self.board.budgets.iter().find(|b| &b.scope == scope) {
-                bar.set_message(self.budget_line(b));
+        parts.push(format!("{} tokens", tokens(t)));
+        parts.push(usd(c, e));
+        parts.push(format!("{completed} done"));
+        let room = self.cols.saturating_sub(width(&head) + 2);
+        format!("{head}  {}", fit_parts(&parts, " · ", room))
+    }
+
+    fn budget_line(&self, b: &BudgetView) -> String {
+        let style = match Level::of(b.fill()) {
+            Level::Green => console::Style::new().green(),
+            Level::Yellow => console::Style::new().yellow(),
+            Level::Red => console::Style::new().red(),
+        };
+        let bar = if self.cols >= 100 { 20 } else { 10 };
+        let text = format!("budget {} {}", left(&b.scope, 14), budget_bar(b, bar));
+        // Cut before colouring, so escape codes never count as columns.
+        style
+            .force_styling(self.opts.color)
+            .apply_to(clip(&text, self.cols))
+            .to_string()
+    }
+
+    /// The label column: as wide as the longest running label, at most a quarter of the
+    /// width, so that the output column keeps the rest.
+    fn label_width(&self, running: &[StepId]) -> usize {
+        running
+            .iter()
+            .map(|&id| width(&self.board.steps[id].label))
+            .max()
+            .unwrap_or(8)
+            .clamp(8, (self.cols / 4).max(8))
+    }
+
+    /// A running step's line, then `extra` of its latest output lines under it; with `extra`
+    /// of 0 and `inline`, its latest line goes at the end of its own line.
+    fn step_lines(
+        &self,
+        id: StepId,
+        now: Instant,
+        label_w: usize,
+        extra: usize,
+        inline: bool,
+    ) -> Vec<String> {
+        let s = &self.board.steps[id];
+        let spin = SPINNER[(self.frame + id) % SPINNER.len()];
+        let mut line = format!(
+            "{spin} {} {:>6} {:>6} tok {:>9}",
+            left(&s.label, label_w),
+            duration(s.elapsed(now)),
+            tokens(s.tokens.total()),
+            usd(s.cost_usd, s.is_estimate),
+        );
+        if let Some(b) = self.board.job_budget(s.job) {
+            let fill = b.fill();
+            let cells = ((fill.min(1.0) * 6.0).round() as usize).min(6);
+            line.push_str(&format!(
+                " [{}{}]{:>4.0}%",
+                "█".repeat(cells),
+                "░".repeat(6 - cells),
+                fill * 100.0
+            ));
+        }
+        let cut = |l: &str, room: usize| clip(l, room.min(self.opts.max_line_length.max(20)));
+        if inline {
+            if let Some(last) = &s.last_line {
+                let room = self.cols.saturating_sub(width(&line) + 4);
+                if room >= 8 {
+                    line.push_str("  │ ");
+                    line.push_str(&cut(last, room));
+                }
             }
         }
-        for (&id, bar) in &self.lines {
-            bar.set_message(self.step_line(id, now));
+        let mut lines = vec![clip(&line, self.cols)];
+        for l in s.tail.iter().rev().take(extra).rev() {
+            lines.push(format!("    │ {}", cut(l, self.cols.saturating_sub(6))));
         }
-        if let Some(more) = &self.more {
-            let hidden = self.board.running().len().saturating_sub(self.lines.len());
-            more.set_message(format!("  … and {hidden} more running"));
-        }
+        lines
     }
 
-    /// Queues a log line for above the bars; `flush_log` prints the queue in one redraw.
+    /// Every line of the view at `now`, each cut to the width, at most `rows - 1` of them.
+    fn frame(&self, now: Instant) -> Vec<String> {
+        let mut lines = vec![clip(&self.progress_line(now), self.cols)];
+        if !self.opts.disable_budget_visuals {
+            for b in self.board.budgets.iter().filter(|b| b.is_shown()) {
+                lines.push(self.budget_line(b));
+            }
+        }
+        let running = self.board.running();
+        let waiting = self.board.waiting();
+        // One row stays free for the cursor; one each for the "more" and "waiting" lines.
+        let room = self
+            .rows
+            .saturating_sub(1 + lines.len() + usize::from(!waiting.is_empty()))
+            .max(2);
+        let shown = if running.len() <= room {
+            running.len()
+        } else {
+            room - 1
+        };
+        let n = self.opts.max_console_lines;
+        // Output lines per shown step: as many as asked while the screen has room for them;
+        // one (inline) or none when it has not.
+        let extra = if n >= 2 && shown > 0 {
+            ((room - shown) / shown).min(n)
+        } else {
+            0
+        };
+        let inline = n >= 1 && extra < 2;
+        let extra = if extra < 2 { 0 } else { extra };
+        let label_w = self.label_width(&running[..shown]);
+        for &id in &running[..shown] {
+            lines.extend(self.step_lines(id, now, label_w, extra, inline));
+        }
+        if shown < running.len() {
+            lines.push(format!("  … and {} more running", running.len() - shown));
+        }
+        if !waiting.is_empty() {
+            let head = format!("  ⧗ {} waiting", waiting.len());
+            let names: Vec<String> = waiting.iter().map(|s| s.to_string()).collect();
+            let room = self.cols.saturating_sub(width(&head) + 8);
+            let mut next = fit_parts(&names, ", ", room.saturating_sub(3));
+            if !next.is_empty() && next.matches(", ").count() + 1 < names.len() {
+                next.push_str(", …");
+            }
+            lines.push(if next.is_empty() {
+                head
+            } else {
+                clip(&format!("{head}, next: {next}"), self.cols)
+            });
+        }
+        lines.truncate(self.rows.saturating_sub(1).max(1));
+        lines
+    }
+
+    /// Redraws the view from the board.
+    fn refresh(&mut self, now: Instant) {
+        self.view.set_message(self.frame(now).join("\n"));
+    }
+
+    /// Queues a log line for above the view; `flush_log` prints the queue in one redraw. A line
+    /// wider than the terminal is wrapped (under its text, past the time), not cut: it scrolls
+    /// away with what it says whole.
     fn log(&mut self, line: &str) {
-        self.pending
-            .push(format!("{} {line}", Local::now().format("%H:%M:%S")));
+        let line = format!("{} {line}", Local::now().format("%H:%M:%S"));
+        self.pending.extend(wrap_all(&line, self.cols, 9));
     }
 
-    /// Prints the queued log lines above the bars: one forced redraw for all of them, however
+    /// Prints the queued log lines above the view: one forced redraw for all of them, however
     /// many steps ended since the last frame.
     fn flush_log(&mut self) {
         if !self.pending.is_empty() {
@@ -244,26 +300,7 @@ impl Terminal {
 impl Reporter for Terminal {
     fn report(&mut self, event: &Event, now: Instant) {
         self.board.apply(event, now);
-        match event {
-            Event::StepFinished { step, .. } | Event::StepSkipped { step, .. } => {
-                self.drop_line(*step);
-            }
-            Event::BudgetUpdated { scope, .. } if !self.opts.disable_budget_visuals => {
-                let shown = self
-                    .board
-                    .budgets
-                    .iter()
-                    .any(|b| &b.scope == scope && b.is_shown());
-                if shown && !self.budgets.iter().any(|(s, _)| s == scope) {
-                    let bar = ProgressBar::new_spinner();
-                    bar.set_style(ProgressStyle::with_template("{msg}").expect("a valid template"));
-                    let bar = self.multi.insert(1 + self.budgets.len(), bar);
-                    self.budgets.push((scope.clone(), bar));
-                }
-            }
-            _ => {}
-        }
-        // Starts, output and usage live in the bars; everything else is a log line.
+        // Starts, output and usage live in the view; everything else is a log line.
         let line = match event {
             Event::StepStarted { .. } | Event::StepOutput { .. } => None,
             _ if self.opts.quiet && !is_error(event) => None,
@@ -271,6 +308,16 @@ impl Reporter for Terminal {
         };
         if let Some(line) = line {
             self.log(&line);
+        }
+        if let Event::StopRequested {
+            cause: StopCause::Interrupted,
+            ..
+        } = event
+        {
+            // Ctrl-C: the terminal echoed `^C` where the cursor was, which indicatif does not
+            // know of. Print now and redraw the view whole under it, so nothing stale stays.
+            self.flush_log();
+            self.refresh(now);
         }
     }
 
@@ -286,9 +333,21 @@ impl Reporter for Terminal {
 
     fn finish(&mut self, results: &super::results::Results, path: &Path) {
         self.flush_log();
+        self.view.finish_and_clear();
         let _ = self.multi.clear();
-        let text = summary::render(results, path, Paint(self.opts.color));
+        if let Some(screen) = &self.screen {
+            screen.restore();
+        }
+        let text = summary::render(results, path, Paint(self.opts.color), Some(self.cols));
         let _ = self.out.write_all(text.as_bytes());
         let _ = self.out.flush();
+    }
+}
+
+impl Drop for Terminal {
+    fn drop(&mut self) {
+        if let Some(screen) = &self.screen {
+            screen.restore();
+        }
     }
 }

@@ -560,12 +560,7 @@ impl<'a> Core<'a> {
             Some(o) => {
                 let why = match &o.result {
                     Some(r) if r.is_error => {
-                        let what = match (r.errors.first(), r.subtype.as_str()) {
-                            (Some(e), _) => e.clone(),
-                            // The CLI marks API failures as subtype "success" with is_error.
-                            (None, "success") => "is_error in its result".to_string(),
-                            (None, subtype) => subtype.to_string(),
-                        };
+                        let what = crate::agent::failure::claude_error(r);
                         format!("Claude Code reported an error: {what} ({how})")
                     }
                     Some(_) => how,

@@ -248,17 +248,23 @@ fn a_terminal_gets_the_live_view_and_no_color_removes_its_colours() {
         return;
     };
     assert!(colored.contains(" steps "), "the progress bar:\n{colored}");
-    assert!(
-        colored.contains("\x1b[3"),
-        "colours on a terminal:\n{colored}"
-    );
+    assert!(has_colour(&colored), "colours on a terminal:\n{colored}");
     assert!(colored.contains("not run of 4 jobs"), "{colored}");
     let plain = under_a_terminal(&t, "run --simulate", true).unwrap();
     assert!(plain.contains(" steps "), "{plain}");
-    assert!(!plain.contains("\x1b[3"), "NO_COLOR:\n{plain}");
+    assert!(!has_colour(&plain), "NO_COLOR:\n{plain}");
     let lines = under_a_terminal(&t, "run --simulate --no-progress", true).unwrap();
     assert!(!lines.contains(" steps "), "{lines}");
     assert!(lines.contains("▶ lint started"), "{lines}");
+}
+
+/// Whether `text` sets a foreground colour (`ESC [ 3x m`); cursor moves such as `ESC [ 3 A`
+/// are not colours.
+fn has_colour(text: &str) -> bool {
+    text.match_indices("\x1b[3").any(|(i, _)| {
+        let rest = &text.as_bytes()[i + 3..];
+        rest.len() >= 2 && rest[0].is_ascii_digit() && matches!(rest[1], b'm' | b';')
+    })
 }
 
 /// Every line of an events file, parsed.
@@ -483,4 +489,243 @@ fn signalled(t: &Test, args: &[&str], until: &str, signal: &str) -> Vec<Value> {
         .unwrap();
     child.wait().unwrap();
     event_lines(&file)
+}
+
+/// Runs orch under a pseudo-terminal of `cols` x `rows` (`script`, then `stty`), returning
+/// everything it drew.
+fn under_a_sized_terminal(t: &Test, args: &str, cols: u16, rows: u16) -> Option<String> {
+    let script = which("script")?;
+    let cmd = format!(
+        "stty cols {cols} rows {rows}; {} {args}",
+        super::harness::orch_bin().display()
+    );
+    let out = std::process::Command::new(script)
+        .args(["-q", "-e", "-c", &cmd, "/dev/null"])
+        .current_dir(t.path())
+        .env("HOME", t.path().join("home"))
+        .env("TERM", "xterm-256color")
+        .env("NO_COLOR", "1")
+        .env_remove("COLUMNS")
+        .env_remove("LINES")
+        .output()
+        .ok()?;
+    Some(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// `text` without CSI escape sequences.
+fn strip_csi(text: &str) -> String {
+    let mut out = String::new();
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' && chars.peek() == Some(&'[') {
+            chars.next();
+            for c in chars.by_ref() {
+                if ('@'..='~').contains(&c) {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+const WIDE: &str = r#"
+[settings]
+startup_delay = "0s"
+max_parallel = 2
+
+[budget]
+tokens = 1_000_000
+commands."/review" = { usd = 2.0 }
+
+[defaults]
+model = "claude-sonnet-4-5-20250929"
+
+[jobs.a-job-with-a-name-long-enough-to-eat-the-output-column]
+prompt = "go"
+env = { ORCH_SIM_TURNS = "6", ORCH_SIM_DELAY_MS = "60" }
+
+[jobs."レビュー-review"]
+command = "/review src"
+env = { ORCH_SIM_TURNS = "6", ORCH_SIM_DELAY_MS = "60" }
+max_usd = 1.0
+
+[jobs.after]
+run = ["true"]
+needs = ["レビュー-review"]
+"#;
+
+#[test]
+fn at_80_columns_the_view_is_synchronized_and_the_summary_fits() {
+    let t = sim_test(WIDE);
+    let Some(drawn) = under_a_sized_terminal(&t, "run --simulate", 80, 24) else {
+        eprintln!("skipped: no `script` to make a terminal");
+        return;
+    };
+    assert!(
+        drawn.contains("\x1b[?2026h"),
+        "synchronized output:\n{drawn:?}"
+    );
+    assert!(drawn.contains("\x1b[?2026l"), "{drawn:?}");
+    assert!(drawn.contains("\x1b[?25l"), "a hidden cursor:\n{drawn:?}");
+    let shown = drawn.rfind("\x1b[?25h").expect("the cursor shown again");
+    assert!(shown > drawn.rfind("\x1b[?25l").unwrap(), "{drawn:?}");
+    assert!(drawn.rfind("\x1b[?2026h") < Some(shown), "{drawn:?}");
+    // The command budget has a bar before anything spent on it; the waiting job is listed.
+    let text = strip_csi(&drawn);
+    assert!(
+        text.contains("budget /review        [░░░░░░░░░░]   0%"),
+        "{text}"
+    );
+    assert!(text.contains("1 waiting, next: after"), "{text}");
+    let summary = strip_csi(&drawn[shown..]);
+    assert!(summary.contains("of 3 jobs"), "{summary}");
+    for line in summary.lines() {
+        let line = line.trim_end_matches('\r');
+        assert!(
+            unicode_width::UnicodeWidthStr::width(line) <= 80,
+            "{} columns: {line}\n{summary}",
+            unicode_width::UnicodeWidthStr::width(line)
+        );
+    }
+    // A wide character in a name does not shift the columns: the duration column ends at the
+    // same place on every row.
+    let rows: Vec<&str> = summary
+        .lines()
+        .filter(|l| l.contains("✔ completed"))
+        .collect();
+    assert_eq!(rows.len(), 3, "{summary}");
+    let ends: Vec<usize> = rows
+        .iter()
+        .map(|l| {
+            // The duration is the first field ending in `s` after the name.
+            let dur = l
+                .split_whitespace()
+                .skip(3)
+                .find(|w| w.ends_with('s') && w.starts_with(|c: char| c.is_ascii_digit()))
+                .unwrap();
+            let end = l.find(&format!(" {dur}")).unwrap() + 1 + dur.len();
+            unicode_width::UnicodeWidthStr::width(&l[..end])
+        })
+        .collect();
+    assert!(ends.iter().all(|e| *e == ends[0]), "{ends:?}\n{summary}");
+    assert!(summary.contains("sonnet-4-5"), "{summary}");
+}
+
+#[test]
+fn one_job_is_one_job() {
+    let out = sim_test("[jobs.a]\nrun = [\"true\"]\n")
+        .args(&["run", "--quiet"])
+        .run();
+    assert!(out.stdout.contains("not run of 1 job in"), "{}", out.stdout);
+}
+
+#[test]
+fn the_demo_paces_the_simulated_agent() {
+    let demo = std::fs::read_to_string(root().join("manifests/demo.toml")).unwrap();
+    let demo = demo.replace("workspace = \"..\"", "workspace = \".\"");
+    let t = Test::new()
+        .file("orch.toml", &demo)
+        .file("README.md", "# a\n\nb\n");
+    let state = t.path().join("sim");
+    let t = t.env("ORCH_SIM_STATE_DIR", state.to_str().unwrap()).args(&[
+        "run",
+        "--simulate",
+        "--quiet",
+    ]);
+    let out = t.run();
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    let v = only_results(&t);
+    for job in ["docs-agent", "final-review"] {
+        let d = v["instances"][job]["duration"].as_str().unwrap();
+        let secs: f64 = d.trim_end_matches('s').parse().unwrap();
+        assert!(secs >= 2.0, "{job} took {d}: too quick to watch");
+    }
+}
+
+/// Runs orch under an 80x24 pseudo-terminal and types Ctrl-C into it once `ready` is drawn:
+/// the terminal's own line discipline sends SIGINT and echoes `^C`, as for a person. Returns
+/// everything drawn.
+fn ctrl_c_under_a_terminal(t: &Test, args: &str, ready: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let script = which("script")?;
+    let cmd = format!(
+        "stty cols 80 rows 24; {} {args}",
+        super::harness::orch_bin().display()
+    );
+    let mut child = std::process::Command::new(script)
+        .args(["-q", "-e", "-c", &cmd, "/dev/null"])
+        .current_dir(t.path())
+        .env("HOME", t.path().join("home"))
+        .env("TERM", "xterm-256color")
+        .env("NO_COLOR", "1")
+        .env(super::harness::MARK_VAR, t.path())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .ok()?;
+    let mut stdout = child.stdout.take()?;
+    let drawn = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let reader = {
+        let drawn = drawn.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = stdout.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                drawn.lock().unwrap().extend_from_slice(&buf[..n]);
+            }
+        })
+    };
+    let end = std::time::Instant::now() + Duration::from_secs(20);
+    while !String::from_utf8_lossy(&drawn.lock().unwrap()).contains(ready) {
+        assert!(std::time::Instant::now() < end, "never drew {ready:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut stdin = child.stdin.take()?;
+    stdin.write_all(b"\x03").ok()?;
+    stdin.flush().ok()?;
+    child.wait().ok()?;
+    drop(stdin);
+    reader.join().ok()?;
+    let text = String::from_utf8_lossy(&drawn.lock().unwrap()).into_owned();
+    Some(text)
+}
+
+#[test]
+fn ctrl_c_on_a_terminal_ends_the_view_cleanly() {
+    let t = sim_test(
+        "[settings]\nstartup_delay = \"0s\"\n\
+         [jobs.slow]\nprompt = \"wait\"\nenv = { ORCH_SIM_TURNS = \"200\", ORCH_SIM_DELAY_MS = \"50\" }\n\
+         [jobs.later]\nrun = [\"true\"]\nneeds = [\"slow\"]\n",
+    );
+    let Some(drawn) = ctrl_c_under_a_terminal(&t, "run --simulate", "1 waiting, next: later")
+    else {
+        eprintln!("skipped: no `script` to make a terminal");
+        return;
+    };
+    // Replay what was drawn on an 80x24 screen.
+    let screen = indicatif::InMemoryTerm::new(24, 80);
+    indicatif::TermLike::write_str(
+        &screen,
+        &drawn.replace('\n', "\r\n").replace("\r\r\n", "\r\n"),
+    )
+    .unwrap();
+    let text = screen.contents();
+    let interrupted = text
+        .find("■ interrupted")
+        .unwrap_or_else(|| panic!("no interrupted line:\n{text}\n{drawn:?}"));
+    assert!(
+        !text[..interrupted].contains(" steps "),
+        "a stale progress line above the interrupted line:\n{text}"
+    );
+    assert!(!text.contains(" steps "), "the view is gone:\n{text}");
+    assert!(text.contains("not run of 2 jobs"), "{text}");
+    assert!(
+        drawn.rfind("\x1b[?25h") > drawn.rfind("\x1b[?25l"),
+        "the cursor shown again:\n{drawn:?}"
+    );
 }
