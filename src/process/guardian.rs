@@ -5,14 +5,21 @@
 //! Protocol on the guardian's stdin: `+PGID\n` when a group is spawned, `-PGID\n` just before its
 //! leader is reaped. When stdin reaches EOF (orch exited or died, so the kernel closed the pipe),
 //! or when its own parent-death signal shows orch is gone (it then reads what is left without
-//! blocking), the guardian kills every still-registered group and exits. It runs in its own process group and ignores SIGINT, SIGTERM and SIGHUP, so a
-//! terminal Ctrl-C reaches orch (which stops children politely), never the guardian. It must
-//! never kill a group that was unregistered, nor do anything but read, track and kill.
+//! blocking), the guardian kills every still-registered group and exits. It runs in its own
+//! process group and ignores SIGINT, SIGTERM and SIGHUP, so a terminal Ctrl-C reaches orch
+//! (which stops children politely), never the guardian. It must never kill a group that was
+//! unregistered, nor do anything but read, track and kill.
+//!
+//! It does not answer to orch's name: its argv[0] and its kernel name (comm) are
+//! [`GUARDIAN_NAME`], so a broad `pkill -9 orch`, `pkill -9 -f orch`, `pkill -9 -x orch` or
+//! `killall -9 orch` kills orch but not the process that cleans up after it. `start` returns
+//! only once the guardian has renamed itself (it writes one byte on its stdout then).
 
 use std::collections::BTreeSet;
 use std::io::{self, Read, Write};
 use std::os::fd::BorrowedFd;
 use std::path::Path;
+use std::os::unix::process::CommandExt;
 use std::process::{ChildStdin, Command, ExitCode, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -29,6 +36,12 @@ use super::group::signal_group;
 const PARENT_ENV: &str = "ORCH_GUARDIAN_PARENT";
 /// The guardian's parent-death signal; handled like EOF.
 const PARENT_DEATH_SIGNAL: Signal = Signal::SIGUSR1;
+
+/// The guardian's process name (argv[0] and comm); it must not contain "orch", or `pkill orch`
+/// (a regex match on comm, or on the command line with `-f`) would take it down with orch.
+pub const GUARDIAN_NAME: &str = "step-guardian";
+/// The byte (ASCII ACK) the guardian writes on its stdout once it carries [`GUARDIAN_NAME`].
+const READY: u8 = 0x06;
 
 /// orch's pid as the guardian was told it; 0 when unknown.
 static EXPECTED_PARENT: AtomicI32 = AtomicI32::new(0);
@@ -53,19 +66,29 @@ impl Guardian {
     pub fn start(exe: &Path, args: &[&str]) -> io::Result<Guardian> {
         let mut command = Command::new(exe);
         command
+            .arg0(GUARDIAN_NAME)
             .args(args)
             .env(PARENT_ENV, std::process::id().to_string())
             .stdin(Stdio::piped())
-            .stdout(Stdio::null());
+            .stdout(Stdio::piped());
         // SAFETY: setpgid is async-signal-safe and does not allocate.
         unsafe {
-            std::os::unix::process::CommandExt::pre_exec(&mut command, || {
+            command.pre_exec(|| {
                 setpgid(Pid::from_raw(0), Pid::from_raw(0))?;
                 Ok(())
             });
         }
         let mut process = command.spawn()?;
         let stdin = process.stdin.take().expect("stdin was piped");
+        // Until it has renamed itself a `pkill orch` would match it: wait for that (a few ms).
+        let stdout = process.stdout.take().expect("stdout was piped");
+        // Other bytes may come first (a test harness playing the guardian prints its banner).
+        let ready = stdout.bytes().any(|byte| byte.is_ok_and(|byte| byte == READY));
+        if !ready {
+            let _ = process.kill();
+            let _ = process.wait();
+            return Err(io::Error::other("the guardian did not start"));
+        }
         Ok(Guardian {
             inner: Arc::new(Inner {
                 pid: process.id(),
@@ -169,6 +192,11 @@ pub fn main() -> ExitCode {
             stop_blocking_on_stdin();
         }
     }
+    // Not fatal: a guardian under orch's name still guards, it is only easier to kill.
+    #[cfg(target_os = "linux")]
+    let _ = nix::sys::prctl::set_name(c"step-guardian");
+    let mut stdout = io::stdout();
+    let _ = stdout.write_all(&[READY]).and_then(|()| stdout.flush());
     serve(io::stdin().lock())
 }
 

@@ -7,6 +7,7 @@ mod fuzz;
 mod harness;
 mod manifests;
 mod plan;
+mod procs;
 mod run;
 mod schedule;
 mod slash;

@@ -1,0 +1,113 @@
+//! Process trees under `orch run`: a broad `kill -9` of everything named orch, and leftovers
+//! that left the step's process group or closed its pipes. Real processes, real signals; every
+//! test ends by checking, through `/proc`, that nothing of the steps is alive.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use super::harness::{Test, pid_alive, wait_until};
+use super::run::Running;
+
+/// `pid -> (ppid, comm)` of every live process.
+fn processes() -> BTreeMap<u32, (u32, String)> {
+    let mut out = BTreeMap::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        let comm = stat[open + 1..close].to_string();
+        let fields: Vec<&str> = stat[close + 1..].split_whitespace().collect();
+        if fields.first() == Some(&"Z") {
+            continue;
+        }
+        if let Some(ppid) = fields.get(1).and_then(|p| p.parse().ok()) {
+            out.insert(pid, (ppid, comm));
+        }
+    }
+    out
+}
+
+/// The live descendants of `root` with their kernel names.
+fn descendants(root: u32) -> Vec<(u32, String)> {
+    let all = processes();
+    let mut found = vec![root];
+    let mut out = Vec::new();
+    while let Some(parent) = found.pop() {
+        for (&pid, (ppid, comm)) in &all {
+            if *ppid == parent {
+                found.push(pid);
+                out.push((pid, comm.clone()));
+            }
+        }
+    }
+    out
+}
+
+const TREES: &str = r#"
+    [settings]
+    startup_delay = "0s"
+    [jobs.a]
+    shell = "sleep 300 & sleep 300 & echo ready; wait"
+    [jobs.b]
+    shell = "sleep 300 & echo ready; sleep 300"
+    [jobs.sim]
+    prompt = "hang"
+    env = { ORCH_SIM_HANG = "1", ORCH_SIM_GRANDCHILD = "1" }
+"#;
+
+/// What `pkill -9 orch` does, kept to this test's own processes (the machine is shared): one
+/// `kill -9` of orch and of every descendant whose kernel name matches `orch`. The guardian goes
+/// by another name, survives, and must take every step's tree down with it.
+#[test]
+fn a_broad_kill_9_of_everything_named_orch_leaves_no_step_process() {
+    for attempt in 0..3 {
+        let t = Test::new()
+            .file("orch.toml", TREES)
+            .args(&["run", "--simulate"]);
+        let sim = t.path().join("sim");
+        let t = t.env("ORCH_SIM_STATE_DIR", sim.to_str().unwrap());
+        let mut r = Running::start(&t);
+        r.expect("a: ready");
+        r.expect("b: ready");
+        let orch = r.child.id();
+        // Two sleeps of `a`, two of `b`, the simulated agent's grandchild.
+        wait_until("every step's processes", Duration::from_secs(20), || {
+            descendants(orch)
+                .iter()
+                .filter(|(_, comm)| comm == "sleep")
+                .count()
+                >= 5
+        });
+        let tree = descendants(orch);
+        let mut victims: Vec<String> = tree
+            .iter()
+            .filter(|(_, comm)| comm.contains("orch"))
+            .map(|(pid, _)| pid.to_string())
+            .collect();
+        victims.push(orch.to_string());
+        let killed = std::process::Command::new("kill")
+            .arg("-9")
+            .args(&victims)
+            .status()
+            .unwrap();
+        assert!(killed.success());
+        let _ = r.child.wait();
+        for (pid, comm) in &tree {
+            wait_until(
+                &format!("{comm} {pid} to die (attempt {attempt})"),
+                Duration::from_secs(5),
+                || !pid_alive(*pid),
+            );
+        }
+        assert!(
+            tree.iter().any(|(_, comm)| comm == "step-guardian"),
+            "the guardian goes by its own name: {tree:?}"
+        );
+    }
+}
