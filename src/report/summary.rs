@@ -7,6 +7,7 @@
 use std::path::Path;
 
 use super::results::Results;
+use super::sanitize::sanitize;
 use super::status::{clip, symbol, tokens};
 use crate::commands::display_path;
 use crate::plan::Status;
@@ -57,11 +58,11 @@ pub fn render(results: &Results, path: &Path, paint: Paint) -> String {
         o.push_str(&format!(
             "  {} {:<width$} {:>10} {:>10} {:>12}  {}\n",
             paint.status(i.status, &status),
-            clip(name, width),
+            clip(&sanitize(name), width),
             i.duration,
             i.total_tokens,
             cost,
-            i.model.as_deref().unwrap_or("-")
+            sanitize(i.model.as_deref().unwrap_or("-"))
         ));
     }
     for b in &results.budgets {
@@ -82,7 +83,7 @@ pub fn render(results: &Results, path: &Path, paint: Paint) -> String {
         };
         o.push_str(&format!(
             "  budget {:<20} {}{over}\n",
-            b.scope,
+            sanitize(&b.scope),
             parts.join(", ")
         ));
     }

@@ -27,7 +27,7 @@ pre_commands = ["/clear"]
 needs = ["lint"]
 
 [jobs.broken]
-shell = "echo nope >&2; exit 3"
+shell = "echo nope >&2; sleep 0.5; exit 3"
 
 [jobs.after-broken]
 run = ["true"]
@@ -461,4 +461,60 @@ fn signalled(t: &Test, args: &[&str], until: &str, signal: &str) -> Vec<Value> {
         .unwrap();
     child.wait().unwrap();
     event_lines(&file)
+}
+
+/// A step that writes an OSC 52 clipboard write, a screen clear, a cursor move, a title and a
+/// carriage return, and fails; its job name carries a screen clear too.
+const ESCAPES: &str = r#"
+[settings]
+startup_delay = "0s"
+[jobs."evil\u001b[2J"]
+shell = "printf 'a\\033]52;c;cHduZWQ=\\007b\\033[2Jc\\033[5;5Hd\\re\\n'; printf 'x\\033]0;title\\033\\\\y\\n' >&2; sleep 0.5; exit 3"
+"#;
+
+/// What a child may not send to the user's terminal through orch.
+fn assert_no_foreign_escapes(text: &str) {
+    for bad in ["\x1b]52", "\x1b[2J", "\x1b[5;5H", "\x1b]0;", "\u{9b}"] {
+        assert!(!text.contains(bad), "{bad:?} reached the terminal:\n{text:?}");
+    }
+}
+
+#[test]
+fn escape_sequences_from_a_step_never_reach_the_terminal() {
+    let t = Test::new().file("orch.toml", ESCAPES);
+    let out = t.with_args(&["run"]).output().unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
+    // Plain lines with NO_COLOR: not one ESC, whoever wrote it.
+    assert!(!stdout.contains('\x1b'), "{stdout:?}");
+    assert!(!stderr.contains('\x1b'), "{stderr:?}");
+    assert!(!stdout.contains('\r'), "{stdout:?}");
+    assert!(stdout.contains("abcd␍e"), "the text itself is kept: {stdout}");
+    assert!(stdout.contains("xy"), "{stdout}");
+    assert!(stdout.contains("evil"), "{stdout}");
+    // The log keeps every byte.
+    let runs = t.path().join(".orch/runs");
+    let run = std::fs::read_dir(&runs).unwrap().next().unwrap().unwrap();
+    let logs: Vec<_> = std::fs::read_dir(run.path().join("logs"))
+        .unwrap()
+        .map(|e| std::fs::read(e.unwrap().path()).unwrap())
+        .collect();
+    assert!(
+        logs.iter()
+            .any(|log| log.windows(7).any(|w| w == b"\x1b]52;c;")),
+        "the log has the raw bytes"
+    );
+    let Some(live) = under_a_terminal(&t, "run", true) else {
+        eprintln!("skipped the terminal half: no `script` to make a terminal");
+        return;
+    };
+    assert!(live.contains("abcd"), "{live:?}");
+    assert_no_foreign_escapes(&live);
+    let coloured = under_a_terminal(&t, "run", false).unwrap();
+    assert_no_foreign_escapes(&coloured);
+    let lines = under_a_terminal(&t, "run --no-progress", true).unwrap();
+    assert!(!lines.contains('\x1b'), "{lines:?}");
 }
