@@ -111,3 +111,30 @@ fn a_broad_kill_9_of_everything_named_orch_leaves_no_step_process() {
         );
     }
 }
+
+/// The simulated agent keeps its sessions in the run's state folder: two runs with different
+/// state folders, even of the same session id, write two session files and nothing under /tmp.
+#[test]
+fn simulated_sessions_live_in_each_state_folder() {
+    let session = uuid::Uuid::new_v4();
+    let manifest = format!(
+        "[settings]\nstartup_delay = \"0s\"\n[jobs.chat]\nprompt = \"hi\"\npre_commands = [\"/clear\"]\nsession_id = \"{session}\"\nenv = {{ ORCH_SIM_DELAY_MS = \"0\" }}\n"
+    );
+    let t = Test::new().file("orch.toml", &manifest);
+    let mut files = Vec::new();
+    for state in ["state-a", "state-b"] {
+        let out = t
+            .with_args(&["run", "--simulate", "--quiet", "--state-dir", state])
+            .env_remove("ORCH_SIM_STATE_DIR")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+        let file = t.path().join(state).join(format!("agent-sim/{session}.json"));
+        assert!(file.is_file(), "{} is missing", file.display());
+        files.push(std::fs::read_to_string(file).unwrap());
+    }
+    // The second run did not resume the first one's session: same figures, not cumulative.
+    assert_eq!(files[0], files[1]);
+    let shared = std::env::temp_dir().join(format!("orch-sim/{session}.json"));
+    assert!(!shared.exists(), "{} was written", shared.display());
+}
