@@ -71,6 +71,26 @@ pub struct Line {
     pub truncated: bool,
 }
 
+impl Line {
+    /// The line as text for people: at most `max_bytes` of its bytes (a character cut in two at
+    /// the end is dropped), invalid UTF-8 replaced by `�`, trailing whitespace trimmed. It copies
+    /// at most `max_bytes`, so showing a line of many megabytes does not cost a second buffer of
+    /// that size (the line itself is dropped once shown; the log has every byte).
+    pub fn display_text(&self, max_bytes: usize) -> String {
+        let mut head = &self.bytes[..self.bytes.len().min(max_bytes)];
+        if head.len() < self.bytes.len() {
+            if let Err(err) = std::str::from_utf8(head) {
+                if err.error_len().is_none() {
+                    head = &head[..err.valid_up_to()];
+                }
+            }
+        }
+        let mut text = String::from_utf8_lossy(head).into_owned();
+        text.truncate(text.trim_end().len());
+        text
+    }
+}
+
 /// A rung of the stop ladder.
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
@@ -148,5 +168,29 @@ pub fn raise_fd_limit() {
         if soft < hard {
             let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(bytes: &[u8]) -> Line {
+        Line {
+            stream: Stream::Stdout,
+            bytes: bytes.to_vec(),
+            truncated: false,
+        }
+    }
+
+    #[test]
+    fn display_text_copies_at_most_its_cap() {
+        assert_eq!(line(b"hello  \r").display_text(100), "hello");
+        assert_eq!(line(b"abcdef").display_text(3), "abc");
+        // "é" is two bytes: a cut through it drops the half, not shows a replacement.
+        assert_eq!(line("aé".as_bytes()).display_text(2), "a");
+        assert_eq!(line(b"a\xffb").display_text(10), "a\u{fffd}b");
+        let huge = line(&vec![b'x'; 1 << 20]);
+        assert_eq!(huge.display_text(64).len(), 64);
     }
 }

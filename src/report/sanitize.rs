@@ -53,6 +53,26 @@ fn needs_work(c: char, keep_newlines: bool) -> bool {
     }
 }
 
+/// The index of the first character that needs work. A byte scan first: every such character
+/// is an ASCII control, DEL, or starts with 0xC2 (C1 controls) or 0xE2 (bidi controls), and
+/// those bytes never occur inside another character, so only they are decoded.
+fn first_suspect(text: &str, keep_newlines: bool) -> Option<usize> {
+    let bytes = text.as_bytes();
+    let mut from = 0;
+    while let Some(offset) = bytes[from..]
+        .iter()
+        .position(|&b| b < 0x20 || b == 0x7f || b == 0xc2 || b == 0xe2)
+    {
+        let at = from + offset;
+        let c = text[at..].chars().next().expect("a suspect byte starts a character");
+        if needs_work(c, keep_newlines) {
+            return Some(at);
+        }
+        from = at + 1;
+    }
+    None
+}
+
 fn is_bidi_control(c: char) -> bool {
     matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
 }
@@ -62,7 +82,7 @@ fn clean(text: &str, keep_newlines: bool) -> Cow<'_, str> {
 }
 
 fn clean_with(text: &str, keep_newlines: bool, keep_sgr: bool) -> Cow<'_, str> {
-    let Some(first) = text.find(|c| needs_work(c, keep_newlines)) else {
+    let Some(first) = first_suspect(text, keep_newlines) else {
         return Cow::Borrowed(text);
     };
     let mut out = String::with_capacity(text.len());

@@ -138,3 +138,55 @@ fn simulated_sessions_live_in_each_state_folder() {
     let shared = std::env::temp_dir().join(format!("orch-sim/{session}.json"));
     assert!(!shared.exists(), "{} was written", shared.display());
 }
+
+/// orch's peak resident memory so far (`VmHWM`), in bytes.
+fn peak_rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    kb * 1024
+}
+
+/// A 100 MB line, without and then with a newline, costs orch about one line cap (64 MiB) of
+/// memory, not three copies of it; the logs keep every byte.
+#[test]
+fn a_100_mb_line_costs_about_one_line_cap_of_memory() {
+    let manifest = r#"
+        [settings]
+        startup_delay = "0s"
+        [jobs.no-newline]
+        shell = "head -c 100000000 /dev/zero | tr '\\0' a"
+        [jobs.newline]
+        shell = "head -c 100000000 /dev/zero | tr '\\0' a; echo"
+        needs = ["no-newline"]
+        [jobs.hold]
+        shell = "echo holding; exec sleep 300"
+        needs = ["newline"]
+    "#;
+    let t = Test::new()
+        .file("orch.toml", manifest)
+        .args(&["run", "--max-console-lines", "5"]);
+    let mut r = Running::start(&t);
+    r.expect("hold: holding");
+    let peak = peak_rss(r.child.id());
+    r.signal("INT");
+    let _ = r.wait();
+    let cap = 64u64 << 20;
+    assert!(
+        peak < cap + (40 << 20),
+        "peak RSS {} MiB for a 64 MiB line cap",
+        peak >> 20
+    );
+    let runs = t.path().join(".orch/runs");
+    let run = std::fs::read_dir(&runs).unwrap().next().unwrap().unwrap();
+    let size = |name: &str| {
+        std::fs::metadata(run.path().join("logs").join(name))
+            .unwrap()
+            .len()
+    };
+    assert_eq!(size("001-no-newline.log"), 100_000_000);
+    assert_eq!(size("002-newline.log"), 100_000_001);
+}
