@@ -7,10 +7,11 @@
 //! or interpret what a child writes: it delivers raw bytes and exit facts, nothing more.
 //!
 //! Invariant: a step's processes never outlive the step. When a leader exits, whatever is left in
-//! its group is reported as leaked and SIGKILLed; a dropped [`Child`] SIGKILLs its group; and the
+//! its group, its cgroup, or carries its token (see `contain`) is reported as leaked and SIGKILLed; a dropped [`Child`] SIGKILLs its group; and the
 //! [`Guardian`] SIGKILLs every registered group when orch goes away, even by SIGKILL.
 
 mod child;
+mod contain;
 mod drain;
 mod frame;
 mod group;
@@ -24,6 +25,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use child::{Child, spawn};
+pub use contain::TOKEN_ENV;
 pub use group::{group_members, pid_alive, signal_group};
 pub use guardian::Guardian;
 pub use lines::Lines;
@@ -132,7 +134,9 @@ pub struct Exit {
     pub code: Option<i32>,
     /// The signal that killed the leader, if one did.
     pub signal: Option<i32>,
-    /// Pids of group members still alive when the leader exited; all were SIGKILLed.
+    /// Pids of the step's processes still alive when the leader exited, found before anything
+    /// was killed: members of its group, and processes that left the group but sit in the step's
+    /// cgroup or carry its `ORCH_STEP_TOKEN`. All were SIGKILLed.
     pub leaked: Vec<u32>,
     /// The last rung of the stop ladder sent before the leader exited, if any.
     pub stopped_by: Option<StopStage>,
