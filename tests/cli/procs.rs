@@ -190,3 +190,105 @@ fn a_100_mb_line_costs_about_one_line_cap_of_memory() {
     assert_eq!(size("001-no-newline.log"), 100_000_000);
     assert_eq!(size("002-newline.log"), 100_000_001);
 }
+
+/// Three ways to outlive a step's leader, each writing its pid once it runs as itself: in the
+/// group with its pipes closed, `setsid`, and `setsid` exec'd with an empty environment.
+const LEFTOVERS: &str = r#"
+    [settings]
+    startup_delay = "0s"
+    [jobs.in-group]
+    shell = "sh -c 'echo $$ > in-group.pid; exec sleep 300' >/dev/null 2>&1 & while [ ! -s in-group.pid ]; do :; done"
+    [jobs.setsid]
+    shell = "setsid sh -c 'echo $$ > setsid.pid; exec sleep 301' >/dev/null 2>&1 & while [ ! -s setsid.pid ]; do :; done"
+    [jobs.env-i]
+    shell = "env -i setsid sh -c 'echo $$ > env-i.pid; exec sleep 302' >/dev/null 2>&1 & while [ ! -s env-i.pid ]; do :; done"
+"#;
+
+fn leaked_of(t: &Test, job: &str) -> Vec<u32> {
+    let runs = t.path().join(".orch/runs");
+    let run = std::fs::read_dir(&runs).unwrap().next().unwrap().unwrap();
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.path().join("results.json")).unwrap())
+            .unwrap();
+    v["instances"][job]["steps"][0]["leaked_pids"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no leaked_pids for {job}: {v}"))
+        .iter()
+        .map(|p| p.as_u64().unwrap() as u32)
+        .collect()
+}
+
+fn pid_in(t: &Test, file: &str) -> u32 {
+    std::fs::read_to_string(t.path().join(file))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// Without cgroups: group members that closed their pipes and setsid escapees that kept the step
+/// token are listed as leaked and killed; one exec'd with `env -i` cannot be found (documented),
+/// and is killed here by the test.
+#[test]
+fn leftovers_are_listed_and_killed_without_cgroups() {
+    let t = Test::new()
+        .file("orch.toml", LEFTOVERS)
+        .args(&["run"])
+        .env("ORCH_CGROUP", "off");
+    let out = t.run();
+    let env_i = pid_in(&t, "env-i.pid");
+    let lost = pid_alive(env_i);
+    let _ = std::process::Command::new("kill").args(["-9", &env_i.to_string()]).status();
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    for job in ["in-group", "setsid"] {
+        let pid = pid_in(&t, &format!("{job}.pid"));
+        assert_eq!(leaked_of(&t, job), vec![pid], "{job}");
+        wait_until(&format!("{job} {pid} to die"), Duration::from_secs(5), || {
+            !pid_alive(pid)
+        });
+    }
+    assert!(lost, "the fallback cannot find a setsid + env -i escapee (if it can, say so)");
+}
+
+/// With cgroup v2 (mounted here in a private mount namespace, as root): every leftover is found
+/// through the step's cgroup and killed with cgroup.kill, the env -i escapee included; the run's
+/// cgroup is gone afterwards.
+#[test]
+fn leftovers_are_killed_through_cgroup_v2_where_it_can_be_mounted() {
+    let t = Test::new().file("orch.toml", LEFTOVERS);
+    let mnt = t.path().join("cgroup2");
+    std::fs::create_dir(&mnt).unwrap();
+    let script = format!(
+        "mount -t cgroup2 none {mnt} || exit 77; {orch} run; code=$?; ls {mnt} > cgroups.txt; exit $code",
+        mnt = mnt.display(),
+        orch = super::harness::orch_bin().display()
+    );
+    let out = std::process::Command::new("unshare")
+        .args(["-m", "--propagation", "private", "sh", "-c", &script])
+        .current_dir(t.path())
+        .env("HOME", t.path().join("home"))
+        .env("NO_COLOR", "1")
+        .env_remove("ORCH_CGROUP")
+        .output()
+        .unwrap();
+    if out.status.code() == Some(77) || !out.status.success() && out.stdout.is_empty() {
+        eprintln!(
+            "skipped: cannot mount cgroup2 here: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        return;
+    }
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    for job in ["in-group", "setsid", "env-i"] {
+        let pid = pid_in(&t, &format!("{job}.pid"));
+        let leaked = leaked_of(&t, job);
+        let alive = pid_alive(pid);
+        if alive {
+            let _ = std::process::Command::new("kill").args(["-9", &pid.to_string()]).status();
+        }
+        assert_eq!(leaked, vec![pid], "{job}");
+        assert!(!alive, "{job} {pid} survived");
+    }
+    let left = std::fs::read_to_string(t.path().join("cgroups.txt")).unwrap();
+    assert!(!left.contains("orch-"), "the run's cgroup was not removed:\n{left}");
+}
