@@ -4,7 +4,7 @@
 //! Two mechanisms, chosen once per run:
 //! - **cgroup v2**, where orch can create a child of its own cgroup (a `cgroup2` mount in
 //!   `/proc/self/mountinfo`, and root or a delegated subtree): each run gets a cgroup
-//!   `orch-<token>` under orch's own, each step a child `s<n>` of it. The step's process writes
+//!   `orch-<pid in hex>-<time>` under orch's own, each step a child `s<n>` of it. The step's process writes
 //!   itself into `s<n>/cgroup.procs` between fork and exec, so nothing it forks is ever outside.
 //!   At the step's end `cgroup.procs` lists what is left and `cgroup.kill` kills all of it.
 //! - **the step token**, always: every step's environment carries `ORCH_STEP_TOKEN=<run>.<n>`,
@@ -60,7 +60,7 @@ impl Containment {
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos());
-        let run_token = format!("{:x}{:x}", std::process::id(), nanos & 0xffff_ffff_ffff);
+        let run_token = format!("{:x}-{:x}", std::process::id(), nanos & 0xffff_ffff_ffff);
         let cgroup = if !try_cgroup || std::env::var(CGROUP_SWITCH).is_ok_and(|v| v == "off") {
             None
         } else {

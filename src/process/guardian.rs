@@ -300,8 +300,8 @@ fn apply(message: &[u8], run: &mut Run) {
         return;
     };
     match op {
-        // A run token is hex; anything else could widen the environment match.
-        b't' if !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_hexdigit()) => {
+        // A run token is hex and `-`; anything else could widen the environment match.
+        b't' if !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-') => {
             run.token = Some(rest.to_string());
             return;
         }
@@ -329,12 +329,12 @@ mod tests {
     fn applies_the_protocol() {
         let mut run = Run::default();
         for message in [
-            "+10", "+11", "-10", "x12", "+", "+abc", "+13", "t", "t1a.", "tab12", "crel", "c/cg",
+            "+10", "+11", "-10", "x12", "+", "+abc", "+13", "t", "t1a.", "tab-12", "crel", "c/cg",
         ] {
             apply(message.as_bytes(), &mut run);
         }
         assert_eq!(run.groups.into_iter().collect::<Vec<_>>(), vec![11, 13]);
-        assert_eq!(run.token.as_deref(), Some("ab12"));
+        assert_eq!(run.token.as_deref(), Some("ab-12"));
         assert_eq!(run.cgroup, Some("/cg".into()));
     }
 }

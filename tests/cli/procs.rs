@@ -59,30 +59,37 @@ const TREES: &str = r#"
     [jobs.sim]
     prompt = "hang"
     env = { ORCH_SIM_HANG = "1", ORCH_SIM_GRANDCHILD = "1" }
+    [jobs.c]
+    shell = "setsid sleep 300 & echo ready; sleep 300"
 "#;
 
 /// What `pkill -9 orch` does, kept to this test's own processes (the machine is shared): one
 /// `kill -9` of orch and of every descendant whose kernel name matches `orch`. The guardian goes
-/// by another name, survives, and must take every step's tree down with it.
+/// by another name, survives, and must take every step's tree down with it, a setsid escapee
+/// (found by its step token) included.
 #[test]
 fn a_broad_kill_9_of_everything_named_orch_leaves_no_step_process() {
     for attempt in 0..3 {
+        // Both ways of finding a setsid escapee: the step token, and cgroups where usable.
+        let cgroup = if attempt % 2 == 0 { "off" } else { "on" };
         let t = Test::new()
             .file("orch.toml", TREES)
-            .args(&["run", "--simulate"]);
+            .args(&["run", "--simulate"])
+            .env("ORCH_CGROUP", cgroup);
         let sim = t.path().join("sim");
         let t = t.env("ORCH_SIM_STATE_DIR", sim.to_str().unwrap());
         let mut r = Running::start(&t);
         r.expect("a: ready");
         r.expect("b: ready");
+        r.expect("c: ready");
         let orch = r.child.id();
-        // Two sleeps of `a`, two of `b`, the simulated agent's grandchild.
+        // Two sleeps each of `a`, `b` and `c` (one of them setsid), the agent's grandchild.
         wait_until("every step's processes", Duration::from_secs(20), || {
             descendants(orch)
                 .iter()
                 .filter(|(_, comm)| comm == "sleep")
                 .count()
-                >= 5
+                >= 7
         });
         let tree = descendants(orch);
         let mut victims: Vec<String> = tree
@@ -259,7 +266,8 @@ fn leftovers_are_killed_through_cgroup_v2_where_it_can_be_mounted() {
     let mnt = t.path().join("cgroup2");
     std::fs::create_dir(&mnt).unwrap();
     let script = format!(
-        "mount -t cgroup2 none {mnt} || exit 77; {orch} run; code=$?; ls {mnt} > cgroups.txt; exit $code",
+        "mount -t cgroup2 none {mnt} || exit 77; {orch} run & pid=$!; wait $pid; code=$?; \
+         ls -d {mnt}/orch-$(printf %x $pid)-* > cgroups.txt 2>/dev/null; exit $code",
         mnt = mnt.display(),
         orch = super::harness::orch_bin().display()
     );
@@ -289,6 +297,7 @@ fn leftovers_are_killed_through_cgroup_v2_where_it_can_be_mounted() {
         assert_eq!(leaked, vec![pid], "{job}");
         assert!(!alive, "{job} {pid} survived");
     }
+    // Other runs may share the hierarchy: look for this run's cgroup only (named by orch's pid).
     let left = std::fs::read_to_string(t.path().join("cgroups.txt")).unwrap();
-    assert!(!left.contains("orch-"), "the run's cgroup was not removed:\n{left}");
+    assert!(left.is_empty(), "the run's cgroup was not removed:\n{left}");
 }
