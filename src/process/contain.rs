@@ -23,6 +23,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use memchr::memmem;
 
@@ -32,6 +33,9 @@ use super::group::{Stat, read_stat};
 pub const TOKEN_ENV: &str = "ORCH_STEP_TOKEN";
 /// Set to `off` to run without cgroups even where they are usable.
 const CGROUP_SWITCH: &str = "ORCH_CGROUP";
+/// A step that ran this long gets a scan of every pid: the pid counter (32768 values at the
+/// least) cannot wrap all the way round in a second, but might over hours.
+const FULL_SCAN_AFTER: Duration = Duration::from_secs(1);
 
 /// One run's containment: the token prefix and, when usable, the run's cgroup.
 #[derive(Debug)]
@@ -48,6 +52,10 @@ pub(crate) struct StepScope {
     pub(crate) token: String,
     /// The step's cgroup and its `cgroup.procs`, open for the child's pre-exec write.
     pub(crate) cgroup: Option<(PathBuf, File)>,
+    /// Just before the step was spawned.
+    started: Instant,
+    /// The last pid the kernel handed out then (`ns_last_pid`), if known.
+    last_pid: Option<u32>,
 }
 
 impl Containment {
@@ -119,6 +127,8 @@ impl Containment {
         StepScope {
             token: format!("{}.{n}", self.run_token),
             cgroup,
+            started: Instant::now(),
+            last_pid: last_pid(),
         }
     }
 }
@@ -161,7 +171,20 @@ pub(crate) fn leftovers(pgid: u32, scope: &StepScope) -> Vec<(u32, bool)> {
     }
     let since = read_stat(pgid).map_or(0, |stat| stat.start_ticks);
     let needle = format!("{TOKEN_ENV}={}\0", scope.token);
-    scan(|pid, stat| {
+    // Every process of the step was forked after the spawn, so its pid lies in the cyclic
+    // interval of pids handed out since: reading only those keeps the per-step cost off the
+    // other ~hundreds of processes of a machine. Once the step has run long enough for the pid
+    // counter to have wrapped all the way round, every pid is read.
+    let window = match (scope.last_pid, last_pid()) {
+        (Some(from), Some(to)) if scope.started.elapsed() < FULL_SCAN_AFTER => Some((from, to)),
+        _ => None,
+    };
+    let in_window = |pid: u32| match window {
+        None => true,
+        Some((from, to)) if from <= to => pid > from && pid <= to,
+        Some((from, to)) => pid > from || pid <= to,
+    };
+    scan_where(in_window, |pid, stat| {
         if pid == pgid || stat.is_dead() {
             None
         } else if stat.pgrp == pgid {
@@ -187,14 +210,32 @@ pub(crate) fn run_processes(run_token: &str) -> Vec<u32> {
 }
 
 /// One pass over `/proc`, keeping what `keep` maps to `Some`.
-fn scan<T>(mut keep: impl FnMut(u32, Stat) -> Option<T>) -> Vec<(u32, T)> {
+fn scan<T>(keep: impl FnMut(u32, Stat) -> Option<T>) -> Vec<(u32, T)> {
+    scan_where(|_| true, keep)
+}
+
+/// One pass over `/proc`, reading the stat of the pids `wanted` accepts only.
+fn scan_where<T>(
+    wanted: impl Fn(u32) -> bool,
+    mut keep: impl FnMut(u32, Stat) -> Option<T>,
+) -> Vec<(u32, T)> {
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
     entries
         .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&pid| wanted(pid))
         .filter_map(|pid| Some((pid, keep(pid, read_stat(pid)?)?)))
         .collect()
+}
+
+/// The last pid handed out in orch's pid namespace.
+fn last_pid() -> Option<u32> {
+    std::fs::read_to_string("/proc/sys/kernel/ns_last_pid")
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
 }
 
 /// Whether the initial environment of `pid` contains `needle`; false if it cannot be read.
