@@ -66,7 +66,10 @@ pub fn session_env(
     }
     let dir = std::path::absolute(state_dir.join("agent-sim"))
         .unwrap_or_else(|_| state_dir.join("agent-sim"));
-    Some((STATE_DIR_ENV.to_string(), dir.to_string_lossy().into_owned()))
+    Some((
+        STATE_DIR_ENV.to_string(),
+        dir.to_string_lossy().into_owned(),
+    ))
 }
 
 static SIGINT_SEEN: AtomicBool = AtomicBool::new(false);

@@ -20,8 +20,8 @@
 use std::collections::BTreeSet;
 use std::io::{self, Read, Write};
 use std::os::fd::BorrowedFd;
-use std::path::Path;
 use std::os::unix::process::CommandExt;
+use std::path::Path;
 use std::process::{ChildStdin, Command, ExitCode, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -87,7 +87,9 @@ impl Guardian {
         // Until it has renamed itself a `pkill orch` would match it: wait for that (a few ms).
         let stdout = process.stdout.take().expect("stdout was piped");
         // Other bytes may come first (a test harness playing the guardian prints its banner).
-        let ready = stdout.bytes().any(|byte| byte.is_ok_and(|byte| byte == READY));
+        let ready = io::BufReader::new(stdout)
+            .bytes()
+            .any(|byte| byte.is_ok_and(|byte| byte == READY));
         if !ready {
             let _ = process.kill();
             let _ = process.wait();

@@ -136,7 +136,11 @@ async fn kill_leftovers(pgid: u32, group: &Group, scope: &StepScope, leaked: &mu
         }
         for &(pid, escaped) in &found {
             if escaped {
-                tracing::warn!(pgid, pid, "a process left the step's process group (setsid?)");
+                tracing::warn!(
+                    pgid,
+                    pid,
+                    "a process left the step's process group (setsid?)"
+                );
             }
             if !leaked.contains(&pid) {
                 leaked.push(pid);

@@ -64,7 +64,10 @@ fn first_suspect(text: &str, keep_newlines: bool) -> Option<usize> {
         .position(|&b| b < 0x20 || b == 0x7f || b == 0xc2 || b == 0xe2)
     {
         let at = from + offset;
-        let c = text[at..].chars().next().expect("a suspect byte starts a character");
+        let c = text[at..]
+            .chars()
+            .next()
+            .expect("a suspect byte starts a character");
         if needs_work(c, keep_newlines) {
             return Some(at);
         }
@@ -145,8 +148,11 @@ fn skip_csi(chars: &mut std::iter::Peekable<std::str::Chars<'_>>) -> String {
 
 /// A colour/style body: digits, `;` and `:` then `m`.
 fn is_sgr(body: &str) -> bool {
-    body.strip_suffix('m')
-        .is_some_and(|params| params.chars().all(|c| c.is_ascii_digit() || c == ';' || c == ':'))
+    body.strip_suffix('m').is_some_and(|params| {
+        params
+            .chars()
+            .all(|c| c.is_ascii_digit() || c == ';' || c == ':')
+    })
 }
 
 /// Skips a control string (OSC, DCS, SOS, PM, APC) up to and including its terminator: BEL
@@ -234,14 +240,18 @@ mod tests {
     #[test]
     fn never_lets_an_escape_through() {
         // Every ESC/C1 byte in any position, followed by anything, leaves no ESC or C1 behind.
-        let tails = ["", "[", "]", "P", "[1;2", "]52;c;", "(", " ", "\x1b", "\u{9b}"];
+        let tails = [
+            "", "[", "]", "P", "[1;2", "]52;c;", "(", " ", "\x1b", "\u{9b}",
+        ];
         for lead in ["\x1b", "\u{9b}", "\u{9d}", "\u{90}"] {
             for tail in tails {
                 for after in ["", "x", "\x07", "\x1b\\", "m"] {
                     let text = format!("a{lead}{tail}{after}z");
                     let clean = sanitize(&text);
                     assert!(
-                        !clean.chars().any(|c| c == ESC || ('\u{80}'..='\u{9f}').contains(&c)),
+                        !clean
+                            .chars()
+                            .any(|c| c == ESC || ('\u{80}'..='\u{9f}').contains(&c)),
                         "{text:?} gave {clean:?}"
                     );
                 }

@@ -475,7 +475,10 @@ shell = "printf 'a\\033]52;c;cHduZWQ=\\007b\\033[2Jc\\033[5;5Hd\\re\\n'; printf 
 /// What a child may not send to the user's terminal through orch.
 fn assert_no_foreign_escapes(text: &str) {
     for bad in ["\x1b]52", "\x1b[2J", "\x1b[5;5H", "\x1b]0;", "\u{9b}"] {
-        assert!(!text.contains(bad), "{bad:?} reached the terminal:\n{text:?}");
+        assert!(
+            !text.contains(bad),
+            "{bad:?} reached the terminal:\n{text:?}"
+        );
     }
 }
 
@@ -492,7 +495,10 @@ fn escape_sequences_from_a_step_never_reach_the_terminal() {
     assert!(!stdout.contains('\x1b'), "{stdout:?}");
     assert!(!stderr.contains('\x1b'), "{stderr:?}");
     assert!(!stdout.contains('\r'), "{stdout:?}");
-    assert!(stdout.contains("abcd␍e"), "the text itself is kept: {stdout}");
+    assert!(
+        stdout.contains("abcd␍e"),
+        "the text itself is kept: {stdout}"
+    );
     assert!(stdout.contains("xy"), "{stdout}");
     assert!(stdout.contains("evil"), "{stdout}");
     // The log keeps every byte.

@@ -135,8 +135,15 @@ fn simulated_sessions_live_in_each_state_folder() {
             .env_remove("ORCH_SIM_STATE_DIR")
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
-        let file = t.path().join(state).join(format!("agent-sim/{session}.json"));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        let file = t
+            .path()
+            .join(state)
+            .join(format!("agent-sim/{session}.json"));
         assert!(file.is_file(), "{} is missing", file.display());
         files.push(std::fs::read_to_string(file).unwrap());
     }
@@ -245,16 +252,23 @@ fn leftovers_are_listed_and_killed_without_cgroups() {
     let out = t.run();
     let env_i = pid_in(&t, "env-i.pid");
     let lost = pid_alive(env_i);
-    let _ = std::process::Command::new("kill").args(["-9", &env_i.to_string()]).status();
+    let _ = std::process::Command::new("kill")
+        .args(["-9", &env_i.to_string()])
+        .status();
     assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
     for job in ["in-group", "setsid"] {
         let pid = pid_in(&t, &format!("{job}.pid"));
         assert_eq!(leaked_of(&t, job), vec![pid], "{job}");
-        wait_until(&format!("{job} {pid} to die"), Duration::from_secs(5), || {
-            !pid_alive(pid)
-        });
+        wait_until(
+            &format!("{job} {pid} to die"),
+            Duration::from_secs(5),
+            || !pid_alive(pid),
+        );
     }
-    assert!(lost, "the fallback cannot find a setsid + env -i escapee (if it can, say so)");
+    assert!(
+        lost,
+        "the fallback cannot find a setsid + env -i escapee (if it can, say so)"
+    );
 }
 
 /// With cgroup v2 (mounted here in a private mount namespace, as root): every leftover is found
@@ -286,13 +300,19 @@ fn leftovers_are_killed_through_cgroup_v2_where_it_can_be_mounted() {
         );
         return;
     }
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     for job in ["in-group", "setsid", "env-i"] {
         let pid = pid_in(&t, &format!("{job}.pid"));
         let leaked = leaked_of(&t, job);
         let alive = pid_alive(pid);
         if alive {
-            let _ = std::process::Command::new("kill").args(["-9", &pid.to_string()]).status();
+            let _ = std::process::Command::new("kill")
+                .args(["-9", &pid.to_string()])
+                .status();
         }
         assert_eq!(leaked, vec![pid], "{job}");
         assert!(!alive, "{job} {pid} survived");
