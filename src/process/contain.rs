@@ -36,6 +36,8 @@ const CGROUP_SWITCH: &str = "ORCH_CGROUP";
 /// A step that ran this long gets a scan of every pid: the pid counter (32768 values at the
 /// least) cannot wrap all the way round in a second, but might over hours.
 const FULL_SCAN_AFTER: Duration = Duration::from_secs(1);
+/// Up to this many new pids are probed one by one rather than found by listing `/proc`.
+const PROBE_MAX: u32 = 256;
 
 /// One run's containment: the token prefix and, when usable, the run's cgroup.
 #[derive(Debug)]
@@ -73,6 +75,13 @@ impl Containment {
             None
         } else {
             own_cgroup_dir().and_then(|own| {
+                // Moving a process needs write access to the cgroup.procs of the common
+                // ancestor, orch's own cgroup: without it the steps' writes would fail.
+                let movable =
+                    nix::unistd::access(&own.join("cgroup.procs"), nix::unistd::AccessFlags::W_OK);
+                if movable.is_err() {
+                    return None;
+                }
                 let dir = own.join(format!("orch-{run_token}"));
                 match std::fs::create_dir(&dir) {
                     Ok(()) => Some(dir),
@@ -179,12 +188,7 @@ pub(crate) fn leftovers(pgid: u32, scope: &StepScope) -> Vec<(u32, bool)> {
         (Some(from), Some(to)) if scope.started.elapsed() < FULL_SCAN_AFTER => Some((from, to)),
         _ => None,
     };
-    let in_window = |pid: u32| match window {
-        None => true,
-        Some((from, to)) if from <= to => pid > from && pid <= to,
-        Some((from, to)) => pid > from || pid <= to,
-    };
-    scan_where(in_window, |pid, stat| {
+    let found = |pid: u32, stat: Stat| {
         if pid == pgid || stat.is_dead() {
             None
         } else if stat.pgrp == pgid {
@@ -194,6 +198,43 @@ pub(crate) fn leftovers(pgid: u32, scope: &StepScope) -> Vec<(u32, bool)> {
         } else {
             None
         }
+    };
+    let mut leftovers = match window {
+        // A few pids handed out since (the usual case): probe them, no listing of /proc.
+        Some((from, to)) if from <= to && to - from <= PROBE_MAX => probe(from + 1..=to, found),
+        Some((from, to)) => scan_where(
+            |pid| {
+                if from <= to {
+                    pid > from && pid <= to
+                } else {
+                    pid > from || pid <= to
+                }
+            },
+            found,
+        ),
+        None => scan(found),
+    };
+    // Probing reaches threads too (`/proc/TID` exists, unlisted): keep processes only.
+    leftovers.retain(|&(pid, _)| is_process(pid));
+    leftovers
+}
+
+/// Reads the stat of each pid of `pids` that exists, keeping what `keep` maps to `Some`.
+fn probe<T>(
+    pids: impl Iterator<Item = u32>,
+    mut keep: impl FnMut(u32, Stat) -> Option<T>,
+) -> Vec<(u32, T)> {
+    pids.filter_map(|pid| Some((pid, keep(pid, read_stat(pid)?)?)))
+        .collect()
+}
+
+/// True when `pid` is a process (its thread group's leader), not another thread's id.
+fn is_process(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/status")).is_ok_and(|status| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("Tgid:"))
+            .is_some_and(|tgid| tgid.trim() == pid.to_string())
     })
 }
 
