@@ -25,7 +25,10 @@
 //! - `ORCH_SIM_STREAM_MB=N`: N MB of assistant lines of the first message, without delay, for
 //!   throughput benchmarks.
 //! - `ORCH_SIM_HANG=1`: sleep forever after the init line, for timeout tests.
-//! - `ORCH_SIM_STATE_DIR=DIR`: session totals (default `<temp dir>/orch-sim`).
+//! - `ORCH_SIM_STATE_DIR=DIR`: session totals. `orch run --simulate` sets it to
+//!   `<state folder>/agent-sim` (see [`session_env`]) unless it is set already, so runs with
+//!   different state folders never share or collide on sessions; run by hand, the default is
+//!   `.orch/agent-sim` under the working folder, never a shared folder under `/tmp`.
 //!
 //! Limits follow the CLI: `--max-turns N` stops after N responses with `error_max_turns`;
 //! `--max-budget-usd U` stops after the response that crosses U with `error_max_budget_usd`;
@@ -46,6 +49,28 @@ use std::io::Write;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
+
+/// The variable that tells the simulated agent where its session files live.
+pub const STATE_DIR_ENV: &str = "ORCH_SIM_STATE_DIR";
+
+/// What `orch run --simulate` adds to each job's environment: [`STATE_DIR_ENV`] set to
+/// `<state_dir>/agent-sim` (made absolute, as steps run in their own working folders); `None`
+/// when `inherited` (orch's own environment) or the job already set it, which wins.
+pub fn session_env(
+    state_dir: &std::path::Path,
+    inherited: Option<&std::ffi::OsStr>,
+    job_env: &[(String, String)],
+) -> Option<(String, String)> {
+    if inherited.is_some() || job_env.iter().any(|(key, _)| key == STATE_DIR_ENV) {
+        return None;
+    }
+    let dir = std::path::absolute(state_dir.join("agent-sim"))
+        .unwrap_or_else(|_| state_dir.join("agent-sim"));
+    Some((
+        STATE_DIR_ENV.to_string(),
+        dir.to_string_lossy().into_owned(),
+    ))
+}
 
 static SIGINT_SEEN: AtomicBool = AtomicBool::new(false);
 static SIGTERM_SEEN: AtomicBool = AtomicBool::new(false);

@@ -27,6 +27,15 @@ pub fn run(args: &RunArgs) -> Result<ExitCode, Error> {
     } else {
         AgentProgram::by_name()
     };
+    if args.manifest.simulate {
+        // The simulated agent keeps its sessions in this state folder, not a shared one.
+        let inherited = std::env::var_os(crate::agent::simulate::STATE_DIR_ENV);
+        for job in &mut manifest.jobs {
+            let state = &manifest.settings.state_dir;
+            let env = crate::agent::simulate::session_env(state, inherited.as_deref(), &job.env);
+            job.env.extend(env);
+        }
+    }
     let timing = super::service::Timing::new(args, &manifest)?;
     // --- display: the reporters the flags ask for (see `report::select`), in their own task ---
     let fanout = display(args, &manifest, &agent)?;

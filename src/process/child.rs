@@ -6,6 +6,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io;
+use std::os::fd::{AsRawFd, RawFd};
 use std::path::Path;
 use std::process::Stdio;
 use std::sync::Arc;
@@ -15,6 +16,7 @@ use nix::unistd::{Pid, getpid, getppid, setpgid};
 use tokio::runtime::Handle;
 use tokio::sync::{mpsc, oneshot, watch};
 
+use super::contain::{Containment, TOKEN_ENV};
 use super::drain::{LogFault, Sink, drain, enlarge_pipe};
 use super::guardian::Guardian;
 use super::lines::{BATCHES_IN_FLIGHT, Lines};
@@ -109,6 +111,10 @@ impl Child {
 pub async fn spawn(spec: &SpawnSpec, guardian: Option<&Guardian>) -> io::Result<Child> {
     let stdout_log = open_log(&spec.stdout_log)?;
     let stderr_log = open_log(&spec.stderr_log)?;
+    let scope = match guardian {
+        Some(guardian) => guardian.step_scope(),
+        None => standalone().step(),
+    };
 
     let mut command = tokio::process::Command::new(&spec.program);
     command
@@ -118,11 +124,15 @@ pub async fn spawn(spec: &SpawnSpec, guardian: Option<&Guardian>) -> io::Result<
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
+        // Inherited by everything the step starts: how its escapees are found without cgroups.
+        .env(TOKEN_ENV, &scope.token)
         // Reaches only the leader; the guard and the monitor handle the rest of the group.
         .kill_on_drop(true);
     let parent = getpid();
-    // SAFETY: `prepare_child` only makes async-signal-safe system calls and does not allocate.
-    unsafe { command.pre_exec(move || prepare_child(parent)) };
+    let cgroup_procs = scope.cgroup.as_ref().map(|(_, procs)| procs.as_raw_fd());
+    // SAFETY: `prepare_child` only makes async-signal-safe system calls and does not allocate;
+    // the cgroup file stays open (in `scope`) until after the spawn.
+    unsafe { command.pre_exec(move || prepare_child(parent, cgroup_procs)) };
     let mut leader = command.spawn()?;
 
     let pgid = leader.id().expect("a child not yet waited for has a pid");
@@ -171,6 +181,7 @@ pub async fn spawn(spec: &SpawnSpec, guardian: Option<&Guardian>) -> io::Result<
         drains,
         finish,
         guardian: guardian.cloned(),
+        scope,
         exit: exit_tx,
     }));
     Ok(Child {
@@ -189,8 +200,21 @@ fn open_log(path: &Path) -> io::Result<File> {
         .map_err(|err| io::Error::new(err.kind(), format!("{}: {err}", path.display())))
 }
 
+/// The containment of steps spawned without a guardian (tests, tools): tokens, no cgroup.
+fn standalone() -> &'static Containment {
+    static STANDALONE: std::sync::OnceLock<Containment> = std::sync::OnceLock::new();
+    STANDALONE.get_or_init(Containment::without_cgroup)
+}
+
 /// Runs in the child between fork and exec: async-signal-safe calls only, no allocation.
-fn prepare_child(parent: Pid) -> io::Result<()> {
+fn prepare_child(parent: Pid, cgroup_procs: Option<RawFd>) -> io::Result<()> {
+    if let Some(fd) = cgroup_procs {
+        // "0" moves the writer: from here on, everything this child forks is in the step's
+        // cgroup. A failure leaves it to the group and the token (the scan finds it then).
+        // SAFETY: the descriptor is open until the spawn returns.
+        let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+        let _ = nix::unistd::write(fd, b"0");
+    }
     setpgid(Pid::from_raw(0), Pid::from_raw(0))?;
     #[cfg(target_os = "linux")]
     {

@@ -48,20 +48,22 @@ pub(crate) fn checked_pgid(pgid: u32) -> io::Result<i32> {
     }
 }
 
-/// The fields of `/proc/PID/stat` this module needs.
+/// The fields of `/proc/PID/stat` the process module needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Stat {
-    state: char,
-    pgrp: u32,
+pub(crate) struct Stat {
+    pub(crate) state: char,
+    pub(crate) pgrp: u32,
+    /// When the process started, in clock ticks since boot.
+    pub(crate) start_ticks: u64,
 }
 
 impl Stat {
-    fn is_dead(self) -> bool {
+    pub(crate) fn is_dead(self) -> bool {
         matches!(self.state, 'Z' | 'X' | 'x')
     }
 }
 
-fn read_stat(pid: u32) -> Option<Stat> {
+pub(crate) fn read_stat(pid: u32) -> Option<Stat> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     parse_stat(&text)
 }
@@ -74,7 +76,13 @@ fn parse_stat(text: &str) -> Option<Stat> {
     let state = fields.next()?.chars().next()?;
     let _ppid = fields.next()?;
     let pgrp = fields.next()?.parse().ok()?;
-    Some(Stat { state, pgrp })
+    // Field 22 of the file, the 17th after pgrp (absent in truncated test input).
+    let start_ticks = fields.nth(16).and_then(|t| t.parse().ok()).unwrap_or(0);
+    Some(Stat {
+        state,
+        pgrp,
+        start_ticks,
+    })
 }
 
 #[cfg(test)]
@@ -88,9 +96,12 @@ mod tests {
             stat,
             Stat {
                 state: 'S',
-                pgrp: 40
+                pgrp: 40,
+                start_ticks: 0,
             }
         );
+        let full = "9 (sleep) S 8 9 8 0 -1 4194304 90 0 0 0 0 0 0 0 20 0 1 0 123456 2469888 238";
+        assert_eq!(parse_stat(full).expect("valid stat").start_ticks, 123456);
         assert!(!stat.is_dead());
         let zombie = parse_stat("7 (sh) Z 1 7 7").expect("valid stat");
         assert!(zombie.is_dead());

@@ -3,15 +3,24 @@
 //! grandchildren).
 //!
 //! Protocol on the guardian's stdin: `+PGID\n` when a group is spawned, `-PGID\n` just before its
-//! leader is reaped. When stdin reaches EOF (orch exited or died, so the kernel closed the pipe),
+//! leader is reaped; once at the start, `tTOKEN\n` (the run's step-token prefix) and, when the run
+//! has one, `cDIR\n` (its cgroup). At the end it also kills the run's cgroup (`cgroup.kill`,
+//! then removes it) and every process carrying one of the run's step tokens: setsid escapees. When stdin reaches EOF (orch exited or died, so the kernel closed the pipe),
 //! or when its own parent-death signal shows orch is gone (it then reads what is left without
-//! blocking), the guardian kills every still-registered group and exits. It runs in its own process group and ignores SIGINT, SIGTERM and SIGHUP, so a
-//! terminal Ctrl-C reaches orch (which stops children politely), never the guardian. It must
-//! never kill a group that was unregistered, nor do anything but read, track and kill.
+//! blocking), the guardian kills every still-registered group and exits. It runs in its own
+//! process group and ignores SIGINT, SIGTERM and SIGHUP, so a terminal Ctrl-C reaches orch
+//! (which stops children politely), never the guardian. It must never kill a group that was
+//! unregistered, nor do anything but read, track and kill.
+//!
+//! It does not answer to orch's name: its argv[0] and its kernel name (comm) are
+//! [`GUARDIAN_NAME`], so a broad `pkill -9 orch`, `pkill -9 -f orch`, `pkill -9 -x orch` or
+//! `killall -9 orch` kills orch but not the process that cleans up after it. `start` returns
+//! only once the guardian has renamed itself (it writes one byte on its stdout then).
 
 use std::collections::BTreeSet;
 use std::io::{self, Read, Write};
 use std::os::fd::BorrowedFd;
+use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{ChildStdin, Command, ExitCode, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicI32, Ordering};
@@ -22,6 +31,7 @@ use nix::fcntl::{FcntlArg, OFlag, fcntl};
 use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
 use nix::unistd::{Pid, getppid, setpgid};
 
+use super::contain::{self, Containment, StepScope};
 use super::group::signal_group;
 
 /// Environment variable carrying orch's pid, so the guardian can tell orch's death from the
@@ -29,6 +39,12 @@ use super::group::signal_group;
 const PARENT_ENV: &str = "ORCH_GUARDIAN_PARENT";
 /// The guardian's parent-death signal; handled like EOF.
 const PARENT_DEATH_SIGNAL: Signal = Signal::SIGUSR1;
+
+/// The guardian's process name (argv[0] and comm); it must not contain "orch", or `pkill orch`
+/// (a regex match on comm, or on the command line with `-f`) would take it down with orch.
+pub const GUARDIAN_NAME: &str = "step-guardian";
+/// The byte (ASCII ACK) the guardian writes on its stdout once it carries [`GUARDIAN_NAME`].
+const READY: u8 = 0x06;
 
 /// orch's pid as the guardian was told it; 0 when unknown.
 static EXPECTED_PARENT: AtomicI32 = AtomicI32::new(0);
@@ -42,6 +58,7 @@ pub struct Guardian {
 #[derive(Debug)]
 struct Inner {
     pid: u32,
+    containment: Containment,
     stdin: Mutex<Option<ChildStdin>>,
     process: Mutex<std::process::Child>,
 }
@@ -53,26 +70,57 @@ impl Guardian {
     pub fn start(exe: &Path, args: &[&str]) -> io::Result<Guardian> {
         let mut command = Command::new(exe);
         command
+            .arg0(GUARDIAN_NAME)
             .args(args)
             .env(PARENT_ENV, std::process::id().to_string())
             .stdin(Stdio::piped())
-            .stdout(Stdio::null());
+            .stdout(Stdio::piped());
         // SAFETY: setpgid is async-signal-safe and does not allocate.
         unsafe {
-            std::os::unix::process::CommandExt::pre_exec(&mut command, || {
+            command.pre_exec(|| {
                 setpgid(Pid::from_raw(0), Pid::from_raw(0))?;
                 Ok(())
             });
         }
         let mut process = command.spawn()?;
         let stdin = process.stdin.take().expect("stdin was piped");
-        Ok(Guardian {
+        // Until it has renamed itself a `pkill orch` would match it: wait for that (a few ms).
+        let stdout = process.stdout.take().expect("stdout was piped");
+        // Other bytes may come first (a test harness playing the guardian prints its banner).
+        let ready = io::BufReader::new(stdout)
+            .bytes()
+            .any(|byte| byte.is_ok_and(|byte| byte == READY));
+        if !ready {
+            let _ = process.kill();
+            let _ = process.wait();
+            return Err(io::Error::other("the guardian did not start"));
+        }
+        let guardian = Guardian {
             inner: Arc::new(Inner {
                 pid: process.id(),
+                containment: Containment::new(),
                 stdin: Mutex::new(Some(stdin)),
                 process: Mutex::new(process),
             }),
-        })
+        };
+        let containment = &guardian.inner.containment;
+        let mut setup = format!("t{}\n", containment.run_token());
+        if let Some(dir) = containment.cgroup() {
+            setup.push_str(&format!("c{}\n", dir.display()));
+        }
+        guardian.write(setup.as_bytes())?;
+        Ok(guardian)
+    }
+
+    /// A new step's token and cgroup, for [`super::spawn`].
+    pub(crate) fn step_scope(&self) -> StepScope {
+        self.inner.containment.step()
+    }
+
+    /// Whether this run's steps go into cgroups (cgroup v2 usable), as opposed to the
+    /// process-group and token fallback.
+    pub fn uses_cgroups(&self) -> bool {
+        self.inner.containment.cgroup().is_some()
     }
 
     /// The guardian's pid.
@@ -108,6 +156,10 @@ impl Guardian {
     }
 
     fn send(&self, op: char, pgid: u32) -> io::Result<()> {
+        self.write(format!("{op}{pgid}\n").as_bytes())
+    }
+
+    fn write(&self, message: &[u8]) -> io::Result<()> {
         let mut stdin = self
             .inner
             .stdin
@@ -116,8 +168,8 @@ impl Guardian {
         let stdin = stdin.as_mut().ok_or_else(|| {
             io::Error::new(io::ErrorKind::BrokenPipe, "the guardian is shut down")
         })?;
-        // One write of a few bytes is atomic on a pipe, so clones may send concurrently.
-        stdin.write_all(format!("{op}{pgid}\n").as_bytes())
+        // Writes under PIPE_BUF bytes are atomic on a pipe, so clones may send concurrently.
+        stdin.write_all(message)
     }
 }
 
@@ -169,6 +221,11 @@ pub fn main() -> ExitCode {
             stop_blocking_on_stdin();
         }
     }
+    // Not fatal: a guardian under orch's name still guards, it is only easier to kill.
+    #[cfg(target_os = "linux")]
+    let _ = nix::sys::prctl::set_name(c"step-guardian");
+    let mut stdout = io::stdout();
+    let _ = stdout.write_all(&[READY]).and_then(|()| stdout.flush());
     serve(io::stdin().lock())
 }
 
@@ -197,7 +254,7 @@ fn stop_blocking_on_stdin() {
 /// dead and the input non-blocking) a read that would block, then SIGKILLs every group still
 /// registered. Malformed lines are ignored.
 pub fn serve(mut input: impl Read) -> ExitCode {
-    let mut groups = BTreeSet::new();
+    let mut run = Run::default();
     let mut pending = Vec::new();
     let mut buf = [0u8; 4096];
     loop {
@@ -209,29 +266,59 @@ pub fn serve(mut input: impl Read) -> ExitCode {
             Err(_) => break,
         }
         while let Some(nl) = memchr(b'\n', &pending) {
-            apply(&pending[..nl], &mut groups);
+            apply(&pending[..nl], &mut run);
             pending.drain(..=nl);
         }
     }
-    for pgid in groups {
+    for &pgid in &run.groups {
         let _ = signal_group(pgid, Signal::SIGKILL);
+    }
+    if let Some(dir) = &run.cgroup {
+        contain::remove_run_cgroup(dir);
+    }
+    if let Some(token) = &run.token {
+        for pid in contain::run_processes(token) {
+            if let Ok(pid) = i32::try_from(pid) {
+                let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
+            }
+        }
     }
     ExitCode::SUCCESS
 }
 
-fn apply(message: &[u8], groups: &mut BTreeSet<u32>) {
-    let Some((&op, digits)) = message.split_first() else {
+/// What the guardian knows of the run.
+#[derive(Debug, Default)]
+struct Run {
+    groups: BTreeSet<u32>,
+    token: Option<String>,
+    cgroup: Option<std::path::PathBuf>,
+}
+
+fn apply(message: &[u8], run: &mut Run) {
+    let Some((&op, rest)) = message.split_first() else {
         return;
     };
-    let Some(pgid) = std::str::from_utf8(digits)
-        .ok()
-        .and_then(|digits| digits.parse::<u32>().ok())
-    else {
+    let Ok(rest) = std::str::from_utf8(rest) else {
         return;
     };
     match op {
-        b'+' => groups.insert(pgid),
-        b'-' => groups.remove(&pgid),
+        // A run token is hex and `-`; anything else could widen the environment match.
+        b't' if !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-') => {
+            run.token = Some(rest.to_string());
+            return;
+        }
+        b'c' if rest.starts_with('/') => {
+            run.cgroup = Some(rest.into());
+            return;
+        }
+        _ => {}
+    }
+    let Ok(pgid) = rest.parse::<u32>() else {
+        return;
+    };
+    match op {
+        b'+' => run.groups.insert(pgid),
+        b'-' => run.groups.remove(&pgid),
         _ => false,
     };
 }
@@ -242,10 +329,14 @@ mod tests {
 
     #[test]
     fn applies_the_protocol() {
-        let mut groups = BTreeSet::new();
-        for message in ["+10", "+11", "-10", "x12", "+", "+abc", "+13"] {
-            apply(message.as_bytes(), &mut groups);
+        let mut run = Run::default();
+        for message in [
+            "+10", "+11", "-10", "x12", "+", "+abc", "+13", "t", "t1a.", "tab-12", "crel", "c/cg",
+        ] {
+            apply(message.as_bytes(), &mut run);
         }
-        assert_eq!(groups.into_iter().collect::<Vec<_>>(), vec![11, 13]);
+        assert_eq!(run.groups.into_iter().collect::<Vec<_>>(), vec![11, 13]);
+        assert_eq!(run.token.as_deref(), Some("ab-12"));
+        assert_eq!(run.cgroup, Some("/cg".into()));
     }
 }

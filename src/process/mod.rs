@@ -7,10 +7,11 @@
 //! or interpret what a child writes: it delivers raw bytes and exit facts, nothing more.
 //!
 //! Invariant: a step's processes never outlive the step. When a leader exits, whatever is left in
-//! its group is reported as leaked and SIGKILLed; a dropped [`Child`] SIGKILLs its group; and the
+//! its group, its cgroup, or carries its token (see `contain`) is reported as leaked and SIGKILLed; a dropped [`Child`] SIGKILLs its group; and the
 //! [`Guardian`] SIGKILLs every registered group when orch goes away, even by SIGKILL.
 
 mod child;
+mod contain;
 mod drain;
 mod frame;
 mod group;
@@ -24,6 +25,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use child::{Child, spawn};
+pub use contain::TOKEN_ENV;
 pub use drain::LogFault;
 pub use group::{group_members, pid_alive, signal_group};
 pub use guardian::Guardian;
@@ -72,6 +74,26 @@ pub struct Line {
     pub truncated: bool,
 }
 
+impl Line {
+    /// The line as text for people: at most `max_bytes` of its bytes (a character cut in two at
+    /// the end is dropped), invalid UTF-8 replaced by `�`, trailing whitespace trimmed. It copies
+    /// at most `max_bytes`, so showing a line of many megabytes does not cost a second buffer of
+    /// that size (the line itself is dropped once shown; the log has every byte).
+    pub fn display_text(&self, max_bytes: usize) -> String {
+        let mut head = &self.bytes[..self.bytes.len().min(max_bytes)];
+        if head.len() < self.bytes.len() {
+            if let Err(err) = std::str::from_utf8(head) {
+                if err.error_len().is_none() {
+                    head = &head[..err.valid_up_to()];
+                }
+            }
+        }
+        let mut text = String::from_utf8_lossy(head).into_owned();
+        text.truncate(text.trim_end().len());
+        text
+    }
+}
+
 /// A rung of the stop ladder.
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
@@ -113,7 +135,9 @@ pub struct Exit {
     pub code: Option<i32>,
     /// The signal that killed the leader, if one did.
     pub signal: Option<i32>,
-    /// Pids of group members still alive when the leader exited; all were SIGKILLed.
+    /// Pids of the step's processes still alive when the leader exited, found before anything
+    /// was killed: members of its group, and processes that left the group but sit in the step's
+    /// cgroup or carry its `ORCH_STEP_TOKEN`. All were SIGKILLed.
     pub leaked: Vec<u32>,
     /// The last rung of the stop ladder sent before the leader exited, if any.
     pub stopped_by: Option<StopStage>,
@@ -162,5 +186,29 @@ pub fn raise_fd_limit() {
         if soft < hard {
             let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(bytes: &[u8]) -> Line {
+        Line {
+            stream: Stream::Stdout,
+            bytes: bytes.to_vec(),
+            truncated: false,
+        }
+    }
+
+    #[test]
+    fn display_text_copies_at_most_its_cap() {
+        assert_eq!(line(b"hello  \r").display_text(100), "hello");
+        assert_eq!(line(b"abcdef").display_text(3), "abc");
+        // "é" is two bytes: a cut through it drops the half, not shows a replacement.
+        assert_eq!(line("aé".as_bytes()).display_text(2), "a");
+        assert_eq!(line(b"a\xffb").display_text(10), "a\u{fffd}b");
+        let huge = line(&vec![b'x'; 1 << 20]);
+        assert_eq!(huge.display_text(64).len(), 64);
     }
 }

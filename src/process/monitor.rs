@@ -19,8 +19,9 @@ use tokio::task::JoinHandle;
 use tokio::time::{Instant, sleep, timeout};
 
 use super::Exit;
+use super::contain::{self, StepScope};
 use super::drain::LogFault;
-use super::group::{group_members, pid_alive};
+use super::group::pid_alive;
 use super::guardian::Guardian;
 use super::stop::Group;
 
@@ -39,6 +40,7 @@ pub(crate) struct Watch {
     pub(crate) drains: [JoinHandle<Option<LogFault>>; 2],
     pub(crate) finish: watch::Sender<bool>,
     pub(crate) guardian: Option<Guardian>,
+    pub(crate) scope: StepScope,
     pub(crate) exit: oneshot::Sender<Exit>,
 }
 
@@ -49,6 +51,7 @@ pub(crate) async fn run(watch: Watch) {
         mut drains,
         finish,
         guardian,
+        scope,
         exit,
     } = watch;
     let pgid = group.pgid;
@@ -56,23 +59,18 @@ pub(crate) async fn run(watch: Watch) {
     group.exited.send_replace(true);
     let stopped_by = group.stage();
 
+    // Whatever is left of the step, found before anything is killed so that it can be reported:
+    // group members (pipes closed or not) and, through the cgroup or the token, escapees.
+    let mut leaked = Vec::new();
+    kill_leftovers(pgid, &group, &scope, &mut leaked).await;
     // A finished JoinHandle must not be polled again, so results are kept as they come in.
     let mut results = [None, None];
-    // Usually both pipes reach EOF with the leader's exit. Scanning /proc for the group is costly
-    // (it dominated the per-step overhead of short steps), so it is done only when something still
-    // holds the pipes: the leaked processes worth reporting.
     let drained = timeout(PIPE_GRACE, join_drains(&mut drains, &mut results)).await;
-    let mut leaked = Vec::new();
     if drained.is_err() {
-        leaked = leftovers(pgid);
-        group.signal(Signal::SIGKILL);
-        // A member may have forked while we killed.
-        for pid in leftovers(pgid) {
-            if !leaked.contains(&pid) {
-                leaked.push(pid);
-            }
-        }
-        group.signal(Signal::SIGKILL);
+        // Still held: by a process that forked while we killed, or one no scan can find (left
+        // the group and cleared the token, without cgroups). Kill what can be found, then stop
+        // reading once the pipes go idle.
+        kill_leftovers(pgid, &group, &scope, &mut leaked).await;
         finish.send_replace(true);
         join_drains(&mut drains, &mut results).await;
     }
@@ -88,6 +86,9 @@ pub(crate) async fn run(watch: Watch) {
         }
     }
     await_deaths(&leaked).await;
+    if let Some((dir, _)) = &scope.cgroup {
+        remove_cgroup(dir).await;
+    }
 
     if let Some(guardian) = &guardian {
         if let Err(err) = guardian.unregister(pgid) {
@@ -127,12 +128,57 @@ async fn join_drains(
     }
 }
 
-/// Live members of the group other than the (exited) leader.
-fn leftovers(pgid: u32) -> Vec<u32> {
-    group_members(pgid)
-        .into_iter()
-        .filter(|&pid| pid != pgid)
-        .collect()
+/// Finds the step's leftovers, adds them to `leaked` and SIGKILLs them: the group, the cgroup
+/// (`cgroup.kill`), and each escapee found by its token. Scans again after a kill that found
+/// something, for what forked meanwhile.
+async fn kill_leftovers(pgid: u32, group: &Group, scope: &StepScope, leaked: &mut Vec<u32>) {
+    for _ in 0..3 {
+        let found = contain::leftovers(pgid, scope);
+        if found.is_empty() {
+            return;
+        }
+        for &(pid, escaped) in &found {
+            if escaped {
+                tracing::warn!(
+                    pgid,
+                    pid,
+                    "a process left the step's process group (setsid?)"
+                );
+            }
+            if !leaked.contains(&pid) {
+                leaked.push(pid);
+            }
+        }
+        group.signal(Signal::SIGKILL);
+        match &scope.cgroup {
+            Some((dir, _)) => {
+                if let Err(err) = contain::kill_cgroup(dir) {
+                    tracing::warn!(dir = %dir.display(), %err, "cgroup.kill failed");
+                }
+            }
+            None => {
+                for &(pid, escaped) in &found {
+                    if escaped {
+                        let pid = Pid::from_raw(i32::try_from(pid).expect("pids fit in i32"));
+                        let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
+                    }
+                }
+            }
+        }
+        // Let the killed go, so the next scan sees only what forked meanwhile.
+        await_deaths(leaked).await;
+    }
+}
+
+/// Removes a step's cgroup once it is empty (bounded); the guardian removes what is left.
+async fn remove_cgroup(dir: &std::path::Path) {
+    let deadline = Instant::now() + DEATH_WAIT;
+    while contain::populated(dir) && Instant::now() < deadline {
+        sleep(Duration::from_millis(2)).await;
+    }
+    if let Err(err) = std::fs::remove_dir(dir) {
+        tracing::debug!(dir = %dir.display(), %err, "removing a step's cgroup failed");
+    }
 }
 
 /// Resolves once the leader has exited, leaving it unreaped (a zombie that holds the pgid).

@@ -3,6 +3,8 @@
 //!
 //! Owns folding [`Event`]s into that picture. It is pure: the time is always a parameter, it
 //! never prints and never decides anything; the terminal and plain reporters render from it.
+//! Every foreign string it keeps (job names, labels, models, output lines, scopes) is stored
+//! [`sanitize`]d, so whatever draws from the board cannot pass a child's escape sequences on.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -11,6 +13,8 @@ use crate::agent::stream::TokenCounts;
 use crate::events::Event;
 use crate::events::Status;
 use crate::plan::{Plan, StepId};
+
+use super::sanitize::sanitize;
 
 /// What the reporters know of the plan before anything runs.
 #[derive(Clone, Debug, Default)]
@@ -90,7 +94,7 @@ impl StepView {
     fn pending(job: usize, label: &str, model: Option<String>) -> StepView {
         StepView {
             job,
-            label: label.to_string(),
+            label: sanitize(label).into_owned(),
             status: Status::Pending,
             started: None,
             duration: None,
@@ -182,11 +186,18 @@ pub struct Board {
 impl Board {
     pub fn new(shape: &Shape, max_console_lines: usize) -> Board {
         Board {
-            jobs: shape.jobs.clone(),
+            jobs: shape
+                .jobs
+                .iter()
+                .map(|name| sanitize(name).into_owned())
+                .collect(),
             steps: shape
                 .steps
                 .iter()
-                .map(|(job, label, model)| StepView::pending(*job, label, model.clone()))
+                .map(|(job, label, model)| {
+                    let model = model.as_deref().map(|m| sanitize(m).into_owned());
+                    StepView::pending(*job, label, model)
+                })
                 .collect(),
             max_console_lines,
             budgets: shape.budgets.clone(),
@@ -205,7 +216,7 @@ impl Board {
                 }
                 self.budgets.clone_from(&self.seed_budgets);
                 self.done = 0;
-                self.name.clone_from(name);
+                self.name = sanitize(name).into_owned();
                 self.run_id.clone_from(run_id);
                 self.started = Some(now);
             }
@@ -217,13 +228,14 @@ impl Board {
             }
             Event::StepOutput { step, line, .. } => {
                 if let Some(s) = self.steps.get_mut(*step) {
+                    let line = sanitize(line).into_owned();
                     if self.max_console_lines > 0 {
                         if s.tail.len() == self.max_console_lines {
                             s.tail.pop_front();
                         }
                         s.tail.push_back(line.clone());
                     }
-                    s.last_line = Some(line.clone());
+                    s.last_line = Some(line);
                 }
             }
             Event::UsageRecorded { step, update, .. } => {
@@ -242,8 +254,9 @@ impl Board {
                 tokens_limit,
                 usd_limit,
             } => {
+                let scope = sanitize(scope);
                 let view = BudgetView {
-                    scope: scope.clone(),
+                    scope: scope.clone().into_owned(),
                     kind: *kind,
                     tokens_used: *tokens_used,
                     usd_used: *usd_used,

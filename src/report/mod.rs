@@ -14,6 +14,7 @@ pub mod ndjson;
 pub mod plain;
 pub mod plan;
 pub mod results;
+pub mod sanitize;
 pub mod screen;
 pub mod select;
 pub mod status;
@@ -148,12 +149,14 @@ pub fn emit(text: &str) {
     use std::io::Write;
     let mut out = std::io::stdout().lock();
     // A closed pipe (`orch plan | head`) is not an error worth a panic.
+    let text = sanitize::sanitize_keep_colours(text);
     let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
 }
 
 /// Prints a setup error with its source, labels and help to stderr.
 pub fn print_error(err: miette::Report) {
-    eprintln!("{err:?}");
+    // The message and the quoted source may hold a manifest's escape sequences.
+    eprintln!("{}", sanitize::sanitize_keep_colours(&format!("{err:?}")));
 }
 
 /// Shows a path relative to the current folder when it is inside it.

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use chrono::Local;
 
 use super::live::{Board, Shape};
+use super::sanitize::sanitize;
 use super::status::{self, clip, symbol};
 use super::summary::{self, Paint};
 use super::{Options, Reporter};
@@ -47,8 +48,14 @@ impl<W: Write> Plain<W> {
 }
 
 /// The line an event is shown as, if any; output lines only with `show_output`, cut to `max`
-/// characters.
+/// characters. Safe for a terminal: what came from outside orch (output, names, reasons) is
+/// [`sanitize`]d.
 pub fn event_line(event: &Event, max: usize, show_output: bool) -> Option<String> {
+    let line = raw_event_line(event, max, show_output)?;
+    Some(sanitize(&line).into_owned())
+}
+
+fn raw_event_line(event: &Event, max: usize, show_output: bool) -> Option<String> {
     let max = max.max(20);
     Some(match event {
         Event::RunStarted {
@@ -64,7 +71,8 @@ pub fn event_line(event: &Event, max: usize, show_output: bool) -> Option<String
         ),
         Event::StepStarted { label, pid, .. } => format!("▶ {label} started (pid {pid})"),
         Event::StepOutput { label, line, .. } if show_output => {
-            format!("│ {label}: {}", clip(line, max))
+            // Sanitized before the cut, so the cut counts what is shown.
+            format!("│ {label}: {}", clip(&sanitize(line), max))
         }
         Event::BudgetWarning { message, .. } => format!("⚠ budget: {message}"),
         Event::UsageAnomaly { label, what, .. } => format!("⚠ usage anomaly in {label}: {what}"),

@@ -8,6 +8,7 @@ use std::path::Path;
 
 use super::display_path;
 use super::results::{BudgetResult, Results};
+use super::sanitize::sanitize;
 use super::status::{symbol, tokens};
 use super::table::{Column, Layout};
 use super::width::{self, clip, clip_start, short_model, wrap};
@@ -50,12 +51,17 @@ pub fn render(results: &Results, path: &Path, paint: Paint, width: Option<usize>
         .collect();
     let model: Vec<String> = rows
         .iter()
-        .map(|(_, i)| i.model.clone().unwrap_or_else(|| "-".into()))
+        .map(|(_, i)| sanitize(i.model.as_deref().unwrap_or("-")).into_owned())
         .collect();
     let cols = |status: Vec<String>, model: Vec<String>| {
         vec![
             Column::new("status", status, false),
-            Column::new("job", rows.iter().map(|(n, _)| n.clone()).collect(), false).shrink(12),
+            Column::new(
+                "job",
+                rows.iter().map(|(n, _)| sanitize(n).into_owned()).collect(),
+                false,
+            )
+            .shrink(12),
             Column::new(
                 "duration",
                 rows.iter().map(|(_, i)| i.duration.clone()).collect(),
@@ -124,7 +130,7 @@ pub fn render(results: &Results, path: &Path, paint: Paint, width: Option<usize>
     let scope_w = results
         .budgets
         .iter()
-        .map(|b| width::width(&b.scope))
+        .map(|b| width::width(&sanitize(&b.scope)))
         .max()
         .unwrap_or(0)
         .min(20);
@@ -139,7 +145,7 @@ pub fn render(results: &Results, path: &Path, paint: Paint, width: Option<usize>
         let over = overshoot(b);
         let line = format!(
             "{pad}budget {} {}{over}",
-            width::left(&b.scope, scope_w),
+            width::left(&sanitize(&b.scope), scope_w),
             parts.join(", ")
         );
         o.push_str(&clip(&line, max));

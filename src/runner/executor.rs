@@ -22,6 +22,8 @@ const MAX_LINE_BYTES: usize = 64 << 20;
 /// Lines kept in memory per step, for the results file and error reports.
 const TAIL_LINES: usize = 20;
 const TAIL_LINE_CHARS: usize = 400;
+/// Most bytes of one line turned into display text (the whole line stays in the log).
+const DISPLAY_LINE_BYTES: usize = 64 << 10;
 /// Least time between two output events of one step.
 const OUTPUT_EVERY: Duration = Duration::from_millis(200);
 
@@ -190,7 +192,8 @@ pub async fn execute(
                         (Some(acc), Stream::Stdout) => {
                             agent_line(step, acc, &line.bytes, line.truncated, &tx).await
                         }
-                        _ => Some(String::from_utf8_lossy(&line.bytes).into_owned()),
+                        // Not the whole line: a copy of a 64 MiB line would double its memory.
+                        _ => Some(line.display_text(DISPLAY_LINE_BYTES)),
                     };
                     if let Some(text) = display {
                         let text = text.trim_end().to_string();

@@ -27,7 +27,7 @@ pre_commands = ["/clear"]
 needs = ["lint"]
 
 [jobs.broken]
-shell = "echo nope >&2; exit 3"
+shell = "echo nope >&2; sleep 0.5; exit 3"
 
 [jobs.after-broken]
 run = ["true"]
@@ -728,4 +728,128 @@ fn ctrl_c_on_a_terminal_ends_the_view_cleanly() {
         drawn.rfind("\x1b[?25h") > drawn.rfind("\x1b[?25l"),
         "the cursor shown again:\n{drawn:?}"
     );
+}
+
+/// A step that writes an OSC 52 clipboard write, a screen clear, a cursor move, a title and a
+/// carriage return, and fails; its job name carries a screen clear too.
+const ESCAPES: &str = r#"
+[settings]
+startup_delay = "0s"
+[jobs."evil\u001b[2J"]
+shell = "printf 'a\\033]52;c;cHduZWQ=\\007b\\033[2Jc\\033[5;5Hd\\re\\n'; printf 'x\\033]0;title\\033\\\\y\\n' >&2; if [ -n \"$HOLD\" ]; then while [ ! -e release ]; do sleep 0.05; done; rm release; fi; exit 3"
+"#;
+
+/// Runs orch under a pseudo-terminal with `HOLD=1`, so the step waits for a `release` file;
+/// creates that file once one of `seen` has been drawn. Returns everything drawn.
+fn held_under_a_terminal(t: &Test, args: &str, no_color: bool, seen: &[&str]) -> Option<String> {
+    use std::io::Read;
+    let script = which("script")?;
+    let cmd = format!("{} {args}", super::harness::orch_bin().display());
+    let mut c = std::process::Command::new(script);
+    c.args(["-q", "-e", "-c", &cmd, "/dev/null"])
+        .current_dir(t.path())
+        .env("HOME", t.path().join("home"))
+        .env("TERM", "xterm-256color")
+        .env("COLUMNS", "100")
+        .env("LINES", "30")
+        .env("HOLD", "1")
+        .env_remove("CLICOLOR_FORCE")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped());
+    if no_color {
+        c.env("NO_COLOR", "1");
+    } else {
+        c.env_remove("NO_COLOR");
+    }
+    let mut child = c.spawn().ok()?;
+    let mut stdout = child.stdout.take()?;
+    // A deadline, not a synchronisation: a hung run must fail the test, not block it.
+    let pid = child.id();
+    let (done, watchdog) = std::sync::mpsc::channel::<()>();
+    std::thread::spawn(move || {
+        // Only while `script` is unreaped (its pid cannot be reused then): `done` comes first.
+        if watchdog.recv_timeout(Duration::from_secs(60)).is_err() {
+            let _ = std::process::Command::new("kill")
+                .args(["-9", &pid.to_string()])
+                .status();
+        }
+    });
+    let mut drawn = Vec::new();
+    let mut buf = [0u8; 4096];
+    let mut released = false;
+    // Ends at EOF: orch exits once released; the harness's own timeout guards the rest.
+    while let Ok(n) = stdout.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        drawn.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&drawn);
+        if !released && seen.iter().any(|s| text.contains(s)) {
+            std::fs::write(t.path().join("release"), "").unwrap();
+            released = true;
+        }
+    }
+    let _ = done.send(());
+    let _ = child.wait();
+    assert!(
+        released,
+        "{seen:?} was never drawn:\n{:?}",
+        String::from_utf8_lossy(&drawn)
+    );
+    Some(String::from_utf8_lossy(&drawn).into_owned())
+}
+
+/// What a child may not send to the user's terminal through orch.
+fn assert_no_foreign_escapes(text: &str) {
+    for bad in ["\x1b]52", "\x1b[2J", "\x1b[5;5H", "\x1b]0;", "\u{9b}"] {
+        assert!(
+            !text.contains(bad),
+            "{bad:?} reached the terminal:\n{text:?}"
+        );
+    }
+}
+
+#[test]
+fn escape_sequences_from_a_step_never_reach_the_terminal() {
+    let t = Test::new().file("orch.toml", ESCAPES);
+    let out = t.with_args(&["run"]).output().unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
+    // Plain lines with NO_COLOR: not one ESC, whoever wrote it.
+    assert!(!stdout.contains('\x1b'), "{stdout:?}");
+    assert!(!stderr.contains('\x1b'), "{stderr:?}");
+    assert!(!stdout.contains('\r'), "{stdout:?}");
+    assert!(
+        stdout.contains("abcd␍e"),
+        "the text itself is kept: {stdout}"
+    );
+    assert!(stdout.contains("xy"), "{stdout}");
+    assert!(stdout.contains("evil"), "{stdout}");
+    // The log keeps every byte.
+    let runs = t.path().join(".orch/runs");
+    let run = std::fs::read_dir(&runs).unwrap().next().unwrap().unwrap();
+    let logs: Vec<_> = std::fs::read_dir(run.path().join("logs"))
+        .unwrap()
+        .map(|e| std::fs::read(e.unwrap().path()).unwrap())
+        .collect();
+    assert!(
+        logs.iter()
+            .any(|log| log.windows(7).any(|w| w == b"\x1b]52;c;")),
+        "the log has the raw bytes"
+    );
+    // Under a terminal the step waits until its line has been drawn.
+    // Output is shown as the latest line every 200 ms: either of the two may be the one drawn.
+    let lines_of_evil = ["abcd", "xy"];
+    let Some(live) = held_under_a_terminal(&t, "run", true, &lines_of_evil) else {
+        eprintln!("skipped the terminal half: no `script` to make a terminal");
+        return;
+    };
+    assert_no_foreign_escapes(&live);
+    let coloured = held_under_a_terminal(&t, "run", false, &lines_of_evil).unwrap();
+    assert_no_foreign_escapes(&coloured);
+    let lines = held_under_a_terminal(&t, "run --no-progress", true, &["started"]).unwrap();
+    assert!(!lines.contains('\x1b'), "{lines:?}");
 }

@@ -9,6 +9,7 @@ mod harness;
 mod limits;
 mod manifests;
 mod plan;
+mod procs;
 mod recovery;
 mod run;
 mod run_core;

@@ -240,7 +240,8 @@ impl Default for Knobs {
             tokens_per_turn: 1000,
             stream_mb: 0,
             hang: false,
-            state_dir: std::env::temp_dir().join("orch-sim"),
+            // orch sets ORCH_SIM_STATE_DIR; by hand, sessions stay with the working folder.
+            state_dir: PathBuf::from(".orch").join("agent-sim"),
         }
     }
 }
