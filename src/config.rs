@@ -19,6 +19,7 @@ use crate::cli::{self, BudgetModeArg, Command, CronArg, StartAtArg};
 use crate::commands::direct::{self, Direct};
 use crate::errors::Error;
 use crate::manifest::{self, BudgetMode, Limit, Manifest};
+use crate::process::StopLadder;
 use crate::schedule::{self, StartAt, Zone};
 
 #[cfg(test)]
@@ -84,6 +85,8 @@ pub struct RunConfig {
     /// zen's `--inspect-command NAME`.
     pub inspect_command: Option<String>,
     pub when: When,
+    /// The stop ladder's grace periods (`ORCH_GRACE_INT`, `ORCH_GRACE_TERM`).
+    pub ladder: StopLadder,
 }
 
 impl RunConfig {
@@ -112,8 +115,28 @@ impl RunConfig {
                 schedule: a.schedule,
                 once: a.once,
             },
+            ladder: ladder_from_env(),
         })
     }
+}
+
+/// The stop ladder's grace periods; `ORCH_GRACE_INT` and `ORCH_GRACE_TERM` (durations) override
+/// the defaults of 10 s and 5 s. An unreadable value keeps the default (these are for tests and
+/// operators, not a documented flag).
+fn ladder_from_env() -> StopLadder {
+    let mut ladder = StopLadder::default();
+    let read = |key: &str| {
+        std::env::var(key)
+            .ok()
+            .and_then(|v| crate::duration::parse(&v).ok())
+    };
+    if let Some(d) = read("ORCH_GRACE_INT") {
+        ladder.grace_int = d;
+    }
+    if let Some(d) = read("ORCH_GRACE_TERM") {
+        ladder.grace_term = d;
+    }
+    ladder
 }
 
 /// `orch ledger`.

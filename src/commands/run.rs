@@ -10,7 +10,6 @@ use crate::errors::{Error, ExitCode};
 use crate::events::Event;
 use crate::manifest::Manifest;
 use crate::plan::{Plan, PlanOptions};
-use crate::process::StopLadder;
 use crate::report::{self, Sink, results};
 use crate::runner::{self, RunContext};
 
@@ -78,7 +77,7 @@ pub(super) async fn run_once(
         startup_delay: manifest.settings.startup_delay,
         max_parallel: manifest.settings.max_parallel,
         fail_fast: manifest.settings.fail_fast,
-        ladder: ladder_from_env(),
+        ladder: config.ladder,
         guardian_exe,
         manifest: manifest.clone(),
     };
@@ -170,22 +169,4 @@ fn display(
         let file = sel.events.as_deref().unwrap_or(std::path::Path::new("-"));
         Error::io(format!("cannot write the events to {}", file.display()), e)
     })
-}
-
-/// The stop ladder's grace periods; `ORCH_GRACE_INT` and `ORCH_GRACE_TERM` (durations) override
-/// the defaults of 10 s and 5 s.
-fn ladder_from_env() -> StopLadder {
-    let mut ladder = StopLadder::default();
-    let read = |key: &str| {
-        std::env::var(key)
-            .ok()
-            .and_then(|v| crate::duration::parse(&v).ok())
-    };
-    if let Some(d) = read("ORCH_GRACE_INT") {
-        ladder.grace_int = d;
-    }
-    if let Some(d) = read("ORCH_GRACE_TERM") {
-        ladder.grace_term = d;
-    }
-    ladder
 }
