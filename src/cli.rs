@@ -200,11 +200,11 @@ pub struct WhenArgs {
     /// Show the run as if started with `orch run --start-at TIME`: the resolved start time and
     /// the wait (overrides schedule.start_at).
     #[arg(long, value_name = "TIME", value_parser = start_at_arg)]
-    pub start_at: Option<String>,
+    pub start_at: Option<StartAtArg>,
     /// Show the run as if started with `orch run --schedule CRON`: its next fire times
     /// (overrides schedule.cron).
     #[arg(long, value_name = "CRON", value_parser = cron_arg)]
-    pub schedule: Option<String>,
+    pub schedule: Option<CronArg>,
     /// With a cron schedule, show only the one fire time `orch run --once` would run at.
     #[arg(long)]
     pub once: bool,
@@ -298,24 +298,48 @@ pub struct RunArgs {
     /// Wait, then start: "2h", "30m", "1h30m", "14:30", "2am", "10:30pm", "tomorrow 9am", or an
     /// ISO 8601 date-time (overrides schedule.start_at).
     #[arg(long, value_name = "TIME", value_parser = start_at_arg)]
-    pub start_at: Option<String>,
+    pub start_at: Option<StartAtArg>,
     /// Run as a service at every fire time of this cron expression (overrides schedule.cron).
     #[arg(long, value_name = "CRON", value_parser = cron_arg)]
-    pub schedule: Option<String>,
+    pub schedule: Option<CronArg>,
     /// With a cron schedule, run at the next fire time only, then exit.
     #[arg(long)]
     pub once: bool,
 }
 
-fn start_at_arg(text: &str) -> Result<String, String> {
+/// `--start-at` as written and as parsed, once, by clap: nothing downstream parses the text again.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StartAtArg {
+    /// The text as written, for messages and the plan ("start at \"2h\"").
+    pub text: String,
+    /// The parsed start time, not yet tied to a day (that needs the zone and `now`).
+    pub spec: crate::schedule::StartAt,
+}
+
+/// `--schedule` as written and as parsed, once, by clap.
+#[derive(Clone, Debug)]
+pub struct CronArg {
+    /// The expression as written.
+    pub text: String,
+    /// The parsed schedule.
+    pub schedule: cron::Schedule,
+}
+
+fn start_at_arg(text: &str) -> Result<StartAtArg, String> {
     crate::schedule::parse_start_at(text)
-        .map(|_| text.to_string())
+        .map(|spec| StartAtArg {
+            text: text.to_string(),
+            spec,
+        })
         .map_err(|e| format!("{e}; write {}", crate::schedule::START_AT_FORMS))
 }
 
-fn cron_arg(text: &str) -> Result<String, String> {
+fn cron_arg(text: &str) -> Result<CronArg, String> {
     crate::schedule::parse_cron(text)
-        .map(|_| text.to_string())
+        .map(|schedule| CronArg {
+            text: text.to_string(),
+            schedule,
+        })
         .map_err(|e| {
             format!("{e}; write 5 fields (\"0 2 * * *\"), 6 with seconds first, or @hourly, @daily, @weekly")
         })

@@ -1,12 +1,14 @@
 //! orch: a declarative pipeline and job runner for Claude Code agents and any other command.
 //!
 //! The pipeline, each arrow a module boundary:
+//! command line → [`cli`] (clap types) → [`config`] (typed, validated, once) →
 //! manifest file → [`manifest`] (load, read, resolve) → [`plan`] (the DAG of steps) →
 //! `runner` (dispatcher and executors) → events → [`report`].
 
 pub mod agent;
 pub mod cli;
 pub mod commands;
+pub mod config;
 pub mod duration;
 pub mod errors;
 pub mod events;
@@ -22,6 +24,7 @@ pub mod slash;
 use clap::Parser;
 
 use cli::{Cli, Command};
+use config::Config;
 use errors::{Error, ExitCode};
 
 /// The whole program: parse the command line, run the subcommand, map the outcome to an exit code.
@@ -44,54 +47,50 @@ pub fn main() -> std::process::ExitCode {
 }
 
 fn dispatch(command: Command) -> Result<ExitCode, Error> {
-    match command {
-        Command::Plan(args) => {
+    // Every flag is checked and typed here, once, before anything loads or runs.
+    match Config::from_command(command)? {
+        Config::Plan(c) => {
             report::emit(&commands::plan::run_checked(
-                &args.manifest,
-                args.format,
-                args.strict,
-                &args.when,
+                &c.manifest,
+                c.format,
+                c.strict,
+                &c.when,
                 chrono::Utc::now(),
             )?);
             Ok(ExitCode::Ok)
         }
-        Command::Run(args) => {
+        Config::Run(c) => {
             // zen's --list-commands / --inspect-command answer and exit, as in zen.
-            let zen = args.inspect_command.as_deref();
-            if let Some(out) = commands::slash::zen_flags(&args.manifest, args.list_commands, zen) {
+            let zen = c.inspect_command.as_deref();
+            if let Some(out) = commands::slash::zen_flags(&c.manifest, c.list_commands, zen) {
                 report::emit(&out?);
                 return Ok(ExitCode::Ok);
             }
-            if args.dry_run {
+            if c.dry_run {
                 // The dry run shows when the run would start, as zen's did.
-                let when = cli::WhenArgs {
-                    start_at: args.start_at.clone(),
-                    schedule: args.schedule.clone(),
-                    once: args.once,
-                };
                 report::emit(&commands::plan::run_checked(
-                    &args.manifest,
+                    &c.manifest,
                     cli::PlanFormat::Text,
                     false,
-                    &when,
+                    &c.when,
                     chrono::Utc::now(),
                 )?);
                 return Ok(ExitCode::Ok);
             }
-            for warning in commands::flag_warnings(&args.manifest) {
-                report::print_warning(&warning);
+            for warning in &c.manifest.warnings {
+                report::print_warning(warning);
             }
-            commands::run::run(&args)
+            commands::run::run(&c)
         }
-        Command::Ledger(args) => {
-            report::emit(&commands::ledger::run(&args)?);
+        Config::Ledger(c) => {
+            report::emit(&commands::ledger::run(&c)?);
             Ok(ExitCode::Ok)
         }
-        Command::Convert { config } => {
+        Config::Convert { config } => {
             report::emit(&commands::convert::convert(&config)?);
             Ok(ExitCode::Ok)
         }
-        Command::Schema { events } => {
+        Config::Schema { events } => {
             report::emit(&if events {
                 commands::schema::events_schema()
             } else {
@@ -99,19 +98,18 @@ fn dispatch(command: Command) -> Result<ExitCode, Error> {
             });
             Ok(ExitCode::Ok)
         }
-        Command::Commands(args) => {
+        Config::Commands(args) => {
             report::emit(&commands::slash::run(&args)?);
             Ok(ExitCode::Ok)
         }
-        Command::Completions { shell } => {
+        Config::Completions { shell } => {
             report::emit(&commands::completions::completions(shell));
             Ok(ExitCode::Ok)
         }
-        Command::Man { subcommand } => {
+        Config::Man { subcommand } => {
             report::emit(&commands::completions::man(subcommand.as_deref())?);
             Ok(ExitCode::Ok)
         }
-        Command::AgentSim { .. } | Command::Guardian => unreachable!("handled in main"),
     }
 }
 

@@ -8,6 +8,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::cli::ManifestArgs;
+use crate::config::DirectJob;
 use crate::errors::Error;
 use crate::manifest::{self, Manifest};
 
@@ -98,8 +99,9 @@ fn default_name(direct: &Direct) -> String {
     }
 }
 
-/// Loads the one-job manifest of `direct`, as if read from [`PSEUDO_FILE`] in `dir`.
-pub fn load(direct: &Direct, args: &ManifestArgs, dir: &Path) -> Result<Manifest, Error> {
+/// Loads the one-job manifest of `job`, as if read from [`PSEUDO_FILE`] in `dir`.
+pub fn load(job: &DirectJob, dir: &Path) -> Result<Manifest, Error> {
+    let direct = &job.what;
     let mut instance = serde_json::Map::new();
     let mut put = |k: &str, v: serde_json::Value| {
         instance.insert(k.to_string(), v);
@@ -108,21 +110,18 @@ pub fn load(direct: &Direct, args: &ManifestArgs, dir: &Path) -> Result<Manifest
         Direct::Command(c) => put("command", c.as_str().into()),
         Direct::Prompt(p) => put("prompt", p.as_str().into()),
     }
-    let name = args
-        .instance_name
-        .clone()
-        .unwrap_or_else(|| default_name(direct));
+    let name = job.name.clone().unwrap_or_else(|| default_name(direct));
     put("name", name.into());
-    if let Some(d) = &args.instance_description {
+    if let Some(d) = &job.description {
         put("description", d.as_str().into());
     }
-    if let Some(s) = &args.session_id {
+    if let Some(s) = &job.session_id {
         put("session_id", s.as_str().into());
     }
-    if args.clear_history {
+    if job.clear_history {
         put("clear_history", true.into());
     }
-    if args.compact_history {
+    if job.compact_history {
         put("compact_history", true.into());
     }
     let config = serde_json::json!({ "instances": [instance] });

@@ -4,19 +4,20 @@ use std::path::PathBuf;
 
 use chrono::Utc;
 
-use crate::cli::{LedgerArgs, LedgerFormat};
+use crate::cli::LedgerFormat;
+use crate::config::LedgerConfig;
 use crate::errors::Error;
 use crate::ledger::{self, Ledger};
 
 /// The report as text (a table) or JSON.
-pub fn run(args: &LedgerArgs) -> Result<String, Error> {
-    let state_dir = match (&args.state_dir, &args.manifest, &args.config) {
+pub fn run(config: &LedgerConfig) -> Result<String, Error> {
+    let state_dir = match (&config.state_dir, &config.manifest, &config.config) {
         (Some(dir), _, _) => dir.clone(),
         (None, Some(path), _) => crate::manifest::load(path)?.settings.state_dir,
         // zen's --config: `orch run --config x.json` keeps a JSON config's runs in ./.orch.
         (None, None, Some(path)) => {
             let mut m = crate::manifest::load(path)?;
-            if super::is_json_config(path) {
+            if crate::config::is_json_config(path) {
                 super::current_folder_defaults(&mut m)?;
             }
             m.settings.state_dir
@@ -29,16 +30,8 @@ pub fn run(args: &LedgerArgs) -> Result<String, Error> {
             }
         }
     };
-    let state_dir = super::absolute_state_dir(&state_dir)?;
-    let since = crate::duration::parse(&args.since).map_err(|reason| Error::BadFlag {
-        flag: "--since",
-        value: args.since.clone(),
-        reason: reason.to_string(),
-        help: format!(
-            "for example --since 24h or --since 7d; at most {}",
-            crate::duration::MAX_TEXT
-        ),
-    })?;
+    let state_dir = crate::config::absolute_state_dir(&state_dir)?;
+    let since = config.since;
     let path = ledger::path(&state_dir);
     if !path.exists() {
         return Err(Error::io(
@@ -59,18 +52,18 @@ pub fn run(args: &LedgerArgs) -> Result<String, Error> {
     let now = Utc::now();
     ledger::reconcile(&ledger, now).map_err(sql)?;
     let from = crate::duration::before(now, since);
-    let rows = ledger::spend(&ledger, from, args.by).map_err(sql)?;
-    Ok(match args.format {
+    let rows = ledger::spend(&ledger, from, config.by).map_err(sql)?;
+    Ok(match config.format {
         LedgerFormat::Json => {
             let mut s = serde_json::to_string_pretty(&serde_json::json!({
                 "since": from.to_rfc3339(),
-                "by": args.by,
+                "by": config.by,
                 "rows": rows,
             }))
             .expect("plain data");
             s.push('\n');
             s
         }
-        LedgerFormat::Table => crate::report::ledger_table(&rows, &args.since),
+        LedgerFormat::Table => crate::report::ledger_table(&rows, &config.since_text),
     })
 }

@@ -3,32 +3,28 @@
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use crate::cli::{ManifestArgs, PlanFormat, WhenArgs};
+use crate::cli::PlanFormat;
+use crate::config::{Chosen, ManifestConfig, When};
 use crate::errors::Error;
 use crate::manifest::{Limit, Manifest, Task};
 use crate::plan::{Action, Plan, PlanOptions};
 use crate::report::display_path;
 pub use crate::report::plan::{Forecast, PlanView, ScheduleView, StepView};
 
-/// The schedule as `orch plan` shows it at `now`: the next five fire times and the start time.
-fn schedule_view(s: &crate::manifest::Schedule, once: bool, now: DateTime<Utc>) -> ScheduleView {
-    use crate::schedule::{self, Zone};
-    // Values were checked when the manifest loaded.
-    let zone = Zone::parse(s.timezone.as_deref()).unwrap_or(Zone::Local);
-    let starts = s
-        .start_at
-        .as_deref()
-        .map(|text| schedule::parse_start_at(text).and_then(|spec| zone.start_at(&spec, now)));
+/// The schedule as `orch plan` shows it at `now`: the next five fire times (one with `once`)
+/// and the start time, from the start time and cron schedule in force (already parsed).
+fn schedule_view(c: &Chosen, once: bool, now: DateTime<Utc>) -> ScheduleView {
+    let zone = c.zone;
+    let starts = c.start_instant(now);
     // With a start time, the cron service begins then.
     let from = match &starts {
         Some(Ok(t)) => *t,
         _ => now,
     };
-    let next = s
+    let next = c
         .cron
-        .as_deref()
-        .and_then(|c| schedule::parse_cron(c).ok())
-        .map(|c| zone.next_fires(&c, from, if once { 1 } else { 5 }))
+        .as_ref()
+        .map(|(_, cron)| zone.next_fires(cron, from, if once { 1 } else { 5 }))
         .unwrap_or_default();
     let first = next.first().map(|t| t.with_timezone(&Utc));
     let begins = match &starts {
@@ -37,8 +33,8 @@ fn schedule_view(s: &crate::manifest::Schedule, once: bool, now: DateTime<Utc>) 
     };
     let wait_ms = begins.map(|t| (t - now).to_std().unwrap_or_default().as_millis());
     ScheduleView {
-        cron: s.cron.clone(),
-        start_at: s.start_at.clone(),
+        cron: c.cron.as_ref().map(|(text, _)| text.clone()),
+        start_at: c.start.as_ref().map(|(text, _, _)| text.clone()),
         timezone: zone.name(),
         starts: starts.clone().and_then(Result::ok).map(|t| zone.fixed(t)),
         start_error: starts.and_then(Result::err),
@@ -49,30 +45,29 @@ fn schedule_view(s: &crate::manifest::Schedule, once: bool, now: DateTime<Utc>) 
 }
 
 /// `orch plan`: prints the plan in the chosen format.
-pub fn run(args: &ManifestArgs, format: PlanFormat, now: DateTime<Utc>) -> Result<String, Error> {
-    run_checked(args, format, false, &WhenArgs::default(), now)
+pub fn run(
+    config: &ManifestConfig,
+    format: PlanFormat,
+    now: DateTime<Utc>,
+) -> Result<String, Error> {
+    run_checked(config, format, false, &When::default(), now)
 }
 
 /// `orch plan`, with `strict` making an unknown slash command an error, and the start time and
 /// schedule of `when` (`--start-at`, `--schedule`, `--once`) over the manifest's.
 pub fn run_checked(
-    args: &ManifestArgs,
+    config: &ManifestConfig,
     format: PlanFormat,
     strict: bool,
-    when: &WhenArgs,
+    when: &When,
     now: DateTime<Utc>,
 ) -> Result<String, Error> {
-    let mut manifest = super::load(args)?;
+    let manifest = super::load(config)?;
     // The same precedence as `orch run` (commands::service::Timing): flags over the manifest.
-    if let Some(start) = &when.start_at {
-        manifest.schedule.start_at = Some(start.clone());
-    }
-    if let Some(cron) = &when.schedule {
-        manifest.schedule.cron = Some(cron.clone());
-    }
+    let chosen = when.choose(&manifest.schedule)?;
 
     let mut warnings = manifest.warnings.clone();
-    let agent = match super::agent_program(args, &manifest) {
+    let agent = match super::agent_program(config, &manifest) {
         Ok(program) => program,
         Err(Error::ClaudeNotFound { .. }) if super::has_agents(&manifest) => {
             warnings.push(
@@ -101,7 +96,7 @@ pub fn run_checked(
     if running_as_root() && std::env::var_os("IS_SANDBOX").is_none() {
         for job in &manifest.jobs {
             if let Task::Agent(a) = &job.task {
-                if a.permission_mode == "bypassPermissions" && !args.simulate {
+                if a.permission_mode == "bypassPermissions" && !config.simulate {
                     warnings.push(format!(
                         "job `{}`: Claude Code refuses bypassPermissions when run as root unless IS_SANDBOX=1 is set",
                         job.name
@@ -111,9 +106,7 @@ pub fn run_checked(
         }
     }
     let mut view = view(&manifest, &plan, now, warnings);
-    if when.once {
-        view.schedule = schedule_view(&manifest.schedule, true, now);
-    }
+    view.schedule = schedule_view(&chosen, when.once, now);
     add_history(&mut view, &manifest, &plan, now);
     Ok(crate::report::plan::render(&view, format))
 }
@@ -154,7 +147,11 @@ pub fn view(m: &Manifest, plan: &Plan, now: DateTime<Utc>, warnings: Vec<String>
         timeout_ms: m.settings.timeout.as_millis(),
         fail_fast: m.settings.fail_fast,
         state_dir: display_path(&m.settings.state_dir),
-        schedule: schedule_view(&m.schedule, false, now),
+        // The manifest's own schedule (checked when it loaded); `run_checked` puts the flags' over it.
+        schedule: match When::default().choose(&m.schedule) {
+            Ok(chosen) => schedule_view(&chosen, false, now),
+            Err(_) => schedule_view(&Chosen::default(), false, now),
+        },
         budget: m.budget.clone(),
         window_spent: None,
         steps,

@@ -5,29 +5,28 @@ use chrono::Utc;
 use uuid::Uuid;
 
 use crate::agent::AgentProgram;
-use crate::cli::RunArgs;
+use crate::config::RunConfig;
 use crate::errors::{Error, ExitCode};
 use crate::events::Event;
 use crate::manifest::Manifest;
 use crate::plan::{Plan, PlanOptions};
-use crate::process::StopLadder;
 use crate::report::{self, Sink, results};
 use crate::runner::{self, RunContext};
 
 /// Runs the manifest: once now, or as its start time and cron schedule say (`super::service`).
-pub fn run(args: &RunArgs) -> Result<ExitCode, Error> {
+pub fn run(config: &RunConfig) -> Result<ExitCode, Error> {
     super::check_open_files()?;
-    let mut manifest = super::load(&args.manifest)?;
-    if let Some(dir) = &args.state_dir {
-        manifest.settings.state_dir = dir.clone();
-    }
-    manifest.settings.state_dir = super::absolute_state_dir(&manifest.settings.state_dir)?;
-    let agent = if super::has_agents(&manifest) || args.manifest.simulate {
-        super::agent_program(&args.manifest, &manifest)?
+    let mut manifest = super::load(&config.manifest)?;
+    manifest.settings.state_dir = match &config.state_dir {
+        Some(dir) => dir.clone(),
+        None => crate::config::absolute_state_dir(&manifest.settings.state_dir)?,
+    };
+    let agent = if super::has_agents(&manifest) || config.manifest.simulate {
+        super::agent_program(&config.manifest, &manifest)?
     } else {
         AgentProgram::by_name()
     };
-    if args.manifest.simulate {
+    if config.manifest.simulate {
         // The simulated agent keeps its sessions in this state folder, not a shared one.
         let inherited = std::env::var_os(crate::agent::simulate::STATE_DIR_ENV);
         for job in &mut manifest.jobs {
@@ -36,9 +35,9 @@ pub fn run(args: &RunArgs) -> Result<ExitCode, Error> {
             job.env.extend(env);
         }
     }
-    let timing = super::service::Timing::new(args, &manifest)?;
+    let timing = super::service::Timing::new(&config.when, &manifest, Utc::now())?;
     // --- display: the reporters the flags ask for (see `report::select`), in their own task ---
-    let fanout = display(args, &manifest, &agent)?;
+    let fanout = display(config, &manifest, &agent)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -46,7 +45,7 @@ pub fn run(args: &RunArgs) -> Result<ExitCode, Error> {
     runtime.block_on(async {
         let (sink, reporter) = report::spawn(fanout);
         let code = {
-            let once = async || run_once(args, &manifest, &agent, &sink).await;
+            let once = async || run_once(config, &manifest, &agent, &sink).await;
             match timing {
                 None => once().await,
                 Some(t) => super::service::serve(&t, &sink, once).await,
@@ -61,7 +60,7 @@ pub fn run(args: &RunArgs) -> Result<ExitCode, Error> {
 
 /// One run of the graph, now: its own run id, run folder, plan, results and ledger entries.
 pub(super) async fn run_once(
-    args: &RunArgs,
+    config: &RunConfig,
     manifest: &Manifest,
     agent: &AgentProgram,
     sink: &Sink,
@@ -87,7 +86,7 @@ pub(super) async fn run_once(
         startup_delay: manifest.settings.startup_delay,
         max_parallel: manifest.settings.max_parallel,
         fail_fast: manifest.settings.fail_fast,
-        ladder: ladder_from_env(),
+        ladder: config.ladder,
         guardian_exe,
         manifest: manifest.clone(),
     };
@@ -101,9 +100,9 @@ pub(super) async fn run_once(
     let code = outcome.exit_code();
     let mut results = results::build(&ctx, &plan, &outcome, code as u8);
     // zen's results file: `--output`, or in zen's modes an auto-named file in the current folder.
-    let zen_file = match &args.output {
+    let zen_file = match &config.output {
         Some(path) => Some(path.clone()),
-        None if super::zen_mode(&args.manifest) => {
+        None if config.manifest.zen_mode() => {
             let names: Vec<String> = manifest.jobs.iter().map(|j| j.name.clone()).collect();
             let started = outcome.started.with_timezone(&chrono::Local);
             Some(std::path::PathBuf::from(results::zen_file_name(
@@ -163,7 +162,7 @@ pub(super) async fn run_once(
 
 /// The reporters the flags ask for, shaped by the manifest's plan (the same for every run).
 fn display(
-    args: &RunArgs,
+    config: &RunConfig,
     manifest: &Manifest,
     agent: &AgentProgram,
 ) -> Result<report::Fanout, Error> {
@@ -174,43 +173,14 @@ fn display(
             run_id: Uuid::nil(),
         },
     );
-    let opts = report::Options {
-        quiet: args.quiet,
-        max_console_lines: args.max_console_lines,
-        max_line_length: args.max_line_length,
-        status_report_interval: std::time::Duration::from_secs(args.status_report_interval),
-        disable_budget_visuals: args.disable_budget_visuals,
-        color: false,
-    };
-    let sel = report::Selection {
-        no_progress: args.no_progress,
-        events: args.events.clone(),
-    };
+    let sel = &config.selection;
     report::select(
         &report::live::Shape::of(&plan).with_budgets(manifest, &plan),
-        opts,
-        &sel,
+        config.display.clone(),
+        sel,
     )
     .map_err(|e| {
-        let file = args.events.as_deref().unwrap_or(std::path::Path::new("-"));
+        let file = sel.events.as_deref().unwrap_or(std::path::Path::new("-"));
         Error::io(format!("cannot write the events to {}", file.display()), e)
     })
-}
-
-/// The stop ladder's grace periods; `ORCH_GRACE_INT` and `ORCH_GRACE_TERM` (durations) override
-/// the defaults of 10 s and 5 s.
-fn ladder_from_env() -> StopLadder {
-    let mut ladder = StopLadder::default();
-    let read = |key: &str| {
-        std::env::var(key)
-            .ok()
-            .and_then(|v| crate::duration::parse(&v).ok())
-    };
-    if let Some(d) = read("ORCH_GRACE_INT") {
-        ladder.grace_int = d;
-    }
-    if let Some(d) = read("ORCH_GRACE_TERM") {
-        ladder.grace_term = d;
-    }
-    ladder
 }

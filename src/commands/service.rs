@@ -10,74 +10,51 @@
 use chrono::{DateTime, Utc};
 use tokio::signal::unix::{Signal, SignalKind, signal};
 
-use crate::cli::RunArgs;
+use crate::config::When;
 use crate::errors::{Error, ExitCode};
 use crate::events::Event;
 use crate::manifest::Manifest;
-use crate::schedule::{self, StartAt, Zone};
+use crate::schedule::{self, Zone};
 
 /// Most missed fire times counted after a clock jump.
 const MISSED_CAP: usize = 10_000;
 
-/// When to run: the start time, the cron schedule and their zone, from the flags and manifest.
+/// When to run: the start instant, the cron schedule and their zone, from the Config's flags and
+/// the manifest, resolved once when the run is set up. Nothing here parses text.
 pub struct Timing {
-    /// The start time as written, and where ("--start-at" or "schedule.start_at").
-    start: Option<(String, &'static str, StartAt)>,
-    cron: Option<(String, cron::Schedule)>,
-    zone: Zone,
-    once: bool,
+    /// The start time as written, where it came from ("--start-at" or "schedule.start_at"),
+    /// and the instant it names.
+    pub start: Option<(String, &'static str, DateTime<Utc>)>,
+    pub cron: Option<(String, cron::Schedule)>,
+    pub zone: Zone,
+    pub once: bool,
 }
 
 impl Timing {
-    /// `None` when nothing is scheduled: run at once. Flags win over the manifest.
-    pub fn new(args: &RunArgs, m: &Manifest) -> Result<Option<Timing>, Error> {
-        let bad = |flag, value: &str, reason: String| Error::BadFlag {
-            flag,
-            value: value.to_string(),
-            reason,
-            help: format!("write {}", schedule::START_AT_FORMS),
-        };
-        let start = match (&args.start_at, &m.schedule.start_at) {
-            (Some(s), _) => Some((s.clone(), "--start-at")),
-            (None, Some(s)) => Some((s.clone(), "schedule.start_at")),
-            (None, None) => None,
-        };
-        let start = match start {
-            Some((text, from)) => {
-                let spec = schedule::parse_start_at(&text).map_err(|r| bad(from, &text, r))?;
-                Some((text, from, spec))
-            }
-            None => None,
-        };
-        let cron = match args.schedule.as_ref().or(m.schedule.cron.as_ref()) {
-            Some(expr) => {
-                let s = schedule::parse_cron(expr).map_err(|reason| Error::BadFlag {
-                    flag: "--schedule",
-                    value: expr.clone(),
+    /// `None` when nothing is scheduled: run at once. Flags win over the manifest; the start
+    /// time is tied to a day at `now`, and one that has passed is an error.
+    pub fn new(when: &When, m: &Manifest, now: DateTime<Utc>) -> Result<Option<Timing>, Error> {
+        let chosen = when.choose(&m.schedule)?;
+        let start = match (&chosen.start, chosen.start_instant(now)) {
+            (Some((text, from, _)), Some(at)) => {
+                let at = at.map_err(|reason| Error::BadFlag {
+                    flag: from,
+                    value: text.clone(),
                     reason,
-                    help: "write 5 fields (\"0 2 * * *\"), 6 with seconds first, or @hourly, \
-                           @daily, @weekly"
-                        .into(),
+                    help: "give a time that is still to come".into(),
                 })?;
-                Some((expr.clone(), s))
+                Some((text.clone(), *from, at))
             }
-            None => None,
+            _ => None,
         };
-        let zone =
-            Zone::parse(m.schedule.timezone.as_deref()).map_err(|reason| Error::BadFlag {
-                flag: "schedule.timezone",
-                value: m.schedule.timezone.clone().unwrap_or_default(),
-                reason,
-                help: "use an IANA zone name such as \"Europe/Berlin\"".into(),
-            })?;
-        if start.is_none() && cron.is_none() {
+        if start.is_none() && chosen.cron.is_none() {
             return Ok(None);
         }
         Ok(Some(Timing {
             start,
-            cron,
-            zone,
-            once: args.once,
+            cron: chosen.cron,
+            zone: chosen.zone,
+            once: when.once,
         }))
     }
 }
@@ -95,17 +72,8 @@ pub async fn serve(
         term: listen(SignalKind::terminate())?,
         hup: listen(SignalKind::hangup())?,
     };
-    if let Some((text, from, spec)) = &t.start {
-        let at = t
-            .zone
-            .start_at(spec, Utc::now())
-            .map_err(|reason| Error::BadFlag {
-                flag: from,
-                value: text.clone(),
-                reason,
-                help: "give a time that is still to come".into(),
-            })?;
-        if let Some(sig) = wait(at, None, t.zone, &mut signals, &report).await {
+    if let Some((_, _, at)) = &t.start {
+        if let Some(sig) = wait(*at, None, t.zone, &mut signals, &report).await {
             report(Event::ScheduleStopped {
                 signal: sig,
                 runs: 0,

@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 
 use serde_json::json;
 
-use crate::cli::{CommandsAction, CommandsArgs, CommandsFormat, CommandsPlace, ManifestArgs};
+use crate::cli::{CommandsAction, CommandsArgs, CommandsFormat, CommandsPlace};
+use crate::config::ManifestConfig;
 use crate::errors::Error;
 use crate::slash::{self, Catalog, Found, SlashCommand, builtin};
 
@@ -28,20 +29,18 @@ pub fn run(args: &CommandsArgs) -> Result<String, Error> {
 /// zen's `orch run --list-commands` / `--inspect-command NAME`, when given: looks where the
 /// manifest's jobs run when there is a manifest, else in `--workspace` or the current folder.
 pub fn zen_flags(
-    args: &ManifestArgs,
+    config: &ManifestConfig,
     list_commands: bool,
     inspect_command: Option<&str>,
 ) -> Option<Result<String, Error>> {
     if !list_commands && inspect_command.is_none() {
         return None;
     }
-    let has_manifest = args.manifest.is_some()
-        || args.config.is_some()
-        || Path::new(crate::manifest::DEFAULT_MANIFEST).is_file();
+    let has_manifest = config.named || Path::new(crate::manifest::DEFAULT_MANIFEST).is_file();
     let workspace = if has_manifest {
-        super::load(args).map(|m| m.settings.workspace)
+        super::load(config).map(|m| m.settings.workspace)
     } else {
-        current_or(args.workspace.as_deref())
+        current_or(config.workspace.as_deref())
     };
     Some(workspace.and_then(|ws| {
         let catalog = slash::discover(&slash::roots_from_env(&ws));
@@ -55,13 +54,9 @@ pub fn zen_flags(
 /// The folder to look in: `--workspace`, else the manifest's workspace, else the current folder.
 fn workspace(place: &CommandsPlace) -> Result<PathBuf, Error> {
     match (&place.workspace, &place.manifest) {
-        (None, Some(manifest)) => {
-            let args = ManifestArgs {
-                manifest: Some(manifest.clone()),
-                ..ManifestArgs::default()
-            };
-            Ok(super::load(&args)?.settings.workspace)
-        }
+        (None, Some(manifest)) => Ok(super::load(&ManifestConfig::of_file(manifest))?
+            .settings
+            .workspace),
         (ws, _) => current_or(ws.as_deref()),
     }
 }
