@@ -80,7 +80,8 @@ pub enum Notice {
 #[derive(Debug, Default)]
 pub struct Landing {
     pub landed: usize,
-    /// Still queued when the wait at the end ran out (the run's own end among them).
+    /// Still queued when the wait at the end ran out (the run's own end among them), or the
+    /// run's end held back because a write before it was refused.
     pub not_landed: usize,
     /// Refused by SQLite for good.
     pub rejected: usize,
@@ -191,6 +192,8 @@ fn serve(
     let mut closed_at: Option<Instant> = None;
     let mut failing = false;
     let mut backoff = BACKOFF_MIN;
+    // The run's end, held back because a write before it was refused (see `withhold_run_end`).
+    let mut withheld = 0;
     let take = |m: Msg, queue: &mut VecDeque<Write>, closing: &mut Option<_>| match m {
         Msg::Write(w) => queue.push_back(w),
         Msg::Close {
@@ -219,6 +222,7 @@ fn serve(
                 }
             }
         }
+        withhold_run_end(&landing, &mut queue, &mut withheld);
         if queue.is_empty() {
             continue;
         }
@@ -262,6 +266,10 @@ fn serve(
                 // Something in the group is refused for good: land the writes one by one and
                 // drop only the ones refused.
                 for w in queue.drain(..) {
+                    if landing.rejected > 0 && matches!(w, Write::FinishRun { .. }) {
+                        withheld += 1;
+                        continue;
+                    }
                     match commit(ledger, run_id, std::iter::once(&w)) {
                         Ok(()) => landing.landed += 1,
                         Err(e) => {
@@ -282,8 +290,20 @@ fn serve(
             queue.push_back(w);
         }
     }
-    landing.not_landed = queue.len();
+    landing.not_landed = queue.len() + withheld;
     landing
+}
+
+/// Once a write was refused (dropped), the run's end must not land: the run then stays `running`
+/// and the next orch adds what was dropped from the step logs. A run marked finished is never
+/// reconciled, so its dropped spend would be lost for good.
+fn withhold_run_end(landing: &Landing, queue: &mut VecDeque<Write>, withheld: &mut usize) {
+    if landing.rejected == 0 {
+        return;
+    }
+    let before = queue.len();
+    queue.retain(|w| !matches!(w, Write::FinishRun { .. }));
+    *withheld += before - queue.len();
 }
 
 /// One transaction for a group of writes: all land or none.
