@@ -265,13 +265,22 @@ fn serve(
             Err(_) => {
                 // Something in the group is refused for good: land the writes one by one and
                 // drop only the ones refused.
-                for w in queue.drain(..) {
+                let mut rest = std::mem::take(&mut queue).into_iter();
+                while let Some(w) = rest.next() {
                     if landing.rejected > 0 && matches!(w, Write::FinishRun { .. }) {
                         withheld += 1;
                         continue;
                     }
                     match commit(ledger, run_id, std::iter::once(&w)) {
                         Ok(()) => landing.landed += 1,
+                        // Not a refusal (the lock was taken, the disk filled): keep this write
+                        // and the rest, in order, for the retries above.
+                        Err(e) if passing(&e) => {
+                            landing.last_error = Some(e.to_string());
+                            queue.push_back(w);
+                            queue.extend(rest);
+                            break;
+                        }
                         Err(e) => {
                             landing.rejected += 1;
                             landing.last_error = Some(e.to_string());

@@ -244,3 +244,56 @@ async fn a_write_refused_for_good_leaves_the_run_to_reconciliation_which_adds_it
     assert_eq!(tokens.total(), logged.tokens.total());
     assert_eq!(Nanos::from_usd(usd), Nanos::from_usd(logged.cost_usd));
 }
+
+/// After a write refused for good, the rest of its group lands one by one; a write that fails
+/// there for a passing reason (a full disk) is kept and retried, not dropped as refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_passing_failure_after_a_refused_write_is_retried_not_dropped() {
+    let (ledger, dir) = ledger("refused-then-full");
+    let path = dir.path().join("ledger.sqlite");
+    Connection::open(&path)
+        .expect("second connection")
+        .execute_batch(
+            "CREATE TRIGGER refuse_final BEFORE INSERT ON usage WHEN NEW.kind = 'final'
+             BEGIN SELECT RAISE(ABORT, 'refused for good'); END;",
+        )
+        .expect("trigger");
+    // The writer's ledger may not grow: a big row fails with SQLITE_FULL, as on a full disk.
+    let pages: i64 = ledger
+        .conn()
+        .query_row("PRAGMA page_count", [], |r| r.get(0))
+        .expect("page count");
+    ledger
+        .conn()
+        .pragma_update(None, "max_page_count", pages)
+        .expect("cap the pages");
+    // Both writes queue behind a held lock, so they meet in one group.
+    let holder = locked(&path);
+    let mut w = Writer::start(ledger, "r".into()).expect("start");
+    w.send(Write::Usage {
+        step: 0,
+        model: None,
+        kind: Kind::Final,
+        delta: Delta {
+            output: 7,
+            ..Delta::default()
+        },
+        at: Utc::now(),
+    });
+    w.send(Write::SaveSession {
+        id: "s".into(),
+        job: "a".into(),
+        totals: "x".repeat(200_000),
+        at: Utc::now(),
+    });
+    let _ = tokio::time::timeout(Duration::from_secs(5), w.notices.recv()).await;
+    holder.execute_batch("COMMIT").expect("release");
+    let landing = w
+        .close(Duration::from_millis(300), Duration::from_millis(300))
+        .await;
+    assert_eq!(
+        (landing.rejected, landing.not_landed),
+        (1, 1),
+        "only the refused write is dropped; the one the full disk held back is still queued: {landing:?}"
+    );
+}
