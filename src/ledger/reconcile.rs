@@ -280,11 +280,46 @@ mod tests {
                 started_at: Utc::now(),
             })
             .unwrap();
+        // Its orch is another live process (pid 1 runs as long as the machine does).
+        ledger
+            .conn()
+            .execute(
+                "UPDATE runs SET pid = 1, pid_start = ?1",
+                [super::super::store::process_start(1).map(|s| s as i64)],
+            )
+            .unwrap();
         assert!(ledger.orphaned_runs(Holder::me()).unwrap().is_empty());
         assert!(!ledger.claim("live", Holder::me()).unwrap());
         assert_eq!(
             ledger.run_status("live").unwrap().as_deref(),
             Some("running")
+        );
+    }
+
+    /// A service (`orch run --schedule`) runs one run after another in one process. A run whose
+    /// end did not land (the ledger was locked past the wait) is left `running` with this process
+    /// as its owner; the next run's start must reconcile it, or its spend stays out of the ledger
+    /// (and out of the window budget) for as long as the service lives.
+    #[test]
+    fn an_earlier_run_of_this_process_left_running_is_reconciled_by_the_next_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = Ledger::open(&dir.path().join("ledger.sqlite")).unwrap();
+        ledger
+            .begin_run(&super::super::store::RunRow {
+                id: "earlier".into(),
+                name: "n".into(),
+                manifest: "m".into(),
+                run_dir: dir.path().join("runs/earlier"),
+                started_at: Utc::now(),
+            })
+            .unwrap();
+        assert_eq!(
+            reconcile(&ledger, Utc::now()).unwrap(),
+            vec!["earlier".to_string()]
+        );
+        assert_eq!(
+            ledger.run_status("earlier").unwrap().as_deref(),
+            Some("dead")
         );
     }
 

@@ -448,9 +448,13 @@ impl Ledger {
         &self.conn
     }
 
-    /// The runs a reconciler may claim: `running` with their orch gone (pid dead or reused), or
-    /// `reconciling` with their claimer gone (it died mid-way) or being `me`. A hint only: the
-    /// claim ([`Ledger::claim`]) checks again inside its transaction.
+    /// The runs a reconciler may claim: `running` with their orch gone (pid dead or reused) or
+    /// being `me`, or `reconciling` with their claimer gone (it died mid-way) or being `me`. A hint
+    /// only: the claim ([`Ledger::claim`]) checks again inside its transaction.
+    ///
+    /// A `running` run of `me` is one whose end did not land (a service runs one run after
+    /// another in one process): reconciliation is only called while this process runs none,
+    /// before a run begins or from `orch ledger`.
     pub fn orphaned_runs(&self, me: Holder) -> rusqlite::Result<Vec<String>> {
         let mut stmt = self.conn.prepare(
             "SELECT id FROM runs WHERE status IN ('running', 'reconciling') ORDER BY started_at",
@@ -484,7 +488,9 @@ impl Ledger {
             )
             .optional()?;
         Ok(match row {
-            Some((status, owner, _)) if status == "running" => !owner.is_some_and(Holder::alive),
+            Some((status, owner, _)) if status == "running" => {
+                owner == Some(me) || !owner.is_some_and(Holder::alive)
+            }
             Some((status, _, claimer)) if status == "reconciling" => {
                 claimer == Some(me) || !claimer.is_some_and(Holder::alive)
             }

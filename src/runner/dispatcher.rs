@@ -33,11 +33,13 @@ pub async fn run<'a>(
     guardian: Arc<Guardian>,
     writer: &mut Writer,
     report: &mut dyn FnMut(Event),
-) -> std::io::Result<Core<'a>> {
+) -> std::io::Result<(Core<'a>, Signals)> {
     let (tx, mut rx) = mpsc::channel::<ExecutorEvent>(EVENTS);
-    let mut sigint = signal(SignalKind::interrupt())?;
-    let mut sigterm = signal(SignalKind::terminate())?;
-    let mut sighup = signal(SignalKind::hangup())?;
+    let mut signals = Signals {
+        int: signal(SignalKind::interrupt())?,
+        term: signal(SignalKind::terminate())?,
+        hup: signal(SignalKind::hangup())?,
+    };
     let mut shell = Shell {
         ctx,
         guardian,
@@ -59,9 +61,9 @@ pub async fn run<'a>(
             // A signal is never starved by a busy stream of output, nor an executor's end (which
             // drains the stream first); every input runs the launches that are due.
             biased;
-            _ = sigint.recv() => Woke::Input(Input::Signal),
-            _ = sigterm.recv() => Woke::Input(Input::Signal),
-            _ = sighup.recv() => Woke::Input(Input::Signal),
+            _ = signals.int.recv() => Woke::Input(Input::Signal),
+            _ = signals.term.recv() => Woke::Input(Input::Signal),
+            _ = signals.hup.recv() => Woke::Input(Input::Signal),
             Some(joined) = shell.tasks.join_next_with_id(), if !shell.tasks.is_empty() => {
                 Woke::Joined(Box::new(joined))
             }
@@ -92,7 +94,27 @@ pub async fn run<'a>(
     }
     let fx = core.finish_run();
     shell.apply(fx);
-    Ok(core)
+    Ok((core, signals))
+}
+
+/// The dispatcher's SIGINT, SIGTERM and SIGHUP handlers, handed back at the run's end: tokio
+/// keeps its handlers installed, so a signal after the run would otherwise be swallowed while
+/// orch waits for a failing ledger.
+pub(super) struct Signals {
+    int: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    /// Ready once a signal came that the run did not take (at once if it came as the run ended).
+    pub(super) async fn any(&mut self) {
+        tokio::select! {
+            _ = self.int.recv() => {}
+            _ = self.term.recv() => {}
+            _ = self.hup.recv() => {}
+        }
+    }
 }
 
 /// What woke the dispatcher.

@@ -164,7 +164,9 @@ pub async fn run(
     let result = dispatcher::run(ctx, core, guardian.clone(), &mut writer, report).await;
     // Every group is gone by now; let the guardian go too.
     let _ = guardian.shutdown();
-    let core = result?;
+    // The dispatcher's signal handlers: a signal it did not take (one that came after the run's
+    // last step) cuts the wait for a failing ledger below.
+    let (core, mut signals) = result?;
     let mut outcome = RunOutcome {
         stop: core.stop.and_then(core::CancelReason::cause),
         states: core.states,
@@ -190,7 +192,9 @@ pub async fn run(
         at: outcome.finished,
     });
     let (wait_busy, wait_other) = close_waits();
-    outcome.ledger = writer.close(wait_busy, wait_other).await;
+    outcome.ledger = writer
+        .close_unless(wait_busy, wait_other, signals.any())
+        .await;
     if outcome.ledger.not_landed > 0 {
         let n = outcome.ledger.not_landed;
         report(Event::LedgerWritesNotLanded {

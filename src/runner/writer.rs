@@ -10,6 +10,9 @@
 //! The writer never decides anything and never reports: it hands back [`Notice`]s.
 
 use std::collections::VecDeque;
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError, SyncSender, TryRecvError, TrySendError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -80,7 +83,8 @@ pub enum Notice {
 #[derive(Debug, Default)]
 pub struct Landing {
     pub landed: usize,
-    /// Still queued when the wait at the end ran out (the run's own end among them).
+    /// Still queued when the wait at the end ran out (the run's own end among them), or the
+    /// run's end held back because a write before it was refused.
     pub not_landed: usize,
     /// Refused by SQLite for good.
     pub rejected: usize,
@@ -103,6 +107,8 @@ pub struct Writer {
     backlog: VecDeque<Write>,
     thread: JoinHandle<Landing>,
     pub notices: UnboundedReceiver<Notice>,
+    /// Set when the wait at the end is to stop at once (a signal came): see [`Writer::close_unless`].
+    give_up: Arc<AtomicBool>,
 }
 
 impl Writer {
@@ -112,14 +118,17 @@ impl Writer {
         let (notify, notices) = unbounded_channel();
         // The thread retries on its own schedule; SQLite's wait is only for short lock holds.
         let _ = ledger.conn().busy_timeout(BUSY_WAIT);
+        let give_up = Arc::new(AtomicBool::new(false));
+        let giving_up = give_up.clone();
         let thread = std::thread::Builder::new()
             .name("orch-ledger".into())
-            .spawn(move || serve(&ledger, &run_id, &rx, &notify))?;
+            .spawn(move || serve(&ledger, &run_id, &rx, &notify, &giving_up))?;
         Ok(Writer {
             tx,
             backlog: VecDeque::new(),
             thread,
             notices,
+            give_up,
         })
     }
 
@@ -145,14 +154,28 @@ impl Writer {
     /// Hands over the last writes and waits (off the async threads) for them to land, at most
     /// `wait_busy` past a busy ledger or `wait_other` past another failure.
     pub async fn close(self, wait_busy: Duration, wait_other: Duration) -> Landing {
+        self.close_unless(wait_busy, wait_other, std::future::pending())
+            .await
+    }
+
+    /// [`Writer::close`], but once `stop` is ready (a signal) a ledger that keeps failing is
+    /// waited for no longer: what has not landed is counted, and the next orch start reconciles
+    /// it from the step logs. Writes that land at once still land.
+    pub async fn close_unless(
+        self,
+        wait_busy: Duration,
+        wait_other: Duration,
+        stop: impl Future<Output = ()>,
+    ) -> Landing {
         let Writer {
             tx,
             backlog,
             thread,
+            give_up,
             ..
         } = self;
         let pending = backlog.len();
-        let joined = tokio::task::spawn_blocking(move || {
+        let join = tokio::task::spawn_blocking(move || {
             for w in backlog {
                 if tx.send(Msg::Write(w)).is_err() {
                     break;
@@ -164,8 +187,15 @@ impl Writer {
             });
             drop(tx);
             thread.join()
-        })
-        .await;
+        });
+        tokio::pin!(join);
+        let joined = tokio::select! {
+            joined = &mut join => joined,
+            () = stop => {
+                give_up.store(true, Ordering::Relaxed);
+                join.await
+            }
+        };
         match joined {
             Ok(Ok(landing)) => landing,
             _ => Landing {
@@ -183,6 +213,7 @@ fn serve(
     run_id: &str,
     rx: &mpsc::Receiver<Msg>,
     notify: &UnboundedSender<Notice>,
+    give_up: &AtomicBool,
 ) -> Landing {
     let mut landing = Landing::default();
     let mut queue: VecDeque<Write> = VecDeque::new();
@@ -191,6 +222,8 @@ fn serve(
     let mut closed_at: Option<Instant> = None;
     let mut failing = false;
     let mut backoff = BACKOFF_MIN;
+    // The run's end, held back because a write before it was refused (see `withhold_run_end`).
+    let mut withheld = 0;
     let take = |m: Msg, queue: &mut VecDeque<Write>, closing: &mut Option<_>| match m {
         Msg::Write(w) => queue.push_back(w),
         Msg::Close {
@@ -219,6 +252,7 @@ fn serve(
                 }
             }
         }
+        withhold_run_end(&landing, &mut queue, &mut withheld);
         if queue.is_empty() {
             continue;
         }
@@ -244,7 +278,7 @@ fn serve(
                     // The wait at the end counts from the end, not from the first failure.
                     let closed = *closed_at.get_or_insert_with(Instant::now);
                     let wait = if busy { wait_busy } else { wait_other };
-                    if closed.elapsed() >= wait {
+                    if closed.elapsed() >= wait || give_up.load(Ordering::Relaxed) {
                         break;
                     }
                 }
@@ -261,9 +295,22 @@ fn serve(
             Err(_) => {
                 // Something in the group is refused for good: land the writes one by one and
                 // drop only the ones refused.
-                for w in queue.drain(..) {
+                let mut rest = std::mem::take(&mut queue).into_iter();
+                while let Some(w) = rest.next() {
+                    if landing.rejected > 0 && matches!(w, Write::FinishRun { .. }) {
+                        withheld += 1;
+                        continue;
+                    }
                     match commit(ledger, run_id, std::iter::once(&w)) {
                         Ok(()) => landing.landed += 1,
+                        // Not a refusal (the lock was taken, the disk filled): keep this write
+                        // and the rest, in order, for the retries above.
+                        Err(e) if passing(&e) => {
+                            landing.last_error = Some(e.to_string());
+                            queue.push_back(w);
+                            queue.extend(rest);
+                            break;
+                        }
                         Err(e) => {
                             landing.rejected += 1;
                             landing.last_error = Some(e.to_string());
@@ -282,8 +329,20 @@ fn serve(
             queue.push_back(w);
         }
     }
-    landing.not_landed = queue.len();
+    landing.not_landed = queue.len() + withheld;
     landing
+}
+
+/// Once a write was refused (dropped), the run's end must not land: the run then stays `running`
+/// and the next orch adds what was dropped from the step logs. A run marked finished is never
+/// reconciled, so its dropped spend would be lost for good.
+fn withhold_run_end(landing: &Landing, queue: &mut VecDeque<Write>, withheld: &mut usize) {
+    if landing.rejected == 0 {
+        return;
+    }
+    let before = queue.len();
+    queue.retain(|w| !matches!(w, Write::FinishRun { .. }));
+    *withheld += before - queue.len();
 }
 
 /// One transaction for a group of writes: all land or none.

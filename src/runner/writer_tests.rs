@@ -7,6 +7,8 @@ use chrono::Utc;
 use rusqlite::Connection;
 
 use super::*;
+use crate::agent::stream::TokenCounts;
+use crate::ledger::Nanos;
 use crate::ledger::store::RunRow;
 
 fn ledger(name: &str) -> (Ledger, tempfile::TempDir) {
@@ -143,5 +145,155 @@ async fn a_group_commit_takes_everything_queued_in_one_transaction() {
         version(&watcher) - before,
         1,
         "one commit for the whole group"
+    );
+}
+
+/// A usage write SQLite refuses for good is dropped; the run's end must then not land either, so
+/// that the run stays `running` and the next orch adds the dropped spend back from the step log.
+/// (Before: the run was marked `completed`, nothing ever reconciled it, the spend was lost.)
+#[tokio::test(flavor = "multi_thread")]
+async fn a_write_refused_for_good_leaves_the_run_to_reconciliation_which_adds_it_back() {
+    let (ledger, dir) = ledger("refused");
+    let path = dir.path().join("ledger.sqlite");
+    let log = dir.path().join("001-a.log");
+    let fixture = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/claude-code-2.1.331/text-only.jsonl"
+    );
+    std::fs::copy(fixture, &log).expect("copy the step log");
+    // What the log says the step spent, as reconciliation reads it.
+    let mut accounting = crate::agent::accounting::Accounting::new(None);
+    for line in std::fs::read_to_string(&log).expect("log").lines() {
+        if let Some(event) = crate::agent::stream::parse_line(line.as_bytes()) {
+            accounting.observe(&event);
+        }
+    }
+    let logged = accounting.usage().clone();
+    assert!(!logged.is_estimate && logged.tokens.total() > 0);
+    // Another writer's trigger: SQLite refuses every `final` row for good (a constraint).
+    Connection::open(&path)
+        .expect("second connection")
+        .execute_batch(
+            "CREATE TRIGGER refuse_final BEFORE INSERT ON usage WHEN NEW.kind = 'final'
+             BEGIN SELECT RAISE(ABORT, 'refused for good'); END;",
+        )
+        .expect("trigger");
+    let mut w = Writer::start(ledger, "r".into()).expect("start");
+    w.send(Write::BeginStep {
+        row: StepRow {
+            step: 0,
+            job: "a".into(),
+            label: "a".into(),
+            command: None,
+            session_id: None,
+            resume: false,
+            is_agent: true,
+            log: log.clone(),
+        },
+        at: Utc::now(),
+    });
+    let estimate = TokenCounts {
+        output: 3,
+        ..TokenCounts::default()
+    };
+    w.send(Write::Usage {
+        step: 0,
+        model: None,
+        kind: Kind::Estimate,
+        delta: Delta::between(&TokenCounts::default(), 0.0, &estimate, 0.001),
+        at: Utc::now(),
+    });
+    w.send(Write::Usage {
+        step: 0,
+        model: None,
+        kind: Kind::Final,
+        delta: Delta::between(&estimate, 0.001, &logged.tokens, logged.cost_usd),
+        at: Utc::now(),
+    });
+    w.send(Write::FinishStep {
+        step: 0,
+        status: "completed",
+        at: Utc::now(),
+    });
+    w.send(Write::FinishRun {
+        status: "completed",
+        exit_code: 0,
+        at: Utc::now(),
+    });
+    let landing = w
+        .close(Duration::from_secs(5), Duration::from_secs(1))
+        .await;
+    assert_eq!(landing.rejected, 1, "{landing:?}");
+    let check = Ledger::open(&path).expect("reopen");
+    assert_eq!(
+        check.run_status("r").expect("status").as_deref(),
+        Some("running"),
+        "a run that lost a write must be left to reconciliation: {landing:?}"
+    );
+    assert_eq!(landing.not_landed, 1, "the run's end: {landing:?}");
+    // The next orch: this run's orch is gone (start time no longer matches), the fault is gone.
+    check
+        .conn()
+        .execute_batch("DROP TRIGGER refuse_final; UPDATE runs SET pid_start = pid_start + 1;")
+        .expect("next start");
+    assert_eq!(
+        crate::ledger::reconcile(&check, Utc::now()).expect("reconcile"),
+        ["r"]
+    );
+    let (tokens, usd) = check.step_spend("r", 0).expect("spend");
+    assert_eq!(tokens.total(), logged.tokens.total());
+    assert_eq!(Nanos::from_usd(usd), Nanos::from_usd(logged.cost_usd));
+}
+
+/// After a write refused for good, the rest of its group lands one by one; a write that fails
+/// there for a passing reason (a full disk) is kept and retried, not dropped as refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_passing_failure_after_a_refused_write_is_retried_not_dropped() {
+    let (ledger, dir) = ledger("refused-then-full");
+    let path = dir.path().join("ledger.sqlite");
+    Connection::open(&path)
+        .expect("second connection")
+        .execute_batch(
+            "CREATE TRIGGER refuse_final BEFORE INSERT ON usage WHEN NEW.kind = 'final'
+             BEGIN SELECT RAISE(ABORT, 'refused for good'); END;",
+        )
+        .expect("trigger");
+    // The writer's ledger may not grow: a big row fails with SQLITE_FULL, as on a full disk.
+    let pages: i64 = ledger
+        .conn()
+        .query_row("PRAGMA page_count", [], |r| r.get(0))
+        .expect("page count");
+    ledger
+        .conn()
+        .pragma_update(None, "max_page_count", pages)
+        .expect("cap the pages");
+    // Both writes queue behind a held lock, so they meet in one group.
+    let holder = locked(&path);
+    let mut w = Writer::start(ledger, "r".into()).expect("start");
+    w.send(Write::Usage {
+        step: 0,
+        model: None,
+        kind: Kind::Final,
+        delta: Delta {
+            output: 7,
+            ..Delta::default()
+        },
+        at: Utc::now(),
+    });
+    w.send(Write::SaveSession {
+        id: "s".into(),
+        job: "a".into(),
+        totals: "x".repeat(200_000),
+        at: Utc::now(),
+    });
+    let _ = tokio::time::timeout(Duration::from_secs(5), w.notices.recv()).await;
+    holder.execute_batch("COMMIT").expect("release");
+    let landing = w
+        .close(Duration::from_millis(300), Duration::from_millis(300))
+        .await;
+    assert_eq!(
+        (landing.rejected, landing.not_landed),
+        (1, 1),
+        "only the refused write is dropped; the one the full disk held back is still queued: {landing:?}"
     );
 }

@@ -393,3 +393,72 @@ fn sighup_during_a_cron_run_stops_that_run_and_the_service() {
     let v = results_in(&t.path().join(".orch"));
     assert_eq!(v["instances"]["slow"]["status"], "cancelled");
 }
+
+/// A signal while orch waits at the run's end for a ledger another process keeps locked ends
+/// that wait at once (before: the signal was swallowed and orch waited the full 30 s). The
+/// writes that did not land are counted and left to the next start, as after a timed-out wait.
+#[test]
+fn a_signal_during_the_wait_for_a_locked_ledger_at_the_end_cuts_it_short() {
+    let t = Test::new();
+    let go = t.path().join("go");
+    let t = t
+        .file(
+            "orch.toml",
+            &format!(
+                "[settings]\nstartup_delay = \"0s\"\n[jobs.a]\nshell = \"while [ ! -e '{}' ]; do sleep 0.02; done\"\n",
+                go.display()
+            ),
+        )
+        .allow_dead_run("the ledger is locked past the run's end and SIGINT cuts the wait short");
+    let state = t.path().join("state");
+    let events = t.path().join("events.ndjson");
+    let mut child = t
+        .with_args(&[
+            "run",
+            "orch.toml",
+            "--quiet",
+            "--events",
+            events.to_str().unwrap(),
+            "--state-dir",
+            state.to_str().unwrap(),
+        ])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until("the step's row", Duration::from_secs(20), || {
+        rusqlite::Connection::open(state.join("ledger.sqlite"))
+            .and_then(|c| c.query_row("SELECT COUNT(*) FROM steps", [], |r| r.get::<_, i64>(0)))
+            .is_ok_and(|n| n == 1)
+    });
+    let holder = hold_the_write_lock(&state.join("ledger.sqlite"));
+    std::fs::write(&go, "").unwrap();
+    wait_until("the step's end", Duration::from_secs(20), || {
+        read_events(&events)
+            .iter()
+            .any(|e| e["event"] == "step_finished")
+    });
+    let signalled = Instant::now();
+    let kill = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let mut status = None;
+    wait_until("orch to exit", Duration::from_secs(40), || {
+        status = child.try_wait().unwrap();
+        status.is_some()
+    });
+    let took = signalled.elapsed();
+    eprintln!("SIGINT to exit during the end wait: {took:?}");
+    assert!(took < Duration::from_secs(5), "orch kept waiting: {took:?}");
+    // The step completed; the signal only cut the wait, so the steps' outcome is the exit code.
+    assert_eq!(status.unwrap().code(), Some(0));
+    let lost = read_events(&events)
+        .into_iter()
+        .find(|e| e["event"] == "ledger_writes_not_landed")
+        .expect("the writes that did not land are counted");
+    assert!(lost["writes"].as_u64().unwrap() >= 1, "{lost}");
+    holder.execute_batch("COMMIT").unwrap();
+    let v = results_in(&state);
+    assert_eq!(step_of(&v, "a")["status"], "completed");
+}
