@@ -115,7 +115,7 @@ const MIGRATIONS: &[&str] = &[
 pub const SCHEMA_VERSION: usize = MIGRATIONS.len();
 
 /// The kinds of usage rows.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Kind {
     /// A live estimate from the price table.
     Estimate,
@@ -178,6 +178,18 @@ impl Delta {
 
     pub fn is_zero(&self) -> bool {
         *self == Delta::default()
+    }
+
+    /// The change of two changes one after the other, field by field (exact: the rows' figures
+    /// are capped far below where a sum of them could reach i64's limit, where it saturates).
+    pub fn then(&self, next: &Delta) -> Delta {
+        Delta {
+            input: self.input.saturating_add(next.input),
+            output: self.output.saturating_add(next.output),
+            cache_read: self.cache_read.saturating_add(next.cache_read),
+            cache_creation: self.cache_creation.saturating_add(next.cache_creation),
+            usd: self.usd.saturating_add(next.usd),
+        }
     }
 }
 
