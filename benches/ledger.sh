@@ -11,11 +11,14 @@
 #   big    1,000 finished runs x 20 agent steps over the last 24 hours; each step 10 estimate rows
 #          of its model, then a final row for it and one for a second model (240,000 rows).
 #   eight  one finished run of 8 agent steps with 5,000 estimate rows each (one per message, as
-#          the per-message writer left them) and a final row: 40,008 rows.
+#          the per-message writer left them) and two final rows: 40,016 rows.
 #
 # Timed with hyperfine: `orch ledger`, `orch ledger --by job`, and `orch plan` of a 20-job manifest
 # whose window budget and forecasts read the big ledger. Each binary gets its own copy of each
 # ledger, so a migration one of them runs cannot touch the other's file.
+#
+# Last, the usage rows one real run of 8 simulated agents (200 turns each, 2 ms apart) writes,
+# with each binary.
 #
 # Needs hyperfine and python3 (apt-get install hyperfine).
 set -euo pipefail
@@ -117,3 +120,24 @@ for ledger in big eight; do
   done
 done
 echo "== the same figures before and after (ledger --by run/job/model/day/command, both ledgers)"
+
+echo "== usage rows written by one run of 8 simulated agents x 200 turns"
+{
+  printf '[settings]\nstartup_delay = "0s"\n\n'
+  for i in $(seq 1 8); do
+    printf '[jobs.a%d]\nprompt = "p"\nenv = { ORCH_SIM_TURNS = "200", ORCH_SIM_DELAY_MS = "2" }\n\n' "$i"
+  done
+} > "$work/sim8.toml"
+for who in before after; do
+  bin="$before"; [ "$who" = after ] && bin="$after"
+  ORCH_SIM_STATE_DIR="$work/sim-$who" "$bin" run "$work/sim8.toml" --simulate --quiet \
+    --state-dir "$work/state8-$who" > /dev/null
+  python3 - "$work/state8-$who/ledger.sqlite" "$who" <<'PY'
+import sqlite3, sys
+db = sqlite3.connect(sys.argv[1])
+rows, tokens, nanos = db.execute(
+    "SELECT COUNT(*), SUM(input + output + cache_read + cache_creation), SUM(usd_nanos) FROM usage").fetchone()
+kinds = dict(db.execute("SELECT kind, COUNT(*) FROM usage GROUP BY kind").fetchall())
+print(f"  {sys.argv[2]:>6}: {rows} rows {kinds}, {tokens} tokens, {nanos} nano-dollars")
+PY
+done
