@@ -178,15 +178,20 @@ fn add_history(view: &mut PlanView, m: &Manifest, plan: &Plan, now: DateTime<Utc
         let since = crate::duration::before(now, w.period);
         view.window_spent = l.spent_since(since).map_err(&mut note).ok();
     }
+    // Every job's past costs in one read of the ledger, once there is an agent step to forecast.
+    let mut job_costs: Option<std::collections::HashMap<String, Vec<f64>>> = None;
     for s in &mut view.steps {
         let step = &plan.steps[s.id];
         if !step.is_main() || !matches!(step.action, Action::Agent { .. }) {
             continue;
         }
-        let mut costs = ledger
-            .as_ref()
-            .and_then(|l| l.job_costs(&m.name, &step.job_name).map_err(&mut note).ok())
-            .unwrap_or_default();
+        let all = job_costs.get_or_insert_with(|| {
+            ledger
+                .as_ref()
+                .and_then(|l| l.job_costs(&m.name).map_err(&mut note).ok())
+                .unwrap_or_default()
+        });
+        let mut costs = all.get(&step.job_name).cloned().unwrap_or_default();
         costs.sort_by(f64::total_cmp);
         let median = match costs.len() {
             0 => None,

@@ -53,29 +53,51 @@ pub struct SpendRow {
 ///
 /// Sums are `TOTAL()`s (floats, which never overflow; exact below 2^53), so a ledger holding
 /// rows from before the caps still reads.
+///
+/// Linear in the window's rows: they are summed once per (run, step) (and model or day, when
+/// the key has them), and only those partial sums are joined and grouped. A step is `estimated`
+/// when it has estimate rows and no final or reconciled row; a final comes after the estimates it
+/// replaces, so one in the window is seen in the same pass, and only a step without one is looked
+/// up outside the window. Looked up for every row instead, it rescanned the step's rows each time
+/// and was quadratic in them (12 s for one 8-agent run of the per-message writer).
 pub fn spend(
     ledger: &Ledger,
     since: DateTime<Utc>,
     by: GroupBy,
 ) -> rusqlite::Result<Vec<SpendRow>> {
-    let key = match by {
-        GroupBy::Run => "u.run_id || ' ' || r.name",
-        GroupBy::Job => "s.job",
-        GroupBy::Command => "COALESCE(s.command, '(none)')",
-        GroupBy::Model => "COALESCE(u.model, '(unknown)')",
-        GroupBy::Day => "substr(u.at, 1, 10)",
+    // The part of the key a row has itself, if any, and the key of a partial sum.
+    let (part, key) = match by {
+        GroupBy::Run => (None, "w.run_id || ' ' || r.name"),
+        GroupBy::Job => (None, "s.job"),
+        GroupBy::Command => (None, "COALESCE(s.command, '(none)')"),
+        GroupBy::Model => (Some("COALESCE(model, '(unknown)')"), "w.part"),
+        GroupBy::Day => (Some("substr(at, 1, 10)"), "w.part"),
     };
+    // Without a part, grouping by (run_id, step) alone follows the usage_step index: no sort.
+    let group = if part.is_some() {
+        "run_id, step, part"
+    } else {
+        "run_id, step"
+    };
+    let part = part.unwrap_or("NULL");
     let sql = format!(
-        "SELECT {key} AS k, COUNT(DISTINCT u.run_id), TOTAL(u.input), TOTAL(u.output),
-                TOTAL(u.cache_read), TOTAL(u.cache_creation), TOTAL(u.usd_nanos),
-                MAX(CASE WHEN u.kind = 'estimate' AND NOT EXISTS (
-                        SELECT 1 FROM usage f WHERE f.run_id = u.run_id AND f.step = u.step
+        "WITH w AS (
+             SELECT run_id, step, {part} AS part, TOTAL(input) AS input, TOTAL(output) AS output,
+                    TOTAL(cache_read) AS cache_read, TOTAL(cache_creation) AS cache_creation,
+                    TOTAL(usd_nanos) AS usd_nanos, MAX(kind = 'estimate') AS has_estimate,
+                    MAX(kind != 'estimate') AS has_final
+             FROM usage WHERE at_ms >= ?1
+             GROUP BY {group}
+         )
+         SELECT {key} AS k, COUNT(DISTINCT w.run_id), TOTAL(w.input), TOTAL(w.output),
+                TOTAL(w.cache_read), TOTAL(w.cache_creation), TOTAL(w.usd_nanos),
+                MAX(CASE WHEN w.has_estimate AND NOT w.has_final AND NOT EXISTS (
+                        SELECT 1 FROM usage f WHERE f.run_id = w.run_id AND f.step = w.step
                         AND f.kind != 'estimate') THEN 1 ELSE 0 END)
-         FROM usage u
-         JOIN runs r ON r.id = u.run_id
-         LEFT JOIN steps s ON s.run_id = u.run_id AND s.step = u.step
-         WHERE u.at_ms >= ?1
-         GROUP BY k ORDER BY TOTAL(u.usd_nanos) DESC, k"
+         FROM w
+         JOIN runs r ON r.id = w.run_id
+         LEFT JOIN steps s ON s.run_id = w.run_id AND s.step = w.step
+         GROUP BY k ORDER BY TOTAL(w.usd_nanos) DESC, k"
     );
     let mut stmt = ledger.conn().prepare(&sql)?;
     let rows = stmt.query_map([since.timestamp_millis()], |r| {
@@ -310,5 +332,75 @@ mod tests {
             .spent_since(now + chrono::Duration::seconds(1))
             .unwrap();
         assert_eq!(later.tokens, 0);
+    }
+    #[test]
+    fn estimated_means_estimates_and_no_final_in_or_out_of_the_window() {
+        let (ledger, dir) = temp_ledger("estimated");
+        let now = Utc::now();
+        ledger
+            .begin_run(&store::RunRow {
+                id: "r1".into(),
+                name: "n".into(),
+                manifest: "m".into(),
+                run_dir: dir.clone(),
+                started_at: now,
+            })
+            .unwrap();
+        let hour_ago = now - chrono::Duration::hours(1);
+        let est = Delta {
+            output: 10,
+            usd: Nanos(1_000),
+            ..Delta::default()
+        };
+        let fin = Delta {
+            output: 5,
+            usd: Nanos(500),
+            ..Delta::default()
+        };
+        // a: estimates only. b: estimates, then a final. c: its final stamped before the window
+        // (a clock set back), so only the lookup outside the window finds it. d: a final only.
+        for (step, job, rows) in [
+            (0, "a", vec![(Kind::Estimate, now), (Kind::Estimate, now)]),
+            (1, "b", vec![(Kind::Estimate, now), (Kind::Final, now)]),
+            (2, "c", vec![(Kind::Estimate, now), (Kind::Final, hour_ago)]),
+            (3, "d", vec![(Kind::Reconciled, now)]),
+        ] {
+            let row = store::StepRow {
+                step,
+                job: job.into(),
+                label: job.into(),
+                command: None,
+                session_id: None,
+                resume: false,
+                is_agent: true,
+                log: dir.join("log"),
+            };
+            ledger.begin_step("r1", &row, now).unwrap();
+            for (kind, at) in rows {
+                let d = if kind == Kind::Estimate { &est } else { &fin };
+                ledger.record("r1", step, Some("m"), kind, d, at).unwrap();
+            }
+        }
+        let since = now - chrono::Duration::minutes(5);
+        let by_job: Vec<(String, u64, i64, bool)> = spend(&ledger, since, GroupBy::Job)
+            .unwrap()
+            .into_iter()
+            .map(|r| (r.key, r.output_tokens, r.usd_nanos, r.estimated))
+            .collect();
+        assert_eq!(
+            by_job,
+            [
+                ("a".to_string(), 20, 2_000, true),
+                ("b".to_string(), 15, 1_500, false),
+                ("c".to_string(), 10, 1_000, false),
+                ("d".to_string(), 5, 500, false),
+            ]
+        );
+        for by in [GroupBy::Run, GroupBy::Model, GroupBy::Day, GroupBy::Command] {
+            let rows = spend(&ledger, since, by).unwrap();
+            assert_eq!(rows.len(), 1, "{by:?}");
+            assert_eq!((rows[0].output_tokens, rows[0].usd_nanos), (50, 5_000));
+            assert!(rows[0].estimated, "{by:?}: step a is an estimate");
+        }
     }
 }

@@ -115,7 +115,7 @@ const MIGRATIONS: &[&str] = &[
 pub const SCHEMA_VERSION: usize = MIGRATIONS.len();
 
 /// The kinds of usage rows.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Kind {
     /// A live estimate from the price table.
     Estimate,
@@ -178,6 +178,18 @@ impl Delta {
 
     pub fn is_zero(&self) -> bool {
         *self == Delta::default()
+    }
+
+    /// The change of two changes one after the other, field by field (exact: the rows' figures
+    /// are capped far below where a sum of them could reach i64's limit, where it saturates).
+    pub fn then(&self, next: &Delta) -> Delta {
+        Delta {
+            input: self.input.saturating_add(next.input),
+            output: self.output.saturating_add(next.output),
+            cache_read: self.cache_read.saturating_add(next.cache_read),
+            cache_creation: self.cache_creation.saturating_add(next.cache_creation),
+            usd: self.usd.saturating_add(next.usd),
+        }
     }
 }
 
@@ -429,19 +441,33 @@ impl Ledger {
         )
     }
 
-    /// The final cost of each past completed run of a job, oldest first (for forecasts).
-    pub fn job_costs(&self, manifest_name: &str, job: &str) -> rusqlite::Result<Vec<f64>> {
+    /// The final cost of each past completed run of each job of a manifest, oldest first (for
+    /// forecasts), in one pass over the manifest's runs: asked job by job, the join started from
+    /// the usage rows and read every row of the ledger once per job.
+    pub fn job_costs(
+        &self,
+        manifest_name: &str,
+    ) -> rusqlite::Result<std::collections::HashMap<String, Vec<f64>>> {
+        // CROSS JOIN keeps SQLite's join order: runs, their steps, the steps' rows.
         let mut stmt = self.conn.prepare(
-            "SELECT TOTAL(u.usd_nanos) FROM usage u
-             JOIN steps s ON s.run_id = u.run_id AND s.step = u.step
-             JOIN runs r ON r.id = u.run_id
-             WHERE r.name = ?1 AND s.job = ?2 AND r.status NOT IN ('running', 'reconciling')
-             GROUP BY u.run_id ORDER BY MIN(u.at_ms)",
+            "SELECT s.job, TOTAL(u.usd_nanos) FROM runs r
+             CROSS JOIN steps s ON s.run_id = r.id
+             CROSS JOIN usage u ON u.run_id = s.run_id AND u.step = s.step
+             WHERE r.name = ?1 AND r.status NOT IN ('running', 'reconciling')
+             GROUP BY s.job, r.id ORDER BY s.job, MIN(u.at_ms)",
         )?;
-        let rows = stmt.query_map(params![manifest_name, job], |r| {
-            r.get::<_, f64>(0).map(|m| total_nanos(m).dollars())
+        let rows = stmt.query_map(params![manifest_name], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                total_nanos(r.get::<_, f64>(1)?).dollars(),
+            ))
         })?;
-        rows.collect()
+        let mut costs = std::collections::HashMap::<String, Vec<f64>>::new();
+        for row in rows {
+            let (job, usd) = row?;
+            costs.entry(job).or_default().push(usd);
+        }
+        Ok(costs)
     }
 
     pub(crate) fn conn(&self) -> &Connection {

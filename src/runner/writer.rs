@@ -8,8 +8,13 @@
 //! did not; those are recovered from the step logs (the write-ahead record) by the next orch,
 //! because the run's `finish_run`, queued last, did not land either and the run stays `running`.
 //! The writer never decides anything and never reports: it hands back [`Notice`]s.
+//!
+//! Within a group, the usage deltas of one (step, model, kind) become one row, their sum: a
+//! stream of estimates is one row per step per group, not one per message. Sums of integers
+//! (tokens, nano-dollars) are exact, so a step's rows still sum to its latest figure, and a group
+//! lands whole or not at all, so a crash loses no more than it did row by row.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -349,20 +354,20 @@ fn withhold_run_end(landing: &Landing, queue: &mut VecDeque<Write>, withheld: &m
 fn commit<'w>(
     ledger: &Ledger,
     run_id: &str,
-    writes: impl ExactSizeIterator<Item = &'w Write>,
+    writes: impl Iterator<Item = &'w Write>,
 ) -> rusqlite::Result<()> {
-    let mut writes = writes;
-    if writes.len() == 1 {
+    let rows = coalesce(writes);
+    if let [one] = rows.as_slice() {
         // One statement is its own transaction: no BEGIN and COMMIT to pay for (the common case
         // when steps are short and few run at once).
-        return apply(ledger, run_id, writes.next().expect("one write"));
+        return apply(ledger, run_id, one);
     }
     let conn = ledger.conn();
     let run = |sql: &str| conn.prepare_cached(sql).and_then(|mut s| s.execute([]));
     run("BEGIN IMMEDIATE")?;
     let mut result = Ok(());
-    for w in writes {
-        result = apply(ledger, run_id, w);
+    for row in &rows {
+        result = apply(ledger, run_id, row);
         if result.is_err() {
             break;
         }
@@ -374,7 +379,74 @@ fn commit<'w>(
     result
 }
 
-fn apply(ledger: &Ledger, run_id: &str, w: &Write) -> rusqlite::Result<()> {
+/// A statement of a group: a write as the dispatcher sent it, or the sum of a group's usage
+/// deltas of one (step, model, kind).
+#[derive(Debug)]
+enum Row<'w> {
+    Write(&'w Write),
+    Usage {
+        step: StepId,
+        model: Option<&'w str>,
+        kind: Kind,
+        delta: Delta,
+        /// The latest of the summed deltas' times: when the step reached the figure.
+        at: DateTime<Utc>,
+    },
+}
+
+/// The group's statements, in order, with each (step, model, kind)'s usage summed into the
+/// place of its first delta (the group is one transaction, so no reader sees the order).
+fn coalesce<'w>(writes: impl Iterator<Item = &'w Write>) -> Vec<Row<'w>> {
+    let mut rows = Vec::new();
+    let mut usage: HashMap<(StepId, Option<&'w str>, Kind), usize> = HashMap::new();
+    for w in writes {
+        let Write::Usage {
+            step,
+            model,
+            kind,
+            delta,
+            at,
+        } = w
+        else {
+            rows.push(Row::Write(w));
+            continue;
+        };
+        let key = (*step, model.as_deref(), *kind);
+        match usage.get(&key).and_then(|&i| rows.get_mut(i)) {
+            Some(Row::Usage {
+                delta: sum,
+                at: latest,
+                ..
+            }) => {
+                *sum = sum.then(delta);
+                *latest = (*latest).max(*at);
+            }
+            _ => {
+                usage.insert(key, rows.len());
+                rows.push(Row::Usage {
+                    step: *step,
+                    model: model.as_deref(),
+                    kind: *kind,
+                    delta: delta.clone(),
+                    at: *at,
+                });
+            }
+        }
+    }
+    rows
+}
+
+fn apply(ledger: &Ledger, run_id: &str, row: &Row<'_>) -> rusqlite::Result<()> {
+    let w = match row {
+        Row::Usage {
+            step,
+            model,
+            kind,
+            delta,
+            at,
+        } => return ledger.record(run_id, *step, *model, *kind, delta, *at),
+        Row::Write(w) => w,
+    };
     match w {
         Write::BeginStep { row, at } => ledger.begin_step(run_id, row, *at),
         Write::Usage {

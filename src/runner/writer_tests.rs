@@ -135,12 +135,15 @@ async fn a_group_commit_takes_everything_queued_in_one_transaction() {
         .close(Duration::from_secs(5), Duration::from_secs(1))
         .await;
     assert_eq!(landing.landed, 50);
-    let rows: i64 = watcher
-        .query_row("SELECT COUNT(*) FROM usage WHERE step = 1", [], |r| {
-            r.get(0)
-        })
+    // The 50 estimates of one step are one row, their exact sum.
+    let (rows, output): (i64, i64) = watcher
+        .query_row(
+            "SELECT COUNT(*), SUM(output) FROM usage WHERE step = 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
         .expect("count");
-    assert_eq!(rows, 50);
+    assert_eq!((rows, output), (1, (0..50).sum::<i64>()));
     assert_eq!(
         version(&watcher) - before,
         1,
@@ -296,4 +299,135 @@ async fn a_passing_failure_after_a_refused_write_is_retried_not_dropped() {
         (1, 1),
         "only the refused write is dropped; the one the full disk held back is still queued: {landing:?}"
     );
+}
+
+fn delta(output: i64, usd: f64) -> Delta {
+    Delta {
+        input: 1,
+        output,
+        cache_read: 7,
+        cache_creation: 3,
+        usd: crate::ledger::Nanos::from_usd(usd),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_group_sums_the_usage_of_each_step_model_and_kind_into_one_row_exactly() {
+    let (ledger, dir) = ledger("coalesce");
+    let path = dir.path().join("ledger.sqlite");
+    let holder = locked(&path);
+    let mut w = Writer::start(ledger, "r".into()).expect("start");
+    let at = Utc::now();
+    let step = |step: StepId| StepRow {
+        step,
+        job: format!("j{step}"),
+        label: format!("j{step}"),
+        command: None,
+        session_id: None,
+        resume: false,
+        is_agent: true,
+        log: dir.path().join("log"),
+    };
+    // Two steps streaming estimates of two models, interleaved, then each one's final: the
+    // reversal of its estimates and Claude Code's figure. A tenth of a cent is no exact float.
+    w.send(Write::BeginStep { row: step(0), at });
+    w.send(Write::BeginStep { row: step(1), at });
+    let mut last = at;
+    for i in 0..200i64 {
+        last = at + chrono::Duration::milliseconds(i);
+        for (s, model) in [(0, "sonnet"), (1, "sonnet"), (1, "haiku")] {
+            w.send(Write::Usage {
+                step: s,
+                model: Some(model.into()),
+                kind: Kind::Estimate,
+                delta: delta(i, 0.001),
+                at: last,
+            });
+        }
+    }
+    for s in [0, 1] {
+        w.send(Write::Usage {
+            step: s,
+            model: Some("sonnet".into()),
+            kind: Kind::Final,
+            delta: delta(5, 0.1),
+            at: last,
+        });
+        w.send(Write::FinishStep {
+            step: s,
+            status: "completed",
+            at: last,
+        });
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(5), w.notices.recv()).await;
+    holder.execute_batch("COMMIT").expect("release");
+    let landing = w
+        .close(Duration::from_secs(5), Duration::from_secs(1))
+        .await;
+    assert_eq!((landing.landed, landing.not_landed), (2 + 600 + 4, 0));
+    let check = Ledger::open(&path).expect("reopen");
+    let rows: Vec<(i64, String, String, i64, i64, i64, i64)> = check
+        .conn()
+        .prepare(
+            "SELECT step, model, kind, output, input, usd_nanos, at_ms FROM usage
+             ORDER BY step, model, kind",
+        )
+        .expect("query")
+        .query_map([], |r| {
+            Ok((
+                r.get(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                r.get(4)?,
+                r.get(5)?,
+                r.get(6)?,
+            ))
+        })
+        .expect("rows")
+        .map(|r| r.expect("row"))
+        .collect();
+    let sum = (0..200).sum::<i64>();
+    let ms = last.timestamp_millis();
+    let est = |s: i64, m: &str| {
+        (
+            s,
+            m.to_string(),
+            "estimate".to_string(),
+            sum,
+            200,
+            200_000_000,
+            ms,
+        )
+    };
+    let fin = |s: i64| {
+        (
+            s,
+            "sonnet".to_string(),
+            "final".to_string(),
+            5,
+            1,
+            100_000_000,
+            ms,
+        )
+    };
+    assert_eq!(
+        rows,
+        [
+            est(0, "sonnet"),
+            fin(0),
+            est(1, "haiku"),
+            est(1, "sonnet"),
+            fin(1)
+        ]
+    );
+    // The step's figure is the sum of everything sent: 200 tenths of a cent and a dime, exactly.
+    let (tokens, usd) = check.step_spend("r", 1).expect("spend");
+    assert_eq!(tokens.output, (2 * sum + 5) as u64);
+    assert_eq!(usd, 0.5);
+    let status: String = check
+        .conn()
+        .query_row("SELECT status FROM steps WHERE step = 1", [], |r| r.get(0))
+        .expect("status");
+    assert_eq!(status, "completed");
 }
