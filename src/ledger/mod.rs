@@ -282,6 +282,21 @@ mod tests {
     }
 
     #[test]
+    fn a_ledger_from_a_newer_orch_is_refused_not_written() {
+        let (ledger, dir) = temp_ledger("newer");
+        ledger
+            .conn()
+            .pragma_update(None, "user_version", (store::SCHEMA_VERSION + 1) as i64)
+            .unwrap();
+        drop(ledger);
+        let Err(e) = Ledger::open(&dir.join("ledger.sqlite")) else {
+            panic!("a ledger of a newer schema opened");
+        };
+        let text = e.to_string();
+        assert!(text.contains("newer than this orch knows"), "{text}");
+    }
+
+    #[test]
     fn migrations_are_versioned_and_idempotent() {
         let (ledger, dir) = temp_ledger("migrate");
         assert_eq!(ledger.version().unwrap(), store::SCHEMA_VERSION);

@@ -264,6 +264,17 @@ impl Ledger {
         conn.pragma_update(None, "foreign_keys", "ON")?;
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        // A ledger a newer orch has migrated may hold columns and meanings this one does not
+        // know; writing it with the old schema could lose spend, so it is refused.
+        if version > SCHEMA_VERSION as i64 {
+            return Err(rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CANTOPEN),
+                Some(format!(
+                    "its schema version is {version}, newer than this orch knows \
+                     ({SCHEMA_VERSION}): use the orch that wrote it, or another --state-dir"
+                )),
+            ));
+        }
         for (i, migration) in MIGRATIONS.iter().enumerate().skip(version.max(0) as usize) {
             tx.execute_batch(migration)?;
             tx.pragma_update(None, "user_version", (i + 1) as i64)?;
