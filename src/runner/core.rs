@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::executor::{Exited, Launch};
+use super::executor::{ExecutorEvent, Exited, Launch};
 use super::writer::Write;
 use super::{RunContext, StepRecord};
 use crate::agent::Session;
@@ -79,49 +79,12 @@ enum StepStop {
 
 /// What the core hears: executor events, signals and the clock.
 pub enum Input {
-    /// The step's process is running (the shell keeps its stopper).
-    Started {
-        step: StepId,
-        pid: u32,
-    },
-    Output {
-        step: StepId,
-        line: String,
-    },
-    Usage {
-        step: StepId,
-        update: UsageUpdate,
-    },
-    RateLimited {
-        step: StepId,
-        record: RateLimitRecord,
-    },
-    /// Claude Code said which model it runs.
-    Model {
-        step: StepId,
-        model: String,
-    },
-    /// The step's timeout fired; its executor is stopping it.
-    TimedOut {
-        step: StepId,
-    },
-    /// A usage figure of the step was capped or rejected by the stream parser.
-    UsageAnomaly {
-        step: StepId,
-        anomaly: crate::agent::stream::Anomaly,
-    },
-    /// Writing the step's log began to fail (the pipe is drained on regardless).
-    LogWriteFailed {
-        step: StepId,
-        fault: crate::process::LogFault,
-    },
+    /// What an executor said while its step runs (the shell keeps the step's stopper).
+    Executor(ExecutorEvent),
     /// The executor ended normally.
     Exited(Box<Exited>),
     /// The executor's task panicked: the step failed, whatever its process did.
-    Panicked {
-        step: StepId,
-        message: String,
-    },
+    Panicked { step: StepId, message: String },
     /// SIGINT, SIGTERM or SIGHUP.
     Signal,
     /// Time passed (a launch delay or a rate-limit pause may be over).
@@ -199,7 +162,7 @@ impl<'a> Core<'a> {
         let mut fx = Vec::new();
         let label = |id: StepId| self.plan.steps[id].label();
         match input {
-            Input::Started { step, pid } => {
+            Input::Executor(ExecutorEvent::Started { step, pid }) => {
                 self.spawned.insert(step);
                 self.records[step].pid = Some(pid);
                 fx.push(Effect::Report(Event::StepStarted {
@@ -217,12 +180,14 @@ impl<'a> Core<'a> {
                     }
                 }
             }
-            Input::Output { step, line } => fx.push(Effect::Report(Event::StepOutput {
-                step,
-                label: label(step),
-                line,
-            })),
-            Input::Usage { step, update } => {
+            Input::Executor(ExecutorEvent::Output { step, line }) => {
+                fx.push(Effect::Report(Event::StepOutput {
+                    step,
+                    label: label(step),
+                    line,
+                }))
+            }
+            Input::Executor(ExecutorEvent::Usage { step, update }) => {
                 self.spend(now, step, &update, &mut fx);
                 fx.push(Effect::Report(Event::UsageRecorded {
                     step,
@@ -230,15 +195,21 @@ impl<'a> Core<'a> {
                     update,
                 }));
             }
-            Input::RateLimited { step, record } => self.rate_limited(now, step, record, &mut fx),
-            Input::Model { step, model } => self.records[step].model = Some(model),
-            Input::UsageAnomaly { step, anomaly } => fx.push(Effect::Report(Event::UsageAnomaly {
-                step,
-                label: label(step),
-                field: anomaly.field.clone(),
-                what: anomaly.to_string(),
-            })),
-            Input::LogWriteFailed { step, fault } => {
+            Input::Executor(ExecutorEvent::RateLimited { step, record }) => {
+                self.rate_limited(now, step, record, &mut fx)
+            }
+            Input::Executor(ExecutorEvent::Model { step, model }) => {
+                self.records[step].model = Some(model)
+            }
+            Input::Executor(ExecutorEvent::UsageAnomaly { step, anomaly }) => {
+                fx.push(Effect::Report(Event::UsageAnomaly {
+                    step,
+                    label: label(step),
+                    field: anomaly.field.clone(),
+                    what: anomaly.to_string(),
+                }))
+            }
+            Input::Executor(ExecutorEvent::LogWriteFailed { step, fault }) => {
                 fx.push(Effect::Report(Event::LogWriteFailed {
                     step,
                     label: label(step),
@@ -248,7 +219,7 @@ impl<'a> Core<'a> {
                     bytes_lost: fault.bytes_lost,
                 }))
             }
-            Input::TimedOut { step } => {
+            Input::Executor(ExecutorEvent::TimedOut { step }) => {
                 if self.stops[step].is_none() {
                     self.stops[step] = Some(StepStop::TimedOut);
                 }

@@ -122,10 +122,10 @@ fn exit(step: StepId, code: Option<i32>, stopped_by: Option<StopStage>) -> Input
 }
 
 fn started(step: StepId) -> Input {
-    Input::Started {
+    Input::Executor(ExecutorEvent::Started {
         step,
         pid: 1000 + step as u32,
-    }
+    })
 }
 
 fn usage(tokens: u64) -> UsageUpdate {
@@ -271,7 +271,10 @@ fn a_step_whose_timeout_came_first_is_timed_out_not_cancelled() {
     core.handle(t.at(0), Input::Tick);
     core.handle(t.at(1), started(0));
     core.handle(t.at(2), started(1));
-    core.handle(t.at(1000), Input::TimedOut { step: 0 });
+    core.handle(
+        t.at(1000),
+        Input::Executor(ExecutorEvent::TimedOut { step: 0 }),
+    );
     // The interrupt stops both; the timed-out one is already being stopped by its executor.
     let fx = core.handle(t.at(1100), Input::Signal);
     assert_eq!(stopped(&fx), [1]);
@@ -299,10 +302,10 @@ fn a_spent_budget_in_block_mode_stops_its_steps_and_blocks_the_next() {
     core.handle(t.at(1), started(0));
     let fx = core.handle(
         t.at(2),
-        Input::Usage {
+        Input::Executor(ExecutorEvent::Usage {
             step: 0,
             update: usage(400),
-        },
+        }),
     );
     assert!(stopped(&fx).is_empty());
     // The write goes to the ledger writer as data; the core never waits for it.
@@ -312,10 +315,10 @@ fn a_spent_budget_in_block_mode_stops_its_steps_and_blocks_the_next() {
     );
     let fx = core.handle(
         t.at(3),
-        Input::Usage {
+        Input::Executor(ExecutorEvent::Usage {
             step: 0,
             update: usage(1200),
-        },
+        }),
     );
     assert_eq!(stopped(&fx), [0]);
     core.handle(t.at(4), exit(0, Some(0), Some(StopStage::Int)));
@@ -421,7 +424,10 @@ fn a_rejected_rate_limit_holds_agent_launches_until_it_resets_and_the_core_says_
         rate_limit_type: Some("five_hour".into()),
         utilization: None,
     };
-    let fx = core.handle(t.at(2), Input::RateLimited { step: 0, record });
+    let fx = core.handle(
+        t.at(2),
+        Input::Executor(ExecutorEvent::RateLimited { step: 0, record }),
+    );
     assert!(
         fx.iter()
             .any(|e| matches!(e, Effect::Report(Event::LaunchesPaused { .. })))

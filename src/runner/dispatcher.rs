@@ -17,7 +17,7 @@ use tokio::task::JoinSet;
 
 use super::RunContext;
 use super::core::{Core, Effect, Input, Now};
-use super::executor::{self, ExecutorEvent, Exited};
+use super::executor::{self, ExecutorEvent, Exited, Sent};
 use super::writer::{Notice, Writer};
 use crate::events::Event;
 use crate::plan::StepId;
@@ -34,7 +34,7 @@ pub async fn run<'a>(
     writer: &mut Writer,
     report: &mut dyn FnMut(Event),
 ) -> std::io::Result<(Core<'a>, Signals)> {
-    let (tx, mut rx) = mpsc::channel::<ExecutorEvent>(EVENTS);
+    let (tx, mut rx) = mpsc::channel::<Sent>(EVENTS);
     let mut signals = Signals {
         int: signal(SignalKind::interrupt())?,
         term: signal(SignalKind::terminate())?,
@@ -120,7 +120,7 @@ impl Signals {
 /// What woke the dispatcher.
 enum Woke {
     Input(Input),
-    Event(ExecutorEvent),
+    Event(Sent),
     Joined(Box<Result<(tokio::task::Id, Exited), tokio::task::JoinError>>),
     Notice(Notice),
 }
@@ -135,7 +135,7 @@ async fn sleep_until(at: Option<std::time::Instant>) {
 struct Shell<'r, 'w> {
     ctx: &'r RunContext,
     guardian: Arc<Guardian>,
-    tx: mpsc::Sender<ExecutorEvent>,
+    tx: mpsc::Sender<Sent>,
     tasks: JoinSet<Exited>,
     task_steps: HashMap<tokio::task::Id, StepId>,
     stoppers: HashMap<StepId, Stopper>,
@@ -172,20 +172,11 @@ impl Shell<'_, '_> {
     }
 
     /// An executor event as the core's input; the stopper stays here.
-    fn input_of(&mut self, event: ExecutorEvent) -> Input {
-        match event {
-            ExecutorEvent::Started { step, pid, stopper } => {
-                self.stoppers.insert(step, stopper);
-                Input::Started { step, pid }
-            }
-            ExecutorEvent::Output { step, line } => Input::Output { step, line },
-            ExecutorEvent::Usage { step, update } => Input::Usage { step, update },
-            ExecutorEvent::RateLimited { step, record } => Input::RateLimited { step, record },
-            ExecutorEvent::Model { step, model } => Input::Model { step, model },
-            ExecutorEvent::TimedOut { step } => Input::TimedOut { step },
-            ExecutorEvent::UsageAnomaly { step, anomaly } => Input::UsageAnomaly { step, anomaly },
-            ExecutorEvent::LogWriteFailed { step, fault } => Input::LogWriteFailed { step, fault },
+    fn input_of(&mut self, sent: Sent) -> Input {
+        if let (ExecutorEvent::Started { step, .. }, Some(stopper)) = (&sent.event, sent.stopper) {
+            self.stoppers.insert(*step, stopper);
         }
+        Input::Executor(sent.event)
     }
 
     /// An executor's task ended: its exit, or its panic as a failed step.

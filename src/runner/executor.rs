@@ -44,12 +44,14 @@ pub struct Launch {
     pub agent: Option<Option<SessionTotals>>,
 }
 
-/// What an executor tells the dispatcher while its step runs.
+/// What an executor tells the dispatcher while its step runs: plain data, which the dispatcher
+/// hands to the core as it is ([`super::core::Input::Executor`]).
+#[derive(Debug)]
 pub enum ExecutorEvent {
+    /// The process runs.
     Started {
         step: StepId,
         pid: u32,
-        stopper: Stopper,
     },
     Output {
         step: StepId,
@@ -82,6 +84,22 @@ pub enum ExecutorEvent {
         step: StepId,
         fault: process::LogFault,
     },
+}
+
+/// An executor event on the channel to the dispatcher. `Started` brings the step's stopper,
+/// which the dispatcher keeps: the core decides on plain data and never holds a handle.
+pub struct Sent {
+    pub event: ExecutorEvent,
+    pub stopper: Option<Stopper>,
+}
+
+impl From<ExecutorEvent> for Sent {
+    fn from(event: ExecutorEvent) -> Sent {
+        Sent {
+            event,
+            stopper: None,
+        }
+    }
 }
 
 /// How a step attempt ended, as far as the executor knows.
@@ -118,11 +136,7 @@ impl Exited {
 
 /// Runs one step to its end and says how it ended. Never panics on bad output. Every event it
 /// sent is in the channel before it returns.
-pub async fn execute(
-    launch: Launch,
-    guardian: Arc<Guardian>,
-    tx: mpsc::Sender<ExecutorEvent>,
-) -> Exited {
+pub async fn execute(launch: Launch, guardian: Arc<Guardian>, tx: mpsc::Sender<Sent>) -> Exited {
     let started = Instant::now();
     let step = launch.step;
     let spec = SpawnSpec {
@@ -156,10 +170,12 @@ pub async fn execute(
     };
     let stopper = child.stopper();
     let _ = tx
-        .send(ExecutorEvent::Started {
-            step,
-            pid: child.pid(),
-            stopper: stopper.clone(),
+        .send(Sent {
+            event: ExecutorEvent::Started {
+                step,
+                pid: child.pid(),
+            },
+            stopper: Some(stopper.clone()),
         })
         .await;
     panic_if_asked(&launch.job);
@@ -207,27 +223,27 @@ pub async fn execute(
                 if shown.elapsed() >= OUTPUT_EVERY {
                     if let Some(line) = unshown.take() {
                         shown = Instant::now();
-                        let _ = tx.send(ExecutorEvent::Output { step, line }).await;
+                        let _ = tx.send(ExecutorEvent::Output { step, line }.into()).await;
                     }
                 }
             }
             fault = log_faults.recv(), if faults_open => match fault {
                 Some(fault) => {
-                    let _ = tx.send(ExecutorEvent::LogWriteFailed { step, fault }).await;
+                    let _ = tx.send(ExecutorEvent::LogWriteFailed { step, fault }.into()).await;
                 }
                 None => faults_open = false,
             },
             done = &mut wait, if exit.is_none() => exit = Some(done),
             () = &mut deadline, if !timed_out && exit.is_none() => {
                 timed_out = true;
-                let _ = tx.send(ExecutorEvent::TimedOut { step }).await;
+                let _ = tx.send(ExecutorEvent::TimedOut { step }.into()).await;
                 stopper.stop(launch.ladder);
             }
         }
     }
     let exit = exit.expect("the loop ends once the exit is known");
     if let Some(line) = unshown {
-        let _ = tx.send(ExecutorEvent::Output { step, line }).await;
+        let _ = tx.send(ExecutorEvent::Output { step, line }.into()).await;
     }
     let outcome = accounting.as_mut().map(|a| a.finish(exit.code));
     let session_totals = accounting.as_ref().and_then(Accounting::session_totals);
@@ -259,7 +275,7 @@ async fn agent_line(
     acc: &mut Accounting,
     bytes: &[u8],
     truncated: bool,
-    tx: &mpsc::Sender<ExecutorEvent>,
+    tx: &mpsc::Sender<Sent>,
 ) -> Option<String> {
     // A truncated line is not valid JSON; its usage (if any) is lost to the estimate only, since
     // the `result` line, which is short, stays authoritative.
@@ -268,16 +284,18 @@ async fn agent_line(
     }
     let event = stream::parse_line(bytes)?;
     if let Some(update) = acc.observe(&event) {
-        let _ = tx.send(ExecutorEvent::Usage { step, update }).await;
+        let _ = tx.send(ExecutorEvent::Usage { step, update }.into()).await;
     }
     for anomaly in acc.take_anomalies() {
-        let _ = tx.send(ExecutorEvent::UsageAnomaly { step, anomaly }).await;
+        let _ = tx
+            .send(ExecutorEvent::UsageAnomaly { step, anomaly }.into())
+            .await;
     }
     match event {
         StreamEvent::Init {
             model: Some(model), ..
         } => {
-            let _ = tx.send(ExecutorEvent::Model { step, model }).await;
+            let _ = tx.send(ExecutorEvent::Model { step, model }.into()).await;
             None
         }
         StreamEvent::Assistant {
@@ -288,7 +306,9 @@ async fn agent_line(
         StreamEvent::RateLimit { ref status, .. } => {
             let line = format!("[rate limit] {status}");
             if let Some(record) = RateLimitRecord::of(&event) {
-                let _ = tx.send(ExecutorEvent::RateLimited { step, record }).await;
+                let _ = tx
+                    .send(ExecutorEvent::RateLimited { step, record }.into())
+                    .await;
             }
             Some(line)
         }
