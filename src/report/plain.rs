@@ -13,8 +13,9 @@ use chrono::Local;
 
 use super::live::{Board, Shape};
 use super::sanitize::sanitize;
-use super::status::{self, clip, symbol};
+use super::status::{self, symbol};
 use super::summary::{self, Paint};
+use super::width::clip;
 use super::{Options, Reporter};
 use crate::events::Status;
 use crate::events::{Event, StopCause};

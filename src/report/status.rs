@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use super::live::{Board, BudgetView, JobView};
 use super::table::{Column, Layout};
+use super::width::clip;
 use crate::events::Status;
 
 /// zen's token figures: `800`, `8.5K`, `1.2M`.
@@ -42,11 +43,6 @@ pub fn symbol(status: Status) -> &'static str {
         Status::Running => "▶",
         Status::Pending => "…",
     }
-}
-
-/// Cuts a line to `max` terminal columns (display width), marking the cut.
-pub fn clip(line: &str, max: usize) -> String {
-    super::width::clip(line, max)
 }
 
 /// The median of the jobs' token totals, counting only jobs that used any (zen's "Median").
