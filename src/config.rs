@@ -87,6 +87,8 @@ pub struct RunConfig {
     pub when: When,
     /// The stop ladder's grace periods (`ORCH_GRACE_INT`, `ORCH_GRACE_TERM`).
     pub ladder: StopLadder,
+    /// `ORCH_LEDGER_WAIT`: caps how long a run's end waits for its ledger writes.
+    pub ledger_wait: Option<Duration>,
 }
 
 impl RunConfig {
@@ -116,24 +118,28 @@ impl RunConfig {
                 once: a.once,
             },
             ladder: ladder_from_env(),
+            ledger_wait: env_duration("ORCH_LEDGER_WAIT"),
         })
     }
 }
 
-/// The stop ladder's grace periods; `ORCH_GRACE_INT` and `ORCH_GRACE_TERM` (durations) override
-/// the defaults of 10 s and 5 s. An unreadable value keeps the default (these are for tests and
-/// operators, not a documented flag).
+/// A duration from the environment: `ORCH_GRACE_INT`, `ORCH_GRACE_TERM` and `ORCH_LEDGER_WAIT`
+/// override built-in waits. An unreadable value keeps the default (these are for tests and
+/// operators, not documented flags).
+fn env_duration(key: &str) -> Option<Duration> {
+    std::env::var(key)
+        .ok()
+        .and_then(|v| crate::duration::parse(&v).ok())
+}
+
+/// The stop ladder's grace periods: 10 s and 5 s unless `ORCH_GRACE_INT` and `ORCH_GRACE_TERM`
+/// say otherwise.
 fn ladder_from_env() -> StopLadder {
     let mut ladder = StopLadder::default();
-    let read = |key: &str| {
-        std::env::var(key)
-            .ok()
-            .and_then(|v| crate::duration::parse(&v).ok())
-    };
-    if let Some(d) = read("ORCH_GRACE_INT") {
+    if let Some(d) = env_duration("ORCH_GRACE_INT") {
         ladder.grace_int = d;
     }
-    if let Some(d) = read("ORCH_GRACE_TERM") {
+    if let Some(d) = env_duration("ORCH_GRACE_TERM") {
         ladder.grace_term = d;
     }
     ladder

@@ -87,6 +87,7 @@ pub(super) async fn run_once(
         max_parallel: manifest.settings.max_parallel,
         fail_fast: manifest.settings.fail_fast,
         ladder: config.ladder,
+        ledger_wait: config.ledger_wait,
         guardian_exe,
         manifest: manifest.clone(),
     };

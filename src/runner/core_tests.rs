@@ -39,6 +39,7 @@ fn fixture(toml: &str) -> Fixture {
         max_parallel: manifest.settings.max_parallel,
         fail_fast: manifest.settings.fail_fast,
         ladder: StopLadder::default(),
+        ledger_wait: None,
         guardian_exe: "/nonexistent/orch".into(),
         manifest,
     };

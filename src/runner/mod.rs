@@ -38,6 +38,8 @@ pub struct RunContext {
     pub max_parallel: Option<usize>,
     pub fail_fast: bool,
     pub ladder: StopLadder,
+    /// Caps how long the run's end waits for its ledger writes (`ORCH_LEDGER_WAIT`).
+    pub ledger_wait: Option<Duration>,
     /// The executable to re-run as the guardian (orch itself).
     pub guardian_exe: PathBuf,
 }
@@ -191,7 +193,7 @@ pub async fn run(
         exit_code: code as u8,
         at: outcome.finished,
     });
-    let (wait_busy, wait_other) = close_waits();
+    let (wait_busy, wait_other) = close_waits(ctx.ledger_wait);
     outcome.ledger = writer
         .close_unless(wait_busy, wait_other, signals.any())
         .await;
@@ -214,12 +216,9 @@ pub fn not_landed_message(n: usize) -> String {
     )
 }
 
-/// How long the run's end waits for its writes: `ORCH_LEDGER_WAIT` (a duration) caps both
-/// waits; by default 30 s while another process holds the ledger, 5 s for other failures.
-fn close_waits() -> (Duration, Duration) {
-    let cap = std::env::var("ORCH_LEDGER_WAIT")
-        .ok()
-        .and_then(|v| crate::duration::parse(&v).ok());
+/// How long the run's end waits for its writes: `cap` (`ORCH_LEDGER_WAIT`) caps both waits; by
+/// default 30 s while another process holds the ledger, 5 s for other failures.
+fn close_waits(cap: Option<Duration>) -> (Duration, Duration) {
     match cap {
         Some(cap) => (cap, cap.min(writer::CLOSE_WAIT_OTHER)),
         None => (writer::CLOSE_WAIT_BUSY, writer::CLOSE_WAIT_OTHER),
