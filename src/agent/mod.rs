@@ -89,6 +89,9 @@ pub fn claude_args(
     if let Some(usd) = max_usd {
         args.extend(["--max-budget-usd".into(), usd.to_string()]);
     }
+    if let Some(schema) = &agent.output_schema {
+        args.extend(["--json-schema".into(), schema.to_string()]);
+    }
     match session {
         Session::New(id) => args.extend(["--session-id".into(), id.to_string()]),
         Session::Resume(id) => args.extend(["--resume".into(), id.to_string()]),
@@ -164,6 +167,7 @@ mod tests {
             model: Some("sonnet".into()),
             max_turns: Some(3),
             session_id: None,
+            output_schema: None,
         }
     }
 

@@ -145,6 +145,9 @@ pub struct Agent {
     pub max_turns: Option<u32>,
     /// The session's UUID when the manifest names one; otherwise each run gets a fresh one.
     pub session_id: Option<Uuid>,
+    /// The JSON Schema the job's final answer must match (`output_schema`), passed to Claude
+    /// Code as `--json-schema`; the answer becomes the job's `structured` output.
+    pub output_schema: Option<serde_json::Value>,
 }
 
 impl Agent {

@@ -456,6 +456,7 @@ impl Resolver {
                 model: job.model.clone().or_else(|| defaults.model.clone()),
                 max_turns,
                 session_id: job.session_id.as_ref().map(|s| session_uuid(&s.value)),
+                output_schema: None,
             })
         };
         Some(Job {
