@@ -288,6 +288,7 @@ fn escape(label: &str) -> String {
 fn node_text(s: &StepView) -> String {
     match &s.action {
         Action::Agent { prompt, .. } => format!("{}\\n{}", s.label, truncate(prompt, 40)),
+        Action::Expand { source } => format!("{}\\nfor each of {}", s.label, truncate(source, 40)),
         Action::Exec | Action::Shell => {
             format!(
                 "{}\\n{}",
