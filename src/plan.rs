@@ -439,6 +439,12 @@ impl Plan {
             .unwrap_or(Status::Completed)
     }
 
+    /// The steps of manifest job `job`'s own instance (none for a fan-out, or its expansion
+    /// step).
+    pub fn job_steps(&self, job: usize) -> &[StepId] {
+        &self.instances[self.of_job[job]].steps
+    }
+
     /// The steps a step waits for.
     pub fn dependencies(&self, id: StepId) -> impl Iterator<Item = StepId> + '_ {
         self.graph
@@ -760,7 +766,7 @@ mod tests {
     #[test]
     fn pre_commands_become_a_session_chain() {
         let plan = plan_of(PIPELINE);
-        let agent: Vec<&Step> = plan.jobs[1].iter().map(|&i| &plan.steps[i]).collect();
+        let agent: Vec<&Step> = plan.job_steps(1).iter().map(|&i| &plan.steps[i]).collect();
         let prompts: Vec<&str> = agent
             .iter()
             .map(|s| match &s.action {
@@ -814,12 +820,12 @@ mod tests {
     #[test]
     fn needs_link_first_step_to_last_steps() {
         let plan = plan_of(PIPELINE);
-        let first_of_agent = plan.jobs[1][0];
+        let first_of_agent = plan.job_steps(1)[0];
         assert_eq!(plan.dependencies(first_of_agent).collect::<Vec<_>>(), [0]);
-        let last = plan.jobs[3][0];
+        let last = plan.job_steps(3)[0];
         let mut deps: Vec<_> = plan.dependencies(last).collect();
         deps.sort();
-        assert_eq!(deps, [*plan.jobs[1].last().unwrap(), plan.jobs[2][0]]);
+        assert_eq!(deps, [*plan.job_steps(1).last().unwrap(), plan.job_steps(2)[0]]);
     }
 
     #[test]
