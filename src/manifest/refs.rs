@@ -318,8 +318,8 @@ impl Checker<'_> {
                     "give the job a `matrix`, or remove the reference".into(),
                 )),
             },
-            Reference::Item { .. } => match &self.job.fan_out {
-                Some(FanOut::ForEach { .. }) => Ok(()),
+            Reference::Item { path } => match &self.job.fan_out {
+                Some(FanOut::ForEach { source, .. }) => self.item_path(source, path),
                 _ => Err((
                     format!("`{}` has no for_each, so `item` has no value", self.job.name),
                     "`item` is the current element in a job with for_each = \"${{ ... }}\"".into(),
@@ -327,6 +327,40 @@ impl Checker<'_> {
             },
             Reference::Env { .. } | Reference::RunId | Reference::RunStartedAt => Ok(()),
         }
+    }
+
+    /// An `item` path, checked against the schema of the `for_each` source when it comes from a
+    /// `structured` output: the item is one element of that array.
+    fn item_path(&self, source: &str, path: &[PathSeg]) -> Result<(), (String, String)> {
+        let Ok(t) = template::parse(source) else {
+            return Ok(());
+        };
+        let Some(Reference::Output {
+            job,
+            key,
+            path: from,
+        }) = t.single()
+        else {
+            return Ok(());
+        };
+        let Some(up) = self.index.get(job.as_str()).map(|&k| &self.jobs[k]) else {
+            return Ok(());
+        };
+        let (Task::Agent(a), "structured", None) = (&up.task, key.as_str(), &up.fan_out) else {
+            return Ok(());
+        };
+        let Some(schema) = &a.output_schema else {
+            return Ok(());
+        };
+        let mut full = from.clone();
+        full.push(PathSeg::Index(0));
+        full.extend(path.iter().cloned());
+        template::schema_allows(schema, &full).map_err(|why| {
+            (
+                format!("the items of for_each ({source}) cannot have this: {why}"),
+                format!("check the path against the output_schema of `{job}`"),
+            )
+        })
     }
 
     /// The job a reference names, if it is upstream of this one.

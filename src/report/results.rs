@@ -332,7 +332,12 @@ pub fn build(ctx: &RunContext, out: &RunOutcome, exit_code: u8) -> Results {
             steps.push(StepResult {
                 label: plan.steps[s].label(),
                 status: out.states[s],
-                argv: plan.steps[s].argv.clone(),
+                // As spawned, with its templates rendered; as planned when it never ran.
+                argv: if r.argv.is_empty() {
+                    plan.steps[s].argv.clone()
+                } else {
+                    r.argv.clone()
+                },
                 pid: r.pid,
                 exit_code: r.exit_code,
                 signal: r.signal,

@@ -659,6 +659,7 @@ impl<'a> Core<'a> {
         record.stderr_log = stderr_log.clone();
         record.started = Some(now.wall);
         record.model.clone_from(&step.model);
+        record.argv.clone_from(&rendered.argv);
         let (command, session, resume) = match &step.action {
             Action::Agent {
                 command, session, ..

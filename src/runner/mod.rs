@@ -91,6 +91,8 @@ fn slug(name: &str) -> String {
 /// What the run knows about one step when it ends.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct StepRecord {
+    /// The argv spawned, its templates rendered (empty until the step launched).
+    pub argv: Vec<String>,
     pub pid: Option<u32>,
     pub started: Option<DateTime<Utc>>,
     pub finished: Option<DateTime<Utc>>,

@@ -134,13 +134,10 @@ impl template::Values for Scope<'_> {
                 } else {
                     match &self.outputs[of] {
                         Some(v) => v.clone(),
-                        None => {
-                            let status = self.plan.instance_status(self.states, of);
-                            return Err(format!(
-                                "`{job}` has no outputs: it is {}",
-                                status.as_str()
-                            ));
-                        }
+                        // A job that never ran to its end (skipped, blocked, cancelled) has no
+                        // outputs: each reads as null, so that `when = "always"` jobs can still
+                        // report on it.
+                        None => return Ok(Value::Null),
                     }
                 };
                 let value = value
