@@ -11,6 +11,10 @@ use crate::template::reference::{self, describe_at, next_char_end};
 /// How deeply `(` and `!` may nest: deeper input is refused rather than risking the stack.
 const MAX_DEPTH: usize = 64;
 
+/// How many values and operators a condition may hold; this bounds the depth of its tree, which
+/// checking and evaluating walk recursively.
+const MAX_NODES: usize = 512;
+
 const EXAMPLE: &str = r#"e.g. `jobs.test.status == "failed"`"#;
 
 /// Parses a whole condition.
@@ -20,6 +24,7 @@ pub(super) fn parse(text: &str) -> Result<Expr, Error> {
         text: &text[..end],
         pos: start,
         depth: 0,
+        nodes: 0,
     };
     p.skip_spaces();
     if p.at_end() {
@@ -53,6 +58,8 @@ struct Parser<'a> {
     text: &'a str,
     pos: usize,
     depth: usize,
+    /// Values and operators so far.
+    nodes: usize,
 }
 
 impl Parser<'_> {
@@ -120,9 +127,23 @@ impl Parser<'_> {
         Ok(())
     }
 
+    /// Counts one more value or operator, starting at `at`.
+    fn count(&mut self, at: usize) -> Result<(), Error> {
+        self.nodes += 1;
+        if self.nodes > MAX_NODES {
+            return Err(Error::new(
+                format!("the condition holds more than {MAX_NODES} values and operators"),
+                at..next_char_end(self.text, at),
+                "split the job, or compute the decision in an upstream job's output",
+            ));
+        }
+        Ok(())
+    }
+
     fn or(&mut self) -> Result<Expr, Error> {
         let mut left = self.and()?;
         while self.eat("||") {
+            self.count(self.pos - 2)?;
             let right = self.and()?;
             left = binary(left, right, Kind::Or);
         }
@@ -132,6 +153,7 @@ impl Parser<'_> {
     fn and(&mut self) -> Result<Expr, Error> {
         let mut left = self.not()?;
         while self.eat("&&") {
+            self.count(self.pos - 2)?;
             let right = self.not()?;
             left = binary(left, right, Kind::And);
         }
@@ -144,6 +166,7 @@ impl Parser<'_> {
         if self.peek() == Some(b'!') && self.text.as_bytes().get(start + 1) != Some(&b'=') {
             self.pos += 1;
             self.deeper(start)?;
+            self.count(start)?;
             let operand = self.not()?;
             self.depth -= 1;
             let span = start..operand.span.end;
@@ -160,6 +183,7 @@ impl Parser<'_> {
         let Some(op) = self.operator()? else {
             return Ok(left);
         };
+        self.count(self.pos)?;
         let right = self.primary()?;
         let op_at = self.pos;
         if self.operator()?.is_some() {
@@ -203,6 +227,7 @@ impl Parser<'_> {
     fn primary(&mut self) -> Result<Expr, Error> {
         self.skip_spaces();
         let start = self.pos;
+        self.count(start)?;
         let literal = |value: Value, end: usize| Expr {
             kind: Kind::Literal(value),
             span: start..end,
