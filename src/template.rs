@@ -158,20 +158,26 @@ enum Close {
 }
 
 /// Finds the `}}` closing a hole whose inside starts at `from`: the first not inside a quoted
-/// key, or, when a quote never closes, the first at all (the quote is then reported).
+/// key (a quote right after `[`), or, when such a quote never closes, the first at all (the
+/// quote is then reported).
 fn find_close(text: &str, from: usize) -> Close {
     let bytes = text.as_bytes();
     let mut quote = None;
+    let mut last = b' ';
     let mut i = from;
     while i < bytes.len() {
-        match (quote, bytes[i]) {
-            (Some(_), b'\\') => i += 1,
-            (Some(q), b) if b == q => quote = None,
-            (Some(_), _) => {}
-            (None, b'"' | b'\'') => quote = Some(bytes[i]),
-            (None, b'}') if bytes.get(i + 1) == Some(&b'}') => return Close::At(i),
-            (None, b'$') if bytes[i..].starts_with(b"${{") => return Close::Reopened(i),
-            (None, _) => {}
+        let b = bytes[i];
+        match quote {
+            Some(_) if b == b'\\' => i += 1,
+            Some(q) if b == q => quote = None,
+            Some(_) => {}
+            None if (b == b'"' || b == b'\'') && last == b'[' => quote = Some(b),
+            None if bytes[i..].starts_with(b"}}") => return Close::At(i),
+            None if bytes[i..].starts_with(b"${{") => return Close::Reopened(i),
+            None => {}
+        }
+        if !b.is_ascii_whitespace() {
+            last = b;
         }
         i += 1;
     }
@@ -250,7 +256,7 @@ pub trait Values {
 pub enum Mode {
     /// As it is: prompts, `run` argv elements (never through a shell), env values, workspaces.
     Plain,
-    /// As one shell word, through [`shell_quote`]: `shell` scripts and `command` strings.
+    /// As one shell word, through [`shell_quote`]: `shell` scripts, which `sh -c` runs.
     Shell,
 }
 

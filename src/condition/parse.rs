@@ -99,6 +99,9 @@ impl Parser<'_> {
             "or" => "write `||` for or".to_string(),
             "not" => "write `!` for not".to_string(),
             _ if rest.starts_with('=') => "compare with `==`".to_string(),
+            _ if rest.starts_with("}}") || rest.starts_with('$') => {
+                "write the whole condition inside one `${{ }}`, or without one".to_string()
+            }
             _ if rest.starts_with('&') => "write `&&` for and".to_string(),
             _ if rest.starts_with('|') => "write `||` for or".to_string(),
             _ => "join conditions with `&&` or `||`".to_string(),

@@ -266,6 +266,18 @@ fn syntax_errors() {
     assert_eq!(e.message, "`1e999` is not a number: it is too large");
     let e = error("# == 1");
     assert_eq!(e.message, "unexpected `#` where a value was expected");
+    let e = error("${{ jobs.a.status }} == 'failed'");
+    assert_eq!(e.message, "unexpected `$` where a value was expected");
+    assert_eq!(
+        e.help,
+        "write the whole condition inside one `${{ }}`, or without one"
+    );
+    let e = error("${{ true }} && ${{ false }}");
+    assert_eq!(e.message, "unexpected `}` after the condition");
+    assert_eq!(
+        e.help,
+        "write the whole condition inside one `${{ }}`, or without one"
+    );
     let e = error("foo.bar == 1");
     assert_eq!(e.message, "`foo` is not a reference");
     let e = error("jobs.a.outcome == 'x'");

@@ -14,11 +14,9 @@
 //! ```
 //! Spaces may stand inside brackets (`[ 0 ]`), nowhere else in a reference.
 
-use std::fmt;
-use std::ops::Range;
-
 use super::Error;
 use crate::manifest::diagnostic::did_you_mean;
+use std::fmt;
 
 /// A value a template or condition names, checked at load time and looked up by the runner.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -108,7 +106,6 @@ pub(crate) fn parse_at(text: &str, start: usize) -> Result<(Reference, usize), E
             name: c.segment("a variable name")?,
         },
         "run" => {
-            let word_start = c.pos;
             let word = if c.peek() == Some(b'.') {
                 c.pos += 1;
                 c.name()
@@ -128,7 +125,7 @@ pub(crate) fn parse_at(text: &str, start: usize) -> Result<(Reference, usize), E
                     } else {
                         format!("`run.{word}` is not a reference")
                     };
-                    return Err(Error::new(what, word_start.min(start)..c.pos, help));
+                    return Err(Error::new(what, start..c.pos, help));
                 }
             }
         }
@@ -425,6 +422,3 @@ impl fmt::Display for Reference {
         }
     }
 }
-
-/// The span type references are reported with: bytes within the template or condition text.
-pub type Span = Range<usize>;

@@ -196,6 +196,13 @@ fn unclosed_hole_spans_to_the_end() {
     let text = "${{ item ${{ run.id }}";
     let e = error(text);
     assert_eq!(e.span, 0..9);
+    // An apostrophe outside brackets opens no quote: the next hole still parses.
+    let e = errors("${{ it's }} ${{ run.id }} ${{ jobs[\"x}} y\"].status }}");
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert_eq!(e[0].message, "`it` is not a reference");
+    // A quote after `[` that never closes: the first `}}` closes, the string is reported.
+    let e = error("${{ item['a }} b");
+    assert_eq!(e.message, "this string is not closed");
 }
 
 #[test]
