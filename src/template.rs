@@ -6,10 +6,15 @@
 //!   references are `jobs.NAME.outputs.KEY` (with a JSON path, e.g.
 //!   `jobs.plan.outputs.structured.tasks[0].title`), `jobs.NAME.status`, `matrix.KEY`, `item`
 //!   (with a path, e.g. `item.title`), `env.NAME`, `run.id` and `run.started_at`; the grammar is in
-//!   [`reference`]. A job name with characters other than `[A-Za-z0-9_-]` is quoted:
+//!   [`mod@reference`]. A job name with characters other than `[A-Za-z0-9_-]` is quoted:
 //!   `jobs["my job"].status`.
 //! - `$${{` is an escape: it renders a literal `${{`. A lone `$`, `{` or `}}` is plain text.
-//! - The closing `}}` is the first one after `${{` that is not inside a quoted key (`["a}}b"]`).
+//! - The closing `}}` is the first one after `${{` that is not inside a quoted key (a quote
+//!   right after `[`, as in `item["a}}b"]`). A `${{` met before any `}}` leaves the first hole
+//!   unclosed.
+//! - Only `jobs.NAME.outputs.KEY` and `item` take a path; `matrix.KEY.x` is a mistake.
+//! - A reference's canonical text (its `Display`) writes bare NAMEs with `.` and any other name
+//!   as `["…"]` with `\\` and `\"` escaped; it parses back to the same reference.
 //! - Mistakes are all collected, each with a byte span within the text and a help line: an
 //!   unclosed `${{`, an empty `${{ }}`, an unknown root, `jobs.x` without `.outputs.KEY` or
 //!   `.status`, `run.other`, bad path syntax (`[x`, `[-1]`, a trailing `.`), or anything after the
@@ -17,7 +22,8 @@
 //!
 //! # Rendering
 //! A string value renders as itself; any other value (number, bool, null, array, object) as
-//! compact JSON (`serde_json::to_string`: `3`, `true`, `null`, `["a","b"]`, `{"k":1}`).
+//! compact JSON (`serde_json::to_string`: `3`, `1.5`, `true`, `null`, `["a","b"]`, `{"k":1}`,
+//! object keys sorted). In [`Mode::Plain`] that text goes in as it is, nothing escaped.
 //! In [`Mode::Shell`] each hole's text becomes exactly one shell word through [`shell_quote`]:
 //! it is wrapped in single quotes, and each `'` in it is written `'\''` (close the quote, an
 //! escaped quote, reopen), so `it's` becomes `'it'\''s'` and the empty string `''`. Inside single

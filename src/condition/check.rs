@@ -104,8 +104,9 @@ fn ty(e: &Expr, type_of: &dyn Fn(&Reference) -> Type, errors: &mut Vec<Error>) -
         Kind::Literal(Value::String(s)) => Ty::Text(s.clone()),
         Kind::Literal(Value::Number(_)) => Ty::Known(Type::Number),
         Kind::Literal(Value::Bool(_)) => Ty::Known(Type::Bool),
-        Kind::Literal(Value::Array(_)) => Ty::Known(Type::Array),
-        Kind::Literal(_) => Ty::Null,
+        Kind::Literal(Value::Null) => Ty::Null,
+        // The grammar has no array or object literals.
+        Kind::Literal(_) => Ty::Known(Type::Any),
         Kind::Ref(r) => Ty::Known(type_of(r)),
         Kind::Not(inner) => {
             ty(inner, type_of, errors);

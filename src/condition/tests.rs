@@ -278,6 +278,8 @@ fn syntax_errors() {
         e.help,
         "write the whole condition inside one `${{ }}`, or without one"
     );
+    let e = error("matrix.os.name == 'x'");
+    assert_eq!(e.message, "`matrix.os` takes no path");
     let e = error("foo.bar == 1");
     assert_eq!(e.message, "`foo` is not a reference");
     let e = error("jobs.a.outcome == 'x'");

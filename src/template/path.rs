@@ -9,7 +9,7 @@ use crate::manifest::diagnostic::did_you_mean;
 /// How many keys an error lists before "and N more".
 const KEYS_SHOWN: usize = 20;
 
-/// Walks a JSON path into a value. Errors name what is there: "`tasks` has 2 items, [5] is past
+/// Walks a JSON path into a value. Errors name what is there: "`tasks` has 2 items, \[5\] is past
 /// the end"; "`plan` has no key `titel`; its keys are: id, title". A location is written as the
 /// path up to it (`tasks[0]`), or "the value" for the value itself.
 pub fn walk<'v>(v: &'v Value, path: &[PathSeg]) -> Result<&'v Value, String> {
@@ -128,7 +128,14 @@ pub fn schema_allows(schema: &Value, path: &[PathSeg]) -> Result<(), String> {
         for s in &here {
             match step(schema, s, seg, 0) {
                 Step::Anything => return Ok(()),
-                Step::Into(mut schemas) => next.append(&mut schemas),
+                Step::Into(schemas) => {
+                    // The same subschema reached through several branches is checked once.
+                    for s in schemas {
+                        if !next.iter().any(|n| std::ptr::eq(*n, s)) {
+                            next.push(s);
+                        }
+                    }
+                }
                 Step::Refused(why) => {
                     refusal.get_or_insert(why);
                 }

@@ -149,6 +149,16 @@ pub(crate) fn parse_at(text: &str, start: usize) -> Result<(Reference, usize), E
             ));
         }
     };
+    let takes_path = matches!(reference, Reference::Output { .. } | Reference::Item { .. });
+    if !takes_path && matches!(c.peek(), Some(b'.' | b'[')) {
+        let rest = c.pos;
+        let _ = c.path();
+        return Err(Error::new(
+            format!("`{reference}` takes no path"),
+            rest..c.pos.max(rest + 1),
+            "only `jobs.NAME.outputs.KEY` and `item` take a path such as `.field` or `[0]`",
+        ));
+    }
     Ok((reference, c.pos))
 }
 

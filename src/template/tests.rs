@@ -299,6 +299,20 @@ fn bad_paths() {
 }
 
 #[test]
+fn paths_only_where_they_belong() {
+    for (text, reference) in [
+        ("${{ matrix.os.name }}", "matrix.os"),
+        ("${{ jobs.a.status[0] }}", "jobs.a.status"),
+        ("${{ env.HOME.x }}", "env.HOME"),
+        ("${{ run.id.x }}", "run.id"),
+    ] {
+        let e = error(text);
+        assert_eq!(e.message, format!("`{reference}` takes no path"));
+        assert_eq!(e.span.start, 4 + reference.len());
+    }
+}
+
+#[test]
 fn one_reference_per_hole() {
     let text = r#"${{ jobs.a.status == "failed" }}"#;
     let e = error(text);
