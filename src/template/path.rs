@@ -123,7 +123,7 @@ pub fn schema_allows(schema: &Value, path: &[PathSeg]) -> Result<(), String> {
     let mut here: Vec<&Value> = vec![schema];
     for (n, seg) in path.iter().enumerate() {
         let at = location(&path[..n]);
-        let mut next = Vec::new();
+        let mut next: Vec<&Value> = Vec::new();
         let mut refusal = None;
         for s in &here {
             match step(schema, s, seg, 0) {
