@@ -41,6 +41,25 @@ pub enum Reference {
     RunStartedAt,
 }
 
+impl Reference {
+    /// The job the reference reads from (`jobs.NAME.…`), for the loader's "is it upstream?" check.
+    pub fn job(&self) -> Option<&str> {
+        match self {
+            Reference::Output { job, .. } | Reference::Status { job } => Some(job),
+            _ => None,
+        }
+    }
+
+    /// The JSON path after the value the reference names (empty for references without one):
+    /// what [`super::walk`] and [`super::schema_allows`] take.
+    pub fn path(&self) -> &[PathSeg] {
+        match self {
+            Reference::Output { path, .. } | Reference::Item { path } => path,
+            _ => &[],
+        }
+    }
+}
+
 /// One step of a path into a JSON value: an object key or an array index.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum PathSeg {

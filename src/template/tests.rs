@@ -100,6 +100,18 @@ fn every_reference_form_parses() {
 }
 
 #[test]
+fn job_and_path_accessors() {
+    let r = one("${{ jobs.plan.outputs.structured.tasks[1] }}");
+    assert_eq!(r.job(), Some("plan"));
+    assert_eq!(r.path(), [key("tasks"), PathSeg::Index(1)]);
+    let r = one("${{ jobs.x.status }}");
+    assert_eq!((r.job(), r.path()), (Some("x"), &[][..]));
+    let r = one("${{ item.id }}");
+    assert_eq!((r.job(), r.path()), (None, &[key("id")][..]));
+    assert_eq!(one("${{ env.X }}").job(), None);
+}
+
+#[test]
 fn quoted_names_and_keys() {
     assert_eq!(
         one(r#"${{ jobs["my job"].outputs["key with spaces"][ 2 ]['it\'s'] }}"#),
