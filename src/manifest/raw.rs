@@ -251,11 +251,14 @@ impl JsonSchema for RawNeed {
     }
 }
 
+/// The values of one matrix key.
+pub type Values = Vec<Sp<Json>>;
+
 /// A `matrix` table: keys with arrays of values, and the `include`/`exclude` lists.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct RawMatrix {
     /// Each key with its values, in the order written.
-    pub axes: Vec<(Sp<String>, Sp<Vec<Sp<Json>>>)>,
+    pub axes: Vec<(Sp<String>, Sp<Values>)>,
     pub include: Vec<Sp<Map<Json>>>,
     pub exclude: Vec<Sp<Map<Json>>>,
 }
@@ -281,7 +284,7 @@ impl FromNode for RawMatrix {
                         out.exclude = list;
                     }
                 }
-                _ => match r.field::<Sp<Vec<Sp<Json>>>>(&key.name, value) {
+                _ => match r.field::<Sp<Values>>(&key.name, value) {
                     Some(values) => out.axes.push((name, values)),
                     None => ok = false,
                 },

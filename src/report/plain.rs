@@ -76,6 +76,25 @@ fn raw_event_line(event: &Event, max: usize, show_output: bool) -> Option<String
             format!("│ {label}: {}", clip(&sanitize(line), max))
         }
         Event::BudgetWarning { message, .. } => format!("⚠ budget: {message}"),
+        Event::JobExpanded { job, instances } => {
+            let names: Vec<&str> = instances.iter().map(|i| i.name.as_str()).collect();
+            match names.len() {
+                0 => format!("⑂ {job}: for_each gave no items; nothing to run"),
+                n => format!(
+                    "⑂ {job} expanded into {n} instance{}: {}",
+                    if n == 1 { "" } else { "s" },
+                    clip(&names.join(", "), max)
+                ),
+            }
+        }
+        Event::JobOutputs {
+            job,
+            stdout_cut_bytes,
+            ..
+        } if *stdout_cut_bytes > 0 => format!(
+            "⚠ {job}: its stdout output keeps the last `output_limit` bytes; {} were cut",
+            super::results::human_bytes(*stdout_cut_bytes)
+        ),
         Event::UsageAnomaly { label, what, .. } => format!("⚠ usage anomaly in {label}: {what}"),
         Event::LaunchesPaused { until, reason } => format!(
             "⏸ {reason}: no agent step starts before {}",

@@ -541,9 +541,7 @@ impl<'a> Core<'a> {
             .ok()
             .and_then(|t| t.single().cloned())
             .ok_or_else(|| "for_each is not one reference".to_string())
-            .and_then(|r| {
-                template::Values::get(&self.scope(group), &r).map_err(|e| format!("{e}"))
-            })
+            .and_then(|r| template::Values::get(&self.scope(group), &r))
             .and_then(|v| match v {
                 Value::Array(items) => Ok(items),
                 other => Err(format!(

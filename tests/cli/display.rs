@@ -366,6 +366,17 @@ fn every_event_kind_validates_against_the_schema() {
     .unwrap();
     lines.extend(event_lines(&t.path().join("c.ndjson")));
 
+    // 3b. A job's outputs, and a for_each fan-out that expands from them.
+    let t = Test::new().file(
+        "orch.toml",
+        "[settings]\nstartup_delay = \"0s\"\n[jobs.src]\nrun = [\"printf\", \"[1, 2]\"]\noutputs = \"json\"\n\
+         [jobs.each]\nneeds = [\"src\"]\nfor_each = \"${{ jobs.src.outputs.json }}\"\nrun = [\"echo\", \"${{ item }}\"]\n",
+    );
+    t.with_args(&["run", "--quiet", "--events", "d.ndjson"])
+        .output()
+        .unwrap();
+    lines.extend(event_lines(&t.path().join("d.ndjson")));
+
     // 4. An orch killed mid-run leaves a run that the next start reconciles.
     let t = sim_test("[jobs.hang]\nprompt = \"wait\"\nenv = { ORCH_SIM_HANG = \"1\" }\n")
         .allow_dead_run("orch is SIGKILLed to leave a run for the next start to reconcile");
