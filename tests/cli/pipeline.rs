@@ -174,7 +174,10 @@ run = ["printf", "%s", "${{{{ jobs.src.outputs.exit_code }}}} ${{{{ run.id }}}}"
         std::fs::read_to_string(dir.join("shell.out")).unwrap(),
         hostile
     );
-    assert_eq!(std::fs::read_to_string(dir.join("env.out")).unwrap(), hostile);
+    assert_eq!(
+        std::fs::read_to_string(dir.join("env.out")).unwrap(),
+        hostile
+    );
     for f in ["pwned1", "pwned2", "pwned3"] {
         assert!(!dir.join(f).exists(), "{f} was run");
     }
@@ -193,10 +196,7 @@ run = ["printf", "%s", "${{{{ jobs.src.outputs.exit_code }}}} ${{{{ run.id }}}}"
 
 /// A manifest whose `fan` job runs once per item of `src`'s JSON array of `n` numbers.
 fn fan_out(n: usize, max_items: Option<usize>) -> String {
-    let list = (1..=n)
-        .map(|i| i.to_string())
-        .collect::<Vec<_>>()
-        .join(",");
+    let list = (1..=n).map(|i| i.to_string()).collect::<Vec<_>>().join(",");
     let max = max_items.map_or(String::new(), |m| format!("max_items = {m}\n"));
     format!(
         r#"{FAST}
@@ -237,7 +237,10 @@ fn for_each_over_one_item_makes_one_instance() {
     let out = t.run();
     assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
     let v = results(&t);
-    assert_eq!(v["fan_outs"]["fan"]["instances"], serde_json::json!(["fan[0]"]));
+    assert_eq!(
+        v["fan_outs"]["fan"]["instances"],
+        serde_json::json!(["fan[0]"])
+    );
     assert_eq!(stdout_of(&v, "fan[0]"), "item 1");
     assert_eq!(stdout_of(&v, "after"), r#"["item 1"]"#);
 }
@@ -293,11 +296,19 @@ run = ["printf", "%s", "${{{{ jobs.test.outputs.stdout }}}}"]
     let t = Test::new().file("orch.toml", &manifest);
     let plan = t.with_args(&["plan"]).output().unwrap();
     let plan = String::from_utf8_lossy(&plan.stdout);
-    for name in ["test[a,unit]", "test[a,e2e]", "test[b,unit]", "test[c,unit]"] {
+    for name in [
+        "test[a,unit]",
+        "test[a,e2e]",
+        "test[b,unit]",
+        "test[c,unit]",
+    ] {
         assert!(plan.contains(name), "plan lacks {name}:\n{plan}");
     }
     assert!(!plan.contains("test[b,e2e]"), "{plan}");
-    assert!(plan.contains("instance 1 of 4 of `test` (matrix)"), "{plan}");
+    assert!(
+        plan.contains("instance 1 of 4 of `test` (matrix)"),
+        "{plan}"
+    );
     let t = t.args(&["run", "--quiet"]);
     let out = t.run();
     assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
@@ -307,16 +318,21 @@ run = ["printf", "%s", "${{{{ jobs.test.outputs.stdout }}}}"]
         r#"["a-unit","a-e2e","b-unit","c-unit"]"#
     );
     // max_parallel = 1: no two instances overlapped.
-    let mut spans: Vec<(String, String)> = ["test[a,unit]", "test[a,e2e]", "test[b,unit]", "test[c,unit]"]
-        .iter()
-        .map(|j| {
-            let s = &v["instances"][*j]["steps"][0];
-            (
-                s["started"].as_str().unwrap().to_string(),
-                s["finished"].as_str().unwrap().to_string(),
-            )
-        })
-        .collect();
+    let mut spans: Vec<(String, String)> = [
+        "test[a,unit]",
+        "test[a,e2e]",
+        "test[b,unit]",
+        "test[c,unit]",
+    ]
+    .iter()
+    .map(|j| {
+        let s = &v["instances"][*j]["steps"][0];
+        (
+            s["started"].as_str().unwrap().to_string(),
+            s["finished"].as_str().unwrap().to_string(),
+        )
+    })
+    .collect();
     spans.sort();
     for w in spans.windows(2) {
         assert!(w[0].1 <= w[1].0, "instances overlapped: {spans:?}");
@@ -470,9 +486,12 @@ needs = ["good", "big"]
 run = ["printf", "%s", "${{{{ jobs.good.outputs.json.list[1] }}}} ${{{{ jobs.good.outputs.json }}}} ${{{{ jobs.big.outputs.stdout }}}}"]
 "#
     );
-    let t = Test::new()
-        .file("orch.toml", &manifest)
-        .args(&["run", "--quiet", "--events", "events.ndjson"]);
+    let t = Test::new().file("orch.toml", &manifest).args(&[
+        "run",
+        "--quiet",
+        "--events",
+        "events.ndjson",
+    ]);
     let out = t.run();
     assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
     let v = results(&t);
@@ -482,10 +501,7 @@ run = ["printf", "%s", "${{{{ jobs.good.outputs.json.list[1] }}}} ${{{{ jobs.goo
     let why = reason(&v, "bad");
     assert!(why.contains("not JSON") && why.contains("line 2"), "{why}");
     assert_eq!(stdout_of(&v, "big"), "abcdef");
-    assert_eq!(
-        stdout_of(&v, "use"),
-        r#"y {"list":["x","y"],"n":2} abcdef"#
-    );
+    assert_eq!(stdout_of(&v, "use"), r#"y {"list":["x","y"],"n":2} abcdef"#);
     let events = std::fs::read_to_string(t.path().join("events.ndjson")).unwrap();
     let cut = events
         .lines()
@@ -540,4 +556,110 @@ fn the_bundled_pipeline_runs_with_the_simulated_agent() {
     }
     let report = std::fs::read_to_string(t.path().join("pipeline-report.txt")).unwrap();
     assert!(report.contains("review (completed)"), "{report}");
+}
+
+/// `orch plan` shows templates unrendered, lists each step's references, and gives them as data
+/// edges in JSON, dot and Mermaid; `when` conditions label their edges.
+#[test]
+fn the_plan_shows_references_as_data_edges() {
+    let manifest = format!(
+        r#"{FAST}
+[jobs.src]
+run = ["printf", "[1]"]
+outputs = "json"
+
+[jobs.each]
+needs = ["src"]
+for_each = "${{{{ jobs.src.outputs.json }}}}"
+run = ["echo", "${{{{ item }}}}"]
+
+[jobs.report]
+needs = [{{ job = "each", when = "always" }}]
+if = "jobs.each.status != 'skipped'"
+run = ["echo", "${{{{ jobs.each.outputs.stdout }}}}"]
+"#
+    );
+    let t = Test::new().file("orch.toml", &manifest);
+    let text = t.with_args(&["plan"]).output().unwrap();
+    let text = String::from_utf8_lossy(&text.stdout).into_owned();
+    assert!(
+        text.contains("expands from ${{ jobs.src.outputs.json }} when it exists"),
+        "{text}"
+    );
+    assert!(
+        text.contains("reads: jobs.each.outputs.stdout, jobs.each.status"),
+        "{text}"
+    );
+    assert!(text.contains("if: jobs.each.status != 'skipped'"), "{text}");
+    assert!(
+        text.contains("$ echo '${{ jobs.each.outputs.stdout }}'"),
+        "{text}"
+    );
+    assert!(text.contains("2 (always)"), "{text}");
+
+    let json = t.with_args(&["plan", "--format", "json"]).output().unwrap();
+    let v: Value = serde_json::from_slice(&json.stdout).unwrap();
+    let report = v["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["label"] == "report")
+        .unwrap();
+    assert_eq!(
+        report["references"],
+        serde_json::json!(["jobs.each.outputs.stdout", "jobs.each.status"])
+    );
+    assert_eq!(report["reads_from"], serde_json::json!([1]));
+    assert_eq!(report["when"], serde_json::json!(["always"]));
+    let each = &v["steps"][1];
+    assert_eq!(each["kind"], "expand");
+    assert_eq!(each["reads_from"], serde_json::json!([0]));
+
+    let dot = t.with_args(&["plan", "--format", "dot"]).output().unwrap();
+    let dot = String::from_utf8_lossy(&dot.stdout).into_owned();
+    assert!(dot.contains("s1 -> s2 [label=\"always\"];"), "{dot}");
+    assert!(
+        dot.contains("s1 -> s2 [style=dashed, label=\"data\"];"),
+        "{dot}"
+    );
+    let mermaid = t
+        .with_args(&["plan", "--format", "mermaid"])
+        .output()
+        .unwrap();
+    let mermaid = String::from_utf8_lossy(&mermaid.stdout).into_owned();
+    assert!(mermaid.contains("s1 -->|always| s2"), "{mermaid}");
+    assert!(mermaid.contains("s0 -.->|data| s1"), "{mermaid}");
+}
+
+/// A job's `max_tokens` is each instance's own budget: in block mode one instance over it is
+/// stopped while the others, under it, complete; the run's budget counts them all.
+#[test]
+fn a_fanned_out_jobs_budget_applies_to_each_instance() {
+    // The second instance spends ten times as much per turn, over its own 5000 tokens.
+    let manifest = r#"[settings]
+startup_delay = "0s"
+
+[budget]
+mode = "block"
+
+[jobs.work]
+matrix = { per_turn = ["100", "1000"] }
+prompt = "work"
+max_tokens = 5000
+env = { ORCH_SIM_TURNS = "8", ORCH_SIM_TOKENS_PER_TURN = "${{ matrix.per_turn }}" }
+"#;
+    let t = sim_test(manifest).args(&["run", "--simulate", "--quiet"]);
+    let out = t.run();
+    assert_eq!(out.code, 3, "{}{}", out.stdout, out.stderr);
+    let v = results(&t);
+    assert_eq!(status(&v, "work[100]"), "completed");
+    assert_eq!(status(&v, "work[1000]"), "budget_exceeded");
+    let scopes: Vec<&str> = v["budgets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["scope"].as_str().unwrap())
+        .collect();
+    assert!(scopes.contains(&"job work[100]"), "{scopes:?}");
+    assert!(scopes.contains(&"job work[1000]"), "{scopes:?}");
 }
