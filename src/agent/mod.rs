@@ -6,6 +6,7 @@ pub mod failure;
 pub mod prices;
 pub mod simulate;
 pub mod stream;
+pub mod structured;
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
