@@ -431,7 +431,10 @@ fn a_result_carries_the_structured_output_of_json_schema() {
         Some(serde_json::json!({ "tasks": ["alpha", "beta"] }))
     );
     // With nothing said after the tool call, the CLI's `result` text is the answer as JSON.
-    assert_eq!(result_text.as_deref(), Some(r#"{"tasks":["alpha","beta"]}"#));
+    assert_eq!(
+        result_text.as_deref(),
+        Some(r#"{"tasks":["alpha","beta"]}"#)
+    );
 }
 
 #[test]
@@ -466,7 +469,12 @@ fn a_result_without_structured_output_or_with_null_has_none() {
 
 #[test]
 fn structured_output_of_any_shape_is_kept_as_written() {
-    for answer in [r#""just text""#, "[1,2,3]", "42", r#"{"a":{"b":[true,null]}}"#] {
+    for answer in [
+        r#""just text""#,
+        "[1,2,3]",
+        "42",
+        r#"{"a":{"b":[true,null]}}"#,
+    ] {
         let line = format!(
             r#"{{"type":"result","subtype":"success","is_error":false,"structured_output":{answer}}}"#
         );
