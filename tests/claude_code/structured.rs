@@ -4,16 +4,16 @@
 //!
 //! What the pinned CLI does (found in its bundled JS and confirmed by the tests below):
 //! - **How it asks.** `--json-schema <json>` is parsed at start-up; JSON that does not parse is
-//!   `Error: --json-schema is not valid JSON: ...` and a schema Ajv (draft 7 meta-schema) rejects
-//!   is `Error: --json-schema is not a valid JSON Schema: ...`, both exit 1 before any request.
+//!   `Error: --json-schema is not valid JSON: ...` and a schema its bundled Ajv rejects against
+//!   the meta-schema is `Error: --json-schema is not a valid JSON Schema: ...`, both exit 1 before any request.
 //!   Otherwise every request of the main loop offers one more tool, `StructuredOutput` (the JS
 //!   constant `Oa = "StructuredOutput"`), whose `input_schema` is the schema exactly as given and
 //!   whose description is "Use this tool to return your final response in the requested
 //!   structured format. You MUST call this tool exactly once at the end of your response to
 //!   provide the structured output." There is no `tool_choice`, no system-prompt text and no
-//!   `output_config.format` (that path, `structured-outputs-2025-12-15`, is the API's own
-//!   structured outputs, used only where the model is known to accept it; the mock's model is
-//!   not). The CLI lints the schema (`tengu_structured_output_schema_lint`): a root that is not
+//!   `output_config.format` (the API's own structured outputs, beta
+//!   `structured-outputs-2025-12-15`, which the CLI uses only for some providers and models; it
+//!   does not against the mock). The CLI lints the schema (`tengu_structured_output_schema_lint`): a root that is not
 //!   `type: 'object'` is "root_not_object", since the API accepts only an object as a tool's
 //!   input; it still sends it (the mock takes anything, the real API would refuse every request).
 //! - **What the model must send back.** A `tool_use` of `StructuredOutput` whose `input` is the
