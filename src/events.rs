@@ -31,6 +31,15 @@ pub enum Status {
 }
 
 impl Status {
+    /// Whether the job ran (or was to run) and did not succeed: failed, timed out, went over
+    /// budget, or was blocked by one. What `when = "failure"` waits for.
+    pub fn is_failure(self) -> bool {
+        matches!(
+            self,
+            Status::Failed | Status::TimedOut | Status::BudgetExceeded | Status::Blocked
+        )
+    }
+
     /// Whether the step has ended.
     pub fn is_final(self) -> bool {
         !matches!(self, Status::Pending | Status::Running)
@@ -242,6 +251,41 @@ pub enum Event {
         error: Option<String>,
         message: String,
     },
+    /// A job instance ended and has outputs (see the book's "Passing results between jobs"):
+    /// an agent's `result`, `session_id`, `cost_usd`, `tokens` (and `structured`), a process
+    /// job's `stdout`, `exit_code` (and `json`). Also written to `outputs/<job>.json` in the run
+    /// folder.
+    JobOutputs {
+        /// The instance's name (`job` or `job[key]`).
+        job: String,
+        #[schemars(with = "serde_json::Map<String, serde_json::Value>")]
+        outputs: serde_json::Value,
+        /// Bytes cut from the front of stdout to keep `output_limit` (0 when nothing was cut).
+        stdout_cut_bytes: u64,
+    },
+    /// A `for_each` job's source output exists: the job became these instances (none when the
+    /// array was empty). Their steps are numbered on from the last step of the plan.
+    JobExpanded {
+        job: String,
+        instances: Vec<ExpandedInstance>,
+    },
+}
+
+/// An instance a dynamic fan-out made.
+#[derive(Clone, Debug, Serialize, schemars::JsonSchema)]
+pub struct ExpandedInstance {
+    /// `job[key]`.
+    pub name: String,
+    pub steps: Vec<ExpandedStep>,
+}
+
+/// One step of an instance a dynamic fan-out made.
+#[derive(Clone, Debug, Serialize, schemars::JsonSchema)]
+pub struct ExpandedStep {
+    pub id: StepId,
+    pub label: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
 }
 
 mod duration_secs {

@@ -8,6 +8,7 @@
 pub mod agent;
 pub mod cli;
 pub mod commands;
+pub mod condition;
 pub mod config;
 pub mod duration;
 pub mod errors;
@@ -20,6 +21,7 @@ pub mod report;
 pub mod runner;
 pub mod schedule;
 pub mod slash;
+pub mod template;
 
 use clap::Parser;
 

@@ -8,12 +8,13 @@ use std::time::Duration;
 
 use petgraph::Direction;
 use petgraph::graph::{DiGraph, NodeIndex};
+use petgraph::visit::EdgeRef;
 use serde::Serialize;
 use uuid::Uuid;
 
 use crate::agent::{self, AgentProgram, Session};
 use crate::events::Status;
-use crate::manifest::{Agent, Manifest, Task};
+use crate::manifest::{Agent, FanOut, Job, Manifest, Task, When};
 
 /// Index of a step in the plan (also its position in [`Plan::steps`]).
 pub type StepId = usize;
@@ -31,6 +32,9 @@ pub enum Action {
     },
     Exec,
     Shell,
+    /// A `for_each` job's expansion: once its source output exists, the runner turns the array
+    /// into instances of the job. It spawns nothing.
+    Expand { source: String },
 }
 
 /// One process to spawn.
@@ -39,12 +43,15 @@ pub struct Step {
     pub id: StepId,
     /// Index of the job in the manifest.
     pub job: usize,
+    /// Index of the job instance in [`Plan::instances`].
+    pub instance: usize,
+    /// The instance's name: the job's, or `job[key]` for an instance of a fan-out.
     pub job_name: String,
     /// 1-based position in the job's chain, and the chain's length.
     pub index: usize,
     pub of: usize,
     pub action: Action,
-    /// The exact argv to spawn, program first.
+    /// The exact argv to spawn, program first, with its `${{ }}` templates not yet rendered.
     pub argv: Vec<String>,
     /// The model the job asks for (agent steps); Claude Code's `init` line may name another.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -67,15 +74,53 @@ impl Step {
     }
 }
 
-/// The DAG of steps. Edges point from a dependency to its dependent.
+/// A job of the run: a manifest job, one instance of a fan-out, or the fan-out itself.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Instance {
+    /// `job`, or `job[key]` for a fan-out's instance.
+    pub name: String,
+    /// Index of the job in the manifest.
+    pub job: usize,
+    /// Its steps in chain order (a fan-out has none, or its expansion step).
+    pub steps: Vec<StepId>,
+    pub fan: Fan,
+}
+
+/// Where an instance sits in a fan-out.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Fan {
+    /// A job that does not fan out.
+    Single,
+    /// One instance of a fan-out: its position, its key, and its matrix values or item.
+    Member {
+        group: usize,
+        index: usize,
+        key: String,
+        value: serde_json::Value,
+    },
+    /// A job with `matrix` or `for_each`: its instances in order, and a `for_each` job's
+    /// expansion step (its instances exist once that step ran).
+    Group {
+        members: Vec<usize>,
+        expand: Option<StepId>,
+    },
+}
+
+/// The DAG of steps. Edges point from a dependency to its dependent and say when the dependent
+/// may run after it.
 #[derive(Clone, Debug)]
 pub struct Plan {
-    pub graph: DiGraph<StepId, ()>,
+    pub graph: DiGraph<StepId, When>,
     pub steps: Vec<Step>,
-    /// A topological order that keeps the manifest's job order where it can.
+    /// A topological order that keeps the manifest's job order where it can; the steps of a
+    /// dynamic fan-out are appended when it expands.
     pub order: Vec<StepId>,
-    /// Each job's steps, in chain order.
-    pub jobs: Vec<Vec<StepId>>,
+    /// The jobs of the run: manifest jobs, fan-outs and their instances.
+    pub instances: Vec<Instance>,
+    /// Each manifest job's instance (its fan-out's group when it has one).
+    pub of_job: Vec<usize>,
+    options: PlanOptions,
 }
 
 /// Inputs to planning that do not come from the manifest.
@@ -87,47 +132,86 @@ pub struct PlanOptions {
     pub run_id: Uuid,
 }
 
+/// What a dynamic expansion added to the plan.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Expansion {
+    /// The new instances.
+    pub instances: Vec<usize>,
+    /// The new steps, a range at the end of [`Plan::steps`].
+    pub steps: std::ops::Range<StepId>,
+    /// Existing steps that gained a dependency (once per edge added).
+    pub gained: Vec<StepId>,
+}
+
+/// The most characters of a fan-out key in an instance's name.
+const MAX_KEY_CHARS: usize = 40;
+
 impl Plan {
     /// Builds the plan. The manifest is validated, so every `needs` resolves and there is no cycle.
     pub fn build(manifest: &Manifest, options: &PlanOptions) -> Plan {
-        let mut graph = DiGraph::with_capacity(manifest.jobs.len(), manifest.jobs.len());
-        let mut steps = Vec::with_capacity(manifest.jobs.len());
-        let mut jobs = Vec::with_capacity(manifest.jobs.len());
+        let n = manifest.jobs.len();
+        let mut plan = Plan {
+            graph: DiGraph::with_capacity(n, n),
+            steps: Vec::with_capacity(n),
+            order: Vec::new(),
+            instances: Vec::with_capacity(n),
+            of_job: Vec::with_capacity(n),
+            options: options.clone(),
+        };
         for (j, job) in manifest.jobs.iter().enumerate() {
-            let model = match &job.task {
-                Task::Agent(agent) => agent.model.clone(),
-                _ => None,
-            };
-            let chain: Vec<(Action, Vec<String>)> = match &job.task {
-                Task::Agent(agent) => agent_chain(agent, job.limit.usd, &job.name, options),
-                Task::Exec { argv } => vec![(Action::Exec, argv.clone())],
-                Task::Shell { script } => vec![(
-                    Action::Shell,
-                    vec!["sh".into(), "-c".into(), script.clone()],
-                )],
-            };
-            let of = chain.len();
-            let mut ids = Vec::with_capacity(of);
-            for (i, (action, argv)) in chain.into_iter().enumerate() {
-                let id = steps.len();
-                let node = graph.add_node(id);
-                debug_assert_eq!(node.index(), id);
-                if let Some(&prev) = ids.last() {
-                    graph.add_edge(NodeIndex::new(prev), node, ());
+            let top = match &job.fan_out {
+                None => {
+                    let i = plan.add_instance(job.name.clone(), j, Fan::Single);
+                    plan.add_chain(job, i, None);
+                    i
                 }
-                ids.push(id);
-                steps.push(Step {
-                    id,
-                    job: j,
-                    job_name: job.name.clone(),
-                    index: i + 1,
-                    of,
-                    action,
-                    argv,
-                    model: model.clone(),
-                });
-            }
-            jobs.push(ids);
+                Some(FanOut::Matrix { combinations }) => {
+                    let group = plan.add_instance(
+                        job.name.clone(),
+                        j,
+                        Fan::Group {
+                            members: Vec::new(),
+                            expand: None,
+                        },
+                    );
+                    let keys = combinations.iter().map(|c| combination_key(c)).collect();
+                    let values = combinations
+                        .iter()
+                        .map(|c| serde_json::Value::Object(c.iter().cloned().collect()))
+                        .collect();
+                    plan.add_members(job, group, keys, values);
+                    group
+                }
+                Some(FanOut::ForEach { source, .. }) => {
+                    let group = plan.add_instance(
+                        job.name.clone(),
+                        j,
+                        Fan::Group {
+                            members: Vec::new(),
+                            expand: None,
+                        },
+                    );
+                    let id = plan.add_step(Step {
+                        id: 0,
+                        job: j,
+                        instance: group,
+                        job_name: job.name.clone(),
+                        index: 1,
+                        of: 1,
+                        action: Action::Expand {
+                            source: source.clone(),
+                        },
+                        argv: Vec::new(),
+                        model: None,
+                    });
+                    plan.instances[group].steps.push(id);
+                    if let Fan::Group { expand, .. } = &mut plan.instances[group].fan {
+                        *expand = Some(id);
+                    }
+                    group
+                }
+            };
+            plan.of_job.push(top);
         }
         let index: std::collections::HashMap<&str, usize> = manifest
             .jobs
@@ -136,23 +220,229 @@ impl Plan {
             .map(|(i, j)| (j.name.as_str(), i))
             .collect();
         for (j, job) in manifest.jobs.iter().enumerate() {
-            let first = NodeIndex::new(jobs[j][0]);
+            let entries = plan.entries(plan.of_job[j]);
             for need in &job.needs {
-                let Some(&n) = index.get(need.as_str()) else {
+                let Some(&k) = index.get(need.job.as_str()) else {
                     continue;
                 };
-                let last = NodeIndex::new(*jobs[n].last().expect("a job has a step"));
                 // `needs` holds no repeats (resolve removes them), so no edge is added twice.
-                graph.add_edge(last, first, ());
+                for exit in plan.exits(plan.of_job[k]) {
+                    for &entry in &entries {
+                        plan.graph.add_edge(
+                            NodeIndex::new(exit),
+                            NodeIndex::new(entry),
+                            need.when,
+                        );
+                    }
+                }
             }
         }
-        let order = stable_topological_order(&graph);
-        Plan {
-            graph,
-            steps,
-            order,
-            jobs,
+        plan.order = stable_topological_order(&plan.graph);
+        plan
+    }
+
+    fn add_instance(&mut self, name: String, job: usize, fan: Fan) -> usize {
+        self.instances.push(Instance {
+            name,
+            job,
+            steps: Vec::new(),
+            fan,
+        });
+        self.instances.len() - 1
+    }
+
+    fn add_step(&mut self, mut step: Step) -> StepId {
+        let id = self.steps.len();
+        step.id = id;
+        let node = self.graph.add_node(id);
+        debug_assert_eq!(node.index(), id);
+        self.steps.push(step);
+        id
+    }
+
+    /// Adds one instance of `group` per key (with its value), each with its chain of steps.
+    fn add_members(
+        &mut self,
+        job: &Job,
+        group: usize,
+        keys: Vec<String>,
+        values: Vec<serde_json::Value>,
+    ) -> Vec<usize> {
+        let mut added = Vec::with_capacity(keys.len());
+        for (i, (key, value)) in keys.into_iter().zip(values).enumerate() {
+            let name = format!("{}[{key}]", job.name);
+            let member = self.add_instance(
+                name,
+                self.instances[group].job,
+                Fan::Member {
+                    group,
+                    index: i,
+                    key: key.clone(),
+                    value,
+                },
+            );
+            self.add_chain(job, member, Some(&key));
+            if let Fan::Group { members, .. } = &mut self.instances[group].fan {
+                members.push(member);
+            }
+            added.push(member);
         }
+        added
+    }
+
+    /// Adds an instance's chain of steps (one per pre-command, then the main one).
+    fn add_chain(&mut self, job: &Job, instance: usize, key: Option<&str>) {
+        let name = self.instances[instance].name.clone();
+        let model = match &job.task {
+            Task::Agent(agent) => agent.model.clone(),
+            _ => None,
+        };
+        let chain: Vec<(Action, Vec<String>)> = match &job.task {
+            Task::Agent(agent) => agent_chain(agent, job.limit.usd, &name, key, &self.options),
+            Task::Exec { argv } => vec![(Action::Exec, argv.clone())],
+            Task::Shell { script } => vec![(
+                Action::Shell,
+                vec!["sh".into(), "-c".into(), script.clone()],
+            )],
+        };
+        let of = chain.len();
+        let mut prev: Option<StepId> = None;
+        for (i, (action, argv)) in chain.into_iter().enumerate() {
+            let id = self.add_step(Step {
+                id: 0,
+                job: self.instances[instance].job,
+                instance,
+                job_name: name.clone(),
+                index: i + 1,
+                of,
+                action,
+                argv,
+                model: model.clone(),
+            });
+            if let Some(prev) = prev {
+                self.graph
+                    .add_edge(NodeIndex::new(prev), NodeIndex::new(id), When::Success);
+            }
+            self.instances[instance].steps.push(id);
+            prev = Some(id);
+        }
+    }
+
+    /// The steps that wait for an instance's dependencies: its first step, each member's first
+    /// step, or a `for_each` job's expansion step.
+    fn entries(&self, instance: usize) -> Vec<StepId> {
+        let inst = &self.instances[instance];
+        match &inst.fan {
+            Fan::Group {
+                expand: Some(e), ..
+            } => vec![*e],
+            Fan::Group { members, .. } => members
+                .iter()
+                .flat_map(|&m| self.instances[m].steps.first().copied())
+                .collect(),
+            _ => inst.steps.first().copied().into_iter().collect(),
+        }
+    }
+
+    /// The steps an instance's dependents wait for: its last step, or every member's last step
+    /// (and a `for_each` job's expansion step).
+    pub fn exits(&self, instance: usize) -> Vec<StepId> {
+        let inst = &self.instances[instance];
+        match &inst.fan {
+            Fan::Group { members, expand } => expand
+                .iter()
+                .copied()
+                .chain(
+                    members
+                        .iter()
+                        .flat_map(|&m| self.instances[m].steps.last().copied()),
+                )
+                .collect(),
+            _ => inst.steps.last().copied().into_iter().collect(),
+        }
+    }
+
+    /// Expands a `for_each` job's group into one instance per `(key, item)`: their steps depend
+    /// on the expansion step, and everything that waited for the expansion step now waits for
+    /// their last steps too, with the same condition.
+    pub fn expand(
+        &mut self,
+        manifest: &Manifest,
+        group: usize,
+        items: Vec<(String, serde_json::Value)>,
+    ) -> Expansion {
+        let Fan::Group {
+            expand: Some(expand),
+            ..
+        } = self.instances[group].fan
+        else {
+            return Expansion::default();
+        };
+        let job = &manifest.jobs[self.instances[group].job];
+        let dependents: Vec<(StepId, When)> = self
+            .graph
+            .edges_directed(NodeIndex::new(expand), Direction::Outgoing)
+            .map(|e| (e.target().index(), *e.weight()))
+            .collect();
+        let first = self.steps.len();
+        let (keys, values) = items.into_iter().unzip();
+        let members = self.add_members(job, group, keys, values);
+        let mut gained = Vec::new();
+        for &m in &members {
+            let (head, tail) = {
+                let steps = &self.instances[m].steps;
+                (steps[0], *steps.last().expect("an instance has a step"))
+            };
+            self.graph
+                .add_edge(NodeIndex::new(expand), NodeIndex::new(head), When::Success);
+            for &(dep, when) in &dependents {
+                self.graph
+                    .add_edge(NodeIndex::new(tail), NodeIndex::new(dep), when);
+                gained.push(dep);
+            }
+        }
+        let steps = first..self.steps.len();
+        self.order.extend(steps.clone());
+        Expansion {
+            instances: members,
+            steps,
+            gained,
+        }
+    }
+
+    /// An instance's status from its steps: completed when all did, else the first step that did
+    /// not. A fan-out's is its expansion's when that did not complete, else completed when every
+    /// instance did (or it had none), else the first failure among them, else the first other
+    /// status.
+    pub fn instance_status(&self, states: &[Status], instance: usize) -> Status {
+        let inst = &self.instances[instance];
+        let own = inst
+            .steps
+            .iter()
+            .map(|&s| states[s])
+            .find(|s| *s != Status::Completed)
+            .unwrap_or(Status::Completed);
+        let Fan::Group { members, .. } = &inst.fan else {
+            return own;
+        };
+        if own != Status::Completed {
+            return own;
+        }
+        let of: Vec<Status> = members
+            .iter()
+            .map(|&m| self.instance_status(states, m))
+            .collect();
+        of.iter()
+            .copied()
+            .find(|s| s.is_failure())
+            .or_else(|| of.iter().copied().find(|s| *s != Status::Completed))
+            .unwrap_or(Status::Completed)
+    }
+
+    /// The steps of manifest job `job`'s own instance (none for a fan-out, or its expansion
+    /// step).
+    pub fn job_steps(&self, job: usize) -> &[StepId] {
+        &self.instances[self.of_job[job]].steps
     }
 
     /// The steps a step waits for.
@@ -162,17 +452,21 @@ impl Plan {
             .map(NodeIndex::index)
     }
 
-    /// Pending steps whose dependencies all completed, in plan order.
+    /// Pending steps whose dependencies all ended, none of them doomed it, in plan order.
     pub fn ready<'a>(&'a self, states: &'a [Status]) -> impl Iterator<Item = StepId> + 'a {
         self.order.iter().copied().filter(move |&id| {
             states[id] == Status::Pending
                 && self
-                    .dependencies(id)
-                    .all(|d| states[d] == Status::Completed)
+                    .graph
+                    .edges_directed(NodeIndex::new(id), Direction::Incoming)
+                    .all(|e| {
+                        let d = states[e.source().index()];
+                        d.is_final() && (d == Status::Completed || *e.weight() != When::Success)
+                    })
         })
     }
 
-    /// Pending steps that can never run because a dependency ended without completing.
+    /// Pending steps that can never run because a dependency they need to succeed did not.
     pub fn doomed<'a>(
         &'a self,
         states: &'a [Status],
@@ -181,9 +475,13 @@ impl Plan {
             if states[id] != Status::Pending {
                 return None;
             }
-            self.dependencies(id)
-                .find(|&d| states[d].is_final() && states[d] != Status::Completed)
-                .map(|d| (id, d))
+            self.graph
+                .edges_directed(NodeIndex::new(id), Direction::Incoming)
+                .find(|e| {
+                    let d = states[e.source().index()];
+                    *e.weight() == When::Success && d.is_final() && d != Status::Completed
+                })
+                .map(|e| (id, e.source().index()))
         })
     }
 
@@ -204,6 +502,58 @@ impl Plan {
         }
         offsets
     }
+}
+
+/// An instance's key from its matrix combination: the values in key order, strings as they are
+/// and others as JSON, joined by ","; clipped to a readable length.
+fn combination_key(combination: &[(String, serde_json::Value)]) -> String {
+    let parts: Vec<String> = combination.iter().map(|(_, v)| value_key(v)).collect();
+    clip_key(&parts.join(","))
+}
+
+/// A value as a key: a string as it is, anything else as compact JSON.
+pub fn value_key(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// A key of at most [`MAX_KEY_CHARS`] characters, on one line.
+pub fn clip_key(key: &str) -> String {
+    let one_line: String = key
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    if one_line.chars().count() <= MAX_KEY_CHARS {
+        return one_line;
+    }
+    let mut out: String = one_line.chars().take(MAX_KEY_CHARS - 1).collect();
+    out.push('…');
+    out
+}
+
+/// The keys of a `for_each` job's items: each item's `id` or `name` field when every item has
+/// one and they are all different, else the items' positions.
+pub fn item_keys(items: &[serde_json::Value]) -> Vec<String> {
+    for field in ["id", "name"] {
+        let keys: Option<Vec<String>> = items
+            .iter()
+            .map(|item| match item.get(field) {
+                Some(v @ (serde_json::Value::String(_) | serde_json::Value::Number(_))) => {
+                    Some(clip_key(&value_key(v)))
+                }
+                _ => None,
+            })
+            .collect();
+        if let Some(keys) = keys {
+            let unique: std::collections::HashSet<&String> = keys.iter().collect();
+            if unique.len() == keys.len() && !keys.iter().any(String::is_empty) {
+                return keys;
+            }
+        }
+    }
+    (0..items.len()).map(|i| i.to_string()).collect()
 }
 
 /// Readiness kept up to date as steps end, so that the dispatcher never rescans the whole plan:
@@ -231,6 +581,7 @@ impl Frontier {
             position[id] = p;
         }
         let waiting: Vec<usize> = (0..n).map(|id| plan.dependencies(id).count()).collect();
+        debug_assert_eq!(plan.order.len(), n);
         let ready = (0..n)
             .filter(|&id| waiting[id] == 0)
             .map(|id| position[id])
@@ -259,25 +610,42 @@ impl Frontier {
         self.ready.remove(&self.position[id]);
     }
 
-    /// A step ended. When it completed, dependents whose dependencies are all done become ready;
-    /// otherwise its pending dependents can never run (see [`Frontier::take_doomed`]).
-    pub fn ended(&mut self, plan: &Plan, id: StepId, completed: bool) {
+    /// A step ended. `ok` says whether it counts as a success for the steps that need it to
+    /// succeed (it completed, or its job's failure is tolerated): those that need its success are
+    /// doomed when it does not (see [`Frontier::take_doomed`]); the others become ready once all
+    /// their dependencies ended.
+    pub fn ended(&mut self, plan: &Plan, id: StepId, ok: bool) {
         self.remove(id);
         self.gone[id] = true;
-        for next in plan
+        for edge in plan
             .graph
-            .neighbors_directed(NodeIndex::new(id), Direction::Outgoing)
+            .edges_directed(NodeIndex::new(id), Direction::Outgoing)
         {
-            let next = next.index();
-            if completed {
-                self.waiting[next] -= 1;
-                if self.waiting[next] == 0 && !self.gone[next] {
-                    self.ready.insert(self.position[next]);
-                }
-            } else if !self.gone[next] {
+            let next = edge.target().index();
+            self.waiting[next] -= 1;
+            if self.gone[next] {
+                continue;
+            }
+            if *edge.weight() == When::Success && !ok {
                 self.gone[next] = true;
                 self.doomed.push((next, id));
+            } else if self.waiting[next] == 0 {
+                self.ready.insert(self.position[next]);
             }
+        }
+    }
+
+    /// The plan grew (a dynamic fan-out expanded): takes in its new steps, and the new
+    /// dependencies of steps it already had.
+    pub fn grow(&mut self, plan: &Plan, expansion: &Expansion) {
+        for id in expansion.steps.clone() {
+            debug_assert_eq!(id, self.waiting.len());
+            self.waiting.push(plan.dependencies(id).count());
+            self.position.push(plan.order.len() - (plan.steps.len() - id));
+            self.gone.push(false);
+        }
+        for &dep in &expansion.gained {
+            self.waiting[dep] += 1;
         }
     }
 
@@ -290,16 +658,20 @@ impl Frontier {
     }
 }
 
-/// A job's session chain: pre-commands first (`--session-id`), then `--resume` for the rest.
+/// A job instance's session chain: pre-commands first (`--session-id`), then `--resume` for the
+/// rest. A named session is one per instance: a fan-out's instances derive theirs from it.
 fn agent_chain(
     agent: &Agent,
     max_usd: Option<f64>,
-    job: &str,
+    name: &str,
+    key: Option<&str>,
     options: &PlanOptions,
 ) -> Vec<(Action, Vec<String>)> {
-    let session = agent
-        .session_id
-        .unwrap_or_else(|| Uuid::new_v5(&options.run_id, job.as_bytes()));
+    let session = match (agent.session_id, key) {
+        (Some(named), None) => named,
+        (Some(named), Some(key)) => Uuid::new_v5(&named, key.as_bytes()),
+        (None, _) => Uuid::new_v5(&options.run_id, name.as_bytes()),
+    };
     agent
         .pre_commands
         .iter()
@@ -328,9 +700,7 @@ fn agent_chain(
         .collect()
 }
 
-/// Kahn's algorithm taking the lowest-numbered ready step first, so independent jobs keep the
-/// order they were written in (which is the order they launch in).
-fn stable_topological_order(graph: &DiGraph<StepId, ()>) -> Vec<StepId> {
+fn stable_topological_order(graph: &DiGraph<StepId, When>) -> Vec<StepId> {
     let n = graph.node_count();
     let mut indegree: Vec<usize> = (0..n)
         .map(|i| {
@@ -396,7 +766,7 @@ mod tests {
     #[test]
     fn pre_commands_become_a_session_chain() {
         let plan = plan_of(PIPELINE);
-        let agent: Vec<&Step> = plan.jobs[1].iter().map(|&i| &plan.steps[i]).collect();
+        let agent: Vec<&Step> = plan.job_steps(1).iter().map(|&i| &plan.steps[i]).collect();
         let prompts: Vec<&str> = agent
             .iter()
             .map(|s| match &s.action {
@@ -450,12 +820,12 @@ mod tests {
     #[test]
     fn needs_link_first_step_to_last_steps() {
         let plan = plan_of(PIPELINE);
-        let first_of_agent = plan.jobs[1][0];
+        let first_of_agent = plan.job_steps(1)[0];
         assert_eq!(plan.dependencies(first_of_agent).collect::<Vec<_>>(), [0]);
-        let last = plan.jobs[3][0];
+        let last = plan.job_steps(3)[0];
         let mut deps: Vec<_> = plan.dependencies(last).collect();
         deps.sort();
-        assert_eq!(deps, [*plan.jobs[1].last().unwrap(), plan.jobs[2][0]]);
+        assert_eq!(deps, [*plan.job_steps(1).last().unwrap(), plan.job_steps(2)[0]]);
     }
 
     #[test]

@@ -18,12 +18,12 @@ pub const FAILURES_SHOWN: usize = 5;
 /// Whether `schema` can be an `output_schema`: a JSON Schema the validator compiles (every
 /// keyword well formed, every `$ref` local and resolvable) whose root is `type = "object"`.
 ///
-/// The error is a sentence to put after the key, as in `output_schema: {error}`, and says how
-/// to fix it.
+/// The error is the reason alone, to follow a phrase such as `not a valid JSON Schema: `: where
+/// the schema is wrong and what is wrong there, or what the root must be and how to get there.
 pub fn check_schema(schema: &Value) -> Result<(), String> {
     let Some(root) = schema.as_object() else {
         return Err(format!(
-            "must be a JSON Schema object (a TOML inline table or a JSON object), not {}",
+            "it is {}, and a schema is an object (a TOML inline table or a JSON object)",
             kind(schema)
         ));
     };
@@ -32,7 +32,7 @@ pub fn check_schema(schema: &Value) -> Result<(), String> {
         other => {
             let found = other.map_or_else(|| "no `type`".to_string(), |t| format!("type {t}"));
             return Err(format!(
-                "the root of the schema must be `type = \"object\"` (it has {found}): Claude Code \
+                "its root must be `type = \"object\"` (it has {found}): Claude Code \
                  asks for structured output through a tool, and the API accepts only an object \
                  as a tool's input; wrap an array or a single value in an object property, such \
                  as `properties = {{ items = {{ type = \"array\" }} }}`"
@@ -41,7 +41,7 @@ pub fn check_schema(schema: &Value) -> Result<(), String> {
     }
     jsonschema::validator_for(schema)
         .map(|_| ())
-        .map_err(|e| format!("is not a valid JSON Schema: {}", failure(&e)))
+        .map_err(|e| failure(&e))
 }
 
 /// Whether `value` matches `schema` (which [`check_schema`] accepted). The error lists the first
@@ -129,14 +129,14 @@ mod tests {
         let e = check_schema(&json!({ "properties": {} })).unwrap_err();
         assert!(e.contains("no `type`"), "{e}");
         let e = check_schema(&json!("object")).unwrap_err();
-        assert!(e.contains("not a string"), "{e}");
+        assert!(e.starts_with("it is a string, and a schema is an object"), "{e}");
     }
 
     #[test]
     fn a_malformed_keyword_is_refused() {
         let bad = json!({ "type": "object", "properties": { "a": { "type": "strin" } } });
         let e = check_schema(&bad).unwrap_err();
-        assert!(e.starts_with("is not a valid JSON Schema: at "), "{e}");
+        assert!(e.starts_with("at /properties/a/type: "), "{e}");
         let bad = json!({ "type": "object", "minProperties": -1 });
         assert!(check_schema(&bad).is_err());
     }
@@ -150,7 +150,7 @@ mod tests {
         ] {
             let schema = json!({ "type": "object", "properties": { "a": { "$ref": r } } });
             let e = check_schema(&schema).unwrap_err();
-            assert!(e.contains("is not a valid JSON Schema"), "{r}: {e}");
+            assert!(e.starts_with("at "), "{r}: {e}");
         }
     }
 

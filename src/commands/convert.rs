@@ -15,7 +15,7 @@ pub fn convert(path: &Path) -> Result<String, Error> {
         _ => return Err(manifest::invalid(path, text, errors).into()),
     };
     // Check the meaning too, so a converted file never fails where the JSON did not.
-    if let Err(errors) = manifest::resolve::resolve(raw.clone(), path) {
+    if let Err(errors) = manifest::resolve::resolve(raw.clone(), path, &text) {
         return Err(manifest::invalid(path, text, errors).into());
     }
     let body = toml::to_string_pretty(&raw)

@@ -120,8 +120,20 @@ pub fn view(m: &Manifest, plan: &Plan, now: DateTime<Utc>, warnings: Vec<String>
         .map(|&id| {
             let step = &plan.steps[id];
             let job = &m.jobs[step.job];
-            let mut needs: Vec<usize> = plan.dependencies(id).collect();
-            needs.sort_unstable();
+            let mut edges: Vec<(usize, crate::manifest::When)> = plan
+                .graph
+                .edges_directed(
+                    petgraph::graph::NodeIndex::new(id),
+                    petgraph::Direction::Incoming,
+                )
+                .map(|e| {
+                    use petgraph::visit::EdgeRef;
+                    (e.source().index(), *e.weight())
+                })
+                .collect();
+            edges.sort_unstable_by_key(|e| e.0);
+            let (needs, when) = edges.into_iter().unzip();
+            let (references, reads_from) = references(m, plan, id);
             StepView {
                 id,
                 label: step.label(),
@@ -131,6 +143,15 @@ pub fn view(m: &Manifest, plan: &Plan, now: DateTime<Utc>, warnings: Vec<String>
                 action: step.action.clone(),
                 argv: step.argv.clone(),
                 needs,
+                when,
+                references,
+                reads_from,
+                condition: if step.index == 1 && !matches!(step.action, Action::Expand { .. }) {
+                    job.condition.clone()
+                } else {
+                    None
+                },
+                fan_out: fan_out_text(m, plan, id),
                 offset_ms: offsets[id].as_millis(),
                 timeout_ms: job.timeout.as_millis(),
                 limit: (step.is_main() && job.limit.is_set()).then_some(job.limit),
@@ -156,6 +177,86 @@ pub fn view(m: &Manifest, plan: &Plan, now: DateTime<Utc>, warnings: Vec<String>
         window_spent: None,
         steps,
         warnings,
+    }
+}
+
+/// The references a step's templates read (its argv's templated elements, its job's env values
+/// and workspace, its `if` on the first step, a `for_each` source on the expansion step), each
+/// once as written, and the exit steps of the jobs they read from.
+fn references(m: &Manifest, plan: &Plan, id: usize) -> (Vec<String>, Vec<usize>) {
+    use crate::template::Reference;
+    let step = &plan.steps[id];
+    let job = &m.jobs[step.job];
+    let mut texts: Vec<&str> = Vec::new();
+    match &step.action {
+        Action::Agent { .. } => texts.extend(step.argv.last().map(String::as_str)),
+        Action::Expand { source } => texts.push(source),
+        _ => texts.extend(step.argv.iter().map(String::as_str)),
+    }
+    texts.extend(job.env.iter().map(|(_, v)| v.as_str()));
+    let workspace = job.workspace.to_string_lossy();
+    texts.push(&workspace);
+    let mut refs: Vec<Reference> = Vec::new();
+    for t in texts {
+        if let Ok(t) = crate::template::parse(t) {
+            refs.extend(t.references().map(|(r, _)| r.clone()));
+        }
+    }
+    if step.index == 1 && !matches!(step.action, Action::Expand { .. }) {
+        if let Some(c) = job.condition.as_deref().and_then(|c| crate::condition::parse(c).ok()) {
+            refs.extend(c.references().into_iter().map(|(r, _)| r.clone()));
+        }
+    }
+    let mut out: Vec<String> = Vec::new();
+    let mut from: Vec<usize> = Vec::new();
+    for r in &refs {
+        let text = r.to_string();
+        if !out.contains(&text) {
+            out.push(text);
+        }
+        let source = match r {
+            Reference::Output { job, .. } | Reference::Status { job } => Some(job),
+            _ => None,
+        };
+        if let Some(k) = source.and_then(|name| m.jobs.iter().position(|j| &j.name == name)) {
+            for exit in plan.exits(plan.of_job[k]) {
+                if !from.contains(&exit) {
+                    from.push(exit);
+                }
+            }
+        }
+    }
+    from.sort_unstable();
+    (out, from)
+}
+
+/// Where a step sits in a fan-out, in words.
+fn fan_out_text(m: &Manifest, plan: &Plan, id: usize) -> Option<String> {
+    use crate::plan::Fan;
+    let step = &plan.steps[id];
+    if let Action::Expand { source } = &step.action {
+        let max = match &m.jobs[step.job].fan_out {
+            Some(crate::manifest::FanOut::ForEach { max_items, .. }) => *max_items,
+            _ => 0,
+        };
+        return Some(format!(
+            "expands from {} when it exists: one instance per item, at most {max}",
+            source.trim()
+        ));
+    }
+    match &plan.instances[step.instance].fan {
+        Fan::Member { group, index, .. } => {
+            let Fan::Group { members, .. } = &plan.instances[*group].fan else {
+                return None;
+            };
+            Some(format!(
+                "instance {} of {} of `{}` (matrix)",
+                index + 1,
+                members.len(),
+                plan.instances[*group].name
+            ))
+        }
+        _ => None,
     }
 }
 

@@ -89,17 +89,18 @@ pub(super) async fn run_once(
         ladder: config.ladder,
         ledger_wait: config.ledger_wait,
         guardian_exe,
+        env: std::env::vars().collect(),
         manifest: manifest.clone(),
     };
 
     // The runner fails only before any step started (no run folder, ledger or guardian): a setup
     // error. From here on the run's outcome is its steps', whatever could not be written.
-    let outcome = runner::run(&ctx, &plan, &mut |e| sink.event(e))
+    let outcome = runner::run(&ctx, plan, &mut |e| sink.event(e))
         .await
         .map_err(|e| Error::io("cannot start the run", e))?;
 
     let code = outcome.exit_code();
-    let mut results = results::build(&ctx, &plan, &outcome, code as u8);
+    let mut results = results::build(&ctx, &outcome, code as u8);
     // zen's results file: `--output`, or in zen's modes an auto-named file in the current folder.
     let zen_file = match &config.output {
         Some(path) => Some(path.clone()),

@@ -151,6 +151,10 @@ pub struct Budgets {
     members: Vec<Vec<usize>>,
     /// For each step, its job's own limit (checked before launch against what is left).
     own: Vec<Limit>,
+    /// The window's scope, each command's, and each job instance's own.
+    window: Option<usize>,
+    command_scope: std::collections::HashMap<String, usize>,
+    instance_scope: std::collections::HashMap<usize, usize>,
 }
 
 impl Budgets {
@@ -180,40 +184,52 @@ impl Budgets {
                 *limit,
                 Spend::default(),
             ));
-            command_scope.insert(cmd.as_str(), scopes.len() - 1);
+            command_scope.insert(cmd.clone(), scopes.len() - 1);
         }
-        let mut job_scope = vec![None; manifest.jobs.len()];
-        for (j, job) in manifest.jobs.iter().enumerate() {
-            if job.limit.is_set() && matches!(job.task, Task::Agent(_)) {
-                scopes.push(Scope::new(
-                    ScopeKind::Job,
-                    format!("job {}", job.name),
-                    job.limit,
-                    Spend::default(),
-                ));
-                job_scope[j] = Some(scopes.len() - 1);
-            }
-        }
-        let mut members = Vec::with_capacity(plan.steps.len());
-        let mut own = Vec::with_capacity(plan.steps.len());
-        for step in &plan.steps {
+        let mut budgets = Budgets {
+            mode: b.mode,
+            scopes,
+            members: Vec::with_capacity(plan.steps.len()),
+            own: Vec::with_capacity(plan.steps.len()),
+            window,
+            command_scope,
+            instance_scope: std::collections::HashMap::new(),
+        };
+        budgets.grow(manifest, plan, 0..plan.steps.len());
+        budgets
+    }
+
+    /// Takes in steps of the plan (all of them at the start, a dynamic fan-out's new ones
+    /// later): a job's `max_tokens`/`max_usd` is a scope of each instance of its own, named
+    /// "job NAME" or "job NAME[key]"; the run, window and command scopes are shared.
+    pub fn grow(&mut self, manifest: &Manifest, plan: &Plan, steps: std::ops::Range<StepId>) {
+        for id in steps {
+            debug_assert_eq!(id, self.members.len());
+            let step = &plan.steps[id];
+            let job = &manifest.jobs[step.job];
             let mut of = Vec::new();
             if let Action::Agent { command, .. } = &step.action {
                 of.push(0);
-                of.extend(window);
-                if let Some(&c) = command.as_deref().and_then(|c| command_scope.get(c)) {
+                of.extend(self.window);
+                if let Some(&c) = command.as_deref().and_then(|c| self.command_scope.get(c)) {
                     of.push(c);
                 }
-                of.extend(job_scope[step.job]);
+                if job.limit.is_set() && matches!(job.task, Task::Agent(_)) {
+                    let scopes = &mut self.scopes;
+                    let scope = *self.instance_scope.entry(step.instance).or_insert_with(|| {
+                        scopes.push(Scope::new(
+                            ScopeKind::Job,
+                            format!("job {}", plan.instances[step.instance].name),
+                            job.limit,
+                            Spend::default(),
+                        ));
+                        scopes.len() - 1
+                    });
+                    of.push(scope);
+                }
             }
-            members.push(of);
-            own.push(manifest.jobs[step.job].limit);
-        }
-        Budgets {
-            mode: b.mode,
-            scopes,
-            members,
-            own,
+            self.members.push(of);
+            self.own.push(job.limit);
         }
     }
 

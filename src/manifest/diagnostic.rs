@@ -275,6 +275,54 @@ pub enum ManifestError {
         help: String,
     },
 
+    #[error("`{path}`: {message}")]
+    #[diagnostic(code(orch::manifest::template))]
+    Template {
+        path: String,
+        message: String,
+        #[label("{label}")]
+        span: SourceSpan,
+        label: String,
+        #[help]
+        help: String,
+    },
+
+    #[error("`{path}`: {message}")]
+    #[diagnostic(code(orch::manifest::condition))]
+    Condition {
+        path: String,
+        message: String,
+        #[label("{label}")]
+        span: SourceSpan,
+        label: String,
+        #[help]
+        help: String,
+    },
+
+    #[error("`{path}`: {message}")]
+    #[diagnostic(code(orch::manifest::fan_out))]
+    FanOut {
+        path: String,
+        message: String,
+        #[label("{label}")]
+        span: SourceSpan,
+        label: String,
+        #[help]
+        help: String,
+    },
+
+    #[error("`{path}`: {message}")]
+    #[diagnostic(code(orch::manifest::output_schema))]
+    OutputSchema {
+        path: String,
+        message: String,
+        #[label("{label}")]
+        span: SourceSpan,
+        label: String,
+        #[help]
+        help: String,
+    },
+
     #[error("the manifest defines no jobs")]
     #[diagnostic(code(orch::manifest::empty))]
     Empty {

@@ -10,6 +10,7 @@ pub mod model;
 pub mod node;
 pub mod raw;
 pub mod read;
+pub mod refs;
 pub mod resolve;
 #[cfg(test)]
 mod tests;
@@ -88,7 +89,7 @@ pub fn load(path: &Path) -> Result<Manifest, LoadError> {
 /// Loads and validates manifest text as if read from `path`.
 pub fn load_str(path: &Path, text: String) -> Result<Manifest, LoadError> {
     let (raw, mut errors) = read_raw(path, &text);
-    let resolved = raw.map(|raw| resolve::resolve(raw, path));
+    let resolved = raw.map(|raw| resolve::resolve(raw, path, &text));
     match resolved {
         Some(Ok(manifest)) if errors.is_empty() => Ok(manifest),
         Some(Err(more)) => {

@@ -111,13 +111,89 @@ pub struct Job {
     pub name: String,
     pub description: Option<String>,
     pub task: Task,
-    /// Names of jobs that must succeed first, each once (resolve drops repeats).
-    pub needs: Vec<String>,
+    /// The jobs that must end first, each once (resolve drops repeats), and when to run after
+    /// each.
+    pub needs: Vec<Need>,
+    /// The `if` condition, as written (checked when the manifest loaded).
+    pub condition: Option<String>,
+    /// Dependents that need this job's success run after it fails too.
+    pub continue_on_failure: bool,
+    /// One instance per matrix combination or per item of an upstream array.
+    pub fan_out: Option<FanOut>,
+    /// The most instances of this job running at once.
+    pub max_parallel: Option<usize>,
+    /// What a `run`/`shell` job keeps of its stdout as outputs.
+    pub outputs: ProcessOutputs,
     pub timeout: Duration,
     pub env: Vec<(String, String)>,
     pub workspace: PathBuf,
     /// This job's own budget (zen's max_tokens_per_command, plus dollars).
     pub limit: Limit,
+}
+
+/// The default of `max_items`: the most instances one fan-out may make.
+pub const DEFAULT_MAX_ITEMS: usize = 256;
+/// The default of `output_limit`: how much of a process job's stdout its `stdout` output keeps.
+pub const DEFAULT_OUTPUT_LIMIT: usize = 1 << 20;
+
+/// A job waited for, and when the waiting job runs after it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Need {
+    pub job: String,
+    pub when: When,
+}
+
+/// When a job runs after one it needs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum When {
+    /// It completed (or failed with `continue_on_failure`).
+    #[default]
+    Success,
+    /// It failed, timed out, went over budget or was blocked.
+    Failure,
+    /// It ended, however.
+    Always,
+}
+
+impl When {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            When::Success => "success",
+            When::Failure => "failure",
+            When::Always => "always",
+        }
+    }
+}
+
+/// How a job fans out into instances.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum FanOut {
+    /// Static: one instance per combination, each a list of (key, value) in key order.
+    Matrix {
+        combinations: Vec<Vec<(String, serde_json::Value)>>,
+    },
+    /// Dynamic: one instance per item of the array the template yields, once it exists.
+    ForEach { source: String, max_items: usize },
+}
+
+/// What a process job keeps of its stdout.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct ProcessOutputs {
+    /// Parse stdout as JSON into the `json` output.
+    pub json: bool,
+    /// Bytes of stdout kept, from the end.
+    pub limit: usize,
+}
+
+impl Default for ProcessOutputs {
+    fn default() -> Self {
+        ProcessOutputs {
+            json: false,
+            limit: DEFAULT_OUTPUT_LIMIT,
+        }
+    }
 }
 
 /// What a job runs.
@@ -149,6 +225,28 @@ pub struct Agent {
     /// Code as `--json-schema`; the answer becomes the job's `structured` output.
     pub output_schema: Option<serde_json::Value>,
 }
+
+impl Job {
+    /// The names of the jobs it needs.
+    pub fn need_names(&self) -> impl Iterator<Item = &str> {
+        self.needs.iter().map(|n| n.job.as_str())
+    }
+
+    /// The output keys a completed job of this kind has.
+    pub fn output_keys(&self) -> &'static [&'static str] {
+        match &self.task {
+            Task::Agent(a) if a.output_schema.is_some() => AGENT_OUTPUTS,
+            Task::Agent(_) => &AGENT_OUTPUTS[..4],
+            _ if self.outputs.json => PROCESS_OUTPUTS,
+            _ => &PROCESS_OUTPUTS[..2],
+        }
+    }
+}
+
+/// An agent job's outputs (`structured` only with an `output_schema`).
+pub const AGENT_OUTPUTS: &[&str] = &["result", "session_id", "cost_usd", "tokens", "structured"];
+/// A process job's outputs (`json` only with `outputs = "json"`).
+pub const PROCESS_OUTPUTS: &[&str] = &["stdout", "exit_code", "json"];
 
 impl Agent {
     /// The base slash command of a prompt ("/createtestsv2" for "/createtestsv2 frontend"), if any.

@@ -9,7 +9,7 @@ use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::{Serialize, Serializer};
 
 use super::node::{Node, Value};
-use super::read::{FromNode, Map, Reader, Sp, raw_table};
+use super::read::{FromNode, Json, Map, Reader, Sp, raw_table};
 
 raw_table! {
     /// An orch manifest: settings, a schedule, budgets, defaults and the jobs to run.
@@ -131,8 +131,35 @@ raw_table! {
         pub shell: Option<Sp<String>>,
         /// Commands run first in the same Claude session, each as its own step.
         pub pre_commands: Option<Vec<Sp<String>>>,
-        /// Jobs that must succeed before this one starts.
-        pub needs: Option<Vec<Sp<String>>>,
+        /// Jobs that must end before this one starts: a name (it must succeed), or
+        /// `{ job = "NAME", when = "success" | "failure" | "always" }`.
+        pub needs: Option<Vec<Sp<RawNeed>>>,
+        /// A condition over upstream outputs and statuses, e.g.
+        /// `jobs.test.status == "failed"`; false skips the job. Evaluated for each instance.
+        pub condition as "if": Option<Sp<String>>,
+        /// Let dependents that need this job's success run after it fails (default false); its
+        /// failure then does not fail the run.
+        pub continue_on_failure: Option<bool>,
+        /// Static fan-out: one instance per combination of the values of each key, with
+        /// `include` (extra or extended combinations) and `exclude` (combinations to drop).
+        pub matrix: Option<Sp<RawMatrix>>,
+        /// Dynamic fan-out: one instance per item of a JSON array from an upstream output,
+        /// e.g. "${{ jobs.plan.outputs.structured.tasks }}".
+        pub for_each: Option<Sp<String>>,
+        /// The most instances a `matrix` or `for_each` may make (default 256).
+        pub max_items: Option<Sp<i64>>,
+        /// The most instances of this job running at once (default: the run's limit).
+        pub max_parallel: Option<Sp<i64>>,
+        /// "text" (default) or "json": parse a `run`/`shell` job's stdout as JSON into its
+        /// `json` output.
+        pub outputs: Option<Sp<String>>,
+        /// How much of a `run`/`shell` job's stdout its `stdout` output keeps, from the end:
+        /// bytes, or text like "64KiB" or "1MiB" (default "1MiB").
+        pub output_limit: Option<Sp<Json>>,
+        /// The JSON Schema an agent's final answer must match: an inline table, or the path
+        /// of a JSON file relative to the manifest. Passed to Claude Code as `--json-schema`;
+        /// the answer becomes the job's `structured` output.
+        pub output_schema: Option<Sp<Json>>,
         /// Claude Code tools the agent may use (--allowedTools).
         pub allowed_tools: Option<Vec<String>>,
         /// Claude Code permission mode (default "bypassPermissions", as in zen).
@@ -159,6 +186,142 @@ raw_table! {
         pub env: Option<Map<String>>,
         /// Working folder, relative to the manifest's folder.
         pub workspace: Option<String>,
+    }
+}
+
+/// One entry of `needs`: a job name, or a table naming the job and when to run after it.
+#[derive(Clone, Debug, PartialEq)]
+pub enum RawNeed {
+    Name(String),
+    Table(RawNeedTable),
+}
+
+raw_table! {
+    /// `{ job = "tests", when = "always" }`.
+    pub struct RawNeedTable as "a need" {
+        /// The job waited for.
+        pub job: Option<Sp<String>>,
+        /// "success" (default: run when it completed), "failure" (when it failed) or "always"
+        /// (whenever it ended).
+        pub when: Option<Sp<String>>,
+    }
+}
+
+impl RawNeed {
+    /// The job's name as written (empty for a table without `job`, which resolve reports).
+    pub fn job(&self) -> &str {
+        match self {
+            RawNeed::Name(n) => n,
+            RawNeed::Table(t) => t.job.as_ref().map_or("", |j| j.value.as_str()),
+        }
+    }
+}
+
+impl FromNode for RawNeed {
+    fn from_node(node: &Node, r: &mut Reader) -> Option<Self> {
+        match &node.value {
+            Value::String(_) => String::from_node(node, r).map(RawNeed::Name),
+            Value::Table(_) => RawNeedTable::from_node(node, r).map(RawNeed::Table),
+            _ => {
+                r.wrong_type(node, "a job name or a { job, when } table");
+                None
+            }
+        }
+    }
+}
+
+impl Serialize for RawNeed {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            RawNeed::Name(n) => s.serialize_str(n),
+            RawNeed::Table(t) => t.serialize(s),
+        }
+    }
+}
+
+impl JsonSchema for RawNeed {
+    fn schema_name() -> Cow<'static, str> {
+        "Need".into()
+    }
+    fn json_schema(g: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "description": "A job that must end first: its name (it must succeed), or { job, when }.",
+            "oneOf": [ { "type": "string" }, g.subschema_for::<RawNeedTable>() ]
+        })
+    }
+}
+
+/// A `matrix` table: keys with arrays of values, and the `include`/`exclude` lists.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RawMatrix {
+    /// Each key with its values, in the order written.
+    pub axes: Vec<(Sp<String>, Sp<Vec<Sp<Json>>>)>,
+    pub include: Vec<Sp<Map<Json>>>,
+    pub exclude: Vec<Sp<Map<Json>>>,
+}
+
+impl FromNode for RawMatrix {
+    fn from_node(node: &Node, r: &mut Reader) -> Option<Self> {
+        let entries = r.table(node)?;
+        let mut out = RawMatrix::default();
+        let mut ok = true;
+        for (key, value) in entries {
+            let name = Sp {
+                value: key.name.clone(),
+                span: key.span.clone(),
+            };
+            match key.name.as_str() {
+                "include" | "exclude" => {
+                    let list = r.field::<Vec<Sp<Map<Json>>>>(&key.name, value);
+                    ok &= list.is_some();
+                    let list = list.unwrap_or_default();
+                    if key.name == "include" {
+                        out.include = list;
+                    } else {
+                        out.exclude = list;
+                    }
+                }
+                _ => match r.field::<Sp<Vec<Sp<Json>>>>(&key.name, value) {
+                    Some(values) => out.axes.push((name, values)),
+                    None => ok = false,
+                },
+            }
+        }
+        ok.then_some(out)
+    }
+}
+
+impl Serialize for RawMatrix {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = s.serialize_map(None)?;
+        for (k, v) in &self.axes {
+            map.serialize_entry(&k.value, v)?;
+        }
+        if !self.include.is_empty() {
+            map.serialize_entry("include", &self.include)?;
+        }
+        if !self.exclude.is_empty() {
+            map.serialize_entry("exclude", &self.exclude)?;
+        }
+        map.end()
+    }
+}
+
+impl JsonSchema for RawMatrix {
+    fn schema_name() -> Cow<'static, str> {
+        "Matrix".into()
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "description": "Keys with arrays of values (one instance per combination), plus `include` (combinations to add or extend) and `exclude` (combinations to drop).",
+            "type": "object",
+            "properties": {
+                "include": { "type": "array", "items": { "type": "object" } },
+                "exclude": { "type": "array", "items": { "type": "object" } }
+            },
+            "additionalProperties": { "type": "array", "minItems": 1 }
+        })
     }
 }
 

@@ -314,12 +314,24 @@ impl<T: JsonSchema> JsonSchema for Map<T> {
     }
 }
 
+/// The TOML key of a raw table field: its name, or the name given after `as` (for keys that are
+/// Rust keywords, such as `if`).
+macro_rules! key_of {
+    ($field:ident) => {
+        stringify!($field)
+    };
+    ($field:ident $key:literal) => {
+        $key
+    };
+}
+pub(crate) use key_of;
+
 /// Declares a raw table type: its fields (all optional), schema, serializer and reader.
 macro_rules! raw_table {
     (
         $(#[$meta:meta])*
         pub struct $name:ident as $context:literal {
-            $( $(#[$fmeta:meta])* pub $field:ident : Option<$ty:ty> ),* $(,)?
+            $( $(#[$fmeta:meta])* pub $field:ident $(as $key:literal)? : Option<$ty:ty> ),* $(,)?
         }
     ) => {
         $(#[$meta])*
@@ -328,6 +340,7 @@ macro_rules! raw_table {
         pub struct $name {
             $(
                 $(#[$fmeta])*
+                $(#[serde(rename = $key)])?
                 #[serde(skip_serializing_if = "Option::is_none")]
                 pub $field: Option<$ty>,
             )*
@@ -340,7 +353,8 @@ macro_rules! raw_table {
 
         impl $name {
             /// The keys this table accepts.
-            pub const KEYS: &'static [&'static str] = &[$(stringify!($field)),*];
+            pub const KEYS: &'static [&'static str] =
+                &[$($crate::manifest::read::key_of!($field $($key)?)),*];
         }
 
         impl $crate::manifest::read::FromNode for $name {
@@ -352,7 +366,7 @@ macro_rules! raw_table {
                 let mut out = Self::default();
                 for (key, value) in entries {
                     match key.name.as_str() {
-                        $( stringify!($field) => {
+                        $( $crate::manifest::read::key_of!($field $($key)?) => {
                             out.$field = r.field(&key.name, value);
                             out.partial |= out.$field.is_none();
                         } )*
@@ -365,3 +379,49 @@ macro_rules! raw_table {
     };
 }
 pub(crate) use raw_table;
+
+
+/// Any value, as JSON: a matrix value, an inline JSON Schema. TOML date-times become strings.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Json(pub serde_json::Value);
+
+impl Json {
+    fn of(node: &Node) -> serde_json::Value {
+        use serde_json::Value as J;
+        match &node.value {
+            Value::String(s) | Value::Datetime(s) => J::String(s.clone()),
+            Value::Integer(i) => J::from(*i),
+            Value::Float(f) => serde_json::Number::from_f64(*f).map_or(J::Null, J::Number),
+            Value::Bool(b) => J::Bool(*b),
+            Value::Null => J::Null,
+            Value::Array(items) => J::Array(items.iter().map(Json::of).collect()),
+            Value::Table(entries) => J::Object(
+                entries
+                    .iter()
+                    .map(|(k, v)| (k.name.clone(), Json::of(v)))
+                    .collect(),
+            ),
+        }
+    }
+}
+
+impl FromNode for Json {
+    fn from_node(node: &Node, _: &mut Reader) -> Option<Self> {
+        Some(Json(Json::of(node)))
+    }
+}
+
+impl Serialize for Json {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(s)
+    }
+}
+
+impl JsonSchema for Json {
+    fn schema_name() -> Cow<'static, str> {
+        "AnyValue".into()
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({ "description": "Any value." })
+    }
+}

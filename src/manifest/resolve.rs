@@ -10,7 +10,7 @@ use uuid::Uuid;
 use super::diagnostic::{ManifestError, did_you_mean, span};
 use super::model::*;
 use super::node::Span;
-use super::raw::{DurationText, RawJob, RawLimit, RawManifest};
+use super::raw::{DurationText, RawJob, RawLimit, RawManifest, RawNeed};
 use super::read::{Sp, quote_key};
 use crate::duration;
 
@@ -28,7 +28,7 @@ struct Resolver {
 }
 
 /// Resolves a raw manifest read from `path`.
-pub fn resolve(raw: RawManifest, path: &Path) -> Result<Manifest, Vec<ManifestError>> {
+pub fn resolve(raw: RawManifest, path: &Path, text: &str) -> Result<Manifest, Vec<ManifestError>> {
     // Absolute, so that logs and results name files that open from anywhere.
     let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
     let dir = std::path::absolute(if dir.as_os_str().is_empty() {
@@ -196,6 +196,10 @@ pub fn resolve(raw: RawManifest, path: &Path) -> Result<Manifest, Vec<ManifestEr
         }
     }
     r.check_graph(&raw_jobs);
+    if r.errors.is_empty() {
+        let found = super::refs::check(&jobs, &raw_jobs, text, &mut r.warnings);
+        r.errors.extend(found);
+    }
 
     if r.errors.is_empty() {
         Ok(Manifest {
@@ -459,16 +463,361 @@ impl Resolver {
                 output_schema: None,
             })
         };
+        let needs = self.needs(&name.value, job);
+        let fan_out = self.fan_out(&name.value, job);
+        let max_parallel = self
+            .count(&at("max_parallel"), job.max_parallel.as_ref())
+            .map(|n| n as usize);
+        let outputs = self.process_outputs(&name.value, job, &task);
+        let task = match task {
+            Task::Agent(mut agent) => {
+                agent.output_schema = self.output_schema(&name.value, job, dir);
+                Task::Agent(agent)
+            }
+            other => {
+                if job.output_schema.is_some() {
+                    self.warnings.push(format!(
+                        "job `{}`: `output_schema` applies to agent jobs only and is ignored for `run`/`shell`",
+                        name.value
+                    ));
+                }
+                other
+            }
+        };
         Some(Job {
             name: name.value.clone(),
             description: job.description.clone(),
             task,
-            needs: unique(job.needs.iter().flatten().map(|n| n.value.as_str())),
+            needs,
+            condition: job.condition.as_ref().map(|c| c.value.clone()),
+            continue_on_failure: job.continue_on_failure.unwrap_or(false),
+            fan_out,
+            max_parallel,
+            outputs,
             timeout,
             env,
             workspace,
             limit,
         })
+    }
+
+    /// `needs`: names or `{ job, when }` tables, each job once (the first entry wins).
+    fn needs(&mut self, name: &str, job: &RawJob) -> Vec<Need> {
+        let mut seen = std::collections::HashSet::new();
+        let mut out = Vec::new();
+        for (i, need) in job.needs.iter().flatten().enumerate() {
+            let at = format!("jobs.{}.needs[{i}]", quote_key(name));
+            let when = match &need.value {
+                RawNeed::Name(_) => When::Success,
+                RawNeed::Table(t) => {
+                    if t.job.is_none() {
+                        self.errors.push(ManifestError::WrongType {
+                            path: at.clone(),
+                            expected: "a table with `job`",
+                            found: "a table without `job`",
+                            span: span(&need.span),
+                            help: "name the job waited for: { job = \"tests\", when = \"always\" }"
+                                .into(),
+                        });
+                        continue;
+                    }
+                    match &t.when {
+                        None => When::Success,
+                        Some(w) => match self.one_of(
+                            &format!("{at}.when"),
+                            w,
+                            &["success", "failure", "always"],
+                        ) {
+                            Some("failure") => When::Failure,
+                            Some("always") => When::Always,
+                            _ => When::Success,
+                        },
+                    }
+                }
+            };
+            let job_name = need.value.job();
+            if seen.insert(job_name.to_string()) {
+                out.push(Need {
+                    job: job_name.to_string(),
+                    when,
+                });
+            }
+        }
+        out
+    }
+
+    /// `matrix` (expanded into its combinations here) or `for_each`.
+    fn fan_out(&mut self, name: &str, job: &RawJob) -> Option<FanOut> {
+        let at = |key: &str| format!("jobs.{}.{key}", quote_key(name));
+        let max_items = self
+            .count(&at("max_items"), job.max_items.as_ref())
+            .map_or(DEFAULT_MAX_ITEMS, |n| n.min(usize::MAX as u64) as usize);
+        match (&job.matrix, &job.for_each) {
+            (Some(m), Some(f)) => {
+                self.errors.push(ManifestError::ConflictingCommand {
+                    job: name.to_string(),
+                    first: "matrix".into(),
+                    second: "for_each".into(),
+                    first_span: span(&m.span),
+                    second_span: span(&f.span),
+                });
+                None
+            }
+            (Some(m), None) => {
+                let combinations = self.matrix(&at("matrix"), m, max_items)?;
+                Some(FanOut::Matrix { combinations })
+            }
+            (None, Some(f)) => Some(FanOut::ForEach {
+                source: f.value.clone(),
+                max_items,
+            }),
+            (None, None) => {
+                if let Some(n) = &job.max_items {
+                    self.warnings.push(format!(
+                        "job `{name}`: `max_items` applies to `matrix` and `for_each` jobs only and is ignored"
+                    ));
+                    let _ = n;
+                }
+                None
+            }
+        }
+    }
+
+    /// A matrix's combinations: the cartesian product of its keys in the order written, minus
+    /// every combination an `exclude` entry matches, then each `include` entry: it extends the
+    /// combinations it matches on their keys with its other keys, or is added as one of its own.
+    fn matrix(
+        &mut self,
+        at: &str,
+        m: &Sp<super::raw::RawMatrix>,
+        max_items: usize,
+    ) -> Option<Vec<Vec<(String, serde_json::Value)>>> {
+        type Combo = Vec<(String, serde_json::Value)>;
+        let fan = |path: String, message: String, at: &Span, label: &str, help: String| {
+            ManifestError::FanOut {
+                path,
+                message,
+                span: span(at),
+                label: label.into(),
+                help,
+            }
+        };
+        let mut ok = true;
+        for (key, values) in &m.value.axes {
+            if values.value.is_empty() {
+                self.errors.push(fan(
+                    format!("{at}.{}", quote_key(&key.value)),
+                    "a matrix key needs at least one value".into(),
+                    &values.span,
+                    "no values",
+                    "list the values, e.g. target = [\"frontend\", \"backend\"], or remove the key"
+                        .into(),
+                ));
+                ok = false;
+            }
+        }
+        if m.value.axes.is_empty() && m.value.include.is_empty() {
+            self.errors.push(fan(
+                at.into(),
+                "the matrix has no keys".into(),
+                &m.span,
+                "empty matrix",
+                "give it keys with lists of values, e.g. matrix = { target = [\"a\", \"b\"] }".into(),
+            ));
+            return None;
+        }
+        if !ok {
+            return None;
+        }
+        // The product, refusing to build more than max_items combinations.
+        let mut total: usize = 1;
+        for (_, values) in &m.value.axes {
+            total = total.saturating_mul(values.value.len());
+        }
+        let added = m.value.include.len();
+        if total.saturating_add(added) > max_items && total > max_items {
+            self.errors.push(fan(
+                at.into(),
+                format!("the matrix makes {total} combinations, more than max_items ({max_items})"),
+                &m.span,
+                "too many combinations",
+                "raise `max_items` on this job, or use fewer values".into(),
+            ));
+            return None;
+        }
+        let mut combos: Vec<Combo> = vec![Vec::new()];
+        for (key, values) in &m.value.axes {
+            let mut next = Vec::with_capacity(combos.len() * values.value.len());
+            for c in &combos {
+                for v in &values.value {
+                    let mut c = c.clone();
+                    c.push((key.value.clone(), v.value.0.clone()));
+                    next.push(c);
+                }
+            }
+            combos = next;
+        }
+        if m.value.axes.is_empty() {
+            combos.clear();
+        }
+        let axis_keys: Vec<&str> = m.value.axes.iter().map(|(k, _)| k.value.as_str()).collect();
+        let matches = |c: &Combo, entry: &super::read::Map<super::read::Json>, only_axes: bool| {
+            entry.0.iter().all(|(k, v)| {
+                if only_axes && !axis_keys.contains(&k.value.as_str()) {
+                    return true;
+                }
+                c.iter().any(|(ck, cv)| *ck == k.value && *cv == v.0)
+            })
+        };
+        for (i, ex) in m.value.exclude.iter().enumerate() {
+            for (k, _) in &ex.value.0 {
+                if !axis_keys.contains(&k.value.as_str()) {
+                    self.errors.push(fan(
+                        format!("{at}.exclude[{i}].{}", quote_key(&k.value)),
+                        format!("`{}` is not a key of this matrix", k.value),
+                        &k.span,
+                        "unknown key",
+                        match did_you_mean(&k.value, axis_keys.iter().copied()) {
+                            Some(s) => format!("did you mean `{s}`?"),
+                            None => format!("the matrix keys are: {}", axis_keys.join(", ")),
+                        },
+                    ));
+                    ok = false;
+                }
+            }
+            let before = combos.len();
+            combos.retain(|c| !matches(c, &ex.value, false));
+            if combos.len() == before && ok {
+                self.warnings.push(format!(
+                    "`{at}.exclude[{i}]` matches no combination of the matrix"
+                ));
+            }
+        }
+        for inc in &m.value.include {
+            let entry = &inc.value;
+            let overlaps = entry.0.iter().any(|(k, _)| axis_keys.contains(&k.value.as_str()));
+            let mut extended = false;
+            if overlaps {
+                for c in combos.iter_mut() {
+                    if matches(c, entry, true) {
+                        for (k, v) in &entry.0 {
+                            if !c.iter().any(|(ck, _)| *ck == k.value) {
+                                c.push((k.value.clone(), v.0.clone()));
+                            }
+                        }
+                        extended = true;
+                    }
+                }
+            }
+            if !extended {
+                combos.push(entry.0.iter().map(|(k, v)| (k.value.clone(), v.0.clone())).collect());
+            }
+        }
+        if combos.len() > max_items {
+            self.errors.push(fan(
+                at.into(),
+                format!(
+                    "the matrix makes {} combinations, more than max_items ({max_items})",
+                    combos.len()
+                ),
+                &m.span,
+                "too many combinations",
+                "raise `max_items` on this job, or use fewer values".into(),
+            ));
+            return None;
+        }
+        ok.then_some(combos)
+    }
+
+    /// `outputs` and `output_limit` of a process job.
+    fn process_outputs(&mut self, name: &str, job: &RawJob, task: &Task) -> ProcessOutputs {
+        let at = |key: &str| format!("jobs.{}.{key}", quote_key(name));
+        let agent = matches!(task, Task::Agent(_));
+        if agent && (job.outputs.is_some() || job.output_limit.is_some()) {
+            self.warnings.push(format!(
+                "job `{name}`: `outputs` and `output_limit` apply to `run`/`shell` jobs only; an agent's outputs are its result (and `structured`, with `output_schema`)"
+            ));
+        }
+        let json = match &job.outputs {
+            Some(o) => self.one_of(&at("outputs"), o, &["text", "json"]) == Some("json"),
+            None => false,
+        };
+        let limit = match &job.output_limit {
+            None => DEFAULT_OUTPUT_LIMIT,
+            Some(l) => match parse_size(&l.value.0) {
+                Ok(n) => n,
+                Err(reason) => {
+                    self.errors.push(ManifestError::BadValue {
+                        path: at("output_limit"),
+                        allowed: "a size".into(),
+                        span: span(&l.span),
+                        help: format!(
+                            "{reason}: write a number of bytes or a size like \"64KiB\", \"1MiB\" or \"10MB\""
+                        ),
+                    });
+                    DEFAULT_OUTPUT_LIMIT
+                }
+            },
+        };
+        ProcessOutputs { json, limit }
+    }
+
+    /// An agent's `output_schema`: an inline table, or a JSON file relative to the manifest.
+    fn output_schema(&mut self, name: &str, job: &RawJob, dir: &Path) -> Option<serde_json::Value> {
+        let raw = job.output_schema.as_ref()?;
+        let path = format!("jobs.{}.output_schema", quote_key(name));
+        let bad = |message: String, label: &str, help: &str| ManifestError::OutputSchema {
+            path: path.clone(),
+            message,
+            span: span(&raw.span),
+            label: label.into(),
+            help: help.into(),
+        };
+        let schema = match &raw.value.0 {
+            serde_json::Value::String(file) => {
+                let full = dir.join(file);
+                let text = match std::fs::read_to_string(&full) {
+                    Ok(t) => t,
+                    Err(e) => {
+                        self.errors.push(bad(
+                            format!("cannot read {}: {e}", full.display()),
+                            "this file",
+                            "give the path of a JSON Schema file, relative to the manifest, or write the schema inline as a table",
+                        ));
+                        return None;
+                    }
+                };
+                match serde_json::from_str::<serde_json::Value>(&text) {
+                    Ok(v) => v,
+                    Err(e) => {
+                        self.errors.push(bad(
+                            format!("{} is not JSON: {e}", full.display()),
+                            "this file",
+                            "a schema file holds one JSON object, e.g. {\"type\": \"object\"}",
+                        ));
+                        return None;
+                    }
+                }
+            }
+            v @ serde_json::Value::Object(_) => v.clone(),
+            _ => {
+                self.errors.push(bad(
+                    "an output schema is a table (the schema inline) or a string (a file's path)".into(),
+                    "neither a table nor a path",
+                    "write output_schema = { type = \"object\", properties = { ... } } or output_schema = \"schemas/plan.json\"",
+                ));
+                return None;
+            }
+        };
+        if let Err(why) = crate::agent::structured::check_schema(&schema) {
+            self.errors.push(bad(
+                format!("not a valid JSON Schema: {why}"),
+                "this schema",
+                "see https://json-schema.org; orch checks the answer against it",
+            ));
+            return None;
+        }
+        Some(schema)
     }
 
     fn agent_keys_ignored(&mut self, name: &str, job: &RawJob) {
@@ -507,7 +856,11 @@ impl Resolver {
         for (i, (name, job)) in raw_jobs.iter().enumerate() {
             seen.clear();
             for need in job.needs.iter().flatten() {
-                match index.get(need.value.as_str()) {
+                let need_name = need.value.job();
+                if need_name.is_empty() {
+                    continue; // a table without `job`, reported by `needs`
+                }
+                match index.get(need_name) {
                     // A repeat adds no edge (`update_edge` would find that out by a scan of
                     // the job's edges, quadratic for a job with many needs).
                     Some(&j) => {
@@ -520,7 +873,7 @@ impl Resolver {
                         // A suggestion compares with every name: past the first few, the cost
                         // (jobs × unknown needs) outweighs the help.
                         let suggestion = if unknown <= SUGGESTED {
-                            did_you_mean(&need.value, names.iter().copied())
+                            did_you_mean(need_name, names.iter().copied())
                         } else {
                             None
                         };
@@ -530,7 +883,7 @@ impl Resolver {
                         };
                         self.errors.push(ManifestError::UnknownNeed {
                             job: name.value.clone(),
-                            need: need.value.clone(),
+                            need: need_name.to_string(),
                             span: span(&need.span),
                             help,
                         });
@@ -658,13 +1011,40 @@ fn cycle_through(
     vec![start, start]
 }
 
-/// The names in their first-seen order, each once.
-fn unique<'a>(names: impl Iterator<Item = &'a str>) -> Vec<String> {
-    let mut seen = std::collections::HashSet::new();
-    names
-        .filter(|n| seen.insert(*n))
-        .map(str::to_string)
-        .collect()
+/// A size in bytes: a whole number, or text with a unit (B, KB, KiB, MB, MiB, GB, GiB).
+pub fn parse_size(v: &serde_json::Value) -> Result<usize, String> {
+    let (number, unit) = match v {
+        serde_json::Value::Number(n) => match n.as_u64() {
+            Some(n) if n > 0 => return Ok(n.min(usize::MAX as u64) as usize),
+            _ => return Err(format!("{n} is not a positive whole number")),
+        },
+        serde_json::Value::String(s) => {
+            let s = s.trim();
+            let at = s
+                .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+                .unwrap_or(s.len());
+            (s[..at].to_string(), s[at..].trim().to_ascii_lowercase())
+        }
+        other => return Err(format!("{other} is not a size")),
+    };
+    let n: f64 = number
+        .parse()
+        .map_err(|_| format!("{v} does not start with a number"))?;
+    let scale: f64 = match unit.as_str() {
+        "" | "b" => 1.0,
+        "kb" => 1e3,
+        "kib" | "k" => 1024.0,
+        "mb" => 1e6,
+        "mib" | "m" => 1024.0 * 1024.0,
+        "gb" => 1e9,
+        "gib" | "g" => 1024.0 * 1024.0 * 1024.0,
+        other => return Err(format!("`{other}` is not a unit of size")),
+    };
+    let bytes = (n * scale).round();
+    if bytes < 1.0 {
+        return Err(format!("{v} is less than one byte"));
+    }
+    Ok(bytes.min(usize::MAX as f64) as usize)
 }
 
 /// Removes `.` and resolvable `..` components without touching the file system.

@@ -30,18 +30,21 @@ pub struct Shape {
 }
 
 impl Shape {
-    /// The shape of a plan.
+    /// The shape of a plan: a line per job instance that has steps (a static fan-out's instances,
+    /// not the fan-out itself).
     pub fn of(plan: &Plan) -> Shape {
-        let mut jobs = vec![String::new(); plan.jobs.len()];
+        let mut line = vec![usize::MAX; plan.instances.len()];
+        let mut jobs = Vec::new();
+        for (i, inst) in plan.instances.iter().enumerate() {
+            if !inst.steps.is_empty() {
+                line[i] = jobs.len();
+                jobs.push(inst.name.clone());
+            }
+        }
         let steps = plan
             .steps
             .iter()
-            .map(|s| {
-                if let Some(name) = jobs.get_mut(s.job) {
-                    name.clone_from(&s.job_name);
-                }
-                (s.job, s.label(), s.model.clone())
-            })
+            .map(|s| (line[s.instance], s.label(), s.model.clone()))
             .collect();
         Shape {
             jobs,
@@ -181,6 +184,9 @@ pub struct Board {
     max_console_lines: usize,
     /// The scopes every run starts with (see [`Shape::budgets`]).
     seed_budgets: Vec<BudgetView>,
+    /// How many jobs and steps the plan has before any dynamic fan-out expands.
+    seed_jobs: usize,
+    seed_steps: usize,
 }
 
 impl Board {
@@ -200,6 +206,8 @@ impl Board {
                 })
                 .collect(),
             max_console_lines,
+            seed_jobs: shape.jobs.len(),
+            seed_steps: shape.steps.len(),
             budgets: shape.budgets.clone(),
             seed_budgets: shape.budgets.clone(),
             ..Board::default()
@@ -210,7 +218,10 @@ impl Board {
     pub fn apply(&mut self, event: &Event, now: Instant) {
         match event {
             Event::RunStarted { name, run_id, .. } => {
-                // A scheduled service runs the same plan again: start each run afresh.
+                // A scheduled service runs the same plan again: start each run afresh, without
+                // the instances a dynamic fan-out added last time.
+                self.steps.truncate(self.seed_steps);
+                self.jobs.truncate(self.seed_jobs);
                 for s in &mut self.steps {
                     *s = StepView::pending(s.job, &s.label, s.model.clone());
                 }
@@ -296,7 +307,24 @@ impl Board {
                     self.done += 1;
                 }
             }
+            Event::JobExpanded { instances, .. } => self.grow(instances),
             _ => {}
+        }
+    }
+
+    /// A dynamic fan-out expanded: a line for each new instance, and its steps (numbered on
+    /// from the last step known).
+    fn grow(&mut self, instances: &[crate::events::ExpandedInstance]) {
+        for inst in instances {
+            let job = self.jobs.len();
+            self.jobs.push(sanitize(&inst.name).into_owned());
+            for step in &inst.steps {
+                if step.id != self.steps.len() {
+                    continue; // a step this board already has, or one out of order
+                }
+                let model = step.model.as_deref().map(|m| sanitize(m).into_owned());
+                self.steps.push(StepView::pending(job, &step.label, model));
+            }
         }
     }
 

@@ -71,6 +71,21 @@ pub struct StepView {
     pub argv: Vec<String>,
     /// Ids of the steps this one waits for.
     pub needs: Vec<usize>,
+    /// For each of `needs`, when this step runs after it (`success` unless the manifest says).
+    pub when: Vec<crate::manifest::When>,
+    /// The `${{ }}` references its templates (and its job's `if`) read, as written, unrendered.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub references: Vec<String>,
+    /// Data edges: the steps whose job's outputs or status those references read.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub reads_from: Vec<usize>,
+    /// The job's `if` condition (on its first step).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub condition: Option<String>,
+    /// Where the step sits in a fan-out: "instance 2 of 4 of `test` (matrix)", or for a
+    /// `for_each` job's expansion, what it expands from.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fan_out: Option<String>,
     /// Earliest launch offset from the start of the run.
     pub offset_ms: u128,
     pub timeout_ms: u128,
@@ -230,7 +245,11 @@ fn text(v: &PlanView) -> String {
         } else {
             s.needs
                 .iter()
-                .map(|n| (n + 1).to_string())
+                .zip(&s.when)
+                .map(|(n, w)| match w {
+                    crate::manifest::When::Success => (n + 1).to_string(),
+                    other => format!("{} ({})", n + 1, other.as_str()),
+                })
                 .collect::<Vec<_>>()
                 .join(", ")
         };
@@ -245,7 +264,18 @@ fn text(v: &PlanView) -> String {
             s.id + 1,
             pad(&s.label, width)
         );
-        let _ = writeln!(o, "       $ {}", super::shell_words(&s.argv));
+        if let Some(f) = &s.fan_out {
+            let _ = writeln!(o, "         {f}");
+        }
+        if !s.argv.is_empty() {
+            let _ = writeln!(o, "       $ {}", super::shell_words(&s.argv));
+        }
+        if let Some(c) = &s.condition {
+            let _ = writeln!(o, "         if: {c}");
+        }
+        if !s.references.is_empty() {
+            let _ = writeln!(o, "         reads: {}", s.references.join(", "));
+        }
         if let Some(l) = &s.limit {
             let _ = writeln!(o, "         budget: {}", limit(l));
         }
@@ -288,6 +318,7 @@ fn escape(label: &str) -> String {
 fn node_text(s: &StepView) -> String {
     match &s.action {
         Action::Agent { prompt, .. } => format!("{}\\n{}", s.label, truncate(prompt, 40)),
+        Action::Expand { source } => format!("{}\\nfor each of {}", s.label, truncate(source, 40)),
         Action::Exec | Action::Shell => {
             format!(
                 "{}\\n{}",
@@ -323,8 +354,18 @@ fn dot(v: &PlanView) -> String {
         let _ = writeln!(o, "  s{} [label=\"{label}\"{shape}];", s.id);
     }
     for s in &v.steps {
-        for n in &s.needs {
-            let _ = writeln!(o, "  s{n} -> s{};", s.id);
+        for (n, w) in s.needs.iter().zip(&s.when) {
+            match w {
+                crate::manifest::When::Success => {
+                    let _ = writeln!(o, "  s{n} -> s{};", s.id);
+                }
+                other => {
+                    let _ = writeln!(o, "  s{n} -> s{} [label=\"{}\"];", s.id, other.as_str());
+                }
+            }
+        }
+        for n in &s.reads_from {
+            let _ = writeln!(o, "  s{n} -> s{} [style=dashed, label=\"data\"];", s.id);
         }
     }
     o.push_str("}\n");
@@ -338,8 +379,18 @@ fn mermaid(v: &PlanView) -> String {
         let _ = writeln!(o, "  s{}[\"{label}\"]", s.id);
     }
     for s in &v.steps {
-        for n in &s.needs {
-            let _ = writeln!(o, "  s{n} --> s{}", s.id);
+        for (n, w) in s.needs.iter().zip(&s.when) {
+            match w {
+                crate::manifest::When::Success => {
+                    let _ = writeln!(o, "  s{n} --> s{}", s.id);
+                }
+                other => {
+                    let _ = writeln!(o, "  s{n} -->|{}| s{}", other.as_str(), s.id);
+                }
+            }
+        }
+        for n in &s.reads_from {
+            let _ = writeln!(o, "  s{n} -.->|data| s{}", s.id);
         }
     }
     o

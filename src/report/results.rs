@@ -18,7 +18,6 @@ use serde::Serialize;
 use crate::agent::stream::TokenCounts;
 use crate::events::Status;
 use crate::ledger::Nanos;
-use crate::plan::Plan;
 use crate::runner::{RunContext, RunOutcome};
 
 #[derive(Debug, Serialize)]
@@ -32,8 +31,11 @@ pub struct Results {
     pub skipped: usize,
     /// Of `failed`, the jobs a budget kept from starting.
     pub blocked: usize,
-    /// Jobs by name, in manifest order.
+    /// Jobs by name, in manifest order; a fan-out's instances (`job[key]`) in its place.
     pub instances: indexmap_like::Ordered<Instance>,
+    /// Jobs with `matrix` or `for_each`, by name: their instances and outputs as lists.
+    #[serde(skip_serializing_if = "indexmap_like::Ordered::is_empty")]
+    pub fan_outs: indexmap_like::Ordered<FanOutResult>,
     /// Every budget scope: its limits, what it spent, and how far past a limit it went.
     pub budgets: Vec<BudgetResult>,
     /// What the run could not write (log output, the results file itself, ledger rows), empty
@@ -152,7 +154,26 @@ pub struct Instance {
     pub cost_is_estimate: bool,
     pub model: Option<String>,
     pub description: Option<String>,
+    /// What the job produced, once it ended (see "Passing results between jobs" in the book).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub outputs: Option<serde_json::Value>,
     pub steps: Vec<StepResult>,
+}
+
+/// A job with `matrix` or `for_each`.
+#[derive(Debug, Serialize)]
+pub struct FanOutResult {
+    /// Completed when every instance did (and none when there were none).
+    pub status: Status,
+    /// `matrix` or `for_each`.
+    pub kind: &'static str,
+    /// Its instances' names, in order.
+    pub instances: Vec<String>,
+    /// Why it did not complete (for `for_each`: why it could not expand), if it did not.
+    pub reason: Option<String>,
+    /// Each output key with the list of the instances' values, in instance order.
+    pub outputs: serde_json::Value,
+    pub description: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -226,6 +247,12 @@ pub mod indexmap_like {
     #[derive(Debug, Default)]
     pub struct Ordered<T>(pub Vec<(String, T)>);
 
+    impl<T> Ordered<T> {
+        pub fn is_empty(&self) -> bool {
+            self.0.is_empty()
+        }
+    }
+
     impl<T: Serialize> Serialize for Ordered<T> {
         fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
             let mut map = s.serialize_map(Some(self.0.len()))?;
@@ -237,18 +264,12 @@ pub mod indexmap_like {
     }
 }
 
-/// A job's status from its steps: completed when all did, else the first step that did not.
-pub fn job_status(plan: &Plan, states: &[Status], job: usize) -> Status {
-    plan.jobs[job]
-        .iter()
-        .map(|&s| states[s])
-        .find(|s| *s != Status::Completed)
-        .unwrap_or(Status::Completed)
-}
 
 /// Builds the results of a finished run.
-pub fn build(ctx: &RunContext, plan: &Plan, out: &RunOutcome, exit_code: u8) -> Results {
-    let mut instances = Vec::with_capacity(ctx.manifest.jobs.len());
+pub fn build(ctx: &RunContext, out: &RunOutcome, exit_code: u8) -> Results {
+    let plan = &out.plan;
+    let mut instances = Vec::with_capacity(plan.instances.len());
+    let mut fan_outs = Vec::new();
     let mut all = TokenCounts::default();
     // Dollars are summed as the ledger sums them, in integer nano-dollars, so results.json and
     // the ledger agree to the last digit; they become floats only in the file.
@@ -257,8 +278,26 @@ pub fn build(ctx: &RunContext, plan: &Plan, out: &RunOutcome, exit_code: u8) -> 
     let (mut completed, mut failed, mut skipped, mut blocked) = (0, 0, 0, 0);
     let mut all_tool_calls: u64 = 0;
     let mut faults = Vec::new();
-    for (j, job) in ctx.manifest.jobs.iter().enumerate() {
-        let status = job_status(plan, &out.states, j);
+    for (i, inst) in plan.instances.iter().enumerate() {
+        let job = &ctx.manifest.jobs[inst.job];
+        let status = plan.instance_status(&out.states, i);
+        if let crate::plan::Fan::Group { members, expand } = &inst.fan {
+            fan_outs.push((
+                inst.name.clone(),
+                FanOutResult {
+                    status,
+                    kind: if expand.is_some() { "for_each" } else { "matrix" },
+                    instances: members
+                        .iter()
+                        .map(|&m| plan.instances[m].name.clone())
+                        .collect(),
+                    reason: expand.and_then(|e| out.records[e].reason.clone()),
+                    outputs: crate::runner::outputs::of_group(plan, &ctx.manifest, &out.outputs, i),
+                    description: job.description.clone(),
+                },
+            ));
+            continue;
+        }
         match status {
             Status::Completed => completed += 1,
             Status::Blocked => {
@@ -275,7 +314,7 @@ pub fn build(ctx: &RunContext, plan: &Plan, out: &RunOutcome, exit_code: u8) -> 
         let mut model = None;
         let mut seconds = 0.0;
         let mut steps = Vec::new();
-        for &s in &plan.jobs[j] {
+        for &s in &inst.steps {
             let r = &out.records[s];
             for fault in &r.log_faults {
                 faults.push(Fault::log(&plan.steps[s].label(), fault));
@@ -293,7 +332,12 @@ pub fn build(ctx: &RunContext, plan: &Plan, out: &RunOutcome, exit_code: u8) -> 
             steps.push(StepResult {
                 label: plan.steps[s].label(),
                 status: out.states[s],
-                argv: plan.steps[s].argv.clone(),
+                // As spawned, with its templates rendered; as planned when it never ran.
+                argv: if r.argv.is_empty() {
+                    plan.steps[s].argv.clone()
+                } else {
+                    r.argv.clone()
+                },
                 pid: r.pid,
                 exit_code: r.exit_code,
                 signal: r.signal,
@@ -314,7 +358,7 @@ pub fn build(ctx: &RunContext, plan: &Plan, out: &RunOutcome, exit_code: u8) -> 
         all_cost = all_cost.saturating_add(cost.unwrap_or(Nanos::ZERO));
         any_estimate |= estimate;
         instances.push((
-            job.name.clone(),
+            inst.name.clone(),
             Instance {
                 status,
                 duration: format!("{seconds:.2}s"),
@@ -330,6 +374,7 @@ pub fn build(ctx: &RunContext, plan: &Plan, out: &RunOutcome, exit_code: u8) -> 
                 cost_is_estimate: estimate,
                 model,
                 description: job.description.clone(),
+                outputs: out.outputs[i].clone(),
                 steps,
             },
         ));
@@ -340,13 +385,15 @@ pub fn build(ctx: &RunContext, plan: &Plan, out: &RunOutcome, exit_code: u8) -> 
     } else {
         round3(100.0 * all.cache_read as f64 / input_side as f64)
     };
+    let agents = instances.iter().map(|(name, _)| name.clone()).collect();
     Results {
-        total_instances: ctx.manifest.jobs.len(),
+        total_instances: instances.len(),
         completed,
         failed,
         skipped,
         blocked,
         instances: indexmap_like::Ordered(instances),
+        fan_outs: indexmap_like::Ordered(fan_outs),
         budgets: out
             .scopes
             .iter()
@@ -367,7 +414,7 @@ pub fn build(ctx: &RunContext, plan: &Plan, out: &RunOutcome, exit_code: u8) -> 
         faults,
         metadata: Metadata {
             generated_filename: None,
-            agents: ctx.manifest.jobs.iter().map(|j| j.name.clone()).collect(),
+            agents,
             run_id: ctx.run_id.clone(),
             name: ctx.manifest.name.clone(),
             manifest: ctx.manifest.path.clone(),

@@ -24,8 +24,10 @@ use crate::events::{Event, StopCause};
 use crate::ledger::budget::{self, Budgets};
 use crate::ledger::store::StepRow;
 use crate::ledger::{Delta, Kind};
-use crate::manifest::BudgetMode;
-use crate::plan::{Action, Frontier, Plan, StepId};
+use crate::manifest::{BudgetMode, FanOut, Task, When};
+use crate::plan::{Action, Fan, Frontier, Plan, StepId};
+use crate::template;
+use serde_json::Value;
 
 /// The clock, as the shell read it when an input arrived.
 #[derive(Clone, Copy, Debug)]
@@ -106,12 +108,43 @@ pub enum Effect {
     Report(Event),
     /// A third signal: leave at once (the guardian kills every group).
     Exit,
+    /// Write a job instance's outputs to its file in the run folder.
+    SaveOutputs { path: std::path::PathBuf, outputs: Value },
+}
+
+/// A step's argv, environment and working folder with their templates rendered.
+#[derive(Debug)]
+pub struct Rendered {
+    pub argv: Vec<String>,
+    pub env: Vec<(String, String)>,
+    pub cwd: std::path::PathBuf,
+}
+
+/// "an object", "a string", ... for messages.
+fn json_kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "an object",
+    }
 }
 
 /// The run state and its rules.
 pub struct Core<'a> {
     ctx: &'a RunContext,
-    plan: &'a Plan,
+    /// The plan, which a dynamic fan-out grows as the run goes.
+    pub plan: Plan,
+    /// Each job instance's outputs, once it ended.
+    pub outputs: Vec<Option<Value>>,
+    /// Manifest job index by name, for references.
+    job_index: HashMap<String, usize>,
+    /// Running steps of each manifest job (for a job's own `max_parallel`).
+    running_of_job: Vec<usize>,
+    /// When the run began, for `${{ run.started_at }}`.
+    started_at: DateTime<Utc>,
     pub states: Vec<Status>,
     pub records: Vec<StepRecord>,
     /// What may start next, kept up to date as steps end.
@@ -135,14 +168,23 @@ pub struct Core<'a> {
 }
 
 impl<'a> Core<'a> {
-    pub fn new(ctx: &'a RunContext, plan: &'a Plan, budgets: Budgets) -> Self {
+    pub fn new(ctx: &'a RunContext, plan: Plan, budgets: Budgets, started_at: DateTime<Utc>) -> Self {
         let n = plan.steps.len();
         Core {
             ctx,
-            plan,
+            outputs: vec![None; plan.instances.len()],
+            job_index: ctx
+                .manifest
+                .jobs
+                .iter()
+                .enumerate()
+                .map(|(i, j)| (j.name.clone(), i))
+                .collect(),
+            running_of_job: vec![0; ctx.manifest.jobs.len()],
+            started_at,
             states: vec![Status::Pending; n],
             records: (0..n).map(|_| StepRecord::default()).collect(),
-            frontier: Frontier::new(plan),
+            frontier: Frontier::new(&plan),
             sessions: HashMap::new(),
             running: BTreeSet::new(),
             spawned: BTreeSet::new(),
@@ -153,6 +195,7 @@ impl<'a> Core<'a> {
             spent: vec![(TokenCounts::default(), 0.0); n],
             stops: vec![None; n],
             paused_until: None,
+            plan,
         }
     }
 
@@ -188,10 +231,11 @@ impl<'a> Core<'a> {
                 }))
             }
             Input::Executor(ExecutorEvent::Usage { step, update }) => {
+                let label = label(step);
                 self.spend(now, step, &update, &mut fx);
                 fx.push(Effect::Report(Event::UsageRecorded {
                     step,
-                    label: label(step),
+                    label,
                     update,
                 }));
             }
@@ -275,7 +319,8 @@ impl<'a> Core<'a> {
         fx
     }
 
-    /// Skips the doomed, resumes a pause that is over, and launches what may start now.
+    /// Skips the doomed, resumes a pause that is over, expands fan-outs whose source exists, and
+    /// launches what may start now.
     fn advance(&mut self, now: Now, fx: &mut Vec<Effect>) {
         loop {
             self.skip_doomed(fx);
@@ -283,7 +328,18 @@ impl<'a> Core<'a> {
                 self.paused_until = None;
                 fx.push(Effect::Report(Event::LaunchesResumed));
             }
-            if self.stop.is_some() || !self.has_slot() {
+            if self.stop.is_some() {
+                return;
+            }
+            // Expansions spawn nothing: they need no slot and wait for no launch delay.
+            if let Some(id) = self.next_expansion() {
+                self.frontier.remove(id);
+                if self.gate(now, id, fx) {
+                    self.expand(now, id, fx);
+                }
+                continue;
+            }
+            if !self.has_slot() {
                 return;
             }
             let Some(id) = self.next_ready() else {
@@ -293,18 +349,275 @@ impl<'a> Core<'a> {
                 return;
             }
             self.frontier.remove(id);
+            if !self.gate(now, id, fx) {
+                continue;
+            }
             match self.budgets.refuse(id) {
                 Some(why) => {
                     self.skip(id, Status::Blocked, format!("blocked: {why}"), fx);
-                    self.frontier.ended(self.plan, id, false);
+                    self.end_in_frontier(id, Status::Blocked);
                 }
-                None => {
-                    self.launch(now, id, fx);
-                    // Cannot overflow: durations are capped at a century when they are read.
-                    self.next_launch = Some(now.mono + self.ctx.startup_delay);
+                None => match self.render(id) {
+                    Ok(rendered) => {
+                        self.launch(now, id, rendered, fx);
+                        // Cannot overflow: durations are capped at a century when they are read.
+                        self.next_launch = Some(now.mono + self.ctx.startup_delay);
+                    }
+                    Err(why) => {
+                        let label = self.plan.steps[id].label();
+                        self.skip(id, Status::Failed, format!("failed before it started: {why}"), fx);
+                        let _ = label;
+                        self.end_in_frontier(id, Status::Failed);
+                    }
+                },
+            }
+        }
+    }
+
+    /// Whether a ready step may go on: a job instance's first step runs only when what it
+    /// needs ended the way each `needs` entry asks and its `if` holds. Otherwise it is skipped
+    /// (or failed, when its condition cannot be evaluated) and `false` is returned.
+    fn gate(&mut self, _now: Now, id: StepId, fx: &mut Vec<Effect>) -> bool {
+        let step = &self.plan.steps[id];
+        if step.index != 1 {
+            return true;
+        }
+        let instance = step.instance;
+        let job = &self.ctx.manifest.jobs[step.job];
+        let inst = &self.plan.instances[instance];
+        // A dynamic fan-out's instances passed its needs when it expanded.
+        let own_needs = !matches!(
+            (&inst.fan, &job.fan_out),
+            (Fan::Member { .. }, Some(FanOut::ForEach { .. }))
+        );
+        if own_needs {
+            for need in &job.needs {
+                let Some(&k) = self.job_index.get(&need.job) else {
+                    continue;
+                };
+                let of = self.plan.of_job[k];
+                let status = self.plan.instance_status(&self.states, of);
+                let tolerated = self.ctx.manifest.jobs[k].continue_on_failure && status.is_failure();
+                let ok = match need.when {
+                    When::Success => status == Status::Completed || tolerated,
+                    When::Failure => status.is_failure(),
+                    When::Always => true,
+                };
+                if !ok {
+                    let why = match need.when {
+                        When::Failure => format!(
+                            "skipped: `{}` {}, and this job runs only when it fails",
+                            need.job,
+                            status.as_str()
+                        ),
+                        _ => format!("skipped: `{}` {}", need.job, status.as_str()),
+                    };
+                    self.skip(id, Status::Skipped, why, fx);
+                    self.end_in_frontier(id, Status::Skipped);
+                    return false;
                 }
             }
         }
+        let is_expansion = matches!(step.action, Action::Expand { .. });
+        if let (Some(text), false) = (&job.condition, is_expansion) {
+            let text = text.clone();
+            let verdict = crate::condition::parse(&text)
+                .map_err(|e| {
+                    e.first()
+                        .map_or_else(|| "a bad condition".into(), |e| e.message.clone())
+                })
+                .and_then(|c| crate::condition::eval(&c, &self.scope(instance)));
+            match verdict {
+                Ok(true) => {}
+                Ok(false) => {
+                    self.skip(id, Status::Skipped, format!("skipped: `if` is false: {text}"), fx);
+                    self.end_in_frontier(id, Status::Skipped);
+                    return false;
+                }
+                Err(why) => {
+                    self.skip(
+                        id,
+                        Status::Failed,
+                        format!("failed: its `if` could not be evaluated: {why}"),
+                        fx,
+                    );
+                    self.end_in_frontier(id, Status::Failed);
+                    return false;
+                }
+            }
+        }
+        true
+    }
+
+    /// What templates of `instance` read.
+    fn scope(&self, instance: usize) -> super::outputs::Scope<'_> {
+        super::outputs::Scope {
+            plan: &self.plan,
+            manifest: &self.ctx.manifest,
+            outputs: &self.outputs,
+            states: &self.states,
+            instance,
+            job_index: &self.job_index,
+            env: &self.ctx.env,
+            run_id: &self.ctx.run_id,
+            started_at: self.started_at,
+        }
+    }
+
+    /// A step's argv, env and working folder with their templates rendered: into argv elements
+    /// and env values as they are, into a `shell` script each value as one quoted shell word.
+    fn render(&self, id: StepId) -> Result<Rendered, String> {
+        let step = &self.plan.steps[id];
+        let job = &self.ctx.manifest.jobs[step.job];
+        let scope = self.scope(step.instance);
+        let mut argv = Vec::with_capacity(step.argv.len());
+        for (i, arg) in step.argv.iter().enumerate() {
+            let mode = match step.action {
+                // `sh -c SCRIPT`: the script is the third element.
+                Action::Shell if i == 2 => template::Mode::Shell,
+                _ => template::Mode::Plain,
+            };
+            // An agent's argv holds orch's own flags (a schema's JSON among them): only the
+            // prompt, its last element, is the user's text.
+            let templated = match step.action {
+                Action::Agent { .. } => i + 1 == step.argv.len(),
+                _ => true,
+            };
+            argv.push(if templated {
+                scope.render(arg, mode)?
+            } else {
+                arg.clone()
+            });
+        }
+        let mut env = Vec::with_capacity(job.env.len());
+        for (k, v) in &job.env {
+            env.push((k.clone(), scope.render(v, template::Mode::Plain)?));
+        }
+        let cwd = std::path::PathBuf::from(
+            scope.render(&job.workspace.to_string_lossy(), template::Mode::Plain)?,
+        );
+        Ok(Rendered { argv, env, cwd })
+    }
+
+    /// Ends a step that did not run in the frontier: its dependents that need it to succeed are
+    /// doomed unless its job's failure is tolerated.
+    fn end_in_frontier(&mut self, id: StepId, status: Status) {
+        let ok = self.counts_as_success(id, status);
+        self.frontier.ended(&self.plan, id, ok);
+    }
+
+    /// Whether a step's end lets the steps that need its success go on: it completed, or it is
+    /// the last step of a `continue_on_failure` job whose instance failed.
+    fn counts_as_success(&self, id: StepId, status: Status) -> bool {
+        if status == Status::Completed {
+            return true;
+        }
+        let step = &self.plan.steps[id];
+        step.is_main()
+            && self.ctx.manifest.jobs[step.job].continue_on_failure
+            && self
+                .plan
+                .instance_status(&self.states, step.instance)
+                .is_failure()
+    }
+
+    /// A ready `for_each` expansion step, if any.
+    fn next_expansion(&self) -> Option<StepId> {
+        self.frontier
+            .ready(&self.plan)
+            .find(|&id| matches!(self.plan.steps[id].action, Action::Expand { .. }))
+    }
+
+    /// Turns a `for_each` job's source array into its instances (or fails the job).
+    fn expand(&mut self, now: Now, id: StepId, fx: &mut Vec<Effect>) {
+        let step = &self.plan.steps[id];
+        let (group, job_index) = (step.instance, step.job);
+        let job = &self.ctx.manifest.jobs[job_index];
+        let Some(FanOut::ForEach { source, max_items }) = &job.fan_out else {
+            return;
+        };
+        let max_items = *max_items;
+        let items = template::parse(source)
+            .ok()
+            .and_then(|t| t.single().cloned())
+            .ok_or_else(|| "for_each is not one reference".to_string())
+            .and_then(|r| {
+                template::Values::get(&self.scope(group), &r).map_err(|e| format!("{e}"))
+            })
+            .and_then(|v| match v {
+                Value::Array(items) => Ok(items),
+                other => Err(format!(
+                    "for_each needs a list, and `{source}` is {}",
+                    json_kind(&other)
+                )),
+            })
+            .and_then(|items| {
+                if items.len() > max_items {
+                    Err(format!(
+                        "for_each has {} items, more than max_items ({max_items}); raise max_items or make the list shorter",
+                        items.len()
+                    ))
+                } else {
+                    Ok(items)
+                }
+            });
+        let items = match items {
+            Ok(items) => items,
+            Err(why) => {
+                self.skip(id, Status::Failed, format!("failed: {why}"), fx);
+                self.end_in_frontier(id, Status::Failed);
+                return;
+            }
+        };
+        let keys = crate::plan::item_keys(&items);
+        let count = items.len();
+        let expansion = self
+            .plan
+            .expand(&self.ctx.manifest, group, keys.into_iter().zip(items).collect());
+        self.frontier.grow(&self.plan, &expansion);
+        let added = expansion.steps.len();
+        self.states.extend(std::iter::repeat_n(Status::Pending, added));
+        self.records
+            .extend((0..added).map(|_| StepRecord::default()));
+        self.spent
+            .extend(std::iter::repeat_n((TokenCounts::default(), 0.0), added));
+        self.stops.extend(std::iter::repeat_n(None, added));
+        self.outputs
+            .extend(std::iter::repeat_n(None, expansion.instances.len()));
+        self.budgets
+            .grow(&self.ctx.manifest, &self.plan, expansion.steps.clone());
+        let instances = expansion
+            .instances
+            .iter()
+            .map(|&i| {
+                let inst = &self.plan.instances[i];
+                crate::events::ExpandedInstance {
+                    name: inst.name.clone(),
+                    steps: inst
+                        .steps
+                        .iter()
+                        .map(|&s| crate::events::ExpandedStep {
+                            id: s,
+                            label: self.plan.steps[s].label(),
+                            model: self.plan.steps[s].model.clone(),
+                        })
+                        .collect(),
+                }
+            })
+            .collect();
+        fx.push(Effect::Report(Event::JobExpanded {
+            job: self.plan.instances[group].name.clone(),
+            instances,
+        }));
+        self.states[id] = Status::Completed;
+        let record = &mut self.records[id];
+        record.started = Some(now.wall);
+        record.finished = Some(now.wall);
+        record.reason = Some(format!(
+            "expanded into {count} instance{}",
+            if count == 1 { "" } else { "s" }
+        ));
+        self.frontier.ended(&self.plan, id, true);
     }
 
     fn has_slot(&self) -> bool {
@@ -313,15 +626,21 @@ impl<'a> Core<'a> {
             .is_none_or(|max| self.running.len() < max)
     }
 
-    /// The next step to launch; while launches of agents are paused, only process steps.
+    /// The next step to launch: not over its job's own `max_parallel`, and while launches of
+    /// agents are paused, only process steps.
     fn next_ready(&self) -> Option<StepId> {
         let paused = self.paused_until.is_some();
-        self.frontier
-            .ready(self.plan)
-            .find(|&id| !(paused && matches!(self.plan.steps[id].action, Action::Agent { .. })))
+        self.frontier.ready(&self.plan).find(|&id| {
+            let step = &self.plan.steps[id];
+            let job = &self.ctx.manifest.jobs[step.job];
+            !(paused && matches!(step.action, Action::Agent { .. }))
+                && job
+                    .max_parallel
+                    .is_none_or(|max| self.running_of_job[step.job] < max)
+        })
     }
 
-    fn launch(&mut self, now: Now, id: StepId, fx: &mut Vec<Effect>) {
+    fn launch(&mut self, now: Now, id: StepId, rendered: Rendered, fx: &mut Vec<Effect>) {
         let step = &self.plan.steps[id];
         let job = &self.ctx.manifest.jobs[step.job];
         let (log, stderr_log) = self.ctx.log_paths(step);
@@ -334,11 +653,13 @@ impl<'a> Core<'a> {
         };
         self.states[id] = Status::Running;
         self.running.insert(id);
+        self.running_of_job[step.job] += 1;
         let record = &mut self.records[id];
         record.log = log.clone();
         record.stderr_log = stderr_log.clone();
         record.started = Some(now.wall);
         record.model.clone_from(&step.model);
+        record.argv.clone_from(&rendered.argv);
         let (command, session, resume) = match &step.action {
             Action::Agent {
                 command, session, ..
@@ -362,11 +683,16 @@ impl<'a> Core<'a> {
             },
             at: now.wall,
         }));
+        let capture = match step.action {
+            Action::Exec | Action::Shell => Some(job.outputs.limit),
+            _ => None,
+        };
         fx.push(Effect::Launch(Box::new(Launch {
             step: id,
-            argv: step.argv.clone(),
-            cwd: job.workspace.clone(),
-            env: job.env.clone(),
+            argv: rendered.argv,
+            cwd: rendered.cwd,
+            env: rendered.env,
+            capture,
             log,
             stderr_log,
             timeout: job.timeout,
@@ -404,7 +730,7 @@ impl<'a> Core<'a> {
         }
     }
 
-    fn finish(&mut self, now: Now, e: Exited, fx: &mut Vec<Effect>) {
+    fn finish(&mut self, now: Now, mut e: Exited, fx: &mut Vec<Effect>) {
         let id = e.step;
         if !self.running.remove(&id) {
             // An executor ends once; a second report of its end (a panic after it sent its exit)
@@ -412,6 +738,7 @@ impl<'a> Core<'a> {
             return;
         }
         self.spawned.remove(&id);
+        self.running_of_job[self.plan.steps[id].job] -= 1;
         if let Some(o) = &e.outcome {
             if o.usage.model.is_some() {
                 self.records[id].model = o.usage.model.clone();
@@ -424,7 +751,18 @@ impl<'a> Core<'a> {
             };
             self.spend(now, id, &update, fx);
         }
-        let (status, reason) = self.verdict(&e);
+        let (mut status, mut reason) = self.verdict(&e);
+        // The job's last step: its answer must be the outputs the job promises.
+        let mut extra = None;
+        if self.plan.steps[id].is_main() && e.exit.is_some() {
+            match self.typed_output(&e, status) {
+                Ok(value) => extra = value,
+                Err(why) => {
+                    status = Status::Failed;
+                    reason = Some(why);
+                }
+            }
+        }
         fx.push(Effect::Ledger(Write::FinishStep {
             step: id,
             status: status.as_str(),
@@ -442,8 +780,6 @@ impl<'a> Core<'a> {
             }));
         }
         self.states[id] = status;
-        self.frontier
-            .ended(self.plan, id, status == Status::Completed);
         let record = &mut self.records[id];
         record.finished = Some(now.wall);
         record.duration = e.duration;
@@ -463,13 +799,19 @@ impl<'a> Core<'a> {
         record.result = e.outcome.as_ref().and_then(|o| o.result.clone());
         record.reason = reason.clone();
         if !e.tail.is_empty() {
-            record.tail = e.tail;
+            record.tail = std::mem::take(&mut e.tail);
         }
         if e.spawn_error.is_some() {
             // Nothing ran, so there is no log worth pointing at.
             record.log = Default::default();
             record.stderr_log = Default::default();
         }
+        if self.plan.steps[id].is_main() && e.exit.is_some() {
+            self.record_outputs(id, &e, extra, fx);
+        }
+        let ok = self.counts_as_success(id, status);
+        self.frontier.ended(&self.plan, id, ok);
+        let record = &self.records[id];
         fx.push(Effect::Report(Event::StepFinished {
             step: id,
             label: self.plan.steps[id].label(),
@@ -486,6 +828,81 @@ impl<'a> Core<'a> {
         if self.ctx.fail_fast && matches!(status, Status::Failed | Status::TimedOut) {
             self.raise(CancelReason::FailFast, fx);
         }
+    }
+
+    /// The typed output a completed last step must have: an agent's `structured` answer valid
+    /// against its `output_schema`, a process's stdout parsed as JSON with `outputs = "json"`.
+    /// `Ok(None)` when the job asks for neither (or the step did not complete).
+    fn typed_output(&self, e: &Exited, status: Status) -> Result<Option<Value>, String> {
+        if status != Status::Completed {
+            return Ok(None);
+        }
+        let job = &self.ctx.manifest.jobs[self.plan.steps[e.step].job];
+        match &job.task {
+            Task::Agent(agent) => {
+                let Some(schema) = &agent.output_schema else {
+                    return Ok(None);
+                };
+                let answer = e
+                    .outcome
+                    .as_ref()
+                    .and_then(|o| o.result.as_ref())
+                    .and_then(super::outputs::structured_of);
+                let Some(answer) = answer else {
+                    return Err(
+                        "Claude Code's result has no structured output, which `output_schema` asks for"
+                            .into(),
+                    );
+                };
+                crate::agent::structured::validate(schema, &answer).map_err(|why| {
+                    format!("its structured output does not match `output_schema`: {why}")
+                })?;
+                Ok(Some(answer))
+            }
+            _ if job.outputs.json => {
+                let stdout = e.stdout.clone().unwrap_or_default();
+                super::outputs::parse_json(&stdout).map(Some)
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// Sets an instance's outputs once its last step ended, and reports and saves them.
+    fn record_outputs(&mut self, id: StepId, e: &Exited, typed: Option<Value>, fx: &mut Vec<Effect>) {
+        let step = &self.plan.steps[id];
+        let instance = step.instance;
+        let (outputs, cut) = match &step.action {
+            Action::Agent { session, .. } => {
+                let records: Vec<&StepRecord> = self.plan.instances[instance]
+                    .steps
+                    .iter()
+                    .map(|&s| &self.records[s])
+                    .collect();
+                (
+                    super::outputs::of_agent(&records, Some(session.id().to_string()), typed),
+                    0,
+                )
+            }
+            _ => {
+                let stdout = e.stdout.clone().unwrap_or_default();
+                let code = e.exit.as_ref().and_then(|x| x.code);
+                (
+                    super::outputs::of_process(&stdout, code, typed),
+                    stdout.cut,
+                )
+            }
+        };
+        let name = self.plan.instances[instance].name.clone();
+        fx.push(Effect::SaveOutputs {
+            path: self.ctx.outputs_path(instance, &name),
+            outputs: outputs.clone(),
+        });
+        fx.push(Effect::Report(Event::JobOutputs {
+            job: name,
+            outputs: outputs.clone(),
+            stdout_cut_bytes: cut,
+        }));
+        self.outputs[instance] = Some(outputs);
     }
 
     /// The final status of a step attempt and, unless it completed, why.
@@ -655,7 +1072,7 @@ impl<'a> Core<'a> {
                     self.states[because].as_str()
                 );
                 self.skip(id, Status::Skipped, reason, fx);
-                self.frontier.ended(self.plan, id, false);
+                self.end_in_frontier(id, Status::Skipped);
             }
         }
     }

@@ -41,6 +41,7 @@ fn fixture(toml: &str) -> Fixture {
         ladder: StopLadder::default(),
         ledger_wait: None,
         guardian_exe: "/nonexistent/orch".into(),
+        env: Default::default(),
         manifest,
     };
     Fixture { ctx, plan }
@@ -49,7 +50,7 @@ fn fixture(toml: &str) -> Fixture {
 impl Fixture {
     fn core(&self) -> Core<'_> {
         let budgets = Budgets::new(&self.ctx.manifest, &self.plan, Spend::default());
-        Core::new(&self.ctx, &self.plan, budgets)
+        Core::new(&self.ctx, self.plan.clone(), budgets, Utc::now())
     }
 }
 
@@ -119,6 +120,7 @@ fn exit(step: StepId, code: Option<i32>, stopped_by: Option<StopStage>) -> Input
         outcome: None,
         session_totals: None,
         tail: vec![],
+        stdout: None,
     }))
 }
 

@@ -143,6 +143,20 @@ struct Shell<'r, 'w> {
     report: &'w mut dyn FnMut(Event),
 }
 
+/// Writes a job's outputs file (small; a failure is logged, the run's results hold them too).
+fn save_outputs(path: &std::path::Path, outputs: &serde_json::Value) {
+    let write = || -> std::io::Result<()> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let text = serde_json::to_vec_pretty(outputs).map_err(std::io::Error::other)?;
+        std::fs::write(path, text)
+    };
+    if let Err(e) = write() {
+        tracing::warn!("cannot write {}: {e}", path.display());
+    }
+}
+
 impl Shell<'_, '_> {
     fn apply(&mut self, fx: Vec<Effect>) {
         for effect in fx {
@@ -165,6 +179,7 @@ impl Shell<'_, '_> {
                 }
                 Effect::Ledger(write) => self.writer.send(write),
                 Effect::Report(event) => (self.report)(event),
+                Effect::SaveOutputs { path, outputs } => save_outputs(&path, &outputs),
                 // The guardian kills every group once orch is gone.
                 Effect::Exit => std::process::exit(crate::errors::ExitCode::Interrupted as i32),
             }

@@ -40,6 +40,8 @@ pub struct Launch {
     pub ladder: StopLadder,
     /// The job's name (only the test hook that panics an executor reads it).
     pub job: String,
+    /// Keep this many bytes of the end of stdout as the step's `stdout` output (process jobs).
+    pub capture: Option<usize>,
     /// For agent steps: the session's totals after the previous step of its chain.
     pub agent: Option<Option<SessionTotals>>,
 }
@@ -116,6 +118,8 @@ pub struct Exited {
     pub session_totals: Option<SessionTotals>,
     /// The last lines of output.
     pub tail: Vec<String>,
+    /// The end of stdout, when the launch asked for it.
+    pub stdout: Option<super::outputs::Captured>,
 }
 
 impl Exited {
@@ -130,6 +134,7 @@ impl Exited {
             outcome: None,
             session_totals: None,
             tail: Vec::new(),
+            stdout: None,
         }
     }
 }
@@ -165,6 +170,7 @@ pub async fn execute(launch: Launch, guardian: Arc<Guardian>, tx: mpsc::Sender<S
                 outcome: None,
                 session_totals: None,
                 tail: Vec::new(),
+                stdout: None,
             };
         }
     };
@@ -247,6 +253,7 @@ pub async fn execute(launch: Launch, guardian: Arc<Guardian>, tx: mpsc::Sender<S
     }
     let outcome = accounting.as_mut().map(|a| a.finish(exit.code));
     let session_totals = accounting.as_ref().and_then(Accounting::session_totals);
+    let stdout = launch.capture.map(|limit| capture(&launch.log, limit));
     Exited {
         step,
         exit: Some(exit),
@@ -256,6 +263,26 @@ pub async fn execute(launch: Launch, guardian: Arc<Guardian>, tx: mpsc::Sender<S
         outcome,
         session_totals,
         tail: tail.into(),
+        stdout,
+    }
+}
+
+/// The last `limit` bytes of a step's stdout, read back from its log (which holds stdout exactly
+/// as the step wrote it). A log that cannot be read gives what could be read, and nothing cut.
+fn capture(log: &std::path::Path, limit: usize) -> super::outputs::Captured {
+    use std::io::{Read, Seek, SeekFrom};
+    let Ok(mut file) = std::fs::File::open(log) else {
+        return super::outputs::Captured::default();
+    };
+    let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let cut = len.saturating_sub(limit as u64);
+    let mut bytes = Vec::with_capacity((len - cut) as usize);
+    if file.seek(SeekFrom::Start(cut)).is_ok() {
+        let _ = file.take(limit as u64).read_to_end(&mut bytes);
+    }
+    super::outputs::Captured {
+        text: String::from_utf8_lossy(&bytes).into_owned(),
+        cut,
     }
 }
 

@@ -8,6 +8,7 @@
 pub mod core;
 mod dispatcher;
 mod executor;
+pub mod outputs;
 pub mod writer;
 
 use std::path::PathBuf;
@@ -42,6 +43,8 @@ pub struct RunContext {
     pub ledger_wait: Option<Duration>,
     /// The executable to re-run as the guardian (orch itself).
     pub guardian_exe: PathBuf,
+    /// orch's environment when the run began, for `${{ env.NAME }}`.
+    pub env: std::collections::HashMap<String, String>,
 }
 
 impl RunContext {
@@ -56,6 +59,15 @@ impl RunContext {
             dir.join(format!("{name}.log")),
             dir.join(format!("{name}.stderr.log")),
         )
+    }
+}
+
+impl RunContext {
+    /// The file of a job instance's outputs: `outputs/NNN-<job>.json`.
+    pub fn outputs_path(&self, instance: usize, name: &str) -> PathBuf {
+        self.run_dir
+            .join("outputs")
+            .join(format!("{:03}-{}.json", instance + 1, slug(name)))
     }
 }
 
@@ -79,6 +91,8 @@ fn slug(name: &str) -> String {
 /// What the run knows about one step when it ends.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct StepRecord {
+    /// The argv spawned, its templates rendered (empty until the step launched).
+    pub argv: Vec<String>,
     pub pid: Option<u32>,
     pub started: Option<DateTime<Utc>>,
     pub finished: Option<DateTime<Utc>>,
@@ -101,6 +115,13 @@ pub struct StepRecord {
 
 /// How a run ended: every step's status and record.
 pub struct RunOutcome {
+    /// The plan as it ended (a dynamic fan-out adds its instances while the run goes).
+    pub plan: Plan,
+    /// Each job instance's outputs, if it ended with some.
+    pub outputs: Vec<Option<serde_json::Value>>,
+    /// Per step, whether its failure is tolerated (`continue_on_failure`): it does not fail
+    /// the run.
+    pub tolerated: Vec<bool>,
     pub states: Vec<Status>,
     pub records: Vec<StepRecord>,
     pub stop: Option<StopCause>,
@@ -118,7 +139,7 @@ pub struct RunOutcome {
 /// write after that goes through the writer thread.
 pub async fn run(
     ctx: &RunContext,
-    plan: &Plan,
+    plan: Plan,
     report: &mut dyn FnMut(Event),
 ) -> std::io::Result<RunOutcome> {
     std::fs::create_dir_all(ctx.run_dir.join("logs"))?;
@@ -140,7 +161,7 @@ pub async fn run(
         }
         None => Default::default(),
     };
-    let budgets = Budgets::new(&ctx.manifest, plan, window_spent);
+    let budgets = Budgets::new(&ctx.manifest, &plan, window_spent);
     let guardian = Arc::new(Guardian::start(&ctx.guardian_exe, &["__guardian"])?);
     let started = Utc::now();
     ledger
@@ -162,14 +183,23 @@ pub async fn run(
         steps: plan.steps.len(),
         at: started,
     });
-    let core = core::Core::new(ctx, plan, budgets);
+    let core = core::Core::new(ctx, plan, budgets, started);
     let result = dispatcher::run(ctx, core, guardian.clone(), &mut writer, report).await;
     // Every group is gone by now; let the guardian go too.
     let _ = guardian.shutdown();
     // The dispatcher's signal handlers: a signal it did not take (one that came after the run's
     // last step) cuts the wait for a failing ledger below.
     let (core, mut signals) = result?;
+    let tolerated = core
+        .plan
+        .steps
+        .iter()
+        .map(|s| ctx.manifest.jobs[s.job].continue_on_failure)
+        .collect();
     let mut outcome = RunOutcome {
+        tolerated,
+        outputs: core.outputs,
+        plan: core.plan,
         stop: core.stop.and_then(core::CancelReason::cause),
         states: core.states,
         records: core.records,
@@ -226,18 +256,32 @@ fn close_waits(cap: Option<Duration>) -> (Duration, Duration) {
 }
 
 impl RunOutcome {
-    /// The run's exit code: interrupted, else a budget stop, else failed if any step did not
-    /// complete, else ok.
+    /// The run's exit code: interrupted, else a budget stop, else failed if a step failed,
+    /// timed out or was cancelled (unless its job has `continue_on_failure`), else ok. Steps
+    /// skipped alone (an `if` that was false, a `when = "failure"` job after a success) do not
+    /// fail a run.
     pub fn exit_code(&self) -> ExitCode {
-        let any = |s: &[Status]| self.states.iter().any(|x| s.contains(x));
+        let hard = |id: usize| !self.tolerated.get(id).copied().unwrap_or(false);
+        let any = |s: &[Status]| {
+            self.states
+                .iter()
+                .enumerate()
+                .any(|(id, x)| s.contains(x) && hard(id))
+        };
         if self.stop == Some(StopCause::Interrupted) {
             ExitCode::Interrupted
         } else if any(&[Status::BudgetExceeded, Status::Blocked]) {
             ExitCode::BudgetStop
-        } else if self.states.iter().all(|s| *s == Status::Completed) {
-            ExitCode::Ok
-        } else {
+        } else if any(&[
+            Status::Failed,
+            Status::TimedOut,
+            Status::Cancelled,
+            Status::Pending,
+            Status::Running,
+        ]) {
             ExitCode::StepsFailed
+        } else {
+            ExitCode::Ok
         }
     }
 }

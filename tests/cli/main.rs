@@ -8,6 +8,7 @@ mod fuzz;
 mod harness;
 mod limits;
 mod manifests;
+mod pipeline;
 mod plan;
 mod procs;
 mod recovery;
