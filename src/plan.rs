@@ -34,7 +34,9 @@ pub enum Action {
     Shell,
     /// A `for_each` job's expansion: once its source output exists, the runner turns the array
     /// into instances of the job. It spawns nothing.
-    Expand { source: String },
+    Expand {
+        source: String,
+    },
 }
 
 /// One process to spawn.
@@ -228,11 +230,8 @@ impl Plan {
                 // `needs` holds no repeats (resolve removes them), so no edge is added twice.
                 for exit in plan.exits(plan.of_job[k]) {
                     for &entry in &entries {
-                        plan.graph.add_edge(
-                            NodeIndex::new(exit),
-                            NodeIndex::new(entry),
-                            need.when,
-                        );
+                        plan.graph
+                            .add_edge(NodeIndex::new(exit), NodeIndex::new(entry), need.when);
                     }
                 }
             }
@@ -641,7 +640,8 @@ impl Frontier {
         for id in expansion.steps.clone() {
             debug_assert_eq!(id, self.waiting.len());
             self.waiting.push(plan.dependencies(id).count());
-            self.position.push(plan.order.len() - (plan.steps.len() - id));
+            self.position
+                .push(plan.order.len() - (plan.steps.len() - id));
             self.gone.push(false);
         }
         for &dep in &expansion.gained {
@@ -825,7 +825,10 @@ mod tests {
         let last = plan.job_steps(3)[0];
         let mut deps: Vec<_> = plan.dependencies(last).collect();
         deps.sort();
-        assert_eq!(deps, [*plan.job_steps(1).last().unwrap(), plan.job_steps(2)[0]]);
+        assert_eq!(
+            deps,
+            [*plan.job_steps(1).last().unwrap(), plan.job_steps(2)[0]]
+        );
     }
 
     #[test]

@@ -129,7 +129,10 @@ mod tests {
         let e = check_schema(&json!({ "properties": {} })).unwrap_err();
         assert!(e.contains("no `type`"), "{e}");
         let e = check_schema(&json!("object")).unwrap_err();
-        assert!(e.starts_with("it is a string, and a schema is an object"), "{e}");
+        assert!(
+            e.starts_with("it is a string, and a schema is an object"),
+            "{e}"
+        );
     }
 
     #[test]

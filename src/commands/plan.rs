@@ -203,7 +203,11 @@ fn references(m: &Manifest, plan: &Plan, id: usize) -> (Vec<String>, Vec<usize>)
         }
     }
     if step.index == 1 && !matches!(step.action, Action::Expand { .. }) {
-        if let Some(c) = job.condition.as_deref().and_then(|c| crate::condition::parse(c).ok()) {
+        if let Some(c) = job
+            .condition
+            .as_deref()
+            .and_then(|c| crate::condition::parse(c).ok())
+        {
             refs.extend(c.references().into_iter().map(|(r, _)| r.clone()));
         }
     }

@@ -380,7 +380,6 @@ macro_rules! raw_table {
 }
 pub(crate) use raw_table;
 
-
 /// Any value, as JSON: a matrix value, an inline JSON Schema. TOML date-times become strings.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Json(pub serde_json::Value);

@@ -87,7 +87,8 @@ pub fn check(
                 }
             }
         }
-        if let (Some(FanOut::ForEach { source, .. }), Some(raw_src)) = (&job.fan_out, &raw_job.for_each)
+        if let (Some(FanOut::ForEach { source, .. }), Some(raw_src)) =
+            (&job.fan_out, &raw_job.for_each)
         {
             let field = Field {
                 path: format!("jobs.{}.for_each", quote_key(&job.name)),
@@ -196,22 +197,41 @@ fn fields<'a>(job: &'a Job, raw: &'a RawJob, name_span: &Span) -> Vec<Field<'a>>
         }
     };
     if let Some(c) = raw.command.as_ref().or(raw.prompt.as_ref()) {
-        let key = if raw.command.is_some() { "command" } else { "prompt" };
+        let key = if raw.command.is_some() {
+            "command"
+        } else {
+            "prompt"
+        };
         push(at(key), &c.value, Some(&c.span), false);
     }
     for (i, c) in raw.pre_commands.iter().flatten().enumerate() {
-        push(format!("{}[{i}]", at("pre_commands")), &c.value, Some(&c.span), false);
+        push(
+            format!("{}[{i}]", at("pre_commands")),
+            &c.value,
+            Some(&c.span),
+            false,
+        );
     }
     if let Some(run) = &raw.run {
         for (i, a) in run.value.iter().enumerate() {
-            push(format!("{}[{i}]", at("run")), &a.value, Some(&a.span), false);
+            push(
+                format!("{}[{i}]", at("run")),
+                &a.value,
+                Some(&a.span),
+                false,
+            );
         }
     }
     if let Some(s) = &raw.shell {
         push(at("shell"), &s.value, Some(&s.span), true);
     }
     for (k, v) in raw.env.iter().flat_map(|m| &m.0) {
-        push(format!("{}.{}", at("env"), quote_key(&k.value)), v, Some(&k.span), false);
+        push(
+            format!("{}.{}", at("env"), quote_key(&k.value)),
+            v,
+            Some(&k.span),
+            false,
+        );
     }
     let _ = &job.env;
     if let Some(w) = &raw.workspace {
@@ -259,7 +279,9 @@ impl Checker<'_> {
                         Some(PathSeg::Index(_)) => path = &path[1..],
                         Some(PathSeg::Key(k)) => {
                             return Err((
-                                format!("`{job}` fans out, so its `{key}` is a list, one item per instance"),
+                                format!(
+                                    "`{job}` fans out, so its `{key}` is a list, one item per instance"
+                                ),
                                 format!("index it first, e.g. jobs.{job}.outputs.{key}[0].{k}"),
                             ));
                         }
@@ -282,7 +304,10 @@ impl Checker<'_> {
                     }
                     ("json", _) => Ok(()),
                     _ => Err((
-                        format!("`{key}` of `{job}` is a {}, it has no fields or items", scalar(key)),
+                        format!(
+                            "`{key}` of `{job}` is a {}, it has no fields or items",
+                            scalar(key)
+                        ),
                         format!("write jobs.{job}.outputs.{key} without a path"),
                     )),
                 }
@@ -314,14 +339,20 @@ impl Checker<'_> {
                     }
                 }
                 _ => Err((
-                    format!("`{}` has no matrix, so `matrix.{key}` has no value", self.job.name),
+                    format!(
+                        "`{}` has no matrix, so `matrix.{key}` has no value",
+                        self.job.name
+                    ),
                     "give the job a `matrix`, or remove the reference".into(),
                 )),
             },
             Reference::Item { path } => match &self.job.fan_out {
                 Some(FanOut::ForEach { source, .. }) => self.item_path(source, path),
                 _ => Err((
-                    format!("`{}` has no for_each, so `item` has no value", self.job.name),
+                    format!(
+                        "`{}` has no for_each, so `item` has no value",
+                        self.job.name
+                    ),
                     "`item` is the current element in a job with for_each = \"${{ ... }}\"".into(),
                 )),
             },
@@ -381,7 +412,10 @@ impl Checker<'_> {
         }
         if !self.upstream[k] {
             return Err((
-                format!("`{name}` is not upstream of `{}`, so its outputs may not exist yet", self.job.name),
+                format!(
+                    "`{name}` is not upstream of `{}`, so its outputs may not exist yet",
+                    self.job.name
+                ),
                 format!("add `{name}` to needs"),
             ));
         }

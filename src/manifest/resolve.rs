@@ -622,7 +622,8 @@ impl Resolver {
                 "the matrix has no keys".into(),
                 &m.span,
                 "empty matrix",
-                "give it keys with lists of values, e.g. matrix = { target = [\"a\", \"b\"] }".into(),
+                "give it keys with lists of values, e.g. matrix = { target = [\"a\", \"b\"] }"
+                    .into(),
             ));
             return None;
         }
@@ -695,7 +696,10 @@ impl Resolver {
         }
         for inc in &m.value.include {
             let entry = &inc.value;
-            let overlaps = entry.0.iter().any(|(k, _)| axis_keys.contains(&k.value.as_str()));
+            let overlaps = entry
+                .0
+                .iter()
+                .any(|(k, _)| axis_keys.contains(&k.value.as_str()));
             let mut extended = false;
             if overlaps {
                 for c in combos.iter_mut() {
@@ -710,7 +714,13 @@ impl Resolver {
                 }
             }
             if !extended {
-                combos.push(entry.0.iter().map(|(k, v)| (k.value.clone(), v.0.clone())).collect());
+                combos.push(
+                    entry
+                        .0
+                        .iter()
+                        .map(|(k, v)| (k.value.clone(), v.0.clone()))
+                        .collect(),
+                );
             }
         }
         if combos.len() > max_items {

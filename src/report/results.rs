@@ -264,7 +264,6 @@ pub mod indexmap_like {
     }
 }
 
-
 /// Builds the results of a finished run.
 pub fn build(ctx: &RunContext, out: &RunOutcome, exit_code: u8) -> Results {
     let plan = &out.plan;
@@ -286,7 +285,11 @@ pub fn build(ctx: &RunContext, out: &RunOutcome, exit_code: u8) -> Results {
                 inst.name.clone(),
                 FanOutResult {
                     status,
-                    kind: if expand.is_some() { "for_each" } else { "matrix" },
+                    kind: if expand.is_some() {
+                        "for_each"
+                    } else {
+                        "matrix"
+                    },
                     instances: members
                         .iter()
                         .map(|&m| plan.instances[m].name.clone())

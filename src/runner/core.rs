@@ -109,7 +109,10 @@ pub enum Effect {
     /// A third signal: leave at once (the guardian kills every group).
     Exit,
     /// Write a job instance's outputs to its file in the run folder.
-    SaveOutputs { path: std::path::PathBuf, outputs: Value },
+    SaveOutputs {
+        path: std::path::PathBuf,
+        outputs: Value,
+    },
 }
 
 /// A step's argv, environment and working folder with their templates rendered.
@@ -168,7 +171,12 @@ pub struct Core<'a> {
 }
 
 impl<'a> Core<'a> {
-    pub fn new(ctx: &'a RunContext, plan: Plan, budgets: Budgets, started_at: DateTime<Utc>) -> Self {
+    pub fn new(
+        ctx: &'a RunContext,
+        plan: Plan,
+        budgets: Budgets,
+        started_at: DateTime<Utc>,
+    ) -> Self {
         let n = plan.steps.len();
         Core {
             ctx,
@@ -365,7 +373,12 @@ impl<'a> Core<'a> {
                     }
                     Err(why) => {
                         let label = self.plan.steps[id].label();
-                        self.skip(id, Status::Failed, format!("failed before it started: {why}"), fx);
+                        self.skip(
+                            id,
+                            Status::Failed,
+                            format!("failed before it started: {why}"),
+                            fx,
+                        );
                         let _ = label;
                         self.end_in_frontier(id, Status::Failed);
                     }
@@ -397,7 +410,8 @@ impl<'a> Core<'a> {
                 };
                 let of = self.plan.of_job[k];
                 let status = self.plan.instance_status(&self.states, of);
-                let tolerated = self.ctx.manifest.jobs[k].continue_on_failure && status.is_failure();
+                let tolerated =
+                    self.ctx.manifest.jobs[k].continue_on_failure && status.is_failure();
                 let ok = match need.when {
                     When::Success => status == Status::Completed || tolerated,
                     When::Failure => status.is_failure(),
@@ -430,7 +444,12 @@ impl<'a> Core<'a> {
             match verdict {
                 Ok(true) => {}
                 Ok(false) => {
-                    self.skip(id, Status::Skipped, format!("skipped: `if` is false: {text}"), fx);
+                    self.skip(
+                        id,
+                        Status::Skipped,
+                        format!("skipped: `if` is false: {text}"),
+                        fx,
+                    );
                     self.end_in_frontier(id, Status::Skipped);
                     return false;
                 }
@@ -571,12 +590,15 @@ impl<'a> Core<'a> {
         };
         let keys = crate::plan::item_keys(&items);
         let count = items.len();
-        let expansion = self
-            .plan
-            .expand(&self.ctx.manifest, group, keys.into_iter().zip(items).collect());
+        let expansion = self.plan.expand(
+            &self.ctx.manifest,
+            group,
+            keys.into_iter().zip(items).collect(),
+        );
         self.frontier.grow(&self.plan, &expansion);
         let added = expansion.steps.len();
-        self.states.extend(std::iter::repeat_n(Status::Pending, added));
+        self.states
+            .extend(std::iter::repeat_n(Status::Pending, added));
         self.records
             .extend((0..added).map(|_| StepRecord::default()));
         self.spent
@@ -868,7 +890,13 @@ impl<'a> Core<'a> {
     }
 
     /// Sets an instance's outputs once its last step ended, and reports and saves them.
-    fn record_outputs(&mut self, id: StepId, e: &Exited, typed: Option<Value>, fx: &mut Vec<Effect>) {
+    fn record_outputs(
+        &mut self,
+        id: StepId,
+        e: &Exited,
+        typed: Option<Value>,
+        fx: &mut Vec<Effect>,
+    ) {
         let step = &self.plan.steps[id];
         let instance = step.instance;
         let (outputs, cut) = match &step.action {
@@ -886,10 +914,7 @@ impl<'a> Core<'a> {
             _ => {
                 let stdout = e.stdout.clone().unwrap_or_default();
                 let code = e.exit.as_ref().and_then(|x| x.code);
-                (
-                    super::outputs::of_process(&stdout, code, typed),
-                    stdout.cut,
-                )
+                (super::outputs::of_process(&stdout, code, typed), stdout.cut)
             }
         };
         let name = self.plan.instances[instance].name.clone();

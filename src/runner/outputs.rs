@@ -61,7 +61,10 @@ pub fn of_agent(
 pub fn of_process(stdout: &Captured, exit_code: Option<i32>, json: Option<Value>) -> Value {
     let mut out = Map::new();
     out.insert("stdout".into(), Value::String(stdout.text.clone()));
-    out.insert("exit_code".into(), exit_code.map_or(Value::Null, Value::from));
+    out.insert(
+        "exit_code".into(),
+        exit_code.map_or(Value::Null, Value::from),
+    );
     if let Some(j) = json {
         out.insert("json".into(), j);
     }
@@ -87,7 +90,12 @@ pub fn parse_json(stdout: &Captured) -> Result<Value, String> {
 
 /// A fan-out's outputs: each output key of its job with the list of its instances' values (null
 /// for an instance without that output), in instance order.
-pub fn of_group(plan: &Plan, manifest: &Manifest, outputs: &[Option<Value>], group: usize) -> Value {
+pub fn of_group(
+    plan: &Plan,
+    manifest: &Manifest,
+    outputs: &[Option<Value>],
+    group: usize,
+) -> Value {
     let inst = &plan.instances[group];
     let Fan::Group { members, .. } = &inst.fan else {
         return outputs[group].clone().unwrap_or(Value::Null);

@@ -5,7 +5,8 @@
 //! that has no schema; arrays get [`Synth::items`] items (the `ORCH_SIM_ITEMS` knob; arrays
 //! inside array items at most [`NESTED_ITEMS`]), bounded by `minItems`/`maxItems` and by what
 //! `uniqueItems` allows; strings are `"<name> <n>"` after the property they fill (`tasks` →
-//! `"task 1"`, `"task 2"`; `title` → `"title 1"`), within `minLength`/`maxLength`, or a date,
+//! `"task 1"`, `"task 2"`; `title` → `"title 1"`; an `id`, `key` or `slug` after the item it is
+//! in, `"task-1"`), within `minLength`/`maxLength`, or a date,
 //! date-time, time, uuid, email or URI for those formats; integers and numbers count from 1 within
 //! `minimum`/`maximum` (exclusive too) and `multipleOf`; booleans alternate from `true`;
 //! `enum` cycles through its members; `const` is itself; `anyOf`/`oneOf` take the first branch;
@@ -40,6 +41,8 @@ struct Place {
     label: String,
     /// 0-based index of the nearest enclosing array item (0 outside arrays).
     index: usize,
+    /// The label of the nearest enclosing array item (`task` inside `tasks`), for ids.
+    owner: String,
     /// Arrays this value is inside.
     arrays: usize,
     /// Schema levels walked so far.
@@ -57,6 +60,7 @@ impl<'a> Synth<'a> {
         let place = Place {
             label: "value".into(),
             index: 0,
+            owner: "value".into(),
             arrays: 0,
             depth: 0,
         };
@@ -281,6 +285,7 @@ impl Place {
     fn item(&self, index: usize) -> Place {
         Place {
             label: singular(&self.label),
+            owner: singular(&self.label),
             index,
             arrays: self.arrays + 1,
             depth: self.depth + 1,
@@ -367,7 +372,12 @@ fn text(at: &Place, obj: &Map<String, Value>) -> Value {
     if let Some(s) = formatted {
         return Value::String(s);
     }
-    let mut s = format!("{} {n}", at.label);
+    // An identifier reads as one, after what it identifies: `task-2`, usable in a name.
+    let mut s = if matches!(at.label.as_str(), "id" | "key" | "slug") {
+        format!("{}-{n}", slug(&at.owner))
+    } else {
+        format!("{} {n}", at.label)
+    };
     let min = count(obj, "minLength").unwrap_or(0);
     while s.chars().count() < min {
         s.push_str(" more");

@@ -75,6 +75,12 @@ fn objects_get_every_property_with_item_numbers_in_strings() {
     assert_eq!(first["title"], "title 1");
     assert_eq!(second["title"], "title 2");
     assert_ne!(first["id"], second["id"]);
+    let ids = json!({ "type": "object", "properties": { "tasks": { "type": "array", "items": {
+        "type": "object", "properties": { "id": { "type": "string" } } } } } });
+    assert_eq!(
+        valid(&ids, 2)["tasks"],
+        json!([{ "id": "task-1" }, { "id": "task-2" }])
+    );
     assert_eq!(first["due"], "2026-01-01");
     assert_eq!(second["kind"], "feature");
     assert_eq!(first["version"], 2);
