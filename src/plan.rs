@@ -176,10 +176,10 @@ impl Plan {
                             expand: None,
                         },
                     );
-                    let keys = combinations.iter().map(|c| combination_key(c)).collect();
+                    let keys = combinations.iter().map(|c| c.key.clone()).collect();
                     let values = combinations
                         .iter()
-                        .map(|c| serde_json::Value::Object(c.iter().cloned().collect()))
+                        .map(|c| serde_json::Value::Object(c.values.iter().cloned().collect()))
                         .collect();
                     plan.add_members(job, group, keys, values);
                     group
@@ -503,10 +503,10 @@ impl Plan {
     }
 }
 
-/// An instance's key from its matrix combination: the values in key order, strings as they are
-/// and others as JSON, joined by ","; clipped to a readable length.
-fn combination_key(combination: &[(String, serde_json::Value)]) -> String {
-    let parts: Vec<String> = combination.iter().map(|(_, v)| value_key(v)).collect();
+/// An instance's key from values: strings as they are and others as JSON, joined by ",";
+/// clipped to a readable length.
+pub fn combination_key<'v>(values: impl Iterator<Item = &'v serde_json::Value>) -> String {
+    let parts: Vec<String> = values.map(value_key).collect();
     clip_key(&parts.join(","))
 }
 

@@ -170,12 +170,20 @@ impl When {
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum FanOut {
-    /// Static: one instance per combination, each a list of (key, value) in key order.
-    Matrix {
-        combinations: Vec<Vec<(String, serde_json::Value)>>,
-    },
+    /// Static: one instance per combination.
+    Matrix { combinations: Vec<Combination> },
     /// Dynamic: one instance per item of the array the template yields, once it exists.
     ForEach { source: String, max_items: usize },
+}
+
+/// One combination of a matrix.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Combination {
+    /// The instance's key: its values of the matrix's own keys, joined by "," (those of an
+    /// `include` entry that names none of them: all its values).
+    pub key: String,
+    /// Each key with its value, the matrix's keys first, in the order written.
+    pub values: Vec<(String, serde_json::Value)>,
 }
 
 /// What a process job keeps of its stdout.

@@ -196,7 +196,13 @@ pub fn resolve(raw: RawManifest, path: &Path, text: &str) -> Result<Manifest, Ve
         }
     }
     r.check_graph(&raw_jobs);
-    if r.errors.is_empty() {
+    // Templates are checked alongside the other mistakes, unless the graph has a cycle (whose
+    // upstream sets mean nothing).
+    if !r
+        .errors
+        .iter()
+        .any(|e| matches!(e, ManifestError::Cycle { .. }))
+    {
         let found = super::refs::check(&jobs, &raw_jobs, text, &mut r.warnings);
         r.errors.extend(found);
     }
@@ -591,7 +597,7 @@ impl Resolver {
         at: &str,
         m: &Sp<super::raw::RawMatrix>,
         max_items: usize,
-    ) -> Option<Vec<Vec<(String, serde_json::Value)>>> {
+    ) -> Option<Vec<Combination>> {
         type Combo = Vec<(String, serde_json::Value)>;
         let fan = |path: String, message: String, at: &Span, label: &str, help: String| {
             ManifestError::FanOut {
@@ -736,7 +742,36 @@ impl Resolver {
             ));
             return None;
         }
-        ok.then_some(combos)
+        if !ok {
+            return None;
+        }
+        // Each combination's key: its values of the matrix's own keys.
+        let mut named: Vec<Combination> = Vec::with_capacity(combos.len());
+        let mut seen = std::collections::HashSet::new();
+        for values in combos {
+            let axes: Vec<&serde_json::Value> = values
+                .iter()
+                .filter(|(k, _)| axis_keys.contains(&k.as_str()))
+                .map(|(_, v)| v)
+                .collect();
+            let key = if axes.is_empty() {
+                crate::plan::combination_key(values.iter().map(|(_, v)| v))
+            } else {
+                crate::plan::combination_key(axes.into_iter())
+            };
+            if !seen.insert(key.clone()) {
+                self.errors.push(fan(
+                    at.into(),
+                    format!("two combinations of the matrix would both be the instance `[{key}]`"),
+                    &m.span,
+                    "repeated combination",
+                    "make each `include` entry differ from the others and from the product of the keys".into(),
+                ));
+                return None;
+            }
+            named.push(Combination { key, values });
+        }
+        Some(named)
     }
 
     /// `outputs` and `output_limit` of a process job.
