@@ -118,6 +118,10 @@ pub struct ResultSummary {
     pub errors: Vec<String>,
     /// HTTP status of a final API error.
     pub api_error_status: Option<u16>,
+    /// The result line's `structured_output` (the answer to `--json-schema`), as the CLI wrote
+    /// it; not yet checked against the job's schema (see [`crate::agent::structured`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub structured: Option<serde_json::Value>,
 }
 
 /// How a step ended.
@@ -297,6 +301,7 @@ impl Accounting {
             result_text,
             errors,
             api_error_status,
+            structured_output,
             ..
         } = ev
         else {
@@ -344,6 +349,7 @@ impl Accounting {
             text: result_text.clone(),
             errors: errors.clone(),
             api_error_status: *api_error_status,
+            structured: structured_output.clone(),
         };
         let cumulative = SessionTotals {
             cost_usd: *total_cost_usd,

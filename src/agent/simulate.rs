@@ -25,6 +25,12 @@
 //! - `ORCH_SIM_STREAM_MB=N`: N MB of assistant lines of the first message, without delay, for
 //!   throughput benchmarks.
 //! - `ORCH_SIM_HANG=1`: sleep forever after the init line, for timeout tests.
+//! - `ORCH_SIM_ITEMS=N`: items in each array of the structured output that `--json-schema` asks
+//!   for (default 3; 0 allowed; arrays inside array items get at most 3), within the schema's
+//!   `minItems`/`maxItems`. See [`Synth`] for how the rest of the value is made.
+//! - `ORCH_SIM_STRUCTURED=valid|missing|invalid|exhausted`: how a run with `--json-schema`
+//!   answers (default `valid`: a `StructuredOutput` tool call with the synthesised value, then a
+//!   result carrying it as `structured_output`); see [`Structured`].
 //! - `ORCH_SIM_STATE_DIR=DIR`: session totals. `orch run --simulate` sets it to
 //!   `<state folder>/agent-sim` (see [`session_env`]) unless it is set already, so runs with
 //!   different state folders never share or collide on sessions; run by hand, the default is
@@ -38,10 +44,12 @@
 mod args;
 mod script;
 mod state;
+mod synth;
 
-pub use args::{ArgError, Knobs, SessionArg, SimArgs};
-pub use script::{Emit, Script, response_usage};
+pub use args::{ArgError, Knobs, SessionArg, SimArgs, Structured};
+pub use script::{Emit, STRUCTURED_OUTPUT_TOOL, Script, response_usage};
 pub use state::SessionState;
+pub use synth::{MAX_DEPTH, NESTED_ITEMS, Synth};
 
 use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
 use std::ffi::{OsString, c_int};

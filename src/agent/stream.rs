@@ -5,7 +5,8 @@
 //! fail on input: blank lines, garbage, non-UTF-8 and non-JSON give `None`; unknown `type`s and
 //! `subtype`s give [`StreamEvent::Other`]; unknown fields and fields of an unexpected type are
 //! ignored. It keeps no state (deduplication is [`crate::agent::accounting`]'s job) and it
-//! parses each line in a single serde pass without building a `serde_json::Value`.
+//! parses each line in a single serde pass without building a `serde_json::Value` (but for a
+//! result's `structured_output`, which is the agent's answer itself).
 //!
 //! It is also where numbers are made safe: a token count is capped at [`TOKEN_CAP`] per field, a
 //! cost must be finite, non-negative and at most [`COST_CAP_USD`]; whatever does not fit is
@@ -201,6 +202,9 @@ pub enum StreamEvent {
         errors: Vec<String>,
         /// HTTP status of a final API error.
         api_error_status: Option<u16>,
+        /// `structured_output`: the answer to `--json-schema` (the input of the model's
+        /// `StructuredOutput` tool call, validated by the CLI); `None` when absent or `null`.
+        structured_output: Option<serde_json::Value>,
         /// Usage and cost figures that were capped or rejected (see [`TOKEN_CAP`],
         /// [`COST_CAP_USD`]). A rejected `total_cost_usd` is replaced by the sum of the accepted
         /// per-model costs.

@@ -216,6 +216,5 @@ impl Scope<'_> {
 
 /// The `structured_output` of Claude Code's result line.
 pub fn structured_of(r: &crate::agent::accounting::ResultSummary) -> Option<Value> {
-    let _ = r;
-    None // TODO(merge): r.structured.clone()
+    r.structured.clone()
 }

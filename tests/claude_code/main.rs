@@ -13,4 +13,5 @@ mod install;
 mod mock;
 mod sandbox;
 mod scenarios;
+mod structured;
 mod support;

@@ -18,6 +18,9 @@ use serde_json::{Value, json};
 /// `total_cost_usd` is a real figure.
 pub const MODEL: &str = "claude-opus-5-5";
 
+/// The tool through which Claude Code 2.1.331 asks for the answer to `--json-schema`.
+pub const STRUCTURED_OUTPUT_TOOL: &str = "StructuredOutput";
+
 /// The usage one reply reports: `message_start` carries everything but the output, which arrives
 /// in `message_delta` (the start carries a placeholder of 1, as the real API does).
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
@@ -86,6 +89,14 @@ pub enum Reply {
     /// `message_start` and a whole text block, then nothing until the client hangs up: the CLI
     /// is mid-turn for as long as the test likes.
     Stall { text: String, usage: Usage },
+    /// What a model does when asked for structured output: to a request that offers the
+    /// `StructuredOutput` tool (Claude Code's `--json-schema`), a text block and a call of that
+    /// tool with `input`; to any other request, `text` alone, `end_turn`.
+    Structured {
+        text: String,
+        input: Value,
+        usage: Usage,
+    },
 }
 
 impl Reply {
@@ -103,6 +114,34 @@ impl Reply {
             name: "Bash".into(),
             input: json!({ "command": command, "description": "Run a command" }),
             usage,
+        }
+    }
+
+    /// A call of `StructuredOutput` with `input` when the request offers that tool.
+    pub fn structured(input: Value, usage: Usage) -> Reply {
+        Reply::Structured {
+            text: "Here is the structured answer.".into(),
+            input,
+            usage,
+        }
+    }
+
+    /// The reply as sent to `request`: [`Reply::Structured`] becomes a tool call or a text.
+    fn for_request(self, request: &Request) -> Reply {
+        match self {
+            Reply::Structured { text, input, usage } => {
+                if request.offered_tool(STRUCTURED_OUTPUT_TOOL).is_some() {
+                    Reply::Tool {
+                        text,
+                        name: STRUCTURED_OUTPUT_TOOL.into(),
+                        input,
+                        usage,
+                    }
+                } else {
+                    Reply::Text { text, usage }
+                }
+            }
+            other => other,
         }
     }
 
@@ -134,6 +173,32 @@ impl Request {
     /// How many messages the conversation sent had.
     pub fn message_count(&self) -> usize {
         self.body["messages"].as_array().map_or(0, Vec::len)
+    }
+
+    /// The definition of the tool `name` in the request's `tools`, if it offers it.
+    pub fn offered_tool(&self, name: &str) -> Option<&Value> {
+        self.body["tools"]
+            .as_array()?
+            .iter()
+            .find(|tool| tool["name"] == name)
+    }
+
+    /// Every text block of the conversation sent, in order.
+    pub fn texts(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for m in self.body["messages"].as_array().into_iter().flatten() {
+            match &m["content"] {
+                Value::String(text) => out.push(text.clone()),
+                blocks => {
+                    for block in blocks.as_array().into_iter().flatten() {
+                        if let Some(text) = block["text"].as_str() {
+                            out.push(text.to_string());
+                        }
+                    }
+                }
+            }
+        }
+        out
     }
 
     /// Whether the conversation carries a `tool_result` block (a tool really ran).
@@ -266,7 +331,7 @@ fn serve(conn: TcpStream, state: &Arc<(Mutex<State>, Condvar)>) {
             let reply = (request.is_messages() && request.body["stream"] == true).then(|| {
                 let i = s.next.min(s.script.len() - 1);
                 s.next += 1;
-                (i, s.script[i].clone())
+                (i, s.script[i].clone().for_request(&request))
             });
             state.1.notify_all();
             reply
@@ -411,7 +476,9 @@ fn stream_reply(
         Reply::Text { text, usage }
         | Reply::Tool { text, usage, .. }
         | Reply::Stall { text, usage } => (text, *usage),
-        Reply::Error { .. } => unreachable!("answered above"),
+        Reply::Error { .. } | Reply::Structured { .. } => {
+            unreachable!("answered above, or made a tool call or a text by `for_request`")
+        }
     };
     let mut events = vec![
         (

@@ -56,12 +56,24 @@ impl Scenario {
     /// `orch run --claude-path <pinned claude>` with a clean environment: nothing of the
     /// developer's (API keys, OAuth tokens, proxies, `CLAUDE_CODE_*` settings) reaches the CLI.
     pub fn command(&self) -> Command {
-        let home = self.path().join("home");
         let mut cmd = self.test.with_args(&[]);
+        cmd.arg("run").arg("--claude-path").arg(&self.claude);
+        self.clean_env(&mut cmd);
+        cmd
+    }
+
+    /// The pinned `claude` itself, with `args`, in the test folder and the same clean
+    /// environment as under orch: for tests of the CLI's own behaviour.
+    pub fn claude_command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(&self.claude);
+        cmd.args(args).current_dir(self.path());
+        self.clean_env(&mut cmd);
+        cmd
+    }
+
+    fn clean_env(&self, cmd: &mut Command) {
+        let home = self.path().join("home");
         cmd.env_clear()
-            .arg("run")
-            .arg("--claude-path")
-            .arg(&self.claude)
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("HOME", &home)
             .env("CLAUDE_CONFIG_DIR", home.join(".claude"))
@@ -80,7 +92,6 @@ impl Scenario {
         for (k, v) in &self.env {
             cmd.env(k, v);
         }
-        cmd
     }
 
     /// Runs orch to the end; checks that it left no process behind.

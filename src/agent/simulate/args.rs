@@ -31,6 +31,9 @@ pub struct SimArgs {
     pub max_budget_usd: Option<f64>,
     /// `--session-id` or `--resume`.
     pub session: SessionArg,
+    /// `--json-schema`, parsed and compiled: the run ends with a `StructuredOutput` call and a
+    /// result carrying `structured_output`.
+    pub json_schema: Option<serde_json::Value>,
     /// The prompt (everything after `--`, joined by spaces).
     pub prompt: String,
 }
@@ -74,6 +77,7 @@ impl SimArgs {
         let (mut print, mut verbose) = (false, false);
         let (mut format, mut mode, mut model, mut tools) = (None, None, None, Vec::new());
         let (mut max_turns, mut budget, mut session_id, mut resume) = (None, None, None, None);
+        let mut json_schema = None;
         let mut prompt = Vec::new();
         while let Some(arg) = it.next() {
             if arg == "--" {
@@ -108,6 +112,7 @@ impl SimArgs {
                 "--max-budget-usd" => budget = Some(number(&name, &value()?)?),
                 "--session-id" => session_id = Some(value()?),
                 "-r" | "--resume" => resume = Some(value()?),
+                "--json-schema" => json_schema = Some(schema(&value()?)?),
                 other if other.starts_with('-') && other.len() > 1 => {
                     return Err(usage(format!("error: unknown option '{other}'")));
                 }
@@ -171,6 +176,7 @@ impl SimArgs {
             max_turns,
             max_budget_usd: budget,
             session,
+            json_schema,
             prompt,
         })
     }
@@ -184,6 +190,23 @@ fn number<T: std::str::FromStr>(name: &str, value: &str) -> Result<T, ArgError> 
     })
 }
 
+/// `--json-schema` as Claude Code 2.1.331 takes it: JSON that compiles as a JSON Schema, or
+/// exit 1 with the CLI's own words.
+fn schema(text: &str) -> Result<serde_json::Value, ArgError> {
+    let run_time = |message: String| ArgError {
+        message,
+        exit_code: 1,
+    };
+    let value: serde_json::Value = serde_json::from_str(text)
+        .map_err(|e| run_time(format!("Error: --json-schema is not valid JSON: {e}")))?;
+    jsonschema::validator_for(&value).map_err(|e| {
+        run_time(format!(
+            "Error: --json-schema is not a valid JSON Schema: {e}"
+        ))
+    })?;
+    Ok(value)
+}
+
 fn valid_uuid(id: String) -> Result<String, ArgError> {
     match uuid::Uuid::parse_str(&id) {
         Ok(_) => Ok(id),
@@ -191,6 +214,34 @@ fn valid_uuid(id: String) -> Result<String, ArgError> {
             message: "Error: Invalid session ID. Must be a valid UUID.".into(),
             exit_code: 1,
         }),
+    }
+}
+
+/// How a run with `--json-schema` answers (`ORCH_SIM_STRUCTURED`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Structured {
+    /// `valid`: a `StructuredOutput` call with a value synthesised from the schema, and a
+    /// successful result carrying it.
+    Valid,
+    /// `missing`: no call and a successful result without `structured_output`, as the real CLI
+    /// ends when the model ignores its reminder to call the tool.
+    Missing,
+    /// `invalid`: a successful result whose `structured_output` is a string, which matches no
+    /// object schema (the real CLI validates; this is for testing that orch does too).
+    Invalid,
+    /// `exhausted`: the CLI's `error_max_structured_output_retries` result, exit 1.
+    Exhausted,
+}
+
+impl Structured {
+    fn parse(v: &str) -> Option<Structured> {
+        Some(match v {
+            "valid" => Structured::Valid,
+            "missing" => Structured::Missing,
+            "invalid" => Structured::Invalid,
+            "exhausted" => Structured::Exhausted,
+            _ => return None,
+        })
     }
 }
 
@@ -221,6 +272,10 @@ pub struct Knobs {
     pub stream_mb: u64,
     /// `ORCH_SIM_HANG=1`: sleep forever after the init line.
     pub hang: bool,
+    /// `ORCH_SIM_ITEMS=N`: items in each array of a structured output (default 3; 0 allowed).
+    pub items: usize,
+    /// `ORCH_SIM_STRUCTURED`: how a run with `--json-schema` answers (default `valid`).
+    pub structured: Structured,
     /// `ORCH_SIM_STATE_DIR`: where session totals are kept.
     pub state_dir: PathBuf,
 }
@@ -240,6 +295,8 @@ impl Default for Knobs {
             tokens_per_turn: 1000,
             stream_mb: 0,
             hang: false,
+            items: 3,
+            structured: Structured::Valid,
             // orch sets ORCH_SIM_STATE_DIR; by hand, sessions stay with the working folder.
             state_dir: PathBuf::from(".orch").join("agent-sim"),
         }
@@ -281,6 +338,15 @@ impl Knobs {
             tokens_per_turn: num("ORCH_SIM_TOKENS_PER_TURN", d.tokens_per_turn)?,
             stream_mb: num("ORCH_SIM_STREAM_MB", 0)?,
             hang: flag("ORCH_SIM_HANG"),
+            items: usize::try_from(num("ORCH_SIM_ITEMS", d.items as u64)?).unwrap_or(usize::MAX),
+            structured: match get("ORCH_SIM_STRUCTURED") {
+                None => d.structured,
+                Some(v) => Structured::parse(v.trim()).ok_or_else(|| {
+                    format!(
+                        "ORCH_SIM_STRUCTURED={v:?} is not one of valid, missing, invalid, exhausted"
+                    )
+                })?,
+            },
             state_dir: get("ORCH_SIM_STATE_DIR")
                 .map(PathBuf::from)
                 .unwrap_or(d.state_dir),

@@ -5,8 +5,9 @@
 //! limit rules. It must never write, sleep, read files or read environment variables; `simulate::main`
 //! drives it.
 
-use super::args::{Knobs, SimArgs};
+use super::args::{Knobs, SimArgs, Structured};
 use super::state::SessionState;
+use super::synth::Synth;
 use crate::agent::prices::price_for;
 use crate::agent::stream::{ModelUsage, TokenCounts};
 use serde_json::{Value, json};
@@ -30,6 +31,9 @@ const GARBAGE: &[&[u8]] = &[
     b"{\"type\":\"assistant\",\"message\":{\"truncated\n",
     b"\n",
 ];
+
+/// The tool through which Claude Code 2.1.331 takes the answer to `--json-schema`.
+pub const STRUCTURED_OUTPUT_TOOL: &str = "StructuredOutput";
 
 /// Model aliases as the simulated CLI resolves them.
 fn resolve_model(model: Option<&str>) -> String {
@@ -82,6 +86,8 @@ pub struct Script {
     started: bool,
     finished: bool,
     exit_code: u8,
+    /// The answer to `--json-schema`, for the result line.
+    structured: Option<Value>,
 }
 
 impl Script {
@@ -103,6 +109,7 @@ impl Script {
             started: false,
             finished: false,
             exit_code: 0,
+            structured: None,
         }
     }
 
@@ -204,7 +211,7 @@ impl Script {
         let k = self.next_response;
         if k >= self.knobs.turns {
             // Only reachable with ORCH_SIM_TURNS=0: answer without any API response.
-            return self.push_result("success", self.knobs.is_error, 0, None, &[]);
+            return self.push_answer(None, 0, None);
         }
         self.next_response += 1;
         let last = k + 1 >= self.knobs.turns;
@@ -256,7 +263,7 @@ impl Script {
         self.push_garbage();
         let turns = k + 1;
         if last {
-            self.push_result("success", self.knobs.is_error, turns, Some(done), &[]);
+            self.push_answer(Some((&id, &usage)), turns, Some(done));
         } else if let Some(max) = self.args.max_turns.filter(|m| turns >= *m) {
             let error = format!("Reached maximum number of turns ({max})");
             self.push_result("error_max_turns", true, turns + 1, None, &[&error]);
@@ -268,6 +275,56 @@ impl Script {
             let error = format!("Reached maximum budget (${cap})");
             self.push_result("error_max_budget_usd", true, turns + 1, None, &[&error]);
         }
+    }
+
+    /// The end of a run that was not stopped: the result, and with `--json-schema` first the
+    /// `StructuredOutput` call of the last response (its id and usage; as Claude Code 2.1.331 writes it: an
+    /// `assistant` line with the `tool_use`, sharing the response's message id, and a `user`
+    /// line with its result), unless `ORCH_SIM_STRUCTURED` says otherwise.
+    fn push_answer(
+        &mut self,
+        response: Option<(&str, &TokenCounts)>,
+        turns: u32,
+        text: Option<String>,
+    ) {
+        let is_error = self.knobs.is_error;
+        let Some(schema) = self.args.json_schema.clone() else {
+            return self.push_result("success", is_error, turns, text, &[]);
+        };
+        let answer = match self.knobs.structured {
+            Structured::Missing => return self.push_result("success", is_error, turns, text, &[]),
+            Structured::Exhausted => {
+                let error = "Failed to provide valid structured output after 5 attempts \u{2014} \
+                             last StructuredOutput error: Output does not match required schema: \
+                             orch agent-sim was told to fail (ORCH_SIM_STRUCTURED=exhausted)";
+                return self.push_result(
+                    "error_max_structured_output_retries",
+                    true,
+                    turns,
+                    None,
+                    &[error],
+                );
+            }
+            Structured::Invalid => json!("orch agent-sim: not what the schema asks for"),
+            Structured::Valid => Synth::new(&schema, self.knobs.items).value(),
+        };
+        if let Some((id, usage)) = response {
+            let tool_id = format!("toolu_sim_{:016x}so", fnv(id));
+            let block = json!([{"type": "tool_use", "id": tool_id, "name": STRUCTURED_OUTPUT_TOOL,
+                "input": answer}]);
+            let tool_line = self.assistant(id, usage, block);
+            self.push_line(&tool_line);
+            let user = json!({"type": "user", "message": {"role": "user", "content": [
+                {"tool_use_id": tool_id, "type": "tool_result",
+                 "content": "Structured output provided successfully"}]},
+                "parent_tool_use_id": null, "session_id": self.session_id, "uuid": self.uuid(),
+                "tool_use_result": "Structured output provided successfully"});
+            self.push_line(&user);
+        }
+        // Nothing is said after the tool call, so the CLI's result text is the answer as JSON.
+        let text = Some(answer.to_string());
+        self.structured = Some(answer);
+        self.push_result("success", is_error, turns, text, &[]);
     }
 
     /// Adds a response's usage to the run and to the session.
@@ -339,6 +396,9 @@ impl Script {
         }
         if !errors.is_empty() {
             result["errors"] = json!(errors);
+        }
+        if let Some(answer) = self.structured.take() {
+            result["structured_output"] = answer;
         }
         line(&result)
     }

@@ -416,3 +416,170 @@ fn knobs_shape_the_output() {
     );
     assert!(big.state.cost_usd > 100.0 * clean.usage.cost_usd);
 }
+
+const TASKS_SCHEMA: &str = r#"{"type":"object","properties":{"tasks":{"type":"array","items":{"type":"string"}}},"required":["tasks"]}"#;
+
+fn with_schema(env: &[(&str, &str)]) -> Transcript {
+    transcript(
+        args(&["--json-schema", TASKS_SCHEMA]),
+        knobs(env),
+        SESSION,
+        SessionState::default(),
+        None,
+    )
+}
+
+fn lines_of(stdout: &[u8]) -> Vec<serde_json::Value> {
+    stdout
+        .split(|b| *b == b'\n')
+        .filter_map(|l| serde_json::from_slice(l).ok())
+        .collect()
+}
+
+#[test]
+fn json_schema_ends_with_a_structured_output_call_and_a_result_carrying_it() {
+    let t = with_schema(&[]);
+    assert_eq!(t.exit_code, 0);
+    let lines = lines_of(&t.stdout);
+    // As Claude Code 2.1.331: the last response's text, then its StructuredOutput tool_use under
+    // the same message id, the tool's result, and the result line.
+    let n = lines.len();
+    let (text, call, user, result) = (&lines[n - 4], &lines[n - 3], &lines[n - 2], &lines[n - 1]);
+    assert_eq!(text["message"]["id"], call["message"]["id"]);
+    let block = &call["message"]["content"][0];
+    assert_eq!(block["type"], "tool_use");
+    assert_eq!(block["name"], STRUCTURED_OUTPUT_TOOL);
+    assert_eq!(
+        block["input"],
+        serde_json::json!({ "tasks": ["task 1", "task 2", "task 3"] })
+    );
+    assert_eq!(user["message"]["content"][0]["tool_use_id"], block["id"]);
+    assert_eq!(result["structured_output"], block["input"]);
+    assert_eq!(result["result"], block["input"].to_string());
+    // Through orch's parser and accounting, into the outcome, valid against the schema.
+    let (_, outcome) = account(&t.stdout, None, t.exit_code);
+    assert!(outcome.success);
+    let structured = outcome
+        .result
+        .and_then(|r| r.structured)
+        .expect("structured");
+    let schema: serde_json::Value = serde_json::from_str(TASKS_SCHEMA).unwrap();
+    assert_eq!(
+        crate::agent::structured::validate(&schema, &structured),
+        Ok(())
+    );
+    // The same argv gives the same answer.
+    assert_eq!(with_schema(&[]).stdout, t.stdout);
+}
+
+#[test]
+fn orch_sim_items_sets_the_number_of_array_items() {
+    for n in [0usize, 1, 200] {
+        let t = with_schema(&[("ORCH_SIM_ITEMS", &n.to_string())]);
+        let Some(StreamEvent::Result {
+            structured_output: Some(v),
+            ..
+        }) = result_of(&t.stdout)
+        else {
+            panic!("no structured output");
+        };
+        assert_eq!(v["tasks"].as_array().map(Vec::len), Some(n));
+    }
+    let e = Knobs::from_lookup(|k| (k == "ORCH_SIM_ITEMS").then(|| "many".into())).unwrap_err();
+    assert!(e.contains("ORCH_SIM_ITEMS"), "{e}");
+}
+
+#[test]
+fn orch_sim_structured_makes_the_answer_missing_invalid_or_exhausted() {
+    let t = with_schema(&[("ORCH_SIM_STRUCTURED", "missing")]);
+    let Some(StreamEvent::Result {
+        is_error,
+        structured_output,
+        ..
+    }) = result_of(&t.stdout)
+    else {
+        panic!("no result");
+    };
+    assert!(
+        !is_error,
+        "the real CLI ends with success when the model never calls the tool"
+    );
+    assert_eq!(structured_output, None);
+    assert!(!String::from_utf8_lossy(&t.stdout).contains(STRUCTURED_OUTPUT_TOOL));
+
+    let t = with_schema(&[("ORCH_SIM_STRUCTURED", "invalid")]);
+    let (_, outcome) = account(&t.stdout, None, t.exit_code);
+    let structured = outcome
+        .result
+        .and_then(|r| r.structured)
+        .expect("an answer");
+    let schema: serde_json::Value = serde_json::from_str(TASKS_SCHEMA).unwrap();
+    assert!(crate::agent::structured::validate(&schema, &structured).is_err());
+
+    let t = with_schema(&[("ORCH_SIM_STRUCTURED", "exhausted")]);
+    assert_eq!(t.exit_code, 1);
+    let (_, outcome) = account(&t.stdout, None, t.exit_code);
+    let result = outcome.result.expect("a result");
+    assert!(result.is_error);
+    assert_eq!(result.subtype, "error_max_structured_output_retries");
+    assert_eq!(result.structured, None);
+
+    let e =
+        Knobs::from_lookup(|k| (k == "ORCH_SIM_STRUCTURED").then(|| "maybe".into())).unwrap_err();
+    assert!(e.contains("valid, missing, invalid, exhausted"), "{e}");
+}
+
+#[test]
+fn without_json_schema_nothing_structured_is_written() {
+    let t = transcript(
+        args(&[]),
+        knobs(&[]),
+        SESSION,
+        SessionState::default(),
+        None,
+    );
+    let text = String::from_utf8_lossy(&t.stdout);
+    assert!(!text.contains("structured_output") && !text.contains(STRUCTURED_OUTPUT_TOOL));
+    let (_, outcome) = account(&t.stdout, None, t.exit_code);
+    assert_eq!(outcome.result.expect("a result").structured, None);
+}
+
+#[test]
+fn zero_turns_with_json_schema_still_answers() {
+    let t = with_schema(&[("ORCH_SIM_TURNS", "0")]);
+    let Some(StreamEvent::Result {
+        structured_output, ..
+    }) = result_of(&t.stdout)
+    else {
+        panic!("no result");
+    };
+    assert_eq!(
+        structured_output,
+        Some(serde_json::json!({ "tasks": ["task 1", "task 2", "task 3"] }))
+    );
+}
+
+#[test]
+fn a_json_schema_that_is_not_json_or_not_a_schema_is_refused_like_the_cli() {
+    let not_json = SimArgs::parse(&argv(&["--json-schema", "nope", "--", "x"])).unwrap_err();
+    assert_eq!(not_json.exit_code, 1);
+    assert!(
+        not_json
+            .message
+            .starts_with("Error: --json-schema is not valid JSON: "),
+        "{}",
+        not_json.message
+    );
+    let bad = r#"{"type":"object","properties":{"a":{"type":"strin"}}}"#;
+    let not_schema = SimArgs::parse(&argv(&["--json-schema", bad, "--", "x"])).unwrap_err();
+    assert_eq!(not_schema.exit_code, 1);
+    assert!(
+        not_schema
+            .message
+            .starts_with("Error: --json-schema is not a valid JSON Schema: "),
+        "{}",
+        not_schema.message
+    );
+    let ok = SimArgs::parse(&argv(&["--json-schema", TASKS_SCHEMA, "--", "x"])).unwrap();
+    assert_eq!(ok.json_schema, serde_json::from_str(TASKS_SCHEMA).ok());
+}

@@ -61,6 +61,9 @@ pub(super) struct RawLine<'a> {
     errors: Strings,
     #[serde(borrow)]
     api_error_status: Scalar<'a>,
+    /// The answer to `--json-schema`, any JSON; `null` is `None`. The one field read into a
+    /// `Value`: it is data for later jobs, not a figure.
+    structured_output: Option<serde_json::Value>,
 }
 
 #[derive(Deserialize, Default)]
@@ -206,6 +209,7 @@ impl RawLine<'_> {
                         .api_error_status
                         .as_u64()
                         .and_then(|n| u16::try_from(n).ok()),
+                    structured_output: self.structured_output,
                     anomalies: found.0,
                 }
             }

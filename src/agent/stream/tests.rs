@@ -404,3 +404,87 @@ fn extreme_rate_limit_figures_neither_panic_nor_pass_non_finite_values() {
     assert_eq!(resets_at, Some(i64::MIN / 1000));
     assert_eq!(utilization, None);
 }
+
+/// The result line Claude Code 2.1.331 wrote for `--json-schema` after the model called its
+/// `StructuredOutput` tool with `{"tasks":["alpha","beta"]}` (captured against the suite's mock).
+const STRUCTURED_RESULT: &str = r#"{"duration_api_ms":43,"stop_reason":"tool_use","session_id":"2d3e5c08-5b7c-4d73-b4db-6100db6e632f","total_cost_usd":0.000212,"usage":{"input_tokens":3,"cache_creation_input_tokens":0,"cache_read_input_tokens":0,"output_tokens":10,"output_tokens_details":{"thinking_tokens":0},"server_tool_use":{"web_search_requests":0,"web_fetch_requests":0},"service_tier":"standard","cache_creation":{"ephemeral_1h_input_tokens":0,"ephemeral_5m_input_tokens":0},"inference_geo":"","iterations":[],"speed":"standard","fallback_credit":null},"modelUsage":{"claude-opus-5-5":{"inputTokens":3,"outputTokens":10,"cacheReadInputTokens":0,"cacheCreationInputTokens":0,"webSearchRequests":0,"costUSD":0.000212,"contextWindow":1000000,"maxOutputTokens":128000,"thinkingTokens":0,"cacheCreationEphemeral5mInputTokens":0,"cacheCreationEphemeral1hInputTokens":0,"canonicalModel":"claude-opus-5-5","provider":"firstParty","costBasis":"list"}},"permission_denials":[],"terminal_reason":"completed","fast_mode_state":"off","fast_mode_disabled_reason":"sdk_opt_in_required","subagent_stats":{"spawned":0,"requested":{"background":0,"foreground":0,"unset":0},"started_in_background":0,"max_depth":0,"spawned_by_subagents":0,"completed":0,"failed":0,"killed":{"parent":0,"user":0,"system":0},"refused":{"depth_limit":0,"concurrency_limit":0,"budget":0},"by_type":{}},"safety_stops":0,"is_error":false,"num_turns":2,"subtype":"success","api_error_status":null,"result":"{\"tasks\":[\"alpha\",\"beta\"]}","structured_output":{"tasks":["alpha","beta"]},"ttft_ms":108,"type":"result","duration_ms":137,"uuid":"d9b86ff9-805e-45f5-afb4-7428abdb1c4e","ttft_stream_ms":107,"time_to_request_ms":95,"first_content_frame_ms":107,"queued_turn_count":0,"result_index":0,"model_usage_since_last_result":{"claude-opus-5-5":{"inputTokens":3,"outputTokens":10,"cacheReadInputTokens":0,"cacheCreationInputTokens":0,"webSearchRequests":0,"costUSD":0.000212,"contextWindow":1000000,"maxOutputTokens":128000,"thinkingTokens":0,"cacheCreationEphemeral5mInputTokens":0,"cacheCreationEphemeral1hInputTokens":0,"canonicalModel":"claude-opus-5-5","provider":"firstParty","costBasis":"list"}}}"#;
+
+/// The same CLI's result after five `StructuredOutput` calls that did not match the schema.
+const STRUCTURED_RETRIES_EXHAUSTED: &str = r#"{"is_error":true,"duration_api_ms":106,"num_turns":6,"stop_reason":"tool_use","session_id":"b2983a28-36e6-4f46-a363-4badaeae9fee","total_cost_usd":0.00106,"usage":{"input_tokens":12,"cache_creation_input_tokens":0,"cache_read_input_tokens":0,"output_tokens":40,"output_tokens_details":{"thinking_tokens":0},"server_tool_use":{"web_search_requests":0,"web_fetch_requests":0},"service_tier":"standard","cache_creation":{"ephemeral_1h_input_tokens":0,"ephemeral_5m_input_tokens":0},"inference_geo":"","iterations":[],"speed":"standard","fallback_credit":null},"modelUsage":{"claude-opus-5-5":{"inputTokens":15,"outputTokens":50,"cacheReadInputTokens":0,"cacheCreationInputTokens":0,"webSearchRequests":0,"costUSD":0.00106,"contextWindow":1000000,"maxOutputTokens":128000,"thinkingTokens":0,"cacheCreationEphemeral5mInputTokens":0,"cacheCreationEphemeral1hInputTokens":0,"canonicalModel":"claude-opus-5-5","provider":"firstParty","costBasis":"list"}},"permission_denials":[],"terminal_reason":"structured_output_retry_exhausted","fast_mode_state":"off","fast_mode_disabled_reason":"sdk_opt_in_required","subagent_stats":{"spawned":0,"requested":{"background":0,"foreground":0,"unset":0},"started_in_background":0,"max_depth":0,"spawned_by_subagents":0,"completed":0,"failed":0,"killed":{"parent":0,"user":0,"system":0},"refused":{"depth_limit":0,"concurrency_limit":0,"budget":0},"by_type":{}},"safety_stops":0,"subtype":"error_max_structured_output_retries","errors":["Failed to provide valid structured output after 5 attempts — last StructuredOutput error: Output does not match required schema: /tasks/0: must be string"],"type":"result","duration_ms":381,"uuid":"a174090a-c178-4189-b385-e690528dd340","queued_turn_count":0,"result_index":0,"model_usage_since_last_result":{"claude-opus-5-5":{"inputTokens":15,"outputTokens":50,"cacheReadInputTokens":0,"cacheCreationInputTokens":0,"webSearchRequests":0,"costUSD":0.00106,"contextWindow":1000000,"maxOutputTokens":128000,"thinkingTokens":0,"cacheCreationEphemeral5mInputTokens":0,"cacheCreationEphemeral1hInputTokens":0,"canonicalModel":"claude-opus-5-5","provider":"firstParty","costBasis":"list"}}}"#;
+
+#[test]
+fn a_result_carries_the_structured_output_of_json_schema() {
+    let Some(StreamEvent::Result {
+        is_error,
+        subtype,
+        result_text,
+        structured_output,
+        ..
+    }) = parse_line(STRUCTURED_RESULT.as_bytes())
+    else {
+        panic!("not a result");
+    };
+    assert!(!is_error);
+    assert_eq!(subtype, "success");
+    assert_eq!(
+        structured_output,
+        Some(serde_json::json!({ "tasks": ["alpha", "beta"] }))
+    );
+    // With nothing said after the tool call, the CLI's `result` text is the answer as JSON.
+    assert_eq!(
+        result_text.as_deref(),
+        Some(r#"{"tasks":["alpha","beta"]}"#)
+    );
+}
+
+#[test]
+fn a_result_without_structured_output_or_with_null_has_none() {
+    let Some(StreamEvent::Result {
+        is_error,
+        subtype,
+        errors,
+        structured_output,
+        ..
+    }) = parse_line(STRUCTURED_RETRIES_EXHAUSTED.as_bytes())
+    else {
+        panic!("not a result");
+    };
+    assert!(is_error);
+    assert_eq!(subtype, "error_max_structured_output_retries");
+    assert!(errors[0].contains("/tasks/0: must be string"), "{errors:?}");
+    assert_eq!(structured_output, None);
+    let null = STRUCTURED_RESULT.replace(
+        r#""structured_output":{"tasks":["alpha","beta"]}"#,
+        r#""structured_output":null"#,
+    );
+    assert_ne!(null, STRUCTURED_RESULT);
+    let Some(StreamEvent::Result {
+        structured_output, ..
+    }) = parse_line(null.as_bytes())
+    else {
+        panic!("not a result");
+    };
+    assert_eq!(structured_output, None);
+}
+
+#[test]
+fn structured_output_of_any_shape_is_kept_as_written() {
+    for answer in [
+        r#""just text""#,
+        "[1,2,3]",
+        "42",
+        r#"{"a":{"b":[true,null]}}"#,
+    ] {
+        let line = format!(
+            r#"{{"type":"result","subtype":"success","is_error":false,"structured_output":{answer}}}"#
+        );
+        let Some(StreamEvent::Result {
+            structured_output, ..
+        }) = parse_line(line.as_bytes())
+        else {
+            panic!("not a result: {line}");
+        };
+        let expected: serde_json::Value = serde_json::from_str(answer).unwrap();
+        assert_eq!(structured_output, Some(expected), "{line}");
+    }
+}
