@@ -672,6 +672,13 @@ fn agent_chain(
         (Some(named), Some(key)) => Uuid::new_v5(&named, key.as_bytes()),
         (None, _) => Uuid::new_v5(&options.run_id, name.as_bytes()),
     };
+    // Only the main step answers in the shape of `output_schema`: a pre-command asked for it
+    // would be held to the schema too.
+    let before = Agent {
+        output_schema: None,
+        ..agent.clone()
+    };
+    let last = agent.pre_commands.len();
     agent
         .pre_commands
         .iter()
@@ -686,7 +693,8 @@ fn agent_chain(
             let mut argv = Vec::with_capacity(20);
             argv.push(options.agent.program.to_string_lossy().into_owned());
             argv.extend(options.agent.prefix.iter().cloned());
-            argv.extend(agent::claude_args(agent, max_usd, session, prompt));
+            let of = if i == last { agent } else { &before };
+            argv.extend(agent::claude_args(of, max_usd, session, prompt));
             let command = Agent::base_command(prompt).map(str::to_string);
             (
                 Action::Agent {
@@ -762,6 +770,20 @@ mod tests {
         prompt = "sum up"
         needs = ["agent", "other"]
     "#;
+
+    #[test]
+    fn only_the_main_step_is_asked_for_the_output_schema() {
+        let plan = plan_of(
+            "[jobs.a]\nprompt = \"plan\"\npre_commands = [\"/compact\"]\n\
+             output_schema = { type = \"object\" }\n",
+        );
+        let flagged: Vec<bool> = plan
+            .steps
+            .iter()
+            .map(|s| s.argv.iter().any(|a| a == "--json-schema"))
+            .collect();
+        assert_eq!(flagged, [false, true]);
+    }
 
     #[test]
     fn pre_commands_become_a_session_chain() {
