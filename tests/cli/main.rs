@@ -12,6 +12,7 @@ mod pipeline;
 mod plan;
 mod procs;
 mod recovery;
+mod review2;
 mod run;
 mod run_core;
 mod schedule;
