@@ -12,7 +12,6 @@ mod pipeline;
 mod plan;
 mod procs;
 mod recovery;
-mod review2;
 mod run;
 mod run_core;
 mod schedule;
