@@ -20,6 +20,7 @@ pub mod process;
 pub mod report;
 pub mod runner;
 pub mod schedule;
+pub mod secrets;
 pub mod slash;
 pub mod template;
 

@@ -22,9 +22,10 @@ pub fn session_uuid(id: &str) -> Uuid {
     Uuid::parse_str(id).unwrap_or_else(|_| Uuid::new_v5(&SESSION_NAMESPACE, id.as_bytes()))
 }
 
-struct Resolver {
-    errors: Vec<ManifestError>,
-    warnings: Vec<String>,
+/// Collects the mistakes and warnings of one manifest while it is resolved.
+pub(super) struct Resolver {
+    pub(super) errors: Vec<ManifestError>,
+    pub(super) warnings: Vec<String>,
 }
 
 /// Resolves a raw manifest read from `path`.
@@ -375,6 +376,11 @@ impl Resolver {
             job.max_usd.as_ref().or(defaults.max_usd.as_ref()),
         );
         let mut env: Vec<(String, String)> = Vec::new();
+        for (k, v) in self.env_files(&name.value, job, defaults, dir) {
+            env.retain(|(key, _)| *key != k);
+            env.push((k, v));
+        }
+        let secrets = self.secret_names(job, defaults);
         for (k, v) in defaults
             .env
             .iter()
@@ -467,6 +473,7 @@ impl Resolver {
                 max_turns,
                 session_id: job.session_id.as_ref().map(|s| session_uuid(&s.value)),
                 output_schema: None,
+                config: self.claude_config(&name.value, job, defaults, dir),
             })
         };
         let needs = self.needs(&name.value, job);
@@ -504,6 +511,7 @@ impl Resolver {
             env,
             workspace,
             limit,
+            secrets,
         })
     }
 
@@ -878,6 +886,20 @@ impl Resolver {
             ("output_format", job.output_format.is_some()),
             ("max_tokens", job.max_tokens.is_some()),
             ("max_usd", job.max_usd.is_some()),
+            ("append_system_prompt", job.append_system_prompt.is_some()),
+            ("system_prompt", job.system_prompt.is_some()),
+            ("disallowed_tools", job.disallowed_tools.is_some()),
+            ("mcp_config", job.mcp_config.is_some()),
+            ("strict_mcp_config", job.strict_mcp_config.is_some()),
+            ("add_dirs", job.add_dirs.is_some()),
+            ("fallback_model", job.fallback_model.is_some()),
+            ("settings", job.settings.is_some()),
+            ("agents", job.agents.is_some()),
+            (
+                "permission_prompt_tool",
+                job.permission_prompt_tool.is_some(),
+            ),
+            ("extra_args", job.extra_args.is_some()),
         ];
         for (key, set) in agent_keys {
             if set {
