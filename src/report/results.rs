@@ -490,7 +490,9 @@ pub fn write(results: &Results, path: &Path) -> std::io::Result<()> {
     let tmp = path.with_extension(format!("json.tmp-{}", std::process::id()));
     let written = (|| {
         let mut file = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
-        serde_json::to_writer_pretty(&mut file, results)?;
+        // Secret values are masked in the text, JSON-escaped forms included.
+        let text = crate::secrets::mask_owned(serde_json::to_string_pretty(results)?);
+        file.write_all(text.as_bytes())?;
         file.write_all(b"\n")?;
         file.into_inner().map_err(|e| e.into_error())?.sync_all()?;
         std::fs::rename(&tmp, path)
