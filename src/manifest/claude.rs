@@ -239,6 +239,21 @@ impl Resolver {
         Some(at.value.0.to_string())
     }
 
+    /// A warning for each model (`model`, each of `fallback_model`) the price table does not
+    /// know: the run goes on, but its live cost is "price unknown" until Claude Code reports it.
+    pub(super) fn unknown_models(&mut self, name: &str, model: Option<&str>, fallback: Option<&str>) {
+        let fallbacks = fallback.into_iter().flat_map(|f| f.split(','));
+        for m in model.into_iter().chain(fallbacks).map(str::trim) {
+            if m.is_empty() || crate::agent::prices::is_known(m) {
+                continue;
+            }
+            let closest = crate::agent::prices::closest(m).join(", ");
+            self.warnings.push(format!(
+                "job `{name}`: model \"{m}\" is not in orch's price table (closest known: {closest}); its live cost shows as \"price unknown\" until Claude Code reports one"
+            ));
+        }
+    }
+
     /// The variables of the defaults' and the job's `env_file`, in that order.
     pub(super) fn env_files(
         &mut self,

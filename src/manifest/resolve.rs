@@ -452,6 +452,13 @@ impl Resolver {
                     job.max_turns.as_ref().or(defaults.max_turns.as_ref()),
                 )
                 .map(|n| n.min(u32::MAX as u64) as u32);
+            let model = job.model.clone().or_else(|| defaults.model.clone());
+            let config = self.claude_config(&name.value, job, defaults, dir);
+            self.unknown_models(
+                &name.value,
+                model.as_deref(),
+                config.fallback_model.as_deref(),
+            );
             let mut pre_commands = Vec::new();
             if job.clear_history == Some(true) {
                 pre_commands.push("/clear".to_string());
@@ -469,11 +476,11 @@ impl Resolver {
                     .or_else(|| defaults.allowed_tools.clone())
                     .unwrap_or_default(),
                 permission_mode,
-                model: job.model.clone().or_else(|| defaults.model.clone()),
+                model,
                 max_turns,
                 session_id: job.session_id.as_ref().map(|s| session_uuid(&s.value)),
                 output_schema: None,
-                config: self.claude_config(&name.value, job, defaults, dir),
+                config,
             })
         };
         let needs = self.needs(&name.value, job);
