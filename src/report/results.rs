@@ -152,6 +152,9 @@ pub struct Instance {
     pub total_cost_usd: Option<f64>,
     /// True when some of the cost is orch's estimate (a step ended without Claude Code's result).
     pub cost_is_estimate: bool,
+    /// True when such an estimate met a model without a price: `total_cost_usd` lacks its cost.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub price_unknown: bool,
     pub model: Option<String>,
     pub description: Option<String>,
     /// What the job produced, once it ended (see "Passing results between jobs" in the book).
@@ -313,6 +316,7 @@ pub fn build(ctx: &RunContext, out: &RunOutcome, exit_code: u8) -> Results {
         let mut tokens = TokenCounts::default();
         let mut cost: Option<Nanos> = None;
         let mut estimate = false;
+        let mut price_unknown = false;
         let mut tool_calls = 0;
         let mut model = None;
         let mut seconds = 0.0;
@@ -328,6 +332,7 @@ pub fn build(ctx: &RunContext, out: &RunOutcome, exit_code: u8) -> Results {
                 let c = cost.get_or_insert(Nanos::ZERO);
                 *c = c.saturating_add(Nanos::from_usd(u.cost_usd).non_negative());
                 estimate |= u.is_estimate;
+                price_unknown |= u.price_unknown;
                 tool_calls += u.tool_calls_total;
                 model = model.or_else(|| u.model.clone());
             }
@@ -375,6 +380,7 @@ pub fn build(ctx: &RunContext, out: &RunOutcome, exit_code: u8) -> Results {
                 tool_calls,
                 total_cost_usd: cost.map(Nanos::dollars),
                 cost_is_estimate: estimate,
+                price_unknown,
                 model,
                 description: job.description.clone(),
                 outputs: out.outputs[i].clone(),

@@ -78,6 +78,7 @@ pub fn render(results: &Results, path: &Path, paint: Paint, width: Option<usize>
                 "cost",
                 rows.iter()
                     .map(|(_, i)| match i.total_cost_usd {
+                        _ if i.price_unknown => "price unknown".into(),
                         Some(c) => format!("${c:.4}{}", if i.cost_is_estimate { "~" } else { "" }),
                         None => "-".into(),
                     })
