@@ -230,6 +230,68 @@ mod tests {
     }
 
     #[test]
+    fn every_claude_code_option_becomes_its_flag_before_the_session() {
+        let mut a = agent();
+        a.config = ClaudeConfig {
+            append_system_prompt: Some("Be brief.".into()),
+            system_prompt: Some("You are a bot.".into()),
+            disallowed_tools: vec!["Bash".into(), "WebFetch".into()],
+            mcp_config: vec!["/m/one.json".into(), r#"{"mcpServers":{}}"#.into()],
+            strict_mcp_config: true,
+            add_dirs: vec!["/docs".into(), "/data".into()],
+            fallback_model: Some("haiku".into()),
+            settings: Some(r#"{"env":{}}"#.into()),
+            agents: Some(r#"{"r":{}}"#.into()),
+            permission_prompt_tool: Some("mcp__p__ask".into()),
+            extra_args: vec!["--effort".into(), "low".into()],
+        };
+        let args = claude_args(&a, None, Session::New(Uuid::nil()), "go");
+        let tail = &args[args
+            .iter()
+            .position(|x| x == "--max-turns")
+            .expect("max-turns")
+            + 2..];
+        assert_eq!(
+            tail,
+            [
+                "--append-system-prompt",
+                "Be brief.",
+                "--system-prompt",
+                "You are a bot.",
+                "--disallowedTools",
+                "Bash,WebFetch",
+                "--mcp-config",
+                "/m/one.json",
+                "--mcp-config",
+                r#"{"mcpServers":{}}"#,
+                "--strict-mcp-config",
+                "--add-dir",
+                "/docs",
+                "--add-dir",
+                "/data",
+                "--fallback-model",
+                "haiku",
+                "--settings",
+                r#"{"env":{}}"#,
+                "--agents",
+                r#"{"r":{}}"#,
+                "--permission-prompt-tool",
+                "mcp__p__ask",
+                "--effort",
+                "low",
+                "--session-id",
+                "00000000-0000-0000-0000-000000000000",
+                "--",
+                "go",
+            ]
+        );
+        // A resumed step gets the same options: the CLI restores the transcript, not the flags.
+        let resumed = claude_args(&a, None, Session::Resume(Uuid::nil()), "go");
+        assert_eq!(resumed.len(), args.len());
+        assert!(resumed.windows(2).any(|w| w == ["--add-dir", "/data"]));
+    }
+
+    #[test]
     fn discovery_reports_every_place_tried() {
         let tmp = std::env::temp_dir().join(format!("orch-discover-{}", std::process::id()));
         let err = discover_claude(

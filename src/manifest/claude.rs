@@ -241,7 +241,12 @@ impl Resolver {
 
     /// A warning for each model (`model`, each of `fallback_model`) the price table does not
     /// know: the run goes on, but its live cost is "price unknown" until Claude Code reports it.
-    pub(super) fn unknown_models(&mut self, name: &str, model: Option<&str>, fallback: Option<&str>) {
+    pub(super) fn unknown_models(
+        &mut self,
+        name: &str,
+        model: Option<&str>,
+        fallback: Option<&str>,
+    ) {
         let fallbacks = fallback.into_iter().flat_map(|f| f.split(','));
         for m in model.into_iter().chain(fallbacks).map(str::trim) {
             if m.is_empty() || crate::agent::prices::is_known(m) {
@@ -300,5 +305,200 @@ impl Resolver {
             }
         }
         names
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use miette::Diagnostic;
+
+    use crate::manifest::{LoadError, Manifest, Task, load_str};
+
+    fn load_in(dir: &Path, text: &str) -> Result<Manifest, Vec<super::ManifestError>> {
+        match load_str(&dir.join("orch.toml"), text.to_string()) {
+            Ok(m) => Ok(m),
+            Err(LoadError::Invalid(e)) => Err(e.errors),
+            Err(e) => panic!("unexpected {e:?}"),
+        }
+    }
+
+    fn config(m: &Manifest, job: usize) -> &crate::manifest::ClaudeConfig {
+        match &m.jobs[job].task {
+            Task::Agent(a) => &a.config,
+            other => panic!("not an agent: {other:?}"),
+        }
+    }
+
+    /// Code, the text under the label, help.
+    fn parts(text: &str, e: &super::ManifestError) -> (String, String, String) {
+        let code = e.code().map(|c| c.to_string()).unwrap_or_default();
+        let label = e.labels().and_then(|mut l| l.next()).expect("a label");
+        let under = text[label.offset()..label.offset() + label.len()].to_string();
+        (
+            code,
+            under,
+            e.help().map(|h| h.to_string()).unwrap_or_default(),
+        )
+    }
+
+    #[test]
+    fn the_job_replaces_the_defaults_and_files_are_made_absolute() {
+        let dir = tempfile::tempdir().expect("tmp");
+        std::fs::write(dir.path().join("mcp.json"), r#"{"mcpServers":{}}"#).expect("write");
+        std::fs::create_dir(dir.path().join("docs")).expect("mkdir");
+        let text = r#"
+            [defaults]
+            append_system_prompt = "from defaults"
+            disallowed_tools = ["WebFetch"]
+            mcp_config = "mcp.json"
+            strict_mcp_config = true
+            [jobs.a]
+            prompt = "x"
+            disallowed_tools = ["Bash(git push *)"]
+            add_dirs = ["docs"]
+            settings = { env = { A = "1" } }
+            agents = { rev = { description = "Reviews", prompt = "You review" } }
+            fallback_model = "sonnet"
+            permission_prompt_tool = "mcp__perm__ask"
+            extra_args = ["--effort", "low"]
+            [jobs.b]
+            prompt = "y"
+            mcp_config = [{ mcpServers = { t = { command = "python3", args = ["t.py"] } } }]
+        "#;
+        let m = load_in(dir.path(), text).expect("loads");
+        let a = config(&m, 0);
+        assert_eq!(a.append_system_prompt.as_deref(), Some("from defaults"));
+        assert_eq!(a.disallowed_tools, ["Bash(git push *)"]);
+        assert_eq!(
+            a.mcp_config,
+            [dir.path().join("mcp.json").to_string_lossy().into_owned()]
+        );
+        assert!(a.strict_mcp_config);
+        assert_eq!(a.add_dirs, [dir.path().join("docs")]);
+        assert_eq!(a.settings.as_deref(), Some(r#"{"env":{"A":"1"}}"#));
+        assert_eq!(
+            a.agents.as_deref(),
+            Some(r#"{"rev":{"description":"Reviews","prompt":"You review"}}"#)
+        );
+        assert_eq!(a.extra_args, ["--effort", "low"]);
+        let b = config(&m, 1);
+        assert_eq!(b.disallowed_tools, ["WebFetch"]);
+        assert_eq!(
+            b.mcp_config,
+            [r#"{"mcpServers":{"t":{"args":["t.py"],"command":"python3"}}}"#]
+        );
+    }
+
+    #[test]
+    fn a_flag_orch_sets_in_extra_args_names_the_key_to_use() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let text = "[jobs.a]\nprompt = \"x\"\nextra_args = [\"--effort\", \"--model=opus\", \"--add-dir\", \"d\"]\n";
+        let errors = load_in(dir.path(), text).expect_err("refused");
+        assert_eq!(errors.len(), 2, "{errors:#?}");
+        let (code, under, help) = parts(text, &errors[0]);
+        assert_eq!(code, "orch::manifest::agent_option");
+        assert_eq!(under, "\"--model=opus\"");
+        assert_eq!(help, "use `model`, not extra_args");
+        assert_eq!(
+            errors[0].to_string(),
+            "`jobs.a.extra_args`: `--model` is a flag orch sets itself"
+        );
+        assert_eq!(parts(text, &errors[1]).2, "use `add_dirs`, not extra_args");
+    }
+
+    #[test]
+    fn bad_mcp_config_settings_and_agents_are_diagnostics_at_their_value() {
+        let dir = tempfile::tempdir().expect("tmp");
+        std::fs::write(dir.path().join("broken.json"), "{ nope").expect("write");
+        let text = r#"
+[jobs.a]
+prompt = "x"
+mcp_config = { servers = {} }
+[jobs.b]
+prompt = "x"
+settings = "missing.json"
+[jobs.c]
+prompt = "x"
+mcp_config = "broken.json"
+[jobs.d]
+prompt = "x"
+agents = { rev = { prompt = "p" } }
+"#;
+        let errors = load_in(dir.path(), text).expect_err("refused");
+        let messages: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+        assert_eq!(errors.len(), 4, "{messages:#?}");
+        let (_, under, help) = parts(text, &errors[0]);
+        assert_eq!(under, "{ servers = {} }");
+        assert!(help.contains("mcpServers = {"), "{help}");
+        assert!(messages[1].contains("cannot read") && messages[1].contains("missing.json"));
+        assert!(
+            messages[2].contains("broken.json is not JSON"),
+            "{}",
+            messages[2]
+        );
+        assert!(messages[3].contains("subagent `rev` needs a `description`"));
+    }
+
+    #[test]
+    fn env_files_load_in_order_env_wins_and_secrets_are_merged() {
+        let dir = tempfile::tempdir().expect("tmp");
+        std::fs::write(
+            dir.path().join("base.env"),
+            "A=base\nB=base\n# c\nQ=\"quoted value\"\n",
+        )
+        .expect("write");
+        std::fs::write(dir.path().join("job.env"), "B=job\nC=job\n").expect("write");
+        let text = r#"
+            [defaults]
+            env_file = "base.env"
+            secrets = ["A"]
+            [jobs.a]
+            run = ["true"]
+            env_file = "job.env"
+            env = { C = "table" }
+            secrets = ["B", "A"]
+        "#;
+        let m = load_in(dir.path(), text).expect("loads");
+        let env: Vec<(&str, &str)> = m.jobs[0]
+            .env
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        assert_eq!(
+            env,
+            [
+                ("A", "base"),
+                ("Q", "quoted value"),
+                ("B", "job"),
+                ("C", "table")
+            ]
+        );
+        assert_eq!(m.jobs[0].secrets, ["A", "B"]);
+
+        let text = "[jobs.a]\nrun = [\"true\"]\nenv_file = \"nope.env\"\n";
+        let errors = load_in(dir.path(), text).expect_err("refused");
+        let (code, under, _) = parts(text, &errors[0]);
+        assert_eq!(code, "orch::manifest::env_file");
+        assert_eq!(under, "\"nope.env\"");
+    }
+
+    #[test]
+    fn an_unknown_model_is_a_warning_with_the_closest_names() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let text =
+            "[jobs.a]\nprompt = \"x\"\nmodel = \"sonet\"\nfallback_model = \"haiku,gpt-5\"\n";
+        let m = load_in(dir.path(), text).expect("loads");
+        assert_eq!(m.warnings.len(), 2, "{:#?}", m.warnings);
+        assert!(
+            m.warnings[0]
+                .contains("model \"sonet\" is not in orch's price table (closest known: sonnet")
+        );
+        assert!(
+            m.warnings[1].contains("model \"gpt-5\""),
+            "{}",
+            m.warnings[1]
+        );
     }
 }
