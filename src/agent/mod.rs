@@ -213,7 +213,7 @@ mod tests {
             max_turns: Some(3),
             session_id: None,
             output_schema: None,
-            config: ClaudeConfig::default(),
+            config: Box::default(),
         }
     }
 
@@ -232,7 +232,7 @@ mod tests {
     #[test]
     fn every_claude_code_option_becomes_its_flag_before_the_session() {
         let mut a = agent();
-        a.config = ClaudeConfig {
+        *a.config = ClaudeConfig {
             append_system_prompt: Some("Be brief.".into()),
             system_prompt: Some("You are a bot.".into()),
             disallowed_tools: vec!["Bash".into(), "WebFetch".into()],

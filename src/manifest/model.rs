@@ -237,7 +237,7 @@ pub struct Agent {
     pub output_schema: Option<serde_json::Value>,
     /// The rest of Claude Code's headless configuration (`append_system_prompt`, `mcp_config`,
     /// ...), passed on every step of the job's chain.
-    pub config: ClaudeConfig,
+    pub config: Box<ClaudeConfig>,
 }
 
 /// Claude Code options of one agent job, checked and with paths made absolute. Each becomes

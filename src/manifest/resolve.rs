@@ -480,7 +480,7 @@ impl Resolver {
                 max_turns,
                 session_id: job.session_id.as_ref().map(|s| session_uuid(&s.value)),
                 output_schema: None,
-                config,
+                config: Box::new(config),
             })
         };
         let needs = self.needs(&name.value, job);
