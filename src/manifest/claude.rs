@@ -290,12 +290,29 @@ impl Resolver {
     }
 
     /// The names in the defaults' and the job's `secrets`, each once.
-    pub(super) fn secret_names(&mut self, job: &RawJob, defaults: &RawDefaults) -> Vec<String> {
+    pub(super) fn secret_names(
+        &mut self,
+        name: &str,
+        job: &RawJob,
+        defaults: &RawDefaults,
+    ) -> Vec<String> {
         let mut names: Vec<String> = Vec::new();
-        for n in defaults.secrets.iter().chain(&job.secrets).flatten() {
+        let own = job.secrets.iter().flatten().map(|n| (n, false));
+        for (n, inherited) in defaults
+            .secrets
+            .iter()
+            .flatten()
+            .map(|n| (n, true))
+            .chain(own)
+        {
             if n.value.is_empty() || n.value.contains('=') {
+                let path = if inherited {
+                    "defaults.secrets".to_string()
+                } else {
+                    format!("jobs.{}.secrets", quote_key(name))
+                };
                 self.option_error(
-                    "secrets".into(),
+                    path,
                     format!("{:?} is not a variable name", n.value),
                     n,
                     "list the names of environment variables, e.g. secrets = [\"DEPLOY_KEY\"]",

@@ -380,7 +380,7 @@ impl Resolver {
             env.retain(|(key, _)| *key != k);
             env.push((k, v));
         }
-        let secrets = self.secret_names(job, defaults);
+        let secrets = self.secret_names(&name.value, job, defaults);
         for (k, v) in defaults
             .env
             .iter()
