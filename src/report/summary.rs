@@ -165,7 +165,9 @@ pub fn render(results: &Results, path: &Path, paint: Paint, width: Option<usize>
         tokens(t.total_tokens),
         t.cache_hit_rate,
         t.total_cost_usd,
-        if t.cost_is_estimate {
+        if results.instances.0.iter().any(|(_, i)| i.price_unknown) {
+            " (includes estimates; some prices unknown)"
+        } else if t.cost_is_estimate {
             " (includes estimates)"
         } else {
             ""

@@ -311,6 +311,7 @@ fn an_unknown_model_warns_and_its_estimate_is_price_unknown() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("price unknown"), "{stdout}");
     assert!(!stdout.contains("$0.0000~  sonet"), "{stdout}");
+    assert!(stdout.contains("some prices unknown"), "{stdout}");
     let results: Value = serde_json::from_str(
         &std::fs::read_to_string(run_dir(&t).join("results.json")).expect("results"),
     )
