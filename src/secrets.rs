@@ -147,6 +147,28 @@ mod tests {
     }
 
     #[test]
+    fn a_manifests_mask_takes_each_jobs_secrets_from_its_env_then_orchs() {
+        let text = r#"
+            [jobs.a]
+            run = ["true"]
+            env = { MINE = "value-from-env", CI_TOKEN = "token-from-env", PLAIN = "shown" }
+            secrets = ["MINE", "FROM_ORCH"]
+            [jobs.b]
+            run = ["true"]
+        "#;
+        let m = crate::manifest::load_str(std::path::Path::new("orch.toml"), text.into())
+            .expect("loads");
+        let inherited = [
+            ("FROM_ORCH".to_string(), "value-from-orch".to_string()),
+            ("ANTHROPIC_API_KEY".to_string(), "sk-inherited".to_string()),
+            ("HOME".to_string(), "/home/me".to_string()),
+        ];
+        let mask = Mask::for_manifest(&m, &inherited);
+        let line = "value-from-env token-from-env value-from-orch sk-inherited shown /home/me";
+        assert_eq!(mask.apply(line), "*** *** *** *** shown /home/me");
+    }
+
+    #[test]
     fn values_are_hidden_whole_and_in_their_json_form() {
         let mask = Mask::new([
             "s3cr\"et".to_string(),

@@ -502,6 +502,20 @@ agents = { rev = { prompt = "p" } }
     }
 
     #[test]
+    fn claude_code_keys_on_a_process_job_warn_and_are_ignored() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let text = "[jobs.a]\nrun = [\"true\"]\nappend_system_prompt = \"x\"\nextra_args = [\"--effort\"]\n";
+        let m = load_in(dir.path(), text).expect("loads");
+        assert_eq!(
+            m.warnings,
+            [
+                "job `a`: `append_system_prompt` applies to agent jobs only and is ignored for `run`/`shell`",
+                "job `a`: `extra_args` applies to agent jobs only and is ignored for `run`/`shell`",
+            ]
+        );
+    }
+
+    #[test]
     fn an_unknown_model_is_a_warning_with_the_closest_names() {
         let dir = tempfile::tempdir().expect("tmp");
         let text =
