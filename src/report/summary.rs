@@ -192,7 +192,8 @@ pub fn render(results: &Results, path: &Path, paint: Paint, width: Option<usize>
         clip_start(&results_line, max.saturating_sub(9)),
         clip_start(&logs_line, max.saturating_sub(9))
     ));
-    o
+    // Text of the results (reasons, models, paths) may quote a secret: masked here, once.
+    crate::secrets::mask_owned(o)
 }
 
 /// Columns before the first column of the job table.
