@@ -72,6 +72,15 @@ pub fn orch_flag(arg: &str) -> Option<(&'static str, &'static str)> {
 
 impl Resolver {
     fn option_error(&mut self, path: String, message: String, at: &Sp<impl Sized>, help: &str) {
+        // A mistake in `[defaults]` is met once per job that inherits it: report it once.
+        let here = span(&at.span);
+        let again = self.errors.iter().any(|e| {
+            matches!(e, ManifestError::AgentOption { span, message: m, .. }
+                if *span == here && *m == message)
+        });
+        if again {
+            return;
+        }
         self.errors.push(ManifestError::AgentOption {
             path,
             message,
@@ -89,7 +98,14 @@ impl Resolver {
         defaults: &RawDefaults,
         dir: &Path,
     ) -> ClaudeConfig {
-        let at = |key: &str| format!("jobs.{}.{key}", quote_key(name));
+        // A value from `[defaults]` is named (and reported, once) there.
+        let at = |key: &str, own: bool| {
+            if own {
+                format!("jobs.{}.{key}", quote_key(name))
+            } else {
+                format!("defaults.{key}")
+            }
+        };
         let text = |j: &Option<Sp<String>>, d: &Option<Sp<String>>| {
             j.as_ref().or(d.as_ref()).map(|s| s.value.clone())
         };
@@ -130,23 +146,34 @@ impl Resolver {
                 one => vec![one.clone()],
             };
             for item in items {
-                if let Some(c) = self.json_source(&at("mcp_config"), mcp, &item, dir, "mcpServers")
-                {
+                if let Some(c) = self.json_source(
+                    &at("mcp_config", job.mcp_config.is_some()),
+                    mcp,
+                    &item,
+                    dir,
+                    "mcpServers",
+                ) {
                     config.mcp_config.push(c);
                 }
             }
         }
         if let Some(s) = job.settings.as_ref().or(defaults.settings.as_ref()) {
-            config.settings = self.json_source(&at("settings"), s, &s.value.0, dir, "");
+            config.settings = self.json_source(
+                &at("settings", job.settings.is_some()),
+                s,
+                &s.value.0,
+                dir,
+                "",
+            );
         }
         if let Some(a) = job.agents.as_ref().or(defaults.agents.as_ref()) {
-            config.agents = self.agents(&at("agents"), a);
+            config.agents = self.agents(&at("agents", job.agents.is_some()), a);
         }
         if let Some(args) = job.extra_args.as_ref().or(defaults.extra_args.as_ref()) {
             for arg in &args.value {
                 if let Some((flag, hint)) = orch_flag(&arg.value) {
                     self.option_error(
-                        at("extra_args"),
+                        at("extra_args", job.extra_args.is_some()),
                         format!("`{flag}` is a flag orch sets itself"),
                         arg,
                         &format!("{hint}, not extra_args"),
@@ -278,12 +305,22 @@ impl Resolver {
                 dotenvy::from_path_iter(&full).and_then(|it| it.collect::<Result<Vec<_>, _>>());
             match read {
                 Ok(vars) => out.extend(vars),
-                Err(e) => self.errors.push(ManifestError::EnvFile {
-                    path,
-                    file: full.display().to_string(),
-                    reason: e.to_string(),
-                    span: span(&file.span),
-                }),
+                Err(e) => {
+                    let here = span(&file.span);
+                    // The defaults' file is read for every job: its mistake is reported once.
+                    if !self
+                        .errors
+                        .iter()
+                        .any(|e| matches!(e, ManifestError::EnvFile { span, .. } if *span == here))
+                    {
+                        self.errors.push(ManifestError::EnvFile {
+                            path,
+                            file: full.display().to_string(),
+                            reason: e.to_string(),
+                            span: here,
+                        });
+                    }
+                }
             }
         }
         out
@@ -423,6 +460,18 @@ mod tests {
             "`jobs.a.extra_args`: `--model` is a flag orch sets itself"
         );
         assert_eq!(parts(text, &errors[1]).2, "use `add_dirs`, not extra_args");
+    }
+
+    #[test]
+    fn a_mistake_in_the_defaults_is_reported_once_under_defaults() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let text = "[defaults]\nextra_args = [\"-p\"]\n[jobs.a]\nprompt = \"x\"\n[jobs.b]\nprompt = \"y\"\n";
+        let errors = load_in(dir.path(), text).expect_err("refused");
+        assert_eq!(errors.len(), 1, "{errors:#?}");
+        assert_eq!(
+            errors[0].to_string(),
+            "`defaults.extra_args`: `-p` is a flag orch sets itself"
+        );
     }
 
     #[test]
