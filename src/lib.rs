@@ -20,6 +20,7 @@ pub mod process;
 pub mod report;
 pub mod runner;
 pub mod schedule;
+pub mod secrets;
 pub mod slash;
 pub mod template;
 
@@ -39,6 +40,12 @@ pub fn main() -> std::process::ExitCode {
         _ => {}
     }
     init_tracing(cli.verbose);
+    // Until a manifest names its own, orch's environment's secrets are masked.
+    secrets::install(secrets::Mask::new(
+        std::env::vars()
+            .filter(|(name, _)| secrets::is_secret_name(name))
+            .map(|(_, value)| value),
+    ));
     match dispatch(cli.command) {
         Ok(code) => code.into(),
         Err(err) => {

@@ -67,6 +67,10 @@ pub struct StepUsage {
     pub cost_usd: f64,
     /// True until an authoritative `result` line arrives (live estimate from the price table).
     pub is_estimate: bool,
+    /// The estimate met a model the price table does not know: its cost is missing from
+    /// `cost_usd` (shown as "price unknown", not $0.0000). False once the result arrives.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub price_unknown: bool,
     /// Tool calls by tool name.
     pub tool_calls: BTreeMap<String, u32>,
     /// All tool calls together.
@@ -101,6 +105,9 @@ pub struct UsageUpdate {
     pub cost_usd: f64,
     /// Whether the figures are still an estimate.
     pub is_estimate: bool,
+    /// The estimate met a model without a price (see [`StepUsage::price_unknown`]).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub price_unknown: bool,
     /// Tool calls so far.
     pub tool_calls_total: u32,
 }
@@ -251,6 +258,7 @@ impl Accounting {
             tokens: self.usage.tokens,
             cost_usd: self.usage.cost_usd,
             is_estimate: self.usage.is_estimate,
+            price_unknown: self.usage.price_unknown,
             tool_calls_total: self.usage.tool_calls_total,
         }
     }
@@ -278,7 +286,9 @@ impl Accounting {
         if self.result.is_some() || !self.seen_messages.insert(message_id.to_owned()) {
             return false;
         }
-        let cost = price_for(model).map_or(0.0, |p| p.cost(usage));
+        let price = price_for(model);
+        self.usage.price_unknown |= price.is_none();
+        let cost = price.map_or(0.0, |p| p.cost(usage));
         let entry = self.estimate.entry(model.to_owned()).or_default();
         entry.tokens.add(usage);
         entry.cost_usd += cost;
@@ -336,6 +346,7 @@ impl Accounting {
         self.usage.cost_usd = (total_cost_usd - base.map_or(0.0, |b| b.cost_usd)).max(0.0);
         self.usage.models = models;
         self.usage.is_estimate = false;
+        self.usage.price_unknown = false;
         self.usage.num_turns = *num_turns;
         if session_id.is_some() {
             self.usage.session_id.clone_from(session_id);

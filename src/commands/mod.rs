@@ -56,6 +56,8 @@ pub fn load(config: &ManifestConfig) -> Result<Manifest, Error> {
         }
     };
     config.apply(&mut m);
+    let inherited: Vec<(String, String)> = std::env::vars().collect();
+    crate::secrets::install(crate::secrets::Mask::for_manifest(&m, &inherited));
     check_workspaces(&m, config.workspace.is_some())?;
     Ok(m)
 }

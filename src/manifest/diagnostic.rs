@@ -323,6 +323,31 @@ pub enum ManifestError {
         help: String,
     },
 
+    #[error("`{path}`: {message}")]
+    #[diagnostic(code(orch::manifest::agent_option))]
+    AgentOption {
+        path: String,
+        message: String,
+        #[label("{label}")]
+        span: SourceSpan,
+        label: String,
+        #[help]
+        help: String,
+    },
+
+    #[error("`{path}`: cannot read the env file {file}: {reason}")]
+    #[diagnostic(
+        code(orch::manifest::env_file),
+        help("give a dotenv file (NAME=value lines) relative to the manifest, or remove the key")
+    )]
+    EnvFile {
+        path: String,
+        file: String,
+        reason: String,
+        #[label("this file")]
+        span: SourceSpan,
+    },
+
     #[error("the manifest defines no jobs")]
     #[diagnostic(code(orch::manifest::empty))]
     Empty {

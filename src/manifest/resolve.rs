@@ -22,9 +22,10 @@ pub fn session_uuid(id: &str) -> Uuid {
     Uuid::parse_str(id).unwrap_or_else(|_| Uuid::new_v5(&SESSION_NAMESPACE, id.as_bytes()))
 }
 
-struct Resolver {
-    errors: Vec<ManifestError>,
-    warnings: Vec<String>,
+/// Collects the mistakes and warnings of one manifest while it is resolved.
+pub(super) struct Resolver {
+    pub(super) errors: Vec<ManifestError>,
+    pub(super) warnings: Vec<String>,
 }
 
 /// Resolves a raw manifest read from `path`.
@@ -375,6 +376,11 @@ impl Resolver {
             job.max_usd.as_ref().or(defaults.max_usd.as_ref()),
         );
         let mut env: Vec<(String, String)> = Vec::new();
+        for (k, v) in self.env_files(&name.value, job, defaults, dir) {
+            env.retain(|(key, _)| *key != k);
+            env.push((k, v));
+        }
+        let secrets = self.secret_names(&name.value, job, defaults);
         for (k, v) in defaults
             .env
             .iter()
@@ -446,6 +452,13 @@ impl Resolver {
                     job.max_turns.as_ref().or(defaults.max_turns.as_ref()),
                 )
                 .map(|n| n.min(u32::MAX as u64) as u32);
+            let model = job.model.clone().or_else(|| defaults.model.clone());
+            let config = self.claude_config(&name.value, job, defaults, dir);
+            self.unknown_models(
+                &name.value,
+                model.as_deref(),
+                config.fallback_model.as_deref(),
+            );
             let mut pre_commands = Vec::new();
             if job.clear_history == Some(true) {
                 pre_commands.push("/clear".to_string());
@@ -463,10 +476,11 @@ impl Resolver {
                     .or_else(|| defaults.allowed_tools.clone())
                     .unwrap_or_default(),
                 permission_mode,
-                model: job.model.clone().or_else(|| defaults.model.clone()),
+                model,
                 max_turns,
                 session_id: job.session_id.as_ref().map(|s| session_uuid(&s.value)),
                 output_schema: None,
+                config: Box::new(config),
             })
         };
         let needs = self.needs(&name.value, job);
@@ -504,6 +518,7 @@ impl Resolver {
             env,
             workspace,
             limit,
+            secrets,
         })
     }
 
@@ -878,6 +893,20 @@ impl Resolver {
             ("output_format", job.output_format.is_some()),
             ("max_tokens", job.max_tokens.is_some()),
             ("max_usd", job.max_usd.is_some()),
+            ("append_system_prompt", job.append_system_prompt.is_some()),
+            ("system_prompt", job.system_prompt.is_some()),
+            ("disallowed_tools", job.disallowed_tools.is_some()),
+            ("mcp_config", job.mcp_config.is_some()),
+            ("strict_mcp_config", job.strict_mcp_config.is_some()),
+            ("add_dirs", job.add_dirs.is_some()),
+            ("fallback_model", job.fallback_model.is_some()),
+            ("settings", job.settings.is_some()),
+            ("agents", job.agents.is_some()),
+            (
+                "permission_prompt_tool",
+                job.permission_prompt_tool.is_some(),
+            ),
+            ("extra_args", job.extra_args.is_some()),
         ];
         for (key, set) in agent_keys {
             if set {

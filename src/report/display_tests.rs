@@ -48,6 +48,7 @@ fn usage(input: u64, output: u64, cache_read: u64, cost: f64, tools: u32) -> Usa
         },
         cost_usd: cost,
         is_estimate: true,
+        price_unknown: false,
         tool_calls_total: tools,
     }
 }

@@ -191,12 +191,16 @@ fn finished_line(event: &Event) -> Option<String> {
     let spend = usage
         .as_ref()
         .map(|u| {
-            format!(
-                ", {} tokens, ${:.4}{}",
-                u.total_tokens(),
-                u.cost_usd,
-                if u.is_estimate { " (estimate)" } else { "" }
-            )
+            if u.price_unknown {
+                format!(", {} tokens, price unknown", u.total_tokens())
+            } else {
+                format!(
+                    ", {} tokens, ${:.4}{}",
+                    u.total_tokens(),
+                    u.cost_usd,
+                    if u.is_estimate { " (estimate)" } else { "" }
+                )
+            }
         })
         .unwrap_or_default();
     let mut line = format!(

@@ -795,6 +795,7 @@ impl<'a> Core<'a> {
                 tokens: o.usage.tokens,
                 cost_usd: o.usage.cost_usd,
                 is_estimate: o.usage.is_estimate,
+                price_unknown: o.usage.price_unknown,
                 tool_calls_total: o.usage.tool_calls_total,
             };
             self.spend(now, id, &update, fx);

@@ -139,6 +139,7 @@ fn usage(tokens: u64) -> UsageUpdate {
         },
         cost_usd: 0.0,
         is_estimate: true,
+        price_unknown: false,
         tool_calls_total: 0,
     }
 }

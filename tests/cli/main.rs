@@ -3,6 +3,7 @@
 mod book;
 mod budget;
 mod checks;
+mod claude_config;
 mod display;
 mod fuzz;
 mod harness;

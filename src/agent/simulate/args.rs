@@ -113,6 +113,20 @@ impl SimArgs {
                 "--session-id" => session_id = Some(value()?),
                 "-r" | "--resume" => resume = Some(value()?),
                 "--json-schema" => json_schema = Some(schema(&value()?)?),
+                // Claude Code options the simulation accepts and does not act on.
+                "--append-system-prompt"
+                | "--system-prompt"
+                | "--disallowedTools"
+                | "--disallowed-tools"
+                | "--mcp-config"
+                | "--add-dir"
+                | "--fallback-model"
+                | "--settings"
+                | "--agents"
+                | "--permission-prompt-tool" => {
+                    value()?;
+                }
+                "--strict-mcp-config" => {}
                 other if other.starts_with('-') && other.len() > 1 => {
                     return Err(usage(format!("error: unknown option '{other}'")));
                 }
