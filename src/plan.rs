@@ -123,6 +123,19 @@ pub struct Plan {
     /// Each manifest job's instance (its fan-out's group when it has one).
     pub of_job: Vec<usize>,
     options: PlanOptions,
+    sessions: SessionChoice,
+}
+
+/// Which Claude sessions already exist, decided when a run starts (from the ledger): a chain
+/// whose session exists continues it (`--resume`) instead of creating it (`--session-id`, which
+/// Claude Code rejects for a session it has). A resumed run also inherits the sessions of the
+/// run it continues, by job instance name.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SessionChoice {
+    /// Sessions Claude Code has (the ledger saw a result in them).
+    pub known: std::collections::HashSet<Uuid>,
+    /// Per job instance name, the session to use instead of the run's own.
+    pub inherited: std::collections::HashMap<String, Uuid>,
 }
 
 /// Inputs to planning that do not come from the manifest.
@@ -151,6 +164,11 @@ const MAX_KEY_CHARS: usize = 40;
 impl Plan {
     /// Builds the plan. The manifest is validated, so every `needs` resolves and there is no cycle.
     pub fn build(manifest: &Manifest, options: &PlanOptions) -> Plan {
+        Plan::build_with(manifest, options, SessionChoice::default())
+    }
+
+    /// Builds the plan knowing which sessions already exist (see [`SessionChoice`]).
+    pub fn build_with(manifest: &Manifest, options: &PlanOptions, sessions: SessionChoice) -> Plan {
         let n = manifest.jobs.len();
         let mut plan = Plan {
             graph: DiGraph::with_capacity(n, n),
@@ -159,6 +177,7 @@ impl Plan {
             instances: Vec::with_capacity(n),
             of_job: Vec::with_capacity(n),
             options: options.clone(),
+            sessions,
         };
         for (j, job) in manifest.jobs.iter().enumerate() {
             let top = match &job.fan_out {
@@ -297,7 +316,14 @@ impl Plan {
             _ => None,
         };
         let chain: Vec<(Action, Vec<String>)> = match &job.task {
-            Task::Agent(agent) => agent_chain(agent, job.limit.usd, &name, key, &self.options),
+            Task::Agent(agent) => agent_chain(
+                agent,
+                job.limit.usd,
+                &name,
+                key,
+                &self.options,
+                &self.sessions,
+            ),
             Task::Exec { argv } => vec![(Action::Exec, argv.clone())],
             Task::Shell { script } => vec![(
                 Action::Shell,
@@ -659,19 +685,24 @@ impl Frontier {
 }
 
 /// A job instance's session chain: pre-commands first (`--session-id`), then `--resume` for the
-/// rest. A named session is one per instance: a fan-out's instances derive theirs from it.
+/// rest. A named session is one per instance: a fan-out's instances derive theirs from it. A
+/// session that already exists (a named one from an earlier run, or one a resumed run
+/// inherits) is continued from the first step on: `--resume` throughout.
 fn agent_chain(
     agent: &Agent,
     max_usd: Option<f64>,
     name: &str,
     key: Option<&str>,
     options: &PlanOptions,
+    sessions: &SessionChoice,
 ) -> Vec<(Action, Vec<String>)> {
-    let session = match (agent.session_id, key) {
+    let own = match (agent.session_id, key) {
         (Some(named), None) => named,
         (Some(named), Some(key)) => Uuid::new_v5(&named, key.as_bytes()),
         (None, _) => Uuid::new_v5(&options.run_id, name.as_bytes()),
     };
+    let session = sessions.inherited.get(name).copied().unwrap_or(own);
+    let exists = sessions.known.contains(&session);
     // Only the main step answers in the shape of `output_schema`: a pre-command asked for it
     // would be held to the schema too.
     let before = Agent {
@@ -685,7 +716,7 @@ fn agent_chain(
         .chain(std::iter::once(&agent.prompt))
         .enumerate()
         .map(|(i, prompt)| {
-            let session = if i == 0 {
+            let session = if i == 0 && !exists {
                 Session::New(session)
             } else {
                 Session::Resume(session)
