@@ -299,7 +299,14 @@ fn a_named_session_is_continued_on_the_next_run() {
     assert!(one.contains(&"--session-id".to_string()), "{one:?}");
     assert!(two.contains(&"--resume".to_string()), "{two:?}");
     assert!(!two.contains(&"--session-id".to_string()), "{two:?}");
-    // The second run is charged its own difference, not the session's cumulative total.
+    // The second run is charged its own difference, not the session's cumulative total: the
+    // simulated agent reports cumulative figures after --resume, as Claude Code 2.1.331 does.
+    let usage = &all[1]["instances"]["nightly"]["steps"][0]["usage"];
+    assert_eq!(usage["cost_basis"], "cumulative", "{usage}");
+    assert_eq!(
+        all[0]["instances"]["nightly"]["steps"][0]["usage"]["cost_basis"],
+        "fresh"
+    );
     let cost = |v: &Value| v["metadata"]["token_usage"]["total_cost_usd"].as_f64().unwrap();
     assert!(cost(&all[1]) > 0.0);
     assert!(
