@@ -195,6 +195,29 @@ pub fn resolve(raw: RawManifest, path: &Path, text: &str) -> Result<Manifest, Ve
             jobs.push(resolved);
         }
     }
+    // A session is used by one job: two jobs naming it would run in it at once.
+    let mut session_of: std::collections::HashMap<Uuid, (&str, &Span)> = Default::default();
+    for (name, job) in &raw_jobs {
+        let Some(named) = &job.session_id else {
+            continue;
+        };
+        let id = session_uuid(&named.value);
+        match session_of.get(&id) {
+            Some((first_job, first)) if *first_job != name.value => {
+                r.errors.push(ManifestError::SharedSession {
+                    session: named.value.clone(),
+                    first_job: first_job.to_string(),
+                    second_job: name.value.clone(),
+                    first: span(first),
+                    second: span(&named.span),
+                })
+            }
+            Some(_) => {}
+            None => {
+                session_of.insert(id, (&name.value, &named.span));
+            }
+        }
+    }
     r.check_graph(&raw_jobs);
     // Templates are checked alongside the other mistakes, unless the graph has a cycle (whose
     // upstream sets mean nothing).

@@ -325,3 +325,64 @@ fn resume_without_a_ledger_says_where_it_looked() {
         .stderr_contains("no run to resume");
     t.run();
 }
+
+#[test]
+fn an_interrupted_agent_session_is_continued_with_resume() {
+    let manifest = "[settings]\nstartup_delay = \"0s\"\n\
+        [jobs.a]\nprompt = \"first\"\n\
+        [jobs.b]\nprompt = \"second\"\nneeds = [\"a\"]\nenv = { ORCH_SIM_HANG = \"1\" }\n";
+    let t = Test::new().file("orch.toml", manifest);
+    let sim = t.path().join("sim");
+    let t = t
+        .env("ORCH_SIM_STATE_DIR", sim.to_str().unwrap())
+        .env("ORCH_GRACE_INT", "5s")
+        .args(&["run", "--simulate", "--no-progress"]);
+    let mut r = Running::start(&t);
+    r.expect("b started");
+    // Claude Code records the session once its first message is in: wait for the init line.
+    wait_until("b's init line", Duration::from_secs(20), || {
+        std::fs::read_dir(t.path().join(".orch/runs"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|run| {
+                std::fs::read_to_string(run.path().join("logs/002-b.log"))
+                    .is_ok_and(|log| log.contains("\"init\""))
+            })
+    });
+    r.signal("INT");
+    let (code, lines) = r.wait();
+    assert_eq!(code, 130, "{}", lines.join("\n"));
+    let first = results(&t).remove(0);
+    let session = |v: &Value, job: &str| {
+        let argv: Vec<String> = v["instances"][job]["steps"][0]["argv"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap().to_string())
+            .collect();
+        let at = argv
+            .iter()
+            .position(|a| a == "--session-id" || a == "--resume")
+            .unwrap();
+        (argv[at].clone(), argv[at + 1].clone())
+    };
+    let (flag, original) = session(&first, "b");
+    assert_eq!(flag, "--session-id");
+    // b failed, so its definition may change: drop the hang and resume.
+    std::fs::write(
+        t.path().join("orch.toml"),
+        manifest.replace("env = { ORCH_SIM_HANG = \"1\" }\n", ""),
+    )
+    .unwrap();
+    let out = t
+        .with_args(&["resume", "--simulate", "--quiet"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let last = results(&t).pop().unwrap();
+    assert_eq!(status_of(&last, "b"), "completed");
+    assert_eq!(session(&last, "b"), ("--resume".to_string(), original));
+    // a was not run again: the new run has no usage for it.
+    assert!(last["instances"]["a"]["steps"][0]["usage"].is_null());
+}
