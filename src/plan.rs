@@ -701,8 +701,14 @@ fn agent_chain(
         (Some(named), Some(key)) => Uuid::new_v5(&named, key.as_bytes()),
         (None, _) => Uuid::new_v5(&options.run_id, name.as_bytes()),
     };
-    let session = sessions.inherited.get(name).copied().unwrap_or(own);
+    let inherited = sessions.inherited.get(name).copied();
+    let session = inherited.unwrap_or(own);
     let exists = sessions.known.contains(&session);
+    // `session = "fork"`: once the named session exists, each run continues a copy of its own
+    // (`--resume NAMED --fork-session --session-id COPY`), leaving the named one as it was.
+    let fork = (agent.fork_session && exists && inherited.is_none())
+        .then(|| (session, Uuid::new_v5(&options.run_id, name.as_bytes())));
+    let session = fork.map_or(session, |(_, copy)| copy);
     // Only the main step answers in the shape of `output_schema`: a pre-command asked for it
     // would be held to the schema too.
     let before = Agent {
@@ -725,7 +731,19 @@ fn agent_chain(
             argv.push(options.agent.program.to_string_lossy().into_owned());
             argv.extend(options.agent.prefix.iter().cloned());
             let of = if i == last { agent } else { &before };
-            argv.extend(agent::claude_args(of, max_usd, session, prompt));
+            match fork {
+                Some((named, copy)) if i == 0 => {
+                    let mut args = agent::claude_args(of, max_usd, Session::Resume(named), prompt);
+                    // Before the `--` that ends the options.
+                    let at = args.len() - 2;
+                    args.splice(
+                        at..at,
+                        ["--fork-session".to_string(), "--session-id".into(), copy.to_string()],
+                    );
+                    argv.extend(args);
+                }
+                _ => argv.extend(agent::claude_args(of, max_usd, session, prompt)),
+            }
             let command = Agent::base_command(prompt).map(str::to_string);
             (
                 Action::Agent {

@@ -169,6 +169,7 @@ mod tests {
             max_turns: Some(3),
             session_id: None,
             output_schema: None,
+            fork_session: false,
         }
     }
 

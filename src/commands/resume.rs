@@ -161,7 +161,9 @@ pub fn prepare(
         }
     }
     let Some(resume) = resume else {
-        return Ok((Plan::build_with(manifest, options, choice), carried));
+        let plan = Plan::build_with(manifest, options, choice);
+        seed_forks(&plan, &mut carried);
+        return Ok((plan, carried));
     };
     // The plan's labels and definitions do not depend on sessions: decide on a first build,
     // then build again with the sessions the reused chains continue.
@@ -182,6 +184,7 @@ pub fn prepare(
         }
     }
     let plan = Plan::build_with(manifest, options, choice);
+    seed_forks(&plan, &mut carried);
     let from = &resume.original.id;
     for &id in &decision.reused {
         let label = plan.steps[id].label();
@@ -194,6 +197,31 @@ pub fn prepare(
         carried.spent = l.chain_spend(from).map_err(|e| sql(&path, e))?;
     }
     Ok((plan, carried))
+}
+
+/// A forked session starts as a copy of the named one: its first step is charged against the
+/// named session's totals (the CLI's figures after `--fork-session` are read as cumulative or
+/// not like any other, see `CostBasis`).
+fn seed_forks(plan: &Plan, carried: &mut Carried) {
+    for step in &plan.steps {
+        // Claude Code's options end at `--`; the prompt after it is the user's text.
+        let end = step.argv.iter().position(|a| a == "--").unwrap_or(step.argv.len());
+        let argv = &step.argv[..end];
+        if !argv.iter().any(|a| a == "--fork-session") {
+            continue;
+        }
+        let after = |flag: &str| {
+            argv.iter()
+                .position(|a| a == flag)
+                .and_then(|i| argv.get(i + 1))
+                .and_then(|id| Uuid::parse_str(id).ok())
+        };
+        if let (Some(named), Some(copy)) = (after("--resume"), after("--session-id")) {
+            if let Some(totals) = carried.sessions.get(&named).cloned() {
+                carried.sessions.insert(copy, totals);
+            }
+        }
+    }
 }
 
 /// Which steps of `plan` the resumed run reuses: those that completed in the original, whose

@@ -232,6 +232,9 @@ pub struct Agent {
     /// The JSON Schema the job's final answer must match (`output_schema`), passed to Claude
     /// Code as `--json-schema`; the answer becomes the job's `structured` output.
     pub output_schema: Option<serde_json::Value>,
+    /// `session = "fork"`: each run continues a copy of the named session (`--fork-session`)
+    /// once it exists, instead of the session itself.
+    pub fork_session: bool,
 }
 
 impl Job {

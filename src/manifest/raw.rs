@@ -186,6 +186,10 @@ raw_table! {
         pub env: Option<Map<String>>,
         /// Working folder, relative to the manifest's folder.
         pub workspace: Option<String>,
+        /// What a named `session_id` means from run to run: "continue" (default: each run
+        /// continues the conversation) or "fork" (each run continues a copy of it, leaving the
+        /// named session as it was: `--fork-session`).
+        pub session: Option<Sp<String>>,
     }
 }
 

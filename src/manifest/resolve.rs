@@ -490,6 +490,7 @@ impl Resolver {
                 max_turns,
                 session_id: job.session_id.as_ref().map(|s| session_uuid(&s.value)),
                 output_schema: None,
+                fork_session: self.fork_session(&at("session"), job),
             })
         };
         let needs = self.needs(&name.value, job);
@@ -888,6 +889,24 @@ impl Resolver {
         Some(schema)
     }
 
+    /// `session = "continue" | "fork"`; "fork" needs a `session_id` to fork.
+    fn fork_session(&mut self, path: &str, job: &RawJob) -> bool {
+        let Some(v) = &job.session else {
+            return false;
+        };
+        let fork = self.one_of(path, v, &["continue", "fork"]) == Some("fork");
+        if fork && job.session_id.is_none() {
+            self.errors.push(ManifestError::BadValue {
+                path: path.into(),
+                allowed: "\"continue\" (or \"fork\" with a session_id)".into(),
+                span: span(&v.span),
+                help: "`session = \"fork\"` forks the job's named session: add session_id = \"NAME\""
+                    .into(),
+            });
+        }
+        fork
+    }
+
     fn agent_keys_ignored(&mut self, name: &str, job: &RawJob) {
         let agent_keys = [
             ("pre_commands", job.pre_commands.is_some()),
@@ -895,6 +914,7 @@ impl Resolver {
             ("permission_mode", job.permission_mode.is_some()),
             ("model", job.model.is_some()),
             ("session_id", job.session_id.is_some()),
+            ("session", job.session.is_some()),
             ("clear_history", job.clear_history.is_some()),
             ("compact_history", job.compact_history.is_some()),
             ("max_turns", job.max_turns.is_some()),

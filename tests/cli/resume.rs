@@ -386,3 +386,78 @@ fn an_interrupted_agent_session_is_continued_with_resume() {
     // a was not run again: the new run has no usage for it.
     assert!(last["instances"]["a"]["steps"][0]["usage"].is_null());
 }
+
+#[test]
+fn session_fork_continues_a_copy_of_the_named_session_each_run() {
+    let manifest = "[settings]\nstartup_delay = \"0s\"\n\
+        [jobs.nightly]\nprompt = \"start from the base\"\nsession_id = \"base\"\nsession = \"fork\"\n";
+    let t = Test::new().file("orch.toml", manifest);
+    let sim = t.path().join("sim");
+    let t = t
+        .env("ORCH_SIM_STATE_DIR", sim.to_str().unwrap())
+        .args(&["run", "--simulate", "--quiet"])
+        .status(0);
+    let named_totals = || -> String {
+        ledger(&t)
+            .query_row("SELECT totals FROM sessions ORDER BY updated_at LIMIT 1", [], |r| {
+                r.get(0)
+            })
+            .unwrap()
+    };
+    t.run();
+    let base = named_totals();
+    t.run();
+    t.run();
+    let all = results(&t);
+    let argv = |v: &Value| -> Vec<String> {
+        v["instances"]["nightly"]["steps"][0]["argv"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap().to_string())
+            .collect()
+    };
+    let after = |argv: &[String], flag: &str| {
+        argv.iter()
+            .position(|a| a == flag)
+            .map(|i| argv[i + 1].clone())
+    };
+    // The first run creates the named session; the next ones fork it, each into its own copy.
+    let first = argv(&all[0]);
+    let named = after(&first, "--session-id").unwrap();
+    assert!(!first.contains(&"--fork-session".to_string()), "{first:?}");
+    let mut copies = Vec::new();
+    for v in &all[1..] {
+        let a = argv(v);
+        assert!(a.contains(&"--fork-session".to_string()), "{a:?}");
+        assert_eq!(after(&a, "--resume").as_ref(), Some(&named), "{a:?}");
+        copies.push(after(&a, "--session-id").unwrap());
+    }
+    assert_ne!(copies[0], copies[1]);
+    assert!(!copies.contains(&named));
+    // The named session is as the first run left it.
+    assert_eq!(named_totals(), base);
+    let sessions: i64 = ledger(&t)
+        .query_row("SELECT COUNT(*) FROM sessions", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(sessions, 3);
+}
+
+#[test]
+fn two_jobs_naming_one_session_is_a_load_time_error() {
+    let manifest = "[jobs.a]\nprompt = \"x\"\nsession_id = \"shared\"\n\
+        [jobs.b]\nprompt = \"y\"\nsession_id = \"shared\"\n";
+    Test::new()
+        .file("orch.toml", manifest)
+        .args(&["plan"])
+        .status(2)
+        .stderr_contains("name the same session_id \"shared\"")
+        .run();
+    // `session = "fork"` needs a session to fork.
+    Test::new()
+        .file("orch.toml", "[jobs.a]\nprompt = \"x\"\nsession = \"fork\"\n")
+        .args(&["plan"])
+        .status(2)
+        .stderr_contains("session_id")
+        .run();
+}
