@@ -738,7 +738,11 @@ fn agent_chain(
                     let at = args.len() - 2;
                     args.splice(
                         at..at,
-                        ["--fork-session".to_string(), "--session-id".into(), copy.to_string()],
+                        [
+                            "--fork-session".to_string(),
+                            "--session-id".into(),
+                            copy.to_string(),
+                        ],
                     );
                     argv.extend(args);
                 }
@@ -1008,6 +1012,77 @@ mod tests {
                 Ok(())
             })
             .unwrap();
+    }
+
+    #[test]
+    fn a_known_session_is_resumed_from_the_first_step_and_a_fork_copies_it() {
+        let text = "[jobs.a]\npre_commands = [\"/clear\"]\nprompt = \"x\"\nsession_id = \"nightly\"\n\
+                    [jobs.f]\nprompt = \"y\"\nsession_id = \"base\"\nsession = \"fork\"\n";
+        let m = load_str(Path::new("orch.toml"), text.into()).unwrap();
+        let options = PlanOptions {
+            agent: AgentProgram {
+                program: "claude".into(),
+                prefix: vec![],
+            },
+            run_id: Uuid::from_u128(7),
+        };
+        let nightly = crate::manifest::resolve::session_uuid("nightly");
+        let base = crate::manifest::resolve::session_uuid("base");
+        let sessions = |plan: &Plan| -> Vec<Session> {
+            plan.steps
+                .iter()
+                .map(|s| match &s.action {
+                    Action::Agent { session, .. } => *session,
+                    _ => panic!(),
+                })
+                .collect()
+        };
+        // First night: both sessions are created.
+        let fresh = Plan::build(&m, &options);
+        assert_eq!(
+            sessions(&fresh),
+            [
+                Session::New(nightly),
+                Session::Resume(nightly),
+                Session::New(base)
+            ]
+        );
+        // Once the ledger knows them: `--resume` throughout, and the fork continues a copy.
+        let known = SessionChoice {
+            known: [nightly, base].into_iter().collect(),
+            inherited: Default::default(),
+        };
+        let later = Plan::build_with(&m, &options, known.clone());
+        let copy = Uuid::new_v5(&options.run_id, b"f");
+        assert_eq!(
+            sessions(&later),
+            [
+                Session::Resume(nightly),
+                Session::Resume(nightly),
+                Session::Resume(copy)
+            ]
+        );
+        assert!(!later.steps[0].argv.iter().any(|a| a == "--session-id"));
+        let fork = &later.steps[2].argv;
+        let dash = fork.iter().position(|a| a == "--").unwrap();
+        assert_eq!(
+            fork[dash - 5..dash],
+            [
+                "--resume",
+                &base.to_string(),
+                "--fork-session",
+                "--session-id",
+                &copy.to_string()
+            ]
+        );
+        // A resumed run continues the session it inherits, forked or not.
+        let inherited = SessionChoice {
+            known: [nightly, base, copy].into_iter().collect(),
+            inherited: [("f".to_string(), copy)].into_iter().collect(),
+        };
+        let resumed = Plan::build_with(&m, &options, inherited);
+        assert_eq!(sessions(&resumed)[2], Session::Resume(copy));
+        assert!(!resumed.steps[2].argv.iter().any(|a| a == "--fork-session"));
     }
 
     #[test]

@@ -358,24 +358,31 @@ impl Accounting {
             return;
         };
         // Cumulative or this process's own? Compared with what this process streamed.
-        let reported: TokenCounts = model_usage.values().fold(TokenCounts::default(), |mut t, m| {
-            t.add(&m.tokens);
-            t
-        });
+        let reported: TokenCounts =
+            model_usage
+                .values()
+                .fold(TokenCounts::default(), |mut t, m| {
+                    t.add(&m.tokens);
+                    t
+                });
         let basis = match &self.prior {
             None => CostBasis::Fresh,
             // A total below the prior: a fresh session (or an older CLI's own figures).
             Some(p) if *total_cost_usd + 1e-12 < p.cost_usd => CostBasis::PerProcess,
             Some(_) if model_usage.is_empty() => CostBasis::Cumulative,
             Some(p) => {
-                let prior: TokenCounts = p.models.values().fold(TokenCounts::default(), |mut t, m| {
-                    t.add(&m.tokens);
-                    t
-                });
-                let streamed = self.estimate.values().fold(TokenCounts::default(), |mut t, m| {
-                    t.add(&m.tokens);
-                    t
-                });
+                let prior: TokenCounts =
+                    p.models.values().fold(TokenCounts::default(), |mut t, m| {
+                        t.add(&m.tokens);
+                        t
+                    });
+                let streamed = self
+                    .estimate
+                    .values()
+                    .fold(TokenCounts::default(), |mut t, m| {
+                        t.add(&m.tokens);
+                        t
+                    });
                 CostBasis::decide(
                     input_side(&reported),
                     input_side(&prior),

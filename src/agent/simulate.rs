@@ -150,7 +150,10 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
                 return fail(&format!("No conversation found with session ID: {from}"), 1);
             }
             Err(e) => {
-                return fail(&format!("orch agent-sim: cannot read session {from}: {e}"), 1);
+                return fail(
+                    &format!("orch agent-sim: cannot read session {from}: {e}"),
+                    1,
+                );
             }
         },
     };

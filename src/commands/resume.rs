@@ -87,7 +87,9 @@ pub fn resume(config: &ResumeConfig) -> Result<ExitCode, Error> {
     let (manifest, agent) = super::run::setup(run, &manifest_config, Some(&state_dir))?;
     let resumption = Resumption {
         steps: ledger.run_steps(&original.id).map_err(|e| sql(&path, e))?,
-        definitions: ledger.definitions(&original.id).map_err(|e| sql(&path, e))?,
+        definitions: ledger
+            .definitions(&original.id)
+            .map_err(|e| sql(&path, e))?,
         results: read_results(&original.run_dir),
         force: config.force,
         original,
@@ -176,7 +178,11 @@ pub fn prepare(
         .map(|s| s.job.as_str())
         .collect();
     for s in &resume.steps {
-        let Some(id) = s.session_id.as_deref().and_then(|i| Uuid::parse_str(i).ok()) else {
+        let Some(id) = s
+            .session_id
+            .as_deref()
+            .and_then(|i| Uuid::parse_str(i).ok())
+        else {
             continue;
         };
         if choice.known.contains(&id) && !changed.contains(s.job.as_str()) {
@@ -205,7 +211,11 @@ pub fn prepare(
 fn seed_forks(plan: &Plan, carried: &mut Carried) {
     for step in &plan.steps {
         // Claude Code's options end at `--`; the prompt after it is the user's text.
-        let end = step.argv.iter().position(|a| a == "--").unwrap_or(step.argv.len());
+        let end = step
+            .argv
+            .iter()
+            .position(|a| a == "--")
+            .unwrap_or(step.argv.len());
         let argv = &step.argv[..end];
         if !argv.iter().any(|a| a == "--fork-session") {
             continue;

@@ -102,7 +102,11 @@ pub struct StepInfo {
 
 impl Ledger {
     /// Stores the definition hash of each step of a run that is starting (`(key, hash)`).
-    pub fn save_definitions(&self, run_id: &str, defs: &[(String, String)]) -> rusqlite::Result<()> {
+    pub fn save_definitions(
+        &self,
+        run_id: &str,
+        defs: &[(String, String)],
+    ) -> rusqlite::Result<()> {
         self.immediate(|l| {
             for (key, hash) in defs {
                 l.conn().execute(
@@ -254,8 +258,11 @@ mod tests {
     fn definitions_and_links_round_trip() {
         let (_d, l) = ledger();
         begin(&l, "r1");
-        l.save_definitions("r1", &[("a".into(), "h1".into()), ("b".into(), "h2".into())])
-            .unwrap();
+        l.save_definitions(
+            "r1",
+            &[("a".into(), "h1".into()), ("b".into(), "h2".into())],
+        )
+        .unwrap();
         assert_eq!(l.definitions("r1").unwrap()["b"], "h2");
         assert!(l.definitions("r2").unwrap().is_empty());
         l.finish_run("r1", "failed", 1, Utc::now()).unwrap();

@@ -900,8 +900,9 @@ impl Resolver {
                 path: path.into(),
                 allowed: "\"continue\" (or \"fork\" with a session_id)".into(),
                 span: span(&v.span),
-                help: "`session = \"fork\"` forks the job's named session: add session_id = \"NAME\""
-                    .into(),
+                help:
+                    "`session = \"fork\"` forks the job's named session: add session_id = \"NAME\""
+                        .into(),
             });
         }
         fork

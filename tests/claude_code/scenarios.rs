@@ -350,7 +350,9 @@ fn ctrl_c_to_orch_while_the_cli_runs_a_tool_leaves_no_process() {
 #[test]
 fn a_named_session_run_twice_continues_its_conversation() {
     let s = Scenario::new(
-        &manifest("[jobs.nightly]\nprompt = \"remember the word mango\"\nsession_id = \"frontend\"\n"),
+        &manifest(
+            "[jobs.nightly]\nprompt = \"remember the word mango\"\nsession_id = \"frontend\"\n",
+        ),
         vec![
             Reply::text("Remembered: mango.", Usage::COLD),
             Reply::text("The word was mango.", Usage::WARM),
@@ -370,8 +372,7 @@ fn a_named_session_run_twice_continues_its_conversation() {
     let results: Vec<serde_json::Value> = dirs
         .iter()
         .map(|d| {
-            serde_json::from_str(&std::fs::read_to_string(d.join("results.json")).unwrap())
-                .unwrap()
+            serde_json::from_str(&std::fs::read_to_string(d.join("results.json")).unwrap()).unwrap()
         })
         .collect();
     let session = |v: &serde_json::Value, flag: &str| {
@@ -396,14 +397,19 @@ fn a_named_session_run_twice_continues_its_conversation() {
         calls[0].message_count()
     );
     assert!(
-        calls[1].texts().iter().any(|t| t.contains("Remembered: mango.")),
+        calls[1]
+            .texts()
+            .iter()
+            .any(|t| t.contains("Remembered: mango.")),
         "the second night's request carries the first night's answer: {:?}",
         calls[1].texts()
     );
     // The CLI reports the session's cumulative cost: the second run is charged the difference.
     let cost = |v: &serde_json::Value| {
         let step = &steps(v, "nightly")[0];
-        let cumulative = result_line(step).unwrap()["total_cost_usd"].as_f64().unwrap();
+        let cumulative = result_line(step).unwrap()["total_cost_usd"]
+            .as_f64()
+            .unwrap();
         (cumulative, step["usage"]["cost_usd"].as_f64().unwrap())
     };
     let ((cum1, charged1), (cum2, charged2)) = (cost(&results[0]), cost(&results[1]));
@@ -413,7 +419,10 @@ fn a_named_session_run_twice_continues_its_conversation() {
     );
     assert!(close(charged1, cum1));
     assert!(cum2 > cum1, "cumulative over the session");
-    assert!(close(charged2, cum2 - cum1), "{charged2} vs {cum2} - {cum1}");
+    assert!(
+        close(charged2, cum2 - cum1),
+        "{charged2} vs {cum2} - {cum1}"
+    );
     assert_eq!(
         steps(&results[1], "nightly")[0]["usage"]["cost_basis"],
         "cumulative"

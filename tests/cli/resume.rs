@@ -56,7 +56,10 @@ fn results(t: &Test) -> Vec<Value> {
 }
 
 fn status_of(v: &Value, job: &str) -> String {
-    v["instances"][job]["status"].as_str().unwrap_or("?").to_string()
+    v["instances"][job]["status"]
+        .as_str()
+        .unwrap_or("?")
+        .to_string()
 }
 
 fn ledger(t: &Test) -> rusqlite::Connection {
@@ -79,24 +82,29 @@ fn check_resumed(t: &Test, out_code: i32, stdout: &str) {
     for job in ["a", "b", "c", "d", "e"] {
         assert_eq!(status_of(last, job), "completed", "{job}");
     }
-    let reason = last["instances"]["a"]["steps"][0]["reason"].as_str().unwrap();
+    let reason = last["instances"]["a"]["steps"][0]["reason"]
+        .as_str()
+        .unwrap();
     assert!(reason.starts_with("reused: completed in run "), "{reason}");
-    let from = last["metadata"]["resumed_from"].as_str().unwrap().to_string();
+    let from = last["metadata"]["resumed_from"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let id = last["metadata"]["run_id"].as_str().unwrap().to_string();
     assert_ne!(from, id);
     let linked: Option<String> = ledger(t)
-        .query_row(
-            "SELECT resumed_from FROM runs WHERE id = ?1",
-            [&id],
-            |r| r.get(0),
-        )
+        .query_row("SELECT resumed_from FROM runs WHERE id = ?1", [&id], |r| {
+            r.get(0)
+        })
         .unwrap();
     assert_eq!(linked.as_deref(), Some(from.as_str()));
 }
 
 #[test]
 fn ctrl_c_during_the_third_of_five_jobs_then_resume_runs_only_the_last_three() {
-    let t = Test::new().file("orch.toml", FIVE).args(&["run", "--no-progress"]);
+    let t = Test::new()
+        .file("orch.toml", FIVE)
+        .args(&["run", "--no-progress"]);
     let mut r = Running::start(&t);
     r.expect("c started");
     wait_for_c(&t);
@@ -149,26 +157,26 @@ fn sigkill_during_the_third_of_five_jobs_then_resume_runs_only_the_last_three() 
 
 #[test]
 fn dry_run_shows_what_would_run_and_runs_nothing() {
-    let manifest = FIVE.replace(
-        "while [ ! -f go ]; do sleep 0.02; done",
-        "test -f go",
-    );
+    let manifest = FIVE.replace("while [ ! -f go ]; do sleep 0.02; done", "test -f go");
     let t = Test::new()
         .file("orch.toml", &manifest)
         .args(&["run", "--quiet"])
         .status(1);
     t.run();
     assert_eq!(calls(&t), ["a", "b", "c"]);
-    let dry = t
-        .with_args(&["resume", "--dry-run"])
-        .output()
-        .unwrap();
+    let dry = t.with_args(&["resume", "--dry-run"]).output().unwrap();
     let text = String::from_utf8_lossy(&dry.stdout);
     assert!(dry.status.success(), "{text}");
     assert!(text.contains("2 steps reused, 3 to run"), "{text}");
     assert!(text.contains("reuse  a"), "{text}");
-    assert!(text.contains("run    c  (failed in the original)"), "{text}");
-    assert!(text.contains("run    d  (never started in the original)"), "{text}");
+    assert!(
+        text.contains("run    c  (failed in the original)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("run    d  (never started in the original)"),
+        "{text}"
+    );
     assert_eq!(calls(&t), ["a", "b", "c"], "a dry run runs nothing");
     // A failure fixed (here: the file it wants now exists) is resumed.
     std::fs::write(t.path().join("go"), "").unwrap();
@@ -179,10 +187,7 @@ fn dry_run_shows_what_would_run_and_runs_nothing() {
 
 #[test]
 fn a_changed_completed_step_is_refused_by_name_unless_forced() {
-    let manifest = FIVE.replace(
-        "while [ ! -f go ]; do sleep 0.02; done",
-        "test -f go",
-    );
+    let manifest = FIVE.replace("while [ ! -f go ]; do sleep 0.02; done", "test -f go");
     let t = Test::new()
         .file("orch.toml", &manifest)
         .args(&["run", "--quiet"])
@@ -237,7 +242,9 @@ max_tokens = 5
     t.run();
     let first = &results(&t)[0];
     assert_eq!(status_of(first, "agent"), "budget_exceeded");
-    let spent_first = first["metadata"]["token_usage"]["total_tokens"].as_u64().unwrap();
+    let spent_first = first["metadata"]["token_usage"]["total_tokens"]
+        .as_u64()
+        .unwrap();
     assert!(spent_first > 0);
     std::fs::write(
         t.path().join("orch.toml"),
@@ -259,7 +266,9 @@ max_tokens = 5
     let all = results(&t);
     let last = all.last().unwrap();
     assert_eq!(status_of(last, "agent"), "completed");
-    let spent_now = last["metadata"]["token_usage"]["total_tokens"].as_u64().unwrap();
+    let spent_now = last["metadata"]["token_usage"]["total_tokens"]
+        .as_u64()
+        .unwrap();
     let run_scope = last["budgets"]
         .as_array()
         .unwrap()
@@ -307,7 +316,11 @@ fn a_named_session_is_continued_on_the_next_run() {
         all[0]["instances"]["nightly"]["steps"][0]["usage"]["cost_basis"],
         "fresh"
     );
-    let cost = |v: &Value| v["metadata"]["token_usage"]["total_cost_usd"].as_f64().unwrap();
+    let cost = |v: &Value| {
+        v["metadata"]["token_usage"]["total_cost_usd"]
+            .as_f64()
+            .unwrap()
+    };
     assert!(cost(&all[1]) > 0.0);
     assert!(
         cost(&all[1]) < cost(&all[0]) * 3.0,
@@ -399,9 +412,11 @@ fn session_fork_continues_a_copy_of_the_named_session_each_run() {
         .status(0);
     let named_totals = || -> String {
         ledger(&t)
-            .query_row("SELECT totals FROM sessions ORDER BY updated_at LIMIT 1", [], |r| {
-                r.get(0)
-            })
+            .query_row(
+                "SELECT totals FROM sessions ORDER BY updated_at LIMIT 1",
+                [],
+                |r| r.get(0),
+            )
             .unwrap()
     };
     t.run();
@@ -455,7 +470,10 @@ fn two_jobs_naming_one_session_is_a_load_time_error() {
         .run();
     // `session = "fork"` needs a session to fork.
     Test::new()
-        .file("orch.toml", "[jobs.a]\nprompt = \"x\"\nsession = \"fork\"\n")
+        .file(
+            "orch.toml",
+            "[jobs.a]\nprompt = \"x\"\nsession = \"fork\"\n",
+        )
         .args(&["plan"])
         .status(2)
         .stderr_contains("session_id")
