@@ -55,6 +55,13 @@ pub struct Decision {
 pub fn resume(config: &ResumeConfig) -> Result<ExitCode, Error> {
     super::check_open_files()?;
     let run = &config.run;
+    if run.when.start_at.is_some() || run.when.schedule.is_some() || run.when.once {
+        return Err(Error::Resume {
+            message: "orch resume starts now: --start-at, --schedule and --once do not apply"
+                .into(),
+            help: "drop them, or wait and resume later".into(),
+        });
+    }
     let state_dir = state_dir_of(config)?;
     let path = ledger::path(&state_dir);
     if !path.exists() {
