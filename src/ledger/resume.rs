@@ -61,7 +61,12 @@ pub fn definition_hash(step: &Step, job: &Job) -> String {
         add(a);
     }
     add("\u{1e}env");
-    for (k, v) in &job.env {
+    // The simulated agent's state folder is orch's own plumbing, not the job's.
+    for (k, v) in job
+        .env
+        .iter()
+        .filter(|(k, _)| k != crate::agent::simulate::STATE_DIR_ENV)
+    {
         add(&format!("{k}={v}"));
     }
     add(&job.workspace.to_string_lossy());

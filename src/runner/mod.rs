@@ -216,6 +216,17 @@ pub async fn run(
         at: started,
         resumed_from: ctx.carried.resumed_from.clone(),
     });
+    // Reused steps end before anything launches: reporters count them as done.
+    for (id, record) in &ctx.carried.done {
+        if let Some(step) = plan.steps.get(*id) {
+            report(Event::StepSkipped {
+                step: *id,
+                label: step.label(),
+                status: Status::Completed,
+                reason: record.reason.clone().unwrap_or_default(),
+            });
+        }
+    }
     let core = core::Core::new(ctx, plan, budgets, started).with_done();
     let result = dispatcher::run(ctx, core, guardian.clone(), &mut writer, report).await;
     // Every group is gone by now; let the guardian go too.

@@ -122,6 +122,7 @@ fn ctrl_c_during_the_third_of_five_jobs_then_resume_runs_only_the_last_three() {
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("resumes "), "{stdout}");
+    assert!(stdout.contains("b reused: completed in run "), "{stdout}");
     check_resumed(&t, out.status.code().unwrap(), &stdout);
     t.check();
 }
@@ -478,4 +479,44 @@ fn two_jobs_naming_one_session_is_a_load_time_error() {
         .status(2)
         .stderr_contains("session_id")
         .run();
+}
+
+#[test]
+fn a_completed_for_each_source_is_reused_and_the_fan_out_expands_again_from_it() {
+    let manifest = r#"
+[settings]
+startup_delay = "0s"
+[jobs.list]
+shell = "echo list >> calls.log; echo '[\"x\", \"y\"]'"
+outputs = "json"
+[jobs.each]
+needs = ["list"]
+for_each = "${{ jobs.list.outputs.json }}"
+shell = "echo each:${{ item }} >> calls.log"
+[jobs.last]
+needs = ["each"]
+shell = "echo last >> calls.log; test -f go"
+"#;
+    let t = Test::new()
+        .file("orch.toml", manifest)
+        .args(&["run", "--quiet"])
+        .status(1);
+    t.run();
+    let mut first = calls(&t);
+    first.sort();
+    assert_eq!(first, ["each:x", "each:y", "last", "list"]);
+    std::fs::write(t.path().join("go"), "").unwrap();
+    let out = t.with_args(&["resume", "--quiet"]).output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let all = calls(&t);
+    // `list` ran once; `each` expanded again from its reused output.
+    assert_eq!(all.iter().filter(|l| *l == "list").count(), 1, "{all:?}");
+    assert_eq!(all.iter().filter(|l| *l == "each:x").count(), 2, "{all:?}");
+    assert_eq!(all.last().map(String::as_str), Some("last"));
+    let last = results(&t).pop().unwrap();
+    assert_eq!(
+        last["fan_outs"]["each"]["status"], "completed",
+        "{}",
+        last["fan_outs"]
+    );
 }
