@@ -33,8 +33,9 @@ pub struct Resumption {
     pub steps: Vec<StepInfo>,
     /// The original's step definition hashes, by step label.
     pub definitions: HashMap<String, String>,
-    /// The original's results file, when it wrote one.
-    pub results: Option<Value>,
+    /// The run folders of the original and of the runs it resumed, newest first, each with its
+    /// results file if it wrote one: a step the original reused has its outputs in an earlier one.
+    pub run_dirs: Vec<(PathBuf, Option<Value>)>,
     /// `--force`: completed steps whose definition changed run again instead of a refusal.
     pub force: bool,
 }
@@ -92,12 +93,19 @@ pub fn resume(config: &ResumeConfig) -> Result<ExitCode, Error> {
     }
     // The new run lives beside the original: same ledger, same simulated sessions.
     let (manifest, agent) = super::run::setup(run, &manifest_config, Some(&state_dir))?;
+    let (steps, dirs) = chain_steps(&ledger, &original).map_err(|e| sql(&path, e))?;
     let resumption = Resumption {
-        steps: ledger.run_steps(&original.id).map_err(|e| sql(&path, e))?,
+        steps,
+        run_dirs: dirs
+            .into_iter()
+            .map(|d| {
+                let results = read_results(&d);
+                (d, results)
+            })
+            .collect(),
         definitions: ledger
             .definitions(&original.id)
             .map_err(|e| sql(&path, e))?,
-        results: read_results(&original.run_dir),
         force: config.force,
         original,
     };
@@ -306,12 +314,48 @@ fn reused_record(from: &str, info: Option<&StepInfo>) -> StepRecord {
     }
 }
 
-/// A job instance's outputs in the original run: from its results file, else from its
-/// `outputs/NNN-<job>.json` file (a killed run wrote no results file).
+/// The steps of a run as far as the ledger knows them, through the runs it resumed: a step the
+/// run reused has no row of its own, so its row in the run it was reused from stands (the newest
+/// row of a label wins). With the run folders of the chain, newest first.
+fn chain_steps(ledger: &Ledger, run: &RunInfo) -> rusqlite::Result<(Vec<StepInfo>, Vec<PathBuf>)> {
+    let mut steps: Vec<StepInfo> = Vec::new();
+    let mut dirs = Vec::new();
+    let mut next = Some(run.clone());
+    while let Some(r) = next.take() {
+        if dirs.contains(&r.run_dir) {
+            break;
+        }
+        for s in ledger.run_steps(&r.id)? {
+            if !steps.iter().any(|t| t.label == s.label) {
+                steps.push(s);
+            }
+        }
+        dirs.push(r.run_dir.clone());
+        next = match &r.resumed_from {
+            Some(from) => ledger.run_info(from)?,
+            None => None,
+        };
+    }
+    Ok((steps, dirs))
+}
+
+/// A job instance's outputs in the original run (or the run it reused them from): from a
+/// results file, else from an `outputs/NNN-<job>.json` file (a killed run wrote no results).
 fn original_outputs(resume: &Resumption, instance: usize, name: &str) -> Option<Value> {
-    if let Some(v) = resume
-        .results
-        .as_ref()
+    resume
+        .run_dirs
+        .iter()
+        .find_map(|(dir, results)| outputs_in(dir, results.as_ref(), instance, name))
+}
+
+/// A job instance's outputs in one run folder.
+fn outputs_in(
+    run_dir: &Path,
+    results: Option<&Value>,
+    instance: usize,
+    name: &str,
+) -> Option<Value> {
+    if let Some(v) = results
         .and_then(|r| r.get("instances"))
         .and_then(|i| i.get(name))
         .and_then(|i| i.get("outputs"))
@@ -319,7 +363,7 @@ fn original_outputs(resume: &Resumption, instance: usize, name: &str) -> Option<
     {
         return Some(v.clone());
     }
-    let dir = resume.original.run_dir.join("outputs");
+    let dir = run_dir.join("outputs");
     let slug = crate::runner::slug(name);
     let mut found: Vec<(usize, PathBuf)> = std::fs::read_dir(&dir)
         .ok()?

@@ -520,3 +520,33 @@ shell = "echo last >> calls.log; test -f go"
         last["fan_outs"]
     );
 }
+
+#[test]
+fn a_resume_of_a_resume_still_reuses_what_the_first_run_completed() {
+    let manifest = FIVE.replace("while [ ! -f go ]; do sleep 0.02; done", "test -f go");
+    let t = Test::new()
+        .file("orch.toml", &manifest)
+        .args(&["run", "--quiet"])
+        .status(1);
+    t.run();
+    // The first resume fails at c again (no `go` yet); a and b are reused, without rows of
+    // their own in the resumed run.
+    let out = t.with_args(&["resume", "--quiet"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert_eq!(calls(&t), ["a", "b", "c", "c"]);
+    std::fs::write(t.path().join("go"), "").unwrap();
+    let out = t.with_args(&["resume", "--quiet"]).output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(calls(&t), ["a", "b", "c", "c", "c", "d:from-b", "e"]);
+    // Each run points at the one it resumes.
+    let all = results(&t);
+    assert_eq!(all.len(), 3);
+    assert_eq!(
+        all[2]["metadata"]["resumed_from"],
+        all[1]["metadata"]["run_id"]
+    );
+    assert_eq!(
+        all[1]["metadata"]["resumed_from"],
+        all[0]["metadata"]["run_id"]
+    );
+}
