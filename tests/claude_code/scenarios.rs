@@ -430,3 +430,75 @@ fn a_named_session_run_twice_continues_its_conversation() {
     let ledger = s.ledger_figures(&results[1], "nightly");
     assert!(close(ledger.usd, charged2), "{ledger:?} vs {charged2}");
 }
+
+/// Ctrl-C while the second of two jobs is mid-turn, then `orch resume`: the first job is not run
+/// again (no request of its own to the API), and the second continues its interrupted session
+/// with `--resume`, so its request carries the conversation so far.
+#[test]
+fn resume_after_ctrl_c_continues_the_interrupted_session_and_skips_the_completed_job() {
+    let s = Scenario::new(
+        &manifest(
+            "[jobs.first]\nprompt = \"say one\"\n\
+             [jobs.second]\nprompt = \"take your time\"\nneeds = [\"first\"]\n",
+        ),
+        vec![
+            Reply::text("One.", Usage::COLD),
+            Reply::stall(Usage::COLD),
+            Reply::text("Done at last.", Usage::WARM),
+        ],
+    )
+    .env("ORCH_GRACE_INT", "20s")
+    .env("ORCH_GRACE_TERM", "2s");
+    let mut orch = s.spawn();
+    s.mock.wait_stalled(Duration::from_secs(60));
+    s.wait_log("Thinking about it.", Duration::from_secs(30));
+    signal(orch.id(), Signal::SIGINT);
+    assert_eq!(
+        wait_exit(&mut orch, Duration::from_secs(60)),
+        130,
+        "{}",
+        s.output()
+    );
+    s.mock.wait_released(Duration::from_secs(5));
+    let first = s.results();
+    assert_eq!(status(&first, "first"), "completed");
+    assert_eq!(status(&first, "second"), "cancelled");
+    let session_of = |v: &serde_json::Value, flag: &str| {
+        let argv = steps(v, "second")[0]["argv"].as_array().unwrap().clone();
+        argv.iter()
+            .position(|a| a == flag)
+            .map(|at| argv[at + 1].as_str().unwrap().to_string())
+    };
+    let id = session_of(&first, "--session-id").unwrap();
+
+    let out = s.orch("resume").output().unwrap();
+    assert!(out.status.success(), "{out:?}\n{}", s.output());
+    s.assert_no_process_left();
+    let runs = s.path().join(".orch/runs");
+    let mut dirs: Vec<_> = std::fs::read_dir(&runs)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    dirs.sort();
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dirs[1].join("results.json")).unwrap())
+            .unwrap();
+    assert_eq!(status(&v, "second"), "completed");
+    assert_eq!(session_of(&v, "--resume"), Some(id));
+    let calls = s.mock.message_requests();
+    assert_eq!(calls.len(), 3, "first once, second twice: {calls:?}");
+    assert!(
+        calls[2].message_count() > calls[1].message_count(),
+        "{} vs {}",
+        calls[2].message_count(),
+        calls[1].message_count()
+    );
+    assert!(
+        calls[2]
+            .texts()
+            .iter()
+            .any(|t| t.contains("take your time")),
+        "{:?}",
+        calls[2].texts()
+    );
+}
