@@ -485,6 +485,23 @@ fn resume_after_ctrl_c_continues_the_interrupted_session_and_skips_the_completed
             .unwrap();
     assert_eq!(status(&v, "second"), "completed");
     assert_eq!(session_of(&v, "--resume"), Some(id));
+    // Charged the difference from the interrupted process's final figures.
+    let step = &steps(&v, "second")[0];
+    let cumulative = result_line(step).unwrap()["total_cost_usd"]
+        .as_f64()
+        .unwrap();
+    let before = result_line(&steps(&first, "second")[0]).unwrap()["total_cost_usd"]
+        .as_f64()
+        .unwrap();
+    let charged = step["usage"]["cost_usd"].as_f64().unwrap();
+    eprintln!(
+        "[figures] resume after ctrl-c: interrupted ${before:.6}, CLI cumulative ${cumulative:.6}, charged ${charged:.6}"
+    );
+    assert!(
+        close(charged, cumulative - before),
+        "{charged} vs {cumulative} - {before}"
+    );
+    assert_eq!(step["usage"]["cost_basis"], "cumulative");
     let calls = s.mock.message_requests();
     assert_eq!(calls.len(), 3, "first once, second twice: {calls:?}");
     assert!(
