@@ -471,3 +471,158 @@ fn sql(path: &Path, e: rusqlite::Error) -> Error {
         std::io::Error::other(e),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::agent::AgentProgram;
+
+    const TEXT: &str = "[jobs.a]\nrun = [\"echo\", \"a\"]\n\
+        [jobs.b]\nrun = [\"echo\", \"b\"]\nneeds = [\"a\"]\n\
+        [jobs.c]\nprompt = \"c\"\npre_commands = [\"/clear\"]\nneeds = [\"b\"]\n";
+
+    fn plan_of(text: &str) -> (Manifest, Plan) {
+        let m = crate::manifest::load_str(Path::new("/w/orch.toml"), text.into()).unwrap();
+        let options = PlanOptions {
+            agent: AgentProgram {
+                program: "claude".into(),
+                prefix: vec![],
+            },
+            run_id: Uuid::from_u128(1),
+        };
+        let plan = Plan::build(&m, &options);
+        (m, plan)
+    }
+
+    /// The original run of `text`: each label with its status, outputs for each completed job.
+    fn original(text: &str, statuses: &[(&str, &str)], dir: &Path) -> Resumption {
+        let (m, plan) = plan_of(text);
+        let definitions = plan
+            .steps
+            .iter()
+            .map(|s| (s.label(), definition_hash(s, &m.jobs[s.job])))
+            .collect();
+        let steps = statuses
+            .iter()
+            .enumerate()
+            .map(|(i, (label, status))| StepInfo {
+                step: i,
+                job: label.split(' ').next().unwrap().to_string(),
+                label: label.to_string(),
+                status: status.to_string(),
+                session_id: None,
+                log: None,
+                started_at: None,
+                finished_at: None,
+            })
+            .collect();
+        let instances: serde_json::Map<String, Value> = ["a", "b", "c"]
+            .iter()
+            .map(|j| {
+                (
+                    j.to_string(),
+                    serde_json::json!({ "outputs": { "stdout": *j } }),
+                )
+            })
+            .collect();
+        Resumption {
+            original: RunInfo {
+                id: "r1".into(),
+                manifest: "/w/orch.toml".into(),
+                run_dir: dir.into(),
+                status: "failed".into(),
+                resumed_from: None,
+            },
+            steps,
+            definitions,
+            run_dirs: vec![(
+                dir.into(),
+                Some(serde_json::json!({ "instances": instances })),
+            )],
+            force: false,
+        }
+    }
+
+    fn labels(plan: &Plan, ids: &[StepId]) -> Vec<String> {
+        ids.iter().map(|&id| plan.steps[id].label()).collect()
+    }
+
+    #[test]
+    fn completed_unchanged_steps_are_reused_in_order_and_the_rest_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = original(
+            TEXT,
+            &[
+                ("a", "completed"),
+                ("b", "completed"),
+                ("c [1/2]", "completed"),
+                ("c [2/2]", "cancelled"),
+            ],
+            dir.path(),
+        );
+        let (m, plan) = plan_of(TEXT);
+        let d = decide(&m, &plan, &r);
+        assert_eq!(labels(&plan, &d.reused), ["a", "b", "c [1/2]"]);
+        assert!(d.changed.is_empty());
+        // Outputs of the jobs whose last step is reused.
+        let with_outputs: Vec<&str> = d
+            .outputs
+            .iter()
+            .map(|(i, _)| plan.instances[*i].name.as_str())
+            .collect();
+        assert_eq!(with_outputs, ["a", "b"]);
+    }
+
+    #[test]
+    fn a_changed_step_is_named_and_what_follows_it_runs_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = original(
+            TEXT,
+            &[
+                ("a", "completed"),
+                ("b", "completed"),
+                ("c [1/2]", "failed"),
+            ],
+            dir.path(),
+        );
+        let changed = TEXT.replace("[\"echo\", \"a\"]", "[\"echo\", \"A\"]");
+        let (m, plan) = plan_of(&changed);
+        let d = decide(&m, &plan, &r);
+        assert_eq!(d.changed, ["a"]);
+        assert!(d.reused.is_empty(), "b needs a, which runs again");
+        // A raised budget or a new timeout is not a change.
+        let budget = TEXT.replace(
+            "prompt = \"c\"",
+            "prompt = \"c\"\nmax_usd = 9.0\ntimeout = \"1h\"",
+        );
+        let r = original(
+            TEXT,
+            &[
+                ("a", "completed"),
+                ("b", "completed"),
+                ("c [1/2]", "completed"),
+            ],
+            dir.path(),
+        );
+        let (m, plan) = plan_of(&budget);
+        let d = decide(&m, &plan, &r);
+        assert!(d.changed.is_empty(), "{:?}", d.changed);
+        assert_eq!(labels(&plan, &d.reused), ["a", "b", "c [1/2]"]);
+    }
+
+    #[test]
+    fn a_last_step_without_outputs_runs_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut r = original(TEXT, &[("a", "completed"), ("b", "completed")], dir.path());
+        // No results file and no outputs/ files: nothing to give b's dependents.
+        r.run_dirs = vec![(dir.path().into(), None)];
+        let (m, plan) = plan_of(TEXT);
+        assert!(decide(&m, &plan, &r).reused.is_empty());
+        // An outputs file of the killed run is enough.
+        std::fs::create_dir_all(dir.path().join("outputs")).unwrap();
+        std::fs::write(dir.path().join("outputs/001-a.json"), "{\"stdout\":\"a\"}").unwrap();
+        let d = decide(&m, &plan, &r);
+        assert_eq!(labels(&plan, &d.reused), ["a"]);
+        assert_eq!(d.outputs[0].1["stdout"], "a");
+    }
+}
