@@ -111,7 +111,24 @@ pub fn check(
             };
             if let Ok(t) = template::parse(source) {
                 match t.single() {
-                    Some(Reference::Output { .. }) => {}
+                    Some(r @ Reference::Output { .. }) => {
+                        if let Err(e) = checker.reference(r) {
+                            if !e.0.is_empty() {
+                                let at = t
+                                    .references()
+                                    .next()
+                                    .map_or(0..source.len(), |(_, at)| at);
+                                errors.push(checker.template_error(
+                                    &field,
+                                    &template::Error {
+                                        message: e.0,
+                                        span: at,
+                                        help: e.1,
+                                    },
+                                ));
+                            }
+                        }
+                    }
                     _ => errors.push(checker.template_error(
                         &field,
                         &template::Error {

@@ -280,7 +280,16 @@ pub fn build(ctx: &RunContext, out: &RunOutcome, exit_code: u8) -> Results {
     let (mut completed, mut failed, mut skipped, mut blocked) = (0, 0, 0, 0);
     let mut all_tool_calls: u64 = 0;
     let mut faults = Vec::new();
-    for (i, inst) in plan.instances.iter().enumerate() {
+    // Manifest order, a fan-out's instances in its place.
+    let mut order = Vec::with_capacity(plan.instances.len());
+    for &top in &plan.of_job {
+        order.push(top);
+        if let crate::plan::Fan::Group { members, .. } = &plan.instances[top].fan {
+            order.extend(members.iter().copied());
+        }
+    }
+    for i in order {
+        let inst = &plan.instances[i];
         let job = &ctx.manifest.jobs[inst.job];
         let status = plan.instance_status(&out.states, i);
         if let crate::plan::Fan::Group { members, expand } = &inst.fan {
@@ -302,7 +311,11 @@ pub fn build(ctx: &RunContext, out: &RunOutcome, exit_code: u8) -> Results {
                     description: job.description.clone(),
                 },
             ));
-            continue;
+            // A fan-out with instances is counted through them; one without (no items, or an
+            // expansion that failed or was skipped) is a job of its own.
+            if !members.is_empty() {
+                continue;
+            }
         }
         match status {
             Status::Completed => completed += 1,

@@ -57,9 +57,33 @@ pub fn clip_start(s: &str, max: usize) -> String {
 
 /// `s` cut to `w` columns and padded with spaces to exactly `w` on the right.
 pub fn left(s: &str, w: usize) -> String {
-    let s = clip(s, w);
+    let s = clip_name(s, w);
     let pad = w.saturating_sub(width(&s));
     format!("{s}{}", " ".repeat(pad))
+}
+
+/// A name cut to `max` columns: a fan-out instance's name (`implement[task-12]`) keeps its key
+/// and loses the middle (`implem…[task-12]`), so that the instances stay apart; anything else is
+/// cut at the end, as [`clip`] does.
+pub fn clip_name(s: &str, max: usize) -> String {
+    if width(s) <= max {
+        return s.to_string();
+    }
+    let Some(open) = s.strip_suffix(']').and_then(|body| body.rfind('[')) else {
+        return clip(s, max);
+    };
+    let (base, key) = s.split_at(open);
+    let key_w = width(key);
+    // Room for at least two characters of the base and the ellipsis.
+    if key_w + 3 > max {
+        return clip(s, max);
+    }
+    let mut out = clip(base, max - key_w);
+    if !out.ends_with('…') {
+        out.push('…');
+    }
+    out.push_str(key);
+    out
 }
 
 /// `s` cut to `w` columns and padded with spaces to exactly `w` on the left.
@@ -180,6 +204,12 @@ mod tests {
         assert_eq!(right("ab", 4), "  ab");
         assert_eq!(clip("abcdef", 4), "abc…");
         assert_eq!(clip_start("a/b/c/results.json", 10), "…ults.json");
+        assert_eq!(clip_name("job implement[task-12]", 16), "job im…[task-12]");
+        assert_eq!(
+            clip_name("plain-name-too-long", 10),
+            clip("plain-name-too-long", 10)
+        );
+        assert_eq!(clip_name("short[1]", 20), "short[1]");
     }
 
     #[test]

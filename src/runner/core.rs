@@ -396,14 +396,12 @@ impl<'a> Core<'a> {
                         self.next_launch = Some(now.mono + self.ctx.startup_delay);
                     }
                     Err(why) => {
-                        let label = self.plan.steps[id].label();
                         self.skip(
                             id,
                             Status::Failed,
                             format!("failed before it started: {why}"),
                             fx,
                         );
-                        let _ = label;
                         self.end_in_frontier(id, Status::Failed);
                     }
                 },
@@ -456,10 +454,25 @@ impl<'a> Core<'a> {
                 }
             }
         }
+        // A `for_each` job's condition is evaluated once, before it expands, unless it reads
+        // `item`: then for each instance.
         let is_expansion = matches!(step.action, Action::Expand { .. });
-        if let (Some(text), false) = (&job.condition, is_expansion) {
-            let text = text.clone();
-            let verdict = crate::condition::parse(&text)
+        let condition = job.condition.as_ref().and_then(|text| {
+            let parsed = crate::condition::parse(text);
+            let per_item = parsed.as_ref().is_ok_and(|c| {
+                c.references()
+                    .iter()
+                    .any(|(r, _)| matches!(r, template::Reference::Item { .. }))
+            });
+            let here = match (is_expansion, !own_needs) {
+                (true, _) => !per_item,
+                (false, true) => per_item,
+                (false, false) => true,
+            };
+            here.then(|| (text.clone(), parsed))
+        });
+        if let Some((text, parsed)) = condition {
+            let verdict = parsed
                 .map_err(|e| {
                     e.first()
                         .map_or_else(|| "a bad condition".into(), |e| e.message.clone())
@@ -504,6 +517,7 @@ impl<'a> Core<'a> {
             env: &self.ctx.env,
             run_id: &self.ctx.run_id,
             started_at: self.started_at,
+            outer_env_only: false,
         }
     }
 
@@ -657,10 +671,24 @@ impl<'a> Core<'a> {
         let record = &mut self.records[id];
         record.started = Some(now.wall);
         record.finished = Some(now.wall);
-        record.reason = Some(format!(
+        let reason = format!(
             "expanded into {count} instance{}",
             if count == 1 { "" } else { "s" }
-        ));
+        );
+        record.reason = Some(reason.clone());
+        fx.push(Effect::Report(Event::StepFinished {
+            step: id,
+            label: self.plan.steps[id].label(),
+            status: Status::Completed,
+            exit_code: None,
+            signal: None,
+            duration: Duration::ZERO,
+            usage: None,
+            leaked: Vec::new(),
+            reason: Some(reason),
+            log: Default::default(),
+            stderr_log: Default::default(),
+        }));
         self.frontier.ended(&self.plan, id, true);
     }
 
@@ -869,7 +897,10 @@ impl<'a> Core<'a> {
             log: record.log.clone(),
             stderr_log: record.stderr_log.clone(),
         }));
-        if self.ctx.fail_fast && matches!(status, Status::Failed | Status::TimedOut) {
+        if self.ctx.fail_fast
+            && matches!(status, Status::Failed | Status::TimedOut)
+            && !self.counts_as_success(id, status)
+        {
             self.raise(CancelReason::FailFast, fx);
         }
     }

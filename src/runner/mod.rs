@@ -324,9 +324,14 @@ impl RunOutcome {
                 .enumerate()
                 .any(|(id, x)| s.contains(x) && hard(id))
         };
+        // A budget stop is reported as one even in a tolerated job: the money is spent either way.
+        let budget = self
+            .states
+            .iter()
+            .any(|x| matches!(x, Status::BudgetExceeded | Status::Blocked));
         if self.stop == Some(StopCause::Interrupted) {
             ExitCode::Interrupted
-        } else if any(&[Status::BudgetExceeded, Status::Blocked]) {
+        } else if budget {
             ExitCode::BudgetStop
         } else if any(&[
             Status::Failed,

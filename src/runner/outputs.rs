@@ -130,6 +130,9 @@ pub struct Scope<'a> {
     pub env: &'a HashMap<String, String>,
     pub run_id: &'a str,
     pub started_at: DateTime<Utc>,
+    /// `env.NAME` reads orch's environment only, not the job's `env` (while rendering one of
+    /// the job's own values).
+    pub outer_env_only: bool,
 }
 
 impl template::Values for Scope<'_> {
@@ -148,10 +151,17 @@ impl template::Values for Scope<'_> {
                         None => return Ok(Value::Null),
                     }
                 };
-                let value = value
-                    .get(key.as_str())
-                    .cloned()
-                    .ok_or_else(|| format!("`{job}` has no output `{key}`"))?;
+                // An output the job declares but did not produce (the `json` of a job that failed,
+                // the `structured` answer of one that gave none) reads as null too.
+                let declared = self
+                    .job_index
+                    .get(job.as_str())
+                    .is_some_and(|&j| self.manifest.jobs[j].output_keys().contains(&key.as_str()));
+                let value = match value.get(key.as_str()) {
+                    Some(v) => v.clone(),
+                    None if declared => return Ok(Value::Null),
+                    None => return Err(format!("`{job}` has no output `{key}`")),
+                };
                 template::walk(&value, path)
                     .cloned()
                     .map_err(|e| format!("jobs.{job}.outputs.{key}: {e}"))
@@ -177,14 +187,24 @@ impl template::Values for Scope<'_> {
             },
             Reference::Env { name } => {
                 let job = &self.manifest.jobs[self.plan.instances[self.instance].job];
-                job.env
-                    .iter()
-                    .rev()
-                    .find(|(k, _)| k == name)
-                    .map(|(_, v)| v.clone())
-                    .or_else(|| self.env.get(name).cloned())
-                    .map(Value::String)
-                    .ok_or_else(|| format!("the environment has no variable `{name}`"))
+                let own = job.env.iter().rev().find(|(k, _)| k == name);
+                match own {
+                    // The job's own value, rendered as the step's environment is; its templates
+                    // read orch's environment only (so `A = "${{ env.A }}"` cannot loop).
+                    Some((_, v)) if !self.outer_env_only => {
+                        let inner = Scope {
+                            outer_env_only: true,
+                            ..*self
+                        };
+                        inner.render(v, template::Mode::Plain).map(Value::String)
+                    }
+                    _ => self
+                        .env
+                        .get(name)
+                        .cloned()
+                        .map(Value::String)
+                        .ok_or_else(|| format!("the environment has no variable `{name}`")),
+                }
             }
             Reference::RunId => Ok(Value::String(self.run_id.to_string())),
             Reference::RunStartedAt => Ok(Value::String(self.started_at.to_rfc3339())),
