@@ -109,6 +109,10 @@ pub enum Error {
     )]
     UnknownCommand { unknown: Vec<String> },
 
+    #[error("{message}")]
+    #[diagnostic(code(orch::resume), help("{help}"))]
+    Resume { message: String, help: String },
+
     #[error("{what}")]
     #[diagnostic(code(orch::io))]
     Io {

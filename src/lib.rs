@@ -91,6 +91,7 @@ fn dispatch(command: Command) -> Result<ExitCode, Error> {
             }
             commands::run::run(&c)
         }
+        Config::Resume(c) => commands::resume::resume(&c),
         Config::Ledger(c) => {
             report::emit(&commands::ledger::run(&c)?);
             Ok(ExitCode::Ok)

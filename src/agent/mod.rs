@@ -214,6 +214,7 @@ mod tests {
             session_id: None,
             output_schema: None,
             config: Box::default(),
+            fork_session: false,
         }
     }
 

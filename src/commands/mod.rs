@@ -5,6 +5,7 @@ pub mod convert;
 pub mod direct;
 pub mod ledger;
 pub mod plan;
+pub mod resume;
 pub mod run;
 pub mod schema;
 pub mod service;

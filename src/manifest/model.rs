@@ -238,6 +238,9 @@ pub struct Agent {
     /// The rest of Claude Code's headless configuration (`append_system_prompt`, `mcp_config`,
     /// ...), passed on every step of the job's chain.
     pub config: Box<ClaudeConfig>,
+    /// `session = "fork"`: each run continues a copy of the named session (`--fork-session`)
+    /// once it exists, instead of the session itself.
+    pub fork_session: bool,
 }
 
 /// Claude Code options of one agent job, checked and with paths made absolute. Each becomes

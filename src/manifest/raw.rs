@@ -254,6 +254,10 @@ raw_table! {
         /// Names of environment variables whose values orch masks as *** in everything it
         /// writes or prints (ANTHROPIC_API_KEY, *_TOKEN, *_SECRET and *_PASSWORD always are).
         pub secrets: Option<Vec<Sp<String>>>,
+        /// What a named `session_id` means from run to run: "continue" (default: each run
+        /// continues the conversation) or "fork" (each run continues a copy of it, leaving the
+        /// named session as it was: `--fork-session`).
+        pub session: Option<Sp<String>>,
     }
 }
 

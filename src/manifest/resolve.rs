@@ -196,6 +196,29 @@ pub fn resolve(raw: RawManifest, path: &Path, text: &str) -> Result<Manifest, Ve
             jobs.push(resolved);
         }
     }
+    // A session is used by one job: two jobs naming it would run in it at once.
+    let mut session_of: std::collections::HashMap<Uuid, (&str, &Span)> = Default::default();
+    for (name, job) in &raw_jobs {
+        let Some(named) = &job.session_id else {
+            continue;
+        };
+        let id = session_uuid(&named.value);
+        match session_of.get(&id) {
+            Some((first_job, first)) if *first_job != name.value => {
+                r.errors.push(ManifestError::SharedSession {
+                    session: named.value.clone(),
+                    first_job: first_job.to_string(),
+                    second_job: name.value.clone(),
+                    first: span(first),
+                    second: span(&named.span),
+                })
+            }
+            Some(_) => {}
+            None => {
+                session_of.insert(id, (&name.value, &named.span));
+            }
+        }
+    }
     r.check_graph(&raw_jobs);
     // Templates are checked alongside the other mistakes, unless the graph has a cycle (whose
     // upstream sets mean nothing).
@@ -481,6 +504,7 @@ impl Resolver {
                 session_id: job.session_id.as_ref().map(|s| session_uuid(&s.value)),
                 output_schema: None,
                 config: Box::new(config),
+                fork_session: self.fork_session(&at("session"), job),
             })
         };
         let needs = self.needs(&name.value, job);
@@ -880,6 +904,25 @@ impl Resolver {
         Some(schema)
     }
 
+    /// `session = "continue" | "fork"`; "fork" needs a `session_id` to fork.
+    fn fork_session(&mut self, path: &str, job: &RawJob) -> bool {
+        let Some(v) = &job.session else {
+            return false;
+        };
+        let fork = self.one_of(path, v, &["continue", "fork"]) == Some("fork");
+        if fork && job.session_id.is_none() {
+            self.errors.push(ManifestError::BadValue {
+                path: path.into(),
+                allowed: "\"continue\" (or \"fork\" with a session_id)".into(),
+                span: span(&v.span),
+                help:
+                    "`session = \"fork\"` forks the job's named session: add session_id = \"NAME\""
+                        .into(),
+            });
+        }
+        fork
+    }
+
     fn agent_keys_ignored(&mut self, name: &str, job: &RawJob) {
         let agent_keys = [
             ("pre_commands", job.pre_commands.is_some()),
@@ -887,6 +930,7 @@ impl Resolver {
             ("permission_mode", job.permission_mode.is_some()),
             ("model", job.model.is_some()),
             ("session_id", job.session_id.is_some()),
+            ("session", job.session.is_some()),
             ("clear_history", job.clear_history.is_some()),
             ("compact_history", job.compact_history.is_some()),
             ("max_turns", job.max_turns.is_some()),

@@ -91,6 +91,7 @@ fn events() -> Vec<(u64, Event)> {
                 jobs: 3,
                 steps: 4,
                 at: chrono::DateTime::UNIX_EPOCH,
+                resumed_from: None,
             },
         ),
         (0, started(0, "lint")),

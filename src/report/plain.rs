@@ -65,10 +65,15 @@ fn raw_event_line(event: &Event, max: usize, show_output: bool) -> Option<String
             run_dir,
             jobs,
             steps,
+            resumed_from,
             ..
         } => format!(
-            "run {name} {run_id}: {jobs} jobs, {steps} steps; logs in {}",
-            super::display_path(run_dir)
+            "run {name} {run_id}: {jobs} jobs, {steps} steps; logs in {}{}",
+            super::display_path(run_dir),
+            resumed_from
+                .as_ref()
+                .map(|from| format!("; resumes {from}"))
+                .unwrap_or_default()
         ),
         Event::StepStarted { label, pid, .. } => format!("▶ {label} started (pid {pid})"),
         Event::StepOutput { label, line, .. } if show_output => {

@@ -224,6 +224,9 @@ pub struct Metadata {
     /// next orch start reconciles them from the step logs"); absent when all landed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ledger_writes_not_landed: Option<String>,
+    /// The run this one resumes (`orch resume`); absent for a fresh run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resumed_from: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -465,6 +468,7 @@ pub fn build(ctx: &RunContext, out: &RunOutcome, exit_code: u8) -> Results {
             },
             ledger_writes_not_landed: (out.ledger.not_landed > 0)
                 .then(|| crate::runner::not_landed_message(out.ledger.not_landed)),
+            resumed_from: ctx.carried.resumed_from.clone(),
         },
     }
 }

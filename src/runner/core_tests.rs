@@ -43,6 +43,7 @@ fn fixture(toml: &str) -> Fixture {
         guardian_exe: "/nonexistent/orch".into(),
         env: Default::default(),
         manifest,
+        carried: Default::default(),
     };
     Fixture { ctx, plan }
 }

@@ -13,6 +13,7 @@ mod pipeline;
 mod plan;
 mod procs;
 mod recovery;
+mod resume;
 mod run;
 mod run_core;
 mod schedule;
