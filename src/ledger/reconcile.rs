@@ -72,7 +72,7 @@ pub fn reconcile(ledger: &Ledger, now: DateTime<Utc>) -> rusqlite::Result<Vec<St
 /// Each agent step's usage as its log tells it, sessions carried from step to step.
 fn read_logs(ledger_path: &Path, run_id: &str, steps: &[LoggedStep]) -> Vec<(usize, StepUsage)> {
     let mut sessions: HashMap<String, SessionTotals> = HashMap::new();
-    let mut out = Vec::with_capacity(steps.len());
+    let mut out: Vec<(usize, StepUsage)> = Vec::with_capacity(steps.len());
     for logged in steps {
         let session = &logged.session_id;
         let prior = if logged.resume {
@@ -94,7 +94,16 @@ fn read_logs(ledger_path: &Path, run_id: &str, steps: &[LoggedStep]) -> Vec<(usi
         if let (Some(id), Some(totals)) = (session, accounting.session_totals()) {
             sessions.insert(id.clone(), totals);
         }
-        out.push((logged.step, accounting.usage().clone()));
+        let usage = accounting.usage().clone();
+        // A retried step has a log per attempt; the ledger holds their sum.
+        match out.last_mut() {
+            Some((step, sum)) if *step == logged.step => {
+                sum.tokens.add(&usage.tokens);
+                sum.cost_usd += usage.cost_usd;
+                sum.is_estimate |= usage.is_estimate;
+            }
+            _ => out.push((logged.step, usage)),
+        }
     }
     out
 }
@@ -343,6 +352,7 @@ mod tests {
             resume: false,
             is_agent: true,
             log,
+            attempt: 1,
         };
         ledger.begin_step("r1", &step, Utc::now()).unwrap();
         ledger

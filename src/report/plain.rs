@@ -157,7 +157,13 @@ fn raw_event_line(event: &Event, max: usize, show_output: bool) -> Option<String
             (StopCause::FailFast, _) => {
                 "■ a step failed and fail_fast is on: stopping the run".into()
             }
+            (StopCause::RateLimited, _) => {
+                "■ rate limited past max_pause: nothing more starts; the run ends when what runs has ended".into()
+            }
         },
+        Event::StepRetrying { .. } => retrying_line(event)?,
+        Event::ConcurrencyChanged { reason, .. } => format!("⇅ {reason}"),
+        Event::PauseTooLong { reason, .. } => format!("■ {reason}"),
         Event::StepFinished { .. } => finished_line(event)?,
         Event::StepSkipped {
             label,
@@ -171,6 +177,44 @@ fn raw_event_line(event: &Event, max: usize, show_output: bool) -> Option<String
         | Event::ScheduleStopped { .. } => schedule_line(event)?,
         _ => return None,
     })
+}
+
+/// The line of a `StepRetrying` event: what ended, why, and when the next attempt starts.
+fn retrying_line(event: &Event) -> Option<String> {
+    let Event::StepRetrying {
+        label,
+        ended,
+        status,
+        kind,
+        reason,
+        attempt,
+        of,
+        delay,
+        at,
+        resume,
+        counted,
+        ..
+    } = event
+    else {
+        return None;
+    };
+    let how = if *resume {
+        "continuing its session"
+    } else {
+        "afresh"
+    };
+    let which = if *counted {
+        format!("attempt {attempt} of {of}")
+    } else {
+        format!("attempt {attempt} (after the rate limit's reset, not counted)")
+    };
+    Some(format!(
+        "↻ {label} attempt {ended} {} ({}: {reason}); {which} {how} in {} at {}",
+        status.as_str(),
+        kind.as_str(),
+        crate::duration::format(*delay),
+        at.with_timezone(&Local).format("%H:%M:%S")
+    ))
 }
 
 /// The line of a `StepFinished` event.
