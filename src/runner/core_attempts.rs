@@ -293,7 +293,7 @@ impl Core<'_> {
         let id = e.step;
         let result = e.outcome.as_ref().and_then(|o| o.result.as_ref());
         let (kind, until, number, free) = {
-            let a = self.attempts.get(&id)?;
+            let a = self.attempts.entry(id).or_default();
             let facts = retry::Facts {
                 status,
                 result,

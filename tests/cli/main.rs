@@ -12,6 +12,7 @@ mod pipeline;
 mod plan;
 mod procs;
 mod recovery;
+mod retry;
 mod run;
 mod run_core;
 mod schedule;

@@ -369,10 +369,9 @@ impl Script {
         self.finished = true;
         self.exit_code = self.knobs.exit.unwrap_or(1);
         if !self.knobs.no_result {
-            let mut result: Value = serde_json::from_slice(
-                &self.result_line("success", true, turns, Some(text), &[]),
-            )
-            .expect("a result line is JSON");
+            let mut result: Value =
+                serde_json::from_slice(&self.result_line("success", true, turns, Some(text), &[]))
+                    .expect("a result line is JSON");
             result["api_error_status"] = json!(status);
             if status.is_some() {
                 result["api_error_type"] = json!("overloaded_error");
