@@ -537,11 +537,12 @@ impl Resolver {
             let n = t.attempts.as_ref().expect("picked for it");
             match self.count(&at("attempts"), Some(n)) {
                 Some(n) if n <= 100 => out.attempts = n as u32,
-                Some(_) => self.errors.push(ManifestError::BadValue {
+                Some(_) => self.errors.push(ManifestError::WrongType {
                     path: at("attempts"),
-                    allowed: "1 to 100".into(),
+                    expected: "at most 100",
+                    found: "a larger number",
                     span: span(&n.span),
-                    help: "write at most 100 attempts".into(),
+                    help: "write 100 attempts or fewer".into(),
                 }),
                 None => {}
             }
@@ -578,9 +579,10 @@ impl Resolver {
         if let Some(t) = pick(|t| t.prompt.is_some()) {
             let p = t.prompt.as_ref().expect("picked for it");
             if p.value.trim().is_empty() {
-                self.errors.push(ManifestError::BadValue {
+                self.errors.push(ManifestError::WrongType {
                     path: at("prompt"),
-                    allowed: "a non-empty prompt".into(),
+                    expected: "a prompt",
+                    found: "a blank string",
                     span: span(&p.span),
                     help: format!("write a prompt, or remove it for \"{DEFAULT_RETRY_PROMPT}\""),
                 });
