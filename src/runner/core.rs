@@ -364,6 +364,7 @@ impl<'a> Core<'a> {
     /// The run is over: whatever never ran, because of a stop, is cancelled.
     pub fn finish_run(&mut self) -> Vec<Effect> {
         let mut fx = Vec::new();
+        self.drop_waiting_retries();
         for id in 0..self.states.len() {
             if self.states[id] == Status::Pending {
                 let reason = match self.stop {
@@ -883,10 +884,10 @@ impl<'a> Core<'a> {
             record.log = Default::default();
             record.stderr_log = Default::default();
         }
+        self.close_attempts(now, &e, status);
         if self.plan.steps[id].is_main() && e.exit.is_some() {
             self.record_outputs(id, &e, extra, fx);
         }
-        self.close_attempts(now, &e, status);
         let ok = self.counts_as_success(id, status);
         self.frontier.ended(&self.plan, id, ok);
         let record = &self.records[id];

@@ -450,6 +450,14 @@ impl Core<'_> {
         self.fold_usage(id);
     }
 
+    /// The run ended while steps waited for their retry: they will be cancelled, with what
+    /// their attempts spent.
+    pub(super) fn drop_waiting_retries(&mut self) {
+        for id in std::mem::take(&mut self.retry_at).into_keys() {
+            self.fold_usage(id);
+        }
+    }
+
     /// Adds the usage of a step's earlier attempts into its record's usage.
     fn fold_usage(&mut self, id: StepId) {
         let Some(carried) = self.attempts.get_mut(&id).and_then(|a| a.carried.take()) else {

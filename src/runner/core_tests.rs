@@ -483,7 +483,14 @@ fn overloaded(step: StepId, cost: f64) -> Input {
             api_error_status: Some(529),
             structured: None,
         }),
-        usage: Default::default(),
+        usage: crate::agent::accounting::StepUsage {
+            tokens: TokenCounts {
+                output: 100,
+                ..TokenCounts::default()
+            },
+            cost_usd: cost,
+            ..Default::default()
+        },
     });
     let mut models = std::collections::BTreeMap::new();
     if cost > 0.0 {
@@ -686,4 +693,29 @@ fn throttling_halves_the_agents_that_may_run_and_a_quiet_period_restores_them() 
             .iter()
             .any(|e| matches!(e, Event::ConcurrencyChanged { limit: Some(3), .. }))
     );
+}
+
+#[test]
+fn an_interrupt_while_a_retry_waits_cancels_it_with_what_it_spent() {
+    let f = fixture(
+        "[settings]\nstartup_delay = \"0s\"\n\
+         [jobs.a]\nprompt = \"a\"\nretry = { attempts = 3, backoff = \"10s\" }\n",
+    );
+    let mut core = f.core();
+    let t = Clock::new();
+    core.handle(t.at(0), Input::Tick);
+    core.handle(t.at(1), started(0));
+    core.handle(t.at(10), overloaded(0, 0.02));
+    assert!(!core.is_over(), "the retry waits");
+    core.handle(t.at(20), Input::Signal);
+    assert!(core.is_over());
+    assert_eq!(core.wake_at(t.at(20)), None);
+    core.finish_run();
+    assert_eq!(core.states, [Status::Cancelled]);
+    let usage = core.records[0]
+        .usage
+        .as_ref()
+        .expect("the first attempt's spend");
+    assert_eq!(usage.tokens.output, 100);
+    assert_eq!(core.records[0].attempts.len(), 1);
 }
