@@ -390,6 +390,70 @@ mod tests {
         assert!(usd < 5.0 && usd > 0.0, "{usd}");
     }
 
+    /// A retried step has a log per attempt: reconciliation compares their sum with what the
+    /// ledger holds for the step, so two complete attempts recorded in full add nothing.
+    #[test]
+    fn a_retried_step_is_reconciled_over_all_its_attempts() {
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = ledger_with_a_dead_run(dir.path());
+        let fixtures = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/claude-code-2.1.331"
+        );
+        let mut per_attempt = None;
+        for attempt in 1..=2u32 {
+            let log = dir.path().join(format!("001-a.a{attempt}.log"));
+            std::fs::copy(Path::new(fixtures).join("text-only.jsonl"), &log).unwrap();
+            let step = super::super::store::StepRow {
+                step: 0,
+                job: "a".into(),
+                label: "a".into(),
+                command: None,
+                session_id: None,
+                resume: false,
+                is_agent: true,
+                log: log.clone(),
+                attempt,
+            };
+            ledger.begin_step("r1", &step, Utc::now()).unwrap();
+            // What the live run recorded for the attempt: exactly what its log says.
+            let logged = read_logs(
+                &ledger.path,
+                "r1",
+                &[LoggedStep {
+                    step: 0,
+                    session_id: None,
+                    resume: false,
+                    log,
+                }],
+            );
+            let usage = &logged[0].1;
+            let delta = Delta::between(&Default::default(), 0.0, &usage.tokens, usage.cost_usd);
+            ledger
+                .record("r1", 0, None, Kind::Final, &delta, Utc::now())
+                .unwrap();
+            per_attempt = Some((usage.tokens.total(), usage.cost_usd));
+        }
+        let (tokens, usd) = per_attempt.unwrap();
+        assert!(tokens > 0);
+        assert_eq!(
+            reconcile(&ledger, Utc::now()).unwrap(),
+            vec!["r1".to_string()]
+        );
+        let (after, after_usd) = ledger.step_spend("r1", 0).unwrap();
+        assert_eq!(after.total(), 2 * tokens, "nothing added, nothing taken");
+        assert!((after_usd - 2.0 * usd).abs() < 1e-9, "{after_usd}");
+        let attempts: Vec<i64> = ledger
+            .conn()
+            .prepare("SELECT attempt FROM usage WHERE run_id = 'r1' ORDER BY id")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(attempts, [1, 2], "each usage row names its attempt");
+    }
+
     #[test]
     fn a_relative_log_of_an_old_ledger_is_found_beside_the_ledger() {
         let dir = tempfile::tempdir().unwrap();
