@@ -11,6 +11,7 @@
 mod harness;
 mod install;
 mod mock;
+mod retry;
 mod sandbox;
 mod scenarios;
 mod structured;
