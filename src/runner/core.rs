@@ -84,6 +84,9 @@ struct Attempts {
     carried: Option<crate::agent::accounting::StepUsage>,
     /// The numbers of the attempts that were rate-limit continuations.
     continuations: Vec<u32>,
+    /// The session's totals when the running attempt launched (agent steps), to tell whether
+    /// the attempt itself had turns.
+    prior: Option<SessionTotals>,
 }
 
 /// A retry the core decided on.
@@ -718,6 +721,7 @@ impl<'a> Core<'a> {
     }
 
     fn launch(&mut self, now: Now, id: StepId, rendered: Rendered, fx: &mut Vec<Effect>) {
+        self.note_launch(id);
         let step = &self.plan.steps[id];
         let job = &self.ctx.manifest.jobs[step.job];
         let (log, stderr_log) = self.attempt_logs(id);

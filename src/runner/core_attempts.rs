@@ -347,14 +347,27 @@ impl Core<'_> {
         })
     }
 
-    /// Whether a retry of the step can continue its agent session: the session has turns.
+    /// Remembers the session's totals as an attempt launches.
+    pub(super) fn note_launch(&mut self, id: StepId) {
+        let prior = match &self.plan.steps[id].action {
+            Action::Agent { session, .. } => self.sessions.get(&session.id()).cloned(),
+            _ => None,
+        };
+        self.attempts.entry(id).or_default().prior = prior;
+    }
+
+    /// Whether a retry of the step continues its agent session: the session has turns, and
+    /// this step made some of them (in this attempt or an earlier one). A step of a chain that
+    /// failed before its first turn runs its own command again instead of "continue".
     fn can_resume(&self, id: StepId) -> bool {
-        match &self.plan.steps[id].action {
-            Action::Agent { session, .. } => {
-                self.sessions.get(&session.id()).is_some_and(has_turns)
-            }
-            _ => false,
-        }
+        let Action::Agent { session, .. } = &self.plan.steps[id].action else {
+            return false;
+        };
+        let Some(now) = self.sessions.get(&session.id()).filter(|t| has_turns(t)) else {
+            return false;
+        };
+        let a = self.attempts.get(&id);
+        a.is_some_and(|a| a.resume_next) || a.and_then(|a| a.prior.as_ref()) != Some(now)
     }
 
     /// The record of the attempt that just ended.

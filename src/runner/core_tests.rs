@@ -719,3 +719,30 @@ fn an_interrupt_while_a_retry_waits_cancels_it_with_what_it_spent() {
     assert_eq!(usage.tokens.output, 100);
     assert_eq!(core.records[0].attempts.len(), 1);
 }
+
+#[test]
+fn a_chained_step_that_failed_before_its_first_turn_runs_its_own_command_again() {
+    let f = fixture(
+        "[settings]\nstartup_delay = \"0s\"\n\
+         [jobs.a]\npre_commands = [\"/first\"]\nprompt = \"second\"\n\
+         retry = { attempts = 2, backoff = \"1s\", jitter = false }\n",
+    );
+    let mut core = f.core();
+    let t = Clock::new();
+    core.handle(t.at(0), Input::Tick);
+    core.handle(t.at(1), started(0));
+    // The first step completes with turns in the session.
+    let Input::Exited(mut first) = overloaded(0, 0.02) else {
+        unreachable!()
+    };
+    first.outcome = None;
+    first.exit.as_mut().unwrap().code = Some(0);
+    assert_eq!(launched(&core.handle(t.at(10), Input::Exited(first))), [1]);
+    core.handle(t.at(11), started(1));
+    // The second fails with the session's totals unchanged: it never got a turn.
+    core.handle(t.at(20), overloaded(1, 0.02));
+    let fx = core.handle(t.at(1020), Input::Tick);
+    let argv = &launch_of(&fx).argv;
+    assert!(argv.contains(&"--resume".to_string()), "{argv:?}");
+    assert_eq!(argv.last().map(String::as_str), Some("second"));
+}
