@@ -21,6 +21,8 @@ pub enum ExitCode {
     Setup = 2,
     /// A budget in block mode stopped or refused steps.
     BudgetStop = 3,
+    /// A rate limit resets later than `max_pause`: the run ended without waiting for it.
+    RateLimited = 4,
     /// Interrupted by SIGINT, SIGTERM or SIGHUP (all three stop the run the same way; a closed
     /// terminal gives 130 too, not 129).
     Interrupted = 130,

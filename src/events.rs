@@ -68,6 +68,8 @@ pub enum StopCause {
     Interrupted,
     /// A step failed and `fail_fast` is on.
     FailFast,
+    /// A rate limit resets later than `max_pause`: nothing more starts.
+    RateLimited,
 }
 
 /// One thing that happened in a run. Serialized with the tag `event` (`"step_started"`); the
@@ -271,6 +273,51 @@ pub enum Event {
     JobExpanded {
         job: String,
         instances: Vec<ExpandedInstance>,
+    },
+    /// A step attempt failed in a way its `retry` covers (or hit a rate limit, which is waited
+    /// out without spending an attempt): attempt `attempt` starts at `at`, not before.
+    StepRetrying {
+        step: StepId,
+        label: String,
+        /// The attempt that ended, from 1.
+        ended: u32,
+        /// How it ended: `failed` or `timed_out`.
+        status: Status,
+        /// The kind of failure, as `retry.on` names it.
+        kind: crate::manifest::RetryOn,
+        /// What went wrong, in a few words.
+        reason: String,
+        /// The next attempt's number.
+        attempt: u32,
+        /// The most attempts `retry.attempts` allows (rate-limit continuations come on top).
+        of: u32,
+        /// Seconds until the next attempt, with millisecond precision.
+        #[serde(with = "duration_secs")]
+        #[schemars(with = "f64")]
+        delay: Duration,
+        /// When the next attempt may start.
+        at: DateTime<Utc>,
+        /// The next attempt continues the agent's session (`--resume`) instead of starting afresh.
+        resume: bool,
+        /// Whether this retry spends one of `retry.attempts` (a rate-limit continuation does not).
+        counted: bool,
+    },
+    /// The number of agent steps that may run at once changed: the API throttled (`api_retry`
+    /// with HTTP 429 or 529), or a quiet period passed.
+    ConcurrencyChanged {
+        /// Agent steps allowed at once; `None`: no limit besides `max_parallel`.
+        limit: Option<usize>,
+        reason: String,
+    },
+    /// A rate limit resets later than `max_pause` allows: nothing more starts and the run ends
+    /// with status `rate_limited` (exit code 4) once what runs has ended.
+    PauseTooLong {
+        until: DateTime<Utc>,
+        /// The `max_pause` setting, in seconds.
+        #[serde(with = "duration_secs")]
+        #[schemars(with = "f64")]
+        max_pause: Duration,
+        reason: String,
     },
 }
 

@@ -31,6 +31,12 @@
 //! - `ORCH_SIM_STRUCTURED=valid|missing|invalid|exhausted`: how a run with `--json-schema`
 //!   answers (default `valid`: a `StructuredOutput` tool call with the synthesised value, then a
 //!   result carrying it as `structured_output`); see [`Structured`].
+//! - `ORCH_SIM_FAIL=overloaded|api_retry|usage_limit|rate_limit`: the first
+//!   `ORCH_SIM_FAIL_ATTEMPTS=N` (default 1) invocations of each session fail this way (see
+//!   [`Failure`]), after `ORCH_SIM_FAIL_AFTER_TURNS=K` normal responses (default 0); a rate or
+//!   usage limit resets `ORCH_SIM_RESETS_IN_S=N` seconds later (default 2). Invocations are
+//!   counted per session id in `<state dir>/invocations/`, so a retry in a new process sees
+//!   the count of the attempts before it.
 //! - `ORCH_SIM_STATE_DIR=DIR`: session totals. `orch run --simulate` sets it to
 //!   `<state folder>/agent-sim` (see [`session_env`]) unless it is set already, so runs with
 //!   different state folders never share or collide on sessions; run by hand, the default is
@@ -46,7 +52,7 @@ mod script;
 mod state;
 mod synth;
 
-pub use args::{ArgError, Knobs, SessionArg, SimArgs, Structured};
+pub use args::{ArgError, Failure, Knobs, SessionArg, SimArgs, Structured};
 pub use script::{Emit, STRUCTURED_OUTPUT_TOOL, Script, response_usage};
 pub use state::SessionState;
 pub use synth::{MAX_DEPTH, NESTED_ITEMS, Synth};
@@ -117,7 +123,7 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
         Ok(args) => args,
         Err(e) => return fail(&e.message, e.exit_code),
     };
-    let knobs = match Knobs::from_lookup(|key| std::env::var(key).ok()) {
+    let mut knobs = match Knobs::from_lookup(|key| std::env::var(key).ok()) {
         Ok(knobs) => knobs,
         Err(e) => return fail(&format!("orch agent-sim: {e}"), 2),
     };
@@ -157,6 +163,23 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
             }
         },
     };
+    if knobs.fail.is_some() {
+        match state::count_invocation(&knobs.state_dir, &session_id) {
+            Ok(n) if n <= knobs.fail_attempts => {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs());
+                knobs.failing = Some((now + knobs.resets_in_s) as i64);
+            }
+            Ok(_) => {}
+            Err(e) => {
+                return fail(
+                    &format!("orch agent-sim: cannot count invocations of {session_id}: {e}"),
+                    1,
+                );
+            }
+        }
+    }
     // Before our handlers exist, so the grandchild does not inherit an ignored SIGTERM.
     if knobs.grandchild {
         spawn_grandchild();

@@ -97,7 +97,7 @@ pub fn spend(
                         AND f.kind != 'estimate') THEN 1 ELSE 0 END)
          FROM w
          JOIN runs r ON r.id = w.run_id
-         LEFT JOIN steps s ON s.run_id = w.run_id AND s.step = w.step
+         LEFT JOIN steps s ON s.run_id = w.run_id AND s.step = w.step AND s.attempt = 1
          GROUP BY k ORDER BY TOTAL(w.usd_nanos) DESC, k"
     );
     let mut stmt = ledger.conn().prepare(&sql)?;
@@ -390,6 +390,7 @@ mod tests {
                 resume: false,
                 is_agent: true,
                 log: dir.join("log"),
+                attempt: 1,
             };
             ledger.begin_step("r1", &row, now).unwrap();
             for (kind, at) in rows {

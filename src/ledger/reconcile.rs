@@ -72,7 +72,7 @@ pub fn reconcile(ledger: &Ledger, now: DateTime<Utc>) -> rusqlite::Result<Vec<St
 /// Each agent step's usage as its log tells it, sessions carried from step to step.
 fn read_logs(ledger_path: &Path, run_id: &str, steps: &[LoggedStep]) -> Vec<(usize, StepUsage)> {
     let mut sessions: HashMap<String, SessionTotals> = HashMap::new();
-    let mut out = Vec::with_capacity(steps.len());
+    let mut out: Vec<(usize, StepUsage)> = Vec::with_capacity(steps.len());
     for logged in steps {
         let session = &logged.session_id;
         let prior = if logged.resume {
@@ -94,7 +94,16 @@ fn read_logs(ledger_path: &Path, run_id: &str, steps: &[LoggedStep]) -> Vec<(usi
         if let (Some(id), Some(totals)) = (session, accounting.session_totals()) {
             sessions.insert(id.clone(), totals);
         }
-        out.push((logged.step, accounting.usage().clone()));
+        let usage = accounting.usage().clone();
+        // A retried step has a log per attempt; the ledger holds their sum.
+        match out.last_mut() {
+            Some((step, sum)) if *step == logged.step => {
+                sum.tokens.add(&usage.tokens);
+                sum.cost_usd += usage.cost_usd;
+                sum.is_estimate |= usage.is_estimate;
+            }
+            _ => out.push((logged.step, usage)),
+        }
     }
     out
 }
@@ -343,6 +352,7 @@ mod tests {
             resume: false,
             is_agent: true,
             log,
+            attempt: 1,
         };
         ledger.begin_step("r1", &step, Utc::now()).unwrap();
         ledger
@@ -378,6 +388,70 @@ mod tests {
         let (tokens, usd) = reconciled_spend("text-only.jsonl", &recorded);
         assert!(tokens < 1_000_000 && tokens > 0, "{tokens}");
         assert!(usd < 5.0 && usd > 0.0, "{usd}");
+    }
+
+    /// A retried step has a log per attempt: reconciliation compares their sum with what the
+    /// ledger holds for the step, so two complete attempts recorded in full add nothing.
+    #[test]
+    fn a_retried_step_is_reconciled_over_all_its_attempts() {
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = ledger_with_a_dead_run(dir.path());
+        let fixtures = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/claude-code-2.1.331"
+        );
+        let mut per_attempt = None;
+        for attempt in 1..=2u32 {
+            let log = dir.path().join(format!("001-a.a{attempt}.log"));
+            std::fs::copy(Path::new(fixtures).join("text-only.jsonl"), &log).unwrap();
+            let step = super::super::store::StepRow {
+                step: 0,
+                job: "a".into(),
+                label: "a".into(),
+                command: None,
+                session_id: None,
+                resume: false,
+                is_agent: true,
+                log: log.clone(),
+                attempt,
+            };
+            ledger.begin_step("r1", &step, Utc::now()).unwrap();
+            // What the live run recorded for the attempt: exactly what its log says.
+            let logged = read_logs(
+                &ledger.path,
+                "r1",
+                &[LoggedStep {
+                    step: 0,
+                    session_id: None,
+                    resume: false,
+                    log,
+                }],
+            );
+            let usage = &logged[0].1;
+            let delta = Delta::between(&Default::default(), 0.0, &usage.tokens, usage.cost_usd);
+            ledger
+                .record("r1", 0, None, Kind::Final, &delta, Utc::now())
+                .unwrap();
+            per_attempt = Some((usage.tokens.total(), usage.cost_usd));
+        }
+        let (tokens, usd) = per_attempt.unwrap();
+        assert!(tokens > 0);
+        assert_eq!(
+            reconcile(&ledger, Utc::now()).unwrap(),
+            vec!["r1".to_string()]
+        );
+        let (after, after_usd) = ledger.step_spend("r1", 0).unwrap();
+        assert_eq!(after.total(), 2 * tokens, "nothing added, nothing taken");
+        assert!((after_usd - 2.0 * usd).abs() < 1e-9, "{after_usd}");
+        let attempts: Vec<i64> = ledger
+            .conn()
+            .prepare("SELECT attempt FROM usage WHERE run_id = 'r1' ORDER BY id")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(attempts, [1, 2], "each usage row names its attempt");
     }
 
     #[test]

@@ -174,11 +174,14 @@ impl Ledger {
         rows.collect()
     }
 
-    /// Every step of a run the ledger has a row for, in step order.
+    /// Every step of a run the ledger has a row for, in step order: a retried step as its last
+    /// attempt left it.
     pub fn run_steps(&self, run_id: &str) -> rusqlite::Result<Vec<StepInfo>> {
         let mut stmt = self.conn().prepare(
             "SELECT step, job, label, status, session_id, log, started_at, finished_at
-             FROM steps WHERE run_id = ?1 ORDER BY step",
+             FROM steps AS s WHERE run_id = ?1
+               AND attempt = (SELECT MAX(attempt) FROM steps WHERE run_id = s.run_id AND step = s.step)
+             ORDER BY step",
         )?;
         let rows = stmt.query_map(params![run_id], |r| {
             Ok(StepInfo {

@@ -118,6 +118,31 @@ const MIGRATIONS: &[&str] = &[
         hash TEXT NOT NULL,
         PRIMARY KEY (run_id, key)
     );",
+    // 5: attempts. A retried step has one row per attempt (the key gains `attempt`, so the table
+    // is rebuilt; old rows are attempt 1), and each usage row names the attempt it was spent in.
+    "CREATE TABLE steps_v5 (
+        run_id TEXT NOT NULL REFERENCES runs(id),
+        step INTEGER NOT NULL,
+        attempt INTEGER NOT NULL DEFAULT 1,
+        job TEXT NOT NULL,
+        label TEXT NOT NULL,
+        command TEXT,
+        session_id TEXT,
+        resume INTEGER NOT NULL DEFAULT 0,
+        is_agent INTEGER NOT NULL,
+        log TEXT,
+        status TEXT NOT NULL,
+        started_at TEXT,
+        finished_at TEXT,
+        PRIMARY KEY (run_id, step, attempt)
+    );
+    INSERT INTO steps_v5 (run_id, step, attempt, job, label, command, session_id, resume,
+        is_agent, log, status, started_at, finished_at)
+        SELECT run_id, step, 1, job, label, command, session_id, resume, is_agent, log, status,
+        started_at, finished_at FROM steps;
+    DROP TABLE steps;
+    ALTER TABLE steps_v5 RENAME TO steps;
+    ALTER TABLE usage ADD COLUMN attempt INTEGER NOT NULL DEFAULT 1;",
 ];
 
 /// The schema version a ledger has once opened.
@@ -213,6 +238,8 @@ pub struct StepRow {
     pub resume: bool,
     pub is_agent: bool,
     pub log: PathBuf,
+    /// The attempt, from 1 (a retry is a new row of the same step).
+    pub attempt: u32,
 }
 
 /// A run as the ledger knows it.
@@ -329,8 +356,9 @@ impl Ledger {
     pub fn begin_step(&self, run_id: &str, s: &StepRow, at: DateTime<Utc>) -> rusqlite::Result<()> {
         self.exec(
             "INSERT OR REPLACE INTO steps
-             (run_id, step, job, label, command, session_id, resume, is_agent, log, status, started_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'running', ?10)",
+             (run_id, step, job, label, command, session_id, resume, is_agent, log, status, started_at,
+              attempt)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'running', ?10, ?11)",
             params![
                 run_id,
                 s.step as i64,
@@ -342,6 +370,7 @@ impl Ledger {
                 s.is_agent,
                 absolute(&s.log).to_string_lossy(),
                 at.to_rfc3339(),
+                s.attempt.max(1),
             ],
         )?;
         Ok(())
@@ -358,9 +387,11 @@ impl Ledger {
         at: DateTime<Utc>,
     ) -> rusqlite::Result<()> {
         self.exec(
+            // Spent in the step's latest attempt (its row is begun before anything is spent).
             "INSERT INTO usage (run_id, step, at, at_ms, model, kind, input, output, cache_read,
-             cache_creation, usd, usd_nanos)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+             cache_creation, usd, usd_nanos, attempt)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12,
+                COALESCE((SELECT MAX(attempt) FROM steps WHERE run_id = ?1 AND step = ?2), 1))",
             params![
                 run_id,
                 step as i64,
@@ -387,7 +418,8 @@ impl Ledger {
         at: DateTime<Utc>,
     ) -> rusqlite::Result<()> {
         self.exec(
-            "UPDATE steps SET status = ?3, finished_at = ?4 WHERE run_id = ?1 AND step = ?2",
+            "UPDATE steps SET status = ?3, finished_at = ?4 WHERE run_id = ?1 AND step = ?2
+             AND attempt = (SELECT MAX(attempt) FROM steps WHERE run_id = ?1 AND step = ?2)",
             params![run_id, step as i64, status, at.to_rfc3339()],
         )?;
         Ok(())
@@ -471,7 +503,7 @@ impl Ledger {
         // CROSS JOIN keeps SQLite's join order: runs, their steps, the steps' rows.
         let mut stmt = self.conn.prepare(
             "SELECT s.job, TOTAL(u.usd_nanos) FROM runs r
-             CROSS JOIN steps s ON s.run_id = r.id
+             CROSS JOIN steps s ON s.run_id = r.id AND s.attempt = 1
              CROSS JOIN usage u ON u.run_id = s.run_id AND u.step = s.step
              WHERE r.name = ?1 AND r.status NOT IN ('running', 'reconciling')
              GROUP BY s.job, r.id ORDER BY s.job, MIN(u.at_ms)",
@@ -599,7 +631,7 @@ impl Ledger {
     pub fn agent_steps(&self, run_id: &str) -> rusqlite::Result<Vec<LoggedStep>> {
         let mut stmt = self.conn.prepare(
             "SELECT step, session_id, resume, log FROM steps
-             WHERE run_id = ?1 AND is_agent = 1 AND log IS NOT NULL ORDER BY step",
+             WHERE run_id = ?1 AND is_agent = 1 AND log IS NOT NULL ORDER BY step, attempt",
         )?;
         let rows = stmt.query_map(params![run_id], |r| {
             Ok(LoggedStep {

@@ -53,6 +53,19 @@ pub struct Settings {
     pub state_dir: PathBuf,
     pub claude_path: Option<PathBuf>,
     pub disable_budget_visuals: bool,
+    /// The longest a rate-limit pause may last: a reset further away ends the run as
+    /// `rate_limited` instead of waiting for it.
+    #[serde(
+        rename = "max_pause_ms",
+        serialize_with = "crate::duration::serialize_ms"
+    )]
+    pub max_pause: Duration,
+    /// How long the API must stay free of throttling before the agent concurrency rises again.
+    #[serde(
+        rename = "throttle_quiet_ms",
+        serialize_with = "crate::duration::serialize_ms"
+    )]
+    pub throttle_quiet: Duration,
 }
 
 /// When `orch run` starts the graph; every value was checked when the manifest loaded.
@@ -132,6 +145,118 @@ pub struct Job {
     /// Names of the variables whose values are masked (`secrets`, the defaults' and the
     /// job's); the always-masked names are [`crate::secrets::is_secret_name`].
     pub secrets: Vec<String>,
+    /// How a failed step attempt of this job is tried again.
+    pub retry: Retry,
+}
+
+/// The default of `max_pause`: the longest rate-limit pause a run waits out.
+pub const DEFAULT_MAX_PAUSE: Duration = Duration::from_secs(6 * 3600);
+/// The default of `throttle_quiet`: the quiet period after which throttling eases by one step.
+pub const DEFAULT_THROTTLE_QUIET: Duration = Duration::from_secs(60);
+/// The default of `retry.backoff`: the wait before the second attempt.
+pub const DEFAULT_BACKOFF: Duration = Duration::from_secs(30);
+/// The default of `retry.max_backoff`: the longest wait between two attempts.
+pub const DEFAULT_MAX_BACKOFF: Duration = Duration::from_secs(600);
+/// The default of `retry.prompt`: what a retry that continues the session says.
+pub const DEFAULT_RETRY_PROMPT: &str = "Continue where you left off.";
+
+/// `retry`: how many attempts a step gets and which failures earn another one.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Retry {
+    /// Attempts in all, the first included (1: no retry).
+    pub attempts: u32,
+    /// The wait before the second attempt; it doubles for each one after.
+    #[serde(
+        rename = "backoff_ms",
+        serialize_with = "crate::duration::serialize_ms"
+    )]
+    pub backoff: Duration,
+    /// The longest wait between two attempts.
+    #[serde(
+        rename = "max_backoff_ms",
+        serialize_with = "crate::duration::serialize_ms"
+    )]
+    pub max_backoff: Duration,
+    /// Wait a random 50–100 % of the backoff, so that steps failing together do not retry
+    /// together.
+    pub jitter: bool,
+    /// The kinds of failure retried.
+    pub on: Vec<RetryOn>,
+    /// The prompt of a retry that continues the agent's session with `--resume`.
+    pub prompt: String,
+}
+
+impl Default for Retry {
+    fn default() -> Retry {
+        Retry {
+            attempts: 1,
+            backoff: DEFAULT_BACKOFF,
+            max_backoff: DEFAULT_MAX_BACKOFF,
+            jitter: true,
+            on: RetryOn::DEFAULT.to_vec(),
+            prompt: DEFAULT_RETRY_PROMPT.to_string(),
+        }
+    }
+}
+
+/// A kind of failed attempt, as `retry.on` names it.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum RetryOn {
+    /// The API was overloaded (HTTP 529, `overloaded_error`).
+    Overloaded,
+    /// A rate limit: HTTP 429, a rejected `rate_limit_event`, a usage-limit result.
+    RateLimit,
+    /// Another API error (HTTP 5xx, a connection failure).
+    ApiError,
+    /// The attempt ran out of its `timeout`.
+    Timeout,
+    /// The process exited non-zero (or died by a signal) for another reason.
+    Exit,
+    /// Claude Code stopped at `--max-turns` (`error_max_turns`).
+    MaxTurns,
+    /// Claude Code stopped at `--max-budget-usd` (`error_max_budget_usd`).
+    MaxBudget,
+    /// A tool use was denied by the permission mode.
+    PermissionDenied,
+}
+
+impl RetryOn {
+    /// What `retry.on` is when it is not written.
+    pub const DEFAULT: &'static [RetryOn] = &[
+        RetryOn::Overloaded,
+        RetryOn::RateLimit,
+        RetryOn::ApiError,
+        RetryOn::Timeout,
+        RetryOn::Exit,
+    ];
+    /// Every kind, in the order the book lists them.
+    pub const ALL: &'static [RetryOn] = &[
+        RetryOn::Overloaded,
+        RetryOn::RateLimit,
+        RetryOn::ApiError,
+        RetryOn::Timeout,
+        RetryOn::Exit,
+        RetryOn::MaxTurns,
+        RetryOn::MaxBudget,
+        RetryOn::PermissionDenied,
+    ];
+
+    /// The name `retry.on` uses.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RetryOn::Overloaded => "overloaded",
+            RetryOn::RateLimit => "rate_limit",
+            RetryOn::ApiError => "api_error",
+            RetryOn::Timeout => "timeout",
+            RetryOn::Exit => "exit",
+            RetryOn::MaxTurns => "max_turns",
+            RetryOn::MaxBudget => "max_budget",
+            RetryOn::PermissionDenied => "permission_denied",
+        }
+    }
 }
 
 /// The default of `max_items`: the most instances one fan-out may make.

@@ -50,6 +50,12 @@ raw_table! {
         pub claude_path: Option<String>,
         /// Hide the budget bars in the live display (zen's `disable_visuals`).
         pub disable_budget_visuals: Option<bool>,
+        /// The longest rate-limit pause to wait out (default "6h"); a reset further away ends
+        /// the run with status `rate_limited`.
+        pub max_pause: Option<Sp<DurationText>>,
+        /// How long the API must stay free of throttling (`api_retry` with 429 or 529) before
+        /// the agent concurrency that throttling halved rises again by one (default "1m").
+        pub throttle_quiet: Option<Sp<DurationText>>,
     }
 }
 
@@ -147,6 +153,7 @@ raw_table! {
         /// Names of environment variables whose values orch masks as *** in everything it
         /// writes or prints (ANTHROPIC_API_KEY, *_TOKEN, *_SECRET and *_PASSWORD always are).
         pub secrets: Option<Vec<Sp<String>>>,
+        pub retry: Option<Sp<RawRetry>>,
     }
 }
 
@@ -258,6 +265,28 @@ raw_table! {
         /// continues the conversation) or "fork" (each run continues a copy of it, leaving the
         /// named session as it was: `--fork-session`).
         pub session: Option<Sp<String>>,
+        /// Try a failed step attempt again, e.g. `{ attempts = 3, backoff = "30s" }`.
+        pub retry: Option<Sp<RawRetry>>,
+    }
+}
+
+raw_table! {
+    /// `retry = { attempts = 3, backoff = "30s", max_backoff = "10m", jitter = true, on = [...] }`.
+    pub struct RawRetry as "retry" {
+        /// Attempts in all, the first included (default 1: no retry; at most 100).
+        pub attempts: Option<Sp<i64>>,
+        /// The wait before the second attempt, doubling after each (default "30s").
+        pub backoff: Option<Sp<DurationText>>,
+        /// The longest wait between two attempts (default "10m").
+        pub max_backoff: Option<Sp<DurationText>>,
+        /// Wait a random 50–100 % of the backoff (default true).
+        pub jitter: Option<bool>,
+        /// Which failures are retried (default ["overloaded", "rate_limit", "api_error",
+        /// "timeout", "exit"]); also "max_turns", "max_budget", "permission_denied".
+        pub on: Option<Vec<Sp<String>>>,
+        /// The prompt of a retry that continues the session (default "Continue where you
+        /// left off.").
+        pub prompt: Option<Sp<String>>,
     }
 }
 

@@ -71,6 +71,15 @@ pub fn resolve(raw: RawManifest, path: &Path, text: &str) -> Result<Manifest, Ve
         }),
         disable_budget_visuals: raw_settings.disable_budget_visuals.unwrap_or(false),
         workspace,
+        max_pause: r
+            .duration("settings.max_pause", raw_settings.max_pause.as_ref())
+            .unwrap_or(DEFAULT_MAX_PAUSE),
+        throttle_quiet: r
+            .duration(
+                "settings.throttle_quiet",
+                raw_settings.throttle_quiet.as_ref(),
+            )
+            .unwrap_or(DEFAULT_THROTTLE_QUIET),
     };
 
     let schedule = raw.schedule.unwrap_or_default();
@@ -543,7 +552,84 @@ impl Resolver {
             workspace,
             limit,
             secrets,
+            retry: self.retry(
+                &at("retry"),
+                job.retry.as_ref().map(|r| &r.value),
+                defaults.retry.as_ref().map(|r| &r.value),
+            ),
         })
+    }
+
+    /// `retry`, key by key: the job's table, else `[defaults]`'s, else the default.
+    fn retry(
+        &mut self,
+        path: &str,
+        job: Option<&super::raw::RawRetry>,
+        defaults: Option<&super::raw::RawRetry>,
+    ) -> Retry {
+        let mut out = Retry::default();
+        let pick = |f: fn(&super::raw::RawRetry) -> bool| {
+            job.filter(|j| f(j)).or(defaults.filter(|d| f(d)))
+        };
+        let at = |key: &str| format!("{path}.{key}");
+        if let Some(t) = pick(|t| t.attempts.is_some()) {
+            let n = t.attempts.as_ref().expect("picked for it");
+            match self.count(&at("attempts"), Some(n)) {
+                Some(n) if n <= 100 => out.attempts = n as u32,
+                Some(_) => self.errors.push(ManifestError::WrongType {
+                    path: at("attempts"),
+                    expected: "at most 100",
+                    found: "a larger number",
+                    span: span(&n.span),
+                    help: "write 100 attempts or fewer".into(),
+                }),
+                None => {}
+            }
+        }
+        if let Some(t) = pick(|t| t.backoff.is_some()) {
+            if let Some(d) = self.duration(&at("backoff"), t.backoff.as_ref()) {
+                out.backoff = d;
+            }
+        }
+        if let Some(t) = pick(|t| t.max_backoff.is_some()) {
+            if let Some(d) = self.duration(&at("max_backoff"), t.max_backoff.as_ref()) {
+                out.max_backoff = d;
+            }
+        }
+        if let Some(t) = pick(|t| t.jitter.is_some()) {
+            out.jitter = t.jitter.unwrap_or(true);
+        }
+        if let Some(t) = pick(|t| t.on.is_some()) {
+            let names: Vec<&str> = RetryOn::ALL.iter().map(|k| k.as_str()).collect();
+            let mut on = Vec::new();
+            for (i, v) in t.on.iter().flatten().enumerate() {
+                if let Some(name) = self.one_of(&format!("{}[{i}]", at("on")), v, &names) {
+                    let kind = *RetryOn::ALL
+                        .iter()
+                        .find(|k| k.as_str() == name)
+                        .expect("a name of ALL");
+                    if !on.contains(&kind) {
+                        on.push(kind);
+                    }
+                }
+            }
+            out.on = on;
+        }
+        if let Some(t) = pick(|t| t.prompt.is_some()) {
+            let p = t.prompt.as_ref().expect("picked for it");
+            if p.value.trim().is_empty() {
+                self.errors.push(ManifestError::WrongType {
+                    path: at("prompt"),
+                    expected: "a prompt",
+                    found: "a blank string",
+                    span: span(&p.span),
+                    help: format!("write a prompt, or remove it for \"{DEFAULT_RETRY_PROMPT}\""),
+                });
+            } else {
+                out.prompt = p.value.clone();
+            }
+        }
+        out
     }
 
     /// `needs`: names or `{ job, when }` tables, each job once (the first entry wins).

@@ -714,3 +714,59 @@ mod legacy_json {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
+
+#[test]
+fn retry_merges_defaults_key_by_key_and_checks_its_values() {
+    let m = crate::manifest::load_str(
+        std::path::Path::new("orch.toml"),
+        r#"
+[settings]
+max_pause = "30m"
+[defaults]
+retry = { attempts = 3, backoff = "10s" }
+[jobs.a]
+prompt = "a"
+retry = { on = ["timeout", "max_turns"], jitter = false }
+[jobs.b]
+run = ["true"]
+"#
+        .into(),
+    )
+    .expect("loads");
+    let a = &m.jobs[0].retry;
+    assert_eq!(a.attempts, 3);
+    assert_eq!(a.backoff, std::time::Duration::from_secs(10));
+    assert_eq!(a.max_backoff, crate::manifest::DEFAULT_MAX_BACKOFF);
+    assert!(!a.jitter);
+    assert_eq!(
+        a.on,
+        [
+            crate::manifest::RetryOn::Timeout,
+            crate::manifest::RetryOn::MaxTurns
+        ]
+    );
+    assert_eq!(m.jobs[1].retry.on, crate::manifest::RetryOn::DEFAULT);
+    assert_eq!(m.settings.max_pause, std::time::Duration::from_secs(1800));
+    let errors = toml_errors(
+        "[jobs.a]\nrun = [\"true\"]\nretry = { attempts = 101, on = [\"overload\"], backoff = \"soon\", prompt = \" \" }\n",
+    );
+    let text: Vec<String> = errors
+        .iter()
+        .map(|e| {
+            format!(
+                "{e} {}",
+                e.help().map(|h| h.to_string()).unwrap_or_default()
+            )
+        })
+        .collect();
+    assert_eq!(errors.len(), 4, "{text:#?}");
+    assert!(
+        text.iter()
+            .any(|t| t.contains("did you mean \"overloaded\"")),
+        "{text:#?}"
+    );
+    assert!(
+        text.iter().any(|t| t.contains("jobs.a.retry.attempts")),
+        "{text:#?}"
+    );
+}

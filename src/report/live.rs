@@ -192,6 +192,10 @@ pub struct Board {
     /// How many jobs and steps the plan has before any dynamic fan-out expands.
     seed_jobs: usize,
     seed_steps: usize,
+    /// Agent launches are paused by a rate limit until then.
+    pub paused_until: Option<chrono::DateTime<chrono::Utc>>,
+    /// The agent concurrency that throttling set, and why.
+    pub agent_limit: Option<(usize, String)>,
 }
 
 impl Board {
@@ -315,8 +319,53 @@ impl Board {
                 }
             }
             Event::JobExpanded { instances, .. } => self.grow(instances),
+            Event::LaunchesPaused { until, .. } => self.paused_until = Some(*until),
+            Event::LaunchesResumed => self.paused_until = None,
+            Event::ConcurrencyChanged { limit, reason } => {
+                self.agent_limit = limit.map(|l| (l, sanitize(reason).into_owned()));
+            }
+            Event::StepRetrying {
+                step,
+                attempt,
+                kind,
+                at,
+                ..
+            } => {
+                if let Some(s) = self.steps.get_mut(*step) {
+                    s.status = Status::Pending;
+                    s.last_line = Some(format!(
+                        "↻ attempt {attempt} at {} ({})",
+                        at.with_timezone(&chrono::Local).format("%H:%M:%S"),
+                        kind.as_str()
+                    ));
+                }
+            }
             _ => {}
         }
+    }
+
+    /// The countdown of a rate-limit pause at `now`: "⏸ rate limited: agent steps start again
+    /// in 1m 23s (at 07:00:00)"; `None` when launches are not paused.
+    pub fn pause_line(&self, now: chrono::DateTime<chrono::Utc>) -> Option<String> {
+        let until = self.paused_until?;
+        let left = (until - now).to_std().unwrap_or_default();
+        // Whole seconds, rounded up: a countdown never shows 0 s while it still waits.
+        let left = Duration::from_secs(left.as_secs() + u64::from(left.subsec_nanos() > 0));
+        Some(format!(
+            "⏸ rate limited: agent steps start again in {} (at {})",
+            crate::duration::format(left),
+            until.with_timezone(&chrono::Local).format("%H:%M:%S")
+        ))
+    }
+
+    /// The agent limit throttling set, as a line; `None` when there is none.
+    pub fn limit_line(&self) -> Option<String> {
+        self.agent_limit.as_ref().map(|(limit, reason)| {
+            format!(
+                "⇅ at most {limit} agent step{} at once: {reason}",
+                if *limit == 1 { "" } else { "s" }
+            )
+        })
     }
 
     /// A dynamic fan-out expanded: a line for each new instance, and its steps (numbered on

@@ -28,6 +28,8 @@ pub struct Plain<W: Write> {
     next_table: Option<Instant>,
     /// The terminal's width when the lines go to one (`--no-progress`); `None` elsewhere.
     width: Option<usize>,
+    /// When the next countdown line of a rate-limit pause is due.
+    next_countdown: Option<Instant>,
 }
 
 impl<W: Write> Plain<W> {
@@ -38,6 +40,7 @@ impl<W: Write> Plain<W> {
             opts,
             next_table: None,
             width: None,
+            next_countdown: None,
         }
     }
 
@@ -162,7 +165,13 @@ fn raw_event_line(event: &Event, max: usize, show_output: bool) -> Option<String
             (StopCause::FailFast, _) => {
                 "■ a step failed and fail_fast is on: stopping the run".into()
             }
+            (StopCause::RateLimited, _) => {
+                "■ rate limited past max_pause: nothing more starts; the run ends when what runs has ended".into()
+            }
         },
+        Event::StepRetrying { .. } => retrying_line(event)?,
+        Event::ConcurrencyChanged { reason, .. } => format!("⇅ {reason}"),
+        Event::PauseTooLong { reason, .. } => format!("■ {reason}"),
         Event::StepFinished { .. } => finished_line(event)?,
         Event::StepSkipped {
             label,
@@ -176,6 +185,44 @@ fn raw_event_line(event: &Event, max: usize, show_output: bool) -> Option<String
         | Event::ScheduleStopped { .. } => schedule_line(event)?,
         _ => return None,
     })
+}
+
+/// The line of a `StepRetrying` event: what ended, why, and when the next attempt starts.
+fn retrying_line(event: &Event) -> Option<String> {
+    let Event::StepRetrying {
+        label,
+        ended,
+        status,
+        kind,
+        reason,
+        attempt,
+        of,
+        delay,
+        at,
+        resume,
+        counted,
+        ..
+    } = event
+    else {
+        return None;
+    };
+    let how = if *resume {
+        "continuing its session"
+    } else {
+        "afresh"
+    };
+    let which = if *counted {
+        format!("attempt {attempt} of {of}")
+    } else {
+        format!("attempt {attempt} (after the rate limit's reset, not counted)")
+    };
+    Some(format!(
+        "↻ {label} attempt {ended} {} ({}: {reason}); {which} {how} in {} at {}",
+        status.as_str(),
+        kind.as_str(),
+        crate::duration::format(*delay),
+        at.with_timezone(&Local).format("%H:%M:%S")
+    ))
 }
 
 /// The line of a `StepFinished` event.
@@ -270,6 +317,7 @@ impl<W: Write + Send> Reporter for Plain<W> {
     }
 
     fn tick(&mut self, now: Instant) {
+        self.countdown(now);
         let Some(due) = self.next_table else { return };
         if self.opts.quiet || now < due {
             return;
@@ -299,7 +347,27 @@ impl<W: Write + Send> Reporter for Plain<W> {
     }
 }
 
+/// How often the plain reporter repeats a pause's countdown.
+const COUNTDOWN_EVERY: Duration = Duration::from_secs(30);
+
 impl<W: Write> Plain<W> {
+    /// While a rate limit pauses launches, a countdown line every [`COUNTDOWN_EVERY`].
+    fn countdown(&mut self, now: Instant) {
+        if self.opts.quiet || self.board.paused_until.is_none() {
+            self.next_countdown = None;
+            return;
+        }
+        let due = *self.next_countdown.get_or_insert(now + COUNTDOWN_EVERY);
+        if now < due {
+            return;
+        }
+        self.next_countdown = Some(now + COUNTDOWN_EVERY);
+        if let Some(line) = self.board.pause_line(chrono::Utc::now()) {
+            let _ = writeln!(self.out, "{} {line}", Local::now().format("%H:%M:%S"));
+            let _ = self.out.flush();
+        }
+    }
+
     fn interval(&self) -> Duration {
         if self.opts.status_report_interval == Duration::ZERO {
             // Never: a day is far enough for any tick to miss.
@@ -341,4 +409,67 @@ fn schedule_line(event: &Event) -> Option<String> {
         ),
         _ => return None,
     })
+}
+
+#[cfg(test)]
+mod retry_lines {
+    use super::*;
+    use crate::manifest::RetryOn;
+
+    #[test]
+    fn a_retry_says_what_ended_why_and_when_the_next_attempt_starts() {
+        let at = chrono::Utc::now();
+        let event = Event::StepRetrying {
+            step: 0,
+            label: "build".into(),
+            ended: 1,
+            status: Status::Failed,
+            kind: RetryOn::Overloaded,
+            reason: "API Error: 529".into(),
+            attempt: 2,
+            of: 3,
+            delay: Duration::from_secs(30),
+            at,
+            resume: true,
+            counted: true,
+        };
+        let line = event_line(&event, 200, false).unwrap();
+        let when = at.with_timezone(&Local).format("%H:%M:%S").to_string();
+        assert_eq!(
+            line,
+            format!(
+                "↻ build attempt 1 failed (overloaded: API Error: 529); attempt 2 of 3 continuing its session in 30s at {when}"
+            )
+        );
+        let limit = Event::ConcurrencyChanged {
+            limit: Some(2),
+            reason: "the API is throttling (HTTP 529)".into(),
+        };
+        assert_eq!(
+            event_line(&limit, 200, false).unwrap(),
+            "⇅ the API is throttling (HTTP 529)"
+        );
+    }
+
+    #[test]
+    fn a_pause_counts_down_in_whole_seconds() {
+        let mut board = Board::default();
+        let now = chrono::Utc::now();
+        assert_eq!(board.pause_line(now), None);
+        let until = now + chrono::Duration::milliseconds(83_500);
+        board.apply(
+            &Event::LaunchesPaused {
+                until,
+                reason: "x".into(),
+            },
+            Instant::now(),
+        );
+        let line = board.pause_line(now).unwrap();
+        assert!(
+            line.starts_with("⏸ rate limited: agent steps start again in 1m24s"),
+            "{line}"
+        );
+        board.apply(&Event::LaunchesResumed, Instant::now());
+        assert_eq!(board.pause_line(now), None);
+    }
 }

@@ -197,6 +197,11 @@ pub struct StepResult {
     pub usage: Option<crate::agent::accounting::StepUsage>,
     pub result: Option<crate::agent::accounting::ResultSummary>,
     pub output_tail: Vec<String>,
+    /// Each attempt of a step that was tried more than once, the last included (number, status,
+    /// the kind of failure that earned the next one, its spend, its log); absent for a step
+    /// of one attempt. `usage` above is the sum over the attempts.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub attempts: Vec<crate::runner::retry::AttemptRecord>,
 }
 
 #[derive(Debug, Serialize)]
@@ -375,6 +380,7 @@ pub fn build(ctx: &RunContext, out: &RunOutcome, exit_code: u8) -> Results {
                 usage: r.usage.clone(),
                 result: r.result.clone(),
                 output_tail: r.tail.clone(),
+                attempts: r.attempts.clone(),
             });
         }
         all.add(&tokens);

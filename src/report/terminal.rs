@@ -227,6 +227,8 @@ impl Terminal {
                 lines.push(self.budget_line(b));
             }
         }
+        lines.extend(self.board.pause_line(chrono::Utc::now()));
+        lines.extend(self.board.limit_line());
         let running = self.board.running();
         let waiting = self.board.waiting();
         // One row stays free for the cursor; one each for the "more" and "waiting" lines.

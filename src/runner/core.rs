@@ -7,13 +7,14 @@
 //! ordered [`CancelReason`]. It never does I/O, never spawns, never reads a clock (time comes in as
 //! [`Now`]) and never waits: the shell in `super::dispatcher` applies the effects.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::executor::{ExecutorEvent, Exited, Launch};
+use super::retry::{self, ApiRetrySeen, AttemptRecord, Throttle};
 use super::writer::Write;
 use super::{RunContext, StepRecord};
 use crate::agent::Session;
@@ -24,7 +25,7 @@ use crate::events::{Event, StopCause};
 use crate::ledger::budget::{self, Budgets};
 use crate::ledger::store::StepRow;
 use crate::ledger::{Delta, Kind};
-use crate::manifest::{BudgetMode, FanOut, Task, When};
+use crate::manifest::{BudgetMode, FanOut, RetryOn, Task, When};
 use crate::plan::{Action, Fan, Frontier, Plan, StepId};
 use crate::template;
 use serde_json::Value;
@@ -54,10 +55,47 @@ pub enum CancelReason {
     FailFast,
     /// A budget the step belongs to is spent (block mode); only that budget's steps stop.
     BudgetStop,
+    /// A rate limit resets later than `max_pause`: nothing more starts, what runs ends.
+    RateLimited,
     /// SIGINT, SIGTERM or SIGHUP reached orch: stop with the ladder.
     Interrupted,
     /// A second signal: kill every group at once.
     Killed,
+}
+
+/// Rate-limit continuations one step may have (each waits for a reset), so that a limit that
+/// keeps rejecting cannot hold a run forever below `max_pause`.
+const MAX_FREE_ATTEMPTS: u32 = 20;
+
+/// What the core knows of a step's attempts.
+#[derive(Debug, Default)]
+struct Attempts {
+    /// The attempt running or last ended, from 1.
+    number: u32,
+    /// Attempts that were rate-limit continuations (not counted against `retry.attempts`).
+    free: u32,
+    /// The running attempt's last `api_retry` line.
+    api_retry: Option<ApiRetrySeen>,
+    /// The reset of a rejected rate limit the running attempt met.
+    rate_limited_until: Option<DateTime<Utc>>,
+    /// The next attempt continues the session with `--resume`.
+    resume_next: bool,
+    /// What the ended attempts spent together.
+    carried: Option<crate::agent::accounting::StepUsage>,
+    /// The numbers of the attempts that were rate-limit continuations.
+    continuations: Vec<u32>,
+    /// The session's totals when the running attempt launched (agent steps), to tell whether
+    /// the attempt itself had turns.
+    prior: Option<SessionTotals>,
+}
+
+/// A retry the core decided on.
+#[derive(Debug)]
+struct Next {
+    kind: RetryOn,
+    delay: Duration,
+    resume: bool,
+    counted: bool,
 }
 
 impl CancelReason {
@@ -66,6 +104,7 @@ impl CancelReason {
         match self {
             CancelReason::FailFast => Some(StopCause::FailFast),
             CancelReason::BudgetStop => None,
+            CancelReason::RateLimited => Some(StopCause::RateLimited),
             CancelReason::Interrupted | CancelReason::Killed => Some(StopCause::Interrupted),
         }
     }
@@ -168,6 +207,12 @@ pub struct Core<'a> {
     stops: Vec<Option<StepStop>>,
     /// Claude Code reported a rejected rate limit: no agent step starts before this.
     paused_until: Option<DateTime<Utc>>,
+    /// Each launched step's attempts.
+    attempts: HashMap<StepId, Attempts>,
+    /// Steps waiting to be tried again, and the instant before which they may not start.
+    retry_at: BTreeMap<StepId, Instant>,
+    /// The agent concurrency that API throttling lowers.
+    throttle: Throttle,
 }
 
 impl<'a> Core<'a> {
@@ -203,6 +248,9 @@ impl<'a> Core<'a> {
             spent: vec![(TokenCounts::default(), 0.0); n],
             stops: vec![None; n],
             paused_until: None,
+            attempts: HashMap::new(),
+            retry_at: BTreeMap::new(),
+            throttle: Throttle::default(),
             plan,
         }
     }
@@ -295,6 +343,9 @@ impl<'a> Core<'a> {
                     bytes_lost: fault.bytes_lost,
                 }))
             }
+            Input::Executor(ExecutorEvent::ApiRetried { step, seen }) => {
+                self.api_retried(now, step, seen, &mut fx)
+            }
             Input::Executor(ExecutorEvent::TimedOut { step }) => {
                 if self.stops[step].is_none() {
                     self.stops[step] = Some(StepStop::TimedOut);
@@ -317,7 +368,8 @@ impl<'a> Core<'a> {
 
     /// Whether the run is over once no executor is left: nothing runs and nothing more may start.
     pub fn is_over(&self) -> bool {
-        self.running.is_empty() && (self.stop.is_some() || self.frontier.is_empty())
+        self.running.is_empty()
+            && (self.stop.is_some() || (self.frontier.is_empty() && self.retry_at.is_empty()))
     }
 
     /// When the core wants a [`Input::Tick`]: the next launch slot, or the end of a pause.
@@ -330,19 +382,23 @@ impl<'a> Core<'a> {
         let resume = self.paused_until.map(|until| {
             now.mono + (until - now.wall).to_std().unwrap_or_default() + Duration::from_millis(1)
         });
-        match (launch, resume) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [launch, resume, self.retry_wake(now)]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// The run is over: whatever never ran, because of a stop, is cancelled.
     pub fn finish_run(&mut self) -> Vec<Effect> {
         let mut fx = Vec::new();
+        self.drop_waiting_retries();
         for id in 0..self.states.len() {
             if self.states[id] == Status::Pending {
                 let reason = match self.stop {
                     Some(CancelReason::FailFast) => "cancelled: a step failed and fail_fast is on",
+                    Some(CancelReason::RateLimited) => {
+                        "cancelled: a rate limit resets later than max_pause"
+                    }
                     _ => "cancelled: the run was interrupted",
                 };
                 self.skip(id, Status::Cancelled, reason.to_string(), &mut fx);
@@ -354,6 +410,7 @@ impl<'a> Core<'a> {
     /// Skips the doomed, resumes a pause that is over, expands fan-outs whose source exists, and
     /// launches what may start now.
     fn advance(&mut self, now: Now, fx: &mut Vec<Effect>) {
+        self.ease_throttle(now, fx);
         loop {
             self.skip_doomed(fx);
             if self.paused_until.is_some_and(|until| now.wall >= until) {
@@ -373,6 +430,9 @@ impl<'a> Core<'a> {
             }
             if !self.has_slot() {
                 return;
+            }
+            if self.relaunch_due(now, fx) {
+                continue;
             }
             let Some(id) = self.next_ready() else {
                 return;
@@ -705,7 +765,7 @@ impl<'a> Core<'a> {
         self.frontier.ready(&self.plan).find(|&id| {
             let step = &self.plan.steps[id];
             let job = &self.ctx.manifest.jobs[step.job];
-            !(paused && matches!(step.action, Action::Agent { .. }))
+            !((paused || self.agents_full()) && matches!(step.action, Action::Agent { .. }))
                 && job
                     .max_parallel
                     .is_none_or(|max| self.running_of_job[step.job] < max)
@@ -713,16 +773,11 @@ impl<'a> Core<'a> {
     }
 
     fn launch(&mut self, now: Now, id: StepId, rendered: Rendered, fx: &mut Vec<Effect>) {
+        self.note_launch(id);
         let step = &self.plan.steps[id];
         let job = &self.ctx.manifest.jobs[step.job];
-        let (log, stderr_log) = self.ctx.log_paths(step);
-        let agent = match &step.action {
-            Action::Agent { session, .. } => Some(match session {
-                Session::New(_) => None,
-                Session::Resume(id) => self.sessions.get(id).cloned(),
-            }),
-            _ => None,
-        };
+        let (log, stderr_log) = self.attempt_logs(id);
+        let agent = self.prior_of(id, &rendered.argv);
         self.states[id] = Status::Running;
         self.running.insert(id);
         self.running_of_job[step.job] += 1;
@@ -738,10 +793,11 @@ impl<'a> Core<'a> {
             } => (
                 command.clone(),
                 Some(session.id().to_string()),
-                matches!(session, Session::Resume(_)),
+                matches!(session, Session::Resume(_)) || is_resume(&rendered.argv),
             ),
             _ => (None, None, false),
         };
+        let attempt = self.attempt_no(id);
         fx.push(Effect::Ledger(Write::BeginStep {
             row: StepRow {
                 step: id,
@@ -752,6 +808,7 @@ impl<'a> Core<'a> {
                 resume,
                 is_agent: matches!(step.action, Action::Agent { .. }),
                 log: log.clone(),
+                attempt,
             },
             at: now.wall,
         }));
@@ -799,6 +856,7 @@ impl<'a> Core<'a> {
                     reason: format!("Claude Code's rate limit was reached in `{label}`"),
                 }));
             }
+            self.rate_limit_hit(now, step, until, fx);
         }
     }
 
@@ -852,6 +910,10 @@ impl<'a> Core<'a> {
                 at: now.wall,
             }));
         }
+        if let Some(next) = self.retry_decision(now, &e, status, fx) {
+            self.schedule_retry(now, &e, status, reason, next, fx);
+            return;
+        }
         self.states[id] = status;
         let record = &mut self.records[id];
         record.finished = Some(now.wall);
@@ -879,6 +941,7 @@ impl<'a> Core<'a> {
             record.log = Default::default();
             record.stderr_log = Default::default();
         }
+        self.close_attempts(now, &e, status);
         if self.plan.steps[id].is_main() && e.exit.is_some() {
             self.record_outputs(id, &e, extra, fx);
         }
@@ -1200,6 +1263,10 @@ impl<'a> Core<'a> {
         }
     }
 }
+
+#[path = "core_attempts.rs"]
+mod attempts;
+use attempts::is_resume;
 
 #[cfg(test)]
 #[path = "core_tests.rs"]

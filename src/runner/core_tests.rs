@@ -450,3 +450,301 @@ fn a_rejected_rate_limit_holds_agent_launches_until_it_resets_and_the_core_says_
     assert!(matches!(fx[0], Effect::Report(Event::LaunchesResumed)));
     assert_eq!(launched(&fx), [1]);
 }
+
+fn reports(fx: &[Effect]) -> Vec<&Event> {
+    fx.iter()
+        .filter_map(|e| match e {
+            Effect::Report(ev) => Some(ev),
+            _ => None,
+        })
+        .collect()
+}
+
+fn launch_of(fx: &[Effect]) -> &Launch {
+    fx.iter()
+        .find_map(|e| match e {
+            Effect::Launch(l) => Some(&**l),
+            _ => None,
+        })
+        .expect("a launch")
+}
+
+/// An agent attempt that ended with Claude Code's 529 result, its session holding `cost` so far.
+fn overloaded(step: StepId, cost: f64) -> Input {
+    let Input::Exited(mut e) = exit(step, Some(1), None) else {
+        unreachable!()
+    };
+    e.outcome = Some(crate::agent::accounting::Outcome {
+        success: false,
+        exit_code: Some(1),
+        result: Some(crate::agent::accounting::ResultSummary {
+            subtype: "success".into(),
+            is_error: true,
+            text: Some("API Error: 529 overloaded".into()),
+            errors: vec![],
+            api_error_status: Some(529),
+            structured: None,
+        }),
+        usage: crate::agent::accounting::StepUsage {
+            tokens: TokenCounts {
+                output: 100,
+                ..TokenCounts::default()
+            },
+            cost_usd: cost,
+            ..Default::default()
+        },
+    });
+    let mut models = std::collections::BTreeMap::new();
+    if cost > 0.0 {
+        models.insert("claude-opus-5-5".to_string(), Default::default());
+    }
+    e.session_totals = Some(SessionTotals {
+        cost_usd: cost,
+        models,
+    });
+    Input::Exited(e)
+}
+
+#[test]
+fn a_failed_attempt_is_relaunched_after_its_backoff_and_dependents_wait_for_the_last() {
+    let f = fixture(
+        "[settings]\nstartup_delay = \"0s\"\n\
+         [jobs.a]\nrun = [\"false\"]\nretry = { attempts = 3, backoff = \"1s\", jitter = false }\n\
+         [jobs.b]\nrun = [\"true\"]\nneeds = [\"a\"]\n",
+    );
+    let mut core = f.core();
+    let t = Clock::new();
+    assert_eq!(launched(&core.handle(t.at(0), Input::Tick)), [0]);
+    core.handle(t.at(1), started(0));
+    let fx = core.handle(t.at(10), exit(0, Some(1), None));
+    assert!(launched(&fx).is_empty(), "b waits for a's last attempt");
+    let retrying = reports(&fx)
+        .into_iter()
+        .find_map(|e| match e {
+            Event::StepRetrying {
+                attempt,
+                kind,
+                delay,
+                counted,
+                ..
+            } => Some((*attempt, *kind, *delay, *counted)),
+            _ => None,
+        })
+        .expect("a retry");
+    assert_eq!(retrying, (2, RetryOn::Exit, Duration::from_secs(1), true));
+    assert!(!core.is_over());
+    assert_eq!(core.wake_at(t.at(10)), Some(t.at(1010).mono));
+    assert!(launched(&core.handle(t.at(1009), Input::Tick)).is_empty());
+    let fx = core.handle(t.at(1010), Input::Tick);
+    assert_eq!(launched(&fx), [0]);
+    assert!(launch_of(&fx).log.ends_with("001-a.a2.log"));
+    // Twice the backoff before the third.
+    core.handle(t.at(1011), started(0));
+    core.handle(t.at(1100), exit(0, Some(1), None));
+    assert_eq!(core.wake_at(t.at(1100)), Some(t.at(3100).mono));
+    assert_eq!(launched(&core.handle(t.at(3100), Input::Tick)), [0]);
+    core.handle(t.at(3101), started(0));
+    // The third attempt is the last: its failure is final and skips b.
+    let fx = core.handle(t.at(3200), exit(0, Some(1), None));
+    assert!(launched(&fx).is_empty());
+    assert_eq!(core.states, [Status::Failed, Status::Skipped]);
+    let numbers: Vec<u32> = core.records[0].attempts.iter().map(|a| a.number).collect();
+    assert_eq!(numbers, [1, 2, 3]);
+    assert!(core.is_over());
+}
+
+#[test]
+fn an_agent_retry_continues_a_session_with_turns_and_starts_afresh_without() {
+    let toml = "[settings]\nstartup_delay = \"0s\"\n\
+         [jobs.a]\nprompt = \"do it\"\nretry = { attempts = 2, backoff = \"1s\", jitter = false }\n";
+    for (cost, resumes) in [(0.02, true), (0.0, false)] {
+        let f = fixture(toml);
+        let mut core = f.core();
+        let t = Clock::new();
+        core.handle(t.at(0), Input::Tick);
+        core.handle(t.at(1), started(0));
+        core.handle(t.at(10), overloaded(0, cost));
+        let fx = core.handle(t.at(1010), Input::Tick);
+        let launch = launch_of(&fx);
+        let argv = &launch.argv;
+        assert_eq!(argv.contains(&"--resume".to_string()), resumes, "{argv:?}");
+        assert_eq!(
+            argv.contains(&"--session-id".to_string()),
+            !resumes,
+            "{argv:?}"
+        );
+        let prompt = if resumes {
+            "Continue where you left off."
+        } else {
+            "do it"
+        };
+        assert_eq!(argv.last().map(String::as_str), Some(prompt));
+        // A resumed attempt's accounting starts from the session's totals.
+        assert_eq!(
+            launch
+                .agent
+                .as_ref()
+                .map(|p| p.as_ref().map(|t| t.cost_usd)),
+            Some(resumes.then_some(cost))
+        );
+        assert_eq!(core.records[0].attempts[0].kind, Some(RetryOn::Overloaded));
+    }
+}
+
+#[test]
+fn a_rate_limit_is_waited_out_free_and_one_beyond_max_pause_ends_the_run() {
+    let toml = |max_pause: &str| {
+        format!(
+            "[settings]\nstartup_delay = \"0s\"\nmax_pause = \"{max_pause}\"\n\
+             [jobs.a]\nprompt = \"a\"\n[jobs.b]\nprompt = \"b\"\nneeds = [\"a\"]\n"
+        )
+    };
+    let rejected = |t: &Clock, secs: i64| {
+        Input::Executor(ExecutorEvent::RateLimited {
+            step: 0,
+            record: RateLimitRecord {
+                status: "rejected".into(),
+                resets_at: Some(t.wall.timestamp() + secs),
+                rate_limit_type: None,
+                utilization: None,
+            },
+        })
+    };
+    let mut t = Clock::new();
+    t.wall = chrono::DateTime::from_timestamp(t.wall.timestamp(), 0).unwrap();
+    // Within max_pause: retried at the reset without spending an attempt (no `retry` at all).
+    let f = fixture(&toml("1h"));
+    let mut core = f.core();
+    core.handle(t.at(0), Input::Tick);
+    core.handle(t.at(1), started(0));
+    core.handle(t.at(2), rejected(&t, 60));
+    let fx = core.handle(t.at(10), overloaded(0, 0.01));
+    assert!(reports(&fx).iter().any(|e| matches!(
+        e,
+        Event::StepRetrying {
+            kind: RetryOn::RateLimit,
+            counted: false,
+            resume: true,
+            ..
+        }
+    )));
+    assert!(launched(&core.handle(t.at(59_000), Input::Tick)).is_empty());
+    let wake = core.wake_at(t.at(59_000)).expect("woken at the reset");
+    assert!(wake >= t.at(60_000).mono && wake <= t.at(60_010).mono);
+    assert_eq!(launched(&core.handle(t.at(60_001), Input::Tick)), [0]);
+    // Beyond it: the run stops launching and ends as rate limited.
+    let f = fixture(&toml("10s"));
+    let mut core = f.core();
+    core.handle(t.at(0), Input::Tick);
+    core.handle(t.at(1), started(0));
+    let fx = core.handle(t.at(2), rejected(&t, 3600));
+    assert!(
+        reports(&fx)
+            .iter()
+            .any(|e| matches!(e, Event::PauseTooLong { .. }))
+    );
+    assert!(stopped(&fx).is_empty(), "what runs may end on its own");
+    core.handle(t.at(10), overloaded(0, 0.01));
+    assert!(core.is_over());
+    core.finish_run();
+    assert_eq!(core.states, [Status::Failed, Status::Cancelled]);
+    assert_eq!(core.stop, Some(CancelReason::RateLimited));
+}
+
+#[test]
+fn throttling_halves_the_agents_that_may_run_and_a_quiet_period_restores_them() {
+    let f = fixture(
+        "[settings]\nstartup_delay = \"0s\"\nthrottle_quiet = \"10s\"\nmax_parallel = 4\n\
+         [jobs.a]\nprompt = \"a\"\n[jobs.b]\nprompt = \"b\"\n[jobs.c]\nprompt = \"c\"\n\
+         [jobs.d]\nprompt = \"d\"\n[jobs.e]\nprompt = \"e\"\n[jobs.f]\nprompt = \"f\"\n\
+         [jobs.tool]\nrun = [\"true\"]\nneeds = [\"a\"]\n",
+    );
+    let mut core = f.core();
+    let t = Clock::new();
+    // Four of six agents run when the API throttles.
+    assert_eq!(launched(&core.handle(t.at(0), Input::Tick)), [0, 1, 2, 3]);
+    let seen = super::retry::ApiRetrySeen {
+        attempt: 1,
+        status: Some(529),
+        error: Some("overloaded".into()),
+    };
+    let fx = core.handle(
+        t.at(5),
+        Input::Executor(ExecutorEvent::ApiRetried { step: 1, seen }),
+    );
+    assert!(
+        reports(&fx)
+            .iter()
+            .any(|e| matches!(e, Event::ConcurrencyChanged { limit: Some(2), .. }))
+    );
+    // Two end: four slots but a limit of two agents, two still running.
+    assert!(launched(&core.handle(t.at(100), exit(2, Some(0), None))).is_empty());
+    assert!(launched(&core.handle(t.at(110), exit(3, Some(0), None))).is_empty());
+    // a ends: one agent runs, so one more may start, and the process step a gates.
+    assert_eq!(
+        launched(&core.handle(t.at(120), exit(0, Some(0), None))),
+        [4, 6]
+    );
+    let fx = core.handle(t.at(130), exit(1, Some(0), None));
+    assert_eq!(launched(&fx), [5]);
+    // After the quiet period the limit rises; the core wakes for it.
+    assert_eq!(core.wake_at(t.at(200)), Some(t.at(10_005).mono));
+    let fx = core.handle(t.at(10_005), Input::Tick);
+    assert!(
+        reports(&fx)
+            .iter()
+            .any(|e| matches!(e, Event::ConcurrencyChanged { limit: Some(3), .. }))
+    );
+}
+
+#[test]
+fn an_interrupt_while_a_retry_waits_cancels_it_with_what_it_spent() {
+    let f = fixture(
+        "[settings]\nstartup_delay = \"0s\"\n\
+         [jobs.a]\nprompt = \"a\"\nretry = { attempts = 3, backoff = \"10s\" }\n",
+    );
+    let mut core = f.core();
+    let t = Clock::new();
+    core.handle(t.at(0), Input::Tick);
+    core.handle(t.at(1), started(0));
+    core.handle(t.at(10), overloaded(0, 0.02));
+    assert!(!core.is_over(), "the retry waits");
+    core.handle(t.at(20), Input::Signal);
+    assert!(core.is_over());
+    assert_eq!(core.wake_at(t.at(20)), None);
+    core.finish_run();
+    assert_eq!(core.states, [Status::Cancelled]);
+    let usage = core.records[0]
+        .usage
+        .as_ref()
+        .expect("the first attempt's spend");
+    assert_eq!(usage.tokens.output, 100);
+    assert_eq!(core.records[0].attempts.len(), 1);
+}
+
+#[test]
+fn a_chained_step_that_failed_before_its_first_turn_runs_its_own_command_again() {
+    let f = fixture(
+        "[settings]\nstartup_delay = \"0s\"\n\
+         [jobs.a]\npre_commands = [\"/first\"]\nprompt = \"second\"\n\
+         retry = { attempts = 2, backoff = \"1s\", jitter = false }\n",
+    );
+    let mut core = f.core();
+    let t = Clock::new();
+    core.handle(t.at(0), Input::Tick);
+    core.handle(t.at(1), started(0));
+    // The first step completes with turns in the session.
+    let Input::Exited(mut first) = overloaded(0, 0.02) else {
+        unreachable!()
+    };
+    first.outcome = None;
+    first.exit.as_mut().unwrap().code = Some(0);
+    assert_eq!(launched(&core.handle(t.at(10), Input::Exited(first))), [1]);
+    core.handle(t.at(11), started(1));
+    // The second fails with the session's totals unchanged: it never got a turn.
+    core.handle(t.at(20), overloaded(1, 0.02));
+    let fx = core.handle(t.at(1020), Input::Tick);
+    let argv = &launch_of(&fx).argv;
+    assert!(argv.contains(&"--resume".to_string()), "{argv:?}");
+    assert_eq!(argv.last().map(String::as_str), Some("second"));
+}

@@ -86,6 +86,11 @@ pub enum ExecutorEvent {
         step: StepId,
         fault: process::LogFault,
     },
+    /// Claude Code retried a failed API call itself (a `system/api_retry` line).
+    ApiRetried {
+        step: StepId,
+        seen: super::retry::ApiRetrySeen,
+    },
 }
 
 /// An executor event on the channel to the dispatcher. `Started` brings the step's stopper,
@@ -339,10 +344,25 @@ async fn agent_line(
             }
             Some(line)
         }
-        StreamEvent::ApiRetry { attempt, error, .. } => Some(format!(
-            "[api retry {attempt}] {}",
-            error.unwrap_or_default()
-        )),
+        StreamEvent::ApiRetry {
+            attempt,
+            error,
+            error_status,
+            ..
+        } => {
+            let seen = super::retry::ApiRetrySeen {
+                attempt,
+                status: error_status,
+                error: error.clone(),
+            };
+            let _ = tx
+                .send(ExecutorEvent::ApiRetried { step, seen }.into())
+                .await;
+            Some(format!(
+                "[api retry {attempt}] {}",
+                error.unwrap_or_default()
+            ))
+        }
         StreamEvent::Result {
             result_text,
             subtype,

@@ -9,6 +9,7 @@ pub mod core;
 mod dispatcher;
 mod executor;
 pub mod outputs;
+pub mod retry;
 pub mod writer;
 
 use std::path::PathBuf;
@@ -131,6 +132,9 @@ pub struct StepRecord {
     pub model: Option<String>,
     /// Output that did not reach the log files (a full disk), with the final counts.
     pub log_faults: Vec<crate::process::LogFault>,
+    /// Every attempt that ended, the last included, when the step was tried more than once
+    /// (empty for a step of one attempt).
+    pub attempts: Vec<retry::AttemptRecord>,
 }
 
 /// How a run ended: every step's status and record.
@@ -258,6 +262,7 @@ pub async fn run(
         ExitCode::StepsFailed => "failed",
         ExitCode::BudgetStop => "budget_stop",
         ExitCode::Interrupted => "interrupted",
+        ExitCode::RateLimited => "rate_limited",
         ExitCode::Setup => "setup_error",
     };
     // Queued last: if anything before it cannot land, neither does it, and the run stays
@@ -331,6 +336,8 @@ impl RunOutcome {
             .any(|x| matches!(x, Status::BudgetExceeded | Status::Blocked));
         if self.stop == Some(StopCause::Interrupted) {
             ExitCode::Interrupted
+        } else if self.stop == Some(StopCause::RateLimited) {
+            ExitCode::RateLimited
         } else if budget {
             ExitCode::BudgetStop
         } else if any(&[

@@ -192,6 +192,7 @@ async fn a_write_refused_for_good_leaves_the_run_to_reconciliation_which_adds_it
             resume: false,
             is_agent: true,
             log: log.clone(),
+            attempt: 1,
         },
         at: Utc::now(),
     });
@@ -327,6 +328,7 @@ async fn a_group_sums_the_usage_of_each_step_model_and_kind_into_one_row_exactly
         resume: false,
         is_agent: true,
         log: dir.path().join("log"),
+        attempt: 1,
     };
     // Two steps streaming estimates of two models, interleaved, then each one's final: the
     // reversal of its estimates and Claude Code's figure. A tenth of a cent is no exact float.

@@ -12,6 +12,7 @@ mod config;
 mod harness;
 mod install;
 mod mock;
+mod retry;
 mod sandbox;
 mod scenarios;
 mod structured;

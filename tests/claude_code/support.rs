@@ -253,6 +253,7 @@ impl Scenario {
             "SELECT COALESCE(SUM(u.input + u.output + u.cache_read + u.cache_creation), 0),
                     COALESCE(SUM(u.usd), 0.0)
              FROM usage u JOIN steps s ON s.run_id = u.run_id AND s.step = u.step
+                AND s.attempt = u.attempt
              WHERE u.run_id = ?1 AND s.job = ?2",
             rusqlite::params![run_id, job],
             |row| {

@@ -426,6 +426,21 @@ fn every_event_kind_validates_against_the_schema() {
         "TERM",
     ));
 
+    // 7. A retry, throttling, and a rate limit that resets beyond max_pause (tests/cli/retry.rs
+    //    tests each of them).
+    let t = sim_test(
+        "[settings]\nstartup_delay = \"0s\"\nmax_pause = \"1m\"\n\
+         [jobs.a]\nprompt = \"a\"\nenv = { ORCH_SIM_FAIL = \"api_retry\" }\n\
+         retry = { attempts = 2, backoff = \"100ms\" }\n\
+         [jobs.b]\nprompt = \"b\"\n\
+         [jobs.c]\nprompt = \"c\"\nneeds = [\"a\"]\n\
+         env = { ORCH_SIM_FAIL = \"rate_limit\", ORCH_SIM_RESETS_IN_S = \"3600\" }\n",
+    );
+    t.with_args(&["run", "--simulate", "--quiet", "--events", "e.ndjson"])
+        .output()
+        .unwrap();
+    lines.extend(event_lines(&t.path().join("e.ndjson")));
+
     // A ledger that cannot be written, and a wait long enough to pass a milestone (an hour),
     // are hard to provoke in a test: those kinds are built here. (A full disk, which produces the
     // write faults for real, needs root: `recovery::a_full_disk_loses_no_spend_and_says_what_it_lost`.)

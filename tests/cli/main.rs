@@ -14,6 +14,7 @@ mod plan;
 mod procs;
 mod recovery;
 mod resume;
+mod retry;
 mod run;
 mod run_core;
 mod schedule;

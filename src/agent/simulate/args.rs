@@ -268,6 +268,34 @@ impl Structured {
     }
 }
 
+/// How a failing invocation fails (`ORCH_SIM_FAIL`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// `overloaded`: a `<synthetic>` message and an `is_error` result with
+    /// `api_error_status: 529`, as Claude Code 2.1.331 ends when the API stays overloaded.
+    Overloaded,
+    /// `api_retry`: ten `system/api_retry` lines (HTTP 529, `overloaded`), the CLI's own
+    /// backoff exhausted, then the same result as `overloaded`.
+    ApiRetry,
+    /// `usage_limit`: an `is_error` result saying "Claude AI usage limit reached|RESET".
+    UsageLimit,
+    /// `rate_limit`: a rejected `rate_limit_event` with `resetsAt` (`ORCH_SIM_RESETS_IN_S`
+    /// ahead), then the usage-limit result.
+    RateLimit,
+}
+
+impl Failure {
+    fn parse(v: &str) -> Option<Failure> {
+        Some(match v {
+            "overloaded" => Failure::Overloaded,
+            "api_retry" => Failure::ApiRetry,
+            "usage_limit" => Failure::UsageLimit,
+            "rate_limit" => Failure::RateLimit,
+            _ => return None,
+        })
+    }
+}
+
 /// The `ORCH_SIM_*` knobs (see the module doc of `agent::simulate`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Knobs {
@@ -301,6 +329,19 @@ pub struct Knobs {
     pub structured: Structured,
     /// `ORCH_SIM_STATE_DIR`: where session totals are kept.
     pub state_dir: PathBuf,
+    /// `ORCH_SIM_FAIL`: how the failing invocations fail (none without it).
+    pub fail: Option<Failure>,
+    /// `ORCH_SIM_FAIL_ATTEMPTS=N`: the first N invocations of a session fail (default 1 with
+    /// `ORCH_SIM_FAIL`); counted in the state folder, across processes.
+    pub fail_attempts: u64,
+    /// `ORCH_SIM_FAIL_AFTER_TURNS=K`: a failing invocation gives K normal responses first
+    /// (default 0), so that the session has turns to `--resume`.
+    pub fail_after_turns: u32,
+    /// `ORCH_SIM_RESETS_IN_S=N`: a rate limit resets N seconds after the failure (default 2).
+    pub resets_in_s: u64,
+    /// Set by the driver, not from the environment: this invocation is one that fails, and the
+    /// reset time (epoch seconds) it names.
+    pub failing: Option<i64>,
 }
 
 impl Default for Knobs {
@@ -322,6 +363,11 @@ impl Default for Knobs {
             structured: Structured::Valid,
             // orch sets ORCH_SIM_STATE_DIR; by hand, sessions stay with the working folder.
             state_dir: PathBuf::from(".orch").join("agent-sim"),
+            fail: None,
+            fail_attempts: 1,
+            fail_after_turns: 0,
+            resets_in_s: 2,
+            failing: None,
         }
     }
 }
@@ -373,6 +419,19 @@ impl Knobs {
             state_dir: get("ORCH_SIM_STATE_DIR")
                 .map(PathBuf::from)
                 .unwrap_or(d.state_dir),
+            fail: match get("ORCH_SIM_FAIL") {
+                None => None,
+                Some(v) => Some(Failure::parse(v.trim()).ok_or_else(|| {
+                    format!(
+                        "ORCH_SIM_FAIL={v:?} is not one of overloaded, api_retry, usage_limit, rate_limit"
+                    )
+                })?),
+            },
+            fail_attempts: num("ORCH_SIM_FAIL_ATTEMPTS", d.fail_attempts)?,
+            fail_after_turns: u32::try_from(num("ORCH_SIM_FAIL_AFTER_TURNS", 0)?)
+                .unwrap_or(u32::MAX),
+            resets_in_s: num("ORCH_SIM_RESETS_IN_S", d.resets_in_s)?,
+            failing: None,
         })
     }
 }

@@ -5,7 +5,7 @@
 //! limit rules. It must never write, sleep, read files or read environment variables; `simulate::main`
 //! drives it.
 
-use super::args::{Knobs, SimArgs, Structured};
+use super::args::{Failure, Knobs, SimArgs, Structured};
 use super::state::SessionState;
 use super::synth::Synth;
 use crate::agent::prices::price_for;
@@ -209,6 +209,11 @@ impl Script {
     /// One API response and what follows it: a tool result, another response, or the result.
     fn push_response(&mut self) {
         let k = self.next_response;
+        if let (Some(how), Some(reset)) = (self.knobs.fail, self.knobs.failing) {
+            if k >= self.knobs.fail_after_turns {
+                return self.push_failure(how, reset, k + 1);
+            }
+        }
         if k >= self.knobs.turns {
             // Only reachable with ORCH_SIM_TURNS=0: answer without any API response.
             return self.push_answer(None, 0, None);
@@ -325,6 +330,55 @@ impl Script {
         let text = Some(answer.to_string());
         self.structured = Some(answer);
         self.push_result("success", is_error, turns, text, &[]);
+    }
+
+    /// The end of a failing invocation (`ORCH_SIM_FAIL`): what Claude Code writes when the API
+    /// stays overloaded, or when a rate or usage limit stops it. Exit 1.
+    fn push_failure(&mut self, how: Failure, reset: i64, turns: u32) {
+        if how == Failure::ApiRetry {
+            for attempt in 1..=10u32 {
+                let retry = json!({"type": "system", "subtype": "api_retry", "attempt": attempt,
+                    "max_retries": 10, "retry_delay_ms": 500 * u64::from(attempt),
+                    "error_status": 529, "error": "overloaded",
+                    "session_id": self.session_id, "uuid": self.uuid()});
+                self.push_line(&retry);
+            }
+        }
+        if how == Failure::RateLimit {
+            let event = json!({"type": "rate_limit_event", "rate_limit_info": {
+                "status": "rejected", "resetsAt": reset, "rateLimitType": "five_hour",
+                "utilization": 1.0, "isUsingOverage": false},
+                "session_id": self.session_id, "uuid": self.uuid()});
+            self.push_line(&event);
+        }
+        let (text, status) = match how {
+            Failure::Overloaded | Failure::ApiRetry => (
+                "API Error: 529 {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"Overloaded\"}}. This is a server-side issue, usually temporary — try again in a moment.".to_string(),
+                Some(529),
+            ),
+            Failure::UsageLimit | Failure::RateLimit => {
+                (format!("Claude AI usage limit reached|{reset}"), None)
+            }
+        };
+        let synthetic = json!({"type": "assistant", "message": {"id": format!("msg_sim_synthetic_{}", self.lines),
+            "type": "message", "role": "assistant", "model": "<synthetic>",
+            "content": [{"type": "text", "text": text}], "stop_reason": "stop_sequence",
+            "usage": usage_json(&TokenCounts::default())},
+            "parent_tool_use_id": null, "session_id": self.session_id, "uuid": self.uuid()});
+        self.push_line(&synthetic);
+        self.finished = true;
+        self.exit_code = self.knobs.exit.unwrap_or(1);
+        if !self.knobs.no_result {
+            let mut result: Value =
+                serde_json::from_slice(&self.result_line("success", true, turns, Some(text), &[]))
+                    .expect("a result line is JSON");
+            result["api_error_status"] = json!(status);
+            if status.is_some() {
+                result["api_error_type"] = json!("overloaded_error");
+            }
+            result["terminal_reason"] = json!("api_error");
+            self.push_line(&result);
+        }
     }
 
     /// Adds a response's usage to the run and to the session.

@@ -49,6 +49,24 @@ pub fn save(dir: &Path, session_id: &str, state: &SessionState) -> std::io::Resu
     std::fs::rename(tmp, path)
 }
 
+/// Counts one more invocation of a session; returns the count, this one included. Kept in
+/// `<dir>/invocations/<session>` so that consecutive processes see it (a retry of orch is a new
+/// process).
+pub fn count_invocation(dir: &Path, session_id: &str) -> std::io::Result<u64> {
+    let dir = dir.join("invocations");
+    std::fs::create_dir_all(&dir)?;
+    let path = dir.join(session_id);
+    let n = match std::fs::read_to_string(&path) {
+        Ok(text) => text.trim().parse::<u64>().unwrap_or(0),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+        Err(e) => return Err(e),
+    } + 1;
+    let tmp = dir.join(format!(".{session_id}.{}.tmp", std::process::id()));
+    std::fs::write(&tmp, n.to_string())?;
+    std::fs::rename(tmp, path)?;
+    Ok(n)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -583,3 +583,79 @@ fn a_json_schema_that_is_not_json_or_not_a_schema_is_refused_like_the_cli() {
     let ok = SimArgs::parse(&argv(&["--json-schema", TASKS_SCHEMA, "--", "x"])).unwrap();
     assert_eq!(ok.json_schema, serde_json::from_str(TASKS_SCHEMA).ok());
 }
+
+/// Each `ORCH_SIM_FAIL` mode writes what Claude Code writes, and orch's parser reads it so.
+#[test]
+fn failure_modes_write_what_the_cli_writes_and_orch_reads_them() {
+    use crate::agent::stream::StreamEvent as E;
+    let reset = 1_750_000_000;
+    for (mode, api_retries, rejected, text) in [
+        ("overloaded", 0, false, "API Error: 529"),
+        ("api_retry", 10, false, "API Error: 529"),
+        (
+            "usage_limit",
+            0,
+            false,
+            "Claude AI usage limit reached|1750000000",
+        ),
+        (
+            "rate_limit",
+            0,
+            true,
+            "Claude AI usage limit reached|1750000000",
+        ),
+    ] {
+        let mut k = knobs(&[("ORCH_SIM_FAIL", mode), ("ORCH_SIM_FAIL_AFTER_TURNS", "1")]);
+        k.failing = Some(reset);
+        let t = transcript(args(&[]), k, SESSION, SessionState::default(), None);
+        assert_eq!(t.exit_code, 1, "{mode}");
+        let events: Vec<StreamEvent> = t
+            .stdout
+            .split(|b| *b == b'\n')
+            .filter_map(parse_line)
+            .collect();
+        let retries = events
+            .iter()
+            .filter(|e| {
+                matches!(
+                    e,
+                    E::ApiRetry {
+                        error_status: Some(529),
+                        ..
+                    }
+                )
+            })
+            .count();
+        assert_eq!(retries, api_retries, "{mode}");
+        let limited = events.iter().any(|e| {
+            matches!(e, E::RateLimit { status, resets_at: Some(r), .. } if status == "rejected" && *r == reset)
+        });
+        assert_eq!(limited, rejected, "{mode}");
+        let (_, outcome) = account(&t.stdout, None, t.exit_code);
+        let result = outcome.result.expect("a result");
+        assert!(result.is_error, "{mode}");
+        assert!(result.text.unwrap().starts_with(text), "{mode}");
+        // One normal response came first: the session has turns and a cost.
+        assert_eq!(t.state.responses, 1, "{mode}");
+        assert!(outcome.usage.cost_usd > 0.0, "{mode}");
+    }
+    // Without `failing` (the driver counted past ORCH_SIM_FAIL_ATTEMPTS) the run succeeds.
+    let t = transcript(
+        args(&[]),
+        knobs(&[("ORCH_SIM_FAIL", "overloaded")]),
+        SESSION,
+        SessionState::default(),
+        None,
+    );
+    assert_eq!(t.exit_code, 0);
+    assert!(knobs(&[]).fail.is_none());
+    assert!(Knobs::from_lookup(|k| (k == "ORCH_SIM_FAIL").then(|| "nope".into())).is_err());
+}
+
+#[test]
+fn invocations_are_counted_per_session_across_processes() {
+    let dir = tempfile::tempdir().unwrap();
+    assert_eq!(state::count_invocation(dir.path(), "s1").unwrap(), 1);
+    assert_eq!(state::count_invocation(dir.path(), "s1").unwrap(), 2);
+    assert_eq!(state::count_invocation(dir.path(), "s2").unwrap(), 1);
+}
