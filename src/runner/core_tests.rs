@@ -501,6 +501,7 @@ fn overloaded(step: StepId, cost: f64) -> Input {
     e.session_totals = Some(SessionTotals {
         cost_usd: cost,
         models,
+        basis: None,
     });
     Input::Exited(e)
 }
