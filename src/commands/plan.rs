@@ -80,13 +80,20 @@ pub fn run_checked(
         Err(Error::ClaudeNotFound { .. }) => crate::agent::AgentProgram::by_name(),
         Err(e) => return Err(e),
     };
-    let plan = Plan::build(
-        &manifest,
-        &PlanOptions {
-            agent,
-            run_id: Uuid::new_v4(),
-        },
-    );
+    let options = PlanOptions {
+        agent,
+        run_id: Uuid::new_v4(),
+    };
+    // As `orch run` would start it: a named session the ledger knows is continued (`--resume`).
+    let plan = match super::resume::prepare(&manifest, &options, None) {
+        Ok((plan, _)) => plan,
+        Err(e) => {
+            warnings.push(format!(
+                "the ledger could not be read, so sessions are shown as new: {e}"
+            ));
+            Plan::build(&manifest, &options)
+        }
+    };
     warnings.extend(budget_warnings(&manifest));
     let (unknown, notes) = slash_warnings(&manifest, &|ws| crate::slash::roots_from_env(ws));
     if strict && !unknown.is_empty() {
@@ -152,6 +159,18 @@ pub fn view(m: &Manifest, plan: &Plan, now: DateTime<Utc>, warnings: Vec<String>
                     None
                 },
                 fan_out: fan_out_text(m, plan, id),
+                retry: (job.retry.attempts > 1).then(|| {
+                    let r = &job.retry;
+                    let on: Vec<&str> = r.on.iter().map(|o| o.as_str()).collect();
+                    format!(
+                        "up to {} attempts, backoff {} doubling to {}{}, on {}",
+                        r.attempts,
+                        crate::duration::format(r.backoff),
+                        crate::duration::format(r.max_backoff),
+                        if r.jitter { " with jitter" } else { "" },
+                        on.join(", ")
+                    )
+                }),
                 offset_ms: offsets[id].as_millis(),
                 timeout_ms: job.timeout.as_millis(),
                 limit: (step.is_main() && job.limit.is_set()).then_some(job.limit),

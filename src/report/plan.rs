@@ -86,6 +86,9 @@ pub struct StepView {
     /// `for_each` job's expansion, what it expands from.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fan_out: Option<String>,
+    /// The job's retry policy in words, when it retries ("up to 3 attempts, backoff 30s ...").
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry: Option<String>,
     /// Earliest launch offset from the start of the run.
     pub offset_ms: u128,
     pub timeout_ms: u128,
@@ -272,6 +275,9 @@ fn text(v: &PlanView) -> String {
         }
         if let Some(c) = &s.condition {
             let _ = writeln!(o, "         if: {c}");
+        }
+        if let Some(r) = &s.retry {
+            let _ = writeln!(o, "         retry: {r}");
         }
         if !s.references.is_empty() {
             let _ = writeln!(o, "         reads: {}", s.references.join(", "));

@@ -550,3 +550,40 @@ fn a_resume_of_a_resume_still_reuses_what_the_first_run_completed() {
         all[0]["metadata"]["run_id"]
     );
 }
+
+/// `orch plan` shows what `orch run` would pass: `--session-id` for a named session the ledger
+/// does not know yet, `--resume` once a run has used it; and a job's retry policy.
+#[test]
+fn the_plan_shows_a_known_named_session_resumed_and_the_retry_policy() {
+    let t = Test::new().file(
+        "orch.toml",
+        "[jobs.a]\nprompt = \"x\"\nsession_id = \"nightly\"\nretry = { attempts = 3, backoff = \"5s\" }\n",
+    );
+    let state = t.path().join("sim");
+    let t = t.env("ORCH_SIM_STATE_DIR", state.to_str().unwrap());
+    let plan = |t: &Test| {
+        let out = t.with_args(&["plan", "--simulate"]).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let before = plan(&t);
+    assert!(before.contains("--session-id "), "{before}");
+    assert!(
+        before.contains("retry: up to 3 attempts, backoff 5s doubling to 10m with jitter"),
+        "{before}"
+    );
+    let out = t
+        .with_args(&["run", "--simulate", "--quiet"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let after = plan(&t);
+    assert!(
+        after.contains("--resume ") && !after.contains("--session-id "),
+        "{after}"
+    );
+}
