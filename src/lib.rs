@@ -22,6 +22,7 @@ pub mod runner;
 pub mod schedule;
 pub mod slash;
 pub mod template;
+pub mod worktree;
 
 use clap::Parser;
 

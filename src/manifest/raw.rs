@@ -113,6 +113,22 @@ raw_table! {
         pub timeout: Option<Sp<DurationText>>,
         pub env: Option<Map<String>>,
         pub workspace: Option<String>,
+        /// "worktree": run the job in its own git worktree on its own branch.
+        pub isolation: Option<Sp<String>>,
+        /// The isolated job's new branch (default "orch/<run-short-id>/<job>"); templates work.
+        pub branch: Option<Sp<String>>,
+        /// The commit or ref the branch starts from (default the workspace's HEAD); templates
+        /// work, e.g. "${{ jobs.impl.outputs.branch }}".
+        pub base: Option<Sp<String>>,
+        /// Commands run with `sh -c` in the new worktree before the job's first step.
+        pub setup: Option<Vec<Sp<String>>>,
+        /// Commit what the isolated job left uncommitted to its branch (default true).
+        pub commit: Option<bool>,
+        /// When the worktree is kept: "on_failure" (default), "always" or "never"; the branch
+        /// stays either way.
+        pub keep: Option<Sp<String>>,
+        /// Refuse to load when the workspace has uncommitted changes to tracked files.
+        pub require_clean: Option<bool>,
     }
 }
 
@@ -186,6 +202,22 @@ raw_table! {
         pub env: Option<Map<String>>,
         /// Working folder, relative to the manifest's folder.
         pub workspace: Option<String>,
+        /// "worktree": run the job in its own git worktree on its own branch.
+        pub isolation: Option<Sp<String>>,
+        /// The isolated job's new branch (default "orch/<run-short-id>/<job>"); templates work.
+        pub branch: Option<Sp<String>>,
+        /// The commit or ref the branch starts from (default the workspace's HEAD); templates
+        /// work, e.g. "${{ jobs.impl.outputs.branch }}".
+        pub base: Option<Sp<String>>,
+        /// Commands run with `sh -c` in the new worktree before the job's first step.
+        pub setup: Option<Vec<Sp<String>>>,
+        /// Commit what the isolated job left uncommitted to its branch (default true).
+        pub commit: Option<bool>,
+        /// When the worktree is kept: "on_failure" (default), "always" or "never"; the branch
+        /// stays either way.
+        pub keep: Option<Sp<String>>,
+        /// Refuse to load when the workspace has uncommitted changes to tracked files.
+        pub require_clean: Option<bool>,
     }
 }
 

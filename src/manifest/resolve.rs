@@ -502,8 +502,130 @@ impl Resolver {
             outputs,
             timeout,
             env,
+            isolation: self.isolation(name, job, defaults, &workspace),
             workspace,
             limit,
+        })
+    }
+
+    /// `isolation = "worktree"` and its keys (the job's, else `[defaults]`'s). The workspace must
+    /// be in a git repository, and clean with `require_clean = true`: both are checked now, so
+    /// that nothing starts when they do not hold.
+    fn isolation(
+        &mut self,
+        name: &Sp<String>,
+        job: &RawJob,
+        defaults: &super::raw::RawDefaults,
+        workspace: &Path,
+    ) -> Option<Isolation> {
+        let at = |key: &str| format!("jobs.{}.{key}", quote_key(&name.value));
+        let Some(kind) = job.isolation.as_ref().or(defaults.isolation.as_ref()) else {
+            let given = [
+                ("branch", job.branch.is_some()),
+                ("base", job.base.is_some()),
+                ("setup", job.setup.is_some()),
+                ("commit", job.commit.is_some()),
+                ("keep", job.keep.is_some()),
+                ("require_clean", job.require_clean.is_some()),
+            ];
+            for (key, set) in given {
+                if set {
+                    self.warnings.push(format!(
+                        "job `{}`: `{key}` applies to jobs with isolation = \"worktree\" only and is ignored",
+                        name.value
+                    ));
+                }
+            }
+            return None;
+        };
+        // "none" lets a job opt out of `[defaults]`' isolation.
+        if self.one_of(&at("isolation"), kind, &["worktree", "none"])? == "none" {
+            return None;
+        }
+        let keep = match job.keep.as_ref().or(defaults.keep.as_ref()) {
+            None => Keep::OnFailure,
+            Some(k) => match self.one_of(&at("keep"), k, &["on_failure", "always", "never"])? {
+                "always" => Keep::Always,
+                "never" => Keep::Never,
+                _ => Keep::OnFailure,
+            },
+        };
+        let commit = job.commit.or(defaults.commit).unwrap_or(true);
+        if !commit && keep == Keep::Never {
+            self.warnings.push(format!(
+                "job `{}`: `commit = false` with `keep = \"never\"` discards whatever the job leaves uncommitted when its worktree is removed",
+                name.value
+            ));
+        }
+        let require_clean = job.require_clean.or(defaults.require_clean).unwrap_or(false);
+        let ws = workspace.to_string_lossy();
+        // A templated workspace is known when the job starts; git checks it then.
+        if !ws.contains("${{") {
+            let repo = if workspace.is_dir() {
+                crate::worktree::repository(workspace)
+            } else {
+                Err("the folder does not exist".to_string())
+            };
+            match repo {
+                Err(reason) => self.errors.push(ManifestError::NotARepository {
+                    job: name.value.clone(),
+                    workspace: ws.to_string(),
+                    reason,
+                    span: span(&kind.span),
+                    help: "run `git init` there (and commit), point `workspace` at a git checkout, \
+                           or remove `isolation`"
+                        .into(),
+                }),
+                Ok(_) if require_clean => match crate::worktree::uncommitted(workspace) {
+                    Ok(changes) if changes.is_empty() => {}
+                    Ok(changes) => {
+                        let mut list = changes.iter().take(5).cloned().collect::<Vec<_>>();
+                        if changes.len() > 5 {
+                            list.push(format!("and {} more", changes.len() - 5));
+                        }
+                        self.errors.push(ManifestError::DirtyWorkspace {
+                            job: name.value.clone(),
+                            workspace: ws.to_string(),
+                            changes: list.join(", "),
+                            span: span(&kind.span),
+                            help: "commit or stash them (`git stash`), or set `require_clean = false` \
+                                   to start the worktree from the last commit without them"
+                                .into(),
+                        });
+                    }
+                    Err(reason) => self.errors.push(ManifestError::NotARepository {
+                        job: name.value.clone(),
+                        workspace: ws.to_string(),
+                        reason,
+                        span: span(&kind.span),
+                        help: "check that `git status` works there".into(),
+                    }),
+                },
+                Ok(_) => {}
+            }
+        }
+        Some(Isolation {
+            branch: job
+                .branch
+                .as_ref()
+                .or(defaults.branch.as_ref())
+                .map(|b| b.value.clone()),
+            base: job
+                .base
+                .as_ref()
+                .or(defaults.base.as_ref())
+                .map(|b| b.value.clone()),
+            setup: job
+                .setup
+                .as_ref()
+                .or(defaults.setup.as_ref())
+                .into_iter()
+                .flatten()
+                .map(|c| c.value.clone())
+                .collect(),
+            commit,
+            keep,
+            require_clean,
         })
     }
 
