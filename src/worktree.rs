@@ -16,6 +16,9 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
+use crate::errors::Error;
+use crate::manifest::Manifest;
+
 /// What to create for one job instance.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Prepare {
@@ -70,6 +73,80 @@ pub struct Finished {
     pub deletions: u64,
     /// Whether the worktree was removed.
     pub removed: bool,
+}
+
+/// Checks, before anything runs, that every isolated job's workspace is in a git repository,
+/// and clean when the job has `require_clean = true` (a templated workspace is checked when its
+/// job starts).
+pub fn check(m: &Manifest) -> Result<(), Error> {
+    for job in &m.jobs {
+        let Some(iso) = &job.isolation else {
+            continue;
+        };
+        if job.workspace.to_string_lossy().contains("${{") {
+            continue;
+        }
+        repository(&job.workspace).map_err(|reason| Error::NotARepository {
+            job: job.name.clone(),
+            workspace: job.workspace.clone(),
+            reason,
+        })?;
+        if iso.require_clean {
+            let changes = uncommitted(&job.workspace).map_err(|reason| Error::NotARepository {
+                job: job.name.clone(),
+                workspace: job.workspace.clone(),
+                reason,
+            })?;
+            if !changes.is_empty() {
+                let mut list: Vec<String> = changes.iter().take(5).cloned().collect();
+                if changes.len() > 5 {
+                    list.push(format!("and {} more", changes.len() - 5));
+                }
+                return Err(Error::DirtyWorkspace {
+                    job: job.name.clone(),
+                    workspace: job.workspace.clone(),
+                    changes: list.join(", "),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Checks, as `orch run` starts, that no isolated job's `branch` written without templates
+/// exists already (a templated one is checked when its job starts).
+pub fn check_branches(m: &Manifest) -> Result<(), Error> {
+    for job in &m.jobs {
+        let Some(branch) = job.isolation.as_ref().and_then(|i| i.branch.as_ref()) else {
+            continue;
+        };
+        if branch.contains("${{") || job.workspace.to_string_lossy().contains("${{") {
+            continue;
+        }
+        let Ok(repo) = repository(&job.workspace) else {
+            continue; // `check` reported it
+        };
+        let reference = format!("refs/heads/{branch}");
+        if git(&repo, &["show-ref", "--verify", "--quiet", &reference]).is_ok() {
+            return Err(Error::BranchExists {
+                job: job.name.clone(),
+                branch: branch.clone(),
+                repo,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The short id of the commit `rev` names in `workspace`'s repository, if it names one.
+pub fn short_commit(workspace: &Path, rev: &str) -> Option<String> {
+    if !workspace.is_dir() {
+        return None;
+    }
+    let spec = format!("{rev}^{{commit}}");
+    git(workspace, &["rev-parse", "--short", "--verify", "--quiet", &spec])
+        .ok()
+        .map(|s| s.trim().to_string())
 }
 
 /// The top folder of the git repository holding `workspace`; the error says why there is none.
@@ -299,15 +376,28 @@ fn copy_included(top: &Path, dir: &Path) -> Result<usize, String> {
     }
     let from = format!("--exclude-from={}", include.display());
     let named = git(top, &["ls-files", "-z", "--others", "--ignored", &from])?;
+    // Ignored folders come as one entry ending in `/` (a `node_modules` is not listed file by file).
     let ignored = git(
         top,
-        &["ls-files", "-z", "--others", "--ignored", "--exclude-standard"],
+        &[
+            "ls-files",
+            "-z",
+            "--others",
+            "--ignored",
+            "--exclude-standard",
+            "--directory",
+        ],
     )?;
-    let ignored: std::collections::HashSet<&str> = ignored.split('\0').collect();
+    let ignored: Vec<&str> = ignored.split('\0').filter(|r| !r.is_empty()).collect();
+    let is_ignored = |rel: &str| {
+        ignored
+            .iter()
+            .any(|i| *i == rel || (i.ends_with('/') && rel.starts_with(i)))
+    };
     let mut copied = 0;
     for rel in named
         .split('\0')
-        .filter(|r| !r.is_empty() && ignored.contains(r))
+        .filter(|r| !r.is_empty() && is_ignored(r))
     {
         let (src, dst) = (top.join(rel), dir.join(rel));
         if let Some(parent) = dst.parent() {

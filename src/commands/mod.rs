@@ -57,6 +57,7 @@ pub fn load(config: &ManifestConfig) -> Result<Manifest, Error> {
     };
     config.apply(&mut m);
     check_workspaces(&m, config.workspace.is_some())?;
+    crate::worktree::check(&m)?;
     Ok(m)
 }
 

@@ -17,6 +17,7 @@ use crate::runner::{self, RunContext};
 pub fn run(config: &RunConfig) -> Result<ExitCode, Error> {
     super::check_open_files()?;
     let mut manifest = super::load(&config.manifest)?;
+    crate::worktree::check_branches(&manifest)?;
     manifest.settings.state_dir = match &config.state_dir {
         Some(dir) => dir.clone(),
         None => crate::config::absolute_state_dir(&manifest.settings.state_dir)?,

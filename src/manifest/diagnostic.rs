@@ -332,30 +332,6 @@ pub enum ManifestError {
         #[help]
         help: String,
     },
-
-    #[error("job `{job}` runs in a worktree, but its workspace {workspace} is not in a git repository: {reason}")]
-    #[diagnostic(code(orch::manifest::not_a_repository))]
-    NotARepository {
-        job: String,
-        workspace: String,
-        reason: String,
-        #[label("isolation needs a git repository")]
-        span: SourceSpan,
-        #[help]
-        help: String,
-    },
-
-    #[error("job `{job}` has `require_clean = true`, and the workspace {workspace} has uncommitted changes: {changes}")]
-    #[diagnostic(code(orch::manifest::dirty_workspace))]
-    DirtyWorkspace {
-        job: String,
-        workspace: String,
-        changes: String,
-        #[label("the worktree would start without these changes")]
-        span: SourceSpan,
-        #[help]
-        help: String,
-    },
 }
 
 /// The help of [`ManifestError::Empty`]: a job in TOML, or an instance for a JSON config.

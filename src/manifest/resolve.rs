@@ -502,21 +502,19 @@ impl Resolver {
             outputs,
             timeout,
             env,
-            isolation: self.isolation(name, job, defaults, &workspace),
+            isolation: self.isolation(name, job, defaults),
             workspace,
             limit,
         })
     }
 
-    /// `isolation = "worktree"` and its keys (the job's, else `[defaults]`'s). The workspace must
-    /// be in a git repository, and clean with `require_clean = true`: both are checked now, so
-    /// that nothing starts when they do not hold.
+    /// `isolation = "worktree"` and its keys (the job's, else `[defaults]`'s). Git is asked
+    /// nothing here: `crate::worktree::check` does, once the flags are applied.
     fn isolation(
         &mut self,
         name: &Sp<String>,
         job: &RawJob,
         defaults: &super::raw::RawDefaults,
-        workspace: &Path,
     ) -> Option<Isolation> {
         let at = |key: &str| format!("jobs.{}.{key}", quote_key(&name.value));
         let Some(kind) = job.isolation.as_ref().or(defaults.isolation.as_ref()) else {
@@ -558,52 +556,6 @@ impl Resolver {
             ));
         }
         let require_clean = job.require_clean.or(defaults.require_clean).unwrap_or(false);
-        let ws = workspace.to_string_lossy();
-        // A templated workspace is known when the job starts; git checks it then.
-        if !ws.contains("${{") {
-            let repo = if workspace.is_dir() {
-                crate::worktree::repository(workspace)
-            } else {
-                Err("the folder does not exist".to_string())
-            };
-            match repo {
-                Err(reason) => self.errors.push(ManifestError::NotARepository {
-                    job: name.value.clone(),
-                    workspace: ws.to_string(),
-                    reason,
-                    span: span(&kind.span),
-                    help: "run `git init` there (and commit), point `workspace` at a git checkout, \
-                           or remove `isolation`"
-                        .into(),
-                }),
-                Ok(_) if require_clean => match crate::worktree::uncommitted(workspace) {
-                    Ok(changes) if changes.is_empty() => {}
-                    Ok(changes) => {
-                        let mut list = changes.iter().take(5).cloned().collect::<Vec<_>>();
-                        if changes.len() > 5 {
-                            list.push(format!("and {} more", changes.len() - 5));
-                        }
-                        self.errors.push(ManifestError::DirtyWorkspace {
-                            job: name.value.clone(),
-                            workspace: ws.to_string(),
-                            changes: list.join(", "),
-                            span: span(&kind.span),
-                            help: "commit or stash them (`git stash`), or set `require_clean = false` \
-                                   to start the worktree from the last commit without them"
-                                .into(),
-                        });
-                    }
-                    Err(reason) => self.errors.push(ManifestError::NotARepository {
-                        job: name.value.clone(),
-                        workspace: ws.to_string(),
-                        reason,
-                        span: span(&kind.span),
-                        help: "check that `git status` works there".into(),
-                    }),
-                },
-                Ok(_) => {}
-            }
-        }
         Some(Isolation {
             branch: job
                 .branch
