@@ -144,9 +144,12 @@ pub fn short_commit(workspace: &Path, rev: &str) -> Option<String> {
         return None;
     }
     let spec = format!("{rev}^{{commit}}");
-    git(workspace, &["rev-parse", "--short", "--verify", "--quiet", &spec])
-        .ok()
-        .map(|s| s.trim().to_string())
+    git(
+        workspace,
+        &["rev-parse", "--short", "--verify", "--quiet", &spec],
+    )
+    .ok()
+    .map(|s| s.trim().to_string())
 }
 
 /// The top folder of the git repository holding `workspace`; the error says why there is none.
@@ -395,10 +398,7 @@ fn copy_included(top: &Path, dir: &Path) -> Result<usize, String> {
             .any(|i| *i == rel || (i.ends_with('/') && rel.starts_with(i)))
     };
     let mut copied = 0;
-    for rel in named
-        .split('\0')
-        .filter(|r| !r.is_empty() && is_ignored(r))
-    {
+    for rel in named.split('\0').filter(|r| !r.is_empty() && is_ignored(r)) {
         let (src, dst) = (top.join(rel), dir.join(rel));
         if let Some(parent) = dst.parent() {
             std::fs::create_dir_all(parent)
@@ -473,11 +473,7 @@ fn git(cwd: &Path, args: &[&str]) -> Result<String, String> {
             std::thread::sleep(Duration::from_millis(50 * attempt));
             continue;
         }
-        let mut message = format!(
-            "`git {}` failed in {}",
-            args.join(" "),
-            cwd.display()
-        );
+        let mut message = format!("`git {}` failed in {}", args.join(" "), cwd.display());
         match (out.status.code(), stderr.is_empty()) {
             (Some(code), true) => message.push_str(&format!(" (exit code {code})")),
             (Some(code), false) => message.push_str(&format!(" (exit code {code}): {stderr}")),

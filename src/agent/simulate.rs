@@ -31,6 +31,8 @@
 //! - `ORCH_SIM_STRUCTURED=valid|missing|invalid|exhausted`: how a run with `--json-schema`
 //!   answers (default `valid`: a `StructuredOutput` tool call with the synthesised value, then a
 //!   result carrying it as `structured_output`); see [`Structured`].
+//! - `ORCH_SIM_WRITE=FILE`: write the prompt and a newline to FILE (relative to the working
+//!   folder) before the first line, as an edit of the agent would; for worktree tests.
 //! - `ORCH_SIM_STATE_DIR=DIR`: session totals. `orch run --simulate` sets it to
 //!   `<state folder>/agent-sim` (see [`session_env`]) unless it is set already, so runs with
 //!   different state folders never share or collide on sessions; run by hand, the default is
@@ -140,6 +142,11 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
             Err(e) => return fail(&format!("orch agent-sim: cannot read session {id}: {e}"), 1),
         },
     };
+    if let Ok(file) = std::env::var("ORCH_SIM_WRITE") {
+        if let Err(e) = std::fs::write(&file, format!("{}\n", args.prompt)) {
+            return fail(&format!("orch agent-sim: cannot write {file}: {e}"), 1);
+        }
+    }
     // Before our handlers exist, so the grandchild does not inherit an ignored SIGTERM.
     if knobs.grandchild {
         spawn_grandchild();

@@ -185,7 +185,10 @@ pub fn view(m: &Manifest, plan: &Plan, now: DateTime<Utc>, warnings: Vec<String>
 /// and workspace, its `if` on the first step, a `for_each` source on the expansion step), each
 /// once as written, and the exit steps of the jobs they read from.
 /// An isolated job's worktree, on its first step.
-fn worktree_view(m: &Manifest, step: &crate::plan::Step) -> Option<crate::report::plan::WorktreeView> {
+fn worktree_view(
+    m: &Manifest,
+    step: &crate::plan::Step,
+) -> Option<crate::report::plan::WorktreeView> {
     let job = &m.jobs[step.job];
     let iso = job.isolation.as_ref()?;
     if step.index != 1 || matches!(step.action, Action::Expand { .. }) {
@@ -198,7 +201,13 @@ fn worktree_view(m: &Manifest, step: &crate::plan::Step) -> Option<crate::report
         _ => written.to_string(),
     };
     Some(crate::report::plan::WorktreeView {
-        dir: display_path(&m.settings.state_dir.join("worktrees").join("<run>").join(&name)),
+        dir: display_path(
+            &m.settings
+                .state_dir
+                .join("worktrees")
+                .join("<run>")
+                .join(&name),
+        ),
         branch: iso
             .branch
             .clone()

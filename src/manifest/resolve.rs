@@ -555,7 +555,10 @@ impl Resolver {
                 name.value
             ));
         }
-        let require_clean = job.require_clean.or(defaults.require_clean).unwrap_or(false);
+        let require_clean = job
+            .require_clean
+            .or(defaults.require_clean)
+            .unwrap_or(false);
         Some(Isolation {
             branch: job
                 .branch

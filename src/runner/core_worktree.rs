@@ -113,7 +113,12 @@ impl Core<'_> {
         }
         let instance = step.instance;
         let name = self.plan.instances[instance].name.clone();
-        let short = self.ctx.run_id.rsplit('-').next().unwrap_or(&self.ctx.run_id);
+        let short = self
+            .ctx
+            .run_id
+            .rsplit('-')
+            .next()
+            .unwrap_or(&self.ctx.run_id);
         let scope = self.scope(instance);
         let plain = crate::template::Mode::Plain;
         let spec = (|| -> Result<Prepare, String> {
@@ -249,7 +254,10 @@ impl Core<'_> {
             .keys()
             .copied()
             .filter(|&i| {
-                !self.running.iter().any(|&s| self.plan.steps[s].instance == i)
+                !self
+                    .running
+                    .iter()
+                    .any(|&s| self.plan.steps[s].instance == i)
                     && !self
                         .isolated
                         .preparing
@@ -282,7 +290,10 @@ impl Core<'_> {
             return;
         };
         let job = &self.ctx.manifest.jobs[self.plan.instances[instance].job];
-        let iso = job.isolation.as_ref().expect("a live worktree's job is isolated");
+        let iso = job
+            .isolation
+            .as_ref()
+            .expect("a live worktree's job is isolated");
         let name = &self.plan.instances[instance].name;
         let commit = iso.commit.then(|| {
             format!(

@@ -16,4 +16,5 @@ mod run;
 mod run_core;
 mod schedule;
 mod slash;
+mod worktree;
 mod zen;
