@@ -371,3 +371,7 @@ impl Core<'_> {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "core_worktree_tests.rs"]
+mod tests;
