@@ -70,8 +70,9 @@ fn worktrees(dir: &Path) -> Vec<String> {
         .collect()
 }
 
-/// Four jobs at once, two processes and two simulated agents, each writes `same.txt`: four
-/// branches, each with its own commit of its own content, and the main checkout untouched.
+/// Four jobs at once, two processes and two simulated agents (one a chain of two steps, both in
+/// the worktree), each writes `same.txt`: four branches, each with its own commit of its own
+/// content, and the main checkout untouched.
 #[test]
 fn four_parallel_isolated_jobs_write_the_same_file_on_their_own_branches() {
     let manifest = r#"[settings]
@@ -91,6 +92,7 @@ prompt = "agent1"
 env = { ORCH_SIM_WRITE = "same.txt" }
 
 [jobs.agent2]
+pre_commands = ["first"]
 prompt = "agent2"
 env = { ORCH_SIM_WRITE = "same.txt" }
 "#;
@@ -377,4 +379,91 @@ fn twenty_isolated_jobs_at_once() {
     );
     assert_eq!(worktrees(dir).len(), 1, "{:?}", worktrees(dir));
     assert_eq!(git(dir, &["status", "--porcelain"]), "");
+}
+
+/// Ctrl-C while an isolated job runs: the job is cancelled, what it wrote so far is committed to
+/// its branch, and its worktree is kept (it did not complete); the job after it never gets one.
+#[test]
+fn an_interrupted_job_keeps_its_work_on_its_branch() {
+    let t = repo("[jobs.x]\nrun = [\"true\"]\n", &[]);
+    let dir = t.path().to_path_buf();
+    let manifest = format!(
+        r#"[settings]
+startup_delay = "0s"
+
+[defaults]
+isolation = "worktree"
+
+[jobs.slow]
+shell = "echo partial > work.txt; touch '{}/started'; sleep 60"
+
+[jobs.after]
+needs = ["slow"]
+shell = "true"
+"#,
+        dir.display()
+    );
+    std::fs::write(dir.join("orch.toml"), manifest).unwrap();
+    git(&dir, &["commit", "--quiet", "-am", "the real manifest"]);
+    let mut child = t
+        .with_args(&["run", "--quiet"])
+        .env("ORCH_GRACE_INT", "2s")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    super::harness::wait_until(
+        "the job started",
+        std::time::Duration::from_secs(30),
+        || dir.join("started").exists(),
+    );
+    let pid = child.id().to_string();
+    let killed = Command::new("kill").args(["-INT", &pid]).status().unwrap();
+    assert!(killed.success());
+    let code = child.wait().unwrap().code();
+    assert_eq!(code, Some(130));
+    let v = results(&t);
+    assert_eq!(v["instances"]["slow"]["status"], "cancelled");
+    assert_eq!(v["instances"]["after"]["status"], "cancelled");
+    let o = outputs(&v, "slow");
+    let branch = o["branch"].as_str().unwrap();
+    assert_eq!(
+        git(&dir, &["show", &format!("{branch}:work.txt")]),
+        "partial"
+    );
+    assert_eq!(o["files_changed"], 1);
+    assert_eq!(worktrees(&dir).len(), 2, "{:?}", worktrees(&dir));
+    assert_eq!(
+        git(&dir, &["branch", "--list", "orch/*"]).lines().count(),
+        1
+    );
+}
+
+/// Fan-out instances (`job[key]`, spaces and all) get branches with valid names.
+#[test]
+fn fan_out_instances_get_valid_branch_names() {
+    let manifest = r#"[settings]
+startup_delay = "0s"
+
+[jobs.t]
+isolation = "worktree"
+matrix = { os = ["linux x", "mac"] }
+shell = "echo ${{ matrix.os }} > os.txt"
+"#;
+    let t = repo(manifest, &[]).args(&["run", "--quiet"]);
+    t.run();
+    let dir = t.path();
+    let v = results(&t);
+    let short = v["metadata"]["run_id"]
+        .as_str()
+        .unwrap()
+        .rsplit('-')
+        .next()
+        .unwrap()
+        .to_string();
+    for (key, os) in [("linux-x", "linux x"), ("mac", "mac")] {
+        let branch = format!("orch/{short}/t-{key}");
+        assert_eq!(git(dir, &["show", &format!("{branch}:os.txt")]), os);
+    }
+    assert_eq!(worktrees(dir).len(), 1);
 }
