@@ -249,6 +249,7 @@ pub fn prepare(p: &Prepare) -> Result<Prepared, String> {
         if let Some(parent) = p.dir.parent() {
             std::fs::create_dir_all(parent)
                 .map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
+            ignore_worktrees(parent);
         }
         let dir = p.dir.to_string_lossy();
         git(
@@ -343,6 +344,22 @@ pub fn finish(f: &Finish) -> Result<Finished, String> {
         out.removed = true;
     }
     Ok(out)
+}
+
+/// Makes the checkout that holds the state folder ignore the worktrees under `run_dir`'s parent
+/// (`<state_dir>/worktrees`), so that a `git add --all` there never adds them as embedded
+/// repositories. Each worktree reads only its own `.gitignore` files, so this one does not reach
+/// into them. Best effort: a folder that cannot take the file is left as it is.
+fn ignore_worktrees(run_dir: &Path) {
+    if let Some(worktrees) = run_dir.parent() {
+        let file = worktrees.join(".gitignore");
+        if !file.exists() {
+            let _ = std::fs::write(
+                file,
+                "# orch: job worktrees, each a checkout of its own\n*\n",
+            );
+        }
+    }
 }
 
 /// The lock of the repository at `top` (by its shared git folder, so that a repository reached

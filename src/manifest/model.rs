@@ -309,16 +309,8 @@ impl Job {
 pub const AGENT_OUTPUTS: &[&str] = &["result", "session_id", "cost_usd", "tokens", "structured"];
 /// A process job's outputs (`json` only with `outputs = "json"`).
 pub const PROCESS_OUTPUTS: &[&str] = &["stdout", "exit_code", "json"];
-/// The outputs an isolated job adds: its worktree's branch and what the job changed on it.
-pub const WORKTREE_OUTPUTS: &[&str] = &[
-    "branch",
-    "commit",
-    "base",
-    "files_changed",
-    "insertions",
-    "deletions",
-];
-/// An isolated agent job's outputs (`structured` last, only with an `output_schema`).
+/// An isolated agent job's outputs: an agent's, then its worktree's (`branch` to `deletions`),
+/// `structured` last (only with an `output_schema`).
 const ISOLATED_AGENT_OUTPUTS: &[&str] = &[
     "result",
     "session_id",
