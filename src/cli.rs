@@ -28,6 +28,8 @@ pub enum Command {
     Plan(PlanArgs),
     /// Run the manifest's jobs (now, at --start-at, or on the manifest's cron schedule).
     Run(RunArgs),
+    /// Run again only the steps of a run that did not complete, reusing the others' outputs.
+    Resume(ResumeArgs),
     /// What was spent: by run, job, command, model or day, from the ledger.
     Ledger(LedgerArgs),
     /// Print the TOML manifest equivalent to a zen JSON config.
@@ -305,6 +307,22 @@ pub struct RunArgs {
     /// With a cron schedule, run at the next fire time only, then exit.
     #[arg(long)]
     pub once: bool,
+}
+
+/// `orch resume`: the run to continue, and the flags of `orch run` that apply to the new run
+/// (budgets, `--simulate`, display, `--state-dir`); the manifest defaults to the one the original
+/// run used.
+#[derive(Debug, Args)]
+pub struct ResumeArgs {
+    /// The run to resume: its id (as `orch ledger` and the run folders show it), or "latest".
+    #[arg(value_name = "RUN_ID|latest")]
+    pub run_id: Option<String>,
+    /// Re-run completed steps whose definition changed since the original run (and what
+    /// depends on them) instead of refusing.
+    #[arg(long)]
+    pub force: bool,
+    #[command(flatten)]
+    pub run: RunArgs,
 }
 
 /// `--start-at` as written and as parsed, once, by clap: nothing downstream parses the text again.

@@ -29,6 +29,7 @@ mod tests;
 pub enum Config {
     Plan(PlanConfig),
     Run(RunConfig),
+    Resume(ResumeConfig),
     Ledger(LedgerConfig),
     Convert { config: PathBuf },
     Schema { events: bool },
@@ -49,6 +50,11 @@ impl Config {
                 when: When::from_args(a.when),
             }),
             Command::Run(a) => Config::Run(RunConfig::from_args(a)?),
+            Command::Resume(a) => Config::Resume(ResumeConfig {
+                run_id: a.run_id,
+                force: a.force,
+                run: RunConfig::from_args(a.run)?,
+            }),
             Command::Ledger(a) => Config::Ledger(LedgerConfig::from_args(a)?),
             Command::Convert { config } => Config::Convert { config },
             Command::Schema { events } => Config::Schema { events },
@@ -89,6 +95,16 @@ pub struct RunConfig {
     pub ladder: StopLadder,
     /// `ORCH_LEDGER_WAIT`: caps how long a run's end waits for its ledger writes.
     pub ledger_wait: Option<Duration>,
+}
+
+/// `orch resume`.
+pub struct ResumeConfig {
+    /// The run's id or "latest" (`None` means "latest").
+    pub run_id: Option<String>,
+    /// Re-run changed completed steps instead of refusing.
+    pub force: bool,
+    /// The flags of `orch run` (its `dry_run` shows what would run).
+    pub run: RunConfig,
 }
 
 impl RunConfig {

@@ -109,6 +109,9 @@ pub enum Error {
     )]
     UnknownCommand { unknown: Vec<String> },
 
+    #[error("{message}")]
+    #[diagnostic(code(orch::resume), help("{help}"))]
+    Resume { message: String, help: String },
     #[error(
         "job `{job}` runs in a worktree (isolation = \"worktree\"), but its workspace {} is not in a git repository: {reason}",
         workspace.display()

@@ -84,6 +84,9 @@ pub enum Event {
         jobs: usize,
         steps: usize,
         at: DateTime<Utc>,
+        /// The run this one resumes (`orch resume`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        resumed_from: Option<String>,
     },
     /// A step's process was spawned.
     StepStarted {

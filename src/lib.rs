@@ -20,6 +20,7 @@ pub mod process;
 pub mod report;
 pub mod runner;
 pub mod schedule;
+pub mod secrets;
 pub mod slash;
 pub mod template;
 pub mod worktree;
@@ -40,6 +41,12 @@ pub fn main() -> std::process::ExitCode {
         _ => {}
     }
     init_tracing(cli.verbose);
+    // Until a manifest names its own, orch's environment's secrets are masked.
+    secrets::install(secrets::Mask::new(
+        std::env::vars()
+            .filter(|(name, _)| secrets::is_secret_name(name))
+            .map(|(_, value)| value),
+    ));
     match dispatch(cli.command) {
         Ok(code) => code.into(),
         Err(err) => {
@@ -85,6 +92,7 @@ fn dispatch(command: Command) -> Result<ExitCode, Error> {
             }
             commands::run::run(&c)
         }
+        Config::Resume(c) => commands::resume::resume(&c),
         Config::Ledger(c) => {
             report::emit(&commands::ledger::run(&c)?);
             Ok(ExitCode::Ok)

@@ -123,6 +123,19 @@ pub struct Plan {
     /// Each manifest job's instance (its fan-out's group when it has one).
     pub of_job: Vec<usize>,
     options: PlanOptions,
+    sessions: SessionChoice,
+}
+
+/// Which Claude sessions already exist, decided when a run starts (from the ledger): a chain
+/// whose session exists continues it (`--resume`) instead of creating it (`--session-id`, which
+/// Claude Code rejects for a session it has). A resumed run also inherits the sessions of the
+/// run it continues, by job instance name.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SessionChoice {
+    /// Sessions Claude Code has (the ledger saw a result in them).
+    pub known: std::collections::HashSet<Uuid>,
+    /// Per job instance name, the session to use instead of the run's own.
+    pub inherited: std::collections::HashMap<String, Uuid>,
 }
 
 /// Inputs to planning that do not come from the manifest.
@@ -151,6 +164,11 @@ const MAX_KEY_CHARS: usize = 40;
 impl Plan {
     /// Builds the plan. The manifest is validated, so every `needs` resolves and there is no cycle.
     pub fn build(manifest: &Manifest, options: &PlanOptions) -> Plan {
+        Plan::build_with(manifest, options, SessionChoice::default())
+    }
+
+    /// Builds the plan knowing which sessions already exist (see [`SessionChoice`]).
+    pub fn build_with(manifest: &Manifest, options: &PlanOptions, sessions: SessionChoice) -> Plan {
         let n = manifest.jobs.len();
         let mut plan = Plan {
             graph: DiGraph::with_capacity(n, n),
@@ -159,6 +177,7 @@ impl Plan {
             instances: Vec::with_capacity(n),
             of_job: Vec::with_capacity(n),
             options: options.clone(),
+            sessions,
         };
         for (j, job) in manifest.jobs.iter().enumerate() {
             let top = match &job.fan_out {
@@ -297,7 +316,14 @@ impl Plan {
             _ => None,
         };
         let chain: Vec<(Action, Vec<String>)> = match &job.task {
-            Task::Agent(agent) => agent_chain(agent, job.limit.usd, &name, key, &self.options),
+            Task::Agent(agent) => agent_chain(
+                agent,
+                job.limit.usd,
+                &name,
+                key,
+                &self.options,
+                &self.sessions,
+            ),
             Task::Exec { argv } => vec![(Action::Exec, argv.clone())],
             Task::Shell { script } => vec![(
                 Action::Shell,
@@ -659,19 +685,30 @@ impl Frontier {
 }
 
 /// A job instance's session chain: pre-commands first (`--session-id`), then `--resume` for the
-/// rest. A named session is one per instance: a fan-out's instances derive theirs from it.
+/// rest. A named session is one per instance: a fan-out's instances derive theirs from it. A
+/// session that already exists (a named one from an earlier run, or one a resumed run
+/// inherits) is continued from the first step on: `--resume` throughout.
 fn agent_chain(
     agent: &Agent,
     max_usd: Option<f64>,
     name: &str,
     key: Option<&str>,
     options: &PlanOptions,
+    sessions: &SessionChoice,
 ) -> Vec<(Action, Vec<String>)> {
-    let session = match (agent.session_id, key) {
+    let own = match (agent.session_id, key) {
         (Some(named), None) => named,
         (Some(named), Some(key)) => Uuid::new_v5(&named, key.as_bytes()),
         (None, _) => Uuid::new_v5(&options.run_id, name.as_bytes()),
     };
+    let inherited = sessions.inherited.get(name).copied();
+    let session = inherited.unwrap_or(own);
+    let exists = sessions.known.contains(&session);
+    // `session = "fork"`: once the named session exists, each run continues a copy of its own
+    // (`--resume NAMED --fork-session --session-id COPY`), leaving the named one as it was.
+    let fork = (agent.fork_session && exists && inherited.is_none())
+        .then(|| (session, Uuid::new_v5(&options.run_id, name.as_bytes())));
+    let session = fork.map_or(session, |(_, copy)| copy);
     // Only the main step answers in the shape of `output_schema`: a pre-command asked for it
     // would be held to the schema too.
     let before = Agent {
@@ -685,7 +722,7 @@ fn agent_chain(
         .chain(std::iter::once(&agent.prompt))
         .enumerate()
         .map(|(i, prompt)| {
-            let session = if i == 0 {
+            let session = if i == 0 && !exists {
                 Session::New(session)
             } else {
                 Session::Resume(session)
@@ -694,7 +731,23 @@ fn agent_chain(
             argv.push(options.agent.program.to_string_lossy().into_owned());
             argv.extend(options.agent.prefix.iter().cloned());
             let of = if i == last { agent } else { &before };
-            argv.extend(agent::claude_args(of, max_usd, session, prompt));
+            match fork {
+                Some((named, copy)) if i == 0 => {
+                    let mut args = agent::claude_args(of, max_usd, Session::Resume(named), prompt);
+                    // Before the `--` that ends the options.
+                    let at = args.len() - 2;
+                    args.splice(
+                        at..at,
+                        [
+                            "--fork-session".to_string(),
+                            "--session-id".into(),
+                            copy.to_string(),
+                        ],
+                    );
+                    argv.extend(args);
+                }
+                _ => argv.extend(agent::claude_args(of, max_usd, session, prompt)),
+            }
             let command = Agent::base_command(prompt).map(str::to_string);
             (
                 Action::Agent {
@@ -959,6 +1012,77 @@ mod tests {
                 Ok(())
             })
             .unwrap();
+    }
+
+    #[test]
+    fn a_known_session_is_resumed_from_the_first_step_and_a_fork_copies_it() {
+        let text = "[jobs.a]\npre_commands = [\"/clear\"]\nprompt = \"x\"\nsession_id = \"nightly\"\n\
+                    [jobs.f]\nprompt = \"y\"\nsession_id = \"base\"\nsession = \"fork\"\n";
+        let m = load_str(Path::new("orch.toml"), text.into()).unwrap();
+        let options = PlanOptions {
+            agent: AgentProgram {
+                program: "claude".into(),
+                prefix: vec![],
+            },
+            run_id: Uuid::from_u128(7),
+        };
+        let nightly = crate::manifest::resolve::session_uuid("nightly");
+        let base = crate::manifest::resolve::session_uuid("base");
+        let sessions = |plan: &Plan| -> Vec<Session> {
+            plan.steps
+                .iter()
+                .map(|s| match &s.action {
+                    Action::Agent { session, .. } => *session,
+                    _ => panic!(),
+                })
+                .collect()
+        };
+        // First night: both sessions are created.
+        let fresh = Plan::build(&m, &options);
+        assert_eq!(
+            sessions(&fresh),
+            [
+                Session::New(nightly),
+                Session::Resume(nightly),
+                Session::New(base)
+            ]
+        );
+        // Once the ledger knows them: `--resume` throughout, and the fork continues a copy.
+        let known = SessionChoice {
+            known: [nightly, base].into_iter().collect(),
+            inherited: Default::default(),
+        };
+        let later = Plan::build_with(&m, &options, known.clone());
+        let copy = Uuid::new_v5(&options.run_id, b"f");
+        assert_eq!(
+            sessions(&later),
+            [
+                Session::Resume(nightly),
+                Session::Resume(nightly),
+                Session::Resume(copy)
+            ]
+        );
+        assert!(!later.steps[0].argv.iter().any(|a| a == "--session-id"));
+        let fork = &later.steps[2].argv;
+        let dash = fork.iter().position(|a| a == "--").unwrap();
+        assert_eq!(
+            fork[dash - 5..dash],
+            [
+                "--resume",
+                &base.to_string(),
+                "--fork-session",
+                "--session-id",
+                &copy.to_string()
+            ]
+        );
+        // A resumed run continues the session it inherits, forked or not.
+        let inherited = SessionChoice {
+            known: [nightly, base, copy].into_iter().collect(),
+            inherited: [("f".to_string(), copy)].into_iter().collect(),
+        };
+        let resumed = Plan::build_with(&m, &options, inherited);
+        assert_eq!(sessions(&resumed)[2], Session::Resume(copy));
+        assert!(!resumed.steps[2].argv.iter().any(|a| a == "--fork-session"));
     }
 
     #[test]

@@ -23,6 +23,52 @@ pub struct SessionTotals {
     pub cost_usd: f64,
     /// Cumulative `modelUsage` per model.
     pub models: BTreeMap<String, ModelUsage>,
+    /// How the last result's figures were read (kept in the ledger with the totals).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub basis: Option<CostBasis>,
+}
+
+/// What a `result` line's `total_cost_usd` and `modelUsage` cover, decided per result: Claude
+/// Code 2.1.331 reports the whole session's figures after `--resume`, earlier releases reported
+/// this process's only. The one whose charge matches the usage this process streamed itself
+/// wins (see [`CostBasis::decide`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum CostBasis {
+    /// No earlier total in this session: the figures are this step's.
+    Fresh,
+    /// The session's running total: this step is charged the difference from the prior.
+    Cumulative,
+    /// This process's own figures: charged as they are, and added to the session's total.
+    PerProcess,
+}
+
+impl CostBasis {
+    /// Decides how to read a result after a prior total, from input-side tokens (input, cache
+    /// reads and writes: exact in the streamed messages, unlike their placeholder output
+    /// counts): `reported` is the result's figure, `prior` the session's total before, and
+    /// `streamed` what this process's own messages said. Cumulative when `reported - prior` is
+    /// at least as close to `streamed` as `reported` is; a result below the prior is always
+    /// this process's own (a fresh session, or an older CLI).
+    pub fn decide(reported: u64, prior: u64, streamed: u64) -> CostBasis {
+        if reported < prior {
+            return CostBasis::PerProcess;
+        }
+        let as_cumulative = (reported - prior).abs_diff(streamed);
+        let as_own = reported.abs_diff(streamed);
+        if as_cumulative <= as_own {
+            CostBasis::Cumulative
+        } else {
+            CostBasis::PerProcess
+        }
+    }
+}
+
+/// The tokens of a usage that the streamed messages report exactly.
+fn input_side(t: &TokenCounts) -> u64 {
+    t.input
+        .saturating_add(t.cache_read)
+        .saturating_add(t.cache_creation)
 }
 
 /// One `rate_limit_event` as recorded in a step's usage.
@@ -67,6 +113,10 @@ pub struct StepUsage {
     pub cost_usd: f64,
     /// True until an authoritative `result` line arrives (live estimate from the price table).
     pub is_estimate: bool,
+    /// The estimate met a model the price table does not know: its cost is missing from
+    /// `cost_usd` (shown as "price unknown", not $0.0000). False once the result arrives.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub price_unknown: bool,
     /// Tool calls by tool name.
     pub tool_calls: BTreeMap<String, u32>,
     /// All tool calls together.
@@ -83,6 +133,10 @@ pub struct StepUsage {
     pub num_turns: Option<u32>,
     /// The Claude session id, from the init or result line.
     pub session_id: Option<String>,
+    /// How the result's figures were read: `fresh`, `cumulative` (charged the difference from
+    /// the session's prior total) or `per_process`; absent until a result arrives.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost_basis: Option<CostBasis>,
 }
 
 impl StepUsage {
@@ -101,6 +155,9 @@ pub struct UsageUpdate {
     pub cost_usd: f64,
     /// Whether the figures are still an estimate.
     pub is_estimate: bool,
+    /// The estimate met a model without a price (see [`StepUsage::price_unknown`]).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub price_unknown: bool,
     /// Tool calls so far.
     pub tool_calls_total: u32,
 }
@@ -251,6 +308,7 @@ impl Accounting {
             tokens: self.usage.tokens,
             cost_usd: self.usage.cost_usd,
             is_estimate: self.usage.is_estimate,
+            price_unknown: self.usage.price_unknown,
             tool_calls_total: self.usage.tool_calls_total,
         }
     }
@@ -278,7 +336,9 @@ impl Accounting {
         if self.result.is_some() || !self.seen_messages.insert(message_id.to_owned()) {
             return false;
         }
-        let cost = price_for(model).map_or(0.0, |p| p.cost(usage));
+        let price = price_for(model);
+        self.usage.price_unknown |= price.is_none();
+        let cost = price.map_or(0.0, |p| p.cost(usage));
         let entry = self.estimate.entry(model.to_owned()).or_default();
         entry.tokens.add(usage);
         entry.cost_usd += cost;
@@ -307,12 +367,43 @@ impl Accounting {
         else {
             return;
         };
-        // A cumulative total below the prior means the CLI started a fresh session (or the
-        // prior belongs to another one): then the result is this step's own figure.
-        let base = self
-            .prior
-            .as_ref()
-            .filter(|p| *total_cost_usd + 1e-12 >= p.cost_usd);
+        // Cumulative or this process's own? Compared with what this process streamed.
+        let reported: TokenCounts =
+            model_usage
+                .values()
+                .fold(TokenCounts::default(), |mut t, m| {
+                    t.add(&m.tokens);
+                    t
+                });
+        let basis = match &self.prior {
+            None => CostBasis::Fresh,
+            // A total below the prior: a fresh session (or an older CLI's own figures).
+            Some(p) if *total_cost_usd + 1e-12 < p.cost_usd => CostBasis::PerProcess,
+            Some(_) if model_usage.is_empty() => CostBasis::Cumulative,
+            Some(p) => {
+                let prior: TokenCounts =
+                    p.models.values().fold(TokenCounts::default(), |mut t, m| {
+                        t.add(&m.tokens);
+                        t
+                    });
+                let streamed = self
+                    .estimate
+                    .values()
+                    .fold(TokenCounts::default(), |mut t, m| {
+                        t.add(&m.tokens);
+                        t
+                    });
+                CostBasis::decide(
+                    input_side(&reported),
+                    input_side(&prior),
+                    input_side(&streamed),
+                )
+            }
+        };
+        let base = match basis {
+            CostBasis::Cumulative => self.prior.as_ref(),
+            _ => None,
+        };
         let mut models = BTreeMap::new();
         let mut tokens = TokenCounts::default();
         for (model, cumulative) in model_usage {
@@ -320,6 +411,7 @@ impl Accounting {
                 .and_then(|b| b.models.get(model))
                 .copied()
                 .unwrap_or_default();
+            // Never a negative difference: a figure below the prior is charged nothing.
             let step = ModelUsage {
                 tokens: cumulative.tokens.saturating_sub(&before.tokens),
                 cost_usd: (cumulative.cost_usd - before.cost_usd).max(0.0),
@@ -332,10 +424,13 @@ impl Accounting {
         if model_usage.is_empty() && base.is_none() {
             tokens = *usage;
         }
+        // An error result (a usage-limit stop, max turns) still spent what it reports.
         self.usage.tokens = tokens;
         self.usage.cost_usd = (total_cost_usd - base.map_or(0.0, |b| b.cost_usd)).max(0.0);
         self.usage.models = models;
+        self.usage.cost_basis = Some(basis);
         self.usage.is_estimate = false;
+        self.usage.price_unknown = false;
         self.usage.num_turns = *num_turns;
         if session_id.is_some() {
             self.usage.session_id.clone_from(session_id);
@@ -351,9 +446,27 @@ impl Accounting {
             api_error_status: *api_error_status,
             structured: structured_output.clone(),
         };
-        let cumulative = SessionTotals {
-            cost_usd: *total_cost_usd,
-            models: model_usage.clone(),
+        // The session's running total after this step: the result itself, or for a
+        // per-process figure, the prior plus it.
+        let cumulative = match (basis, &self.prior) {
+            (CostBasis::PerProcess, Some(p)) if *total_cost_usd + 1e-12 >= p.cost_usd => {
+                let mut models = p.models.clone();
+                for (model, own) in model_usage {
+                    let entry = models.entry(model.clone()).or_default();
+                    entry.tokens.add(&own.tokens);
+                    entry.cost_usd += own.cost_usd;
+                }
+                SessionTotals {
+                    cost_usd: p.cost_usd + *total_cost_usd,
+                    models,
+                    basis: Some(basis),
+                }
+            }
+            _ => SessionTotals {
+                cost_usd: *total_cost_usd,
+                models: model_usage.clone(),
+                basis: Some(basis),
+            },
         };
         self.result = Some((summary, cumulative));
     }

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use uuid::Uuid;
 
-use crate::manifest::Agent;
+use crate::manifest::{Agent, ClaudeConfig};
 
 /// How a step joins its Claude session: the first step creates it, later ones resume it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
@@ -59,8 +59,11 @@ impl AgentProgram {
 
 /// The arguments of one Claude Code step, exactly as spawned (program excluded):
 /// `-p --output-format stream-json --verbose --permission-mode M [--model X] [--allowedTools a,b]
-/// [--max-turns N] [--max-budget-usd U] (--session-id ID | --resume ID) -- PROMPT`.
+/// [--max-turns N] [--max-budget-usd U] [--json-schema S] [CONFIG...] [EXTRA...]
+/// (--session-id ID | --resume ID) -- PROMPT`, CONFIG being [`config_args`].
 /// The `--` keeps a list option such as `--allowedTools` from swallowing the prompt.
+/// Every step of a chain gets the same options: the CLI restores a resumed session's
+/// transcript, not its flags (`--mcp-config`, `--settings`, `--add-dir` least of all).
 pub fn claude_args(
     agent: &Agent,
     max_usd: Option<f64>,
@@ -93,12 +96,53 @@ pub fn claude_args(
     if let Some(schema) = &agent.output_schema {
         args.extend(["--json-schema".into(), schema.to_string()]);
     }
+    config_args(&agent.config, &mut args);
     match session {
         Session::New(id) => args.extend(["--session-id".into(), id.to_string()]),
         Session::Resume(id) => args.extend(["--resume".into(), id.to_string()]),
     }
     args.extend(["--".into(), prompt.to_string()]);
     args
+}
+
+/// The flags of a job's [`ClaudeConfig`], in a fixed order: `[--append-system-prompt T]
+/// [--system-prompt T] [--disallowedTools a,b] [--mcp-config C]... [--strict-mcp-config]
+/// [--add-dir D]... [--fallback-model M] [--settings S] [--agents J]
+/// [--permission-prompt-tool T]`, then `extra_args` as written.
+pub fn config_args(config: &ClaudeConfig, args: &mut Vec<String>) {
+    let mut flag = |name: &str, value: &str| args.extend([name.to_string(), value.to_string()]);
+    if let Some(text) = &config.append_system_prompt {
+        flag("--append-system-prompt", text);
+    }
+    if let Some(text) = &config.system_prompt {
+        flag("--system-prompt", text);
+    }
+    if !config.disallowed_tools.is_empty() {
+        flag("--disallowedTools", &config.disallowed_tools.join(","));
+    }
+    for mcp in &config.mcp_config {
+        flag("--mcp-config", mcp);
+    }
+    if config.strict_mcp_config {
+        args.push("--strict-mcp-config".into());
+    }
+    let mut flag = |name: &str, value: &str| args.extend([name.to_string(), value.to_string()]);
+    for dir in &config.add_dirs {
+        flag("--add-dir", &dir.to_string_lossy());
+    }
+    if let Some(model) = &config.fallback_model {
+        flag("--fallback-model", model);
+    }
+    if let Some(settings) = &config.settings {
+        flag("--settings", settings);
+    }
+    if let Some(agents) = &config.agents {
+        flag("--agents", agents);
+    }
+    if let Some(tool) = &config.permission_prompt_tool {
+        flag("--permission-prompt-tool", tool);
+    }
+    args.extend(config.extra_args.iter().cloned());
 }
 
 /// Finds the Claude Code executable: `--claude-path`, `ORCH_CLAUDE_PATH`, the manifest, `PATH`,
@@ -169,6 +213,8 @@ mod tests {
             max_turns: Some(3),
             session_id: None,
             output_schema: None,
+            config: Box::default(),
+            fork_session: false,
         }
     }
 
@@ -182,6 +228,68 @@ mod tests {
              --model sonnet --allowedTools Read,Bash --max-turns 3 --max-budget-usd 1.5 \
              --resume 00000000-0000-0000-0000-000000000000 -- /review all"
         );
+    }
+
+    #[test]
+    fn every_claude_code_option_becomes_its_flag_before_the_session() {
+        let mut a = agent();
+        *a.config = ClaudeConfig {
+            append_system_prompt: Some("Be brief.".into()),
+            system_prompt: Some("You are a bot.".into()),
+            disallowed_tools: vec!["Bash".into(), "WebFetch".into()],
+            mcp_config: vec!["/m/one.json".into(), r#"{"mcpServers":{}}"#.into()],
+            strict_mcp_config: true,
+            add_dirs: vec!["/docs".into(), "/data".into()],
+            fallback_model: Some("haiku".into()),
+            settings: Some(r#"{"env":{}}"#.into()),
+            agents: Some(r#"{"r":{}}"#.into()),
+            permission_prompt_tool: Some("mcp__p__ask".into()),
+            extra_args: vec!["--effort".into(), "low".into()],
+        };
+        let args = claude_args(&a, None, Session::New(Uuid::nil()), "go");
+        let tail = &args[args
+            .iter()
+            .position(|x| x == "--max-turns")
+            .expect("max-turns")
+            + 2..];
+        assert_eq!(
+            tail,
+            [
+                "--append-system-prompt",
+                "Be brief.",
+                "--system-prompt",
+                "You are a bot.",
+                "--disallowedTools",
+                "Bash,WebFetch",
+                "--mcp-config",
+                "/m/one.json",
+                "--mcp-config",
+                r#"{"mcpServers":{}}"#,
+                "--strict-mcp-config",
+                "--add-dir",
+                "/docs",
+                "--add-dir",
+                "/data",
+                "--fallback-model",
+                "haiku",
+                "--settings",
+                r#"{"env":{}}"#,
+                "--agents",
+                r#"{"r":{}}"#,
+                "--permission-prompt-tool",
+                "mcp__p__ask",
+                "--effort",
+                "low",
+                "--session-id",
+                "00000000-0000-0000-0000-000000000000",
+                "--",
+                "go",
+            ]
+        );
+        // A resumed step gets the same options: the CLI restores the transcript, not the flags.
+        let resumed = claude_args(&a, None, Session::Resume(Uuid::nil()), "go");
+        assert_eq!(resumed.len(), args.len());
+        assert!(resumed.windows(2).any(|w| w == ["--add-dir", "/data"]));
     }
 
     #[test]

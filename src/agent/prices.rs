@@ -121,6 +121,29 @@ pub fn price_for(model: &str) -> Option<&'static Price> {
     find(&name).or_else(|| by_family(&name))
 }
 
+/// Every name the table knows: the aliases, then the model ids.
+pub fn known_names() -> impl Iterator<Item = &'static str> {
+    ALIASES
+        .iter()
+        .map(|(alias, _)| *alias)
+        .chain(PRICES.iter().map(|p| p.model))
+}
+
+/// Whether `model` has a price ([`price_for`] finds it).
+pub fn is_known(model: &str) -> bool {
+    price_for(model).is_some()
+}
+
+/// Up to three known names closest to `model`, closest first, for "did you mean" hints.
+pub fn closest(model: &str) -> Vec<&'static str> {
+    let name = normalize(model);
+    let mut scored: Vec<(f64, &'static str)> = known_names()
+        .map(|known| (strsim::jaro_winkler(&name, known), known))
+        .collect();
+    scored.sort_by(|a, b| b.0.total_cmp(&a.0).then_with(|| a.1.cmp(b.1)));
+    scored.into_iter().take(3).map(|(_, n)| n).collect()
+}
+
 fn find(id: &str) -> Option<&'static Price> {
     PRICES.iter().find(|p| p.model == id)
 }

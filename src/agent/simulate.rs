@@ -141,6 +141,23 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
             Ok(None) => return fail(&format!("No conversation found with session ID: {id}"), 1),
             Err(e) => return fail(&format!("orch agent-sim: cannot read session {id}: {e}"), 1),
         },
+        SessionArg::Fork { from, to } => match state::load(&knobs.state_dir, from) {
+            // The copy starts with the conversation (and the totals) of the session it forks.
+            Ok(Some(state)) => (
+                to.clone()
+                    .unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
+                state,
+            ),
+            Ok(None) => {
+                return fail(&format!("No conversation found with session ID: {from}"), 1);
+            }
+            Err(e) => {
+                return fail(
+                    &format!("orch agent-sim: cannot read session {from}: {e}"),
+                    1,
+                );
+            }
+        },
     };
     if let Ok(file) = std::env::var("ORCH_SIM_WRITE") {
         if let Err(e) = std::fs::write(&file, format!("{}\n", args.prompt)) {

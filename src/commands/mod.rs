@@ -5,6 +5,7 @@ pub mod convert;
 pub mod direct;
 pub mod ledger;
 pub mod plan;
+pub mod resume;
 pub mod run;
 pub mod schema;
 pub mod service;
@@ -56,6 +57,8 @@ pub fn load(config: &ManifestConfig) -> Result<Manifest, Error> {
         }
     };
     config.apply(&mut m);
+    let inherited: Vec<(String, String)> = std::env::vars().collect();
+    crate::secrets::install(crate::secrets::Mask::for_manifest(&m, &inherited));
     check_workspaces(&m, config.workspace.is_some())?;
     crate::worktree::check(&m)?;
     Ok(m)

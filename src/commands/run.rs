@@ -16,18 +16,31 @@ use crate::runner::{self, RunContext};
 /// Runs the manifest: once now, or as its start time and cron schedule say (`super::service`).
 pub fn run(config: &RunConfig) -> Result<ExitCode, Error> {
     super::check_open_files()?;
-    let mut manifest = super::load(&config.manifest)?;
+    let (manifest, agent) = setup(config, &config.manifest, None)?;
     crate::worktree::check_branches(&manifest)?;
-    manifest.settings.state_dir = match &config.state_dir {
-        Some(dir) => dir.clone(),
+    let timing = super::service::Timing::new(&config.when, &manifest, Utc::now())?;
+    execute(config, &manifest, &agent, timing, None)
+}
+
+/// Loads the manifest with the flags over it, its state folder (`state_dir`, else `--state-dir`,
+/// else the manifest's) made absolute, and the program
+/// that plays Claude Code (the simulated agent keeps its sessions in the state folder).
+pub(super) fn setup(
+    config: &RunConfig,
+    manifest_config: &crate::config::ManifestConfig,
+    state_dir: Option<&std::path::Path>,
+) -> Result<(Manifest, AgentProgram), Error> {
+    let mut manifest = super::load(manifest_config)?;
+    manifest.settings.state_dir = match state_dir.or(config.state_dir.as_deref()) {
+        Some(dir) => dir.to_path_buf(),
         None => crate::config::absolute_state_dir(&manifest.settings.state_dir)?,
     };
-    let agent = if super::has_agents(&manifest) || config.manifest.simulate {
-        super::agent_program(&config.manifest, &manifest)?
+    let agent = if super::has_agents(&manifest) || manifest_config.simulate {
+        super::agent_program(manifest_config, &manifest)?
     } else {
         AgentProgram::by_name()
     };
-    if config.manifest.simulate {
+    if manifest_config.simulate {
         // The simulated agent keeps its sessions in this state folder, not a shared one.
         let inherited = std::env::var_os(crate::agent::simulate::STATE_DIR_ENV);
         for job in &mut manifest.jobs {
@@ -36,9 +49,20 @@ pub fn run(config: &RunConfig) -> Result<ExitCode, Error> {
             job.env.extend(env);
         }
     }
-    let timing = super::service::Timing::new(&config.when, &manifest, Utc::now())?;
+    Ok((manifest, agent))
+}
+
+/// Runs the loaded manifest with the reporters the flags ask for: once, on a schedule, or as
+/// the resumption of an earlier run.
+pub(super) fn execute(
+    config: &RunConfig,
+    manifest: &Manifest,
+    agent: &AgentProgram,
+    timing: Option<super::service::Timing>,
+    resume: Option<&super::resume::Resumption>,
+) -> Result<ExitCode, Error> {
     // --- display: the reporters the flags ask for (see `report::select`), in their own task ---
-    let fanout = display(config, &manifest, &agent)?;
+    let fanout = display(config, manifest, agent)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -46,7 +70,7 @@ pub fn run(config: &RunConfig) -> Result<ExitCode, Error> {
     runtime.block_on(async {
         let (sink, reporter) = report::spawn(fanout);
         let code = {
-            let once = async || run_once(config, &manifest, &agent, &sink).await;
+            let once = async || run_once(config, manifest, agent, &sink, resume).await;
             match timing {
                 None => once().await,
                 Some(t) => super::service::serve(&t, &sink, once).await,
@@ -59,12 +83,15 @@ pub fn run(config: &RunConfig) -> Result<ExitCode, Error> {
     })
 }
 
-/// One run of the graph, now: its own run id, run folder, plan, results and ledger entries.
+/// One run of the graph, now (its own run id, run folder, plan, results and ledger entries),
+/// knowing the sessions the ledger has; with `resume`, the
+/// continuation of an earlier run (its completed steps reused, see `super::resume`).
 pub(super) async fn run_once(
     config: &RunConfig,
     manifest: &Manifest,
     agent: &AgentProgram,
     sink: &Sink,
+    resume: Option<&super::resume::Resumption>,
 ) -> Result<ExitCode, Error> {
     let run_uuid = Uuid::new_v4();
     let run_id = format!(
@@ -72,13 +99,11 @@ pub(super) async fn run_once(
         Utc::now().format("%Y%m%dT%H%M%S%.3fZ"),
         &run_uuid.simple().to_string()[..8]
     );
-    let plan = Plan::build(
-        manifest,
-        &PlanOptions {
-            agent: agent.clone(),
-            run_id: run_uuid,
-        },
-    );
+    let options = PlanOptions {
+        agent: agent.clone(),
+        run_id: run_uuid,
+    };
+    let (plan, carried) = super::resume::prepare(manifest, &options, resume)?;
     let guardian_exe =
         std::env::current_exe().map_err(|e| Error::io("cannot find orch's own executable", e))?;
     let ctx = RunContext {
@@ -92,6 +117,7 @@ pub(super) async fn run_once(
         guardian_exe,
         env: std::env::vars().collect(),
         manifest: manifest.clone(),
+        carried,
     };
 
     // The runner fails only before any step started (no run folder, ledger or guardian): a setup

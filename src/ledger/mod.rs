@@ -4,6 +4,7 @@
 pub mod budget;
 pub mod nanos;
 pub mod reconcile;
+pub mod resume;
 pub mod store;
 
 use std::path::Path;

@@ -109,6 +109,15 @@ const MIGRATIONS: &[&str] = &[
     // claim whose holder died can be taken over.
     "ALTER TABLE runs ADD COLUMN claim_pid INTEGER;
     ALTER TABLE runs ADD COLUMN claim_start INTEGER;",
+    // 4: resuming runs. A resumed run names the run it continues; every step's resolved
+    // definition is hashed when its run starts, so a resume can tell a changed step.
+    "ALTER TABLE runs ADD COLUMN resumed_from TEXT;
+    CREATE TABLE step_defs (
+        run_id TEXT NOT NULL,
+        key TEXT NOT NULL,
+        hash TEXT NOT NULL,
+        PRIMARY KEY (run_id, key)
+    );",
 ];
 
 /// The schema version a ledger has once opened.

@@ -131,6 +131,24 @@ pub enum ManifestError {
         second: SourceSpan,
     },
 
+    #[error("jobs `{first_job}` and `{second_job}` name the same session_id \"{session}\"")]
+    #[diagnostic(
+        code(orch::manifest::shared_session),
+        help(
+            "a Claude session is one conversation, continued by one job from run to run; two \
+             jobs in it would run in it at once: give each job its own session_id"
+        )
+    )]
+    SharedSession {
+        session: String,
+        first_job: String,
+        second_job: String,
+        #[label("first named here")]
+        first: SourceSpan,
+        #[label("named again here")]
+        second: SourceSpan,
+    },
+
     #[error(
         "job name `{start}…` is {chars} characters long; the most is {}",
         super::MAX_JOB_NAME
@@ -321,6 +339,31 @@ pub enum ManifestError {
         label: String,
         #[help]
         help: String,
+    },
+
+    #[error("`{path}`: {message}")]
+    #[diagnostic(code(orch::manifest::agent_option))]
+    AgentOption {
+        path: String,
+        message: String,
+        #[label("{label}")]
+        span: SourceSpan,
+        label: String,
+        #[help]
+        help: String,
+    },
+
+    #[error("`{path}`: cannot read the env file {file}: {reason}")]
+    #[diagnostic(
+        code(orch::manifest::env_file),
+        help("give a dotenv file (NAME=value lines) relative to the manifest, or remove the key")
+    )]
+    EnvFile {
+        path: String,
+        file: String,
+        reason: String,
+        #[label("this file")]
+        span: SourceSpan,
     },
 
     #[error("the manifest defines no jobs")]

@@ -33,7 +33,50 @@ raw_table! {
         pub compact_history: Option<bool>,
         pub pre_commands: Option<Vec<Sp<String>>>,
         pub max_tokens_per_command: Option<Sp<i64>>,
+        /// An orch extension: the instance's Claude model (zen had none per instance).
+        pub model: Option<String>,
     }
+}
+
+/// What zen's "system message: TEXT" pre-command stood for: TEXT, when `command` is one.
+/// orch passes it as `append_system_prompt` instead of spending a turn on it.
+pub fn system_message(command: &str) -> Option<&str> {
+    let head = command.get(..SYSTEM_MESSAGE.len())?;
+    head.eq_ignore_ascii_case(SYSTEM_MESSAGE)
+        .then(|| command[SYSTEM_MESSAGE.len()..].trim())
+}
+
+/// The prefix of zen's system-message pre-command.
+pub const SYSTEM_MESSAGE: &str = "system message:";
+
+/// Splits zen's pre-commands into the real ones and the system messages, joined by a blank
+/// line.
+fn split_system_messages(
+    pre_commands: Option<Vec<Sp<String>>>,
+) -> (Option<Vec<Sp<String>>>, Option<Sp<String>>) {
+    let Some(list) = pre_commands else {
+        return (None, None);
+    };
+    let mut kept = Vec::new();
+    let mut messages: Vec<Sp<String>> = Vec::new();
+    for c in list {
+        match system_message(&c.value) {
+            Some(text) => messages.push(Sp {
+                value: text.to_string(),
+                span: c.span.clone(),
+            }),
+            None => kept.push(c),
+        }
+    }
+    let joined = messages.first().map(|first| Sp {
+        value: messages
+            .iter()
+            .map(|m| m.value.as_str())
+            .collect::<Vec<_>>()
+            .join("\n\n"),
+        span: first.span.clone(),
+    });
+    (Some(kept).filter(|k| !k.is_empty()), joined)
 }
 
 raw_table! {
@@ -103,11 +146,14 @@ pub fn to_manifest(config: LegacyConfig, name: &str) -> RawManifest {
             }
         };
         taken.insert(job_name.value.clone());
+        let (pre_commands, append_system_prompt) = split_system_messages(instance.pre_commands);
         let job = RawJob {
             description: instance.description,
             command: instance.command,
             prompt: instance.prompt,
-            pre_commands: instance.pre_commands,
+            pre_commands,
+            append_system_prompt,
+            model: instance.model,
             allowed_tools: instance.allowed_tools,
             permission_mode: instance.permission_mode.map(permission_mode),
             output_format: instance.output_format,

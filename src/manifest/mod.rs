@@ -4,6 +4,7 @@
 //! Every mistake of a file is collected and reported at once, with its span. Nothing downstream of
 //! this module sees TOML or JSON.
 
+mod claude;
 pub mod diagnostic;
 pub mod legacy;
 pub mod model;

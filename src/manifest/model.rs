@@ -129,6 +129,9 @@ pub struct Job {
     pub workspace: PathBuf,
     /// This job's own budget (zen's max_tokens_per_command, plus dollars).
     pub limit: Limit,
+    /// Names of the variables whose values are masked (`secrets`, the defaults' and the
+    /// job's); the always-masked names are [`crate::secrets::is_secret_name`].
+    pub secrets: Vec<String>,
     /// `isolation = "worktree"`: the job runs in its own git worktree on its own branch.
     pub isolation: Option<Isolation>,
 }
@@ -277,6 +280,40 @@ pub struct Agent {
     /// The JSON Schema the job's final answer must match (`output_schema`), passed to Claude
     /// Code as `--json-schema`; the answer becomes the job's `structured` output.
     pub output_schema: Option<serde_json::Value>,
+    /// The rest of Claude Code's headless configuration (`append_system_prompt`, `mcp_config`,
+    /// ...), passed on every step of the job's chain.
+    pub config: Box<ClaudeConfig>,
+    /// `session = "fork"`: each run continues a copy of the named session (`--fork-session`)
+    /// once it exists, instead of the session itself.
+    pub fork_session: bool,
+}
+
+/// Claude Code options of one agent job, checked and with paths made absolute. Each becomes
+/// one flag (or one flag per item) in [`crate::agent::claude_args`].
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct ClaudeConfig {
+    /// `--append-system-prompt`.
+    pub append_system_prompt: Option<String>,
+    /// `--system-prompt`.
+    pub system_prompt: Option<String>,
+    /// `--disallowedTools`, joined by commas.
+    pub disallowed_tools: Vec<String>,
+    /// One `--mcp-config` each: an absolute file path, or inline JSON text.
+    pub mcp_config: Vec<String>,
+    /// `--strict-mcp-config`.
+    pub strict_mcp_config: bool,
+    /// One `--add-dir` each, absolute.
+    pub add_dirs: Vec<PathBuf>,
+    /// `--fallback-model`.
+    pub fallback_model: Option<String>,
+    /// `--settings`: an absolute file path, or inline JSON text.
+    pub settings: Option<String>,
+    /// `--agents`: the subagent definitions as JSON text.
+    pub agents: Option<String>,
+    /// `--permission-prompt-tool`.
+    pub permission_prompt_tool: Option<String>,
+    /// Passed as written, before the session flags.
+    pub extra_args: Vec<String>,
 }
 
 impl Job {

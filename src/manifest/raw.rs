@@ -113,6 +113,40 @@ raw_table! {
         pub timeout: Option<Sp<DurationText>>,
         pub env: Option<Map<String>>,
         pub workspace: Option<String>,
+        /// Text added to the end of Claude Code's system prompt (--append-system-prompt).
+        pub append_system_prompt: Option<Sp<String>>,
+        /// A system prompt that replaces Claude Code's own (--system-prompt).
+        pub system_prompt: Option<Sp<String>>,
+        /// Claude Code tools the agent may not use, e.g. "Bash(git push *)" (--disallowedTools).
+        pub disallowed_tools: Option<Vec<String>>,
+        /// MCP servers (--mcp-config): a JSON file relative to the manifest, an inline table
+        /// `{ mcpServers = { NAME = { command = "...", args = [...] } } }`, or an array of these.
+        pub mcp_config: Option<Sp<Json>>,
+        /// Use only the MCP servers of `mcp_config`, none of the user's or project's
+        /// (--strict-mcp-config).
+        pub strict_mcp_config: Option<bool>,
+        /// More folders the agent may reach, relative to the manifest (--add-dir).
+        pub add_dirs: Option<Vec<Sp<String>>>,
+        /// Models to fall back to when the main one is busy, comma-separated (--fallback-model).
+        pub fallback_model: Option<Sp<String>>,
+        /// Claude Code settings (--settings): a JSON file relative to the manifest, or an inline
+        /// table such as `{ env = { FOO = "1" } }`.
+        pub settings: Option<Sp<Json>>,
+        /// Subagent definitions (--agents), inline:
+        /// `{ reviewer = { description = "Reviews code", prompt = "You are a reviewer" } }`.
+        pub agents: Option<Sp<Json>>,
+        /// The MCP tool that answers permission prompts, e.g. "mcp__perm__ask"
+        /// (--permission-prompt-tool).
+        pub permission_prompt_tool: Option<Sp<String>>,
+        /// More Claude Code arguments, placed before the session flags. A flag orch sets itself
+        /// (such as --model) is refused: use its key.
+        pub extra_args: Option<Sp<Vec<Sp<String>>>>,
+        /// A dotenv file relative to the manifest whose variables are added to the job's
+        /// environment (`env` wins over it).
+        pub env_file: Option<Sp<String>>,
+        /// Names of environment variables whose values orch masks as *** in everything it
+        /// writes or prints (ANTHROPIC_API_KEY, *_TOKEN, *_SECRET and *_PASSWORD always are).
+        pub secrets: Option<Vec<Sp<String>>>,
         /// "worktree": run the job in its own git worktree on its own branch.
         pub isolation: Option<Sp<String>>,
         /// The isolated job's new branch (default "orch/<run-short-id>/<job>"); templates work.
@@ -202,6 +236,44 @@ raw_table! {
         pub env: Option<Map<String>>,
         /// Working folder, relative to the manifest's folder.
         pub workspace: Option<String>,
+        /// Text added to the end of Claude Code's system prompt (--append-system-prompt).
+        pub append_system_prompt: Option<Sp<String>>,
+        /// A system prompt that replaces Claude Code's own (--system-prompt).
+        pub system_prompt: Option<Sp<String>>,
+        /// Claude Code tools the agent may not use, e.g. "Bash(git push *)" (--disallowedTools).
+        pub disallowed_tools: Option<Vec<String>>,
+        /// MCP servers (--mcp-config): a JSON file relative to the manifest, an inline table
+        /// `{ mcpServers = { NAME = { command = "...", args = [...] } } }`, or an array of these.
+        pub mcp_config: Option<Sp<Json>>,
+        /// Use only the MCP servers of `mcp_config`, none of the user's or project's
+        /// (--strict-mcp-config).
+        pub strict_mcp_config: Option<bool>,
+        /// More folders the agent may reach, relative to the manifest (--add-dir).
+        pub add_dirs: Option<Vec<Sp<String>>>,
+        /// Models to fall back to when the main one is busy, comma-separated (--fallback-model).
+        pub fallback_model: Option<Sp<String>>,
+        /// Claude Code settings (--settings): a JSON file relative to the manifest, or an inline
+        /// table such as `{ env = { FOO = "1" } }`.
+        pub settings: Option<Sp<Json>>,
+        /// Subagent definitions (--agents), inline:
+        /// `{ reviewer = { description = "Reviews code", prompt = "You are a reviewer" } }`.
+        pub agents: Option<Sp<Json>>,
+        /// The MCP tool that answers permission prompts, e.g. "mcp__perm__ask"
+        /// (--permission-prompt-tool).
+        pub permission_prompt_tool: Option<Sp<String>>,
+        /// More Claude Code arguments, placed before the session flags. A flag orch sets itself
+        /// (such as --model) is refused: use its key.
+        pub extra_args: Option<Sp<Vec<Sp<String>>>>,
+        /// A dotenv file relative to the manifest whose variables are added to the job's
+        /// environment (`env` wins over it).
+        pub env_file: Option<Sp<String>>,
+        /// Names of environment variables whose values orch masks as *** in everything it
+        /// writes or prints (ANTHROPIC_API_KEY, *_TOKEN, *_SECRET and *_PASSWORD always are).
+        pub secrets: Option<Vec<Sp<String>>>,
+        /// What a named `session_id` means from run to run: "continue" (default: each run
+        /// continues the conversation) or "fork" (each run continues a copy of it, leaving the
+        /// named session as it was: `--fork-session`).
+        pub session: Option<Sp<String>>,
         /// "worktree": run the job in its own git worktree on its own branch.
         pub isolation: Option<Sp<String>>,
         /// The isolated job's new branch (default "orch/<run-short-id>/<job>"); templates work.

@@ -22,9 +22,10 @@ pub fn session_uuid(id: &str) -> Uuid {
     Uuid::parse_str(id).unwrap_or_else(|_| Uuid::new_v5(&SESSION_NAMESPACE, id.as_bytes()))
 }
 
-struct Resolver {
-    errors: Vec<ManifestError>,
-    warnings: Vec<String>,
+/// Collects the mistakes and warnings of one manifest while it is resolved.
+pub(super) struct Resolver {
+    pub(super) errors: Vec<ManifestError>,
+    pub(super) warnings: Vec<String>,
 }
 
 /// Resolves a raw manifest read from `path`.
@@ -193,6 +194,29 @@ pub fn resolve(raw: RawManifest, path: &Path, text: &str) -> Result<Manifest, Ve
         }
         if let Some(resolved) = r.job(name, job, &defaults, &dir, &settings) {
             jobs.push(resolved);
+        }
+    }
+    // A session is used by one job: two jobs naming it would run in it at once.
+    let mut session_of: std::collections::HashMap<Uuid, (&str, &Span)> = Default::default();
+    for (name, job) in &raw_jobs {
+        let Some(named) = &job.session_id else {
+            continue;
+        };
+        let id = session_uuid(&named.value);
+        match session_of.get(&id) {
+            Some((first_job, first)) if *first_job != name.value => {
+                r.errors.push(ManifestError::SharedSession {
+                    session: named.value.clone(),
+                    first_job: first_job.to_string(),
+                    second_job: name.value.clone(),
+                    first: span(first),
+                    second: span(&named.span),
+                })
+            }
+            Some(_) => {}
+            None => {
+                session_of.insert(id, (&name.value, &named.span));
+            }
         }
     }
     r.check_graph(&raw_jobs);
@@ -375,6 +399,11 @@ impl Resolver {
             job.max_usd.as_ref().or(defaults.max_usd.as_ref()),
         );
         let mut env: Vec<(String, String)> = Vec::new();
+        for (k, v) in self.env_files(&name.value, job, defaults, dir) {
+            env.retain(|(key, _)| *key != k);
+            env.push((k, v));
+        }
+        let secrets = self.secret_names(&name.value, job, defaults);
         for (k, v) in defaults
             .env
             .iter()
@@ -446,6 +475,13 @@ impl Resolver {
                     job.max_turns.as_ref().or(defaults.max_turns.as_ref()),
                 )
                 .map(|n| n.min(u32::MAX as u64) as u32);
+            let model = job.model.clone().or_else(|| defaults.model.clone());
+            let config = self.claude_config(&name.value, job, defaults, dir);
+            self.unknown_models(
+                &name.value,
+                model.as_deref(),
+                config.fallback_model.as_deref(),
+            );
             let mut pre_commands = Vec::new();
             if job.clear_history == Some(true) {
                 pre_commands.push("/clear".to_string());
@@ -463,10 +499,12 @@ impl Resolver {
                     .or_else(|| defaults.allowed_tools.clone())
                     .unwrap_or_default(),
                 permission_mode,
-                model: job.model.clone().or_else(|| defaults.model.clone()),
+                model,
                 max_turns,
                 session_id: job.session_id.as_ref().map(|s| session_uuid(&s.value)),
                 output_schema: None,
+                config: Box::new(config),
+                fork_session: self.fork_session(&at("session"), job),
             })
         };
         let needs = self.needs(&name.value, job);
@@ -505,6 +543,7 @@ impl Resolver {
             isolation: self.isolation(name, job, defaults),
             workspace,
             limit,
+            secrets,
         })
     }
 
@@ -942,6 +981,25 @@ impl Resolver {
         Some(schema)
     }
 
+    /// `session = "continue" | "fork"`; "fork" needs a `session_id` to fork.
+    fn fork_session(&mut self, path: &str, job: &RawJob) -> bool {
+        let Some(v) = &job.session else {
+            return false;
+        };
+        let fork = self.one_of(path, v, &["continue", "fork"]) == Some("fork");
+        if fork && job.session_id.is_none() {
+            self.errors.push(ManifestError::BadValue {
+                path: path.into(),
+                allowed: "\"continue\" (or \"fork\" with a session_id)".into(),
+                span: span(&v.span),
+                help:
+                    "`session = \"fork\"` forks the job's named session: add session_id = \"NAME\""
+                        .into(),
+            });
+        }
+        fork
+    }
+
     fn agent_keys_ignored(&mut self, name: &str, job: &RawJob) {
         let agent_keys = [
             ("pre_commands", job.pre_commands.is_some()),
@@ -949,12 +1007,27 @@ impl Resolver {
             ("permission_mode", job.permission_mode.is_some()),
             ("model", job.model.is_some()),
             ("session_id", job.session_id.is_some()),
+            ("session", job.session.is_some()),
             ("clear_history", job.clear_history.is_some()),
             ("compact_history", job.compact_history.is_some()),
             ("max_turns", job.max_turns.is_some()),
             ("output_format", job.output_format.is_some()),
             ("max_tokens", job.max_tokens.is_some()),
             ("max_usd", job.max_usd.is_some()),
+            ("append_system_prompt", job.append_system_prompt.is_some()),
+            ("system_prompt", job.system_prompt.is_some()),
+            ("disallowed_tools", job.disallowed_tools.is_some()),
+            ("mcp_config", job.mcp_config.is_some()),
+            ("strict_mcp_config", job.strict_mcp_config.is_some()),
+            ("add_dirs", job.add_dirs.is_some()),
+            ("fallback_model", job.fallback_model.is_some()),
+            ("settings", job.settings.is_some()),
+            ("agents", job.agents.is_some()),
+            (
+                "permission_prompt_tool",
+                job.permission_prompt_tool.is_some(),
+            ),
+            ("extra_args", job.extra_args.is_some()),
         ];
         for (key, set) in agent_keys {
             if set {

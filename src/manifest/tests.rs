@@ -600,14 +600,11 @@ mod legacy_json {
         let Task::Agent(critical) = &m.jobs[0].task else {
             panic!()
         };
+        assert_eq!(critical.pre_commands, ["/clear", "/compact", "/clear"]);
+        // zen's "system message: ..." pre-command is Claude Code's appended system prompt.
         assert_eq!(
-            critical.pre_commands,
-            [
-                "/clear",
-                "/compact",
-                "/clear",
-                "system message: Focus on testing"
-            ]
+            critical.config.append_system_prompt.as_deref(),
+            Some("Focus on testing")
         );
         assert_eq!(critical.allowed_tools, ["Write", "Edit", "Bash", "Read"]);
         assert_eq!(m.jobs[0].limit.tokens, Some(75_000));

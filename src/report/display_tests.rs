@@ -48,6 +48,7 @@ fn usage(input: u64, output: u64, cache_read: u64, cost: f64, tools: u32) -> Usa
         },
         cost_usd: cost,
         is_estimate: true,
+        price_unknown: false,
         tool_calls_total: tools,
     }
 }
@@ -90,6 +91,7 @@ fn events() -> Vec<(u64, Event)> {
                 jobs: 3,
                 steps: 4,
                 at: chrono::DateTime::UNIX_EPOCH,
+                resumed_from: None,
             },
         ),
         (0, started(0, "lint")),

@@ -86,6 +86,8 @@ pub struct StepView {
     pub tokens: TokenCounts,
     pub cost_usd: f64,
     pub is_estimate: bool,
+    /// The estimate met a model without a price: the cost shows as "price unknown".
+    pub price_unknown: bool,
     pub tools: u32,
     pub model: Option<String>,
     /// The last output lines, at most `max_console_lines`.
@@ -104,6 +106,7 @@ impl StepView {
             tokens: TokenCounts::default(),
             cost_usd: 0.0,
             is_estimate: false,
+            price_unknown: false,
             tools: 0,
             model,
             tail: VecDeque::new(),
@@ -128,6 +131,8 @@ pub struct JobView {
     pub tokens: TokenCounts,
     pub cost_usd: f64,
     pub is_estimate: bool,
+    /// The estimate met a model without a price: the cost shows as "price unknown".
+    pub price_unknown: bool,
     pub tools: u32,
     pub model: Option<String>,
     /// The step shown on the job's line: the running one, else the last that ran.
@@ -254,6 +259,7 @@ impl Board {
                     s.tokens = update.tokens;
                     s.cost_usd = update.cost_usd;
                     s.is_estimate = update.is_estimate;
+                    s.price_unknown = update.price_unknown;
                     s.tools = update.tool_calls_total;
                 }
             }
@@ -293,6 +299,7 @@ impl Board {
                         s.tokens = u.tokens;
                         s.cost_usd = u.cost_usd;
                         s.is_estimate = u.is_estimate;
+                        s.price_unknown = u.price_unknown;
                         s.tools = u.tool_calls_total;
                         if u.model.is_some() {
                             s.model.clone_from(&u.model);
@@ -376,6 +383,7 @@ impl Board {
                 tokens: TokenCounts::default(),
                 cost_usd: 0.0,
                 is_estimate: false,
+                price_unknown: false,
                 tools: 0,
                 model: None,
                 current: None,
@@ -395,6 +403,7 @@ impl Board {
             v.tokens.add(&s.tokens);
             v.cost_usd += s.cost_usd;
             v.is_estimate |= s.is_estimate;
+            v.price_unknown |= s.price_unknown;
             v.tools += s.tools;
             if v.model.is_none() || s.started.is_some() {
                 v.model = s.model.clone().or(v.model.take());

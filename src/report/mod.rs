@@ -175,7 +175,7 @@ pub fn display_path(path: &std::path::Path) -> String {
 
 /// Prints a warning about the command line on stderr, before a run starts.
 pub fn print_warning(text: &str) {
-    eprintln!("warning: {text}");
+    eprintln!("warning: {}", sanitize::sanitize_block(text));
 }
 
 #[cfg(test)]

@@ -50,7 +50,10 @@ pub fn line(event: &Event) -> std::io::Result<String> {
     let body = json.strip_prefix('{').ok_or_else(|| {
         std::io::Error::new(std::io::ErrorKind::InvalidData, "an event is not an object")
     })?;
-    Ok(format!("{{\"v\":{VERSION},{body}\n"))
+    // Secret values are masked in the text, JSON-escaped forms included.
+    Ok(crate::secrets::mask_owned(format!(
+        "{{\"v\":{VERSION},{body}\n"
+    )))
 }
 
 impl<W: Write + Send> Reporter for Ndjson<W> {

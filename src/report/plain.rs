@@ -65,10 +65,15 @@ fn raw_event_line(event: &Event, max: usize, show_output: bool) -> Option<String
             run_dir,
             jobs,
             steps,
+            resumed_from,
             ..
         } => format!(
-            "run {name} {run_id}: {jobs} jobs, {steps} steps; logs in {}",
-            super::display_path(run_dir)
+            "run {name} {run_id}: {jobs} jobs, {steps} steps; logs in {}{}",
+            super::display_path(run_dir),
+            resumed_from
+                .as_ref()
+                .map(|from| format!("; resumes {from}"))
+                .unwrap_or_default()
         ),
         Event::StepStarted { label, pid, .. } => format!("▶ {label} started (pid {pid})"),
         Event::StepOutput { label, line, .. } if show_output => {
@@ -191,12 +196,16 @@ fn finished_line(event: &Event) -> Option<String> {
     let spend = usage
         .as_ref()
         .map(|u| {
-            format!(
-                ", {} tokens, ${:.4}{}",
-                u.total_tokens(),
-                u.cost_usd,
-                if u.is_estimate { " (estimate)" } else { "" }
-            )
+            if u.price_unknown {
+                format!(", {} tokens, price unknown", u.total_tokens())
+            } else {
+                format!(
+                    ", {} tokens, ${:.4}{}",
+                    u.total_tokens(),
+                    u.cost_usd,
+                    if u.is_estimate { " (estimate)" } else { "" }
+                )
+            }
         })
         .unwrap_or_default();
     let mut line = format!(

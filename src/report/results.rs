@@ -152,6 +152,9 @@ pub struct Instance {
     pub total_cost_usd: Option<f64>,
     /// True when some of the cost is orch's estimate (a step ended without Claude Code's result).
     pub cost_is_estimate: bool,
+    /// True when such an estimate met a model without a price: `total_cost_usd` lacks its cost.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub price_unknown: bool,
     pub model: Option<String>,
     pub description: Option<String>,
     /// What the job produced, once it ended (see "Passing results between jobs" in the book).
@@ -221,6 +224,9 @@ pub struct Metadata {
     /// next orch start reconciles them from the step logs"); absent when all landed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ledger_writes_not_landed: Option<String>,
+    /// The run this one resumes (`orch resume`); absent for a fresh run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resumed_from: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -326,6 +332,7 @@ pub fn build(ctx: &RunContext, out: &RunOutcome, exit_code: u8) -> Results {
         let mut tokens = TokenCounts::default();
         let mut cost: Option<Nanos> = None;
         let mut estimate = false;
+        let mut price_unknown = false;
         let mut tool_calls = 0;
         let mut model = None;
         let mut seconds = 0.0;
@@ -341,6 +348,7 @@ pub fn build(ctx: &RunContext, out: &RunOutcome, exit_code: u8) -> Results {
                 let c = cost.get_or_insert(Nanos::ZERO);
                 *c = c.saturating_add(Nanos::from_usd(u.cost_usd).non_negative());
                 estimate |= u.is_estimate;
+                price_unknown |= u.price_unknown;
                 tool_calls += u.tool_calls_total;
                 model = model.or_else(|| u.model.clone());
             }
@@ -388,6 +396,7 @@ pub fn build(ctx: &RunContext, out: &RunOutcome, exit_code: u8) -> Results {
                 tool_calls,
                 total_cost_usd: cost.map(Nanos::dollars),
                 cost_is_estimate: estimate,
+                price_unknown,
                 model,
                 description: job.description.clone(),
                 outputs: out.outputs[i].clone(),
@@ -459,6 +468,7 @@ pub fn build(ctx: &RunContext, out: &RunOutcome, exit_code: u8) -> Results {
             },
             ledger_writes_not_landed: (out.ledger.not_landed > 0)
                 .then(|| crate::runner::not_landed_message(out.ledger.not_landed)),
+            resumed_from: ctx.carried.resumed_from.clone(),
         },
     }
 }
@@ -503,7 +513,9 @@ pub fn write(results: &Results, path: &Path) -> std::io::Result<()> {
     let tmp = path.with_extension(format!("json.tmp-{}", std::process::id()));
     let written = (|| {
         let mut file = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
-        serde_json::to_writer_pretty(&mut file, results)?;
+        // Secret values are masked in the text, JSON-escaped forms included.
+        let text = crate::secrets::mask_owned(serde_json::to_string_pretty(results)?);
+        file.write_all(text.as_bytes())?;
         file.write_all(b"\n")?;
         file.into_inner().map_err(|e| e.into_error())?.sync_all()?;
         std::fs::rename(&tmp, path)

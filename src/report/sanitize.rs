@@ -17,6 +17,9 @@
 //! It must never be applied to what is stored or machine-read (logs, NDJSON events, the results
 //! file keep the exact bytes; JSON escapes them), and never to orch's own colours: reporters
 //! sanitize the foreign pieces before they add their styling.
+//!
+//! It is also where terminal text meets the secret mask ([`crate::secrets`]): every function
+//! here shows a secret's value as `***`.
 
 use std::borrow::Cow;
 
@@ -84,7 +87,17 @@ fn clean(text: &str, keep_newlines: bool) -> Cow<'_, str> {
     clean_with(text, keep_newlines, false)
 }
 
+/// The secret mask, then [`clean_unmasked`].
 fn clean_with(text: &str, keep_newlines: bool, keep_sgr: bool) -> Cow<'_, str> {
+    match crate::secrets::mask(text) {
+        Cow::Borrowed(_) => clean_unmasked(text, keep_newlines, keep_sgr),
+        Cow::Owned(masked) => {
+            Cow::Owned(clean_unmasked(&masked, keep_newlines, keep_sgr).into_owned())
+        }
+    }
+}
+
+fn clean_unmasked(text: &str, keep_newlines: bool, keep_sgr: bool) -> Cow<'_, str> {
     let Some(first) = first_suspect(text, keep_newlines) else {
         return Cow::Borrowed(text);
     };

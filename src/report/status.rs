@@ -34,6 +34,16 @@ pub fn usd(x: f64, estimate: bool) -> String {
     format!("${x:.4}{}", if estimate { "~" } else { "" })
 }
 
+/// Like [`usd`], but "price unknown" when the estimate met a model without a price (a
+/// made-up $0.0000 would read as free).
+pub fn usd_or_unknown(x: f64, estimate: bool, price_unknown: bool) -> String {
+    if price_unknown {
+        "price unknown".into()
+    } else {
+        usd(x, estimate)
+    }
+}
+
 /// A status as a symbol, the same in every reporter.
 pub fn symbol(status: Status) -> &'static str {
     match status {
@@ -173,7 +183,7 @@ pub fn report(
                     if j.tokens.total() == 0 && j.cost_usd == 0.0 {
                         "-".to_string()
                     } else {
-                        usd(j.cost_usd, j.is_estimate)
+                        usd_or_unknown(j.cost_usd, j.is_estimate, j.price_unknown)
                     }
                 }),
                 true,

@@ -78,6 +78,7 @@ pub fn render(results: &Results, path: &Path, paint: Paint, width: Option<usize>
                 "cost",
                 rows.iter()
                     .map(|(_, i)| match i.total_cost_usd {
+                        _ if i.price_unknown => "price unknown".into(),
                         Some(c) => format!("${c:.4}{}", if i.cost_is_estimate { "~" } else { "" }),
                         None => "-".into(),
                     })
@@ -164,7 +165,9 @@ pub fn render(results: &Results, path: &Path, paint: Paint, width: Option<usize>
         tokens(t.total_tokens),
         t.cache_hit_rate,
         t.total_cost_usd,
-        if t.cost_is_estimate {
+        if results.instances.0.iter().any(|(_, i)| i.price_unknown) {
+            " (includes estimates; some prices unknown)"
+        } else if t.cost_is_estimate {
             " (includes estimates)"
         } else {
             ""
@@ -189,7 +192,8 @@ pub fn render(results: &Results, path: &Path, paint: Paint, width: Option<usize>
         clip_start(&results_line, max.saturating_sub(9)),
         clip_start(&logs_line, max.saturating_sub(9))
     ));
-    o
+    // Text of the results (reasons, models, paths) may quote a secret: masked here, once.
+    crate::secrets::mask_owned(o)
 }
 
 /// Columns before the first column of the job table.

@@ -22,7 +22,7 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use super::live::{Board, BudgetView, Shape};
 use super::plain::{event_line, is_error};
 use super::screen::Screen;
-use super::status::{budget_bar, duration, tokens, usd};
+use super::status::{budget_bar, duration, tokens, usd, usd_or_unknown};
 use super::summary::{self, Paint};
 use super::width::{clip, fit_parts, left, width, wrap_all};
 use super::{Options, Reporter};
@@ -190,7 +190,7 @@ impl Terminal {
             left(&s.label, label_w),
             duration(s.elapsed(now)),
             tokens(s.tokens.total()),
-            usd(s.cost_usd, s.is_estimate),
+            usd_or_unknown(s.cost_usd, s.is_estimate, s.price_unknown),
         );
         if let Some(b) = self.board.job_budget(s.job) {
             let fill = b.fill();

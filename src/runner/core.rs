@@ -231,6 +231,30 @@ impl<'a> Core<'a> {
         }
     }
 
+    /// Takes over what the run carries from before it ([`super::Carried`]): the sessions the
+    /// ledger knows, and a resumed run's completed steps (completed, with their records, never
+    /// launched again) and the outputs of their job instances. The steps come in plan order, so
+    /// each is ready when it is ended here.
+    pub fn with_done(mut self) -> Self {
+        let carried = &self.ctx.carried;
+        self.sessions
+            .extend(carried.sessions.iter().map(|(k, v)| (*k, v.clone())));
+        for (instance, outputs) in &carried.outputs {
+            if let Some(slot) = self.outputs.get_mut(*instance) {
+                *slot = Some(outputs.clone());
+            }
+        }
+        for (id, record) in &carried.done {
+            if *id >= self.states.len() {
+                continue;
+            }
+            self.states[*id] = Status::Completed;
+            self.records[*id] = record.clone();
+            self.frontier.ended(&self.plan, *id, true);
+        }
+        self
+    }
+
     /// Takes one input at `now`; returns what to do about it (launches that became possible
     /// included).
     pub fn handle(&mut self, now: Now, input: Input) -> Vec<Effect> {
@@ -837,6 +861,7 @@ impl<'a> Core<'a> {
                 tokens: o.usage.tokens,
                 cost_usd: o.usage.cost_usd,
                 is_estimate: o.usage.is_estimate,
+                price_unknown: o.usage.price_unknown,
                 tool_calls_total: o.usage.tool_calls_total,
             };
             self.spend(now, id, &update, fx);

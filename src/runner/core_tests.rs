@@ -43,6 +43,7 @@ fn fixture(toml: &str) -> Fixture {
         guardian_exe: "/nonexistent/orch".into(),
         env: Default::default(),
         manifest,
+        carried: Default::default(),
     };
     Fixture { ctx, plan }
 }
@@ -139,6 +140,7 @@ fn usage(tokens: u64) -> UsageUpdate {
         },
         cost_usd: 0.0,
         is_estimate: true,
+        price_unknown: false,
         tool_calls_total: 0,
     }
 }

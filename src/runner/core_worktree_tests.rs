@@ -36,6 +36,7 @@ fn context(toml: &str) -> (RunContext, Plan) {
         ledger_wait: None,
         guardian_exe: "/nonexistent/orch".into(),
         env: Default::default(),
+        carried: Default::default(),
         manifest,
     };
     (ctx, plan)

@@ -45,6 +45,26 @@ pub struct RunContext {
     pub guardian_exe: PathBuf,
     /// orch's environment when the run began, for `${{ env.NAME }}`.
     pub env: std::collections::HashMap<String, String>,
+    /// What the run takes over from the ledger and, when resumed, from the run it continues.
+    pub carried: Carried,
+}
+
+/// What a run takes over from before it starts: the sessions Claude Code already has (so a
+/// `--resume` is charged only its difference) and, for a resumed run, the original's completed
+/// steps with their records and outputs, and what the original spent.
+#[derive(Clone, Debug, Default)]
+pub struct Carried {
+    /// Each known session's cumulative totals, as the ledger saved them.
+    pub sessions: std::collections::HashMap<uuid::Uuid, crate::agent::accounting::SessionTotals>,
+    /// The run this one resumes.
+    pub resumed_from: Option<String>,
+    /// Steps that completed in the original run and are not run again, in plan order (each
+    /// after its dependencies), with the record the results show for them.
+    pub done: Vec<(crate::plan::StepId, StepRecord)>,
+    /// The outputs of job instances whose steps are all reused, by instance index.
+    pub outputs: Vec<(usize, serde_json::Value)>,
+    /// What the original run (and the runs it resumed) spent: the run-scope budget starts there.
+    pub spent: crate::ledger::budget::Spend,
 }
 
 impl RunContext {
@@ -72,7 +92,7 @@ impl RunContext {
 }
 
 /// A file-name-safe form of a job name.
-fn slug(name: &str) -> String {
+pub(crate) fn slug(name: &str) -> String {
     let s: String = name
         .chars()
         .map(|c| {
@@ -161,7 +181,13 @@ pub async fn run(
         }
         None => Default::default(),
     };
-    let budgets = Budgets::new(&ctx.manifest, &plan, window_spent);
+    let mut budgets = Budgets::new(&ctx.manifest, &plan, window_spent);
+    // A resumed run's run-scope budget counts what the original spent (the window already
+    // does: it reads the ledger).
+    if let Some(run) = budgets.scopes.first_mut() {
+        run.used.tokens = run.used.tokens.saturating_add(ctx.carried.spent.tokens);
+        run.used.usd = run.used.usd.saturating_add(ctx.carried.spent.usd);
+    }
     let guardian = Arc::new(Guardian::start(&ctx.guardian_exe, &["__guardian"])?);
     let started = Utc::now();
     ledger
@@ -173,6 +199,12 @@ pub async fn run(
             started_at: started,
         })
         .map_err(sql)?;
+    if let Some(from) = &ctx.carried.resumed_from {
+        ledger.set_resumed_from(&ctx.run_id, from).map_err(sql)?;
+    }
+    ledger
+        .save_definitions(&ctx.run_id, &definitions(ctx, &plan))
+        .map_err(sql)?;
     let mut writer = Writer::start(ledger, ctx.run_id.clone())?;
     report(Event::RunStarted {
         run_id: ctx.run_id.clone(),
@@ -182,8 +214,20 @@ pub async fn run(
         jobs: ctx.manifest.jobs.len(),
         steps: plan.steps.len(),
         at: started,
+        resumed_from: ctx.carried.resumed_from.clone(),
     });
-    let core = core::Core::new(ctx, plan, budgets, started);
+    // Reused steps end before anything launches: reporters count them as done.
+    for (id, record) in &ctx.carried.done {
+        if let Some(step) = plan.steps.get(*id) {
+            report(Event::StepSkipped {
+                step: *id,
+                label: step.label(),
+                status: Status::Completed,
+                reason: record.reason.clone().unwrap_or_default(),
+            });
+        }
+    }
+    let core = core::Core::new(ctx, plan, budgets, started).with_done();
     let result = dispatcher::run(ctx, core, guardian.clone(), &mut writer, report).await;
     // Every group is gone by now; let the guardian go too.
     let _ = guardian.shutdown();
@@ -236,6 +280,18 @@ pub async fn run(
         });
     }
     Ok(outcome)
+}
+
+/// Each step's key (its label) and definition hash, stored when the run starts so that a resume
+/// can tell which completed steps changed.
+pub fn definitions(ctx: &RunContext, plan: &Plan) -> Vec<(String, String)> {
+    plan.steps
+        .iter()
+        .map(|s| {
+            let job = &ctx.manifest.jobs[s.job];
+            (s.label(), ledger::resume::definition_hash(s, job))
+        })
+        .collect()
 }
 
 /// The words for writes left to reconciliation, the same in every reporter and the results file.

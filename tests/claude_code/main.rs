@@ -6,6 +6,7 @@
 //! mock. The figures orch records (results file and ledger) must equal the CLI's own `result`
 //! lines. See book/src/testing-with-claude-code.md.
 
+mod config;
 #[allow(dead_code)]
 #[path = "../cli/harness.rs"]
 mod harness;

@@ -341,3 +341,181 @@ fn ctrl_c_to_orch_while_the_cli_runs_a_tool_leaves_no_process() {
     assert!(orch.usd > 0.0);
     assert_eq!(s.ledger_figures(&v, "busy"), orch);
 }
+
+/// The old configs' named `session_id`, run on two nights: the first run creates the session
+/// (`--session-id`), the second continues it (`--resume`, which Claude Code accepts for a session
+/// it has, where `--session-id` would be refused as "already in use"), and the second request to
+/// the API carries the first run's conversation. The second run is charged the difference of
+/// the CLI's cumulative figures.
+#[test]
+fn a_named_session_run_twice_continues_its_conversation() {
+    let s = Scenario::new(
+        &manifest(
+            "[jobs.nightly]\nprompt = \"remember the word mango\"\nsession_id = \"frontend\"\n",
+        ),
+        vec![
+            Reply::text("Remembered: mango.", Usage::COLD),
+            Reply::text("The word was mango.", Usage::WARM),
+        ],
+    );
+    let first = s.run();
+    assert_eq!(first.code, 0, "{}", first.output);
+    let second = s.run();
+    assert_eq!(second.code, 0, "{}", second.output);
+    let runs = s.path().join(".orch/runs");
+    let mut dirs: Vec<_> = std::fs::read_dir(&runs)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    dirs.sort();
+    assert_eq!(dirs.len(), 2, "{dirs:?}");
+    let results: Vec<serde_json::Value> = dirs
+        .iter()
+        .map(|d| {
+            serde_json::from_str(&std::fs::read_to_string(d.join("results.json")).unwrap()).unwrap()
+        })
+        .collect();
+    let session = |v: &serde_json::Value, flag: &str| {
+        let step = &steps(v, "nightly")[0];
+        let argv = step["argv"].as_array().unwrap();
+        argv.iter()
+            .position(|a| a == flag)
+            .map(|at| argv[at + 1].as_str().unwrap().to_string())
+    };
+    let id = session(&results[0], "--session-id").expect("the first run creates the session");
+    assert_eq!(session(&results[1], "--resume"), Some(id));
+    assert_eq!(session(&results[1], "--session-id"), None);
+    for v in &results {
+        assert_eq!(status(v, "nightly"), "completed");
+    }
+    let calls = s.mock.message_requests();
+    assert_eq!(calls.len(), 2, "{calls:?}");
+    assert!(
+        calls[1].message_count() > calls[0].message_count(),
+        "{} vs {}",
+        calls[1].message_count(),
+        calls[0].message_count()
+    );
+    assert!(
+        calls[1]
+            .texts()
+            .iter()
+            .any(|t| t.contains("Remembered: mango.")),
+        "the second night's request carries the first night's answer: {:?}",
+        calls[1].texts()
+    );
+    // The CLI reports the session's cumulative cost: the second run is charged the difference.
+    let cost = |v: &serde_json::Value| {
+        let step = &steps(v, "nightly")[0];
+        let cumulative = result_line(step).unwrap()["total_cost_usd"]
+            .as_f64()
+            .unwrap();
+        (cumulative, step["usage"]["cost_usd"].as_f64().unwrap())
+    };
+    let ((cum1, charged1), (cum2, charged2)) = (cost(&results[0]), cost(&results[1]));
+    eprintln!(
+        "[figures] named session: run 1 CLI ${cum1:.6} charged ${charged1:.6}; \
+         run 2 CLI cumulative ${cum2:.6} charged ${charged2:.6}"
+    );
+    assert!(close(charged1, cum1));
+    assert!(cum2 > cum1, "cumulative over the session");
+    assert!(
+        close(charged2, cum2 - cum1),
+        "{charged2} vs {cum2} - {cum1}"
+    );
+    assert_eq!(
+        steps(&results[1], "nightly")[0]["usage"]["cost_basis"],
+        "cumulative"
+    );
+    let ledger = s.ledger_figures(&results[1], "nightly");
+    assert!(close(ledger.usd, charged2), "{ledger:?} vs {charged2}");
+}
+
+/// Ctrl-C while the second of two jobs is mid-turn, then `orch resume`: the first job is not run
+/// again (no request of its own to the API), and the second continues its interrupted session
+/// with `--resume`, so its request carries the conversation so far.
+#[test]
+fn resume_after_ctrl_c_continues_the_interrupted_session_and_skips_the_completed_job() {
+    let s = Scenario::new(
+        &manifest(
+            "[jobs.first]\nprompt = \"say one\"\n\
+             [jobs.second]\nprompt = \"take your time\"\nneeds = [\"first\"]\n",
+        ),
+        vec![
+            Reply::text("One.", Usage::COLD),
+            Reply::stall(Usage::COLD),
+            Reply::text("Done at last.", Usage::WARM),
+        ],
+    )
+    .env("ORCH_GRACE_INT", "20s")
+    .env("ORCH_GRACE_TERM", "2s");
+    let mut orch = s.spawn();
+    s.mock.wait_stalled(Duration::from_secs(60));
+    s.wait_log("Thinking about it.", Duration::from_secs(30));
+    signal(orch.id(), Signal::SIGINT);
+    assert_eq!(
+        wait_exit(&mut orch, Duration::from_secs(60)),
+        130,
+        "{}",
+        s.output()
+    );
+    s.mock.wait_released(Duration::from_secs(5));
+    let first = s.results();
+    assert_eq!(status(&first, "first"), "completed");
+    assert_eq!(status(&first, "second"), "cancelled");
+    let session_of = |v: &serde_json::Value, flag: &str| {
+        let argv = steps(v, "second")[0]["argv"].as_array().unwrap().clone();
+        argv.iter()
+            .position(|a| a == flag)
+            .map(|at| argv[at + 1].as_str().unwrap().to_string())
+    };
+    let id = session_of(&first, "--session-id").unwrap();
+
+    let out = s.orch("resume").output().unwrap();
+    assert!(out.status.success(), "{out:?}\n{}", s.output());
+    s.assert_no_process_left();
+    let runs = s.path().join(".orch/runs");
+    let mut dirs: Vec<_> = std::fs::read_dir(&runs)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    dirs.sort();
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dirs[1].join("results.json")).unwrap())
+            .unwrap();
+    assert_eq!(status(&v, "second"), "completed");
+    assert_eq!(session_of(&v, "--resume"), Some(id));
+    // Charged the difference from the interrupted process's final figures.
+    let step = &steps(&v, "second")[0];
+    let cumulative = result_line(step).unwrap()["total_cost_usd"]
+        .as_f64()
+        .unwrap();
+    let before = result_line(&steps(&first, "second")[0]).unwrap()["total_cost_usd"]
+        .as_f64()
+        .unwrap();
+    let charged = step["usage"]["cost_usd"].as_f64().unwrap();
+    eprintln!(
+        "[figures] resume after ctrl-c: interrupted ${before:.6}, CLI cumulative ${cumulative:.6}, charged ${charged:.6}"
+    );
+    assert!(
+        close(charged, cumulative - before),
+        "{charged} vs {cumulative} - {before}"
+    );
+    assert_eq!(step["usage"]["cost_basis"], "cumulative");
+    let calls = s.mock.message_requests();
+    assert_eq!(calls.len(), 3, "first once, second twice: {calls:?}");
+    assert!(
+        calls[2].message_count() > calls[1].message_count(),
+        "{} vs {}",
+        calls[2].message_count(),
+        calls[1].message_count()
+    );
+    assert!(
+        calls[2]
+            .texts()
+            .iter()
+            .any(|t| t.contains("take your time")),
+        "{:?}",
+        calls[2].texts()
+    );
+}

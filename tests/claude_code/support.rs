@@ -62,6 +62,15 @@ impl Scenario {
         cmd
     }
 
+    /// `orch SUBCOMMAND --claude-path <pinned claude>` (such as `resume`), in the same clean
+    /// environment as [`Scenario::command`].
+    pub fn orch(&self, subcommand: &str) -> Command {
+        let mut cmd = self.test.with_args(&[]);
+        cmd.arg(subcommand).arg("--claude-path").arg(&self.claude);
+        self.clean_env(&mut cmd);
+        cmd
+    }
+
     /// The pinned `claude` itself, with `args`, in the test folder and the same clean
     /// environment as under orch: for tests of the CLI's own behaviour.
     pub fn claude_command(&self, args: &[&str]) -> Command {

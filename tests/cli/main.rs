@@ -3,6 +3,7 @@
 mod book;
 mod budget;
 mod checks;
+mod claude_config;
 mod display;
 mod fuzz;
 mod harness;
@@ -12,6 +13,7 @@ mod pipeline;
 mod plan;
 mod procs;
 mod recovery;
+mod resume;
 mod run;
 mod run_core;
 mod schedule;

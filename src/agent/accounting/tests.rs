@@ -293,6 +293,7 @@ fn a_result_below_the_prior_is_a_fresh_session() {
     let prior = SessionTotals {
         cost_usd: 5.0,
         models: BTreeMap::new(),
+        basis: None,
     };
     let transcript = resumed_step("sess-2", 0, (10, 100, 0.25));
     let (_, outcome) = run(transcript.as_bytes(), Some(prior), Some(0));
@@ -344,4 +345,110 @@ fn anomalies_are_reported_once_per_message_and_once_for_the_result() {
         outcome.usage.cost_usd, 0.5,
         "the rejected total falls back to the models'"
     );
+}
+
+/// A `--resume` step that streamed one message with `streamed` input tokens and whose result
+/// reports `reported` input tokens, 50 output tokens and `cost` dollars (as `subtype`).
+fn resumed_result(streamed: u64, reported: u64, cost: f64, subtype: &str) -> String {
+    let is_error = subtype != "success";
+    format!(
+        concat!(
+            r#"{{"type":"system","subtype":"init","session_id":"s","model":"claude-opus-5-5"}}"#,
+            "\n",
+            r#"{{"type":"assistant","message":{{"id":"msg_r","model":"claude-opus-5-5","content":[],"usage":{{"input_tokens":{s},"output_tokens":1}}}},"session_id":"s"}}"#,
+            "\n",
+            r#"{{"type":"result","subtype":"{sub}","is_error":{e},"session_id":"s","total_cost_usd":{c},"usage":{{"input_tokens":{s},"output_tokens":5}},"modelUsage":{{"claude-opus-5-5":{{"inputTokens":{r},"outputTokens":50,"costUSD":{c}}}}},"num_turns":1}}"#,
+            "\n"
+        ),
+        s = streamed,
+        r = reported,
+        c = cost,
+        sub = subtype,
+        e = is_error,
+    )
+}
+
+/// The session's totals after a first step of 30 input and 20 output tokens for $0.40.
+fn prior_of_30() -> SessionTotals {
+    let mut models = BTreeMap::new();
+    models.insert(
+        "claude-opus-5-5".to_string(),
+        ModelUsage {
+            tokens: TokenCounts {
+                input: 30,
+                output: 20,
+                ..TokenCounts::default()
+            },
+            cost_usd: 0.40,
+        },
+    );
+    SessionTotals {
+        cost_usd: 0.40,
+        models,
+        basis: Some(CostBasis::Fresh),
+    }
+}
+
+#[test]
+fn a_cumulative_result_after_resume_is_charged_its_difference() {
+    // Claude Code 2.1.331: the result covers the session (30 before, 40 streamed now = 70).
+    let text = resumed_result(40, 70, 1.0, "success");
+    let (acc, outcome) = run(text.as_bytes(), Some(prior_of_30()), Some(0));
+    let usage = &outcome.usage;
+    assert_eq!(usage.cost_basis, Some(CostBasis::Cumulative));
+    assert_eq!((usage.tokens.input, usage.tokens.output), (40, 30));
+    assert!((usage.cost_usd - 0.60).abs() < 1e-12, "{}", usage.cost_usd);
+    let totals = acc.session_totals().unwrap();
+    assert_eq!(totals.cost_usd, 1.0);
+    assert_eq!(totals.basis, Some(CostBasis::Cumulative));
+}
+
+#[test]
+fn a_per_process_result_after_resume_is_charged_as_it_is() {
+    // An older CLI: the result covers this process only (42 input, near the 40 it streamed);
+    // taking it as cumulative would charge 12 tokens for a process that sent 40.
+    let text = resumed_result(40, 42, 0.55, "success");
+    let (acc, outcome) = run(text.as_bytes(), Some(prior_of_30()), Some(0));
+    let usage = &outcome.usage;
+    assert_eq!(usage.cost_basis, Some(CostBasis::PerProcess));
+    assert_eq!((usage.tokens.input, usage.tokens.output), (42, 50));
+    assert!((usage.cost_usd - 0.55).abs() < 1e-12, "{}", usage.cost_usd);
+    // The session's running total adds this process's figures to the prior.
+    let totals = acc.session_totals().unwrap();
+    assert!((totals.cost_usd - 0.95).abs() < 1e-12);
+    assert_eq!(totals.models["claude-opus-5-5"].tokens.input, 72);
+    // The next step of the same older CLI is read the same way, from that total.
+    let next = resumed_result(10, 11, 0.1, "success");
+    let (_, outcome) = run(next.as_bytes(), Some(totals), Some(0));
+    assert_eq!(outcome.usage.cost_basis, Some(CostBasis::PerProcess));
+    assert_eq!(outcome.usage.tokens.input, 11);
+}
+
+#[test]
+fn the_decision_ties_towards_cumulative_and_never_goes_negative() {
+    assert_eq!(CostBasis::decide(70, 30, 40), CostBasis::Cumulative);
+    assert_eq!(CostBasis::decide(42, 30, 40), CostBasis::PerProcess);
+    // Nothing streamed (an error before any message): the session's figures, charged ~0.
+    assert_eq!(CostBasis::decide(30, 30, 0), CostBasis::Cumulative);
+    // Equally close: 2.1.331's meaning.
+    assert_eq!(CostBasis::decide(20, 10, 10), CostBasis::Cumulative);
+    assert_eq!(CostBasis::decide(5, 30, 5), CostBasis::PerProcess);
+    // A cumulative cost below the prior per model is never a negative charge.
+    let mut prior = prior_of_30();
+    prior.models.get_mut("claude-opus-5-5").unwrap().cost_usd = 0.9;
+    let text = resumed_result(40, 70, 0.9, "success");
+    let (_, outcome) = run(text.as_bytes(), Some(prior), Some(0));
+    assert!(outcome.usage.cost_usd >= 0.0);
+    assert!(outcome.usage.models.values().all(|m| m.cost_usd >= 0.0));
+}
+
+#[test]
+fn an_error_result_after_resume_keeps_its_cost() {
+    // A usage-limit stop still spent money: its difference is charged, like a success's.
+    let text = resumed_result(40, 70, 1.0, "error_during_execution");
+    let (_, outcome) = run(text.as_bytes(), Some(prior_of_30()), Some(1));
+    assert!(!outcome.success);
+    assert!(!outcome.usage.is_estimate);
+    assert!((outcome.usage.cost_usd - 0.60).abs() < 1e-12);
+    assert_eq!(outcome.usage.tokens.input, 40);
 }

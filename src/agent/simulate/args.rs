@@ -14,6 +14,9 @@ pub enum SessionArg {
     New(Option<String>),
     /// `--resume ID`: continue an existing session.
     Resume(String),
+    /// `--resume FROM --fork-session [--session-id TO]`: continue a copy of FROM as TO (a fresh
+    /// random id when `None`), leaving FROM as it was.
+    Fork { from: String, to: Option<String> },
 }
 
 /// The parsed `claude` argv.
@@ -77,6 +80,7 @@ impl SimArgs {
         let (mut print, mut verbose) = (false, false);
         let (mut format, mut mode, mut model, mut tools) = (None, None, None, Vec::new());
         let (mut max_turns, mut budget, mut session_id, mut resume) = (None, None, None, None);
+        let mut fork = false;
         let mut json_schema = None;
         let mut prompt = Vec::new();
         while let Some(arg) = it.next() {
@@ -112,7 +116,22 @@ impl SimArgs {
                 "--max-budget-usd" => budget = Some(number(&name, &value()?)?),
                 "--session-id" => session_id = Some(value()?),
                 "-r" | "--resume" => resume = Some(value()?),
+                "--fork-session" => fork = true,
                 "--json-schema" => json_schema = Some(schema(&value()?)?),
+                // Claude Code options the simulation accepts and does not act on.
+                "--append-system-prompt"
+                | "--system-prompt"
+                | "--disallowedTools"
+                | "--disallowed-tools"
+                | "--mcp-config"
+                | "--add-dir"
+                | "--fallback-model"
+                | "--settings"
+                | "--agents"
+                | "--permission-prompt-tool" => {
+                    value()?;
+                }
+                "--strict-mcp-config" => {}
                 other if other.starts_with('-') && other.len() > 1 => {
                     return Err(usage(format!("error: unknown option '{other}'")));
                 }
@@ -148,6 +167,10 @@ impl SimArgs {
             )));
         }
         let session = match (session_id, resume) {
+            (to, Some(from)) if fork => SessionArg::Fork {
+                from: valid_uuid(from)?,
+                to: to.map(valid_uuid).transpose()?,
+            },
             (Some(_), Some(_)) => {
                 let message = "Error: --session-id can only be used with --continue or --resume \
                                if --fork-session is also specified.";
