@@ -114,6 +114,53 @@ pub enum Error {
     #[error("{message}")]
     #[diagnostic(code(orch::resume), help("{help}"))]
     Resume { message: String, help: String },
+    #[error(
+        "job `{job}` runs in a worktree (isolation = \"worktree\"), but its workspace {} is not in a git repository: {reason}",
+        workspace.display()
+    )]
+    #[diagnostic(
+        code(orch::worktree::not_a_repository),
+        help(
+            "run `git init` there and commit, point `workspace` (or --workspace) at a git checkout, \
+             or remove `isolation`"
+        )
+    )]
+    NotARepository {
+        job: String,
+        workspace: PathBuf,
+        reason: String,
+    },
+
+    #[error(
+        "job `{job}` has require_clean = true, and {} has uncommitted changes: {changes}",
+        workspace.display()
+    )]
+    #[diagnostic(
+        code(orch::worktree::dirty),
+        help(
+            "commit or stash them (`git stash`), or set `require_clean = false` to start the \
+             worktree from the last commit without them"
+        )
+    )]
+    DirtyWorkspace {
+        job: String,
+        workspace: PathBuf,
+        changes: String,
+    },
+
+    #[error("job `{job}` would create the branch `{branch}`, which exists already in {}", repo.display())]
+    #[diagnostic(
+        code(orch::worktree::branch_exists),
+        help(
+            "choose another `branch` (a template such as \"fix/${{{{ run.id }}}}\" makes it unique), \
+             or delete the old one with `git branch -D {branch}`"
+        )
+    )]
+    BranchExists {
+        job: String,
+        branch: String,
+        repo: PathBuf,
+    },
 
     #[error("{what}")]
     #[diagnostic(code(orch::io))]

@@ -23,6 +23,7 @@ pub mod schedule;
 pub mod secrets;
 pub mod slash;
 pub mod template;
+pub mod worktree;
 
 use clap::Parser;
 

@@ -37,6 +37,8 @@
 //!   usage limit resets `ORCH_SIM_RESETS_IN_S=N` seconds later (default 2). Invocations are
 //!   counted per session id in `<state dir>/invocations/`, so a retry in a new process sees
 //!   the count of the attempts before it.
+//! - `ORCH_SIM_WRITE=FILE`: write the prompt and a newline to FILE (relative to the working
+//!   folder) before the first line, as an edit of the agent would; for worktree tests.
 //! - `ORCH_SIM_STATE_DIR=DIR`: session totals. `orch run --simulate` sets it to
 //!   `<state folder>/agent-sim` (see [`session_env`]) unless it is set already, so runs with
 //!   different state folders never share or collide on sessions; run by hand, the default is
@@ -178,6 +180,11 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
                     1,
                 );
             }
+        }
+    }
+    if let Ok(file) = std::env::var("ORCH_SIM_WRITE") {
+        if let Err(e) = std::fs::write(&file, format!("{}\n", args.prompt)) {
+            return fail(&format!("orch agent-sim: cannot write {file}: {e}"), 1);
         }
     }
     // Before our handlers exist, so the grandchild does not inherit an ignored SIGTERM.

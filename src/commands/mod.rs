@@ -60,6 +60,7 @@ pub fn load(config: &ManifestConfig) -> Result<Manifest, Error> {
     let inherited: Vec<(String, String)> = std::env::vars().collect();
     crate::secrets::install(crate::secrets::Mask::for_manifest(&m, &inherited));
     check_workspaces(&m, config.workspace.is_some())?;
+    crate::worktree::check(&m)?;
     Ok(m)
 }
 

@@ -175,6 +175,7 @@ pub fn view(m: &Manifest, plan: &Plan, now: DateTime<Utc>, warnings: Vec<String>
                 timeout_ms: job.timeout.as_millis(),
                 limit: (step.is_main() && job.limit.is_set()).then_some(job.limit),
                 forecast: None,
+                worktree: worktree_view(m, step),
             }
         })
         .collect();
@@ -202,6 +203,41 @@ pub fn view(m: &Manifest, plan: &Plan, now: DateTime<Utc>, warnings: Vec<String>
 /// The references a step's templates read (its argv's templated elements, its job's env values
 /// and workspace, its `if` on the first step, a `for_each` source on the expansion step), each
 /// once as written, and the exit steps of the jobs they read from.
+/// An isolated job's worktree, on its first step.
+fn worktree_view(
+    m: &Manifest,
+    step: &crate::plan::Step,
+) -> Option<crate::report::plan::WorktreeView> {
+    let job = &m.jobs[step.job];
+    let iso = job.isolation.as_ref()?;
+    if step.index != 1 || matches!(step.action, Action::Expand { .. }) {
+        return None;
+    }
+    let name = crate::worktree::branch_component(&step.job_name);
+    let written = iso.base.as_deref().unwrap_or("HEAD");
+    let base = match crate::worktree::short_commit(&job.workspace, written) {
+        Some(commit) if !written.contains("${{") => format!("{written} ({commit})"),
+        _ => written.to_string(),
+    };
+    Some(crate::report::plan::WorktreeView {
+        dir: display_path(
+            &m.settings
+                .state_dir
+                .join("worktrees")
+                .join("<run>")
+                .join(&name),
+        ),
+        branch: iso
+            .branch
+            .clone()
+            .unwrap_or_else(|| format!("orch/<run>/{name}")),
+        base,
+        setup: iso.setup.clone(),
+        commit: iso.commit,
+        keep: iso.keep,
+    })
+}
+
 fn references(m: &Manifest, plan: &Plan, id: usize) -> (Vec<String>, Vec<usize>) {
     use crate::template::Reference;
     let step = &plan.steps[id];
@@ -215,6 +251,9 @@ fn references(m: &Manifest, plan: &Plan, id: usize) -> (Vec<String>, Vec<usize>)
     texts.extend(job.env.iter().map(|(_, v)| v.as_str()));
     let workspace = job.workspace.to_string_lossy();
     texts.push(&workspace);
+    if let (Some(iso), 1) = (&job.isolation, step.index) {
+        texts.extend(iso.branch.iter().chain(&iso.base).map(String::as_str));
+    }
     let mut refs: Vec<Reference> = Vec::new();
     for t in texts {
         if let Ok(t) = crate::template::parse(t) {

@@ -17,6 +17,7 @@ use crate::runner::{self, RunContext};
 pub fn run(config: &RunConfig) -> Result<ExitCode, Error> {
     super::check_open_files()?;
     let (manifest, agent) = setup(config, &config.manifest, None)?;
+    crate::worktree::check_branches(&manifest)?;
     let timing = super::service::Timing::new(&config.when, &manifest, Utc::now())?;
     execute(config, &manifest, &agent, timing, None)
 }

@@ -147,6 +147,8 @@ pub struct Job {
     pub secrets: Vec<String>,
     /// How a failed step attempt of this job is tried again.
     pub retry: Retry,
+    /// `isolation = "worktree"`: the job runs in its own git worktree on its own branch.
+    pub isolation: Option<Isolation>,
 }
 
 /// The default of `max_pause`: the longest rate-limit pause a run waits out.
@@ -255,6 +257,49 @@ impl RetryOn {
             RetryOn::MaxTurns => "max_turns",
             RetryOn::MaxBudget => "max_budget",
             RetryOn::PermissionDenied => "permission_denied",
+        }
+    }
+}
+
+/// A job's own git worktree: where its branch starts, what runs first, what happens at its end.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Isolation {
+    /// The new branch, as written (it may hold templates); `None` is
+    /// `orch/<run-short-id>/<job>`, made a valid branch name.
+    pub branch: Option<String>,
+    /// The commit or ref the branch starts from, as written (it may hold templates); `None`
+    /// is the workspace's `HEAD`.
+    pub base: Option<String>,
+    /// Commands run with `sh -c` in the new worktree before the job's first step.
+    pub setup: Vec<String>,
+    /// Commit what the job left uncommitted to its branch when it ends.
+    pub commit: bool,
+    /// When the worktree is removed after the job (its branch stays either way).
+    pub keep: Keep,
+    /// Refuse to start when the workspace has uncommitted changes to tracked files.
+    pub require_clean: bool,
+}
+
+/// When a job's worktree is kept after the job ends.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Keep {
+    /// Kept when the job did not complete, removed when it did.
+    #[default]
+    OnFailure,
+    /// Always kept.
+    Always,
+    /// Always removed.
+    Never,
+}
+
+impl Keep {
+    /// The manifest's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Keep::OnFailure => "on_failure",
+            Keep::Always => "always",
+            Keep::Never => "never",
         }
     }
 }
@@ -402,8 +447,17 @@ impl Job {
         self.needs.iter().map(|n| n.job.as_str())
     }
 
-    /// The output keys a completed job of this kind has.
+    /// The output keys a completed job of this kind has (an isolated job's worktree keys
+    /// included).
     pub fn output_keys(&self) -> &'static [&'static str] {
+        if self.isolation.is_some() {
+            return match &self.task {
+                Task::Agent(a) if a.output_schema.is_some() => ISOLATED_AGENT_OUTPUTS,
+                Task::Agent(_) => &ISOLATED_AGENT_OUTPUTS[..10],
+                _ if self.outputs.json => ISOLATED_PROCESS_OUTPUTS,
+                _ => &ISOLATED_PROCESS_OUTPUTS[..8],
+            };
+        }
         match &self.task {
             Task::Agent(a) if a.output_schema.is_some() => AGENT_OUTPUTS,
             Task::Agent(_) => &AGENT_OUTPUTS[..4],
@@ -417,6 +471,33 @@ impl Job {
 pub const AGENT_OUTPUTS: &[&str] = &["result", "session_id", "cost_usd", "tokens", "structured"];
 /// A process job's outputs (`json` only with `outputs = "json"`).
 pub const PROCESS_OUTPUTS: &[&str] = &["stdout", "exit_code", "json"];
+/// An isolated agent job's outputs: an agent's, then its worktree's (`branch` to `deletions`),
+/// `structured` last (only with an `output_schema`).
+const ISOLATED_AGENT_OUTPUTS: &[&str] = &[
+    "result",
+    "session_id",
+    "cost_usd",
+    "tokens",
+    "branch",
+    "commit",
+    "base",
+    "files_changed",
+    "insertions",
+    "deletions",
+    "structured",
+];
+/// An isolated process job's outputs (`json` last, only with `outputs = "json"`).
+const ISOLATED_PROCESS_OUTPUTS: &[&str] = &[
+    "stdout",
+    "exit_code",
+    "branch",
+    "commit",
+    "base",
+    "files_changed",
+    "insertions",
+    "deletions",
+    "json",
+];
 
 impl Agent {
     /// The base slash command of a prompt ("/createtestsv2" for "/createtestsv2 frontend"), if any.

@@ -154,6 +154,22 @@ raw_table! {
         /// writes or prints (ANTHROPIC_API_KEY, *_TOKEN, *_SECRET and *_PASSWORD always are).
         pub secrets: Option<Vec<Sp<String>>>,
         pub retry: Option<Sp<RawRetry>>,
+        /// "worktree": run the job in its own git worktree on its own branch.
+        pub isolation: Option<Sp<String>>,
+        /// The isolated job's new branch (default "orch/<run-short-id>/<job>"); templates work.
+        pub branch: Option<Sp<String>>,
+        /// The commit or ref the branch starts from (default the workspace's HEAD); templates
+        /// work, e.g. "${{ jobs.impl.outputs.branch }}".
+        pub base: Option<Sp<String>>,
+        /// Commands run with `sh -c` in the new worktree before the job's first step.
+        pub setup: Option<Vec<Sp<String>>>,
+        /// Commit what the isolated job left uncommitted to its branch (default true).
+        pub commit: Option<bool>,
+        /// When the worktree is kept: "on_failure" (default), "always" or "never"; the branch
+        /// stays either way.
+        pub keep: Option<Sp<String>>,
+        /// Refuse to load when the workspace has uncommitted changes to tracked files.
+        pub require_clean: Option<bool>,
     }
 }
 
@@ -267,6 +283,22 @@ raw_table! {
         pub session: Option<Sp<String>>,
         /// Try a failed step attempt again, e.g. `{ attempts = 3, backoff = "30s" }`.
         pub retry: Option<Sp<RawRetry>>,
+        /// "worktree": run the job in its own git worktree on its own branch.
+        pub isolation: Option<Sp<String>>,
+        /// The isolated job's new branch (default "orch/<run-short-id>/<job>"); templates work.
+        pub branch: Option<Sp<String>>,
+        /// The commit or ref the branch starts from (default the workspace's HEAD); templates
+        /// work, e.g. "${{ jobs.impl.outputs.branch }}".
+        pub base: Option<Sp<String>>,
+        /// Commands run with `sh -c` in the new worktree before the job's first step.
+        pub setup: Option<Vec<Sp<String>>>,
+        /// Commit what the isolated job left uncommitted to its branch (default true).
+        pub commit: Option<bool>,
+        /// When the worktree is kept: "on_failure" (default), "always" or "never"; the branch
+        /// stays either way.
+        pub keep: Option<Sp<String>>,
+        /// Refuse to load when the workspace has uncommitted changes to tracked files.
+        pub require_clean: Option<bool>,
     }
 }
 

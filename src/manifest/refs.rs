@@ -259,6 +259,17 @@ fn fields<'a>(job: &'a Job, raw: &'a RawJob, name_span: &Span) -> Vec<Field<'a>>
     if let Some(w) = &raw.workspace {
         push(at("workspace"), w, None, false);
     }
+    // A worktree's branch and base, the job's own (with their spans) or `[defaults]`'.
+    if let Some(iso) = &job.isolation {
+        for (key, value, own) in [
+            ("branch", &iso.branch, &raw.branch),
+            ("base", &iso.base, &raw.base),
+        ] {
+            if let Some(v) = value {
+                push(at(key), v, own.as_ref().map(|o| &o.span), false);
+            }
+        }
+    }
     out
 }
 

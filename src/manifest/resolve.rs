@@ -549,6 +549,7 @@ impl Resolver {
             outputs,
             timeout,
             env,
+            isolation: self.isolation(name, job, defaults),
             workspace,
             limit,
             secrets,
@@ -630,6 +631,82 @@ impl Resolver {
             }
         }
         out
+    }
+
+    /// `isolation = "worktree"` and its keys (the job's, else `[defaults]`'s). Git is asked
+    /// nothing here: `crate::worktree::check` does, once the flags are applied.
+    fn isolation(
+        &mut self,
+        name: &Sp<String>,
+        job: &RawJob,
+        defaults: &super::raw::RawDefaults,
+    ) -> Option<Isolation> {
+        let at = |key: &str| format!("jobs.{}.{key}", quote_key(&name.value));
+        let Some(kind) = job.isolation.as_ref().or(defaults.isolation.as_ref()) else {
+            let given = [
+                ("branch", job.branch.is_some()),
+                ("base", job.base.is_some()),
+                ("setup", job.setup.is_some()),
+                ("commit", job.commit.is_some()),
+                ("keep", job.keep.is_some()),
+                ("require_clean", job.require_clean.is_some()),
+            ];
+            for (key, set) in given {
+                if set {
+                    self.warnings.push(format!(
+                        "job `{}`: `{key}` applies to jobs with isolation = \"worktree\" only and is ignored",
+                        name.value
+                    ));
+                }
+            }
+            return None;
+        };
+        // "none" lets a job opt out of `[defaults]`' isolation.
+        if self.one_of(&at("isolation"), kind, &["worktree", "none"])? == "none" {
+            return None;
+        }
+        let keep = match job.keep.as_ref().or(defaults.keep.as_ref()) {
+            None => Keep::OnFailure,
+            Some(k) => match self.one_of(&at("keep"), k, &["on_failure", "always", "never"])? {
+                "always" => Keep::Always,
+                "never" => Keep::Never,
+                _ => Keep::OnFailure,
+            },
+        };
+        let commit = job.commit.or(defaults.commit).unwrap_or(true);
+        if !commit && keep == Keep::Never {
+            self.warnings.push(format!(
+                "job `{}`: `commit = false` with `keep = \"never\"` discards whatever the job leaves uncommitted when its worktree is removed",
+                name.value
+            ));
+        }
+        let require_clean = job
+            .require_clean
+            .or(defaults.require_clean)
+            .unwrap_or(false);
+        Some(Isolation {
+            branch: job
+                .branch
+                .as_ref()
+                .or(defaults.branch.as_ref())
+                .map(|b| b.value.clone()),
+            base: job
+                .base
+                .as_ref()
+                .or(defaults.base.as_ref())
+                .map(|b| b.value.clone()),
+            setup: job
+                .setup
+                .as_ref()
+                .or(defaults.setup.as_ref())
+                .into_iter()
+                .flatten()
+                .map(|c| c.value.clone())
+                .collect(),
+            commit,
+            keep,
+            require_clean,
+        })
     }
 
     /// `needs`: names or `{ job, when }` tables, each job once (the first entry wins).

@@ -96,6 +96,23 @@ pub struct StepView {
     pub limit: Option<Limit>,
     /// The job's expected cost from the ledger (on the main step of agent jobs).
     pub forecast: Option<Forecast>,
+    /// The git worktree an isolated job runs in (on its first step).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub worktree: Option<WorktreeView>,
+}
+
+/// Where an isolated job runs: its worktree, its new branch and what the branch starts from.
+#[derive(Clone, Debug, Serialize)]
+pub struct WorktreeView {
+    /// `<state_dir>/worktrees/<run>/<job>` (`<run>` is the run's short id).
+    pub dir: String,
+    /// The branch as the run names it (`<run>` as above), templates unrendered.
+    pub branch: String,
+    /// The base as written ("HEAD" by default), with the commit it names now when git knows it.
+    pub base: String,
+    pub setup: Vec<String>,
+    pub commit: bool,
+    pub keep: crate::manifest::Keep,
 }
 
 /// Milliseconds as a compact duration.
@@ -278,6 +295,20 @@ fn text(v: &PlanView) -> String {
         }
         if let Some(r) = &s.retry {
             let _ = writeln!(o, "         retry: {r}");
+        }
+        if let Some(w) = &s.worktree {
+            let _ = writeln!(
+                o,
+                "         worktree: {} (branch {} from {}; {}keep {})",
+                w.dir,
+                w.branch,
+                w.base,
+                if w.commit { "" } else { "no commit, " },
+                w.keep.as_str()
+            );
+            for c in &w.setup {
+                let _ = writeln!(o, "         setup: {c}");
+            }
         }
         if !s.references.is_empty() {
             let _ = writeln!(o, "         reads: {}", s.references.join(", "));

@@ -130,6 +130,17 @@ pub enum Input {
     Signal,
     /// Time passed (a launch delay or a rate-limit pause may be over).
     Tick,
+    /// An isolated instance's worktree was made (or could not be) for its first step.
+    WorktreePrepared {
+        step: StepId,
+        result: Result<crate::worktree::Prepared, String>,
+    },
+    /// An isolated instance's worktree was committed and cleaned up (or could not be).
+    WorktreeFinished {
+        instance: usize,
+        prepared: Box<crate::worktree::Prepared>,
+        result: Result<crate::worktree::Finished, String>,
+    },
 }
 
 /// What the shell must do, in order.
@@ -151,6 +162,16 @@ pub enum Effect {
     SaveOutputs {
         path: std::path::PathBuf,
         outputs: Value,
+    },
+    /// Create an isolated instance's worktree, then answer with [`Input::WorktreePrepared`].
+    PrepareWorktree {
+        step: StepId,
+        spec: Box<crate::worktree::Prepare>,
+    },
+    /// Commit and clean up an instance's worktree, then answer with [`Input::WorktreeFinished`].
+    FinishWorktree {
+        instance: usize,
+        finish: Box<crate::worktree::Finish>,
     },
 }
 
@@ -213,6 +234,8 @@ pub struct Core<'a> {
     retry_at: BTreeMap<StepId, Instant>,
     /// The agent concurrency that API throttling lowers.
     throttle: Throttle,
+    /// Isolated instances' worktrees: being made, in use, being finished.
+    isolated: worktree::Worktrees,
 }
 
 impl<'a> Core<'a> {
@@ -251,6 +274,7 @@ impl<'a> Core<'a> {
             attempts: HashMap::new(),
             retry_at: BTreeMap::new(),
             throttle: Throttle::default(),
+            isolated: Default::default(),
             plan,
         }
     }
@@ -361,6 +385,14 @@ impl<'a> Core<'a> {
             }
             Input::Signal => self.interrupt(&mut fx),
             Input::Tick => {}
+            Input::WorktreePrepared { step, result } => {
+                self.worktree_prepared(now, step, result, &mut fx)
+            }
+            Input::WorktreeFinished {
+                instance,
+                prepared,
+                result,
+            } => self.worktree_finished(now, instance, *prepared, result, &mut fx),
         }
         self.advance(now, &mut fx);
         fx
@@ -369,6 +401,7 @@ impl<'a> Core<'a> {
     /// Whether the run is over once no executor is left: nothing runs and nothing more may start.
     pub fn is_over(&self) -> bool {
         self.running.is_empty()
+            && self.isolated.is_idle()
             && (self.stop.is_some() || (self.frontier.is_empty() && self.retry_at.is_empty()))
     }
 
@@ -418,6 +451,7 @@ impl<'a> Core<'a> {
                 fx.push(Effect::Report(Event::LaunchesResumed));
             }
             if self.stop.is_some() {
+                self.abandon_worktrees(fx);
                 return;
             }
             // Expansions spawn nothing: they need no slot and wait for no launch delay.
@@ -450,6 +484,10 @@ impl<'a> Core<'a> {
                     self.end_in_frontier(id, Status::Blocked);
                 }
                 None => match self.render(id) {
+                    // An isolated instance's first step waits for its worktree.
+                    Ok(rendered) if self.prepare_worktree(id, &rendered, fx) => {
+                        self.next_launch = Some(now.mono + self.ctx.startup_delay);
+                    }
                     Ok(rendered) => {
                         self.launch(now, id, rendered, fx);
                         // Cannot overflow: durations are capped at a century when they are read.
@@ -610,9 +648,12 @@ impl<'a> Core<'a> {
         for (k, v) in &job.env {
             env.push((k.clone(), scope.render(v, template::Mode::Plain)?));
         }
-        let cwd = std::path::PathBuf::from(
-            scope.render(&job.workspace.to_string_lossy(), template::Mode::Plain)?,
-        );
+        let cwd = match self.isolated.cwd(step.instance) {
+            Some(cwd) => cwd.to_path_buf(),
+            None => std::path::PathBuf::from(
+                scope.render(&job.workspace.to_string_lossy(), template::Mode::Plain)?,
+            ),
+        };
         Ok(Rendered { argv, env, cwd })
     }
 
@@ -755,7 +796,7 @@ impl<'a> Core<'a> {
     fn has_slot(&self) -> bool {
         self.ctx
             .max_parallel
-            .is_none_or(|max| self.running.len() < max)
+            .is_none_or(|max| self.running.len() + self.isolated.preparing() < max)
     }
 
     /// The next step to launch: not over its job's own `max_parallel`, and while launches of
@@ -894,11 +935,6 @@ impl<'a> Core<'a> {
                 }
             }
         }
-        fx.push(Effect::Ledger(Write::FinishStep {
-            step: id,
-            status: status.as_str(),
-            at: now.wall,
-        }));
         if let (Some(totals), Action::Agent { session, .. }) =
             (&e.session_totals, &self.plan.steps[id].action)
         {
@@ -911,6 +947,11 @@ impl<'a> Core<'a> {
             }));
         }
         if let Some(next) = self.retry_decision(now, &e, status, fx) {
+            fx.push(Effect::Ledger(Write::FinishStep {
+                step: id,
+                status: status.as_str(),
+                at: now.wall,
+            }));
             self.schedule_retry(now, &e, status, reason, next, fx);
             return;
         }
@@ -942,6 +983,32 @@ impl<'a> Core<'a> {
             record.stderr_log = Default::default();
         }
         self.close_attempts(now, &e, status);
+        // An isolated instance's end waits for its worktree's commit (which may fail it).
+        if self.ends_worktree(id, status) {
+            return self.finish_worktree(now, e, status, reason, extra, fx);
+        }
+        self.conclude(now, e, status, reason, extra, fx);
+    }
+
+    /// The end of a step once its outcome is final: its ledger rows, its instance's outputs, its
+    /// dependents and its report.
+    fn conclude(
+        &mut self,
+        now: Now,
+        e: Exited,
+        status: Status,
+        reason: Option<String>,
+        extra: Option<Value>,
+        fx: &mut Vec<Effect>,
+    ) {
+        let id = e.step;
+        fx.push(Effect::Ledger(Write::FinishStep {
+            step: id,
+            status: status.as_str(),
+            at: now.wall,
+        }));
+        self.states[id] = status;
+        self.records[id].reason.clone_from(&reason);
         if self.plan.steps[id].is_main() && e.exit.is_some() {
             self.record_outputs(id, &e, extra, fx);
         }
@@ -1034,6 +1101,7 @@ impl<'a> Core<'a> {
                 (super::outputs::of_process(&stdout, code, typed), stdout.cut)
             }
         };
+        let outputs = self.isolated.add_outputs(instance, outputs);
         let name = self.plan.instances[instance].name.clone();
         fx.push(Effect::SaveOutputs {
             path: self.ctx.outputs_path(instance, &name),
@@ -1267,6 +1335,8 @@ impl<'a> Core<'a> {
 #[path = "core_attempts.rs"]
 mod attempts;
 use attempts::is_resume;
+#[path = "core_worktree.rs"]
+mod worktree;
 
 #[cfg(test)]
 #[path = "core_tests.rs"]

@@ -35,6 +35,8 @@ pub async fn run<'a>(
     report: &mut dyn FnMut(Event),
 ) -> std::io::Result<(Core<'a>, Signals)> {
     let (tx, mut rx) = mpsc::channel::<Sent>(EVENTS);
+    // The answers of git work on blocking threads (worktrees made and finished).
+    let (git_tx, mut git_rx) = mpsc::unbounded_channel::<Input>();
     let mut signals = Signals {
         int: signal(SignalKind::interrupt())?,
         term: signal(SignalKind::terminate())?,
@@ -47,6 +49,7 @@ pub async fn run<'a>(
         tasks: JoinSet::new(),
         task_steps: HashMap::new(),
         stoppers: HashMap::new(),
+        git_tx,
         writer,
         report,
     };
@@ -68,6 +71,7 @@ pub async fn run<'a>(
                 Woke::Joined(Box::new(joined))
             }
             Some(event) = rx.recv() => Woke::Event(event),
+            Some(input) = git_rx.recv() => Woke::Input(input),
             Some(notice) = shell.writer.notices.recv() => Woke::Notice(notice),
             () = sleep_until(wake), if wake.is_some() => Woke::Input(Input::Tick),
         };
@@ -139,6 +143,7 @@ struct Shell<'r, 'w> {
     tasks: JoinSet<Exited>,
     task_steps: HashMap<tokio::task::Id, StepId>,
     stoppers: HashMap<StepId, Stopper>,
+    git_tx: mpsc::UnboundedSender<Input>,
     writer: &'w mut Writer,
     report: &'w mut dyn FnMut(Event),
 }
@@ -180,6 +185,25 @@ impl Shell<'_, '_> {
                 Effect::Ledger(write) => self.writer.send(write),
                 Effect::Report(event) => (self.report)(event),
                 Effect::SaveOutputs { path, outputs } => save_outputs(&path, &outputs),
+                // Git runs on a blocking thread; a lock per repository keeps its commands in turn.
+                Effect::PrepareWorktree { step, spec } => {
+                    let tx = self.git_tx.clone();
+                    tokio::task::spawn_blocking(move || {
+                        let result = crate::worktree::prepare(&spec);
+                        let _ = tx.send(Input::WorktreePrepared { step, result });
+                    });
+                }
+                Effect::FinishWorktree { instance, finish } => {
+                    let tx = self.git_tx.clone();
+                    tokio::task::spawn_blocking(move || {
+                        let result = crate::worktree::finish(&finish);
+                        let _ = tx.send(Input::WorktreeFinished {
+                            instance,
+                            prepared: Box::new(finish.prepared),
+                            result,
+                        });
+                    });
+                }
                 // The guardian kills every group once orch is gone.
                 Effect::Exit => std::process::exit(crate::errors::ExitCode::Interrupted as i32),
             }

@@ -19,4 +19,5 @@ mod run;
 mod run_core;
 mod schedule;
 mod slash;
+mod worktree;
 mod zen;
