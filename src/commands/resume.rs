@@ -49,6 +49,10 @@ pub struct Decision {
     pub changed: Vec<String>,
     /// Per job instance that is reused whole, its outputs.
     pub outputs: Vec<(usize, Value)>,
+    /// Completed steps of a `for_each` job's instances, by label, with the outputs of each
+    /// instance whose main step it is: reused when the job expands again into the same
+    /// instances (its source was reused and its definition is unchanged).
+    pub dynamic: Vec<(String, Option<Value>)>,
 }
 
 /// `orch resume`: finds the run, decides what to run again, and runs it (or, with --dry-run,
@@ -213,6 +217,12 @@ pub fn prepare(
         carried.done.push((id, reused_record(from, info)));
     }
     carried.outputs = decision.outputs;
+    for (label, outputs) in decision.dynamic {
+        let info = resume.steps.iter().find(|s| s.label == label);
+        carried
+            .dynamic
+            .insert(label, (reused_record(from, info), outputs));
+    }
     carried.resumed_from = Some(from.clone());
     if let Some(l) = &ledger {
         carried.spent = l.chain_spend(from).map_err(|e| sql(&path, e))?;
@@ -265,6 +275,35 @@ pub fn decide(manifest: &Manifest, plan: &Plan, resume: &Resumption) -> Decision
     for &id in &plan.order {
         let step = &plan.steps[id];
         if matches!(step.action, Action::Expand { .. }) {
+            // The expansion runs again, from its (reused) source; the instances it makes are
+            // reused when the job is unchanged and everything it reads was reused.
+            let label = step.label();
+            let hash = definition_hash(step, &manifest.jobs[step.job]);
+            let same = resume.definitions.get(&label) == Some(&hash);
+            if same && plan.dependencies(id).all(|d| reused[d]) {
+                let prefix = format!("{label}[");
+                for info in resume.steps.iter().filter(|s| s.status == "completed") {
+                    if !info.label.starts_with(&prefix) {
+                        continue;
+                    }
+                    // `job[key]` is the main step's label when the chain has one step;
+                    // `job[key] [i/n]` otherwise.
+                    let main = info.label.rsplit_once(" [").is_none_or(|(_, tail)| {
+                        tail.strip_suffix(']')
+                            .and_then(|t| t.split_once('/'))
+                            .is_some_and(|(i, n)| i == n)
+                    });
+                    let outputs = if main {
+                        match original_outputs(resume, usize::MAX - 1, &info.job) {
+                            Some(o) => Some(o),
+                            None => continue,
+                        }
+                    } else {
+                        None
+                    };
+                    decision.dynamic.push((info.label.clone(), outputs));
+                }
+            }
             continue;
         }
         let label = step.label();

@@ -303,6 +303,34 @@ impl<'a> Core<'a> {
         self
     }
 
+    /// A resumed run's `for_each` job expanded into instances that completed in the run it
+    /// resumes: their steps are not run again (in chain order, so that each is ready first).
+    fn reuse_expanded(&mut self, expansion: &crate::plan::Expansion, fx: &mut Vec<Effect>) {
+        if self.ctx.carried.dynamic.is_empty() {
+            return;
+        }
+        for &instance in &expansion.instances {
+            for id in self.plan.instances[instance].steps.clone() {
+                let label = self.plan.steps[id].label();
+                let Some((record, outputs)) = self.ctx.carried.dynamic.get(&label) else {
+                    break;
+                };
+                self.states[id] = Status::Completed;
+                self.records[id] = record.clone();
+                if let Some(o) = outputs {
+                    self.outputs[instance] = Some(o.clone());
+                }
+                fx.push(Effect::Report(Event::StepSkipped {
+                    step: id,
+                    label,
+                    status: Status::Completed,
+                    reason: record.reason.clone().unwrap_or_default(),
+                }));
+                self.frontier.ended(&self.plan, id, true);
+            }
+        }
+    }
+
     /// Takes one input at `now`; returns what to do about it (launches that became possible
     /// included).
     pub fn handle(&mut self, now: Now, input: Input) -> Vec<Effect> {
@@ -768,6 +796,7 @@ impl<'a> Core<'a> {
             job: self.plan.instances[group].name.clone(),
             instances,
         }));
+        self.reuse_expanded(&expansion, fx);
         self.states[id] = Status::Completed;
         let record = &mut self.records[id];
         record.started = Some(now.wall);

@@ -66,6 +66,9 @@ pub struct Carried {
     pub outputs: Vec<(usize, serde_json::Value)>,
     /// What the original run (and the runs it resumed) spent: the run-scope budget starts there.
     pub spent: crate::ledger::budget::Spend,
+    /// Completed steps of `for_each` instances, by label, with their record and (for an
+    /// instance's main step) its outputs: reused when the job expands into them again.
+    pub dynamic: std::collections::HashMap<String, (StepRecord, Option<serde_json::Value>)>,
 }
 
 impl RunContext {

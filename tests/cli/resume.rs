@@ -481,8 +481,10 @@ fn two_jobs_naming_one_session_is_a_load_time_error() {
         .run();
 }
 
+/// A `for_each` job expands again from its reused source, and of its instances only those that
+/// did not complete run again.
 #[test]
-fn a_completed_for_each_source_is_reused_and_the_fan_out_expands_again_from_it() {
+fn a_completed_for_each_source_is_reused_and_only_its_unfinished_instances_run_again() {
     let manifest = r#"
 [settings]
 startup_delay = "0s"
@@ -492,10 +494,10 @@ outputs = "json"
 [jobs.each]
 needs = ["list"]
 for_each = "${{ jobs.list.outputs.json }}"
-shell = "echo each:${{ item }} >> calls.log"
+shell = "echo each:${{ item }} >> calls.log; [ ${{ item }} != y ] || test -f go || exit 1; printf done-${{ item }}"
 [jobs.last]
 needs = ["each"]
-shell = "echo last >> calls.log; test -f go"
+shell = "echo last:${{ jobs.each.outputs.stdout }} >> calls.log"
 "#;
     let t = Test::new()
         .file("orch.toml", manifest)
@@ -504,21 +506,33 @@ shell = "echo last >> calls.log; test -f go"
     t.run();
     let mut first = calls(&t);
     first.sort();
-    assert_eq!(first, ["each:x", "each:y", "last", "list"]);
+    assert_eq!(first, ["each:x", "each:y", "list"]);
     std::fs::write(t.path().join("go"), "").unwrap();
     let out = t.with_args(&["resume", "--quiet"]).output().unwrap();
     assert!(out.status.success(), "{out:?}");
     let all = calls(&t);
-    // `list` ran once; `each` expanded again from its reused output.
-    assert_eq!(all.iter().filter(|l| *l == "list").count(), 1, "{all:?}");
-    assert_eq!(all.iter().filter(|l| *l == "each:x").count(), 2, "{all:?}");
-    assert_eq!(all.last().map(String::as_str), Some("last"));
+    // `list` ran once; `each` expanded again from its reused output; `each[0]` (x) completed
+    // and is reused, `each[1]` (y) runs again; `last` sees both outputs.
+    let count = |l: &str| all.iter().filter(|c| *c == l).count();
+    assert_eq!(count("list"), 1, "{all:?}");
+    assert_eq!(count("each:x"), 1, "{all:?}");
+    assert_eq!(count("each:y"), 2, "{all:?}");
+    assert_eq!(
+        all.last().map(String::as_str),
+        Some(r#"last:["done-x","done-y"]"#),
+        "{all:?}"
+    );
     let last = results(&t).pop().unwrap();
     assert_eq!(
         last["fan_outs"]["each"]["status"], "completed",
         "{}",
         last["fan_outs"]
     );
+    let reason = last["instances"]["each[0]"]["steps"][0]["reason"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(reason.starts_with("reused"), "{reason}");
 }
 
 #[test]
