@@ -315,7 +315,17 @@ impl Plan {
             Task::Agent(agent) => agent.model.clone(),
             _ => None,
         };
-        let chain: Vec<(Action, Vec<String>)> = match &job.task {
+        // An isolated job's `setup` commands run first, each a step of its own in the new
+        // worktree: contained, logged and stopped like every step.
+        let setup = job.isolation.iter().flat_map(|i| &i.setup).map(|command| {
+            (
+                Action::Shell,
+                vec!["sh".to_string(), "-c".to_string(), command.clone()],
+            )
+        });
+        let chain: Vec<(Action, Vec<String>)> = setup.collect();
+        let mut chain = chain;
+        chain.extend(match &job.task {
             Task::Agent(agent) => agent_chain(
                 agent,
                 job.limit.usd,
@@ -329,7 +339,7 @@ impl Plan {
                 Action::Shell,
                 vec!["sh".into(), "-c".into(), script.clone()],
             )],
-        };
+        });
         let of = chain.len();
         let mut prev: Option<StepId> = None;
         for (i, (action, argv)) in chain.into_iter().enumerate() {

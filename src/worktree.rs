@@ -30,10 +30,6 @@ pub struct Prepare {
     pub branch: String,
     /// The commit or ref the branch starts from; `None` is the workspace's `HEAD`.
     pub base: Option<String>,
-    /// Commands for `sh -c`, run in order in the worktree.
-    pub setup: Vec<String>,
-    /// The job's environment, for the setup commands.
-    pub env: Vec<(String, String)>,
 }
 
 /// A worktree that exists, ready for the job's steps.
@@ -277,13 +273,8 @@ pub fn prepare(p: &Prepare) -> Result<Prepared, String> {
         base_commit,
         included: 0,
     };
-    let rest = || -> Result<usize, String> {
-        let included = copy_included(&top, &p.dir)?;
-        for command in &p.setup {
-            setup(command, &prepared.cwd, &p.env)?;
-        }
-        Ok(included)
-    };
+    // The job's `setup` commands are the first steps of its chain (see `plan`), not run here.
+    let rest = || -> Result<usize, String> { copy_included(&top, &p.dir) };
     match rest() {
         Ok(included) => Ok(Prepared {
             included,
@@ -431,40 +422,6 @@ fn copy_included(top: &Path, dir: &Path) -> Result<usize, String> {
         copied += 1;
     }
     Ok(copied)
-}
-
-/// Runs one `setup` command; the error holds the end of what it printed.
-fn setup(command: &str, cwd: &Path, env: &[(String, String)]) -> Result<(), String> {
-    let out = Command::new("sh")
-        .arg("-c")
-        .arg(command)
-        .current_dir(cwd)
-        .envs(env.iter().map(|(k, v)| (k, v)))
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| format!("cannot run the setup command `{command}` with sh: {e}"))?;
-    if out.status.success() {
-        return Ok(());
-    }
-    let mut text = String::from_utf8_lossy(&out.stderr).into_owned();
-    if text.trim().is_empty() {
-        text = String::from_utf8_lossy(&out.stdout).into_owned();
-    }
-    let tail: Vec<&str> = text.lines().rev().take(10).collect();
-    let tail: Vec<&str> = tail.into_iter().rev().collect();
-    let how = match out.status.code() {
-        Some(code) => format!("exit code {code}"),
-        None => "killed by a signal".into(),
-    };
-    Err(format!(
-        "the setup command `{command}` failed ({how}) in {}{}",
-        cwd.display(),
-        if tail.is_empty() {
-            String::new()
-        } else {
-            format!(": {}", tail.join(" / "))
-        }
-    ))
 }
 
 /// Runs git in `cwd`; its stdout, or an error with its stderr. A lock file another git process

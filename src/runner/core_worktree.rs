@@ -148,8 +148,6 @@ impl Core<'_> {
                     .join(crate::worktree::branch_component(&name)),
                 branch,
                 base,
-                setup: iso.setup.clone(),
-                env: rendered.env.clone(),
             })
         })();
         match spec {

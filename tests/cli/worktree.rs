@@ -185,6 +185,43 @@ shell = "cat setup-saw.txt > job-saw.txt; test ! -e other.secret && pwd > job-pw
         git(&dir, &["ls-tree", "--name-only", &branch])
     );
     assert!(!wt.exists(), "a completed job's worktree is removed");
+    // Each setup command is a step of the job's chain, with its own log.
+    let labels: Vec<&str> = v["instances"]["build"]["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["label"].as_str().unwrap())
+        .collect();
+    assert_eq!(labels, ["build [1/3]", "build [2/3]", "build [3/3]"]);
+}
+
+/// A failing setup command fails the job like any step: what follows it in the chain is
+/// skipped, and the reason and the log say what happened.
+#[test]
+fn a_failing_setup_step_fails_the_job_and_skips_the_rest() {
+    let manifest = r#"[settings]
+startup_delay = "0s"
+
+[jobs.build]
+isolation = "worktree"
+setup = ["echo cannot-install >&2; exit 7"]
+shell = "touch ran"
+"#;
+    let t = repo(manifest, &[("README", "readme\n")]).args(&["run", "--quiet"]);
+    let out = t.run();
+    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+    let v = results(&t);
+    let steps = v["instances"]["build"]["steps"].as_array().unwrap();
+    assert_eq!(steps[0]["status"], "failed");
+    assert_eq!(steps[0]["exit_code"], 7);
+    assert_eq!(steps[1]["status"], "skipped");
+    let log = steps[0]["stderr_log"].as_str().unwrap();
+    assert!(
+        std::fs::read_to_string(log)
+            .unwrap()
+            .contains("cannot-install"),
+        "{log}"
+    );
 }
 
 /// `keep` decides whether a worktree outlives its job; the branch, with the job's work committed,
