@@ -15,6 +15,7 @@ mod procs;
 mod recovery;
 mod resume;
 mod retry;
+mod review3;
 mod run;
 mod run_core;
 mod schedule;
