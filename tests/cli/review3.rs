@@ -173,3 +173,42 @@ shell = "echo token=$GITHUB_TOKEN; echo failed with $GITHUB_TOKEN >&2; exit 1"
         );
     }
 }
+
+/// `orch resume` of an isolated job whose `setup` step completed and whose main step failed: the
+/// setup step is reused, and since the worktree is made only when a chain's first step launches,
+/// the main step runs in the user's main checkout — it writes there, and nothing is committed
+/// to a branch. A resumed isolated job must run in a worktree (again, or its kept one).
+#[test]
+fn a_resumed_isolated_job_never_runs_in_the_main_checkout() {
+    let t = repo(
+        r#"[settings]
+startup_delay = "0s"
+[jobs.impl]
+isolation = "worktree"
+setup = ["echo setup > setup.txt"]
+shell = "echo work > work.txt; pwd > ../../../../where; test -f ../../../../go"
+"#,
+    );
+    let dir = t.path().to_path_buf();
+    let first = t.with_args(&["run", "--quiet"]).output().unwrap();
+    assert_eq!(
+        first.status.code(),
+        Some(1),
+        "the first run fails on purpose"
+    );
+    std::fs::write(dir.join("go"), "").unwrap();
+    let out = t
+        .with_args(&["resume", "latest", "--no-progress"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !dir.join("work.txt").exists(),
+        "the resumed step wrote work.txt into the main checkout:\n{stdout}"
+    );
+    assert_eq!(
+        git(&dir, &["status", "--porcelain", "--untracked-files=all"]),
+        "",
+        "the main checkout is untouched"
+    );
+}
