@@ -146,16 +146,14 @@ env = { ORCH_SIM_TOKENS_PER_TURN = "5000", ORCH_SIM_DELAY_MS = "400" }
 #[test]
 fn a_secret_whose_value_is_a_template_is_masked_by_its_rendered_value() {
     let token = "ghp_REVIEW3_MARKER_0123456789";
-    let manifest = format!(
-        r#"[settings]
+    let manifest = r#"[settings]
 startup_delay = "0s"
 [jobs.a]
-env = {{ GITHUB_TOKEN = "${{{{ env.GH_PAT }}}}" }}
+env = { GITHUB_TOKEN = "${{ env.GH_PAT }}" }
 shell = "echo token=$GITHUB_TOKEN; echo failed with $GITHUB_TOKEN >&2; exit 1"
-"#
-    );
+"#;
     let t = Test::new()
-        .file("orch.toml", &manifest)
+        .file("orch.toml", manifest)
         .env("GH_PAT", token)
         .args(&["run", "--no-progress", "--events", "events.ndjson"])
         .status(1);
