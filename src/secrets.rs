@@ -107,6 +107,24 @@ pub fn install(mask: Mask) {
     *active = (!mask.is_empty()).then(|| Arc::new(mask));
 }
 
+/// Adds values to the installed mask: a secret variable whose value a `${{ }}` template gave,
+/// known only once the step that uses it renders.
+pub fn extend(values: impl IntoIterator<Item = String>) {
+    let added = Mask::new(values);
+    if added.is_empty() {
+        return;
+    }
+    let mut active = ACTIVE.write().unwrap_or_else(|e| e.into_inner());
+    let mut needles = active
+        .as_ref()
+        .map(|m| m.needles.clone())
+        .unwrap_or_default();
+    needles.extend(added.needles);
+    needles.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
+    needles.dedup();
+    *active = Some(Arc::new(Mask { needles }));
+}
+
 /// `text` through the installed mask.
 pub fn mask(text: &str) -> Cow<'_, str> {
     let active = ACTIVE.read().unwrap_or_else(|e| e.into_inner());

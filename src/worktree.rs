@@ -30,6 +30,9 @@ pub struct Prepare {
     pub branch: String,
     /// The commit or ref the branch starts from; `None` is the workspace's `HEAD`.
     pub base: Option<String>,
+    /// The run resumes one that may have made this branch: a branch that exists is continued
+    /// (checked out again, or its kept worktree reused), not refused.
+    pub resume: bool,
 }
 
 /// A worktree that exists, ready for the job's steps.
@@ -227,7 +230,49 @@ pub fn prepare(p: &Prepare) -> Result<Prepared, String> {
                 )
             })?;
         let reference = format!("refs/heads/{}", p.branch);
-        if git(&top, &["show-ref", "--verify", "--quiet", &reference]).is_ok() {
+        let exists = git(&top, &["show-ref", "--verify", "--quiet", &reference]).is_ok();
+        if exists && p.resume {
+            // A resumed job goes on where it stopped: on its branch, in its kept worktree when
+            // there is one. What the branch holds beyond the base counts as its work.
+            let kept = p.dir.join(".git").exists()
+                && git(&p.dir, &["rev-parse", "--abbrev-ref", "HEAD"])
+                    .is_ok_and(|head| head.trim() == p.branch);
+            if !kept {
+                if p.dir.exists() {
+                    return Err(format!(
+                        "the worktree folder {} exists already and is not on `{}`; remove it (`git worktree remove --force {}`) and resume again",
+                        p.dir.display(),
+                        p.branch,
+                        p.dir.display()
+                    ));
+                }
+                if let Some(parent) = p.dir.parent() {
+                    std::fs::create_dir_all(parent)
+                        .map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
+                    ignore_worktrees(parent);
+                }
+                let dir = p.dir.to_string_lossy();
+                git(&top, &["worktree", "add", "--quiet", &dir, &p.branch])?;
+            }
+            let fork = git(&top, &["merge-base", &p.branch, &base_commit])
+                .map(|s| s.trim().to_string())
+                .unwrap_or(base_commit);
+            let cwd = if prefix.is_empty() {
+                p.dir.clone()
+            } else {
+                p.dir.join(prefix)
+            };
+            drop(_held);
+            let included = copy_included(&top, &p.dir)?;
+            return Ok(Prepared {
+                dir: p.dir.clone(),
+                cwd,
+                branch: p.branch.clone(),
+                base_commit: fork,
+                included,
+            });
+        }
+        if exists {
             return Err(format!(
                 "the branch `{}` exists already in {}; choose another `branch`, or delete it with `git branch -D {}`",
                 p.branch,

@@ -224,6 +224,20 @@ pub fn prepare(
             .insert(label, (reused_record(from, info), outputs));
     }
     carried.resumed_from = Some(from.clone());
+    let mut origin = from.clone();
+    if let Some(l) = &ledger {
+        let mut seen = HashSet::new();
+        while seen.insert(origin.clone()) {
+            match l.run_info(&origin).map_err(|e| sql(&path, e))? {
+                Some(RunInfo {
+                    resumed_from: Some(up),
+                    ..
+                }) => origin = up,
+                _ => break,
+            }
+        }
+    }
+    carried.origin = Some(origin);
     if let Some(l) = &ledger {
         carried.spent = l.chain_spend(from).map_err(|e| sql(&path, e))?;
     }
@@ -327,6 +341,18 @@ pub fn decide(manifest: &Manifest, plan: &Plan, resume: &Resumption) -> Decision
         }
         reused[id] = true;
         decision.reused.push(id);
+    }
+    // An isolated job runs in its worktree from its first step: it is reused whole or not at
+    // all (a chain resumed in the middle would run its later steps in the main checkout).
+    for (i, inst) in plan.instances.iter().enumerate() {
+        if manifest.jobs[inst.job].isolation.is_none() || inst.steps.is_empty() {
+            continue;
+        }
+        if inst.steps.iter().all(|&s| reused[s]) {
+            continue;
+        }
+        decision.reused.retain(|s| !inst.steps.contains(s));
+        decision.outputs.retain(|(instance, _)| *instance != i);
     }
     decision
 }

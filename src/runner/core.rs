@@ -163,6 +163,9 @@ pub enum Effect {
         path: std::path::PathBuf,
         outputs: Value,
     },
+    /// Hide these values in everything orch prints or writes from now on (secret variables
+    /// whose values templates rendered).
+    MaskSecrets(Vec<String>),
     /// Create an isolated instance's worktree, then answer with [`Input::WorktreePrepared`].
     PrepareWorktree {
         step: StepId,
@@ -510,6 +513,7 @@ impl<'a> Core<'a> {
                 Some(why) => {
                     self.skip(id, Status::Blocked, format!("blocked: {why}"), fx);
                     self.end_in_frontier(id, Status::Blocked);
+                    self.release_idle_worktree(id, Status::Blocked, fx);
                 }
                 None => match self.render(id) {
                     // An isolated instance's first step waits for its worktree.
@@ -529,6 +533,7 @@ impl<'a> Core<'a> {
                             fx,
                         );
                         self.end_in_frontier(id, Status::Failed);
+                        self.release_idle_worktree(id, Status::Failed, fx);
                     }
                 },
             }
@@ -882,6 +887,20 @@ impl<'a> Core<'a> {
             },
             at: now.wall,
         }));
+        // A secret variable whose value a template gave is masked before the step can print it.
+        let secret: Vec<String> = rendered
+            .env
+            .iter()
+            .zip(&job.env)
+            .filter(|((k, v), (_, written))| {
+                v != written
+                    && (crate::secrets::is_secret_name(k) || job.secrets.iter().any(|s| s == k))
+            })
+            .map(|((_, v), _)| v.clone())
+            .collect();
+        if !secret.is_empty() {
+            fx.push(Effect::MaskSecrets(secret));
+        }
         let capture = match step.action {
             Action::Exec | Action::Shell => Some(job.outputs.limit),
             _ => None,

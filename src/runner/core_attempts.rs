@@ -176,6 +176,7 @@ impl Core<'_> {
             self.skip(id, Status::Blocked, format!("retry refused: {why}"), fx);
             self.end_in_frontier(id, Status::Blocked);
             self.fold_usage(id);
+            self.release_idle_worktree(id, Status::Blocked, fx);
             return true;
         }
         match self.render(id) {
@@ -198,6 +199,7 @@ impl Core<'_> {
                 self.skip(id, Status::Failed, why, fx);
                 self.end_in_frontier(id, Status::Failed);
                 self.fold_usage(id);
+                self.release_idle_worktree(id, Status::Failed, fx);
             }
         }
         true

@@ -113,12 +113,15 @@ impl Core<'_> {
         }
         let instance = step.instance;
         let name = self.plan.instances[instance].name.clone();
-        let short = self
+        // A resumed run continues the branches (and kept worktrees) of the run that first ran
+        // its jobs: the default names come from that run's id.
+        let origin = self
             .ctx
-            .run_id
-            .rsplit('-')
-            .next()
+            .carried
+            .origin
+            .as_deref()
             .unwrap_or(&self.ctx.run_id);
+        let short = origin.rsplit('-').next().unwrap_or(origin);
         let scope = self.scope(instance);
         let plain = crate::template::Mode::Plain;
         let spec = (|| -> Result<Prepare, String> {
@@ -148,6 +151,7 @@ impl Core<'_> {
                     .join(crate::worktree::branch_component(&name)),
                 branch,
                 base,
+                resume: self.ctx.carried.resumed_from.is_some(),
             })
         })();
         match spec {
@@ -271,6 +275,29 @@ impl Core<'_> {
                 .rfind(|&s| self.states[s] != Status::Pending)
                 .unwrap_or(self.plan.instances[instance].steps[0]);
             self.abandon(instance, step, Status::Cancelled, fx);
+        }
+    }
+
+    /// A step of an isolated instance ended without running (a budget refused it or its retry,
+    /// its templates failed to render): when nothing else of the instance runs, its worktree is
+    /// finished now, so that what the instance's earlier steps did is committed to its branch.
+    pub(super) fn release_idle_worktree(
+        &mut self,
+        id: StepId,
+        status: Status,
+        fx: &mut Vec<Effect>,
+    ) {
+        let instance = self.plan.steps[id].instance;
+        if !self.isolated.live.contains_key(&instance) {
+            return;
+        }
+        let busy = self
+            .running
+            .iter()
+            .chain(self.isolated.preparing.iter())
+            .any(|&s| self.plan.steps[s].instance == instance);
+        if !busy {
+            self.abandon(instance, id, status, fx);
         }
     }
 

@@ -185,6 +185,7 @@ impl Shell<'_, '_> {
                 Effect::Ledger(write) => self.writer.send(write),
                 Effect::Report(event) => (self.report)(event),
                 Effect::SaveOutputs { path, outputs } => save_outputs(&path, &outputs),
+                Effect::MaskSecrets(values) => crate::secrets::extend(values),
                 // Git runs on a blocking thread; a lock per repository keeps its commands in turn.
                 Effect::PrepareWorktree { step, spec } => {
                     let tx = self.git_tx.clone();

@@ -59,6 +59,9 @@ pub struct Carried {
     pub sessions: std::collections::HashMap<uuid::Uuid, crate::agent::accounting::SessionTotals>,
     /// The run this one resumes.
     pub resumed_from: Option<String>,
+    /// The first run of the chain this one resumes (following `resumed_from` back): its id names
+    /// the default worktree branches that a resumed isolated job continues.
+    pub origin: Option<String>,
     /// Steps that completed in the original run and are not run again, in plan order (each
     /// after its dependencies), with the record the results show for them.
     pub done: Vec<(crate::plan::StepId, StepRecord)>,
