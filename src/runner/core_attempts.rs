@@ -37,6 +37,20 @@ pub(super) fn resume_argv(argv: &[String], prompt: &str) -> Vec<String> {
     out
 }
 
+/// `argv` with the value of `--max-budget-usd` (before the prompt) set to `usd`.
+pub(super) fn with_max_budget(argv: &[String], usd: f64) -> Vec<String> {
+    let end = argv.iter().position(|a| a == "--").unwrap_or(argv.len());
+    let mut out = argv.to_vec();
+    if let Some(i) = out[..end].iter().position(|a| a == "--max-budget-usd") {
+        if i + 1 < end {
+            // Whole micro-dollars, never rounded up past what is left.
+            let micro = (usd * 1e6).floor() / 1e6;
+            out[i + 1] = micro.to_string();
+        }
+    }
+    out
+}
+
 /// A log path of attempt `k`: `NNN-job.log` → `NNN-job.aK.log` (and `.stderr.log` alike).
 fn attempt_path(path: &std::path::Path, k: u32) -> PathBuf {
     if k <= 1 {
@@ -157,6 +171,23 @@ impl Core<'_> {
         wake.filter(|&t| t > now.mono)
     }
 
+    /// For an agent step whose job has `max_usd`: what its instance's own budget has left.
+    fn max_usd_left(&self, id: StepId) -> Option<f64> {
+        let step = &self.plan.steps[id];
+        if !matches!(step.action, crate::plan::Action::Agent { .. }) {
+            return None;
+        }
+        let max = self.ctx.manifest.jobs[step.job].limit.usd?;
+        let used = self
+            .budgets
+            .scopes_of(id)
+            .iter()
+            .map(|&s| &self.budgets.scopes[s])
+            .find(|s| s.kind == crate::ledger::budget::ScopeKind::Job)
+            .map_or(0.0, |s| s.used.usd.dollars());
+        Some(max - used)
+    }
+
     /// Launches a step whose retry is due, if one may start now. Returns whether it did
     /// anything (a launch, or a retry that a budget refused).
     pub(super) fn relaunch_due(&mut self, now: Now, fx: &mut Vec<Effect>) -> bool {
@@ -188,6 +219,23 @@ impl Core<'_> {
                 if a.resume_next {
                     let job = &self.ctx.manifest.jobs[self.plan.steps[id].job];
                     rendered.argv = resume_argv(&rendered.argv, &job.retry.prompt);
+                }
+                // Claude Code's own `--max-budget-usd` gets what the job's `max_usd` has left after
+                // the earlier attempts, so that all of them together stay within it.
+                if let Some(left) = self.max_usd_left(id) {
+                    if left <= 0.0 {
+                        let max = self.ctx.manifest.jobs[self.plan.steps[id].job].limit.usd;
+                        let why = format!(
+                            "not retried: the earlier attempts spent its max_usd (${:.2})",
+                            max.unwrap_or_default()
+                        );
+                        self.skip(id, Status::Failed, why, fx);
+                        self.end_in_frontier(id, Status::Failed);
+                        self.fold_usage(id);
+                        self.release_idle_worktree(id, Status::Failed, fx);
+                        return true;
+                    }
+                    rendered.argv = with_max_budget(&rendered.argv, left);
                 }
                 self.stops[id] = None;
                 self.spent[id] = Default::default();

@@ -310,3 +310,43 @@ fn a_block_mode_budget_spent_during_the_backoff_refuses_the_retry() {
     assert!(reason.starts_with("retry refused: "), "{reason}");
     assert_eq!(attempts(&v, "a").len(), 1, "one attempt ran");
 }
+
+/// A retry gets what the job's `max_usd` has left after the earlier attempts as Claude Code's
+/// `--max-budget-usd`, so that all attempts together stay within it (warn mode too).
+#[test]
+fn a_retry_gets_what_is_left_of_max_usd_as_its_max_budget() {
+    let manifest = r#"
+        [settings]
+        startup_delay = "0s"
+        [jobs.a]
+        prompt = "build the thing"
+        max_usd = 0.5
+        retry = { attempts = 2, backoff = "100ms", jitter = false }
+    "#;
+    let t = Test::new()
+        .file("orch.toml", manifest)
+        .env("ORCH_SIM_FAIL", "overloaded")
+        .env("ORCH_SIM_FAIL_ATTEMPTS", "1")
+        .env("ORCH_SIM_FAIL_AFTER_TURNS", "1")
+        .env("ORCH_SIM_DELAY_MS", "5")
+        .args(&["run", "--simulate", "--no-progress"])
+        .status(0);
+    t.run();
+    let v = results(&t);
+    let list = attempts(&v, "a");
+    assert_eq!(list.len(), 2, "{list:?}");
+    let first = list[0]["cost_usd"].as_f64().unwrap();
+    assert!(first > 0.0, "{list:?}");
+    let argv: Vec<String> = step(&v, "a")["argv"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap().to_string())
+        .collect();
+    let i = argv.iter().position(|a| a == "--max-budget-usd").unwrap();
+    let given: f64 = argv[i + 1].parse().unwrap();
+    assert!(
+        (given - (0.5 - first)).abs() < 2e-6,
+        "the retry got ${given}, the first attempt spent ${first}"
+    );
+}
