@@ -125,13 +125,25 @@ pub fn spend(
 mod tests {
     use super::*;
     use crate::agent::stream::TokenCounts;
-    use std::path::PathBuf;
 
-    fn temp_ledger(name: &str) -> (Ledger, PathBuf) {
-        let dir = std::env::temp_dir().join(format!("orch-ledger-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        (Ledger::open(&dir.join("ledger.sqlite")).unwrap(), dir)
+    /// A folder of its own for one test, removed when it drops (a fixed name per process id
+    /// collided with one another user's run had left behind, and could not be replaced).
+    struct Scratch(tempfile::TempDir);
+
+    impl std::ops::Deref for Scratch {
+        type Target = std::path::Path;
+        fn deref(&self) -> &std::path::Path {
+            self.0.path()
+        }
+    }
+
+    fn temp_ledger(name: &str) -> (Ledger, Scratch) {
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("orch-ledger-{name}-"))
+            .tempdir()
+            .unwrap();
+        let ledger = Ledger::open(&dir.path().join("ledger.sqlite")).unwrap();
+        (ledger, Scratch(dir))
     }
 
     /// A ledger as orch wrote it before schema version 2: 10^19 tokens wrapped negative by the
@@ -315,7 +327,7 @@ mod tests {
                 id: "r1".into(),
                 name: "n".into(),
                 manifest: "m".into(),
-                run_dir: dir.clone(),
+                run_dir: dir.to_path_buf(),
                 started_at: now,
             })
             .unwrap();
@@ -358,7 +370,7 @@ mod tests {
                 id: "r1".into(),
                 name: "n".into(),
                 manifest: "m".into(),
-                run_dir: dir.clone(),
+                run_dir: dir.to_path_buf(),
                 started_at: now,
             })
             .unwrap();

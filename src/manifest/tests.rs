@@ -698,8 +698,11 @@ mod legacy_json {
 
     #[test]
     fn convert_round_trips_every_zen_config() {
-        let dir = std::env::temp_dir().join(format!("orch-convert-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let scratch = tempfile::Builder::new()
+            .prefix("orch-convert-")
+            .tempdir()
+            .unwrap();
+        let dir = scratch.path();
         for (file, text) in ZEN {
             let json_path = dir.join(file);
             std::fs::write(&json_path, text).unwrap();
@@ -711,7 +714,6 @@ mod legacy_json {
             from_toml.path = from_json.path.clone();
             assert_eq!(from_json, from_toml, "{file}");
         }
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
 
