@@ -77,23 +77,19 @@ pub fn check(
                 }
                 Ok(t) => {
                     for (r, at) in t.references() {
-                        if let Err(e) = checker.reference(r) {
-                            if e.0.is_empty() {
-                                continue;
+                        match checker.reference_at(r, &at) {
+                            Err(Some(e)) => errors.push(checker.template_error(&field, &e)),
+                            Err(None) => {}
+                            Ok(())
+                                if field.shell
+                                    && template::quoted_context(field.text, at.start) =>
+                            {
+                                warnings.push(format!(
+                                    "`{}`: `${{{{ {r} }}}}` is inside quotes; orch quotes each value for the shell itself, so write it unquoted",
+                                    field.path
+                                ));
                             }
-                            errors.push(checker.template_error(
-                                &field,
-                                &template::Error {
-                                    message: e.0,
-                                    span: at.clone(),
-                                    help: e.1,
-                                },
-                            ));
-                        } else if field.shell && template::quoted_context(field.text, at.start) {
-                            warnings.push(format!(
-                                "`{}`: `${{{{ {r} }}}}` is inside quotes; orch quotes each value for the shell itself, so write it unquoted",
-                                field.path
-                            ));
+                            Ok(()) => {}
                         }
                     }
                 }
@@ -112,21 +108,12 @@ pub fn check(
             if let Ok(t) = template::parse(source) {
                 match t.single() {
                     Some(r @ Reference::Output { .. }) => {
-                        if let Err(e) = checker.reference(r) {
-                            if !e.0.is_empty() {
-                                let at = t
-                                    .references()
-                                    .next()
-                                    .map_or(0..source.len(), |(_, at)| at);
-                                errors.push(checker.template_error(
-                                    &field,
-                                    &template::Error {
-                                        message: e.0,
-                                        span: at,
-                                        help: e.1,
-                                    },
-                                ));
-                            }
+                        let at = t
+                            .references()
+                            .next()
+                            .map_or(0..source.len(), |(_, at)| at);
+                        if let Err(Some(e)) = checker.reference_at(r, &at) {
+                            errors.push(checker.template_error(&field, &e));
                         }
                     }
                     _ => errors.push(checker.template_error(
@@ -157,19 +144,11 @@ pub fn check(
                 Ok(c) => {
                     let mut bad = false;
                     for (r, at) in c.references() {
-                        if let Err(e) = checker.reference(r) {
+                        if let Err(e) = checker.reference_at(r, &at) {
                             bad = true;
-                            if e.0.is_empty() {
-                                continue;
+                            if let Some(e) = e {
+                                errors.push(checker.condition_error(&field, &e));
                             }
-                            errors.push(checker.condition_error(
-                                &field,
-                                &template::Error {
-                                    message: e.0,
-                                    span: at.clone(),
-                                    help: e.1,
-                                },
-                            ));
                         }
                     }
                     if !bad {
@@ -426,6 +405,22 @@ impl Checker<'_> {
                 format!("the items of for_each ({source}) cannot have this: {why}"),
                 format!("check the path against the output_schema of `{job}`"),
             )
+        })
+    }
+
+    /// Checks a reference found at bytes `at` of its text: its mistake, or `Err(None)` when it
+    /// names a job whose own mistakes were reported already (nothing more to say).
+    fn reference_at(
+        &self,
+        r: &Reference,
+        at: &std::ops::Range<usize>,
+    ) -> Result<(), Option<template::Error>> {
+        self.reference(r).map_err(|(message, help)| {
+            (!message.is_empty()).then(|| template::Error {
+                message,
+                span: at.clone(),
+                help,
+            })
         })
     }
 

@@ -248,6 +248,14 @@ impl Core<'_> {
         );
     }
 
+    /// Whether a step of the instance runs now or waits for its worktree to be made.
+    fn instance_busy(&self, instance: usize) -> bool {
+        self.running
+            .iter()
+            .chain(self.isolated.preparing.iter())
+            .any(|&s| self.plan.steps[s].instance == instance)
+    }
+
     /// Finishes the worktrees of instances that will run no more steps because the run stops.
     pub(super) fn abandon_worktrees(&mut self, fx: &mut Vec<Effect>) {
         let idle: Vec<usize> = self
@@ -255,17 +263,7 @@ impl Core<'_> {
             .live
             .keys()
             .copied()
-            .filter(|&i| {
-                !self
-                    .running
-                    .iter()
-                    .any(|&s| self.plan.steps[s].instance == i)
-                    && !self
-                        .isolated
-                        .preparing
-                        .iter()
-                        .any(|&s| self.plan.steps[s].instance == i)
-            })
+            .filter(|&i| !self.instance_busy(i))
             .collect();
         for instance in idle {
             let step = self.plan.instances[instance]
@@ -291,12 +289,7 @@ impl Core<'_> {
         if !self.isolated.live.contains_key(&instance) {
             return;
         }
-        let busy = self
-            .running
-            .iter()
-            .chain(self.isolated.preparing.iter())
-            .any(|&s| self.plan.steps[s].instance == instance);
-        if !busy {
+        if !self.instance_busy(instance) {
             self.abandon(instance, id, status, fx);
         }
     }
