@@ -808,3 +808,51 @@ run = ["echo", "${{{{ item }}}}"]
         .stderr_contains("add `src` to needs")
         .run();
 }
+
+/// Hostile values of the pipeline's number keys are clear errors at their place, never a panic:
+/// negative, zero, non-finite and far too large sizes and counts, and a 64 KiB string.
+#[test]
+fn hostile_pipeline_numbers_are_clear_errors() {
+    let long = "9".repeat(64 * 1024);
+    let manifest = format!(
+        r#"[jobs.a]
+run = ["true"]
+output_limit = -5
+[jobs.b]
+run = ["true"]
+output_limit = "lots"
+[jobs.c]
+run = ["true"]
+output_limit = inf
+[jobs.d]
+run = ["true"]
+output_limit = "{long}PB"
+[jobs.e]
+matrix = {{ k = ["x"] }}
+max_items = 0
+run = ["true"]
+[jobs.f]
+run = ["true"]
+max_parallel = -1
+[jobs.g]
+run = ["true"]
+outputs = "yaml"
+"#
+    );
+    let t = Test::new().file("orch.toml", &manifest).args(&["plan"]);
+    let out = t.run();
+    assert_eq!(out.code, 2, "{}{}", out.stdout, out.stderr);
+    for needle in [
+        "jobs.a.output_limit",
+        "jobs.b.output_limit",
+        "jobs.c.output_limit",
+        "jobs.d.output_limit",
+        "jobs.e.max_items",
+        "jobs.f.max_parallel",
+        "jobs.g.outputs",
+        "7 errors",
+    ] {
+        assert!(out.stderr.contains(needle), "stderr lacks {needle:?}");
+    }
+    assert!(!out.stderr.contains("panicked"), "{}", out.stderr);
+}
