@@ -356,14 +356,19 @@ fn loads_in_linear_time(name: &'static str, make: fn(usize) -> String, small: us
     let Ok((first, big_load)) = rx.recv_timeout(std::time::Duration::from_secs(60)) else {
         panic!("{name}: {} did not load within 60 s", 8 * small);
     };
+    // The best of interleaved rounds; on a loaded machine a round can be slowed at random, so a
+    // failing ratio is measured again (up to three times): a quadratic load fails every time.
     let (mut t_small, mut t_big) = (f64::INFINITY, first);
-    for _ in 0..5 {
-        t_small = t_small.min(small_load());
-        t_big = t_big.min(big_load());
+    for _ in 0..3 {
+        for _ in 0..5 {
+            t_small = t_small.min(small_load());
+            t_big = t_big.min(big_load());
+        }
+        if t_big < 32.0 * t_small.max(0.0005) {
+            return;
+        }
     }
-    let t_small = t_small.max(0.0005);
-    assert!(
-        t_big < 32.0 * t_small,
+    panic!(
         "{name}: {small} took {t_small:.4}s, {} took {t_big:.4}s",
         8 * small
     );

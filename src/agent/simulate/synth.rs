@@ -185,20 +185,26 @@ impl<'a> Synth<'a> {
                 (None, Some(Value::Array(p))) => (p, obj.get("additionalItems")),
                 (_, items) => (&[], items),
             };
-        if obj.get("uniqueItems") == Some(&Value::Bool(true))
-            && let Some(distinct) = rest.and_then(|s| self.distinct_values(s))
-        {
+        let unique = obj.get("uniqueItems") == Some(&Value::Bool(true));
+        if unique && let Some(distinct) = rest.and_then(|s| self.distinct_values(s)) {
             n = n.min(prefix.len() + distinct);
         }
         if matches!(rest, Some(Value::Bool(false))) {
             n = n.min(prefix.len());
         }
         let anything = Value::Bool(true);
-        let values = (0..n).map(|i| {
+        let mut values: Vec<Value> = Vec::with_capacity(n);
+        for i in 0..n {
             let schema = prefix.get(i).or(rest).unwrap_or(&anything);
-            self.of(schema, &at.item(i))
-        });
-        Value::Array(values.collect())
+            let value = self.of(schema, &at.item(i));
+            // Items that come out equal (a string cut to a short `maxLength`, say) are dropped
+            // where they must be unique: fewer items, never a value the schema refuses.
+            if unique && values.contains(&value) {
+                continue;
+            }
+            values.push(value);
+        }
+        Value::Array(values)
     }
 
     /// How many distinct values a schema has when that is small and known (`const`, `enum`,
@@ -214,6 +220,7 @@ impl<'a> Synth<'a> {
         match kind_of(obj).as_deref() {
             Some("boolean") => Some(2),
             Some("null") => Some(1),
+            Some("string") if count(obj, "maxLength") == Some(0) => Some(1),
             _ => None,
         }
     }

@@ -184,6 +184,16 @@ fn the_same_schema_gives_the_same_value() {
 }
 
 #[test]
+fn unique_items_that_can_only_be_equal_are_not_repeated() {
+    let root = json!({ "type": "object", "required": ["answer"], "properties": { "answer": {
+        "type": "array", "items": { "type": "array", "uniqueItems": true,
+            "items": { "type": "string", "maxLength": 0 } } } } });
+    let value = Synth::new(&root, 3).value();
+    assert!(validate(&root, &value).is_ok(), "{value}");
+    assert_eq!(value["answer"][0], json!([""]));
+}
+
+#[test]
 fn plural_names_become_singular_labels() {
     for (plural, one) in [
         ("tasks", "task"),
@@ -224,8 +234,10 @@ fn schema() -> impl Strategy<Value = Value> {
                 |(items, min, extra, unique)| {
                     let mut s = json!({ "type": "array", "items": items,
                         "minItems": min, "maxItems": min + extra });
-                    // Unique items need values that differ: only where the item can.
-                    if unique && s["items"]["type"] == "string" {
+                    // Unique items need values that differ: only where the item can (an empty
+                    // string is the only one of length 0).
+                    let distinct = s["items"]["maxLength"] != 0 || min <= 1;
+                    if unique && s["items"]["type"] == "string" && distinct {
                         s["uniqueItems"] = json!(true);
                     }
                     s
