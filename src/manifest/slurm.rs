@@ -34,7 +34,8 @@ raw_table! {
         pub time: Option<Sp<DurationText>>,
         /// Node features required (`--constraint`).
         pub constraint: Option<String>,
-        /// Nodes the step may run on (`--nodelist` for a step; per run, the allocation's).
+        /// Slurm's `--nodelist`, e.g. "n[1-4]": every node listed is part of the request (per
+        /// run, the allocation's; per step, the step's, so name one node to pin a step there).
         pub nodes: Option<String>,
         /// How long a step may wait for resources before it fails with Slurm's reason (default "5m").
         pub pending_timeout: Option<Sp<DurationText>>,

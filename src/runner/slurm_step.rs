@@ -53,6 +53,11 @@ impl Remote {
         );
         spec.program = PathBuf::from(&argv[0]);
         spec.args = argv[1..].iter().map(OsString::from).collect();
+        // The step's folder is the nodes' business (the wrapper checks it there); `srun` itself
+        // runs in the run's folder, which exists here.
+        if let Some(dir) = launch.log.parent() {
+            spec.cwd = dir.to_path_buf();
+        }
         let own_job =
             cluster.allocation.is_none() || step.settings.allocation == Allocation::PerStep;
         if own_job {
