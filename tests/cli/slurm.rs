@@ -129,10 +129,15 @@ fn mixed(allocation: &str) -> String {
 /// 12 exec steps and 4 simulated agents on the cluster: at least three nodes used, dependency
 /// order, max_parallel and the stagger held, the node in the results, logs as a local run's.
 fn runs_across_nodes(allocation: &str) {
-    let t = slurm_test(&mixed(allocation)).args(&["run", "--simulate"]);
+    let t = slurm_test(&mixed(allocation)).args(&["run", "--simulate", "--events", "e.ndjson"]);
     let out = t.run();
     assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
-    assert!(out.stdout.contains("runs on n"), "{}", out.stdout);
+    let events = std::fs::read_to_string(t.path().join("e.ndjson")).unwrap();
+    let placed = events
+        .lines()
+        .filter(|l| l.contains("\"event\":\"step_placed\"") && l.contains("\"node\":\"n"))
+        .count();
+    assert_eq!(placed, 16, "one step_placed per step:\n{events}");
     let v = results(&t);
     let mut nodes = BTreeSet::new();
     let mut spans = Vec::new();
