@@ -160,8 +160,9 @@ def idle(work):
                                 env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
         def children():
-            with open(f"/proc/{proc.pid}/task/{proc.pid}/children") as f:
-                return len(f.read().split())
+            # Every thread's children (a spawn from a worker thread is listed under that thread).
+            return sum(len(open(c).read().split())
+                       for c in glob.glob(f"/proc/{proc.pid}/task/*/children"))
 
         def cpu_ticks():
             fields = open(f"/proc/{proc.pid}/stat").read().rsplit(")", 1)[1].split()

@@ -467,7 +467,8 @@ async fn a_child_starts_with_default_signals_even_when_orch_was_started_ignoring
     spec.program = "cat".into();
     spec.args = vec!["/proc/self/status".into()];
     // A PATH of the job's own: the program is looked up in it before the spawn.
-    spec.env.push(("PATH".into(), "/nowhere:/usr/bin:/bin".into()));
+    spec.env
+        .push(("PATH".into(), "/nowhere:/usr/bin:/bin".into()));
     let (lines, exit) = run_to_end(spawn(&spec, None).await.expect("spawned")).await;
     assert!(exit.success(), "{exit:?}");
     let ignored = texts(&lines, Stream::Stdout)
@@ -476,6 +477,10 @@ async fn a_child_starts_with_default_signals_even_when_orch_was_started_ignoring
         .expect("a SigIgn line");
     let mask = u64::from_str_radix(&ignored, 16).expect("a hex mask");
     for sig in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGXFSZ] {
-        assert_eq!(mask & (1 << (sig as u64 - 1)), 0, "{sig} is ignored in the child");
+        assert_eq!(
+            mask & (1 << (sig as u64 - 1)),
+            0,
+            "{sig} is ignored in the child"
+        );
     }
 }
