@@ -46,18 +46,21 @@ def ninja_file(path, n, chain=False):
             f.write(f"build o{i}: r{dep}\n")
 
 
-def timed(argv, cwd=None):
+def timed(argv, cwd=None, env=None):
     """Wall seconds of one run (output discarded; a failure stops the benchmark)."""
     start = time.perf_counter()
-    subprocess.run(argv, cwd=cwd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run(argv, cwd=cwd, env=env, check=True, stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL)
     return time.perf_counter() - start
 
 
-def orch_run(binary, toml, base):
-    """Wall seconds and orch's own CPU seconds of one run in a fresh state folder under `base`."""
+def orch_run(binary, toml, base, cgroups=True):
+    """Wall seconds and orch's own CPU seconds of one run in a fresh state folder under `base`;
+    `cgroups=False` sets ORCH_CGROUP=off (steps contained by group and token only)."""
     state = tempfile.mkdtemp(dir=base)
+    env = None if cgroups else dict(os.environ, ORCH_CGROUP="off")
     try:
-        wall = timed([binary, "run", toml, "--quiet", "--state-dir", state])
+        wall = timed([binary, "run", toml, "--quiet", "--state-dir", state], env=env)
         (results,) = glob.glob(f"{state}/runs/*/results.json")
         cpu = json.load(open(results))["metadata"]["orch_cpu_seconds"]
         return wall, cpu
@@ -90,23 +93,29 @@ def med(values):
 
 def fanout(work):
     print("== fan-out: 1,000 steps of `true` (median wall ms of", ROUNDS, "interleaved rounds)")
-    print("| state | -P | orch before | orch after | xargs | parallel | ninja | before/xargs | after/xargs |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("cgroups: where orch can use them (as root here); no cg: ORCH_CGROUP=off, both binaries")
+    print("| state | -P | before | after | before, no cg | after, no cg | xargs | parallel | ninja |"
+          " before/xargs | after/xargs | before no cg/xargs | after no cg/xargs |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for fs, base in (("tmpfs", "/dev/shm"), ("disk", "/tmp")):
-        for p in (2, 8, 64):
+        for p in [int(p) for p in os.environ.get("SPAWN_P", "2 8 64").split()]:
             toml = f"{work}/fan-{p}.toml"
             manifest(toml, 1000, p)
             r = rounds([
                 ("before", lambda: orch_run(BEFORE, toml, base)[0]),
                 ("after", lambda: orch_run(AFTER, toml, base)[0]),
+                ("before-nocg", lambda: orch_run(BEFORE, toml, base, cgroups=False)[0]),
+                ("after-nocg", lambda: orch_run(AFTER, toml, base, cgroups=False)[0]),
                 ("xargs", lambda: timed(["bash", "-c", f"seq 1000 | xargs -P {p} -I{{}} true"])),
                 ("parallel", lambda: timed(["bash", "-c", f"seq 1000 | parallel -j {p} true"])),
                 ("ninja", lambda: ninja_run(1000, p, base)),
             ])
             m = {k: med(v) * 1000 for k, v in r.items()}
-            print(f"| {fs} | {p} | {m['before']:.0f} | {m['after']:.0f} | {m['xargs']:.0f} |"
-                  f" {m['parallel']:.0f} | {m['ninja']:.0f} | {m['before'] / m['xargs']:.2f}x |"
-                  f" {m['after'] / m['xargs']:.2f}x |", flush=True)
+            x = m["xargs"]
+            print(f"| {fs} | {p} | {m['before']:.0f} | {m['after']:.0f} | {m['before-nocg']:.0f} |"
+                  f" {m['after-nocg']:.0f} | {x:.0f} | {m['parallel']:.0f} | {m['ninja']:.0f} |"
+                  f" {m['before'] / x:.2f}x | {m['after'] / x:.2f}x |"
+                  f" {m['before-nocg'] / x:.2f}x | {m['after-nocg'] / x:.2f}x |", flush=True)
 
 
 def chain(work):

@@ -1,14 +1,15 @@
 //! Spawning a child in its own process group, and the [`Child`] handle the runner holds.
 //!
-//! Owns the spawn itself: a new group through `process_group(0)` and nothing run in the child
-//! between clone and exec, so std takes its `posix_spawn` path (see `launch`); the step's cgroup is
-//! entered from orch right after the spawn (see `contain`), and the guardian, not a parent-death
-//! signal, kills the group if orch dies. Also owns the drop guard. It must never let a group
+//! Owns the spawn itself: a new group through `process_group(0)` and, without cgroups, nothing
+//! run in the child between clone and exec, so std takes its `posix_spawn` path (see `launch`);
+//! with cgroups the child enters its step's cgroup in a `pre_exec` hook (a real fork). The
+//! guardian, not a parent-death signal, kills the group if orch dies. Also owns the drop guard. It must never let a group
 //! outlive its `Child` handle: dropping the handle (panic, `?`, an aborted task) before
 //! [`Child::wait`] completes SIGKILLs the whole group.
 
 use std::fs::{File, OpenOptions};
 use std::io;
+use std::os::fd::{AsRawFd, RawFd};
 use std::path::Path;
 use std::process::Stdio;
 use std::sync::Arc;
@@ -113,7 +114,7 @@ pub async fn spawn(spec: &SpawnSpec, guardian: Option<&Guardian>) -> io::Result<
     launch::prepare_signals_once();
     let stdout_log = open_log(&spec.stdout_log)?;
     let stderr_log = open_log(&spec.stderr_log)?;
-    let mut scope = match guardian {
+    let scope = match guardian {
         Some(guardian) => guardian.step_scope(),
         None => standalone().step(),
     };
@@ -133,10 +134,18 @@ pub async fn spawn(spec: &SpawnSpec, guardian: Option<&Guardian>) -> io::Result<
         .process_group(0)
         // Reaches only the leader; the guard and the monitor handle the rest of the group.
         .kill_on_drop(true);
+    if let Some((_, procs)) = &scope.cgroup {
+        // The one guarantee that needs code in the child: it enters the step's cgroup before it
+        // can fork, so nothing of the step is ever outside (orch moving it after the spawn
+        // loses a race with a leader that forks and exits first). This forces a real fork.
+        let procs = procs.as_raw_fd();
+        // SAFETY: `enter_cgroup` makes one async-signal-safe call (write) and does not allocate;
+        // the cgroup file stays open (in `scope`) until after the spawn.
+        unsafe { command.pre_exec(move || enter_cgroup(procs)) };
+    }
     let mut leader = command.spawn()?;
 
     let pgid = leader.id().expect("a child not yet waited for has a pid");
-    scope.adopt(pgid);
     let group = Arc::new(Group::new(pgid, Handle::current()));
     if let Some(guardian) = guardian {
         if let Err(err) = guardian.register(pgid) {
@@ -205,4 +214,14 @@ fn open_log(path: &Path) -> io::Result<File> {
 fn standalone() -> &'static Containment {
     static STANDALONE: std::sync::OnceLock<Containment> = std::sync::OnceLock::new();
     STANDALONE.get_or_init(Containment::without_cgroup)
+}
+
+/// Runs in the child between fork and exec (cgroup runs only): "0" moves the writer, so from here
+/// on everything this child forks is in the step's cgroup. A failure leaves it to the group and
+/// the token (the scan finds it then).
+fn enter_cgroup(procs: RawFd) -> io::Result<()> {
+    // SAFETY: the descriptor is open until the spawn returns.
+    let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(procs) };
+    let _ = nix::unistd::write(fd, b"0");
+    Ok(())
 }

@@ -4,13 +4,9 @@
 //! Two mechanisms, chosen once per run:
 //! - **cgroup v2**, where orch can create a child of its own cgroup (a `cgroup2` mount in
 //!   `/proc/self/mountinfo`, and root or a delegated subtree): each run gets a cgroup
-//!   `orch-<pid in hex>-<time>` under orch's own, each step a child `s<n>` of it. orch writes the
-//!   leader's pid into `s<n>/cgroup.procs` right after the spawn (nothing runs in the child before
-//!   `exec`, so the child cannot do it itself). If no pid was handed out between the spawn and the
-//!   move (`ns_last_pid` is still the leader's), the leader had not forked yet and nothing of the
-//!   step is ever outside: the cgroup is *sealed*, and at the step's end `cgroup.procs` lists what
-//!   is left and `cgroup.kill` kills all of it. Otherwise something may have forked in that gap,
-//!   and the step's end also looks for the step's processes the way the fallback below does.
+//!   `orch-<pid in hex>-<time>` under orch's own, each step a child `s<n>` of it. The step's process writes
+//!   itself into `s<n>/cgroup.procs` between fork and exec, so nothing it forks is ever outside.
+//!   At the step's end `cgroup.procs` lists what is left and `cgroup.kill` kills all of it.
 //! - **the step token**, always: every step's environment carries `ORCH_STEP_TOKEN=<run>.<n>`,
 //!   inherited by everything it starts. Without cgroups, the step's end scans `/proc` once:
 //!   members of the step's group, and processes started after the step whose initial
@@ -56,11 +52,8 @@ pub(crate) struct Containment {
 pub(crate) struct StepScope {
     /// `ORCH_STEP_TOKEN`'s value for this step.
     pub(crate) token: String,
-    /// The step's cgroup and its `cgroup.procs`, open for moving the leader in.
+    /// The step's cgroup and its `cgroup.procs`, open for the child's pre-exec write.
     pub(crate) cgroup: Option<(PathBuf, File)>,
-    /// The leader entered the cgroup before anything could fork: the cgroup holds every process
-    /// of the step that did not leave it on purpose.
-    pub(crate) sealed: bool,
     /// Just before the step was spawned.
     started: Instant,
     /// The last pid the kernel handed out then (`ns_last_pid`), if known.
@@ -143,26 +136,8 @@ impl Containment {
         StepScope {
             token: format!("{}.{n}", self.run_token),
             cgroup,
-            sealed: false,
             started: Instant::now(),
             last_pid: last_pid(),
-        }
-    }
-}
-
-impl StepScope {
-    /// Moves the just-spawned leader `pid` into the step's cgroup, and seals the cgroup if no
-    /// pid was handed out since the leader's (so nothing could have forked outside it). A failed
-    /// move leaves the step to the group and the token.
-    pub(crate) fn adopt(&mut self, pid: u32) {
-        if let Some((dir, procs)) = &mut self.cgroup {
-            use std::io::Write;
-            match procs.write_all(pid.to_string().as_bytes()) {
-                Ok(()) => self.sealed = last_pid() == Some(pid),
-                Err(err) => {
-                    tracing::debug!(dir = %dir.display(), %err, "the leader did not enter its cgroup")
-                }
-            }
         }
     }
 }
@@ -190,10 +165,9 @@ fn own_cgroup_dir() -> Option<PathBuf> {
 /// found before anything is killed. Each is `(pid, escaped)`: `escaped` when it had left the
 /// group (only the cgroup or the token found it).
 pub(crate) fn leftovers(pgid: u32, scope: &StepScope) -> Vec<(u32, bool)> {
-    let mut found = Vec::new();
     if let Some((dir, _)) = &scope.cgroup {
         if let Ok(text) = std::fs::read_to_string(dir.join("cgroup.procs")) {
-            found = text
+            return text
                 .lines()
                 .filter_map(|l| l.trim().parse::<u32>().ok())
                 .filter(|&pid| pid != pgid)
@@ -202,22 +176,8 @@ pub(crate) fn leftovers(pgid: u32, scope: &StepScope) -> Vec<(u32, bool)> {
                     (!stat.is_dead()).then_some((pid, stat.pgrp != pgid))
                 })
                 .collect();
-            if scope.sealed {
-                return found;
-            }
         }
     }
-    for (pid, escaped) in outside_leftovers(pgid, scope) {
-        if !found.iter().any(|&(seen, _)| seen == pid) {
-            found.push((pid, escaped));
-        }
-    }
-    found
-}
-
-/// The leftovers found without a cgroup: the group's members, and processes started since the
-/// step that carry its token.
-fn outside_leftovers(pgid: u32, scope: &StepScope) -> Vec<(u32, bool)> {
     let since = read_stat(pgid).map_or(0, |stat| stat.start_ticks);
     let needle = format!("{TOKEN_ENV}={}\0", scope.token);
     // Every process of the step was forked after the spawn, so its pid lies in the cyclic

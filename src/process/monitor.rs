@@ -151,17 +151,18 @@ async fn kill_leftovers(pgid: u32, group: &Group, scope: &StepScope, leaked: &mu
             }
         }
         group.signal(Signal::SIGKILL);
-        if let Some((dir, _)) = &scope.cgroup {
-            if let Err(err) = contain::kill_cgroup(dir) {
-                tracing::warn!(dir = %dir.display(), %err, "cgroup.kill failed");
+        match &scope.cgroup {
+            Some((dir, _)) => {
+                if let Err(err) = contain::kill_cgroup(dir) {
+                    tracing::warn!(dir = %dir.display(), %err, "cgroup.kill failed");
+                }
             }
-        }
-        // In a sealed cgroup, `cgroup.kill` reached every escapee; otherwise each goes by pid.
-        if !(scope.cgroup.is_some() && scope.sealed) {
-            for &(pid, escaped) in &found {
-                if escaped {
-                    let pid = Pid::from_raw(i32::try_from(pid).expect("pids fit in i32"));
-                    let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
+            None => {
+                for &(pid, escaped) in &found {
+                    if escaped {
+                        let pid = Pid::from_raw(i32::try_from(pid).expect("pids fit in i32"));
+                        let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
+                    }
                 }
             }
         }
