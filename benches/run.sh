@@ -3,6 +3,7 @@
 # not absolute times: the machines are shared and noisy.
 #
 #   benches/run.sh [fanout|stream|plan|idle|all] [runs]
+#   BEFORE=path/to/old/orch benches/run.sh spawn [rounds]
 #
 #   fanout  1,000 steps of `true`, no stagger, max_parallel 2, 8 and 64: orch vs `xargs -P` (the
 #           floor) and GNU `parallel` (the classic peer); per-step overhead = (time - xargs) / 1000.
@@ -11,6 +12,9 @@
 #   plan    `orch plan` on generated manifests of 1,000, 10,000 and 100,000 steps: time and peak
 #           memory (growth should be near linear).
 #   idle    1,000 concurrent agents that wait: orch's memory per running step and CPU while waiting.
+#   spawn   per-step overhead, an old orch binary ($BEFORE) against this one in interleaved rounds,
+#           with xargs, GNU parallel and ninja: fan-out (tmpfs and disk), a 10,000-step chain,
+#           per-step CPU at 1k and 10k steps, idle cost (benches/spawn.py; SPAWN_BENCH picks parts).
 #
 # Needs hyperfine, GNU parallel and GNU time (apt-get install hyperfine parallel time).
 set -euo pipefail
@@ -132,6 +136,11 @@ case "$what" in
   stream) stream ;;
   plan) plan ;;
   idle) idle ;;
+  spawn)
+    for tool in ninja parallel; do
+      command -v "$tool" > /dev/null || apt-get install -y ninja-build parallel > /dev/null
+    done
+    python3 benches/spawn.py "${BEFORE:?set BEFORE to the orch binary to compare with}" "$orch" "$runs" ;;
   all) fanout; stream; plan; idle ;;
-  *) echo "usage: $0 [fanout|stream|plan|idle|all] [runs]" >&2; exit 2 ;;
+  *) echo "usage: $0 [fanout|stream|plan|idle|spawn|all] [runs]" >&2; exit 2 ;;
 esac

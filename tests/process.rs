@@ -448,3 +448,39 @@ async fn throughput_16_children_of_50_mb() {
     }
     eprintln!("16 × 50 MB in {:?}", started.elapsed());
 }
+
+/// Nothing runs in a child before `exec` (that keeps spawns on `posix_spawn`), so the defaults
+/// the stop ladder needs come from orch handling, never ignoring, SIGINT, SIGTERM and SIGXFSZ:
+/// `exec` resets a handled signal to its default but keeps an ignored one ignored.
+#[tokio::test]
+async fn a_child_starts_with_default_signals_even_when_orch_was_started_ignoring_them() {
+    use nix::sys::signal::{SigHandler, Signal, signal};
+    // SAFETY: ignoring installs no handler.
+    unsafe {
+        for sig in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGXFSZ] {
+            signal(sig, SigHandler::SigIgn).expect("ignored");
+        }
+    }
+    process::prepare_signals();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut spec = sh(dir.path(), "");
+    spec.program = "cat".into();
+    spec.args = vec!["/proc/self/status".into()];
+    // A PATH of the job's own: the program is looked up in it before the spawn.
+    spec.env
+        .push(("PATH".into(), "/nowhere:/usr/bin:/bin".into()));
+    let (lines, exit) = run_to_end(spawn(&spec, None).await.expect("spawned")).await;
+    assert!(exit.success(), "{exit:?}");
+    let ignored = texts(&lines, Stream::Stdout)
+        .iter()
+        .find_map(|l| l.strip_prefix("SigIgn:").map(|m| m.trim().to_string()))
+        .expect("a SigIgn line");
+    let mask = u64::from_str_radix(&ignored, 16).expect("a hex mask");
+    for sig in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGXFSZ] {
+        assert_eq!(
+            mask & (1 << (sig as u64 - 1)),
+            0,
+            "{sig} is ignored in the child"
+        );
+    }
+}

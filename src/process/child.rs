@@ -1,8 +1,11 @@
 //! Spawning a child in its own process group, and the [`Child`] handle the runner holds.
 //!
-//! Owns the `pre_exec` set-up (new group, parent-death signal, default SIGINT/SIGTERM) and the
-//! drop guard. It must never let a group outlive its `Child` handle: dropping the handle (panic,
-//! `?`, an aborted task) before [`Child::wait`] completes SIGKILLs the whole group.
+//! Owns the spawn itself: a new group through `process_group(0)` and, without cgroups, nothing
+//! run in the child between clone and exec, so std takes its `posix_spawn` path (see `launch`);
+//! with cgroups the child enters its step's cgroup in a `pre_exec` hook (a real fork). The
+//! guardian, not a parent-death signal, kills the group if orch dies. Also owns the drop guard. It must never let a group
+//! outlive its `Child` handle: dropping the handle (panic, `?`, an aborted task) before
+//! [`Child::wait`] completes SIGKILLs the whole group.
 
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -11,14 +14,14 @@ use std::path::Path;
 use std::process::Stdio;
 use std::sync::Arc;
 
-use nix::sys::signal::{SigHandler, Signal, kill, signal};
-use nix::unistd::{Pid, getpid, getppid, setpgid};
+use nix::sys::signal::Signal;
 use tokio::runtime::Handle;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::contain::{Containment, TOKEN_ENV};
 use super::drain::{LogFault, Sink, drain, enlarge_pipe};
 use super::guardian::Guardian;
+use super::launch;
 use super::lines::{BATCHES_IN_FLIGHT, Lines};
 use super::monitor::{self, Watch};
 use super::stop::{Group, Stopper};
@@ -106,10 +109,10 @@ impl Child {
 /// Spawns `spec` in a new process group with stdin at `/dev/null` and both pipes drained, and
 /// registers the group with `guardian` if one is given.
 ///
-/// Must run inside a tokio runtime with I/O, time and signals enabled, on a thread that lives as
-/// long as the child: Linux delivers the parent-death signal when the spawning *thread* exits, so
-/// never call it from `spawn_blocking`.
+/// Must run inside a tokio runtime with I/O, time and signals enabled. Without a guardian nothing
+/// kills the group if this process dies.
 pub async fn spawn(spec: &SpawnSpec, guardian: Option<&Guardian>) -> io::Result<Child> {
+    launch::prepare_signals_once();
     let stdout_log = open_log(&spec.stdout_log)?;
     let stderr_log = open_log(&spec.stderr_log)?;
     let scope = match guardian {
@@ -117,8 +120,10 @@ pub async fn spawn(spec: &SpawnSpec, guardian: Option<&Guardian>) -> io::Result<
         None => standalone().step(),
     };
 
-    let mut command = tokio::process::Command::new(&spec.program);
+    let resolved = launch::resolve(&spec.program, &spec.env, &spec.cwd);
+    let mut command = tokio::process::Command::new(resolved.as_deref().unwrap_or(&spec.program));
     command
+        .arg0(&spec.program)
         .args(&spec.args)
         .current_dir(&spec.cwd)
         .envs(spec.env.iter().map(|(key, value)| (key, value)))
@@ -127,13 +132,18 @@ pub async fn spawn(spec: &SpawnSpec, guardian: Option<&Guardian>) -> io::Result<
         .stderr(Stdio::piped())
         // Inherited by everything the step starts: how its escapees are found without cgroups.
         .env(TOKEN_ENV, &scope.token)
+        .process_group(0)
         // Reaches only the leader; the guard and the monitor handle the rest of the group.
         .kill_on_drop(true);
-    let parent = getpid();
-    let cgroup_procs = scope.cgroup.as_ref().map(|(_, procs)| procs.as_raw_fd());
-    // SAFETY: `prepare_child` only makes async-signal-safe system calls and does not allocate;
-    // the cgroup file stays open (in `scope`) until after the spawn.
-    unsafe { command.pre_exec(move || prepare_child(parent, cgroup_procs)) };
+    if let Some((_, procs)) = &scope.cgroup {
+        // The one guarantee that needs code in the child: it enters the step's cgroup before it
+        // can fork, so nothing of the step is ever outside (orch moving it after the spawn
+        // loses a race with a leader that forks and exits first). This forces a real fork.
+        let procs = procs.as_raw_fd();
+        // SAFETY: `enter_cgroup` makes one async-signal-safe call (write) and does not allocate;
+        // the cgroup file stays open (in `scope`) until after the spawn.
+        unsafe { command.pre_exec(move || enter_cgroup(procs)) };
+    }
     let mut leader = command.spawn()?;
 
     let pgid = leader.id().expect("a child not yet waited for has a pid");
@@ -207,32 +217,12 @@ fn standalone() -> &'static Containment {
     STANDALONE.get_or_init(Containment::without_cgroup)
 }
 
-/// Runs in the child between fork and exec: async-signal-safe calls only, no allocation.
-fn prepare_child(parent: Pid, cgroup_procs: Option<RawFd>) -> io::Result<()> {
-    if let Some(fd) = cgroup_procs {
-        // "0" moves the writer: from here on, everything this child forks is in the step's
-        // cgroup. A failure leaves it to the group and the token (the scan finds it then).
-        // SAFETY: the descriptor is open until the spawn returns.
-        let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
-        let _ = nix::unistd::write(fd, b"0");
-    }
-    setpgid(Pid::from_raw(0), Pid::from_raw(0))?;
-    #[cfg(target_os = "linux")]
-    {
-        nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
-        // orch died between fork and prctl: the signal will never come, so act on it now.
-        if getppid() != parent {
-            let _ = kill(getpid(), Signal::SIGKILL);
-            return Err(io::Error::from_raw_os_error(nix::libc::ESRCH));
-        }
-    }
-    // orch may ignore or handle these; the ladder needs the child to start from the defaults.
-    // SAFETY: setting a default disposition installs no handler.
-    unsafe {
-        signal(Signal::SIGINT, SigHandler::SigDfl)?;
-        signal(Signal::SIGTERM, SigHandler::SigDfl)?;
-        // orch ignores it (`survive_file_size_limit`); an ignored signal stays ignored across exec.
-        signal(Signal::SIGXFSZ, SigHandler::SigDfl)?;
-    }
+/// Runs in the child between fork and exec (cgroup runs only): "0" moves the writer, so from here
+/// on everything this child forks is in the step's cgroup. A failure leaves it to the group and
+/// the token (the scan finds it then).
+fn enter_cgroup(procs: RawFd) -> io::Result<()> {
+    // SAFETY: the descriptor is open until the spawn returns.
+    let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(procs) };
+    let _ = nix::unistd::write(fd, b"0");
     Ok(())
 }

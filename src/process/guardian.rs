@@ -74,14 +74,9 @@ impl Guardian {
             .args(args)
             .env(PARENT_ENV, std::process::id().to_string())
             .stdin(Stdio::piped())
-            .stdout(Stdio::piped());
-        // SAFETY: setpgid is async-signal-safe and does not allocate.
-        unsafe {
-            command.pre_exec(|| {
-                setpgid(Pid::from_raw(0), Pid::from_raw(0))?;
-                Ok(())
-            });
-        }
+            .stdout(Stdio::piped())
+            // Its own group, set by posix_spawn: no code runs in the child before exec.
+            .process_group(0);
         let mut process = command.spawn()?;
         let stdin = process.stdin.take().expect("stdin was piped");
         // Until it has renamed itself a `pkill orch` would match it: wait for that (a few ms).

@@ -16,6 +16,7 @@ mod drain;
 mod frame;
 mod group;
 pub mod guardian;
+mod launch;
 mod lines;
 mod monitor;
 pub mod relay;
@@ -32,6 +33,7 @@ pub use contain::TOKEN_ENV;
 pub use drain::LogFault;
 pub use group::{group_members, pid_alive, signal_group};
 pub use guardian::Guardian;
+pub use launch::prepare_signals;
 pub use lines::Lines;
 pub use nix::sys::signal::Signal;
 pub use stop::Stopper;
@@ -173,16 +175,6 @@ pub fn own_cpu_time() -> Duration {
 
 /// Raises this process's open-file limit to its hard limit: each running step holds four
 /// descriptors (two pipes, two logs), so a thousand agents need more than the usual 1024.
-/// Makes a write past the file-size limit (`ulimit -f`, RLIMIT_FSIZE) fail with EFBIG instead
-/// of killing orch with SIGXFSZ: a log or results file that cannot grow is a fault to report,
-/// and orch dying of it would lose the run's summary and results. Children get the default back
-/// (see `child::prepare_child`).
-pub fn survive_file_size_limit() {
-    // SAFETY: ignoring a signal installs no handler.
-    let _ =
-        unsafe { nix::sys::signal::signal(Signal::SIGXFSZ, nix::sys::signal::SigHandler::SigIgn) };
-}
-
 pub fn raise_fd_limit() {
     use nix::sys::resource::{Resource, getrlimit, setrlimit};
     if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {

@@ -29,8 +29,9 @@ use super::stop::Group;
 const PIPE_GRACE: Duration = Duration::from_millis(200);
 /// How long SIGKILLed leftovers may take to die before we stop waiting for them.
 const DEATH_WAIT: Duration = Duration::from_secs(2);
-/// A backstop re-check of the leader in case a SIGCHLD is missed. Rare by design (tokio wakes
-/// every SIGCHLD listener), so long: a thousand idle steps polling twice a second cost 2 % of a core.
+/// Without pidfds: a backstop re-check of the leader in case a SIGCHLD is missed. Rare by design
+/// (tokio wakes every SIGCHLD listener), so long: a thousand idle steps polling twice a second
+/// cost 2 % of a core.
 const LEADER_POLL: Duration = Duration::from_secs(5);
 
 /// What the monitor owns for one child.
@@ -182,26 +183,79 @@ async fn remove_cgroup(dir: &std::path::Path) {
 }
 
 /// Resolves once the leader has exited, leaving it unreaped (a zombie that holds the pgid).
+/// Waits on a pidfd (readable once the process has exited), so a waiting step costs nothing and
+/// one child's exit wakes only its own monitor; without pidfds (Linux before 5.3), on SIGCHLD.
 async fn leader_exited(pid: u32) {
-    let pid = Pid::from_raw(i32::try_from(pid).expect("pids fit in i32"));
-    // Subscribe before the first check so an exit in between still wakes us.
-    let mut sigchld = signal(SignalKind::child()).ok();
+    let raw = Pid::from_raw(i32::try_from(pid).expect("pids fit in i32"));
+    match pidfd::open(pid) {
+        Ok(pidfd) => loop {
+            let Ok(mut ready) = pidfd.readable().await else {
+                return sigchld_exited(raw).await;
+            };
+            if exited(raw) {
+                return;
+            }
+            ready.clear_ready();
+        },
+        Err(err) => {
+            tracing::debug!(pid, %err, "no pidfd; waiting on SIGCHLD");
+            sigchld_exited(raw).await
+        }
+    }
+}
+
+/// Whether `pid` has exited, without reaping it (true too if it cannot be waited for).
+fn exited(pid: Pid) -> bool {
     let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT;
     loop {
         match waitid(Id::Pid(pid), flags) {
-            Ok(WaitStatus::StillAlive) | Err(Errno::EINTR) => {}
-            Ok(_) => return,
+            Ok(WaitStatus::StillAlive) => return false,
+            Err(Errno::EINTR) => {}
+            Ok(_) => return true,
             Err(err) => {
                 tracing::warn!(%pid, %err, "waiting for a child failed");
-                return;
+                return true;
             }
         }
+    }
+}
+
+/// [`leader_exited`] where pidfds are missing: re-check on every SIGCHLD, and every
+/// `LEADER_POLL` in case one is missed.
+async fn sigchld_exited(pid: Pid) {
+    // Subscribe before the first check so an exit in between still wakes us.
+    let mut sigchld = signal(SignalKind::child()).ok();
+    while !exited(pid) {
         match &mut sigchld {
             Some(sigchld) => {
                 let _ = timeout(LEADER_POLL, sigchld.recv()).await;
             }
             None => sleep(LEADER_POLL).await,
         }
+    }
+}
+
+mod pidfd {
+    use std::io;
+    use std::os::fd::{FromRawFd, OwnedFd};
+
+    use tokio::io::Interest;
+    use tokio::io::unix::AsyncFd;
+
+    /// A pidfd of `pid`, registered with the runtime (it turns readable when `pid` exits).
+    pub(super) fn open(pid: u32) -> io::Result<AsyncFd<OwnedFd>> {
+        let flags = nix::libc::PIDFD_NONBLOCK;
+        // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
+        let fd = unsafe { nix::libc::syscall(nix::libc::SYS_pidfd_open, pid, flags) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let fd = i32::try_from(fd).map_err(|_| io::Error::other("pidfd out of range"))?;
+        // SAFETY: the descriptor was just returned to us and nothing else owns it.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        // SAFETY: the `AsyncFd` owns the descriptor; it is neither replaced nor closed while
+        // registered.
+        unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) }.map_err(io::Error::from)
     }
 }
 

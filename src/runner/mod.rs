@@ -178,7 +178,7 @@ pub async fn run(
 ) -> std::io::Result<RunOutcome> {
     std::fs::create_dir_all(ctx.run_dir.join("logs"))?;
     crate::process::raise_fd_limit();
-    crate::process::survive_file_size_limit();
+    crate::process::prepare_signals();
     let ledger_path = ledger::path(&ctx.manifest.settings.state_dir);
     let sql = |e: rusqlite::Error| {
         std::io::Error::other(format!("ledger {}: {e}", ledger_path.display()))
