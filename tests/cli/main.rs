@@ -21,5 +21,6 @@ mod run;
 mod run_core;
 mod schedule;
 mod slash;
+mod slurm;
 mod worktree;
 mod zen;
