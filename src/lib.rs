@@ -13,6 +13,7 @@ pub mod config;
 pub mod duration;
 pub mod errors;
 pub mod events;
+pub mod history;
 pub mod ledger;
 pub mod manifest;
 pub mod plan;
@@ -98,6 +99,15 @@ fn dispatch(command: Command) -> Result<ExitCode, Error> {
             report::emit(&commands::ledger::run(&c)?);
             Ok(ExitCode::Ok)
         }
+        Config::Runs(c) => {
+            report::emit(&commands::history::runs(&c)?);
+            Ok(ExitCode::Ok)
+        }
+        Config::Show(a) => {
+            report::emit(&commands::history::show(&a)?);
+            Ok(ExitCode::Ok)
+        }
+        Config::Logs(a) => commands::logs::logs(&a),
         Config::Convert { config } => {
             report::emit(&commands::convert::convert(&config)?);
             Ok(ExitCode::Ok)
