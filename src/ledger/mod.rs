@@ -6,6 +6,7 @@ pub mod nanos;
 pub mod reconcile;
 pub mod resume;
 pub mod store;
+pub(crate) mod summary;
 
 use std::path::Path;
 
@@ -55,50 +56,34 @@ pub struct SpendRow {
 /// Sums are `TOTAL()`s (floats, which never overflow; exact below 2^53), so a ledger holding
 /// rows from before the caps still reads.
 ///
-/// Linear in the window's rows: they are summed once per (run, step) (and model or day, when
-/// the key has them), and only those partial sums are joined and grouped. A step is `estimated`
-/// when it has estimate rows and no final or reconciled row; a final comes after the estimates it
-/// replaces, so one in the window is seen in the same pass, and only a step without one is looked
-/// up outside the window. Looked up for every row instead, it rescanned the step's rows each time
-/// and was quadratic in them (12 s for one 8-agent run of the per-message writer).
+/// Linear in the steps of the window, not in their rows: it reads the usage summary
+/// ([`summary`]), one row per (run, step, model, day), and only the raw rows of the groups the
+/// window's start cuts. A step is `estimated` when it has estimate rows in the window and no final
+/// or reconciled row at all (looked up in the step's summaries, a few rows).
 pub fn spend(
     ledger: &Ledger,
     since: DateTime<Utc>,
     by: GroupBy,
 ) -> rusqlite::Result<Vec<SpendRow>> {
-    // The part of the key a row has itself, if any, and the key of a partial sum.
     let (part, key) = match by {
-        GroupBy::Run => (None, "w.run_id || ' ' || r.name"),
-        GroupBy::Job => (None, "s.job"),
-        GroupBy::Command => (None, "COALESCE(s.command, '(none)')"),
-        GroupBy::Model => (Some("COALESCE(model, '(unknown)')"), "w.part"),
-        GroupBy::Day => (Some("substr(at, 1, 10)"), "w.part"),
+        GroupBy::Run => (summary::Part::Nothing, "w.run_id || ' ' || r.name"),
+        GroupBy::Job => (summary::Part::Nothing, "s.job"),
+        GroupBy::Command => (summary::Part::Nothing, "COALESCE(s.command, '(none)')"),
+        GroupBy::Model => (summary::Part::Model, "w.part"),
+        GroupBy::Day => (summary::Part::Day, "w.part"),
     };
-    // Without a part, grouping by (run_id, step) alone follows the usage_step index: no sort.
-    let group = if part.is_some() {
-        "run_id, step, part"
-    } else {
-        "run_id, step"
-    };
-    let part = part.unwrap_or("NULL");
     let sql = format!(
-        "WITH w AS (
-             SELECT run_id, step, {part} AS part, TOTAL(input) AS input, TOTAL(output) AS output,
-                    TOTAL(cache_read) AS cache_read, TOTAL(cache_creation) AS cache_creation,
-                    TOTAL(usd_nanos) AS usd_nanos, MAX(kind = 'estimate') AS has_estimate,
-                    MAX(kind != 'estimate') AS has_final
-             FROM usage WHERE at_ms >= ?1
-             GROUP BY {group}
-         )
+        "WITH {}
          SELECT {key} AS k, COUNT(DISTINCT w.run_id), TOTAL(w.input), TOTAL(w.output),
                 TOTAL(w.cache_read), TOTAL(w.cache_creation), TOTAL(w.usd_nanos),
-                MAX(CASE WHEN w.has_estimate AND NOT w.has_final AND NOT EXISTS (
-                        SELECT 1 FROM usage f WHERE f.run_id = w.run_id AND f.step = w.step
-                        AND f.kind != 'estimate') THEN 1 ELSE 0 END)
+                MAX(CASE WHEN w.has_estimate AND NOT EXISTS (
+                        SELECT 1 FROM usage_summary f WHERE f.run_id = w.run_id AND f.step = w.step
+                        AND f.finals > 0) THEN 1 ELSE 0 END)
          FROM w
          JOIN runs r ON r.id = w.run_id
          LEFT JOIN steps s ON s.run_id = w.run_id AND s.step = w.step AND s.attempt = 1
-         GROUP BY k ORDER BY TOTAL(w.usd_nanos) DESC, k"
+         GROUP BY k ORDER BY TOTAL(w.usd_nanos) DESC, k",
+        summary::window(part)
     );
     let mut stmt = ledger.conn().prepare(&sql)?;
     let rows = stmt.query_map([since.timestamp_millis()], |r| {

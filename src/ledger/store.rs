@@ -1,5 +1,6 @@
 //! The ledger's SQLite store: runs, steps, sessions and usage events, one row per change of a
-//! step's spend, each committed as it arrives (WAL), so a killed orch loses nothing recorded.
+//! step's spend (WAL). The run's writer commits them in groups (`crate::runner::writer`); what a
+//! killed orch had not committed yet is re-read from the step logs by the next orch.
 //!
 //! Usage rows are deltas: live estimates as they come, then, when Claude Code's `result` arrives,
 //! rows that cancel the estimates and add the authoritative figures per model. The sum of a
@@ -21,6 +22,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use super::budget::Spend;
 use super::nanos::Nanos;
+use super::summary;
 use crate::agent::stream::{TOKEN_CAP, TokenCounts};
 
 /// Schema version 1 (never edited: ledgers in the field have it).
@@ -149,6 +151,9 @@ const MIGRATIONS: &[&str] = &[
     // are counted when asked).
     "ALTER TABLE runs ADD COLUMN step_counts TEXT;
     CREATE INDEX runs_started ON runs(started_at, id);",
+    // 7: the usage summary, one row per (run, step, model, day) kept by triggers, back-filled
+    // here: readers of spend read it instead of every usage row (see `super::summary`).
+    super::summary::MIGRATION,
 ];
 
 /// The schema version a ledger has once opened.
@@ -472,25 +477,27 @@ impl Ledger {
 
     /// Everything spent since `since`, all runs together (the rolling window's starting point).
     pub fn spent_since(&self, since: DateTime<Utc>) -> rusqlite::Result<Spend> {
-        self.conn.query_row(
-            "SELECT TOTAL(input) + TOTAL(output) + TOTAL(cache_read) + TOTAL(cache_creation),
-             TOTAL(usd_nanos) FROM usage WHERE at_ms >= ?1",
-            params![since.timestamp_millis()],
-            |r| {
+        let sql = format!(
+            "WITH {} SELECT TOTAL(input) + TOTAL(output) + TOTAL(cache_read) + TOTAL(cache_creation),
+             TOTAL(usd_nanos) FROM w",
+            summary::window(summary::Part::Nothing)
+        );
+        self.conn
+            .prepare_cached(&sql)?
+            .query_row(params![since.timestamp_millis()], |r| {
                 Ok(Spend {
                     tokens: total_u64(r.get(0)?),
                     usd: total_nanos(r.get(1)?).non_negative(),
                 })
-            },
-        )
+            })
     }
 
-    /// A step's recorded spend, as the sum of its rows (dollars as a float, for
+    /// A step's recorded spend, as the sum of its rows' summaries (dollars as a float, for
     /// [`Delta::between`], which converts them back exactly).
     pub fn step_spend(&self, run_id: &str, step: usize) -> rusqlite::Result<(TokenCounts, f64)> {
         self.conn.query_row(
             "SELECT TOTAL(input), TOTAL(output), TOTAL(cache_read), TOTAL(cache_creation),
-             TOTAL(usd_nanos) FROM usage WHERE run_id = ?1 AND step = ?2",
+             TOTAL(usd_nanos) FROM usage_summary WHERE run_id = ?1 AND step = ?2",
             params![run_id, step as i64],
             |r| {
                 let get = |i: usize| r.get::<_, f64>(i).map(total_u64);
@@ -515,13 +522,13 @@ impl Ledger {
         &self,
         manifest_name: &str,
     ) -> rusqlite::Result<std::collections::HashMap<String, Vec<f64>>> {
-        // CROSS JOIN keeps SQLite's join order: runs, their steps, the steps' rows.
+        // CROSS JOIN keeps SQLite's join order: runs, their steps, the steps' summaries.
         let mut stmt = self.conn.prepare(
             "SELECT s.job, TOTAL(u.usd_nanos) FROM runs r
              CROSS JOIN steps s ON s.run_id = r.id AND s.attempt = 1
-             CROSS JOIN usage u ON u.run_id = s.run_id AND u.step = s.step
+             CROSS JOIN usage_summary u ON u.run_id = s.run_id AND u.step = s.step
              WHERE r.name = ?1 AND r.status NOT IN ('running', 'reconciling')
-             GROUP BY s.job, r.id ORDER BY s.job, MIN(u.at_ms)",
+             GROUP BY s.job, r.id ORDER BY s.job, MIN(u.first_ms)",
         )?;
         let rows = stmt.query_map(params![manifest_name], |r| {
             Ok((

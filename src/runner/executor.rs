@@ -246,6 +246,8 @@ pub async fn execute(
                     lines_open = false;
                     continue;
                 };
+                // The figures are running totals: the batch's last is all the dispatcher needs.
+                let mut usage = None;
                 for line in batch {
                     if let Some(r) = remote.as_mut() {
                         if r.relayed(step, &line, &tx).await {
@@ -254,7 +256,7 @@ pub async fn execute(
                     }
                     let display = match (&mut accounting, line.stream) {
                         (Some(acc), Stream::Stdout) => {
-                            agent_line(step, acc, &line.bytes, line.truncated, &tx).await
+                            agent_line(step, acc, &line, &mut usage, &tx).await
                         }
                         // Not the whole line: a copy of a 64 MiB line would double its memory.
                         _ => Some(line.display_text(DISPLAY_LINE_BYTES)),
@@ -267,6 +269,9 @@ pub async fn execute(
                         remember(&mut tail, &text);
                         unshown = Some(text);
                     }
+                }
+                if let Some(update) = usage {
+                    let _ = tx.send(ExecutorEvent::Usage { step, update }.into()).await;
                 }
                 if shown.elapsed() >= OUTPUT_EVERY {
                     if let Some(line) = unshown.take() {
@@ -345,22 +350,23 @@ fn panic_if_asked(job: &str) {
     let _ = job;
 }
 
-/// Feeds one stdout line of Claude Code to the accounting; returns the text worth showing.
+/// Feeds one stdout line of Claude Code to the accounting, leaving its new running totals in
+/// `usage` (sent once per read batch); returns the text worth showing.
 async fn agent_line(
     step: StepId,
     acc: &mut Accounting,
-    bytes: &[u8],
-    truncated: bool,
+    line: &process::Line,
+    usage: &mut Option<UsageUpdate>,
     tx: &mpsc::Sender<Sent>,
 ) -> Option<String> {
     // A truncated line is not valid JSON; its usage (if any) is lost to the estimate only, since
     // the `result` line, which is short, stays authoritative.
-    if truncated {
+    if line.truncated || floor() {
         return None;
     }
-    let event = stream::parse_line(bytes)?;
+    let event = stream::parse_line(&line.bytes)?;
     if let Some(update) = acc.observe(&event) {
-        let _ = tx.send(ExecutorEvent::Usage { step, update }.into()).await;
+        *usage = Some(update);
     }
     for anomaly in acc.take_anomalies() {
         let _ = tx
@@ -414,6 +420,14 @@ async fn agent_line(
         } => Some(result_text.unwrap_or(subtype)),
         _ => None,
     }
+}
+
+/// A bench-only switch, `ORCH_BENCH_FLOOR=1`: agent steps' stdout is drained into the logs and
+/// framed into lines as always, but never parsed or accounted, so `benches/zen.sh` can measure the
+/// floor of stream accounting. No spend is recorded with it on: never set it outside a bench.
+fn floor() -> bool {
+    static FLOOR: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *FLOOR.get_or_init(|| std::env::var_os("ORCH_BENCH_FLOOR").is_some_and(|v| v == "1"))
 }
 
 fn remember(tail: &mut VecDeque<String>, line: &str) {

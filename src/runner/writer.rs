@@ -9,6 +9,12 @@
 //! because the run's `finish_run`, queued last, did not land either and the run stays `running`.
 //! The writer never decides anything and never reports: it hands back [`Notice`]s.
 //!
+//! Live estimates are not worth a commit each: a group holding only estimates waits up to
+//! [`GROUP_WINDOW`] (or [`GROUP_MAX`] writes) for more; any other write, the run's close, or a
+//! signal lands the group at once. A killed orch so loses at most one window of estimates from
+//! the ledger, never from the record: they are in the step logs, which the next orch re-reads
+//! (`crate::ledger::reconcile`) because the run's end never landed.
+//!
 //! Within a group, the usage deltas of one (step, model, kind) become one row, their sum: a
 //! stream of estimates is one row per step per group, not one per message. Sums of integers
 //! (tokens, nano-dollars) are exact, so a step's rows still sum to its latest figure, and a group
@@ -32,6 +38,10 @@ use crate::plan::StepId;
 
 /// Room in the channel to the thread; beyond it writes wait in the dispatcher's backlog.
 const CHANNEL: usize = 1024;
+/// A group of live estimates waits this long for more before it commits ...
+pub const GROUP_WINDOW: Duration = Duration::from_millis(100);
+/// ... or until it holds this many writes.
+pub const GROUP_MAX: usize = 1024;
 /// How long one attempt waits for another process's lock (SQLite's own busy wait).
 const BUSY_WAIT: Duration = Duration::from_millis(100);
 const BACKOFF_MIN: Duration = Duration::from_millis(20);
@@ -231,6 +241,8 @@ fn serve(
     let mut backoff = BACKOFF_MIN;
     // The run's end, held back because a write before it was refused (see `withhold_run_end`).
     let mut withheld = 0;
+    // When the oldest write of the group being gathered arrived.
+    let mut gathered: Option<Instant> = None;
     let take = |m: Msg, queue: &mut VecDeque<Write>, closing: &mut Option<_>| match m {
         Msg::Write(w) => queue.push_back(w),
         Msg::Close {
@@ -240,6 +252,7 @@ fn serve(
     };
     loop {
         if queue.is_empty() {
+            gathered = None;
             if closing.is_some() {
                 break;
             }
@@ -262,6 +275,20 @@ fn serve(
         withhold_run_end(&landing, &mut queue, &mut withheld);
         if queue.is_empty() {
             continue;
+        }
+        let gathering = *gathered.get_or_insert_with(Instant::now);
+        if closing.is_none() && !failing && may_wait(&queue) {
+            let left = GROUP_WINDOW.saturating_sub(gathering.elapsed());
+            if !left.is_zero() {
+                match rx.recv_timeout(left) {
+                    Ok(m) => take(m, &mut queue, &mut closing),
+                    Err(RecvTimeoutError::Timeout) => {}
+                    Err(RecvTimeoutError::Disconnected) => {
+                        closing.get_or_insert((BACKOFF_MAX, BACKOFF_MAX));
+                    }
+                }
+                continue;
+            }
         }
         match commit(ledger, run_id, queue.iter()) {
             Ok(()) => {
@@ -338,6 +365,23 @@ fn serve(
     }
     landing.not_landed = queue.len() + withheld;
     landing
+}
+
+/// Whether a group may wait for more: it holds only live estimates, and fewer than
+/// [`GROUP_MAX`]. Anything else (a step's start or end, a final figure, a session, the run's
+/// end) lands at once, with the estimates before it: a step the dispatcher counts as done is
+/// durable as soon as SQLite can make it so, as it was when every write committed alone.
+fn may_wait(queue: &VecDeque<Write>) -> bool {
+    queue.len() < GROUP_MAX
+        && queue.iter().all(|w| {
+            matches!(
+                w,
+                Write::Usage {
+                    kind: Kind::Estimate,
+                    ..
+                }
+            )
+        })
 }
 
 /// Once a write was refused (dropped), the run's end must not land: the run then stays `running`

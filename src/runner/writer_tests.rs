@@ -435,3 +435,71 @@ async fn a_group_sums_the_usage_of_each_step_model_and_kind_into_one_row_exactly
         .expect("status");
     assert_eq!(status, "completed");
 }
+
+/// Live estimates sent one after another, as a streaming agent's arrive, are one commit and one
+/// row per step (they wait for the group window); a step's end sent after them lands at once with
+/// them, before the window is over: what the dispatcher counts as done is never held back.
+#[tokio::test(flavor = "multi_thread")]
+async fn estimates_wait_for_the_group_window_and_a_step_end_lands_them_at_once() {
+    let (ledger, dir) = ledger("window");
+    let path = dir.path().join("ledger.sqlite");
+    let watcher = Connection::open(&path).expect("watcher");
+    let rows = |step: i64| -> (i64, i64, i64) {
+        watcher
+            .query_row(
+                "SELECT COUNT(*), COALESCE(SUM(output), 0),
+                 (SELECT COUNT(*) FROM steps WHERE step = ?1 AND status = 'completed')
+                 FROM usage WHERE step = ?1",
+                [step],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .expect("rows")
+    };
+    let mut w = Writer::start(ledger, "r".into()).expect("start");
+    // Step 0: estimates only. They land by themselves, once, as one row.
+    for i in 1..=200 {
+        w.send(usage(0, i));
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while rows(0).0 == 0 {
+        assert!(Instant::now() < deadline, "the estimates never landed");
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(rows(0), (1, (1..=200).sum::<i64>(), 0));
+    // Step 1: begun, estimates, ended. The end does not wait out the window.
+    let row = StepRow {
+        step: 1,
+        job: "j".into(),
+        label: "j".into(),
+        command: None,
+        session_id: None,
+        resume: false,
+        is_agent: true,
+        log: dir.path().join("1.log"),
+        attempt: 1,
+    };
+    w.send(Write::BeginStep {
+        row,
+        at: Utc::now(),
+    });
+    let ended = Instant::now();
+    for i in 1..=10 {
+        w.send(usage(1, i));
+    }
+    w.send(Write::FinishStep {
+        step: 1,
+        status: "completed",
+        at: Utc::now(),
+    });
+    while rows(1).2 == 0 {
+        assert!(Instant::now() < deadline, "the step's end never landed");
+        tokio::task::yield_now().await;
+    }
+    let took = ended.elapsed();
+    assert_eq!(rows(1), (1, 55, 1), "the estimates landed with the end");
+    assert!(took < GROUP_WINDOW, "the end waited {took:?}");
+    let landing = w
+        .close(Duration::from_secs(5), Duration::from_secs(1))
+        .await;
+    assert_eq!((landing.landed, landing.not_landed), (212, 0));
+}

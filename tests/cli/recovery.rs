@@ -506,3 +506,62 @@ fn a_file_size_limit_is_a_reported_fault_not_a_crash() {
     assert!(stdout.contains("not written (File too large"), "{stdout}");
     super::harness::assert_no_survivors(&pids);
 }
+
+/// Group commit loses no recorded spend: eight agents streaming fast, orch SIGKILLed while their
+/// estimates wait in the writer's group window (up to 100 ms of them never reach the ledger);
+/// the next orch re-reads the logs and every step's ledger sum equals what its log holds.
+#[test]
+fn sigkill_inside_the_group_window_loses_no_spend() {
+    let mut manifest = String::from("[settings]\nstartup_delay = \"0s\"\n");
+    for i in 0..8 {
+        manifest.push_str(&format!(
+            "[jobs.a{i}]\nprompt = \"p\"\nenv = {{ ORCH_SIM_TURNS = \"100000\", ORCH_SIM_DELAY_MS = \"1\" }}\n"
+        ));
+    }
+    let t = sim_test(&manifest).allow_dead_run("orch is SIGKILLed mid-run, on purpose");
+    let mut orch = t
+        .with_args(&["run", "--simulate", "--quiet", "--state-dir", "state"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let db_path = t.path().join("state/ledger.sqlite");
+    let estimated_steps = || {
+        Connection::open(&db_path)
+            .and_then(|db| {
+                db.query_row(
+                    "SELECT COUNT(DISTINCT step) FROM usage WHERE kind = 'estimate'",
+                    [],
+                    |r| r.get::<_, i64>(0),
+                )
+            })
+            .unwrap_or(0)
+    };
+    wait_until("estimates of all 8 steps", Duration::from_secs(60), || {
+        estimated_steps() == 8
+    });
+    orch.kill().unwrap();
+    orch.wait().unwrap();
+    let run = only_run(&db_path);
+    let behind = check_steps(&db_path, &run, t.path())
+        .iter()
+        .filter(|c| !c.matches())
+        .count();
+    eprintln!("steps whose log was ahead of the ledger at the kill: {behind} of 8");
+    let out = t
+        .with_args(&["ledger", "--format", "json", "--state-dir", "state"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(run_status(&db_path, &run), "dead");
+    let checks = check_steps(&db_path, &run, t.path());
+    assert_eq!(checks.len(), 8);
+    for check in &checks {
+        assert!(check.log.0 > 0, "{check:?}");
+        assert!(check.matches(), "spend lost at the kill: {check:?}");
+    }
+}
