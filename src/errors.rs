@@ -41,6 +41,10 @@ pub enum Error {
     #[diagnostic(transparent)]
     Manifest(#[from] LoadError),
 
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    History(#[from] crate::history::HistoryError),
+
     #[error("invalid value {value:?} for {flag}: {reason}")]
     #[diagnostic(code(orch::cli::bad_flag))]
     BadFlag {

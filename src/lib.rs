@@ -13,6 +13,7 @@ pub mod config;
 pub mod duration;
 pub mod errors;
 pub mod events;
+pub mod history;
 pub mod ledger;
 pub mod manifest;
 pub mod plan;

@@ -273,12 +273,13 @@ mod tests {
         .unwrap();
         assert_eq!(l.definitions("r1").unwrap()["b"], "h2");
         assert!(l.definitions("r2").unwrap().is_empty());
-        l.finish_run("r1", "failed", 1, Utc::now()).unwrap();
+        l.finish_run("r1", "failed", 1, None, Utc::now()).unwrap();
         begin(&l, "r2");
         l.set_resumed_from("r2", "r1").unwrap();
         // A run still going is not the latest to resume.
         assert_eq!(l.latest_run().unwrap().unwrap().id, "r1");
-        l.finish_run("r2", "completed", 0, Utc::now()).unwrap();
+        l.finish_run("r2", "completed", 0, None, Utc::now())
+            .unwrap();
         let latest = l.latest_run().unwrap().unwrap();
         assert_eq!(latest.id, "r2");
         assert_eq!(latest.resumed_from.as_deref(), Some("r1"));

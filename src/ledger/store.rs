@@ -143,6 +143,12 @@ const MIGRATIONS: &[&str] = &[
     DROP TABLE steps;
     ALTER TABLE steps_v5 RENAME TO steps;
     ALTER TABLE usage ADD COLUMN attempt INTEGER NOT NULL DEFAULT 1;",
+    // 6: run history. Each run's step statuses, counted when it ends (JSON, `{"completed":3}`),
+    // so `orch runs` lists thousands of runs without reading their steps; an index on the start
+    // time orders and pages them. A run from before, or one still going, has none (its steps
+    // are counted when asked).
+    "ALTER TABLE runs ADD COLUMN step_counts TEXT;
+    CREATE INDEX runs_started ON runs(started_at);",
 ];
 
 /// The schema version a ledger has once opened.
@@ -441,16 +447,25 @@ impl Ledger {
         Ok(())
     }
 
+    /// Marks a run ended, with its step statuses counted (JSON, see `crate::history::StepCounts`).
     pub fn finish_run(
         &self,
         run_id: &str,
         status: &str,
         exit_code: u8,
+        step_counts: Option<&str>,
         at: DateTime<Utc>,
     ) -> rusqlite::Result<()> {
         self.exec(
-            "UPDATE runs SET status = ?2, exit_code = ?3, finished_at = ?4 WHERE id = ?1",
-            params![run_id, status, i64::from(exit_code), at.to_rfc3339()],
+            "UPDATE runs SET status = ?2, exit_code = ?3, finished_at = ?4, step_counts = ?5
+             WHERE id = ?1",
+            params![
+                run_id,
+                status,
+                i64::from(exit_code),
+                at.to_rfc3339(),
+                step_counts
+            ],
         )?;
         Ok(())
     }

@@ -276,6 +276,7 @@ pub async fn run(
     writer.send(Write::FinishRun {
         status,
         exit_code: code as u8,
+        step_counts: crate::history::StepCounts::of(&outcome.states).to_json(),
         at: outcome.finished,
     });
     let (wait_busy, wait_other) = close_waits(ctx.ledger_wait);

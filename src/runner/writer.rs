@@ -69,6 +69,8 @@ pub enum Write {
     FinishRun {
         status: &'static str,
         exit_code: u8,
+        /// The steps' statuses counted (JSON), for the run history.
+        step_counts: String,
         at: DateTime<Utc>,
     },
 }
@@ -466,8 +468,9 @@ fn apply(ledger: &Ledger, run_id: &str, row: &Row<'_>) -> rusqlite::Result<()> {
         Write::FinishRun {
             status,
             exit_code,
+            step_counts,
             at,
-        } => ledger.finish_run(run_id, status, *exit_code, *at),
+        } => ledger.finish_run(run_id, status, *exit_code, Some(step_counts), *at),
     }
 }
 

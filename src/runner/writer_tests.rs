@@ -97,6 +97,7 @@ async fn what_cannot_land_in_the_wait_at_the_end_is_counted_not_lost_silently() 
     w.send(Write::FinishRun {
         status: "completed",
         exit_code: 0,
+        step_counts: "{}".into(),
         at: Utc::now(),
     });
     let closed = Instant::now();
@@ -222,6 +223,7 @@ async fn a_write_refused_for_good_leaves_the_run_to_reconciliation_which_adds_it
     w.send(Write::FinishRun {
         status: "completed",
         exit_code: 0,
+        step_counts: "{}".into(),
         at: Utc::now(),
     });
     let landing = w
