@@ -9,10 +9,17 @@
 //! JavaScript; one small embedded script makes the run page live. No asset comes from the
 //! network.
 
+// A handler's error is the page that says what went wrong (an axum `Response`, 128 bytes):
+// built once per request, never on a hot path.
+#![allow(clippy::result_large_err)]
+
 mod assets;
 mod auth;
 mod chart;
 mod layout;
+mod live;
+mod run;
+mod runs;
 mod schedule;
 mod spend;
 
@@ -107,10 +114,12 @@ pub fn router(config: &ServeConfig) -> Router {
         state_dirs: config.state_dirs.clone(),
     });
     let routes = Router::new()
-        .route(
-            "/",
-            get(|| async { axum::response::Redirect::to("/spend") }),
-        )
+        .route("/", get(|| async { axum::response::Redirect::to("/runs") }))
+        .route("/runs", get(runs::page))
+        .route("/runs/{id}", get(run::page))
+        .route("/runs/{id}/events", get(live::events))
+        .route("/runs/{id}/steps/{step}/log", get(run::log))
+        .route("/runs/{id}/steps/{step}/tail", get(live::tail))
         .route("/spend", get(spend::page))
         .route("/schedule", get(schedule::page))
         .route("/assets/{name}", get(assets::asset))
