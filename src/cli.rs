@@ -35,6 +35,12 @@ pub enum Command {
     /// A local web dashboard over the state folder(s): runs, a run's graph and logs live, spend
     /// and schedule. Read-only.
     Serve(ServeArgs),
+    /// The runs of a state folder, newest first: one line each (status counts, tokens, dollars).
+    Runs(RunsArgs),
+    /// One run's summary: its steps as at its end, or as they stand while it runs.
+    Show(ShowArgs),
+    /// A step's log, rendered (or its bytes with --raw); -f follows a running step to its end.
+    Logs(LogsArgs),
     /// Print the TOML manifest equivalent to a zen JSON config.
     Convert {
         /// The JSON config to convert.
@@ -198,6 +204,71 @@ pub struct ServeArgs {
     /// A file holding the token (its first line).
     #[arg(long, value_name = "FILE", conflicts_with = "token")]
     pub token_file: Option<PathBuf>,
+}
+
+/// Which state folder's history to read.
+#[derive(Debug, Args, Clone, Default)]
+pub struct HistoryPlace {
+    /// The state folder holding the runs (overrides the manifest's).
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// The manifest whose state folder to read (default: ./orch.toml, else ./.orch).
+    #[arg(long, value_name = "FILE")]
+    pub manifest: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct RunsArgs {
+    #[command(flatten)]
+    pub place: HistoryPlace,
+    /// Only runs started in this period: "24h", "7d", "30m".
+    #[arg(long, value_name = "DURATION")]
+    pub since: Option<String>,
+    /// Only runs with this status: completed, failed, budget_stop, interrupted, rate_limited,
+    /// running, dead, ...
+    #[arg(long, value_name = "STATUS")]
+    pub status: Option<String>,
+    /// Most runs shown (0 for all).
+    #[arg(long, value_name = "N", default_value_t = 20)]
+    pub limit: usize,
+    /// Runs skipped before the first shown (paging).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub offset: usize,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t)]
+    pub format: LedgerFormat,
+}
+
+#[derive(Debug, Args)]
+pub struct ShowArgs {
+    #[command(flatten)]
+    pub place: HistoryPlace,
+    /// The run: its id, the unique start of it (or of its part after the `-`), or `latest`.
+    #[arg(default_value = "latest")]
+    pub run: String,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t)]
+    pub format: LedgerFormat,
+}
+
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    #[command(flatten)]
+    pub place: HistoryPlace,
+    /// The run: its id, the unique start of it, or `latest`.
+    pub run: String,
+    /// The step: its label (`job`, `job [2/3]`, `job[key]`) or job name; default: the run's only
+    /// step, else its last started.
+    pub job: Option<String>,
+    /// Follow a running step until it ends.
+    #[arg(short = 'f', long)]
+    pub follow: bool,
+    /// The log's bytes as written, not rendered (terminal escapes are still neutralised).
+    #[arg(long)]
+    pub raw: bool,
+    /// The step's stderr log instead.
+    #[arg(long)]
+    pub stderr: bool,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq, Default)]

@@ -32,6 +32,9 @@ pub enum Config {
     Resume(ResumeConfig),
     Ledger(LedgerConfig),
     Serve(crate::serve::ServeConfig),
+    Runs(RunsConfig),
+    Show(cli::ShowArgs),
+    Logs(cli::LogsArgs),
     Convert { config: PathBuf },
     Schema { events: bool },
     Commands(cli::CommandsArgs),
@@ -58,6 +61,9 @@ impl Config {
             }),
             Command::Ledger(a) => Config::Ledger(LedgerConfig::from_args(a)?),
             Command::Serve(a) => Config::Serve(crate::serve::ServeConfig::from_args(a)?),
+            Command::Runs(a) => Config::Runs(RunsConfig::from_args(a)?),
+            Command::Show(a) => Config::Show(a),
+            Command::Logs(a) => Config::Logs(a),
             Command::Convert { config } => Config::Convert { config },
             Command::Schema { events } => Config::Schema { events },
             Command::Commands(a) => Config::Commands(a),
@@ -163,6 +169,44 @@ fn ladder_from_env() -> StopLadder {
     ladder
 }
 
+/// `orch runs`.
+pub struct RunsConfig {
+    pub place: cli::HistoryPlace,
+    /// `--since`, as a period before now.
+    pub since: Option<Duration>,
+    pub status: Option<String>,
+    pub limit: usize,
+    pub offset: usize,
+    pub format: cli::LedgerFormat,
+}
+
+impl RunsConfig {
+    fn from_args(a: cli::RunsArgs) -> Result<RunsConfig, Error> {
+        let since = a.since.as_deref().map(since_flag).transpose()?;
+        Ok(RunsConfig {
+            place: a.place,
+            since,
+            status: a.status,
+            limit: a.limit,
+            offset: a.offset,
+            format: a.format,
+        })
+    }
+}
+
+/// A `--since` period: "24h", "7d".
+fn since_flag(text: &str) -> Result<Duration, Error> {
+    crate::duration::parse(text).map_err(|reason| Error::BadFlag {
+        flag: "--since",
+        value: text.to_string(),
+        reason: reason.to_string(),
+        help: format!(
+            "for example --since 24h or --since 7d; at most {}",
+            crate::duration::MAX_TEXT
+        ),
+    })
+}
+
 /// `orch ledger`.
 pub struct LedgerConfig {
     /// `--state-dir`, absolute, over the manifest's.
@@ -180,15 +224,7 @@ pub struct LedgerConfig {
 
 impl LedgerConfig {
     fn from_args(a: cli::LedgerArgs) -> Result<LedgerConfig, Error> {
-        let since = crate::duration::parse(&a.since).map_err(|reason| Error::BadFlag {
-            flag: "--since",
-            value: a.since.clone(),
-            reason: reason.to_string(),
-            help: format!(
-                "for example --since 24h or --since 7d; at most {}",
-                crate::duration::MAX_TEXT
-            ),
-        })?;
+        let since = since_flag(&a.since)?;
         Ok(LedgerConfig {
             state_dir: a.state_dir.as_deref().map(absolute_state_dir).transpose()?,
             manifest: a.manifest,

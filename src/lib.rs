@@ -103,6 +103,15 @@ fn dispatch(command: Command) -> Result<ExitCode, Error> {
             serve::run(c)?;
             Ok(ExitCode::Ok)
         }
+        Config::Runs(c) => {
+            report::emit(&commands::history::runs(&c)?);
+            Ok(ExitCode::Ok)
+        }
+        Config::Show(a) => {
+            report::emit(&commands::history::show(&a)?);
+            Ok(ExitCode::Ok)
+        }
+        Config::Logs(a) => commands::logs::logs(&a),
         Config::Convert { config } => {
             report::emit(&commands::convert::convert(&config)?);
             Ok(ExitCode::Ok)

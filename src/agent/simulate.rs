@@ -69,6 +69,9 @@ use std::time::Duration;
 /// The variable that tells the simulated agent where its session files live.
 pub const STATE_DIR_ENV: &str = "ORCH_SIM_STATE_DIR";
 
+/// The file the simulated agent waits for after its first line (see `main`).
+pub const WAIT_FOR_ENV: &str = "ORCH_SIM_WAIT_FOR";
+
 /// What `orch run --simulate` adds to each job's environment: [`STATE_DIR_ENV`] set to
 /// `<state_dir>/agent-sim` (made absolute, as steps run in their own working folders); `None`
 /// when `inherited` (orch's own environment) or the job already set it, which wins.
@@ -208,8 +211,19 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
             eprintln!("orch agent-sim: cannot save session {session_id}: {e}");
         }
     };
+    // `ORCH_SIM_WAIT_FOR=FILE`: after the first line, the step keeps running until FILE exists
+    // (tests that follow a running step end it when they have seen what they wait for).
+    let mut wait_for = std::env::var_os(WAIT_FOR_ENV).map(std::path::PathBuf::from);
+    let mut lines_out = 0u64;
     loop {
         persist(&mut script);
+        if lines_out > 0
+            && let Some(file) = wait_for.take()
+        {
+            while !file.exists() && !signalled() {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
         if SIGTERM_SEEN.load(Ordering::SeqCst) {
             return ExitCode::from(143);
         }
@@ -229,6 +243,7 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
         let written = match script.next_emit() {
             None => break,
             Some(Emit::Line(line)) => out.write_all(&line).and_then(|()| out.flush()).map(|()| {
+                lines_out += 1;
                 sleep_unless_signalled(delay);
             }),
             Some(Emit::Repeat { line, count }) => (0..count)

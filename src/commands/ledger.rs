@@ -1,7 +1,5 @@
 //! `orch ledger`: what was spent, grouped by run, job, command, model or day, over a period.
 
-use std::path::PathBuf;
-
 use chrono::Utc;
 
 use crate::cli::LedgerFormat;
@@ -11,26 +9,11 @@ use crate::ledger::{self, Ledger};
 
 /// The report as text (a table) or JSON.
 pub fn run(config: &LedgerConfig) -> Result<String, Error> {
-    let state_dir = match (&config.state_dir, &config.manifest, &config.config) {
-        (Some(dir), _, _) => dir.clone(),
-        (None, Some(path), _) => crate::manifest::load(path)?.settings.state_dir,
-        // zen's --config: `orch run --config x.json` keeps a JSON config's runs in ./.orch.
-        (None, None, Some(path)) => {
-            let mut m = crate::manifest::load(path)?;
-            if crate::config::is_json_config(path) {
-                super::current_folder_defaults(&mut m)?;
-            }
-            m.settings.state_dir
-        }
-        (None, None, None) => {
-            let default = PathBuf::from(crate::manifest::DEFAULT_MANIFEST);
-            match crate::manifest::load(&default) {
-                Ok(m) => m.settings.state_dir,
-                Err(_) => PathBuf::from(".orch"),
-            }
-        }
-    };
-    let state_dir = crate::config::absolute_state_dir(&state_dir)?;
+    let state_dir = super::state_folder(
+        config.state_dir.as_deref(),
+        config.manifest.as_deref(),
+        config.config.as_deref(),
+    )?;
     let since = config.since;
     let path = ledger::path(&state_dir);
     if !path.exists() {

@@ -3,7 +3,9 @@
 pub mod completions;
 pub mod convert;
 pub mod direct;
+pub mod history;
 pub mod ledger;
+pub mod logs;
 pub mod plan;
 pub mod resume;
 pub mod run;
@@ -163,4 +165,33 @@ pub fn has_agents(m: &Manifest) -> bool {
     m.jobs
         .iter()
         .any(|j| matches!(j.task, manifest::Task::Agent(_)))
+}
+
+/// The state folder a reading command means, made absolute: `--state-dir`, else the manifest's,
+/// else zen's `--config`'s (a JSON config's runs are kept in ./.orch), else ./orch.toml's, else
+/// ./.orch.
+pub fn state_folder(
+    state_dir: Option<&std::path::Path>,
+    manifest: Option<&std::path::Path>,
+    config: Option<&std::path::Path>,
+) -> Result<std::path::PathBuf, Error> {
+    let dir = match (state_dir, manifest, config) {
+        (Some(dir), _, _) => dir.to_path_buf(),
+        (None, Some(path), _) => crate::manifest::load(path)?.settings.state_dir,
+        (None, None, Some(path)) => {
+            let mut m = crate::manifest::load(path)?;
+            if crate::config::is_json_config(path) {
+                current_folder_defaults(&mut m)?;
+            }
+            m.settings.state_dir
+        }
+        (None, None, None) => {
+            let default = std::path::Path::new(crate::manifest::DEFAULT_MANIFEST);
+            match crate::manifest::load(default) {
+                Ok(m) => m.settings.state_dir,
+                Err(_) => std::path::PathBuf::from(".orch"),
+            }
+        }
+    };
+    crate::config::absolute_state_dir(&dir)
 }

@@ -9,6 +9,7 @@
 
 #[cfg(test)]
 mod display_tests;
+pub mod history;
 pub mod live;
 pub mod ndjson;
 pub mod plain;
@@ -152,6 +153,22 @@ pub fn emit(text: &str) {
     // A closed pipe (`orch plan | head`) is not an error worth a panic.
     let text = sanitize::sanitize_keep_colours(text);
     let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
+}
+
+/// Writes bytes to stdout as they are (`orch logs --raw`), secret values masked when they are
+/// text; on a terminal, escape sequences are neutralised as [`emit`] does.
+pub fn emit_bytes(bytes: &[u8]) {
+    use std::io::{IsTerminal, Write};
+    let mut out = std::io::stdout().lock();
+    let _ = match std::str::from_utf8(bytes) {
+        Ok(text) if out.is_terminal() => {
+            let masked = crate::secrets::mask(text);
+            out.write_all(sanitize::sanitize_keep_colours(&masked).as_bytes())
+        }
+        Ok(text) => out.write_all(crate::secrets::mask(text).as_bytes()),
+        Err(_) => out.write_all(bytes),
+    }
+    .and_then(|()| out.flush());
 }
 
 /// Prints a setup error with its source, labels and help to stderr.

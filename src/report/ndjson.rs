@@ -1,6 +1,10 @@
 //! The NDJSON reporter (`--events FILE`, `-` for stdout): every event as one JSON object per
 //! line, `{"v":1,"event":"step_started",...}`, following `schemas/orch-events.schema.json`.
 //!
+//! Every run also writes the same stream, through the same code, to its own folder
+//! ([`RunFolder`]: `<state>/runs/<id>/events.ndjson`), each event flushed as it comes, so that
+//! `orch show`, `orch logs -f` and the dashboard can follow a run another orch process runs.
+//!
 //! Owns the wire format's version. It never filters or reorders events; a write error is
 //! reported once on stderr and the run goes on without the stream.
 
@@ -80,4 +84,38 @@ impl<W: Write + Send> Reporter for Ndjson<W> {
     fn finish(&mut self, _results: &super::results::Results, _path: &Path) {
         let _ = self.out.flush();
     }
+}
+
+/// The events of each run into its run folder's events file, from `run_started` to
+/// `run_finished` (a service's runs each get their own). Unbuffered: every event is one write,
+/// so a reader in another process sees it at once.
+#[derive(Default)]
+pub struct RunFolder {
+    current: Option<Ndjson<std::fs::File>>,
+}
+
+impl Reporter for RunFolder {
+    fn report(&mut self, event: &Event, _now: Instant) {
+        if let Event::RunStarted { run_dir, .. } = event {
+            let path = crate::history::events::path(run_dir);
+            self.current = match std::fs::File::create(&path) {
+                Ok(file) => Some(Ndjson::new(file)),
+                Err(e) => {
+                    eprintln!(
+                        "orch: cannot write the run's events to {} ({e}); the run goes on without them",
+                        path.display()
+                    );
+                    None
+                }
+            };
+        }
+        if let Some(out) = &mut self.current {
+            out.write(event, true);
+        }
+        if matches!(event, Event::RunFinished { .. }) {
+            self.current = None;
+        }
+    }
+
+    fn finish(&mut self, _results: &super::results::Results, _path: &Path) {}
 }

@@ -1,13 +1,13 @@
 //! Which reporters a run gets: the live view on a terminal, plain lines elsewhere or with
-//! `--no-progress`, only errors and the summary with `--quiet`, and the NDJSON stream with
-//! `--events`. Owns the colour decision (`NO_COLOR`, non-terminals get none).
+//! `--no-progress`, only errors and the summary with `--quiet`, the NDJSON stream with
+//! `--events`, and always each run's events into its run folder. Owns the colour decision (`NO_COLOR`, non-terminals get none).
 
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use super::live::Shape;
-use super::ndjson::Ndjson;
+use super::ndjson::{Ndjson, RunFolder};
 use super::plain::Plain;
 use super::screen::Screen;
 use super::terminal::Terminal;
@@ -123,7 +123,7 @@ pub fn select(shape: &Shape, mut opts: Options, sel: &Selection) -> std::io::Res
         let width = tty.then_some(usize::from(cols));
         Box::new(Plain::new(out, shape, opts).with_width(width))
     };
-    let mut reporters = vec![human];
+    let mut reporters: Vec<Box<dyn Reporter>> = vec![human, Box::new(RunFolder::default())];
     match sel.events.as_deref() {
         None => {}
         Some(p) if p == Path::new("-") => {

@@ -7,6 +7,7 @@ mod claude_config;
 mod display;
 mod fuzz;
 mod harness;
+mod history;
 mod interplay;
 mod limits;
 mod manifests;

@@ -175,9 +175,11 @@ fn the_runs_page_lists_simulated_runs_and_each_run_its_steps() {
         log.body.contains("&quot;type&quot;:&quot;result&quot;"),
         "the log's result line"
     );
-    // A finished run's event stream ends at once.
+    // A finished run's event stream sends its events to `run_finished` and ends.
     let events = s.get(&format!("/runs/{}/events", ids[0]));
-    assert!(events.body.contains("event: end"), "{events:?}");
+    for e in ["\"run_started\"", "\"step_finished\"", "\"run_finished\""] {
+        assert!(events.body.contains(e), "{e} missing from {events:?}");
+    }
     assert_eq!(s.get("/runs/nope").status, 404);
 }
 
