@@ -94,18 +94,24 @@ impl History {
         }
         if let Some(ledger) = self.ledger() {
             let rows = ledger.run_steps(&run.id).map_err(|e| self.sql(e))?;
-            summary.steps = rows
-                .into_iter()
-                .map(|s| StepView {
+            let mut steps = Vec::with_capacity(rows.len());
+            for s in rows {
+                let (tokens, usd) = ledger
+                    .step_spend(&run.id, s.step)
+                    .map_err(|e| self.sql(e))?;
+                steps.push(StepView {
                     step: Some(s.step),
                     label: s.label,
                     status: s.status,
                     started_at: s.started_at.as_deref().and_then(super::runs::time),
+                    total_tokens: tokens.total(),
+                    usd: Some(usd),
                     attempts: 1,
                     log: s.log,
                     ..StepView::default()
-                })
-                .collect();
+                });
+            }
+            summary.steps = steps;
         }
         Ok(summary)
     }

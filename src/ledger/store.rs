@@ -148,7 +148,7 @@ const MIGRATIONS: &[&str] = &[
     // time orders and pages them. A run from before, or one still going, has none (its steps
     // are counted when asked).
     "ALTER TABLE runs ADD COLUMN step_counts TEXT;
-    CREATE INDEX runs_started ON runs(started_at);",
+    CREATE INDEX runs_started ON runs(started_at, id);",
 ];
 
 /// The schema version a ledger has once opened.
