@@ -73,6 +73,16 @@ pub enum Command {
     /// Kills the process groups of a dead orch (internal).
     #[command(name = "__guardian", hide = true)]
     Guardian,
+    /// Runs one step on a Slurm node and reports how it ended (internal).
+    #[command(name = "__slurm_step", hide = true)]
+    SlurmStep {
+        /// The step's working directory on the node.
+        #[arg(long)]
+        cwd: PathBuf,
+        /// The step's program and arguments.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+        argv: Vec<std::ffi::OsString>,
+    },
 }
 
 /// Which manifest to load and the settings that override it.

@@ -69,7 +69,7 @@ impl Config {
             Command::Commands(a) => Config::Commands(a),
             Command::Completions { shell } => Config::Completions { shell },
             Command::Man { subcommand } => Config::Man { subcommand },
-            Command::AgentSim { .. } | Command::Guardian => {
+            Command::AgentSim { .. } | Command::Guardian | Command::SlurmStep { .. } => {
                 unreachable!("the simulated agent and the guardian are handled before")
             }
         })

@@ -98,6 +98,14 @@ pub enum Event {
         log: PathBuf,
         at: DateTime<Utc>,
     },
+    /// Slurm placed a step on a node (it runs there; `StepStarted` was about the local `srun`).
+    StepPlaced {
+        step: StepId,
+        label: String,
+        node: String,
+        /// Slurm's `JOB.STEP` of the step.
+        job_step: String,
+    },
     /// The latest line a step wrote (throttled; the log file has every line).
     StepOutput {
         step: StepId,

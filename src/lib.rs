@@ -40,6 +40,7 @@ pub fn main() -> std::process::ExitCode {
         // The simulated agent and the guardian are other programs sharing this executable.
         Command::AgentSim { args } => return agent::simulate::main(args),
         Command::Guardian => return process::guardian::main(),
+        Command::SlurmStep { cwd, argv } => return process::wrapper::main(cwd, argv),
         _ => {}
     }
     init_tracing(cli.verbose);

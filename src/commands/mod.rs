@@ -71,7 +71,9 @@ pub fn load(config: &ManifestConfig) -> Result<Manifest, Error> {
 /// manifest itself, so this is checked here, once the flags are applied).
 fn check_workspaces(m: &Manifest, from_flag: bool) -> Result<(), Error> {
     let mut checked = std::collections::HashSet::new();
-    for job in &m.jobs {
+    // A Slurm job's folder is on the nodes (a shared filesystem this machine may not mount):
+    // the step wrapper checks it there and says what to do.
+    for job in m.jobs.iter().filter(|j| j.slurm.is_none()) {
         if !checked.insert(job.workspace.as_path()) {
             continue;
         }
@@ -84,7 +86,7 @@ fn check_workspaces(m: &Manifest, from_flag: bool) -> Result<(), Error> {
         let users: Vec<&str> = m
             .jobs
             .iter()
-            .filter(|j| j.workspace == job.workspace)
+            .filter(|j| j.workspace == job.workspace && j.slurm.is_none())
             .map(|j| j.name.as_str())
             .collect();
         return Err(Error::BadWorkspace {

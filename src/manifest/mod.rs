@@ -13,6 +13,7 @@ pub mod raw;
 pub mod read;
 pub mod refs;
 pub mod resolve;
+pub mod slurm;
 #[cfg(test)]
 mod tests;
 

@@ -38,6 +38,8 @@ pub struct Manifest {
     pub jobs: Vec<Job>,
     /// Things that load fine but probably are not what the author meant.
     pub warnings: Vec<String>,
+    /// The top `[slurm]` table resolved, when any job runs on Slurm (the run's allocation).
+    pub slurm: Option<super::slurm::Slurm>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -149,6 +151,8 @@ pub struct Job {
     pub retry: Retry,
     /// `isolation = "worktree"`: the job runs in its own git worktree on its own branch.
     pub isolation: Option<Isolation>,
+    /// The job's Slurm settings when its steps run on Slurm; `None` runs them locally.
+    pub slurm: Option<super::slurm::Slurm>,
 }
 
 /// The default of `max_pause`: the longest rate-limit pause a run waits out.

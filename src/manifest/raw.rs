@@ -28,6 +28,8 @@ raw_table! {
         pub defaults: Option<RawDefaults>,
         /// The jobs, by name (at most 128 characters, no NUL byte).
         pub jobs: Option<Sp<Map<RawJob>>>,
+        /// How steps run on a Slurm cluster (used where `executor = "slurm"`).
+        pub slurm: Option<super::slurm::RawSlurm>,
     }
 }
 
@@ -56,6 +58,8 @@ raw_table! {
         /// How long the API must stay free of throttling (`api_retry` with 429 or 529) before
         /// the agent concurrency that throttling halved rises again by one (default "1m").
         pub throttle_quiet: Option<Sp<DurationText>>,
+        /// Where steps run: "local" (the default) or "slurm" (see `[slurm]`).
+        pub executor: Option<Sp<String>>,
     }
 }
 
@@ -299,6 +303,10 @@ raw_table! {
         pub keep: Option<Sp<String>>,
         /// Refuse to load when the workspace has uncommitted changes to tracked files.
         pub require_clean: Option<bool>,
+        /// Where this job's steps run: "local" or "slurm" (default: `settings.executor`).
+        pub executor: Option<Sp<String>>,
+        /// This job's overrides of the top `[slurm]` table.
+        pub slurm: Option<super::slurm::RawSlurm>,
     }
 }
 

@@ -12,6 +12,13 @@ use super::model::*;
 use super::node::Span;
 use super::raw::{DurationText, RawJob, RawLimit, RawManifest, RawNeed};
 use super::read::{Sp, quote_key};
+use super::slurm::{Allocation, DEFAULT_PENDING_TIMEOUT, RawSlurm, Slurm};
+
+/// The top of a manifest's Slurm keys: whether jobs run on Slurm by default, and `[slurm]`.
+struct Slurmed {
+    on: bool,
+    table: RawSlurm,
+}
 use crate::duration;
 
 /// The namespace for mapping session names to stable UUIDs (a fixed, arbitrary UUID).
@@ -46,6 +53,13 @@ pub fn resolve(raw: RawManifest, path: &Path, text: &str) -> Result<Manifest, Ve
     let raw_settings = raw.settings.unwrap_or_default();
     let defaults = raw.defaults.unwrap_or_default();
     let workspace = join(raw_settings.workspace.as_deref().unwrap_or("."));
+    let slurmed = Slurmed {
+        on: match &raw_settings.executor {
+            Some(e) => r.one_of("settings.executor", e, &["local", "slurm"]) == Some("slurm"),
+            None => false,
+        },
+        table: raw.slurm.clone().unwrap_or_default(),
+    };
     let settings = Settings {
         startup_delay: r
             .duration(
@@ -201,7 +215,7 @@ pub fn resolve(raw: RawManifest, path: &Path, text: &str) -> Result<Manifest, Ve
             });
             continue;
         }
-        if let Some(resolved) = r.job(name, job, &defaults, &dir, &settings) {
+        if let Some(resolved) = r.job(name, job, &defaults, &dir, &settings, &slurmed) {
             jobs.push(resolved);
         }
     }
@@ -252,6 +266,11 @@ pub fn resolve(raw: RawManifest, path: &Path, text: &str) -> Result<Manifest, Ve
             settings,
             schedule,
             budget,
+            slurm: jobs
+                .iter()
+                .any(|j| j.slurm.is_some())
+                .then(|| r.slurm("slurm", &slurmed.table, &RawSlurm::default()))
+                .flatten(),
             jobs,
             warnings: r.warnings,
         })
@@ -336,6 +355,67 @@ impl Resolver {
         self.limit(at, l.tokens.as_ref(), l.usd.as_ref())
     }
 
+    /// A job's Slurm settings: `None` when it runs locally (its `executor`, else the top one).
+    fn job_slurm(&mut self, name: &Sp<String>, job: &RawJob, top: &Slurmed) -> Option<Slurm> {
+        let at = format!("jobs.{}", quote_key(&name.value));
+        let executor = match &job.executor {
+            Some(e) => self.one_of(&format!("{at}.executor"), e, &["local", "slurm"])? == "slurm",
+            None => top.on,
+        };
+        if let (Some(own), false) = (&job.slurm, executor) {
+            self.warnings.push(format!(
+                "job `{}`: its `slurm` table is ignored, the job runs locally (set `executor = \"slurm\"`)",
+                name.value
+            ));
+            let _ = own;
+        }
+        if !executor {
+            return None;
+        }
+        let own = job.slurm.clone().unwrap_or_default();
+        if let Some(a) = &own.allocation {
+            self.errors.push(ManifestError::BadValue {
+                path: format!("{at}.slurm.allocation"),
+                allowed: "the top `[slurm]` table only".into(),
+                span: span(&a.span),
+                help: "the allocation mode is the run's: set it in `[slurm]`".into(),
+            });
+        }
+        self.slurm(&format!("{at}.slurm"), &top.table, &own)
+    }
+
+    /// One `[slurm]` table (the top one merged with `own`) checked and resolved.
+    fn slurm(&mut self, at: &str, top: &RawSlurm, own: &RawSlurm) -> Option<Slurm> {
+        let raw = top.merged(own);
+        let path = |key: &str| format!("{at}.{key}");
+        let allocation = match &raw.allocation {
+            Some(a) => match self.one_of(&path("allocation"), a, &["per_run", "per_step"])? {
+                "per_step" => Allocation::PerStep,
+                _ => Allocation::PerRun,
+            },
+            None => Allocation::PerRun,
+        };
+        Some(Slurm {
+            allocation,
+            partition: raw.partition,
+            account: raw.account,
+            qos: raw.qos,
+            cpus: self.count(&path("cpus"), raw.cpus.as_ref()).unwrap_or(1) as u32,
+            mem: raw.mem,
+            gres: raw.gres,
+            time: self.duration(&path("time"), raw.time.as_ref()),
+            constraint: raw.constraint,
+            nodes: raw.nodes,
+            pending_timeout: self
+                .duration(&path("pending_timeout"), raw.pending_timeout.as_ref())
+                .unwrap_or(DEFAULT_PENDING_TIMEOUT),
+            pass_env: raw.pass_env.unwrap_or_default(),
+            claude_path: raw.claude_path,
+            orch_path: raw.orch_path,
+            extra_args: raw.extra_args.unwrap_or_default(),
+        })
+    }
+
     fn one_of<'a>(&mut self, path: &str, v: &Sp<String>, allowed: &[&'a str]) -> Option<&'a str> {
         if let Some(ok) = allowed.iter().find(|a| **a == v.value) {
             return Some(ok);
@@ -364,6 +444,7 @@ impl Resolver {
         defaults: &super::raw::RawDefaults,
         dir: &Path,
         settings: &Settings,
+        slurm: &Slurmed,
     ) -> Option<Job> {
         let at = |key: &str| format!("jobs.{}.{key}", quote_key(&name.value));
         let given: Vec<(&str, &Span)> = [
@@ -550,6 +631,7 @@ impl Resolver {
             timeout,
             env,
             isolation: self.isolation(name, job, defaults),
+            slurm: self.job_slurm(name, job, slurm),
             workspace,
             limit,
             secrets,

@@ -80,6 +80,7 @@ impl Child {
     pub fn stopper(&self) -> Stopper {
         Stopper {
             group: self.guard.group.clone(),
+            remote: None,
         }
     }
 

@@ -155,6 +155,16 @@ impl Guardian {
             .wait()
     }
 
+    /// Tells the guardian to cancel Slurm job `job` (an id, or a name) if orch dies.
+    pub fn hold_job(&self, job: &str) -> io::Result<()> {
+        self.write(format!("j{job}\n").as_bytes())
+    }
+
+    /// Tells the guardian to forget Slurm job `job`.
+    pub fn release_job(&self, job: &str) -> io::Result<()> {
+        self.write(format!("J{job}\n").as_bytes())
+    }
+
     fn send(&self, op: char, pgid: u32) -> io::Result<()> {
         self.write(format!("{op}{pgid}\n").as_bytes())
     }
@@ -276,6 +286,19 @@ pub fn serve(mut input: impl Read) -> ExitCode {
     if let Some(dir) = &run.cgroup {
         contain::remove_run_cgroup(dir);
     }
+    for job in &run.jobs {
+        let by = if job.bytes().all(|b| b.is_ascii_digit()) {
+            job.clone()
+        } else {
+            format!("--name={job}")
+        };
+        let _ = Command::new("scancel")
+            .args(["-Q", &by])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
     if let Some(token) = &run.token {
         for pid in contain::run_processes(token) {
             if let Ok(pid) = i32::try_from(pid) {
@@ -292,6 +315,8 @@ struct Run {
     groups: BTreeSet<u32>,
     token: Option<String>,
     cgroup: Option<std::path::PathBuf>,
+    /// Slurm jobs to cancel (ids, or names of per-step jobs).
+    jobs: BTreeSet<String>,
 }
 
 fn apply(message: &[u8], run: &mut Run) {
@@ -305,6 +330,21 @@ fn apply(message: &[u8], run: &mut Run) {
         // A run token is hex and `-`; anything else could widen the environment match.
         b't' if !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-') => {
             run.token = Some(rest.to_string());
+            return;
+        }
+        // A job id or name orch made: never an option or a pattern.
+        b'j' | b'J'
+            if !rest.is_empty()
+                && !rest.starts_with('-')
+                && rest
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) =>
+        {
+            if op == b'j' {
+                run.jobs.insert(rest.to_string());
+            } else {
+                run.jobs.remove(rest);
+            }
             return;
         }
         b'c' if rest.starts_with('/') => {

@@ -18,7 +18,10 @@ mod group;
 pub mod guardian;
 mod lines;
 mod monitor;
+pub mod relay;
+pub mod scancel;
 mod stop;
+pub mod wrapper;
 
 use std::ffi::OsString;
 use std::path::PathBuf;

@@ -84,6 +84,8 @@ impl Drop for Group {
 #[derive(Debug, Clone)]
 pub struct Stopper {
     pub(crate) group: std::sync::Arc<Group>,
+    /// Set for a step on Slurm: the ladder then goes through `scancel` (see `scancel`).
+    pub(crate) remote: Option<std::sync::Arc<super::scancel::Remote>>,
 }
 
 impl Stopper {
@@ -93,11 +95,34 @@ impl Stopper {
             return;
         }
         let group = self.group.clone();
-        self.group.runtime.spawn(run_ladder(group, ladder));
+        match &self.remote {
+            Some(remote) => {
+                let remote = remote.clone();
+                self.group
+                    .runtime
+                    .spawn(super::scancel::run_ladder(group, remote, ladder));
+            }
+            None => {
+                self.group.runtime.spawn(run_ladder(group, ladder));
+            }
+        }
+    }
+
+    /// This stopper, stopping through Slurm (`remote`) instead of signalling the group.
+    pub fn through(mut self, remote: std::sync::Arc<super::scancel::Remote>) -> Stopper {
+        self.remote = Some(remote);
+        self
     }
 
     /// SIGKILLs the whole group now (a second Ctrl-C); safe to call at any time.
     pub fn kill(&self) {
+        if let Some(remote) = &self.remote {
+            let (group, remote) = (self.group.clone(), remote.clone());
+            self.group.runtime.spawn(async move {
+                super::scancel::kill(&group, &remote).await;
+            });
+            return;
+        }
         self.group.escalate(StopStage::Kill);
         self.group.signal(Signal::SIGKILL);
     }

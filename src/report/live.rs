@@ -93,6 +93,8 @@ pub struct StepView {
     /// The last output lines, at most `max_console_lines`.
     pub tail: VecDeque<String>,
     pub last_line: Option<String>,
+    /// The Slurm node the step runs on, for a step on Slurm.
+    pub node: Option<String>,
 }
 
 impl StepView {
@@ -111,6 +113,7 @@ impl StepView {
             model,
             tail: VecDeque::new(),
             last_line: None,
+            node: None,
         }
     }
 
@@ -244,6 +247,11 @@ impl Board {
                 if let Some(s) = self.steps.get_mut(*step) {
                     s.status = Status::Running;
                     s.started = Some(now);
+                }
+            }
+            Event::StepPlaced { step, node, .. } => {
+                if let Some(s) = self.steps.get_mut(*step) {
+                    s.node = Some(sanitize(node).into_owned());
                 }
             }
             Event::StepOutput { step, line, .. } => {

@@ -79,6 +79,12 @@ fn raw_event_line(event: &Event, max: usize, show_output: bool) -> Option<String
                 .unwrap_or_default()
         ),
         Event::StepStarted { label, pid, .. } => format!("▶ {label} started (pid {pid})"),
+        Event::StepPlaced {
+            label,
+            node,
+            job_step,
+            ..
+        } => format!("▶ {label} runs on {node} (Slurm step {job_step})"),
         Event::StepOutput { label, line, .. } if show_output => {
             // Sanitized before the cut, so the cut counts what is shown.
             format!("│ {label}: {}", clip(&sanitize(line), max))

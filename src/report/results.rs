@@ -192,6 +192,9 @@ pub struct StepResult {
     pub finished: Option<chrono::DateTime<chrono::Utc>>,
     pub reason: Option<String>,
     pub leaked_pids: Vec<u32>,
+    /// The Slurm node the step ran on, for a step run on Slurm.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
     pub log: Option<PathBuf>,
     pub stderr_log: Option<PathBuf>,
     pub usage: Option<crate::agent::accounting::StepUsage>,
@@ -375,6 +378,7 @@ pub fn build(ctx: &RunContext, out: &RunOutcome, exit_code: u8) -> Results {
                 finished: r.finished,
                 reason: r.reason.clone(),
                 leaked_pids: r.leaked.clone(),
+                node: r.node.clone(),
                 log: ran.then(|| r.log.clone()),
                 stderr_log: ran.then(|| r.stderr_log.clone()),
                 usage: r.usage.clone(),

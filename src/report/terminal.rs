@@ -192,6 +192,9 @@ impl Terminal {
             tokens(s.tokens.total()),
             usd_or_unknown(s.cost_usd, s.is_estimate, s.price_unknown),
         );
+        if let Some(node) = &s.node {
+            line.push_str(&format!(" @{node}"));
+        }
         if let Some(b) = self.board.job_budget(s.job) {
             let fill = b.fill();
             let cells = ((fill.min(1.0) * 6.0).round() as usize).min(6);

@@ -377,6 +377,19 @@ impl<'a> Core<'a> {
             Input::Executor(ExecutorEvent::RateLimited { step, record }) => {
                 self.rate_limited(now, step, record, &mut fx)
             }
+            Input::Executor(ExecutorEvent::Placed {
+                step,
+                node,
+                job_step,
+            }) => {
+                self.records[step].node = Some(node.clone());
+                fx.push(Effect::Report(Event::StepPlaced {
+                    step,
+                    label: label(step),
+                    node,
+                    job_step,
+                }));
+            }
             Input::Executor(ExecutorEvent::Model { step, model }) => {
                 self.records[step].model = Some(model)
             }
@@ -917,6 +930,10 @@ impl<'a> Core<'a> {
             ladder: self.ctx.ladder,
             agent,
             job: step.job_name.clone(),
+            slurm: job.slurm.clone().map(|settings| super::slurm::SlurmStep {
+                settings,
+                name: super::slurm::job_name(&self.ctx.run_id, &step.label(), attempt),
+            }),
         })));
     }
 

@@ -31,6 +31,7 @@ pub async fn run<'a>(
     ctx: &'a RunContext,
     mut core: Core<'a>,
     guardian: Arc<Guardian>,
+    cluster: Option<Arc<super::slurm::Cluster>>,
     writer: &mut Writer,
     report: &mut dyn FnMut(Event),
 ) -> std::io::Result<(Core<'a>, Signals)> {
@@ -45,6 +46,7 @@ pub async fn run<'a>(
     let mut shell = Shell {
         ctx,
         guardian,
+        cluster,
         tx,
         tasks: JoinSet::new(),
         task_steps: HashMap::new(),
@@ -139,6 +141,7 @@ async fn sleep_until(at: Option<std::time::Instant>) {
 struct Shell<'r, 'w> {
     ctx: &'r RunContext,
     guardian: Arc<Guardian>,
+    cluster: Option<Arc<super::slurm::Cluster>>,
     tx: mpsc::Sender<Sent>,
     tasks: JoinSet<Exited>,
     task_steps: HashMap<tokio::task::Id, StepId>,
@@ -168,7 +171,12 @@ impl Shell<'_, '_> {
             match effect {
                 Effect::Launch(launch) => {
                     let step = launch.step;
-                    let run = executor::execute(*launch, self.guardian.clone(), self.tx.clone());
+                    let run = executor::execute(
+                        *launch,
+                        self.guardian.clone(),
+                        self.cluster.clone(),
+                        self.tx.clone(),
+                    );
                     let id = self.tasks.spawn(run).id();
                     self.task_steps.insert(id, step);
                 }

@@ -17,6 +17,9 @@ use crate::agent::stream::{self, StreamEvent};
 use crate::plan::StepId;
 use crate::process::{self, Exit, Guardian, SpawnSpec, StopLadder, Stopper, Stream};
 
+use super::slurm::Cluster;
+use super::slurm_step::Remote;
+
 /// Longest line kept whole in memory; Claude Code's tool results can be many megabytes.
 const MAX_LINE_BYTES: usize = 64 << 20;
 /// Lines kept in memory per step, for the results file and error reports.
@@ -44,6 +47,8 @@ pub struct Launch {
     pub capture: Option<usize>,
     /// For agent steps: the session's totals after the previous step of its chain.
     pub agent: Option<Option<SessionTotals>>,
+    /// Set when the step runs on Slurm.
+    pub slurm: Option<super::slurm::SlurmStep>,
 }
 
 /// What an executor tells the dispatcher while its step runs: plain data, which the dispatcher
@@ -90,6 +95,13 @@ pub enum ExecutorEvent {
     ApiRetried {
         step: StepId,
         seen: super::retry::ApiRetrySeen,
+    },
+    /// Slurm placed the step on a node (its wrapper started there).
+    Placed {
+        step: StepId,
+        node: String,
+        /// Slurm's `JOB.STEP`.
+        job_step: String,
     },
 }
 
@@ -146,10 +158,15 @@ impl Exited {
 
 /// Runs one step to its end and says how it ended. Never panics on bad output. Every event it
 /// sent is in the channel before it returns.
-pub async fn execute(launch: Launch, guardian: Arc<Guardian>, tx: mpsc::Sender<Sent>) -> Exited {
+pub async fn execute(
+    launch: Launch,
+    guardian: Arc<Guardian>,
+    cluster: Option<Arc<Cluster>>,
+    tx: mpsc::Sender<Sent>,
+) -> Exited {
     let started = Instant::now();
     let step = launch.step;
-    let spec = SpawnSpec {
+    let mut spec = SpawnSpec {
         program: PathBuf::from(&launch.argv[0]),
         args: launch.argv[1..].iter().map(OsString::from).collect(),
         cwd: launch.cwd.clone(),
@@ -161,6 +178,12 @@ pub async fn execute(launch: Launch, guardian: Arc<Guardian>, tx: mpsc::Sender<S
         stdout_log: launch.log.clone(),
         stderr_log: launch.stderr_log.clone(),
         max_line_bytes: MAX_LINE_BYTES,
+    };
+    let mut remote = match (&launch.slurm, &cluster) {
+        (Some(slurm), Some(cluster)) => {
+            Some(Remote::on(cluster.clone(), slurm, &launch, &mut spec))
+        }
+        _ => None,
     };
     let mut child = match process::spawn(&spec, Some(&guardian)).await {
         Ok(child) => child,
@@ -179,7 +202,10 @@ pub async fn execute(launch: Launch, guardian: Arc<Guardian>, tx: mpsc::Sender<S
             };
         }
     };
-    let stopper = child.stopper();
+    let stopper = match &remote {
+        Some(r) => child.stopper().through(r.target.clone()),
+        None => child.stopper(),
+    };
     let _ = tx
         .send(Sent {
             event: ExecutorEvent::Started {
@@ -201,6 +227,12 @@ pub async fn execute(launch: Launch, guardian: Arc<Guardian>, tx: mpsc::Sender<S
     let deadline = tokio::time::sleep(launch.timeout);
     tokio::pin!(deadline);
     let mut timed_out = false;
+    let pending = tokio::time::sleep(
+        remote
+            .as_ref()
+            .map_or(launch.timeout, Remote::pending_timeout),
+    );
+    tokio::pin!(pending);
     // The exit is awaited together with the lines: a child may close its pipes and keep running,
     // and its timeout must still reach it.
     let wait = child.wait();
@@ -215,6 +247,11 @@ pub async fn execute(launch: Launch, guardian: Arc<Guardian>, tx: mpsc::Sender<S
                     continue;
                 };
                 for line in batch {
+                    if let Some(r) = remote.as_mut() {
+                        if r.relayed(step, &line, &tx).await {
+                            continue;
+                        }
+                    }
                     let display = match (&mut accounting, line.stream) {
                         (Some(acc), Stream::Stdout) => {
                             agent_line(step, acc, &line.bytes, line.truncated, &tx).await
@@ -245,6 +282,12 @@ pub async fn execute(launch: Launch, guardian: Arc<Guardian>, tx: mpsc::Sender<S
                 None => faults_open = false,
             },
             done = &mut wait, if exit.is_none() => exit = Some(done),
+            () = &mut pending, if remote.as_ref().is_some_and(Remote::unplaced) && exit.is_none() => {
+                if let Some(r) = remote.as_mut() {
+                    r.pending_too_long().await;
+                }
+                stopper.kill();
+            }
             () = &mut deadline, if !timed_out && exit.is_none() => {
                 timed_out = true;
                 let _ = tx.send(ExecutorEvent::TimedOut { step }.into()).await;
@@ -252,7 +295,8 @@ pub async fn execute(launch: Launch, guardian: Arc<Guardian>, tx: mpsc::Sender<S
             }
         }
     }
-    let exit = exit.expect("the loop ends once the exit is known");
+    let mut exit = exit.expect("the loop ends once the exit is known");
+    let refused = remote.and_then(|r| r.finish(&mut exit));
     if let Some(line) = unshown {
         let _ = tx.send(ExecutorEvent::Output { step, line }.into()).await;
     }
@@ -262,7 +306,7 @@ pub async fn execute(launch: Launch, guardian: Arc<Guardian>, tx: mpsc::Sender<S
     Exited {
         step,
         exit: Some(exit),
-        spawn_error: None,
+        spawn_error: refused,
         timed_out,
         duration: started.elapsed(),
         outcome,

@@ -10,6 +10,8 @@ mod dispatcher;
 mod executor;
 pub mod outputs;
 pub mod retry;
+pub mod slurm;
+mod slurm_step;
 pub mod writer;
 
 use std::path::PathBuf;
@@ -136,6 +138,8 @@ pub struct StepRecord {
     pub tail: Vec<String>,
     /// The step's main model, once known.
     pub model: Option<String>,
+    /// The Slurm node the step ran on (`None` for a local step).
+    pub node: Option<String>,
     /// Output that did not reach the log files (a full disk), with the final counts.
     pub log_faults: Vec<crate::process::LogFault>,
     /// Every attempt that ended, the last included, when the step was tried more than once
@@ -238,7 +242,32 @@ pub async fn run(
         }
     }
     let core = core::Core::new(ctx, plan, budgets, started).with_done();
-    let result = dispatcher::run(ctx, core, guardian.clone(), &mut writer, report).await;
+    let cluster = match &ctx.manifest.slurm {
+        Some(settings) => {
+            let tasks = ctx.max_parallel.unwrap_or_else(|| {
+                core.plan
+                    .steps
+                    .iter()
+                    .filter(|s| ctx.manifest.jobs[s.job].slurm.is_some())
+                    .count()
+            });
+            let cluster = slurm::Cluster::start(&ctx.run_id, settings, tasks, guardian.clone());
+            Some(Arc::new(cluster.await?))
+        }
+        None => None,
+    };
+    let result = dispatcher::run(
+        ctx,
+        core,
+        guardian.clone(),
+        cluster.clone(),
+        &mut writer,
+        report,
+    )
+    .await;
+    if let Some(cluster) = &cluster {
+        cluster.release().await;
+    }
     // Every group is gone by now; let the guardian go too.
     let _ = guardian.shutdown();
     // The dispatcher's signal handlers: a signal it did not take (one that came after the run's

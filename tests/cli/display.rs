@@ -465,6 +465,13 @@ fn every_event_kind_validates_against_the_schema() {
             at: chrono::DateTime::UNIX_EPOCH.fixed_offset(),
             left: Duration::from_secs(3600),
         },
+        // Produced for real on the test cluster: slurm::slurm_per_run_allocation_...
+        orch::events::Event::StepPlaced {
+            step: 0,
+            label: "a".into(),
+            node: "n1".into(),
+            job_step: "12.0".into(),
+        },
         // Produced for real by run_core::writes_that_cannot_land_by_the_end_are_reconciled...
         orch::events::Event::LedgerWritesNotLanded {
             writes: 2,

@@ -25,5 +25,6 @@ mod schedule;
 mod sandbox;
 mod serve;
 mod slash;
+mod slurm;
 mod worktree;
 mod zen;
