@@ -32,6 +32,9 @@ pub enum Command {
     Resume(ResumeArgs),
     /// What was spent: by run, job, command, model or day, from the ledger.
     Ledger(LedgerArgs),
+    /// A local web dashboard over the state folder(s): runs, a run's graph and logs live, spend
+    /// and schedule. Read-only.
+    Serve(ServeArgs),
     /// The runs of a state folder, newest first: one line each (status counts, tokens, dollars).
     Runs(RunsArgs),
     /// One run's summary: its steps as at its end, or as they stand while it runs.
@@ -189,6 +192,28 @@ pub struct LedgerArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t)]
     pub format: LedgerFormat,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// The address and port to listen on; anything but a loopback address needs a token.
+    #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:8765")]
+    pub bind: String,
+    /// A state folder to show (repeatable; default: ./.orch).
+    #[arg(long = "state-dir", value_name = "DIR")]
+    pub state_dirs: Vec<PathBuf>,
+    /// The token every request must carry (`Authorization: Bearer TOKEN`, or `?token=TOKEN`
+    /// once, which sets a cookie).
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        env = "ORCH_SERVE_TOKEN",
+        hide_env_values = true
+    )]
+    pub token: Option<String>,
+    /// A file holding the token (its first line).
+    #[arg(long, value_name = "FILE", conflicts_with = "token")]
+    pub token_file: Option<PathBuf>,
 }
 
 /// Which state folder's history to read.

@@ -22,6 +22,7 @@ pub mod report;
 pub mod runner;
 pub mod schedule;
 pub mod secrets;
+pub mod serve;
 pub mod slash;
 pub mod template;
 pub mod worktree;
@@ -97,6 +98,10 @@ fn dispatch(command: Command) -> Result<ExitCode, Error> {
         Config::Resume(c) => commands::resume::resume(&c),
         Config::Ledger(c) => {
             report::emit(&commands::ledger::run(&c)?);
+            Ok(ExitCode::Ok)
+        }
+        Config::Serve(c) => {
+            serve::run(c)?;
             Ok(ExitCode::Ok)
         }
         Config::Runs(c) => {

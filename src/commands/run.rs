@@ -10,6 +10,7 @@ use crate::errors::{Error, ExitCode};
 use crate::events::Event;
 use crate::manifest::Manifest;
 use crate::plan::{Plan, PlanOptions};
+use crate::report::service_file::ServiceFile;
 use crate::report::{self, Sink, results};
 use crate::runner::{self, RunContext};
 
@@ -73,7 +74,18 @@ pub(super) fn execute(
             let once = async || run_once(config, manifest, agent, &sink, resume).await;
             match timing {
                 None => once().await,
-                Some(t) => super::service::serve(&t, &sink, once).await,
+                Some(t) => {
+                    let record = t.cron.as_ref().map(|(expr, _)| {
+                        ServiceFile::new(
+                            &manifest.settings.state_dir,
+                            &manifest.name,
+                            &manifest.path,
+                            expr,
+                            t.zone.name(),
+                        )
+                    });
+                    super::service::serve(&t, &sink, record, once).await
+                }
             }
         };
         // The reporter task shows everything sent before it ends.

@@ -14,6 +14,7 @@ use crate::config::When;
 use crate::errors::{Error, ExitCode};
 use crate::events::Event;
 use crate::manifest::Manifest;
+use crate::report::service_file::{Outcome, ServiceFile};
 use crate::schedule::{self, Zone};
 
 /// Most missed fire times counted after a clock jump.
@@ -59,10 +60,15 @@ impl Timing {
     }
 }
 
-/// Waits and runs as `t` says, calling `run_once` for each run; returns the exit code.
+/// How many next fire times the service's record shows.
+const NEXT_SHOWN: usize = 5;
+
+/// Waits and runs as `t` says, calling `run_once` for each run; returns the exit code. With a
+/// cron schedule, `record` (the service's file for `orch serve`) is kept up to date.
 pub async fn serve(
     t: &Timing,
     sink: &crate::report::Sink,
+    mut record: Option<ServiceFile>,
     mut run_once: impl AsyncFnMut() -> Result<ExitCode, Error>,
 ) -> Result<ExitCode, Error> {
     let report = |e: Event| sink.event(e);
@@ -93,7 +99,15 @@ pub async fn serve(
         reason: "it has no fire time to come".into(),
         help: "check the day and month fields (\"0 0 30 2 *\" never fires)".into(),
     };
-    let skipped = |at: DateTime<Utc>, reason: String| {
+    let skipped = |record: &mut Option<ServiceFile>, at: DateTime<Utc>, reason: String| {
+        if let Some(r) = record {
+            r.push(Outcome {
+                at,
+                exit_code: None,
+                seconds: None,
+                skipped: Some(reason.clone()),
+            });
+        }
         report(Event::FireSkipped {
             at: t.zone.fixed(at),
             reason,
@@ -102,6 +116,12 @@ pub async fn serve(
     let mut target = t.zone.next_fire(cron, Utc::now()).ok_or_else(never)?;
     let mut runs = 0;
     loop {
+        if let Some(r) = &mut record {
+            r.record.next =
+                t.zone
+                    .next_fires(cron, target - chrono::Duration::seconds(1), NEXT_SHOWN);
+            r.write();
+        }
         if let Some(sig) = wait(target, Some(expr), t.zone, &mut signals, &report).await {
             report(Event::ScheduleStopped { signal: sig, runs });
             return Ok(ExitCode::Ok);
@@ -112,6 +132,7 @@ pub async fn serve(
         if missed > 0 {
             let first = t.zone.next_fire(cron, target).unwrap_or(now);
             skipped(
+                &mut record,
                 first,
                 format!(
                     "{missed} fire time{} passed while the machine slept or the clock jumped; \
@@ -124,6 +145,7 @@ pub async fn serve(
         runs += 1;
         let mut next = t.zone.next_fire(cron, now).ok_or_else(never);
         let mut stopping = false;
+        let began = Utc::now();
         let run = run_once();
         tokio::pin!(run);
         let code = loop {
@@ -137,18 +159,26 @@ pub async fn serve(
                 _ = signals.hup.recv() => stopping = true,
                 _ = tokio::time::sleep(nap.unwrap_or(schedule::SLICE)), if due.is_some() => {
                     if let Some(d) = due.filter(|d| *d <= Utc::now()) {
-                        skipped(d, format!("run {runs} was still going"));
+                        skipped(&mut record, d, format!("run {runs} was still going"));
                         next = t.zone.next_fire(cron, d).ok_or_else(never);
                     }
                 }
             }
         };
+        if let Some(r) = &mut record {
+            r.push(Outcome {
+                at: began,
+                exit_code: Some(code as u8),
+                seconds: Some((Utc::now() - began).num_milliseconds() as f64 / 1000.0),
+                skipped: None,
+            });
+        }
         if stopping || code == ExitCode::Interrupted || t.once {
             return Ok(code);
         }
         let mut next = next?;
         while next <= Utc::now() {
-            skipped(next, format!("run {runs} was still going"));
+            skipped(&mut record, next, format!("run {runs} was still going"));
             next = t.zone.next_fire(cron, next).ok_or_else(never)?;
         }
         target = next;

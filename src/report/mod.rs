@@ -18,6 +18,7 @@ pub mod results;
 pub mod sanitize;
 pub mod screen;
 pub mod select;
+pub mod service_file;
 pub mod status;
 pub mod summary;
 pub mod table;

@@ -112,6 +112,13 @@ fn every_relative_link_in_the_book_resolves() {
                 checked += 1;
                 let (file, fragment) = target.split_once('#').unwrap_or((target, ""));
                 let file = if file.is_empty() { name.as_str() } else { file };
+                // An image (`images/x.png`) must be a file of the book's sources.
+                if file.starts_with("images/") {
+                    if !root().join("book/src").join(file).is_file() {
+                        broken.push(format!("{name}: `{target}`: no image {file}"));
+                    }
+                    continue;
+                }
                 let exists = Path::new(file).components().count() == 1 && ids.contains_key(file);
                 if !exists {
                     broken.push(format!("{name}: `{target}`: no chapter {file}"));

@@ -20,6 +20,10 @@ mod retry;
 mod run;
 mod run_core;
 mod schedule;
+// The network namespaces of the Claude Code suite (see its module comment).
+#[path = "../claude_code/sandbox.rs"]
+mod sandbox;
+mod serve;
 mod slash;
 mod slurm;
 mod worktree;

@@ -1,0 +1,160 @@
+//! The live run page's server-sent event streams: a run's events, tailed from its events file
+//! from an offset, and a step's log, tailed from an offset as rendered lines.
+//!
+//! Owns the tailing only. The events come through [`crate::history`]'s reader (whole lines, in
+//! pages), a log through the run page's [`read_lines`](super::run::read_lines) (a page at a
+//! time, never whole). A stream ends when the run has ended and everything is sent. Each event
+//! carries its end offset as its id, so a reconnecting browser goes on where it was.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Path as UrlPath, Query, State};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use futures_util::stream::{self, Stream};
+use serde::Deserialize;
+
+use super::App;
+
+/// How often a file is looked at again when nothing new was there.
+const POLL: Duration = Duration::from_millis(200);
+/// Bytes read at once.
+const CHUNK: usize = 64 * 1024;
+
+#[derive(Deserialize)]
+pub struct From {
+    from: Option<u64>,
+}
+
+/// `GET /runs/{id}/events?from=OFFSET`: each event as `event: orch`, its JSON as data.
+pub async fn events(
+    State(app): State<Arc<App>>,
+    UrlPath(id): UrlPath<String>,
+    Query(q): Query<From>,
+) -> Response {
+    let start = q.from.unwrap_or(0);
+    let check = {
+        let (app, id) = (Arc::clone(&app), id.clone());
+        tokio::task::spawn_blocking(move || super::run::summary(&app, &id).map(|_| ())).await
+    };
+    if let Ok(Err(page)) = check {
+        return page;
+    }
+    let s = stream::unfold((start, false), move |(offset, done)| {
+        let (app, id) = (Arc::clone(&app), id.clone());
+        async move {
+            if done {
+                return None;
+            }
+            loop {
+                let (app, id) = (Arc::clone(&app), id.clone());
+                let page = tokio::task::spawn_blocking(move || {
+                    let (h, run) = super::runs::find(&app, &id).ok()??;
+                    let page = h.events(&run, offset, CHUNK).ok()?;
+                    Some((page, run.is_running()))
+                })
+                .await
+                .ok()
+                .flatten();
+                let (page, running) = page?;
+                if !page.events.is_empty() {
+                    let next = page.next_offset;
+                    let batch: Vec<Result<Event, Infallible>> = page
+                        .events
+                        .iter()
+                        .map(|e| {
+                            Ok(Event::default()
+                                .event("orch")
+                                .id(next.to_string())
+                                .data(e.to_string()))
+                        })
+                        .collect();
+                    return Some((stream::iter(batch), (next, page.finished)));
+                }
+                if !running {
+                    let end = vec![Ok(Event::default().event("end").data("{}"))];
+                    return Some((stream::iter(end), (offset, true)));
+                }
+                tokio::time::sleep(POLL).await;
+            }
+        }
+    });
+    sse(futures_util::StreamExt::flatten(s))
+}
+
+/// `GET /runs/{id}/steps/{n}/tail?from=OFFSET`: new lines of a step's log, rendered, as
+/// `event: log`.
+pub async fn tail(
+    State(app): State<Arc<App>>,
+    UrlPath((id, step)): UrlPath<(String, usize)>,
+    Query(q): Query<From>,
+) -> Response {
+    let found = {
+        let (app, id) = (Arc::clone(&app), id.clone());
+        tokio::task::spawn_blocking(move || {
+            let (h, s) = super::run::summary(&app, &id)?;
+            let log = s.steps.get(step).and_then(|st| st.log.clone());
+            let path = log.and_then(|p| h.confine(&p).ok());
+            Ok::<_, Response>(path)
+        })
+        .await
+    };
+    let path = match found {
+        Ok(Ok(Some(p))) => p,
+        Ok(Err(page)) => return page,
+        _ => {
+            return super::layout::error(
+                axum::http::StatusCode::NOT_FOUND,
+                "This step has no log.",
+            );
+        }
+    };
+    let s = stream::unfold((q.from.unwrap_or(0), false), move |(offset, done)| {
+        let (app, id, path) = (Arc::clone(&app), id.clone(), path.clone());
+        async move {
+            if done {
+                return None;
+            }
+            loop {
+                let (app, id, path) = (Arc::clone(&app), id.clone(), path.clone());
+                let read = tokio::task::spawn_blocking(move || {
+                    let len = std::fs::metadata(&path).map_or(0, |m| m.len());
+                    let running = super::runs::find(&app, &id)
+                        .ok()
+                        .flatten()
+                        .is_some_and(|(_, r)| r.is_running());
+                    if len <= offset {
+                        return (None, running);
+                    }
+                    let got = super::run::read_lines(&path, offset, CHUNK as u64).ok();
+                    (got.filter(|(_, next)| *next > offset), running)
+                })
+                .await
+                .unwrap_or((None, false));
+                match read {
+                    (Some((text, next)), _) => {
+                        let ev = Event::default()
+                            .event("log")
+                            .id(next.to_string())
+                            .data(text);
+                        return Some((Ok::<_, Infallible>(ev), (next, false)));
+                    }
+                    (None, false) => {
+                        return Some((
+                            Ok(Event::default().event("end").data("{}")),
+                            (offset, true),
+                        ));
+                    }
+                    (None, true) => tokio::time::sleep(POLL).await,
+                }
+            }
+        }
+    });
+    sse(s)
+}
+
+fn sse(s: impl Stream<Item = Result<Event, Infallible>> + Send + 'static) -> Response {
+    Sse::new(s).keep_alive(KeepAlive::default()).into_response()
+}

@@ -1,0 +1,258 @@
+//! One run's page: its graph of steps (a job's fanned-out instances grouped in one row), each
+//! step's status, attempts, duration, tokens, dollars and reason, and each step's log tail;
+//! and a step's whole log, in pages.
+//!
+//! Owns these pages. The run comes from [`crate::history`] (its summary: `results.json` once it
+//! ended, else its events folded); a log's path comes from that summary and is confined to the
+//! state folder before it is opened. A log is never read whole: a tail or a page of it, each
+//! line stripped of terminal escapes, with secrets masked, then HTML-escaped by the template.
+
+use std::io::{Read, Seek, SeekFrom};
+use std::path::Path;
+use std::sync::Arc;
+
+use axum::extract::{Path as UrlPath, Query, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use maud::{Markup, PreEscaped, html};
+use serde::Deserialize;
+
+use super::App;
+use super::layout::{self, Nav};
+use crate::history::{History, RunSummary, StepView};
+
+/// Bytes of a log shown as its tail on the run page.
+const TAIL: u64 = 8 * 1024;
+/// Bytes of a log on one page of the log view.
+pub const LOG_PAGE: u64 = 64 * 1024;
+
+/// The run and its summary, or the page saying why not.
+pub fn summary(app: &App, id: &str) -> Result<(History, RunSummary), Response> {
+    let not_found = || layout::error(StatusCode::NOT_FOUND, "There is no run with this id.");
+    // Ids are what orch makes them: letters, digits, `-`, `.`, `_`; anything else is no run.
+    if id.is_empty()
+        || !id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b))
+    {
+        return Err(not_found());
+    }
+    let internal = |e: crate::history::HistoryError| {
+        layout::error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string())
+    };
+    let (h, run) = super::runs::find(app, id)
+        .map_err(internal)?
+        .ok_or_else(not_found)?;
+    let s = h.summary(&run).map_err(internal)?;
+    Ok((h, s))
+}
+
+pub async fn page(State(app): State<Arc<App>>, UrlPath(id): UrlPath<String>) -> Response {
+    let built = tokio::task::spawn_blocking(move || {
+        let (h, s) = summary(&app, &id)?;
+        let offset = if s.live { events_end(&h, &s) } else { 0 };
+        Ok::<_, Response>(layout::page(&s.run.id, Nav::Runs, body(&h, &s, offset)))
+    })
+    .await;
+    match built {
+        Ok(Ok(r) | Err(r)) => r,
+        Err(e) => layout::error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+    }
+}
+
+/// Where the live stream starts: the events file's length as the summary read it.
+fn events_end(h: &History, s: &RunSummary) -> u64 {
+    h.confine(&crate::history::events::path(&s.run.run_dir))
+        .ok()
+        .and_then(|p| std::fs::metadata(p).ok())
+        .map_or(0, |m| m.len())
+}
+
+fn body(h: &History, s: &RunSummary, events_offset: u64) -> Markup {
+    let r = &s.run;
+    html! {
+        h1 { "Run " code { (r.id) } }
+        p {
+            (r.name) " · " span #run-status class={ "status " (r.status) } { (r.status) }
+            " · started " (r.started_at.format("%Y-%m-%d %H:%M:%S UTC"))
+            " · " (crate::duration::format(std::time::Duration::from_secs_f64(r.duration_seconds.max(0.0))))
+            " · " (layout::tokens(r.total_tokens)) " tokens · " (layout::usd(r.usd))
+            @if let Some(f) = &r.resumed_from { " · resumes " a href={ "/runs/" (f) } { code { (f) } } }
+        }
+        h2 { "Graph" }
+        div.graph #graph { (PreEscaped(graph(&s.steps))) }
+        h2 { "Steps" }
+        table #steps {
+            thead { tr {
+                th { "step" } th { "status" } th.num { "attempts" } th.num { "duration" }
+                th.num { "tokens" } th.num { "dollars" } th { "reason" } th { "log" }
+            } }
+            tbody {
+                @for (i, st) in s.steps.iter().enumerate() {
+                    tr data-step=(i) data-label=(st.label) {
+                        td { (st.label) }
+                        td { span class={ "status " (st.status) } { (st.status) } }
+                        td.num { (st.attempts) }
+                        td.num { @if let Some(d) = st.duration_seconds { (format!("{d:.1}s")) } }
+                        td.num { (layout::tokens(st.total_tokens)) }
+                        td.num { @if let Some(u) = st.usd { (layout::usd(u)) } }
+                        td { @if let Some(why) = &st.reason { (crate::secrets::mask(why)) } }
+                        td { @if st.log.is_some() { a href={ "/runs/" (r.id) "/steps/" (i) "/log" } { "whole log" } } }
+                    }
+                }
+            }
+        }
+        h2 { "Log tails" }
+        @for (i, st) in s.steps.iter().enumerate() {
+            @let (text, end) = tail(h, st);
+            details open[st.status == "running" || i + 1 == s.steps.len()] {
+                summary { (st.label) }
+                pre.log id={ "log-" (i) } data-step=(i) data-offset=(end) { (text) }
+            }
+        }
+        @if s.live {
+            div #live data-run=(r.id) data-offset=(events_offset) {}
+            script src="/assets/live.js" {}
+        }
+    }
+}
+
+/// The last [`TAIL`] bytes of a step's log, from a line's start, rendered; and the log's length.
+fn tail(h: &History, st: &StepView) -> (String, u64) {
+    let Some(path) = st.log.as_deref().and_then(|p| h.confine(p).ok()) else {
+        return (String::new(), 0);
+    };
+    let len = std::fs::metadata(&path).map_or(0, |m| m.len());
+    let from = len.saturating_sub(TAIL);
+    match read_lines(&path, from, TAIL) {
+        Ok((text, _)) => (text, len),
+        Err(_) => (String::new(), len),
+    }
+}
+
+/// Whole lines of `path` from `from` (skipping a partial first line unless `from` is 0), about
+/// `max` bytes, rendered for a page; and where the next page starts.
+pub fn read_lines(path: &Path, from: u64, max: u64) -> std::io::Result<(String, u64)> {
+    let mut f = std::fs::File::open(path)?;
+    f.seek(SeekFrom::Start(from))?;
+    let mut buf = Vec::new();
+    f.take(max).read_to_end(&mut buf)?;
+    let mut start = 0;
+    if from > 0 {
+        start = memchr::memchr(b'\n', &buf).map_or(buf.len(), |i| i + 1);
+    }
+    let mut end = buf.len();
+    if buf.len() as u64 == max
+        && let Some(i) = memchr::memrchr(b'\n', &buf[start..])
+    {
+        end = start + i + 1;
+    }
+    let text = render(&String::from_utf8_lossy(&buf[start..end]));
+    Ok((text, from + end as u64))
+}
+
+/// Log text as the pages show it: no terminal escapes, secrets masked (HTML escaping is the
+/// template's).
+pub fn render(text: &str) -> String {
+    crate::secrets::mask_owned(crate::report::sanitize::sanitize_block(text).into_owned())
+}
+
+/// The steps as SVG: a row per job, its steps (or fanned-out instances) side by side, each a
+/// box coloured by its status; the live script changes a box's class as statuses change.
+fn graph(steps: &[StepView]) -> String {
+    let mut rows: Vec<(String, Vec<(usize, &StepView)>)> = Vec::new();
+    for (i, s) in steps.iter().enumerate() {
+        let job = job_of(&s.label);
+        match rows.iter_mut().find(|r| r.0 == job) {
+            Some(r) => r.1.push((i, s)),
+            None => rows.push((job, vec![(i, s)])),
+        }
+    }
+    const W: usize = 150;
+    const H: usize = 34;
+    let width = 20 + W * rows.iter().map(|r| r.1.len()).max().unwrap_or(1).min(8);
+    let height = 10 + (H + 12) * rows.len().max(1);
+    let esc = |t: &str| html! { (t) }.into_string();
+    let mut svg = format!(
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" viewBox="0 0 {width} {height}">"#
+    );
+    for (row, (_, members)) in rows.iter().enumerate() {
+        let y = 10 + row * (H + 12);
+        if row > 0 {
+            svg.push_str(&format!(
+                r#"<path d="M {x} {y0} L {x} {y}" />"#,
+                x = 10 + W / 2,
+                y0 = y - 12
+            ));
+        }
+        for (col, (i, s)) in members.iter().enumerate().take(8) {
+            let x = 10 + col * W;
+            let label = if col == 7 && members.len() > 8 {
+                format!("+{} more", members.len() - 7)
+            } else {
+                s.label.chars().take(20).collect()
+            };
+            svg.push_str(&format!(
+                r#"<g class="step {status}" data-step="{i}"><title>{title}</title><rect x="{x}" y="{y}" width="{w}" height="{H}" rx="6"/><text x="{tx}" y="{ty}">{label}</text></g>"#,
+                status = esc(&s.status),
+                title = esc(&format!("{}: {}", s.label, s.status)),
+                w = W - 12,
+                tx = x + 8,
+                ty = y + 21,
+                label = esc(&label),
+            ));
+        }
+    }
+    svg.push_str("</svg>");
+    svg
+}
+
+/// The job a step belongs to: its label without an instance key (`job[key]`) or a step number
+/// (`job [2/3]`).
+fn job_of(label: &str) -> String {
+    label.split(['[', ' ']).next().unwrap_or(label).to_string()
+}
+
+#[derive(Deserialize)]
+pub struct LogParams {
+    offset: Option<u64>,
+}
+
+/// A page of a step's log.
+pub async fn log(
+    State(app): State<Arc<App>>,
+    UrlPath((id, step)): UrlPath<(String, usize)>,
+    Query(p): Query<LogParams>,
+) -> Response {
+    let built = tokio::task::spawn_blocking(move || {
+        let (h, s) = summary(&app, &id)?;
+        let missing = || layout::error(StatusCode::NOT_FOUND, "This step has no log.");
+        let st = s.steps.get(step).ok_or_else(missing)?;
+        let path = st.log.as_deref().ok_or_else(missing)?;
+        let path = h.confine(path).map_err(|e| layout::error(StatusCode::FORBIDDEN, &e.to_string()))?;
+        let len = std::fs::metadata(&path).map_err(|_| missing())?.len();
+        let from = p.offset.unwrap_or(0).min(len);
+        let (text, next) = read_lines(&path, from, LOG_PAGE).map_err(|_| missing())?;
+        let base = format!("/runs/{}/steps/{step}/log", s.run.id);
+        Ok::<_, Response>(layout::page(
+            &st.label,
+            Nav::Runs,
+            html! {
+                h1 { "Log of " (st.label) }
+                p { a href={ "/runs/" (s.run.id) } { "← run " code { (s.run.id) } }
+                    " · bytes " (from) "–" (next) " of " (len) }
+                div.pager {
+                    @if from > 0 { a href={ (base) "?offset=" (from.saturating_sub(LOG_PAGE)) } { "← earlier" } }
+                    @if next < len { a href={ (base) "?offset=" (next) } { "later →" } }
+                    @if len > LOG_PAGE { a href={ (base) "?offset=" (len - LOG_PAGE) } { "end" } }
+                }
+                pre.log #log { (text) }
+            },
+        ))
+    })
+    .await;
+    match built {
+        Ok(Ok(r) | Err(r)) => r,
+        Err(e) => layout::error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+    }
+}
