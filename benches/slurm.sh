@@ -44,7 +44,8 @@ one_loop() {
 timed() {
   local name=$1
   shift
-  /usr/bin/time -f '%e %U %S' -o "$work/t" "$@"
+  local TIMEFORMAT='%R %U %S'
+  { time "$@" 2>/dev/null; } 2>"$work/t"
   awk '{printf "%s %.2f\n", $1, $2 + $3}' "$work/t" >>"$work/$name.times"
 }
 
