@@ -356,6 +356,13 @@ fn the_spend_chart_has_a_point_per_day_in_a_browser() {
     assert_eq!(distinct.len(), 10, "ten days, ten places on the axis");
     assert_eq!(b.texts("#chart-tokens circle").len(), 10);
     assert!(b.text("#by-model").contains("claude-sonnet-4-5"));
+    // The bar charts name their bars.
+    for (chart, name) in [("by-model", "claude-sonnet-4-5"), ("by-command", "/review")] {
+        let labels = b.texts(&format!("#{chart} svg text"));
+        assert!(labels.iter().any(|l| l == name), "{chart}: {labels:?}");
+    }
+    b.rt.block_on(b.client().set_window_size(1280, 1700))
+        .expect("a taller window");
     b.screenshot("spend");
 }
 
