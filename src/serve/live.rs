@@ -128,7 +128,7 @@ pub async fn tail(
                     if len <= offset {
                         return (None, running);
                     }
-                    let got = super::run::read_lines(&path, offset, CHUNK as u64).ok();
+                    let got = super::run::read_new_lines(&path, offset, CHUNK as u64, running).ok();
                     (got.filter(|(_, next)| *next > offset), running)
                 })
                 .await

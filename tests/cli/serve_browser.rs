@@ -323,6 +323,13 @@ fn a_running_pipelines_page_updates_its_statuses_and_log_tail_without_a_reload()
     b.wait_text("#steps tbody tr:nth-child(2) .status", "completed", |s| {
         s == "completed"
     });
+    // Every line of the log, once, in order: none lost between the page and the stream.
+    let log = std::fs::read_to_string(runs.join(&id).join("logs/001-first.log")).expect("log");
+    let shown = b.text("#log-0");
+    assert_eq!(
+        shown.lines().collect::<Vec<_>>(),
+        log.lines().collect::<Vec<_>>()
+    );
     // The second step started after the page was drawn: a row and a log tail of its own.
     assert_eq!(
         b.texts("#steps tbody tr td:first-child"),
