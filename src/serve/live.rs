@@ -135,10 +135,11 @@ pub async fn tail(
                 .unwrap_or((None, false));
                 match read {
                     (Some((text, next)), _) => {
+                        // Whole lines; the page ends each event with its own newline.
                         let ev = Event::default()
                             .event("log")
                             .id(next.to_string())
-                            .data(text);
+                            .data(text.strip_suffix('\n').unwrap_or(&text));
                         return Some((Ok::<_, Infallible>(ev), (next, false)));
                     }
                     (None, false) => {
