@@ -19,7 +19,7 @@ use super::harness::{Test, wait_until};
 use super::serve::{Server, seed_days, with_runs};
 
 /// How long a page may take to show what a test waits for.
-const DEADLINE: Duration = Duration::from_secs(30);
+const DEADLINE: Duration = Duration::from_secs(60);
 
 /// chromedriver and the headless chromium it starts, in a process group of their own that is
 /// killed when this is dropped (after the WebDriver session is closed, which quits chromium).
