@@ -110,11 +110,12 @@ one() { # name round
       python3 - "$work/zen-out-$2" >> "$t" <<'PY'
 import re, sys
 text = open(sys.argv[1], errors="replace").read()
-rows = re.findall(r"^\| (a\d)\s+\| (\w+)\s+\|[^|]*\| ([\d,]+)\s+\| ([\d,]+)\s+\| ([\d,]+)\s+\| ([\d,]+)\s+\| ([\d,]+)", text, re.M)
+rows = re.findall(r"^\| (a\d)\s+\| (\w+)\s+\|[^|]*\| ([\d,]+)\s+\| ([\d,]+)\s+\| ([\d,]+)\s+\| ([\d,]+)\s+\| ([\d,]+)\s+\| (\d+)\s+\| \$([\d.]+)", text, re.M)
 n = lambda s: int(s.replace(",", ""))
 done = sum(1 for r in rows if r[1] == "completed")
-tot = [sum(n(r[i]) for r in rows) for i in (3, 4, 5, 6)]
-print(f"{done} {tot[0]} {tot[1]} {tot[2]} {tot[3]}")
+tot = [sum(n(r[i]) for r in rows) for i in (2, 3, 4, 5, 6)]
+usd = sum(float(r[8]) for r in rows)
+print(f"{done} {tot[0]} {tot[1]} {tot[2]} {tot[3]} {tot[4]} {usd:.6f}")
 PY
       ;;
     *)
@@ -153,7 +154,7 @@ for name in ("zen", "before", "after", "floor"):
     print(f"  {name:>6}: CPU {med[name]:.3f} s (min {min(cpu):.3f}, max {max(cpu):.3f}),"
           f" wall {statistics.median(wall):.2f} s", end="")
     if name == "zen":
-        print(f"; completed, input, output, cache write, cache read (sum of the 8): {extra[-1]}")
+        print(f"; completed, total tokens, input, output, cache write, cache read, USD (sum of the 8): {extra[-1]}")
     else:
         print(f"; usage rows {statistics.median(int(x.split()[1]) for x in extra):.0f}")
 for name in ("before", "after"):
