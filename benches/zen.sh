@@ -14,7 +14,8 @@
 # /usr/bin first: none may hold a `claude`); orch is given it with --claude-path.
 # Each round runs, in turn: zen, the before binary, the after binary, and the after binary with
 # ORCH_BENCH_FLOOR=1 (the same pipes drained into the same logs, never parsed or accounted).
-# Whole process-tree CPU = user+sys of the tool and every child it waited for (GNU time); medians.
+# Whole process-tree CPU = user+sys of the tool and every child it waited for (getrusage
+# RUSAGE_CHILDREN in a small Python wrapper, microsecond resolution); medians.
 # DIR holds the state and the transcript: /dev/shm (tmpfs, the default) or a folder under /tmp.
 # zen is installed into a scratch venv ($ZEN_VENV, default $TMPDIR/orch-zenbench-venv, reused
 # if present; nothing of it is in the repository) and run with ZEN_TELEMETRY_DISABLED=1.
@@ -24,7 +25,7 @@ repo="$PWD"
 before="$(realpath "${1:?usage: benches/zen.sh BEFORE_ORCH [AFTER_ORCH] [DIR] [rounds]}")"
 after="$(realpath "${2:-target/release/orch}")"
 base="${3:-/dev/shm}"
-rounds="${4:-5}"
+rounds="${4:-7}"
 venv="${ZEN_VENV:-${TMPDIR:-/tmp}/orch-zenbench-venv}"
 if [ ! -x "$venv/bin/zen" ]; then
   python3 -m venv "$venv"
@@ -96,9 +97,16 @@ with open(f"{work}/orch.toml", "w") as f:
         f.write(f'[jobs.a{i}]\nprompt = "replay the transcript"\n\n')
 PY
 
-timed() { # out-file command...
-  local out="$1"; shift
-  /usr/bin/time -f "%U %S %e" -o "$out" "$@"
+timed() { # out-file command...: user, sys (of every child waited for: RUSAGE_CHILDREN), wall
+  python3 -c '
+import resource, subprocess, sys, time
+r0 = resource.getrusage(resource.RUSAGE_CHILDREN)  # a pyenv shim leaves its own children here
+start = time.monotonic()
+rc = subprocess.call(sys.argv[2:])
+wall = time.monotonic() - start
+r = resource.getrusage(resource.RUSAGE_CHILDREN)
+open(sys.argv[1], "w").write(f"{r.ru_utime - r0.ru_utime:.4f} {r.ru_stime - r0.ru_stime:.4f} {wall:.3f}\n")
+sys.exit(rc)' "$@"
 }
 one() { # name round
   local state="$work/state-$1-$2" t="$work/t-$1-$2"
