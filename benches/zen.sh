@@ -35,7 +35,7 @@ for p in /opt/homebrew/bin/claude /usr/local/bin/claude ~/.local/bin/claude /usr
   if [ -e "$p" ]; then echo "zen would run $p instead of the replay agent: move it away" >&2; exit 1; fi
 done
 work="$(mktemp -d "$base/orch-zenbench.XXXXXX")"
-trap '[ -n "${KEEP:-}" ] || rm -rf "$work"' EXIT
+trap '[ -n "${KEEP:-}" ] || rm -rf "$work"' EXIT # KEEP=1 keeps the outputs
 echo "state in $work ($(df --output=fstype "$work" | tail -1)), $rounds rounds"
 
 python3 - "$repo/tests/fixtures/claude-code-2.1.331/tool-use-two-blocks-one-message.jsonl" \
@@ -134,11 +134,7 @@ PY
         --claude-path "$work/bin/claude" --quiet --state-dir "$state") > "$work/$1-out-$2" 2>&1 || true
       python3 - "$state/ledger.sqlite" >> "$t" <<'PY'
 import sqlite3, sys
-db = sqlite3.connect(sys.argv[1])
-steps = db.execute("SELECT COUNT(*) FROM steps WHERE status = 'succeeded'").fetchone()[0] \
-    if db.execute("SELECT 1 FROM sqlite_master WHERE name = 'steps'").fetchone() else -1
-rows = db.execute("SELECT COUNT(*) FROM usage").fetchone()[0]
-print(steps, rows)
+print(sqlite3.connect(sys.argv[1]).execute("SELECT COUNT(*) FROM usage").fetchone()[0])
 PY
       "$after" ledger --state-dir "$state" --format json > "$work/$1-ledger-$2" 2>&1 || true
       rm -rf "$state"
@@ -164,7 +160,7 @@ for name in ("zen", "before", "after", "floor"):
     if name == "zen":
         print(f"; completed, total tokens, input, output, cache write, cache read, USD (sum of the 8): {extra[-1]}")
     else:
-        print(f"; usage rows {statistics.median(int(x.split()[1]) for x in extra):.0f}")
+        print(f"; usage rows {statistics.median(int(x) for x in extra):.0f}")
 for name in ("before", "after"):
     try:
         runs = json.load(open(f"{work}/{name}-ledger-{rounds}"))
