@@ -289,10 +289,9 @@ mod tests {
         let mut log = log(File::create(&path).unwrap());
         assert_eq!(log.write(Stream::Stdout, &path, b"whole\ntorn "), None);
         // The disk fills up...
-        let good = std::mem::replace(
-            &mut log.file,
-            Some(OpenOptions::new().write(true).open(&full).unwrap()),
-        );
+        let good = log
+            .file
+            .replace(OpenOptions::new().write(true).open(&full).unwrap());
         assert!(log.write(Stream::Stdout, &path, b"line\nlost\n").is_some());
         // ...and has room again: the torn rest of the line is dropped, whole lines resume.
         log.file = good;
