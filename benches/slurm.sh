@@ -6,6 +6,10 @@
 # orch, loop, orch, loop, ...), medians and the ratio printed at the end.
 #
 #   benches/slurm.sh [rounds] [parallel]     (default 10 rounds, 8-way)
+#   BEFORE=path/to/old/orch benches/slurm.sh ...   also an old orch binary, in the same rounds
+#
+# Each side's wall time and the CPU (user+sys) of its own process tree (orch or xargs, with their
+# `srun`s; the step wrapper on the node runs under slurmd and is counted on neither side).
 #
 # Needs the test cluster (.ci/slurm.sh start) or any SLURM_CONF; state in $TMPDIR (default /tmp).
 set -euo pipefail
@@ -25,7 +29,7 @@ trap 'rm -rf "$work"' EXIT
 
 one_orch() {
   rm -rf "$work/.orch"
-  "$orch" run --quiet "$work/orch.toml" >/dev/null
+  "$1" run --quiet "$work/orch.toml" >/dev/null
 }
 
 one_loop() {
@@ -36,16 +40,33 @@ one_loop() {
   scancel "$job"
 }
 
-now() { date +%s.%N; }
-: >"$work/orch.times"
-: >"$work/loop.times"
+# Runs one side, appending "wall cpu" to $work/<name>.times.
+timed() {
+  local name=$1
+  shift
+  local TIMEFORMAT='%R %U %S'
+  { time "$@" 2>/dev/null; } 2>"$work/t"
+  awk '{printf "%s %.2f\n", $1, $2 + $3}' "$work/t" >>"$work/$name.times"
+}
+
+sides=(orch loop)
+[ -n "${BEFORE:-}" ] && sides=(before orch loop)
 for r in $(seq 1 "$rounds"); do
-  t0=$(now); one_orch; t1=$(now); one_loop; t2=$(now)
-  echo "$t1 - $t0" | bc >>"$work/orch.times"
-  echo "$t2 - $t1" | bc >>"$work/loop.times"
-  echo "round $r: orch $(tail -1 "$work/orch.times") s, srun loop $(tail -1 "$work/loop.times") s"
+  line="round $r:"
+  for side in "${sides[@]}"; do
+    case $side in
+      before) timed before one_orch "$BEFORE" ;;
+      orch) timed orch one_orch "$orch" ;;
+      loop) timed loop one_loop ;;
+    esac
+    line+=" $side $(tail -1 "$work/$side.times" | awk '{print $1 " s (cpu " $2 " s)"}')"
+  done
+  echo "$line"
 done
-median() { sort -n "$1" | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
-mo=$(median "$work/orch.times")
-ml=$(median "$work/loop.times")
-echo "median: orch ${mo} s, srun loop ${ml} s, ratio $(echo "scale=3; $mo / $ml" | bc)x (200 steps, ${par}-way, ${rounds} rounds)"
+median() { awk -v c="$2" '{print $c}' "$1" | sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
+ml=$(median "$work/loop.times" 1)
+for side in "${sides[@]}"; do
+  m=$(median "$work/$side.times" 1)
+  echo "median $side: ${m} s, cpu $(median "$work/$side.times" 2) s, ratio to the srun loop $(echo "scale=3; $m / $ml" | bc)x"
+done
+echo "(200 steps, ${par}-way, ${rounds} rounds)"

@@ -96,6 +96,12 @@ fn refuse(error: String) -> ExitCode {
 /// SIGKILLs every descendant still alive (orphans were re-parented to us, the subreaper) and
 /// reaps them; returns their pids, found before anything was killed.
 fn kill_leftovers() -> Vec<u32> {
+    // The common case costs one syscall: a subreaper without children has no descendants (a
+    // live descendant's topmost ancestor below us is our child, re-parented if need be), so
+    // the scan of /proc, which reads every process's stat on the node, is skipped.
+    if !has_children() {
+        return Vec::new();
+    }
     let me = std::process::id();
     let mut found = Vec::new();
     // A descendant may fork while we look: scan until a pass finds nothing new.
@@ -118,6 +124,19 @@ fn kill_leftovers() -> Vec<u32> {
     while waitpid(Pid::from_raw(-1), None).is_ok() {}
     found.sort_unstable();
     found
+}
+
+/// Whether any child of ours, alive or a zombie, is left to wait for (without reaping it).
+fn has_children() -> bool {
+    use nix::sys::wait::{Id, WaitPidFlag, waitid};
+    let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT;
+    loop {
+        match waitid(Id::All, flags) {
+            Err(nix::errno::Errno::ECHILD) => return false,
+            Err(nix::errno::Errno::EINTR) => {}
+            _ => return true,
+        }
+    }
 }
 
 /// Pids of every process below `root`, read from /proc.

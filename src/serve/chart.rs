@@ -64,7 +64,8 @@ pub fn daily(days: &[(NaiveDate, f64)], label: &str, limit: Option<f64>) -> Stri
 /// A bar per name, longest first as given.
 pub fn bars(rows: &[(String, f64)], label: &str) -> String {
     let mut svg = String::new();
-    let height = 40 + 26 * rows.len().max(1) as u32;
+    // A segment per row (plotters adds one, empty, at the top), 30 px each.
+    let height = 60 + 30 * (rows.len().max(1) as u32 + 1);
     let drawn = (|| -> Result<(), Box<dyn std::error::Error + '_>> {
         let root = SVGBackend::with_string(&mut svg, (WIDTH, height)).into_drawing_area();
         root.fill(&WHITE)?;
@@ -77,29 +78,33 @@ pub fn bars(rows: &[(String, f64)], label: &str) -> String {
         let n = rows.len().max(1);
         let mut chart = ChartBuilder::on(&root)
             .margin(12)
-            .x_label_area_size(24)
+            .x_label_area_size(38)
             .y_label_area_size(200)
-            .build_cartesian_2d(0f64..top, -0.5f64..(n as f64 - 0.5))?;
-        let name = |y: &f64| {
-            let i = y.round();
-            if (y - i).abs() > 1e-6 || i < 0.0 {
-                return String::new();
-            }
-            rows.get(i as usize)
-                .map(|r| shorten(&r.0))
-                .unwrap_or_default()
+            .build_cartesian_2d(0f64..top, (0..n).into_segmented())?;
+        // One segment per row: its name at the segment's centre.
+        let name = |v: &SegmentValue<usize>| match v {
+            SegmentValue::CenterOf(i) => rows.get(*i).map(|r| shorten(&r.0)).unwrap_or_default(),
+            _ => String::new(),
         };
         chart
             .configure_mesh()
             .disable_y_mesh()
             .y_labels(n)
             .y_label_formatter(&name)
+            .label_style(("sans-serif", 13))
             .x_desc(label)
             .light_line_style(RGBColor(240, 240, 240))
             .draw()?;
         chart.draw_series(rows.iter().enumerate().map(|(i, r)| {
-            let y = i as f64;
-            Rectangle::new([(0.0, y - 0.35), (r.1, y + 0.35)], INK.filled())
+            let mut bar = Rectangle::new(
+                [
+                    (0.0, SegmentValue::Exact(i)),
+                    (r.1, SegmentValue::Exact(i + 1)),
+                ],
+                INK.filled(),
+            );
+            bar.set_margin(5, 5, 0, 0);
+            bar
         }))?;
         root.present()?;
         Ok(())
@@ -149,5 +154,14 @@ mod tests {
         let svg = bars(&[("<script>x</script>".into(), 1.0)], "dollars");
         assert!(!svg.contains("<script>"));
         assert!(svg.contains("&lt;script&gt;"));
+        // Each bar is named beside it.
+        let svg = bars(
+            &[("claude-opus".into(), 2.0), ("claude-sonnet".into(), 1.0)],
+            "dollars",
+        );
+        assert!(svg.contains(">\nclaude-opus\n</text>"), "{svg}");
+        assert!(svg.contains(">\nclaude-sonnet\n</text>"), "{svg}");
+        let one = bars(&[("m".into(), 9.5)], "dollars");
+        assert!(one.contains("fill=\"#2563EB\""), "{one}");
     }
 }

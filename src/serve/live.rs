@@ -128,17 +128,18 @@ pub async fn tail(
                     if len <= offset {
                         return (None, running);
                     }
-                    let got = super::run::read_lines(&path, offset, CHUNK as u64).ok();
+                    let got = super::run::read_new_lines(&path, offset, CHUNK as u64, running).ok();
                     (got.filter(|(_, next)| *next > offset), running)
                 })
                 .await
                 .unwrap_or((None, false));
                 match read {
                     (Some((text, next)), _) => {
+                        // Whole lines; the page ends each event with its own newline.
                         let ev = Event::default()
                             .event("log")
                             .id(next.to_string())
-                            .data(text);
+                            .data(text.strip_suffix('\n').unwrap_or(&text));
                         return Some((Ok::<_, Infallible>(ev), (next, false)));
                     }
                     (None, false) => {

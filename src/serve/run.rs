@@ -130,30 +130,55 @@ fn tail(h: &History, st: &StepView) -> (String, u64) {
     }
 }
 
-/// Whole lines of `path` from `from` (skipping a partial first line unless `from` is 0), about
-/// `max` bytes, rendered for a page; and where the next page starts.
+/// Whole lines of `path` from `from` (skipping a partial first line when `from` is inside a
+/// line), about `max` bytes, rendered for a page; and where the next page starts.
 pub fn read_lines(path: &Path, from: u64, max: u64) -> std::io::Result<(String, u64)> {
+    read(path, from, max, false)
+}
+
+/// For a follower of a step that may still be writing: as [`read_lines`], but a last line
+/// without its newline is left for the next read while `running`.
+pub fn read_new_lines(
+    path: &Path,
+    from: u64,
+    max: u64,
+    running: bool,
+) -> std::io::Result<(String, u64)> {
+    read(path, from, max, running)
+}
+
+fn read(path: &Path, from: u64, max: u64, hold_partial: bool) -> std::io::Result<(String, u64)> {
+    // One byte before `from` tells whether `from` starts a line.
+    let at = from.saturating_sub(1);
+    let skip = (from - at) as usize;
     let mut f = match std::fs::File::open(path) {
         Ok(f) => f,
         // Created at the step's first byte: a step that wrote nothing has no log file.
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((String::new(), 0)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((String::new(), from)),
         Err(e) => return Err(e),
     };
-    f.seek(SeekFrom::Start(from))?;
+    f.seek(SeekFrom::Start(at))?;
     let mut buf = Vec::new();
-    f.take(max).read_to_end(&mut buf)?;
-    let mut start = 0;
-    if from > 0 {
-        start = memchr::memchr(b'\n', &buf).map_or(buf.len(), |i| i + 1);
+    f.take(max + skip as u64).read_to_end(&mut buf)?;
+    if buf.len() <= skip {
+        return Ok((String::new(), from));
     }
+    let mut start = skip;
+    if from > 0 && buf.first() != Some(&b'\n') {
+        start = memchr::memchr(b'\n', &buf[start..]).map_or(buf.len(), |i| start + i + 1);
+    }
+    let full = (buf.len() - skip) as u64 == max;
     let mut end = buf.len();
-    if buf.len() as u64 == max
-        && let Some(i) = memchr::memrchr(b'\n', &buf[start..])
-    {
-        end = start + i + 1;
+    if (full || hold_partial) && buf.last() != Some(&b'\n') {
+        end = match memchr::memrchr(b'\n', &buf[start..]) {
+            Some(i) => start + i + 1,
+            // One line longer than a page is shown in pieces; a partial one waits.
+            None if full => buf.len(),
+            None => start,
+        };
     }
     let text = render(&String::from_utf8_lossy(&buf[start..end]));
-    Ok((text, from + end as u64))
+    Ok((text, at + end as u64))
 }
 
 /// Log text as the pages show it: no terminal escapes, secrets masked (HTML escaping is the
@@ -263,5 +288,40 @@ pub async fn log(
     match built {
         Ok(Ok(r) | Err(r)) => r,
         Err(e) => layout::error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pages_and_follows_lose_no_line_and_hold_a_partial_one() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("log");
+        std::fs::write(&path, "one\ntwo\nthree\nfou").expect("write");
+        // Pages of 6 bytes, each from where the last ended: every whole line once.
+        let (mut seen, mut at) = (String::new(), 0);
+        loop {
+            let (text, next) = read_lines(&path, at, 6).expect("read");
+            if next == at {
+                break;
+            }
+            seen.push_str(&text);
+            at = next;
+        }
+        assert_eq!(seen, "one\ntwo\nthree\nfou");
+        // A follower from a line's start keeps that line, and waits for the partial last one.
+        assert_eq!(
+            read_new_lines(&path, 4, 100, true).expect("read"),
+            ("two\nthree\n".to_string(), 14)
+        );
+        assert_eq!(read_new_lines(&path, 14, 100, true).expect("read").1, 14);
+        assert_eq!(
+            read_new_lines(&path, 14, 100, false).expect("read").0,
+            "fou"
+        );
+        // From inside a line: that line's rest is skipped.
+        assert_eq!(read_lines(&path, 5, 100).expect("read").0, "three\nfou");
     }
 }

@@ -24,6 +24,7 @@ mod schedule;
 #[path = "../claude_code/sandbox.rs"]
 mod sandbox;
 mod serve;
+mod serve_browser;
 mod slash;
 mod slurm;
 mod worktree;

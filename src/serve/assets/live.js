@@ -18,14 +18,46 @@
   }
 
   function setStatus(label, status) {
-    var row = rowOf(label);
-    if (!row) { location.reload(); return; }
+    var row = rowOf(label) || addRow(label);
     var cell = row.querySelector(".status");
     cell.className = "status " + status;
     cell.textContent = status;
     var box = document.querySelector('#graph g[data-step="' + row.dataset.step + '"]');
     if (box) box.setAttribute("class", "step " + status);
     if (status === "running") follow(row.dataset.step);
+  }
+
+  // A step the page did not know (it started after the page was drawn): a new row in the
+  // table and a new log tail, at the next position (the server numbers steps by position).
+  function addRow(label) {
+    var body = document.querySelector("#steps tbody");
+    var n = body.rows.length;
+    var row = body.insertRow();
+    row.dataset.step = n;
+    row.dataset.label = label;
+    for (var i = 0; i < 8; i++) row.insertCell();
+    row.cells[0].textContent = label;
+    row.cells[1].innerHTML = '<span class="status"></span>';
+    row.cells[2].textContent = "1";
+    row.cells[2].className = row.cells[3].className = "num";
+    row.cells[4].className = row.cells[5].className = "num";
+    var link = document.createElement("a");
+    link.href = base + "/steps/" + n + "/log";
+    link.textContent = "whole log";
+    row.cells[7].appendChild(link);
+    var details = document.createElement("details");
+    details.open = true;
+    var summary = document.createElement("summary");
+    summary.textContent = label;
+    var pre = document.createElement("pre");
+    pre.className = "log";
+    pre.id = "log-" + n;
+    pre.dataset.step = n;
+    pre.dataset.offset = "0";
+    details.appendChild(summary);
+    details.appendChild(pre);
+    live.parentNode.insertBefore(details, live);
+    return row;
   }
 
   // A step's log: new lines from the offset the page was rendered at.
@@ -54,17 +86,19 @@
     switch (ev.event) {
       case "step_started": setStatus(ev.label, "running"); break;
       case "step_finished":
+        setStatus(ev.label, ev.status);
+        var row = rowOf(ev.label);
+        if (row) row.children[3].textContent = ev.duration.toFixed(1) + "s";
+        break;
       case "step_skipped": setStatus(ev.label, ev.status); break;
       case "run_finished":
         var s = document.getElementById("run-status");
-        s.textContent = "finished";
-        s.className = "status completed";
+        var status = ev.failed > 0 ? "failed" : "completed";
+        s.textContent = status;
+        s.className = "status " + status;
         break;
     }
   });
-  events.addEventListener("end", function () {
-    events.close();
-    // The run ended: the finished page has the final figures.
-    setTimeout(function () { location.reload(); }, 500);
-  });
+  // The run ended: the page stays as it is (a reload shows the final tokens and dollars).
+  events.addEventListener("end", function () { events.close(); });
 })();
