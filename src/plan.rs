@@ -600,6 +600,9 @@ pub struct Frontier {
     waiting: Vec<usize>,
     /// Pending steps whose dependencies all completed, by position in [`Plan::order`].
     ready: std::collections::BTreeSet<usize>,
+    /// The ready steps that are expansions (a subset of `ready`), so that finding one is not a
+    /// scan of every ready step per launch.
+    expansions: std::collections::BTreeSet<usize>,
     /// Each step's position in [`Plan::order`].
     position: Vec<usize>,
     /// Steps already known never to run.
@@ -617,13 +620,19 @@ impl Frontier {
         }
         let waiting: Vec<usize> = (0..n).map(|id| plan.dependencies(id).count()).collect();
         debug_assert_eq!(plan.order.len(), n);
-        let ready = (0..n)
+        let ready: std::collections::BTreeSet<usize> = (0..n)
             .filter(|&id| waiting[id] == 0)
             .map(|id| position[id])
+            .collect();
+        let expansions = ready
+            .iter()
+            .copied()
+            .filter(|&p| is_expansion(plan, plan.order[p]))
             .collect();
         Frontier {
             waiting,
             ready,
+            expansions,
             position,
             gone: vec![false; n],
             doomed: Vec::new(),
@@ -635,6 +644,11 @@ impl Frontier {
         self.ready.iter().map(|&p| plan.order[p])
     }
 
+    /// The first ready expansion (a dynamic fan-out's step), in plan order.
+    pub fn ready_expansion(&self, plan: &Plan) -> Option<StepId> {
+        self.expansions.first().map(|&p| plan.order[p])
+    }
+
     /// Whether no step is ready.
     pub fn is_empty(&self) -> bool {
         self.ready.is_empty()
@@ -643,6 +657,7 @@ impl Frontier {
     /// A ready step left the pending state (it was launched or refused).
     pub fn remove(&mut self, id: StepId) {
         self.ready.remove(&self.position[id]);
+        self.expansions.remove(&self.position[id]);
     }
 
     /// A step ended. `ok` says whether it counts as a success for the steps that need it to
@@ -666,6 +681,9 @@ impl Frontier {
                 self.doomed.push((next, id));
             } else if self.waiting[next] == 0 {
                 self.ready.insert(self.position[next]);
+                if is_expansion(plan, next) {
+                    self.expansions.insert(self.position[next]);
+                }
             }
         }
     }
@@ -692,6 +710,10 @@ impl Frontier {
         doomed.sort_by_key(|(id, _)| self.position[*id]);
         doomed
     }
+}
+
+fn is_expansion(plan: &Plan, id: StepId) -> bool {
+    matches!(plan.steps[id].action, Action::Expand { .. })
 }
 
 /// A job instance's session chain: pre-commands first (`--session-id`), then `--resume` for the

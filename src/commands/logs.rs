@@ -116,7 +116,8 @@ impl LogReader {
     fn read_new(&mut self, last: bool) -> Result<(), Error> {
         let mut file = match std::fs::File::open(&self.path) {
             Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !last => return Ok(()),
+            // A log is created at the step's first byte on that stream: none yet reads as empty.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
             Err(e) => return Err(Error::io(format!("reading {}", self.path.display()), e)),
         };
         let shown = self.path.display().to_string();

@@ -7,7 +7,6 @@
 //! outlive its `Child` handle: dropping the handle (panic, `?`, an aborted task) before
 //! [`Child::wait`] completes SIGKILLs the whole group.
 
-use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::path::Path;
@@ -113,8 +112,6 @@ impl Child {
 /// kills the group if this process dies.
 pub async fn spawn(spec: &SpawnSpec, guardian: Option<&Guardian>) -> io::Result<Child> {
     launch::prepare_signals_once();
-    let stdout_log = open_log(&spec.stdout_log)?;
-    let stderr_log = open_log(&spec.stderr_log)?;
     let scope = match guardian {
         Some(guardian) => guardian.step_scope(),
         None => standalone().step(),
@@ -163,9 +160,8 @@ pub async fn spawn(spec: &SpawnSpec, guardian: Option<&Guardian>) -> io::Result<
     let (lines_tx, lines) = mpsc::channel(BATCHES_IN_FLIGHT);
     let (finish, finish_rx) = watch::channel(false);
     let (faults_tx, log_faults) = mpsc::unbounded_channel();
-    let sink = |stream, log, log_path: &Path| Sink {
+    let sink = |stream, log_path: &Path| Sink {
         stream,
-        log,
         log_path: log_path.to_path_buf(),
         lines: lines_tx.clone(),
         max_line_bytes: spec.max_line_bytes,
@@ -174,12 +170,12 @@ pub async fn spawn(spec: &SpawnSpec, guardian: Option<&Guardian>) -> io::Result<
     let drains = [
         tokio::spawn(drain(
             stdout,
-            sink(Stream::Stdout, stdout_log, &spec.stdout_log),
+            sink(Stream::Stdout, &spec.stdout_log),
             finish_rx.clone(),
         )),
         tokio::spawn(drain(
             stderr,
-            sink(Stream::Stderr, stderr_log, &spec.stderr_log),
+            sink(Stream::Stderr, &spec.stderr_log),
             finish_rx,
         )),
     ];
@@ -201,14 +197,6 @@ pub async fn spawn(spec: &SpawnSpec, guardian: Option<&Guardian>) -> io::Result<
         exit,
         guard: KillOnDrop { group, armed: true },
     })
-}
-
-fn open_log(path: &Path) -> io::Result<File> {
-    OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .map_err(|err| io::Error::new(err.kind(), format!("{}: {err}", path.display())))
 }
 
 /// The containment of steps spawned without a guardian (tests, tools): tokens, no cgroup.

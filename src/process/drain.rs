@@ -1,7 +1,9 @@
 //! Draining one pipe: append the raw bytes to the log file and deliver framed lines.
 //!
 //! Owns the hot path (benchmarked at 16 children × 50 MB): large reads, one `write(2)` per read,
-//! memchr framing, no per-byte work. It must never stop reading because the log or the consumer
+//! memchr framing, no per-byte work. A log file is created when its pipe's first byte arrives, so
+//! a step that writes nothing on a stream has no file for it (readers take a missing log as
+//! empty); that saves two `openat`s per quiet step. It must never stop reading because the log or the consumer
 //! failed (a child blocked on a full pipe would hang the step), and never hold more than one read
 //! buffer plus one capped line.
 //!
@@ -9,7 +11,7 @@
 //! and never stops the draining: the bytes that could not be written are counted, each later chunk
 //! is tried again, and once writes succeed again the log resumes at a line boundary (the torn
 //! line before the gap is ended, the torn one after it dropped), so that readers of the log see
-//! whole lines only.
+//! whole lines only. A log that cannot be created is such a failure too, tried again each chunk.
 
 use std::fs::File;
 use std::io::{self, Write};
@@ -58,7 +60,7 @@ pub struct LogFault {
 /// Where one pipe's output goes.
 pub(crate) struct Sink {
     pub(crate) stream: Stream,
-    pub(crate) log: File,
+    /// The log file, created (or appended to) at the first byte.
     pub(crate) log_path: PathBuf,
     pub(crate) lines: mpsc::Sender<Vec<Line>>,
     pub(crate) max_line_bytes: usize,
@@ -68,7 +70,8 @@ pub(crate) struct Sink {
 
 /// The log file of one pipe, with its failures counted.
 struct LogFile {
-    file: File,
+    /// None until the first chunk (or while it cannot be created).
+    file: Option<File>,
     /// Set once a write failed; its `bytes_lost` grows while writes keep failing.
     fault: Option<LogFault>,
     /// A write failed and none has succeeded since.
@@ -86,7 +89,12 @@ impl LogFile {
                 self.lose(data.len());
                 return None;
             };
-            if write_some(&mut self.file, b"\n").1.is_some() {
+            // End the torn line, if any was written: a log never created has none.
+            let ended = match &mut self.file {
+                Some(file) => write_some(file, b"\n").1.is_none(),
+                None => open(path).map(|file| self.file = Some(file)).is_ok(),
+            };
+            if !ended {
                 self.lose(data.len());
                 return None;
             }
@@ -97,7 +105,7 @@ impl LogFile {
                 fault.resumed = true;
             }
         }
-        let (written, error) = write_some(&mut self.file, data);
+        let (written, error) = self.put(path, data);
         let err = error?;
         let first_of_streak = !self.failing;
         self.failing = true;
@@ -112,11 +120,31 @@ impl LogFile {
         first_of_streak.then(|| fault.clone())
     }
 
+    /// Writes `data` to the file, creating it first if this is its first byte.
+    fn put(&mut self, path: &Path, data: &[u8]) -> (usize, Option<io::Error>) {
+        let file = match &mut self.file {
+            Some(file) => file,
+            None => match open(path) {
+                Ok(file) => self.file.insert(file),
+                Err(err) => return (0, Some(err)),
+            },
+        };
+        write_some(file, data)
+    }
+
     fn lose(&mut self, n: usize) {
         if let Some(fault) = &mut self.fault {
             fault.bytes_lost += n as u64;
         }
     }
+}
+
+/// Opens `path` for appending, creating it if missing.
+pub(crate) fn open(path: &Path) -> io::Result<File> {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
 }
 
 /// Writes as much of `data` as the file takes: the bytes written, and the error that stopped it.
@@ -143,14 +171,13 @@ pub(crate) async fn drain(
 ) -> Option<LogFault> {
     let Sink {
         stream,
-        log,
         log_path,
         lines,
         max_line_bytes,
         faults,
     } = sink;
     let mut log = LogFile {
-        file: log,
+        file: None,
         fault: None,
         failing: false,
     };
@@ -232,7 +259,7 @@ mod tests {
 
     fn log(file: File) -> LogFile {
         LogFile {
-            file,
+            file: Some(file),
             fault: None,
             failing: false,
         }
@@ -262,10 +289,9 @@ mod tests {
         let mut log = log(File::create(&path).unwrap());
         assert_eq!(log.write(Stream::Stdout, &path, b"whole\ntorn "), None);
         // The disk fills up...
-        let good = std::mem::replace(
-            &mut log.file,
-            OpenOptions::new().write(true).open(&full).unwrap(),
-        );
+        let good = log
+            .file
+            .replace(OpenOptions::new().write(true).open(&full).unwrap());
         assert!(log.write(Stream::Stdout, &path, b"line\nlost\n").is_some());
         // ...and has room again: the torn rest of the line is dropped, whole lines resume.
         log.file = good;
@@ -274,5 +300,24 @@ mod tests {
         assert!(fault.resumed);
         assert_eq!(fault.bytes_lost, 10 + 5);
         assert_eq!(std::fs::read(&path).unwrap(), b"whole\ntorn \nnext\n");
+    }
+
+    #[test]
+    fn a_log_is_created_at_its_first_byte_and_its_creation_can_fail_like_a_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("later").join("step.log");
+        let mut log = LogFile {
+            file: None,
+            fault: None,
+            failing: false,
+        };
+        // Its folder does not exist yet: creating the file fails, the bytes are counted lost.
+        let fault = log.write(Stream::Stderr, &path, b"gone\nhal").unwrap();
+        assert_eq!(fault.bytes_lost, 8);
+        assert!(!path.exists());
+        std::fs::create_dir(path.parent().unwrap()).unwrap();
+        assert_eq!(log.write(Stream::Stderr, &path, b"f\nkept\n"), None);
+        assert!(log.fault.as_ref().unwrap().resumed);
+        assert_eq!(std::fs::read(&path).unwrap(), b"kept\n");
     }
 }

@@ -49,9 +49,10 @@ pub struct SpawnSpec {
     pub cwd: PathBuf,
     /// Variables added to (or overriding) the environment orch inherited.
     pub env: Vec<(OsString, OsString)>,
-    /// File the raw stdout bytes are appended to, created if missing.
+    /// File the raw stdout bytes are appended to, created at the first byte (no output, no file).
     pub stdout_log: PathBuf,
-    /// File the raw stderr bytes are appended to, created if missing (may equal `stdout_log`).
+    /// File the raw stderr bytes are appended to, created at the first byte (may equal
+    /// `stdout_log`).
     pub stderr_log: PathBuf,
     /// Cap on the bytes of one delivered [`Line`]; longer lines arrive truncated.
     pub max_line_bytes: usize,

@@ -127,7 +127,12 @@ fn mark() -> &'static str {
 /// Removes the wrapper's lines from a stderr log, leaving every other byte as it was.
 pub fn strip_log(path: &Path) -> io::Result<()> {
     let mut bytes = Vec::new();
-    std::fs::File::open(path)?.read_to_end(&mut bytes)?;
+    match std::fs::File::open(path) {
+        Ok(mut file) => file.read_to_end(&mut bytes)?,
+        // Created at the first byte: nothing was written, nothing to strip.
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
     if memchr::memmem::find(&bytes, MARK).is_none() {
         return Ok(());
     }

@@ -727,9 +727,7 @@ impl<'a> Core<'a> {
 
     /// A ready `for_each` expansion step, if any.
     fn next_expansion(&self) -> Option<StepId> {
-        self.frontier
-            .ready(&self.plan)
-            .find(|&id| matches!(self.plan.steps[id].action, Action::Expand { .. }))
+        self.frontier.ready_expansion(&self.plan)
     }
 
     /// Turns a `for_each` job's source array into its instances (or fails the job).

@@ -151,7 +151,12 @@ fn read(path: &Path, from: u64, max: u64, hold_partial: bool) -> std::io::Result
     // One byte before `from` tells whether `from` starts a line.
     let at = from.saturating_sub(1);
     let skip = (from - at) as usize;
-    let mut f = std::fs::File::open(path)?;
+    let mut f = match std::fs::File::open(path) {
+        Ok(f) => f,
+        // Created at the step's first byte: a step that wrote nothing has no log file.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((String::new(), from)),
+        Err(e) => return Err(e),
+    };
     f.seek(SeekFrom::Start(at))?;
     let mut buf = Vec::new();
     f.take(max + skip as u64).read_to_end(&mut buf)?;
@@ -255,7 +260,11 @@ pub async fn log(
         let st = s.steps.get(step).ok_or_else(missing)?;
         let path = st.log.as_deref().ok_or_else(missing)?;
         let path = h.confine(path).map_err(|e| layout::error(StatusCode::FORBIDDEN, &e.to_string()))?;
-        let len = std::fs::metadata(&path).map_err(|_| missing())?.len();
+        let len = match std::fs::metadata(&path) {
+            Ok(m) => m.len(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+            Err(_) => return Err(missing()),
+        };
         let from = p.offset.unwrap_or(0).min(len);
         let (text, next) = read_lines(&path, from, LOG_PAGE).map_err(|_| missing())?;
         let base = format!("/runs/{}/steps/{step}/log", s.run.id);

@@ -181,6 +181,36 @@ fn logs_are_rendered_with_escapes_neutralised_raw_as_bytes_and_stderr_on_asking(
     assert!(err.contains("its steps: hello"), "{err}");
 }
 
+/// Log files are created at a stream's first byte: a step that wrote nothing has none, its
+/// results still name where they would be, and `orch logs` shows them empty.
+#[test]
+fn a_step_that_wrote_nothing_has_no_log_files_and_its_logs_read_as_empty() {
+    let t = two_runs();
+    let (_, json, _) = orch(&t, &["runs", "--format", "json", "--state-dir", ".orch"]);
+    let v: Value = serde_json::from_str(&json).unwrap();
+    let quiet = v["runs"][0]["id"].as_str().unwrap().to_string();
+    let results: Value = serde_json::from_str(
+        &std::fs::read_to_string(t.path().join(format!(".orch/runs/{quiet}/results.json")))
+            .unwrap(),
+    )
+    .unwrap();
+    let step = &results["instances"]["broken"]["steps"][0];
+    for field in ["log", "stderr_log"] {
+        let path = step[field]
+            .as_str()
+            .unwrap_or_else(|| panic!("{field}: {step}"));
+        assert!(path.ends_with(".log"), "{field}: {path}");
+        assert!(!std::path::Path::new(path).exists(), "{field}: {path}");
+    }
+    for args in [
+        &["logs", "latest", "broken"][..],
+        &["logs", "latest", "broken", "--stderr"],
+    ] {
+        let (code, shown, err) = orch(&t, &[args, &["--state-dir", ".orch"][..]].concat());
+        assert_eq!((code, shown.as_str()), (0, ""), "{args:?}: {err}");
+    }
+}
+
 /// The simulated agent keeps its step running until the file `go` appears.
 const WAITING: &str = r#"
 [settings]
