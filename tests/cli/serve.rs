@@ -12,7 +12,8 @@ use chrono::{Duration as Days, Utc};
 
 use super::harness::Test;
 
-const MANIFEST: &str = r#"
+/// Two simulated agent steps, the second needing the first (the browser tests use it too).
+pub(super) const MANIFEST: &str = r#"
 name = "served"
 [settings]
 startup_delay = "0s"

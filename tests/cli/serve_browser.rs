@@ -16,7 +16,7 @@ use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{Value, json};
 
 use super::harness::{Test, wait_until};
-use super::serve::{Server, seed_days, with_runs};
+use super::serve::{MANIFEST, Server, seed_days, with_runs};
 
 /// How long a page may take to show what a test waits for.
 const DEADLINE: Duration = Duration::from_secs(60);
@@ -268,20 +268,9 @@ fn the_runs_page_lists_simulated_runs_in_a_browser() {
     b.screenshot("run");
 }
 
-const TWO_STEPS: &str = r#"
-name = "live"
-[settings]
-startup_delay = "0s"
-[jobs.first]
-prompt = "hello"
-[jobs.second]
-prompt = "world"
-needs = ["first"]
-"#;
-
 #[test]
 fn a_running_pipelines_page_updates_its_statuses_and_log_tail_without_a_reload() {
-    let t = Test::new().file("orch.toml", TWO_STEPS);
+    let t = Test::new().file("orch.toml", MANIFEST);
     let run = Held::start(&t, &["run", "--simulate", "--quiet"]);
     // The first step runs, held after its first log line.
     let runs = t.path().join(".orch/runs");
@@ -399,7 +388,7 @@ fn the_table_pages_work_without_javascript() {
 
 #[test]
 fn the_schedule_page_shows_a_running_cron_service_and_its_results() {
-    let t = Test::new().file("orch.toml", TWO_STEPS);
+    let t = Test::new().file("orch.toml", MANIFEST);
     let _service = Held::start(
         &t,
         &[
