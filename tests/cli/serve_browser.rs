@@ -118,12 +118,20 @@ impl Browser {
 
     /// The text of every element `css` selects.
     pub fn texts(&self, css: &str) -> Vec<String> {
+        self.read_texts(css)
+            .unwrap_or_else(|e| panic!("{css}: {e}"))
+    }
+
+    /// The text of every element `css` selects, or the driver's error: an
+    /// element found on one page goes stale when the next one loads before
+    /// its text is read.
+    fn read_texts(&self, css: &str) -> Result<Vec<String>, fantoccini::error::CmdError> {
         self.rt.block_on(async {
             let mut out = Vec::new();
-            for e in self.client().find_all(Locator::Css(css)).await.expect(css) {
-                out.push(e.text().await.expect("text"));
+            for e in self.client().find_all(Locator::Css(css)).await? {
+                out.push(e.text().await?);
             }
-            out
+            Ok(out)
         })
     }
 
@@ -161,7 +169,12 @@ impl Browser {
     pub fn wait_text(&self, css: &str, what: &str, ok: impl Fn(&str) -> bool) {
         let end = Instant::now() + DEADLINE;
         loop {
-            let now = self.texts(css);
+            // A page still loading is read again, like one that does not
+            // show `what` yet.
+            let now = match self.read_texts(css) {
+                Err(e) if e.is_stale_element_reference() => vec![e.to_string()],
+                read => read.unwrap_or_else(|e| panic!("{css}: {e}")),
+            };
             if now.first().is_some_and(|t| ok(t)) {
                 return;
             }
