@@ -299,6 +299,81 @@ async fn spawn_reports_a_missing_program() {
     assert_eq!(err.kind(), std::io::ErrorKind::NotFound);
 }
 
+/// What a failed exec or a missing working directory reports, as `execvp` would: a file that is
+/// not executable is refused, and a `PATH` search goes past one to the next match.
+#[tokio::test]
+async fn spawn_reports_a_program_it_may_not_run_and_a_missing_working_directory() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let plain = dir.path().join("plain");
+    std::fs::write(&plain, "#!/bin/sh\necho never\n").expect("written");
+    let mut spec = sh(dir.path(), "");
+    spec.program = plain.clone();
+    let err = spawn(&spec, None).await.expect_err("not executable");
+    assert_eq!(err.kind(), std::io::ErrorKind::PermissionDenied, "{err}");
+
+    let mut spec = sh(&dir.path().join("gone"), "true");
+    spec.stdout_log = dir.path().join("out.log");
+    let err = spawn(&spec, None).await.expect_err("no working directory");
+    assert_eq!(err.kind(), std::io::ErrorKind::NotFound, "{err}");
+
+    // In the job's PATH: the first entry has `plain` but may not run it, the second can.
+    let bin = dir.path().join("bin");
+    std::fs::create_dir(&bin).expect("bin");
+    let runnable = bin.join("plain");
+    std::fs::write(&runnable, "#!/bin/sh\necho ran \"$0\"\n").expect("written");
+    std::fs::set_permissions(&runnable, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let mut spec = sh(dir.path(), "");
+    spec.program = "plain".into();
+    spec.args.clear();
+    spec.env
+        .push(("PATH".into(), format!(".:{}", bin.display()).into()));
+    let (lines, exit) = run_to_end(spawn(&spec, None).await.expect("spawned")).await;
+    assert!(exit.success(), "{exit:?}");
+    // (A script's $0 is the path the kernel ran it from.)
+    assert_eq!(
+        texts(&lines, Stream::Stdout),
+        [format!("ran {}", runnable.display())]
+    );
+}
+
+/// With cgroups (root, cgroup v2 mounted), a step's leader is in its own step cgroup under the
+/// run's when it runs its first instruction of the job's program: the clone entered it.
+#[tokio::test]
+async fn a_step_runs_in_its_own_cgroup_where_cgroups_are_usable() {
+    let guardian = start_guardian();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut spec = sh(dir.path(), "");
+    spec.program = "/bin/cat".into();
+    spec.args = vec!["/proc/self/cgroup".into()];
+    let (lines, exit) = run_to_end(spawn(&spec, Some(&guardian)).await.expect("spawned")).await;
+    assert!(exit.success(), "{exit:?}");
+    let unified = texts(&lines, Stream::Stdout)
+        .into_iter()
+        .find_map(|l| l.strip_prefix("0::").map(str::to_string))
+        .expect("a cgroup v2 line");
+    if guardian.uses_cgroups() {
+        let (run, step) = unified.rsplit_once('/').expect("a nested cgroup");
+        assert!(
+            run.rsplit('/')
+                .next()
+                .is_some_and(|r| r.starts_with("orch-")),
+            "{unified}"
+        );
+        assert!(
+            step.strip_prefix('s')
+                .is_some_and(|n| n.parse::<u64>().is_ok()),
+            "{unified}"
+        );
+    } else {
+        assert!(
+            !nix::unistd::geteuid().is_root(),
+            "root without cgroups: {unified}"
+        );
+    }
+    guardian.shutdown().expect("guardian exited");
+}
+
 /// Arguments that make this test binary run as the guardian.
 fn guardian_args() -> [&'static str; 5] {
     [
@@ -449,9 +524,9 @@ async fn throughput_16_children_of_50_mb() {
     eprintln!("16 × 50 MB in {:?}", started.elapsed());
 }
 
-/// Nothing runs in a child before `exec` (that keeps spawns on `posix_spawn`), so the defaults
-/// the stop ladder needs come from orch handling, never ignoring, SIGINT, SIGTERM and SIGXFSZ:
-/// `exec` resets a handled signal to its default but keeps an ignored one ignored.
+/// The child resets handled signals only, as `posix_spawn` and `exec` do, so the defaults the
+/// stop ladder needs come from orch handling, never ignoring, SIGINT, SIGTERM and SIGXFSZ: an
+/// ignored signal stays ignored.
 #[tokio::test]
 async fn a_child_starts_with_default_signals_even_when_orch_was_started_ignoring_them() {
     use nix::sys::signal::{SigHandler, Signal, signal};
@@ -466,7 +541,7 @@ async fn a_child_starts_with_default_signals_even_when_orch_was_started_ignoring
     let mut spec = sh(dir.path(), "");
     spec.program = "cat".into();
     spec.args = vec!["/proc/self/status".into()];
-    // A PATH of the job's own: the program is looked up in it before the spawn.
+    // A PATH of the job's own: the program is looked up in it, not in orch's.
     spec.env
         .push(("PATH".into(), "/nowhere:/usr/bin:/bin".into()));
     let (lines, exit) = run_to_end(spawn(&spec, None).await.expect("spawned")).await;
@@ -476,11 +551,26 @@ async fn a_child_starts_with_default_signals_even_when_orch_was_started_ignoring
         .find_map(|l| l.strip_prefix("SigIgn:").map(|m| m.trim().to_string()))
         .expect("a SigIgn line");
     let mask = u64::from_str_radix(&ignored, 16).expect("a hex mask");
-    for sig in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGXFSZ] {
+    // SIGPIPE too, which Rust ignores in orch; and nothing is blocked.
+    for sig in [
+        Signal::SIGINT,
+        Signal::SIGTERM,
+        Signal::SIGXFSZ,
+        Signal::SIGPIPE,
+    ] {
         assert_eq!(
             mask & (1 << (sig as u64 - 1)),
             0,
             "{sig} is ignored in the child"
         );
     }
+    let blocked = texts(&lines, Stream::Stdout)
+        .iter()
+        .find_map(|l| l.strip_prefix("SigBlk:").map(|m| m.trim().to_string()))
+        .expect("a SigBlk line");
+    assert_eq!(
+        u64::from_str_radix(&blocked, 16),
+        Ok(0),
+        "blocked: {blocked}"
+    );
 }

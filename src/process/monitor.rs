@@ -24,6 +24,7 @@ use super::drain::LogFault;
 use super::group::pid_alive;
 use super::guardian::Guardian;
 use super::stop::Group;
+use super::vfork::Leader;
 
 /// How long the pipes may stay open after the leader exited and the group was killed.
 const PIPE_GRACE: Duration = Duration::from_millis(200);
@@ -36,7 +37,7 @@ const LEADER_POLL: Duration = Duration::from_secs(5);
 
 /// What the monitor owns for one child.
 pub(crate) struct Watch {
-    pub(crate) leader: tokio::process::Child,
+    pub(crate) leader: Leader,
     pub(crate) group: Arc<Group>,
     pub(crate) drains: [JoinHandle<Option<LogFault>>; 2],
     pub(crate) finish: watch::Sender<bool>,
@@ -97,7 +98,8 @@ pub(crate) async fn run(watch: Watch) {
         }
     }
     group.mark_reaped();
-    let (code, signal) = match leader.wait().await {
+    // Exited already (seen above): the reap does not block.
+    let (code, signal) = match leader.reap() {
         Ok(status) => (status.code(), status.signal()),
         Err(err) => {
             tracing::warn!(pgid, %err, "reaping a child failed");
