@@ -45,10 +45,6 @@ pub(crate) struct Plan {
     error: AtomicI32,
 }
 
-// SAFETY: the raw pointers point into `_strings`, owned by the plan and never changed after
-// `Plan::new`, so the plan can move to another thread with them.
-unsafe impl Send for Plan {}
-
 impl Plan {
     /// A plan to run `argv` (its first element is argv[0], not looked up) from `candidates` in
     /// `cwd` with exactly `env`; the descriptors must stay open until [`start`] returns.
