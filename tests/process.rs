@@ -337,40 +337,60 @@ async fn spawn_reports_a_program_it_may_not_run_and_a_missing_working_directory(
     );
 }
 
-/// With cgroups (root, cgroup v2 mounted), a step's leader is in its own step cgroup under the
-/// run's when it runs its first instruction of the job's program: the clone entered it.
+/// With cgroups (root, cgroup v2 mounted), a step's leader is in a step cgroup under the run's
+/// when it runs the job's program: the clone entered it. An ended step's empty cgroup serves the
+/// next step, unless the step left something in it (here a cgroup of its own).
 #[tokio::test]
-async fn a_step_runs_in_its_own_cgroup_where_cgroups_are_usable() {
+async fn a_step_runs_in_a_step_cgroup_which_a_later_step_reuses_once_empty() {
     let guardian = start_guardian();
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut spec = sh(dir.path(), "");
-    spec.program = "/bin/cat".into();
-    spec.args = vec!["/proc/self/cgroup".into()];
-    let (lines, exit) = run_to_end(spawn(&spec, Some(&guardian)).await.expect("spawned")).await;
-    assert!(exit.success(), "{exit:?}");
-    let unified = texts(&lines, Stream::Stdout)
-        .into_iter()
-        .find_map(|l| l.strip_prefix("0::").map(str::to_string))
-        .expect("a cgroup v2 line");
-    if guardian.uses_cgroups() {
-        let (run, step) = unified.rsplit_once('/').expect("a nested cgroup");
-        assert!(
-            run.rsplit('/')
-                .next()
-                .is_some_and(|r| r.starts_with("orch-")),
-            "{unified}"
-        );
-        assert!(
-            step.strip_prefix('s')
-                .is_some_and(|n| n.parse::<u64>().is_ok()),
-            "{unified}"
-        );
-    } else {
-        assert!(
-            !nix::unistd::geteuid().is_root(),
-            "root without cgroups: {unified}"
-        );
+    let mount = std::fs::read_to_string("/proc/mounts")
+        .expect("mounts")
+        .lines()
+        .find_map(|l| {
+            let mut fields = l.split_whitespace().skip(1);
+            let point = fields.next()?;
+            (fields.next()? == "cgroup2").then(|| point.to_string())
+        });
+    let mut cgroup_of_step = async |make_sub: bool| {
+        let mut script = "sed -n 's/^0:://p' /proc/self/cgroup".to_string();
+        if make_sub {
+            script.push_str(&format!(
+                "; mkdir \"{}$(sed -n 's/^0:://p' /proc/self/cgroup)/sub\"",
+                mount.as_deref().unwrap_or("/nowhere")
+            ));
+        }
+        let spec = sh(dir.path(), &script);
+        let (lines, exit) = run_to_end(spawn(&spec, Some(&guardian)).await.expect("spawned")).await;
+        let out = texts(&lines, Stream::Stdout);
+        (exit, out.first().cloned().unwrap_or_default())
+    };
+    let (exit, first) = cgroup_of_step(false).await;
+    if !guardian.uses_cgroups() {
+        assert!(!nix::unistd::geteuid().is_root(), "root without cgroups");
+        return;
     }
+    assert!(exit.success(), "{exit:?}");
+    let (run, step) = first.rsplit_once('/').expect("a nested cgroup");
+    assert!(
+        run.rsplit('/')
+            .next()
+            .is_some_and(|r| r.starts_with("orch-")),
+        "{first}"
+    );
+    assert!(
+        step.strip_prefix('s')
+            .is_some_and(|n| n.parse::<u64>().is_ok()),
+        "{first}"
+    );
+    let (exit, second) = cgroup_of_step(true).await;
+    assert!(exit.success(), "{exit:?}");
+    assert_eq!(second, first, "the empty cgroup was not reused");
+    let (exit, third) = cgroup_of_step(false).await;
+    assert!(exit.success(), "{exit:?}");
+    assert_ne!(third, second, "a cgroup with a cgroup in it was reused");
+    let mount = mount.expect("a cgroup2 mount");
+    std::fs::remove_dir(format!("{mount}{second}/sub")).expect("the step's sub-cgroup");
     guardian.shutdown().expect("guardian exited");
 }
 

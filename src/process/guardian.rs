@@ -31,7 +31,7 @@ use nix::fcntl::{FcntlArg, OFlag, fcntl};
 use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
 use nix::unistd::{Pid, getppid, setpgid};
 
-use super::contain::{self, Containment, StepScope};
+use super::contain::{self, Containment, StepCgroup, StepScope};
 use super::group::signal_group;
 
 /// Environment variable carrying orch's pid, so the guardian can tell orch's death from the
@@ -110,6 +110,11 @@ impl Guardian {
     /// A new step's token and cgroup, for [`super::spawn`].
     pub(crate) fn step_scope(&self) -> StepScope {
         self.inner.containment.step()
+    }
+
+    /// Takes back an ended step's emptied cgroup (reused by a later step, or removed).
+    pub(crate) fn recycle_cgroup(&self, cgroup: StepCgroup) {
+        self.inner.containment.recycle(cgroup);
     }
 
     /// Whether this run's steps go into cgroups (cgroup v2 usable), as opposed to the

@@ -88,8 +88,12 @@ pub(crate) async fn run(watch: Watch) {
         }
     }
     await_deaths(&leaked).await;
-    if let Some((dir, _)) = &scope.cgroup {
-        remove_cgroup(dir).await;
+    if let Some(cgroup) = scope.cgroup {
+        empty_cgroup(&cgroup.0).await;
+        match &guardian {
+            Some(guardian) => guardian.recycle_cgroup(cgroup),
+            None => remove_cgroup(&cgroup.0),
+        }
     }
 
     if let Some(guardian) = &guardian {
@@ -173,12 +177,16 @@ async fn kill_leftovers(pgid: u32, group: &Group, scope: &StepScope, leaked: &mu
     }
 }
 
-/// Removes a step's cgroup once it is empty (bounded); the guardian removes what is left.
-async fn remove_cgroup(dir: &std::path::Path) {
+/// Waits (bounded) until a step's cgroup is empty.
+async fn empty_cgroup(dir: &std::path::Path) {
     let deadline = Instant::now() + DEATH_WAIT;
     while contain::populated(dir) && Instant::now() < deadline {
         sleep(Duration::from_millis(2)).await;
     }
+}
+
+/// Removes a step's cgroup; the guardian removes what is left.
+fn remove_cgroup(dir: &std::path::Path) {
     if let Err(err) = std::fs::remove_dir(dir) {
         tracing::debug!(dir = %dir.display(), %err, "removing a step's cgroup failed");
     }
