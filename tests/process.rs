@@ -352,7 +352,7 @@ async fn a_step_runs_in_a_step_cgroup_which_a_later_step_reuses_once_empty() {
             let point = fields.next()?;
             (fields.next()? == "cgroup2").then(|| point.to_string())
         });
-    let mut cgroup_of_step = async |make_sub: bool| {
+    let cgroup_of_step = async |make_sub: bool| {
         let mut script = "sed -n 's/^0:://p' /proc/self/cgroup".to_string();
         if make_sub {
             script.push_str(&format!(
