@@ -6,7 +6,8 @@
 //!   `/proc/self/mountinfo`, and root or a delegated subtree): each run gets a cgroup
 //!   `orch-<pid in hex>-<time>` under orch's own, each step a child `s<n>` of it. The step's process writes
 //!   itself into `s<n>/cgroup.procs` between clone and exec, so nothing it forks is ever outside.
-//!   At the step's end `cgroup.procs` lists what is left and `cgroup.kill` kills all of it.
+//!   At the step's end `cgroup.procs` lists what is left and `cgroup.kill` kills all of it; the
+//!   emptied cgroup then serves a later step (a fresh one costs its first process a wait).
 //! - **the step token**, always: every step's environment carries `ORCH_STEP_TOKEN=<run>.<n>`,
 //!   inherited by everything it starts. Without cgroups, the step's end scans `/proc` once:
 //!   members of the step's group, and processes started after the step whose initial
