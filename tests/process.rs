@@ -394,6 +394,29 @@ async fn a_step_runs_in_a_step_cgroup_which_a_later_step_reuses_once_empty() {
     guardian.shutdown().expect("guardian exited");
 }
 
+/// With a guardian, an ended step's leader is reaped once its `-PGID` has gone to the guardian:
+/// with the next step's registration, or on its own shortly after the last step. No zombie is
+/// left behind either way.
+#[tokio::test]
+async fn ended_leaders_are_reaped_after_their_unregistration_with_or_without_a_next_step() {
+    let guardian = start_guardian();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spec = sh(dir.path(), "echo hi");
+    let first = spawn(&spec, Some(&guardian)).await.expect("spawned");
+    let first_pid = first.pid();
+    let (_, exit) = run_to_end(first).await;
+    assert!(exit.success(), "{exit:?}");
+    let second = spawn(&spec, Some(&guardian)).await.expect("spawned");
+    // Its `-` went in the same write as the second's `+` (or before): reaped by now.
+    let gone = |pid: u32| !Path::new(&format!("/proc/{pid}")).exists();
+    assert!(gone(first_pid), "the first leader is still there");
+    let second_pid = second.pid();
+    let (_, exit) = run_to_end(second).await;
+    assert!(exit.success(), "{exit:?}");
+    eventually("the last leader reaped", || gone(second_pid)).await;
+    guardian.shutdown().expect("guardian exited");
+}
+
 /// Arguments that make this test binary run as the guardian.
 fn guardian_args() -> [&'static str; 5] {
     [

@@ -2,10 +2,10 @@
 //! the pipes drain, reap the leader and report the [`Exit`].
 //!
 //! Owns the order that keeps group signals safe: observe the exit without reaping (`WNOWAIT`),
-//! so the pgid stays ours while the group is killed; unregister from the guardian; then reap. It
+//! so the pgid stays ours while the group is killed; then hand the unreaped leader to the
+//! guardian, which reaps it once it has sent the `-PGID` (or reap it here without a guardian). It
 //! must never wait for a pipe held by a process outside the group for more than a short grace.
 
-use std::os::unix::process::ExitStatusExt;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -96,20 +96,25 @@ pub(crate) async fn run(watch: Watch) {
         }
     }
 
-    if let Some(guardian) = &guardian {
-        if let Err(err) = guardian.unregister(pgid) {
-            tracing::warn!(pgid, %err, "unregistering from the guardian failed");
-        }
-    }
+    // No signal may follow: the leader goes to be reaped. It has exited (seen above), so its
+    // status is there to read without reaping it.
     group.mark_reaped();
-    // Exited already (seen above): the reap does not block.
-    let (code, signal) = match leader.reap() {
-        Ok(status) => (status.code(), status.signal()),
-        Err(err) => {
-            tracing::warn!(pgid, %err, "reaping a child failed");
+    let (code, signal) = match leader.exit_status() {
+        Ok(Some(status)) => status,
+        Ok(None) | Err(_) => {
+            tracing::warn!(pgid, "reading a child's exit failed");
             (None, None)
         }
     };
+    match &guardian {
+        // Reaped once the guardian has its `-PGID` (sent with the next step's `+`).
+        Some(guardian) => guardian.retire(leader),
+        None => {
+            if let Err(err) = leader.reap() {
+                tracing::warn!(pgid, %err, "reaping a child failed");
+            }
+        }
+    }
     leaked.sort_unstable();
     // The receiver is gone when nobody waits; the child still had to be reaped.
     let _ = exit.send(Exit {

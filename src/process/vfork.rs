@@ -105,6 +105,21 @@ impl Leader {
         self.pid.unsigned_abs()
     }
 
+    /// How the child ended, if it has, without reaping it: `(code, signal)`.
+    pub(crate) fn exit_status(&self) -> io::Result<Option<(Option<i32>, Option<i32>)>> {
+        use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid};
+        let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT;
+        loop {
+            return match waitid(Id::Pid(nix::unistd::Pid::from_raw(self.pid)), flags) {
+                Ok(WaitStatus::Exited(_, code)) => Ok(Some((Some(code), None))),
+                Ok(WaitStatus::Signaled(_, signal, _)) => Ok(Some((None, Some(signal as i32)))),
+                Ok(_) => Ok(None),
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(err) => Err(err.into()),
+            };
+        }
+    }
+
     /// Reaps the child, waiting for it to exit if it has not.
     pub(crate) fn reap(&mut self) -> io::Result<ExitStatus> {
         let mut status = 0;
