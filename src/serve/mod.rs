@@ -22,6 +22,7 @@ mod run;
 mod runs;
 mod schedule;
 mod spend;
+mod window;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -24,6 +24,11 @@ prompt = "world"
 needs = ["first"]
 "#;
 
+/// [`MANIFEST`] held to a rolling window of 5 hours and $0.50.
+pub(super) fn windowed() -> String {
+    format!("{MANIFEST}[budget.window]\nperiod = \"5h\"\nusd = 0.5\n")
+}
+
 /// A running `orch serve`, stopped (SIGTERM, then waited for) when dropped.
 pub struct Server {
     child: Child,
@@ -318,6 +323,81 @@ fn the_spend_chart_has_a_point_per_day_of_a_ledger_seeded_over_ten_days() {
     let chart = between(&week.body, "id=\"chart-usd\"", "</svg>");
     assert!(chart.matches("<circle").count() <= 4);
     assert_eq!(s.get("/spend?since=soon").status, 400);
+}
+
+#[test]
+fn the_spend_page_draws_each_window_budgets_use_against_its_limit() {
+    // $0.50 a minute ago, $0.60 a day ago, $0.70 two days ago; then a simulated run held to a
+    // 5-hour window of $0.50.
+    let t = Test::new()
+        .file("orch.toml", &windowed())
+        .allow_dead_run("the seeded runs are written through the ledger's API: none wrote results");
+    seed_days(&t.path().join(".orch"), 3);
+    let out = t
+        .with_args(&["run", "--simulate", "--quiet"])
+        .output()
+        .expect("orch runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let results = std::fs::read_dir(t.path().join(".orch/runs"))
+        .expect("runs")
+        .map(|e| e.expect("entry").path().join("results.json"))
+        .find(|p| p.exists())
+        .expect("the run's results file");
+    let results: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(results).expect("read")).expect("json");
+    let window = results["budgets"]
+        .as_array()
+        .expect("budgets")
+        .iter()
+        .find(|b| b["scope"] == "window 5h")
+        .expect("the window scope");
+    assert_eq!(window["period_seconds"], 5 * 3600);
+    // What the window held at the run's end: the seeded $0.50 and the run's own spend.
+    let held = window["usd_used"].as_f64().expect("usd_used");
+    assert!(held > 0.5, "{window}");
+
+    let s = Server::start(&t, &["--bind", "127.0.0.1:0", "--state-dir", &state(&t)]);
+    let page = s.get("/spend?since=36h");
+    assert_eq!(page.status, 200);
+    assert!(
+        page.body.contains("<h2>Window budget: 5h, $0.50</h2>"),
+        "{}",
+        page.body
+    );
+    // A point per hour of the 36 hours (37 when the period starts inside an hour).
+    let chart = between(&page.body, "id=\"chart-window-0-usd\"", "</svg>");
+    let line = chart
+        .split("<polyline")
+        .find(|l| l.contains("stroke=\"#2563EB\""))
+        .expect("the line of the window's use");
+    let points = line
+        .split("points=\"")
+        .nth(1)
+        .and_then(|p| p.split('"').next());
+    let points = points
+        .expect("the line's points")
+        .split_whitespace()
+        .count();
+    assert!((36..=37).contains(&points), "{points} points: {line}");
+    // The limit is drawn, in its own colour.
+    assert!(chart.contains("stroke=\"#DC2626\""), "{chart}");
+    let cells: Vec<&str> = between(&page.body, "id=\"window-0\"", "</table>")
+        .split("<td")
+        .skip(1)
+        .map(|c| &c[c.find('>').expect("a cell") + 1..c.find("</td>").expect("its end")])
+        .collect();
+    assert_eq!(cells[0], "$0.50", "{cells:?}");
+    // Now: what the run's window held (nothing was spent since).
+    assert_eq!(cells[1], format!("${held:.2}"), "{cells:?}");
+    // Over the limit: the five hours whose window held yesterday's $0.60, and the last hour,
+    // which holds the run; two days ago is more than 5 hours before the period.
+    assert_eq!(cells[4], "6h", "{cells:?}");
+    // A period before any spend has the budget but nothing over it.
+    assert!(s.get("/spend?since=30m").body.contains("Window budget: 5h"));
 }
 
 fn between<'a>(text: &'a str, from: &str, to: &str) -> &'a str {

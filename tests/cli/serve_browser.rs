@@ -16,7 +16,7 @@ use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{Value, json};
 
 use super::harness::{Test, wait_until};
-use super::serve::{MANIFEST, Server, seed_days, with_runs};
+use super::serve::{MANIFEST, Server, seed_days, windowed, with_runs};
 
 /// How long a page may take to show what a test waits for.
 const DEADLINE: Duration = Duration::from_secs(60);
@@ -352,8 +352,19 @@ fn a_running_pipelines_page_updates_its_statuses_and_log_tail_without_a_reload()
 #[test]
 fn the_spend_chart_has_a_point_per_day_in_a_browser() {
     let t = Test::new()
-        .allow_dead_run("the runs are seeded through the ledger's API: none wrote a results file");
+        .file("orch.toml", &windowed())
+        .allow_dead_run("the seeded runs are written through the ledger's API: none wrote results");
     seed_days(&t.path().join(".orch"), 10);
+    // A run held to a window budget, which the page then draws.
+    let out = t
+        .with_args(&["run", "--simulate", "--quiet"])
+        .output()
+        .expect("orch runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let s = serve(&t);
     let b = Browser::start(true);
     b.goto(&format!("http://{}/spend?since=20d", s.addr));
@@ -370,7 +381,9 @@ fn the_spend_chart_has_a_point_per_day_in_a_browser() {
         let labels = b.texts(&format!("#{chart} svg text"));
         assert!(labels.iter().any(|l| l == name), "{chart}: {labels:?}");
     }
-    b.rt.block_on(b.client().set_window_size(1280, 1700))
+    assert_eq!(b.text("#window-budgets h2"), "Window budget: 5h, $0.50");
+    assert_eq!(b.texts("#chart-window-0-usd svg").len(), 1);
+    b.rt.block_on(b.client().set_window_size(1280, 2300))
         .expect("a taller window");
     b.screenshot("spend");
 }
