@@ -6,7 +6,10 @@
 //! ended, else its events folded); a log's path comes from that summary and is confined to the
 //! state folder before it is opened. A log is never read whole: a tail or a page of it, each
 //! line stripped of terminal escapes, with secrets masked, then HTML-escaped by the template.
+//! A tail is condensed as `orch logs` shows a log (an agent's text, tool calls and results,
+//! usage, its result); the whole log's pages are its lines as written.
 
+use std::collections::HashSet;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
 use std::sync::Arc;
@@ -20,6 +23,7 @@ use serde::Deserialize;
 use super::App;
 use super::layout::{self, Nav};
 use crate::history::{History, RunSummary, StepView};
+use crate::report::history::render_log_line;
 
 /// Bytes of a log shown as its tail on the run page.
 const TAIL: u64 = 8 * 1024;
@@ -125,9 +129,22 @@ fn tail(h: &History, st: &StepView) -> (String, u64) {
     let len = std::fs::metadata(&path).map_or(0, |m| m.len());
     let from = len.saturating_sub(TAIL);
     match read_lines(&path, from, TAIL) {
-        Ok((text, _)) => (text, len),
+        Ok((text, _)) => (condense(&text, &mut HashSet::new()), len),
         Err(_) => (String::new(), len),
     }
+}
+
+/// Whole lines of a log as `orch logs` shows them ([`render_log_line`]): `seen` holds the
+/// messages whose usage was shown already, for a follower to pass from one read to the next.
+pub fn condense(text: &str, seen: &mut HashSet<String>) -> String {
+    let mut out = String::with_capacity(text.len() / 2);
+    for line in text.lines() {
+        if let Some(shown) = render_log_line(line, seen) {
+            out.push_str(&shown);
+            out.push('\n');
+        }
+    }
+    out
 }
 
 /// Whole lines of `path` from `from` (skipping a partial first line when `from` is inside a

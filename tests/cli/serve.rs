@@ -175,6 +175,11 @@ fn the_runs_page_lists_simulated_runs_and_each_run_its_steps() {
     ] {
         assert!(run.body.contains(text), "{text} missing from the run page");
     }
+    // The tails are condensed as `orch logs` shows a log; the whole log is its lines as written.
+    let tails = between(&run.body, "<h2>Log tails</h2>", "</main>");
+    assert!(tails.contains("= result success: 2 turns"), "{tails}");
+    assert!(tails.contains("→ Bash"), "{tails}");
+    assert!(!tails.contains("&quot;type&quot;"), "{tails}");
     let log = s.get(&format!("/runs/{}/steps/0/log", ids[0]));
     assert_eq!(log.status, 200);
     assert!(
