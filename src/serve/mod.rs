@@ -16,6 +16,7 @@
 mod assets;
 mod auth;
 mod chart;
+mod graph;
 mod layout;
 mod live;
 mod run;
@@ -119,6 +120,7 @@ pub fn router(config: &ServeConfig) -> Router {
         .route("/runs", get(runs::page))
         .route("/runs/{id}", get(run::page))
         .route("/runs/{id}/events", get(live::events))
+        .route("/runs/{id}/graph", get(run::graph))
         .route("/runs/{id}/steps/{step}/log", get(run::log))
         .route("/runs/{id}/steps/{step}/tail", get(live::tail))
         .route("/spend", get(spend::page))

@@ -1,4 +1,4 @@
-//! One run's page: its graph of steps (a job's fanned-out instances grouped in one row), each
+//! One run's page: its graph of jobs ([`super::graph`], a fan-out's instances in one box), each
 //! step's status, attempts, duration, tokens, dollars and reason, and each step's log tail;
 //! and a step's whole log, in pages.
 //!
@@ -15,8 +15,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use axum::extract::{Path as UrlPath, Query, State};
-use axum::http::StatusCode;
-use axum::response::Response;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use maud::{Markup, PreEscaped, html};
 use serde::Deserialize;
 
@@ -64,6 +64,21 @@ pub async fn page(State(app): State<Arc<App>>, UrlPath(id): UrlPath<String>) -> 
     }
 }
 
+/// `GET /runs/{id}/graph`: the run's graph alone, as the page draws it (the live script fetches
+/// it again when a step the page did not know starts).
+pub async fn graph(State(app): State<Arc<App>>, UrlPath(id): UrlPath<String>) -> Response {
+    let built = tokio::task::spawn_blocking(move || {
+        let (h, s) = summary(&app, &id)?;
+        let svg = super::graph::svg(&h.graph(&s.run), &s.steps);
+        Ok::<_, Response>(([(header::CONTENT_TYPE, "image/svg+xml")], svg).into_response())
+    })
+    .await;
+    match built {
+        Ok(Ok(r) | Err(r)) => r,
+        Err(e) => layout::error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+    }
+}
+
 /// Where the live stream starts: the events file's length as the summary read it.
 fn events_end(h: &History, s: &RunSummary) -> u64 {
     h.confine(&crate::history::events::path(&s.run.run_dir))
@@ -84,7 +99,7 @@ fn body(h: &History, s: &RunSummary, events_offset: u64) -> Markup {
             @if let Some(f) = &r.resumed_from { " · resumes " a href={ "/runs/" (f) } { code { (f) } } }
         }
         h2 { "Graph" }
-        div.graph #graph { (PreEscaped(graph(&s.steps))) }
+        div.graph #graph { (PreEscaped(super::graph::svg(&h.graph(r), &s.steps))) }
         h2 { "Steps" }
         table #steps {
             thead { tr {
@@ -202,62 +217,6 @@ fn read(path: &Path, from: u64, max: u64, hold_partial: bool) -> std::io::Result
 /// template's).
 pub fn render(text: &str) -> String {
     crate::secrets::mask_owned(crate::report::sanitize::sanitize_block(text).into_owned())
-}
-
-/// The steps as SVG: a row per job, its steps (or fanned-out instances) side by side, each a
-/// box coloured by its status; the live script changes a box's class as statuses change.
-fn graph(steps: &[StepView]) -> String {
-    let mut rows: Vec<(String, Vec<(usize, &StepView)>)> = Vec::new();
-    for (i, s) in steps.iter().enumerate() {
-        let job = job_of(&s.label);
-        match rows.iter_mut().find(|r| r.0 == job) {
-            Some(r) => r.1.push((i, s)),
-            None => rows.push((job, vec![(i, s)])),
-        }
-    }
-    const W: usize = 150;
-    const H: usize = 34;
-    let width = 20 + W * rows.iter().map(|r| r.1.len()).max().unwrap_or(1).min(8);
-    let height = 10 + (H + 12) * rows.len().max(1);
-    let esc = |t: &str| html! { (t) }.into_string();
-    let mut svg = format!(
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" viewBox="0 0 {width} {height}">"#
-    );
-    for (row, (_, members)) in rows.iter().enumerate() {
-        let y = 10 + row * (H + 12);
-        if row > 0 {
-            svg.push_str(&format!(
-                r#"<path d="M {x} {y0} L {x} {y}" />"#,
-                x = 10 + W / 2,
-                y0 = y - 12
-            ));
-        }
-        for (col, (i, s)) in members.iter().enumerate().take(8) {
-            let x = 10 + col * W;
-            let label = if col == 7 && members.len() > 8 {
-                format!("+{} more", members.len() - 7)
-            } else {
-                s.label.chars().take(20).collect()
-            };
-            svg.push_str(&format!(
-                r#"<g class="step {status}" data-step="{i}"><title>{title}</title><rect x="{x}" y="{y}" width="{w}" height="{H}" rx="6"/><text x="{tx}" y="{ty}">{label}</text></g>"#,
-                status = esc(&s.status),
-                title = esc(&format!("{}: {}", s.label, s.status)),
-                w = W - 12,
-                tx = x + 8,
-                ty = y + 21,
-                label = esc(&label),
-            ));
-        }
-    }
-    svg.push_str("</svg>");
-    svg
-}
-
-/// The job a step belongs to: its label without an instance key (`job[key]`) or a step number
-/// (`job [2/3]`).
-fn job_of(label: &str) -> String {
-    label.split(['[', ' ']).next().unwrap_or(label).to_string()
 }
 
 #[derive(Deserialize)]

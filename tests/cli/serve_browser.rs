@@ -154,6 +154,14 @@ impl Browser {
         })
     }
 
+    /// How many elements `css` selects.
+    pub fn count(&self, css: &str) -> usize {
+        self.rt
+            .block_on(self.client().find_all(Locator::Css(css)))
+            .unwrap_or_else(|e| panic!("{css}: {e}"))
+            .len()
+    }
+
     pub fn click(&self, css: &str) {
         self.rt.block_on(async {
             let e = self.client().find(Locator::Css(css)).await.expect(css);
@@ -308,6 +316,12 @@ fn a_running_pipelines_page_updates_its_statuses_and_log_tail_without_a_reload()
     b.js("window.orchMark = 'this page'; return null;")
         .expect("js");
     assert_eq!(b.texts("#steps .status")[0], "running");
+    // The graph is the plan's: the second step waits, pending, below the first.
+    assert_eq!(
+        b.attrs("#graph g.step.pending", "data-label"),
+        [Some("second".to_string())]
+    );
+    assert_eq!(b.count("#graph path.need"), 1);
     // The tail is condensed as `orch logs` shows it: the first line is the session's start.
     let tail = b.text("#log-0");
     let first_shown = condensed(&first_line);
@@ -340,13 +354,93 @@ fn a_running_pipelines_page_updates_its_statuses_and_log_tail_without_a_reload()
     b.wait_text("#log-1", "the second step's log", |t| {
         t.contains("= result")
     });
-    assert_eq!(b.attrs("#graph g.step.completed", "data-step").len(), 1);
+    // Its box was in the graph from the start (the plan's), pending, and turns completed.
+    wait_until("both boxes completed", DEADLINE, || {
+        b.count("#graph g.step.completed") == 2
+    });
     b.wait_text("#run-status", "the run's end", |s| s != "running");
     assert_eq!(
         b.js("return window.orchMark;").expect("js"),
         json!("this page"),
         "the page was reloaded"
     );
+}
+
+/// A plan step whose tasks fan out into instances, then a review of them all.
+const FAN_OUT: &str = r#"
+name = "fanned"
+[settings]
+startup_delay = "0s"
+[jobs.plan]
+prompt = "split the work"
+[jobs.plan.output_schema]
+type = "object"
+required = ["tasks"]
+[jobs.plan.output_schema.properties.tasks]
+type = "array"
+[jobs.plan.output_schema.properties.tasks.items]
+type = "object"
+properties = { id = { type = "string" }, title = { type = "string" } }
+[jobs.implement]
+needs = ["plan"]
+for_each = "${{ jobs.plan.outputs.structured.tasks }}"
+prompt = "do ${{ item.title }}"
+[jobs.review]
+needs = ["implement"]
+prompt = "review"
+"#;
+
+#[test]
+fn a_fan_outs_instances_join_the_graph_as_they_start() {
+    let t = Test::new().file("orch.toml", FAN_OUT);
+    let run = Held::start(&t, &["run", "--simulate", "--quiet"]);
+    let runs = t.path().join(".orch/runs");
+    let mut id = String::new();
+    wait_until("the plan step's first log line", DEADLINE, || {
+        for d in std::fs::read_dir(&runs).into_iter().flatten().flatten() {
+            if std::fs::metadata(d.path().join("logs/001-plan.log")).is_ok_and(|m| m.len() > 0) {
+                id = d.file_name().to_string_lossy().into_owned();
+                return true;
+            }
+        }
+        false
+    });
+    let s = serve(&t);
+    let b = Browser::start(true);
+    b.goto(&format!("http://{}/runs/{id}", s.addr));
+    b.js("window.orchMark = 'this page'; return null;")
+        .expect("js");
+    // Before the fan-out: a box per job of the plan, in layers, an arrow for each need.
+    let jobs = || b.attrs("#graph g.job", "data-job");
+    let names = |v: Vec<Option<String>>| v.into_iter().flatten().collect::<Vec<_>>();
+    assert_eq!(names(jobs()), ["plan", "implement", "review"]);
+    assert_eq!(b.count("#graph path.need"), 2);
+    assert_eq!(b.count("#graph g.step.pending"), 2);
+    run.release();
+    // The plan's three tasks start as instances: the graph is drawn again with them, in the
+    // fan-out's box, without a reload.
+    wait_until("three instances in the graph", DEADLINE, || {
+        b.count("#graph g[data-job=implement] g.step") == 3
+    });
+    b.wait_text("#run-status", "the run's end", |s| s != "running");
+    wait_until("every box completed", DEADLINE, || {
+        b.count("#graph g.step.completed") == 5
+    });
+    let labels = names(b.attrs("#graph g[data-job=implement] g.step", "data-label"));
+    assert_eq!(
+        labels,
+        [
+            "implement[task-1]",
+            "implement[task-2]",
+            "implement[task-3]"
+        ]
+    );
+    assert_eq!(
+        b.js("return window.orchMark;").expect("js"),
+        json!("this page"),
+        "the page was reloaded"
+    );
+    b.screenshot("run-fan-out");
 }
 
 #[test]
