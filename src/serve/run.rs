@@ -1,5 +1,6 @@
 //! One run's page: its graph of jobs ([`super::graph`], a fan-out's instances in one box), each
-//! step's status, attempts, duration, tokens, dollars and reason, and each step's log tail;
+//! step's status, attempts, duration, tokens, dollars and reason, each job's outputs, and each
+//! step's log tail;
 //! and a step's whole log, in pages.
 //!
 //! Owns these pages. The run comes from [`crate::history`] (its summary: `results.json` once it
@@ -104,7 +105,7 @@ fn body(h: &History, s: &RunSummary, events_offset: u64) -> Markup {
         table #steps {
             thead { tr {
                 th { "step" } th { "status" } th.num { "attempts" } th.num { "duration" }
-                th.num { "tokens" } th.num { "dollars" } th { "reason" } th { "log" }
+                th.num { "tokens" } th.num { "dollars" } th { "reason" } th { "log" } th { "outputs" }
             } }
             tbody {
                 @for (i, st) in s.steps.iter().enumerate() {
@@ -117,6 +118,18 @@ fn body(h: &History, s: &RunSummary, events_offset: u64) -> Markup {
                         td.num { @if let Some(u) = st.usd { (layout::usd(u)) } }
                         td { @if let Some(why) = &st.reason { (crate::secrets::mask(why)) } }
                         td { @if st.log.is_some() { a href={ "/runs/" (r.id) "/steps/" (i) "/log" } { "whole log" } } }
+                        td { @if st.outputs.is_some() { a href={ "#outputs-" (i) } { "outputs" } } }
+                    }
+                }
+            }
+        }
+        @if s.steps.iter().any(|st| st.outputs.is_some()) {
+            h2 { "Outputs" }
+            @for (i, st) in s.steps.iter().enumerate() {
+                @if let Some(o) = &st.outputs {
+                    details.outputs id={ "outputs-" (i) } open {
+                        summary { (st.label) }
+                        pre.outputs { (outputs_text(o)) }
                     }
                 }
             }
@@ -134,6 +147,20 @@ fn body(h: &History, s: &RunSummary, events_offset: u64) -> Markup {
             script src="/assets/live.js" {}
         }
     }
+}
+
+/// A job's outputs as the page shows them: indented JSON, cut after [`TAIL`] bytes, rendered.
+fn outputs_text(outputs: &serde_json::Value) -> String {
+    let mut text = serde_json::to_string_pretty(outputs).unwrap_or_default();
+    if text.len() > TAIL as usize {
+        let mut cut = TAIL as usize;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text.truncate(cut);
+        text.push_str("\n…");
+    }
+    render(&text)
 }
 
 /// The last [`TAIL`] bytes of a step's log, from a line's start, rendered; and the log's length.

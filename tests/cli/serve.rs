@@ -175,6 +175,10 @@ fn the_runs_page_lists_simulated_runs_and_each_run_its_steps() {
     ] {
         assert!(run.body.contains(text), "{text} missing from the run page");
     }
+    // Each job's outputs, under its step, secrets masked like everything else.
+    let outputs = between(&run.body, "id=\"outputs-0\"", "</details>");
+    assert!(outputs.contains("&quot;session_id&quot;"), "{outputs}");
+    assert!(run.body.contains("href=\"#outputs-1\""));
     // The tails are condensed as `orch logs` shows a log; the whole log is its lines as written.
     let tails = between(&run.body, "<h2>Log tails</h2>", "</main>");
     assert!(tails.contains("= result success: 2 turns"), "{tails}");

@@ -441,6 +441,9 @@ fn a_fan_outs_instances_join_the_graph_as_they_start() {
         "the page was reloaded"
     );
     b.screenshot("run-fan-out");
+    // Loaded again once the run ended: the plan's outputs, its tasks among them.
+    b.goto(&format!("http://{}/runs/{id}", s.addr));
+    assert!(b.text("#outputs-0").contains("task-3"));
 }
 
 #[test]

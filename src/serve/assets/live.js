@@ -59,7 +59,7 @@
     var row = body.insertRow();
     row.dataset.step = n;
     row.dataset.label = label;
-    for (var i = 0; i < 8; i++) row.insertCell();
+    for (var i = 0; i < 9; i++) row.insertCell();
     row.cells[0].textContent = label;
     row.cells[1].innerHTML = '<span class="status"></span>';
     row.cells[2].textContent = "1";
