@@ -25,6 +25,12 @@ pub use runs::{RunEntry, RunFilter, StepCounts};
 pub use summary::{RunSummary, Source, StepView};
 pub use windows::WindowBudget;
 
+/// The job a step belongs to: its label without a fan-out key (`job[key]`) or a place in a
+/// chain (`job [2/3]`).
+pub fn job_of(label: &str) -> &str {
+    label.split(['[', ' ']).next().unwrap_or(label)
+}
+
 /// Why a history question has no answer.
 #[derive(Debug, Error, Diagnostic)]
 pub enum HistoryError {

@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use maud::html;
 
 use crate::events::GraphStep;
-use crate::history::StepView;
+use crate::history::{StepView, job_of};
 
 /// A step box's width and height; the gaps between boxes and layers.
 const W: usize = 150;
@@ -211,12 +211,6 @@ fn draw(jobs: &[Job]) -> String {
     }
     svg.push_str("</svg>");
     svg
-}
-
-/// The job a step belongs to: its label without an instance key (`job[key]`) or a step number
-/// (`job [2/3]`).
-fn job_of(label: &str) -> &str {
-    label.split(['[', ' ']).next().unwrap_or(label)
 }
 
 #[cfg(test)]
