@@ -111,15 +111,7 @@ pub fn get(addr: &str, path: &str, headers: &[&str]) -> Reply {
 pub fn with_runs(n: usize) -> (Test, Vec<String>) {
     let t = Test::new().file("orch.toml", MANIFEST);
     for _ in 0..n {
-        let out = t
-            .with_args(&["run", "--simulate", "--quiet"])
-            .output()
-            .expect("orch runs");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        run_simulated(&t);
     }
     let mut ids: Vec<String> = std::fs::read_dir(t.path().join(".orch/runs"))
         .expect("runs")
@@ -127,6 +119,19 @@ pub fn with_runs(n: usize) -> (Test, Vec<String>) {
         .collect();
     ids.sort();
     (t, ids)
+}
+
+/// One run of the test folder's manifest with the simulated agent, which must succeed.
+pub fn run_simulated(t: &Test) {
+    let out = t
+        .with_args(&["run", "--simulate", "--quiet"])
+        .output()
+        .expect("orch runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 fn state(t: &Test) -> String {
@@ -342,15 +347,7 @@ fn the_spend_page_draws_each_window_budgets_use_against_its_limit() {
         .file("orch.toml", &windowed())
         .allow_dead_run("the seeded runs are written through the ledger's API: none wrote results");
     seed_days(&t.path().join(".orch"), 3);
-    let out = t
-        .with_args(&["run", "--simulate", "--quiet"])
-        .output()
-        .expect("orch runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run_simulated(&t);
     let results = std::fs::read_dir(t.path().join(".orch/runs"))
         .expect("runs")
         .map(|e| e.expect("entry").path().join("results.json"))

@@ -16,7 +16,7 @@ use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{Value, json};
 
 use super::harness::{Test, wait_until};
-use super::serve::{MANIFEST, Server, seed_days, windowed, with_runs};
+use super::serve::{MANIFEST, Server, run_simulated, seed_days, windowed, with_runs};
 
 /// How long a page may take to show what a test waits for.
 const DEADLINE: Duration = Duration::from_secs(60);
@@ -252,6 +252,27 @@ impl Drop for Held {
     }
 }
 
+/// Waits for the first whole line of log `name` in a run folder under `runs`: the run's id and
+/// the line.
+fn first_line_of(runs: &Path, name: &str) -> (String, String) {
+    let mut found = (String::new(), String::new());
+    wait_until(&format!("the first line of {name}"), DEADLINE, || {
+        for d in std::fs::read_dir(runs).into_iter().flatten().flatten() {
+            if let Ok(log) = std::fs::read_to_string(d.path().join("logs").join(name))
+                && let Some(line) = log.lines().next()
+            {
+                found = (
+                    d.file_name().to_string_lossy().into_owned(),
+                    line.to_string(),
+                );
+                return true;
+            }
+        }
+        false
+    });
+    found
+}
+
 fn serve(t: &Test) -> Server {
     let state = t.path().join(".orch");
     Server::start(
@@ -295,20 +316,7 @@ fn a_running_pipelines_page_updates_its_statuses_and_log_tail_without_a_reload()
     let run = Held::start(&t, &["run", "--simulate", "--quiet"]);
     // The first step runs, held after its first log line.
     let runs = t.path().join(".orch/runs");
-    let mut first_line = String::new();
-    let mut id = String::new();
-    wait_until("the first step's first log line", DEADLINE, || {
-        for d in std::fs::read_dir(&runs).into_iter().flatten().flatten() {
-            if let Ok(log) = std::fs::read_to_string(d.path().join("logs/001-first.log"))
-                && let Some(line) = log.lines().next()
-            {
-                first_line = line.to_string();
-                id = d.file_name().to_string_lossy().into_owned();
-                return true;
-            }
-        }
-        false
-    });
+    let (id, first_line) = first_line_of(&runs, "001-first.log");
     let s = serve(&t);
     let b = Browser::start(true);
     b.goto(&format!("http://{}/runs/{id}", s.addr));
@@ -394,17 +402,7 @@ prompt = "review"
 fn a_fan_outs_instances_join_the_graph_as_they_start() {
     let t = Test::new().file("orch.toml", FAN_OUT);
     let run = Held::start(&t, &["run", "--simulate", "--quiet"]);
-    let runs = t.path().join(".orch/runs");
-    let mut id = String::new();
-    wait_until("the plan step's first log line", DEADLINE, || {
-        for d in std::fs::read_dir(&runs).into_iter().flatten().flatten() {
-            if std::fs::metadata(d.path().join("logs/001-plan.log")).is_ok_and(|m| m.len() > 0) {
-                id = d.file_name().to_string_lossy().into_owned();
-                return true;
-            }
-        }
-        false
-    });
+    let (id, _) = first_line_of(&t.path().join(".orch/runs"), "001-plan.log");
     let s = serve(&t);
     let b = Browser::start(true);
     b.goto(&format!("http://{}/runs/{id}", s.addr));
@@ -453,15 +451,7 @@ fn the_spend_chart_has_a_point_per_day_in_a_browser() {
         .allow_dead_run("the seeded runs are written through the ledger's API: none wrote results");
     seed_days(&t.path().join(".orch"), 10);
     // A run held to a window budget, which the page then draws.
-    let out = t
-        .with_args(&["run", "--simulate", "--quiet"])
-        .output()
-        .expect("orch runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run_simulated(&t);
     let s = serve(&t);
     let b = Browser::start(true);
     b.goto(&format!("http://{}/spend?since=20d", s.addr));
