@@ -16,6 +16,8 @@ use crate::ledger::{self, Nanos, budget::Spend};
 
 /// How many of a state folder's latest runs are read for the budgets they recorded.
 const RUNS_READ: usize = 50;
+/// At most this many intervals are summed over a page.
+const MAX_INTERVALS: u32 = 100_000;
 /// At most this many points are drawn; more intervals are drawn as the peak of each stretch.
 const MAX_POINTS: usize = 750;
 
@@ -42,7 +44,8 @@ pub fn uses(
     };
     let mut out = Vec::new();
     for budget in history.window_budgets(RUNS_READ)? {
-        let (interval, per_window) = spacing(budget.period);
+        let (interval, per_window) =
+            spacing(budget.period, (now - from).to_std().unwrap_or_default());
         let start = crate::duration::before(from, budget.period);
         let spent = ledger::spend_over_time(ledger, start, interval).map_err(|e| history.sql(e))?;
         out.push(WindowUse {
@@ -55,12 +58,18 @@ pub fn uses(
     Ok(out)
 }
 
-/// The points' spacing for a window of `period`, and how many intervals make up the window: an
-/// hour for windows of 5 hours and more (a point per hour), a fifth of the window below.
-fn spacing(period: Duration) -> (Duration, u32) {
+/// The points' spacing for a window of `period` over a page of `shown`, and how many intervals
+/// make up the window: an hour for windows of 5 hours and more (a point per hour), a fifth of
+/// the window below; but no more than [`MAX_INTERVALS`] over the page (a window of seconds
+/// over a month is then summed in intervals as long as the window).
+fn spacing(period: Duration, shown: Duration) -> (Duration, u32) {
     let hours = period.as_secs().div_ceil(3600);
     let per_window = u32::try_from(hours).unwrap_or(u32::MAX).max(5);
     let interval = (period / per_window).max(Duration::from_millis(1));
+    if shown / MAX_INTERVALS > interval {
+        let interval = (shown / MAX_INTERVALS).max(period);
+        return (interval, 1);
+    }
     (interval, per_window)
 }
 
@@ -230,18 +239,18 @@ mod tests {
 
     #[test]
     fn a_window_holds_the_spend_of_its_last_intervals() {
+        let month = Duration::from_secs(30 * 86_400);
+        let hour = Duration::from_secs(3600);
+        assert_eq!(spacing(5 * hour, month), (hour, 5));
+        assert_eq!(spacing(24 * hour, month).1, 24);
+        assert_eq!(spacing(hour / 2, month), (Duration::from_secs(360), 5));
+        // Seconds over a month: intervals of a window each, at most 100,000 of them.
         assert_eq!(
-            spacing(Duration::from_secs(5 * 3600)),
-            (Duration::from_secs(3600), 5)
-        );
-        assert_eq!(spacing(Duration::from_secs(24 * 3600)).1, 24);
-        assert_eq!(
-            spacing(Duration::from_secs(1800)),
-            (Duration::from_secs(360), 5)
+            spacing(Duration::from_secs(2), month),
+            (Duration::from_millis(25_920), 1)
         );
         // $1 at hour 0, $2 at hour 3, $4 at hour 6, a 5-hour window, seen from hour 2 to 9.
         let spent = [(at(0), usd(1)), (at(3), usd(2)), (at(6), usd(4))];
-        let hour = Duration::from_secs(3600);
         let points = rolling(
             &spent,
             hour,
