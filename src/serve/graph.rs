@@ -178,8 +178,18 @@ fn draw(jobs: &[Job]) -> String {
     }
     for (i, j) in jobs.iter().enumerate() {
         let (x, y) = at[i];
+        svg.push_str(&format!(r#"<g class="job" data-job="{}">"#, esc(&j.name)));
+        // A job of one step named as the job is that step's box alone, as tall as a job's.
+        if let [m] = &j.members[..]
+            && m.label == j.name
+        {
+            let short: String = m.label.chars().take(20).collect();
+            svg.push_str(&step_box(m, &short, (x, y), (box_w(j), box_h)));
+            svg.push_str("</g>");
+            continue;
+        }
         svg.push_str(&format!(
-            r#"<g class="job" data-job="{name}"><rect class="job" x="{x}" y="{y}" width="{w}" height="{box_h}" rx="8"/><text class="job" x="{tx}" y="{ty}">{name}{count}</text>"#,
+            r#"<rect class="job" x="{x}" y="{y}" width="{w}" height="{box_h}" rx="8"/><text class="job" x="{tx}" y="{ty}">{name}{count}</text>"#,
             name = esc(&j.name),
             count = if j.members.len() > 1 { format!(" ×{}", j.members.len()) } else { String::new() },
             w = box_w(j),
@@ -192,25 +202,31 @@ fn draw(jobs: &[Job]) -> String {
             } else {
                 m.label.chars().take(20).collect()
             };
-            let (bx, by) = (x + PAD + col * (W + PAD), y + HEAD + PAD);
-            let step = m
-                .row
-                .map(|r| format!(r#" data-step="{r}""#))
-                .unwrap_or_default();
-            svg.push_str(&format!(
-                r#"<g class="step {status}" data-label="{title_label}"{step}><title>{title}</title><rect x="{bx}" y="{by}" width="{W}" height="{H}" rx="6"/><text x="{lx}" y="{ly}">{label}</text></g>"#,
-                status = esc(m.status),
-                title_label = esc(m.label),
-                title = esc(&format!("{}: {}", m.label, m.status)),
-                lx = bx + 8,
-                ly = by + 19,
-                label = esc(&label),
-            ));
+            let corner = (x + PAD + col * (W + PAD), y + HEAD + PAD);
+            svg.push_str(&step_box(m, &label, corner, (W, H)));
         }
         svg.push_str("</g>");
     }
     svg.push_str("</svg>");
     svg
+}
+
+/// A step's box: coloured by its status (a class the live script changes), named `label`.
+fn step_box(m: &Member, label: &str, (x, y): (usize, usize), (w, h): (usize, usize)) -> String {
+    let esc = |t: &str| html! { (t) }.into_string();
+    let step = m
+        .row
+        .map(|r| format!(r#" data-step="{r}""#))
+        .unwrap_or_default();
+    format!(
+        r#"<g class="step {status}" data-label="{data_label}"{step}><title>{title}</title><rect x="{x}" y="{y}" width="{w}" height="{h}" rx="6"/><text x="{lx}" y="{ly}">{label}</text></g>"#,
+        status = esc(m.status),
+        data_label = esc(m.label),
+        title = esc(&format!("{}: {}", m.label, m.status)),
+        lx = x + 8,
+        ly = y + h / 2 + 4,
+        label = esc(label),
+    )
 }
 
 #[cfg(test)]
