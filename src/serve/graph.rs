@@ -23,6 +23,8 @@ const LAYER_GAP: usize = 36;
 /// A job box's header (its name) above its steps, and its padding.
 const HEAD: usize = 18;
 const PAD: usize = 6;
+/// Past this width a layer's jobs go on in a row below.
+const WRAP: usize = 1100;
 /// The most steps drawn in one job box; the rest are counted in the last.
 const MAX_SHOWN: usize = 8;
 
@@ -151,24 +153,46 @@ fn draw(jobs: &[Job]) -> String {
     let layers = jobs.iter().map(|j| j.layer + 1).max().unwrap_or(1);
     let box_w = |j: &Job| j.members.len().clamp(1, MAX_SHOWN) * (W + PAD) + PAD;
     let box_h = HEAD + H + 2 * PAD;
-    // Each job's top-left corner: layers top to bottom, jobs of a layer left to right.
+    // Each job's top-left corner: layers top to bottom, jobs of a layer left to right, a layer
+    // wider than WRAP going on in a row below (40 independent agents make a grid, not a strip);
+    // each row centred.
     let mut at = vec![(0, 0); jobs.len()];
-    let mut width = 0;
-    for l in 0..layers {
+    let mut rows: Vec<(Vec<usize>, usize)> = Vec::new();
+    let mut layer_bottom = vec![0; layers];
+    let mut y = GAP;
+    for (l, bottom) in layer_bottom.iter_mut().enumerate() {
         let mut x = GAP;
+        rows.push((Vec::new(), 0));
         for (i, j) in jobs.iter().enumerate().filter(|(_, j)| j.layer == l) {
-            at[i] = (x, GAP + l * (box_h + LAYER_GAP));
+            if x > GAP && x + box_w(j) > WRAP {
+                (x, y) = (GAP, y + box_h + GAP);
+                rows.push((Vec::new(), 0));
+            }
+            at[i] = (x, y);
             x += box_w(j) + GAP;
+            let row = rows.last_mut().expect("a row");
+            row.0.push(i);
+            row.1 = x;
         }
-        width = width.max(x);
+        *bottom = y + box_h;
+        y += box_h + LAYER_GAP;
     }
-    let height = GAP + layers * (box_h + LAYER_GAP) - LAYER_GAP + GAP;
+    let width = rows.iter().map(|r| r.1).max().unwrap_or(GAP);
+    for (members, row_width) in &rows {
+        for &i in members {
+            at[i].0 += (width - row_width) / 2;
+        }
+    }
+    let height = y - LAYER_GAP + GAP;
     let mut svg = format!(
         r##"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" viewBox="0 0 {width} {height}"><defs><marker id="arrow" viewBox="0 0 10 10" refX="10" refY="5" markerWidth="7" markerHeight="7" orient="auto-start-reverse"><path d="M 0 0 L 10 5 L 0 10 z" fill="#9ca3af"/></marker></defs>"##
     );
     for (i, j) in jobs.iter().enumerate() {
         for &n in &j.needs {
-            let (fx, fy) = (at[n].0 + box_w(&jobs[n]) / 2, at[n].1 + box_h);
+            // From the bottom of the needed job's layer, below its column (a line through the
+            // layer's lower rows would read as a need between them), to the job.
+            let fx = at[n].0 + box_w(&jobs[n]) / 2;
+            let fy = layer_bottom[jobs[n].layer];
             let (tx, ty) = (at[i].0 + box_w(j) / 2, at[i].1);
             let mid = (fy + ty) / 2;
             svg.push_str(&format!(
@@ -309,6 +333,21 @@ mod tests {
         let svg = svg(&[], &steps);
         assert!(!svg.contains("a<b>") && svg.contains("a&lt;b&gt;"));
         assert!(!svg.contains("class=\"need\""));
+    }
+
+    #[test]
+    fn forty_independent_jobs_make_a_grid_no_wider_than_the_wrap() {
+        let plan: Vec<GraphStep> = (0..40)
+            .map(|i| g(i, &format!("agent{i}"), &format!("agent{i}"), &[]))
+            .collect();
+        let svg = svg(&plan, &[]);
+        let width: usize = svg["<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"".len()..]
+            .split('"')
+            .next()
+            .and_then(|w| w.parse().ok())
+            .expect("a width");
+        assert!(width <= WRAP + GAP, "{width}");
+        assert_eq!(svg.matches("<g class=\"step pending\"").count(), 40);
     }
 
     #[test]
