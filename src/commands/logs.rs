@@ -57,7 +57,10 @@ pub fn logs(args: &LogsArgs) -> Result<ExitCode, Error> {
             reader.read_new(true)?;
             let path = history.confine(&stream(&next))?;
             if !args.raw {
-                crate::report::emit(&format!("── attempt {attempt}: {}\n", path.display()));
+                // The file's name (beside the first attempt's): a whole path would not fit 80
+                // columns.
+                let name = path.file_name().unwrap_or_default().to_string_lossy();
+                crate::report::emit(&format!("── attempt {attempt}: {name}\n"));
             }
             reader = LogReader::new(path, args.raw);
             continue;

@@ -312,9 +312,6 @@ fn following_a_retried_step_shows_each_attempts_log_in_turn() {
     assert!(run.wait().unwrap().success());
     assert_eq!(rest.len(), 4, "{rest:?}");
     assert_eq!(rest[0], "fail");
-    assert!(
-        rest[1].starts_with("── attempt 2: ") && rest[1].ends_with("logs/001-flaky.a2.log"),
-        "{rest:?}"
-    );
+    assert_eq!(rest[1], "── attempt 2: 001-flaky.a2.log");
     assert_eq!(rest[2..], ["attempt", "ok"]);
 }
