@@ -96,7 +96,8 @@ fn body(h: &History, s: &RunSummary, events_offset: u64) -> Markup {
             (r.name) " · " span #run-status class={ "status " (r.status) } { (r.status) }
             " · started " (r.started_at.format("%Y-%m-%d %H:%M:%S UTC"))
             " · " (crate::duration::format(std::time::Duration::from_secs_f64(r.duration_seconds.max(0.0))))
-            " · " (layout::tokens(r.total_tokens)) " tokens · " (layout::usd(r.usd))
+            " · " span #run-tokens { (layout::tokens(r.total_tokens)) } " tokens · "
+            span #run-usd { (layout::usd(r.usd)) }
             @if let Some(f) = &r.resumed_from { " · resumes " a href={ "/runs/" (f) } { code { (f) } } }
         }
         h2 { "Graph" }

@@ -222,6 +222,7 @@ impl Drop for Browser {
 struct Held {
     child: Child,
     go: PathBuf,
+    exited: bool,
 }
 
 impl Held {
@@ -235,7 +236,18 @@ impl Held {
             .stderr(Stdio::null())
             .spawn()
             .expect("orch starts");
-        Held { child, go }
+        Held {
+            child,
+            go,
+            exited: false,
+        }
+    }
+
+    /// Waits for orch to exit by itself (its run ended).
+    fn wait_exit(&mut self) {
+        let status = self.child.wait().expect("orch exits");
+        assert!(status.success(), "orch: {status}");
+        self.exited = true;
     }
 
     fn release(&self) {
@@ -245,6 +257,9 @@ impl Held {
 
 impl Drop for Held {
     fn drop(&mut self) {
+        if self.exited {
+            return;
+        }
         self.release();
         let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
         let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
@@ -313,7 +328,7 @@ fn the_runs_page_lists_simulated_runs_in_a_browser() {
 #[test]
 fn a_running_pipelines_page_updates_its_statuses_and_log_tail_without_a_reload() {
     let t = Test::new().file("orch.toml", MANIFEST);
-    let run = Held::start(&t, &["run", "--simulate", "--quiet"]);
+    let mut run = Held::start(&t, &["run", "--simulate", "--quiet"]);
     // The first step runs, held after its first log line.
     let runs = t.path().join(".orch/runs");
     let (id, first_line) = first_line_of(&runs, "001-first.log");
@@ -372,6 +387,17 @@ fn a_running_pipelines_page_updates_its_statuses_and_log_tail_without_a_reload()
         json!("this page"),
         "the page was reloaded"
     );
+    // The tokens and dollars the events brought are those the ended run's page shows.
+    run.wait_exit();
+    let spend = || {
+        let mut shown = b.texts("#steps tbody td:nth-child(5), #steps tbody td:nth-child(6)");
+        shown.extend([b.text("#run-tokens"), b.text("#run-usd")]);
+        shown
+    };
+    let live = spend();
+    assert!(live[0] != "0" && live[1].starts_with('$'), "{live:?}");
+    b.goto(&format!("http://{}/runs/{id}", s.addr));
+    assert_eq!(live, spend());
 }
 
 /// A plan step whose tasks fan out into instances, then a review of them all.

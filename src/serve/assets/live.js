@@ -84,6 +84,23 @@
     return row;
   }
 
+  // A step's tokens and dollars from a usage update (its running totals) or its final usage.
+  function spent(row, u) {
+    if (!row || !u || !u.tokens) return;
+    var t = u.tokens;
+    var n = (t.input || 0) + (t.output || 0) + (t.cache_read || 0) + (t.cache_creation || 0);
+    row.children[4].textContent = tokens(n);
+    if (typeof u.cost_usd === "number") row.children[5].textContent = usd(u.cost_usd);
+  }
+
+  // As the server writes them: thousands apart by a narrow space; cents, or four places below.
+  function tokens(n) {
+    return String(n).replace(/\B(?=(\d{3})+(?!\d))/g, "\u202f");
+  }
+  function usd(v) {
+    return "$" + (v !== 0 && Math.abs(v) < 0.01 ? v.toFixed(4) : v.toFixed(2));
+  }
+
   // A step's log: new lines from the offset the page was rendered at.
   function follow(step) {
     if (tails[step]) return;
@@ -109,10 +126,19 @@
     var ev = JSON.parse(e.data);
     switch (ev.event) {
       case "step_started": setStatus(ev.label, "running"); break;
+      case "usage_recorded": spent(rowOf(ev.label), ev.update); break;
+      case "budget_updated":
+        // The run's scope: what the whole run spent so far.
+        if (ev.kind === "run") {
+          document.getElementById("run-tokens").textContent = tokens(ev.tokens_used);
+          document.getElementById("run-usd").textContent = usd(ev.usd_used);
+        }
+        break;
       case "step_finished":
         setStatus(ev.label, ev.status);
         var row = rowOf(ev.label);
         if (row) row.children[3].textContent = ev.duration.toFixed(1) + "s";
+        if (ev.usage) spent(row, ev.usage);
         break;
       case "step_skipped": setStatus(ev.label, ev.status); break;
       case "run_finished":
