@@ -62,6 +62,13 @@ pub struct RunSummary {
     pub results_file: Option<PathBuf>,
 }
 
+impl RunSummary {
+    /// The step labelled `label` (labels are unique in a run).
+    pub fn step(&self, label: &str) -> Option<&StepView> {
+        self.steps.iter().find(|s| s.label == label)
+    }
+}
+
 impl History {
     /// The summary of a run (see the module's comment for where it comes from).
     pub fn summary(&self, run: &RunEntry) -> Result<RunSummary, HistoryError> {
@@ -154,8 +161,11 @@ pub fn fold(events: &[Value]) -> (Option<usize>, Vec<StepView>) {
                     v.status = str_of(&e["status"]).unwrap_or_default();
                     v.duration_seconds = e["duration"].as_f64();
                     v.reason = str_of(&e["reason"]);
-                    v.log = e["log"].as_str().map(PathBuf::from);
-                    v.stderr_log = e["stderr_log"].as_str().map(PathBuf::from);
+                    // A step that never started (a fan-out's expansion) wrote no log.
+                    if v.attempts > 0 {
+                        v.log = e["log"].as_str().map(PathBuf::from);
+                        v.stderr_log = e["stderr_log"].as_str().map(PathBuf::from);
+                    }
                     if e["usage"].is_object() {
                         v.total_tokens = tokens(&e["usage"]["tokens"]);
                         v.usd = e["usage"]["cost_usd"].as_f64();

@@ -85,18 +85,18 @@ pub async fn events(
     sse(futures_util::StreamExt::flatten(s))
 }
 
-/// `GET /runs/{id}/steps/{n}/tail?from=OFFSET`: new lines of a step's log, condensed as the
+/// `GET /runs/{id}/steps/{label}/tail?from=OFFSET`: new lines of a step's log, condensed as the
 /// run page's tail ([`condense`](super::run::condense)), as `event: log`.
 pub async fn tail(
     State(app): State<Arc<App>>,
-    UrlPath((id, step)): UrlPath<(String, usize)>,
+    UrlPath((id, step)): UrlPath<(String, String)>,
     Query(q): Query<From>,
 ) -> Response {
     let found = {
         let (app, id) = (Arc::clone(&app), id.clone());
         tokio::task::spawn_blocking(move || {
             let (h, s) = super::run::summary(&app, &id)?;
-            let log = s.steps.get(step).and_then(|st| st.log.clone());
+            let log = s.step(&step).and_then(|st| st.log.clone());
             let path = log.and_then(|p| h.confine(&p).ok());
             Ok::<_, Response>(path)
         })

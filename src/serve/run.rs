@@ -80,6 +80,15 @@ pub async fn graph(State(app): State<Arc<App>>, UrlPath(id): UrlPath<String>) ->
     }
 }
 
+/// A step's pages: `/runs/RUN/steps/LABEL`, the label percent-encoded. A step is named by its
+/// label, not its place in the table: a run's table is in the order its events came while it
+/// runs and in its results file's order once it ended, and a page loaded before the end must
+/// still name the right step.
+pub fn step_url(run: &str, label: &str) -> String {
+    let label = percent_encoding::utf8_percent_encode(label, percent_encoding::NON_ALPHANUMERIC);
+    format!("/runs/{run}/steps/{label}")
+}
+
 /// Where the live stream starts: the events file's length as the summary read it.
 fn events_end(h: &History, s: &RunSummary) -> u64 {
     h.confine(&crate::history::events::path(&s.run.run_dir))
@@ -118,7 +127,7 @@ fn body(h: &History, s: &RunSummary, events_offset: u64) -> Markup {
                         td.num { (layout::tokens(st.total_tokens)) }
                         td.num { @if let Some(u) = st.usd { (layout::usd(u)) } }
                         td { @if let Some(why) = &st.reason { (crate::secrets::mask(why)) } }
-                        td { @if st.log.is_some() { a href={ "/runs/" (r.id) "/steps/" (i) "/log" } { "whole log" } } }
+                        td { @if st.log.is_some() { a href={ (step_url(&r.id, &st.label)) "/log" } { "whole log" } } }
                         td { @if st.outputs.is_some() { a href={ "#outputs-" (i) } { "outputs" } } }
                     }
                 }
@@ -140,7 +149,7 @@ fn body(h: &History, s: &RunSummary, events_offset: u64) -> Markup {
             @let (text, end) = tail(h, st);
             details open[st.status == "running" || i + 1 == s.steps.len()] {
                 summary { (st.label) }
-                pre.log id={ "log-" (i) } data-step=(i) data-offset=(end) { (text) }
+                pre.log id={ "log-" (i) } data-step=(i) data-label=(st.label) data-offset=(end) { (text) }
             }
         }
         @if s.live {
@@ -255,13 +264,13 @@ pub struct LogParams {
 /// A page of a step's log.
 pub async fn log(
     State(app): State<Arc<App>>,
-    UrlPath((id, step)): UrlPath<(String, usize)>,
+    UrlPath((id, step)): UrlPath<(String, String)>,
     Query(p): Query<LogParams>,
 ) -> Response {
     let built = tokio::task::spawn_blocking(move || {
         let (h, s) = summary(&app, &id)?;
         let missing = || layout::error(StatusCode::NOT_FOUND, "This step has no log.");
-        let st = s.steps.get(step).ok_or_else(missing)?;
+        let st = s.step(&step).ok_or_else(missing)?;
         let path = st.log.as_deref().ok_or_else(missing)?;
         let path = h.confine(path).map_err(|e| layout::error(StatusCode::FORBIDDEN, &e.to_string()))?;
         let len = match std::fs::metadata(&path) {
@@ -271,7 +280,7 @@ pub async fn log(
         };
         let from = p.offset.unwrap_or(0).min(len);
         let (text, next) = read_lines(&path, from, LOG_PAGE).map_err(|_| missing())?;
-        let base = format!("/runs/{}/steps/{step}/log", s.run.id);
+        let base = format!("{}/log", step_url(&s.run.id, &st.label));
         Ok::<_, Response>(layout::page(
             &st.label,
             Nav::Runs,

@@ -189,7 +189,7 @@ fn the_runs_page_lists_simulated_runs_and_each_run_its_steps() {
     assert!(tails.contains("= result success: 2 turns"), "{tails}");
     assert!(tails.contains("→ Bash"), "{tails}");
     assert!(!tails.contains("&quot;type&quot;"), "{tails}");
-    let log = s.get(&format!("/runs/{}/steps/0/log", ids[0]));
+    let log = s.get(&format!("/runs/{}/steps/first/log", ids[0]));
     assert_eq!(log.status, 200);
     assert!(
         log.body.contains("&quot;type&quot;:&quot;result&quot;"),
@@ -216,18 +216,18 @@ fn paths_from_requests_never_leave_the_state_folder() {
     let id = &ids[0];
     for path in [
         "/runs/..%2f..%2f..%2fetc%2fpasswd".to_string(),
-        "/runs/%2e%2e/steps/0/log".to_string(),
-        "/runs/%2e%2e%2f%2e%2e%2fetc/steps/0/log".to_string(),
+        "/runs/%2e%2e/steps/first/log".to_string(),
+        "/runs/%2e%2e%2f%2e%2e%2fetc/steps/first/log".to_string(),
         "/runs/../../../etc/passwd".to_string(),
         "//etc/passwd".to_string(),
         "/assets/..%2f..%2fCargo.toml".to_string(),
         "/assets/%2fetc%2fpasswd".to_string(),
-        format!("/runs/{id}/steps/0/log/..%2f..%2f..%2f..%2fetc%2fpasswd"),
-        format!("/runs/{id}%2f..%2f..%2f/steps/0/log"),
-        format!("/runs/{id}/steps/..%2f1/log"),
-        format!("/runs/{id}/steps/1/log"),
+        format!("/runs/{id}/steps/first/log/..%2f..%2f..%2f..%2fetc%2fpasswd"),
+        format!("/runs/{id}%2f..%2f..%2f/steps/first/log"),
+        format!("/runs/{id}/steps/..%2fsecond/log"),
+        format!("/runs/{id}/steps/second/log"),
         format!("/runs/{id}"),
-        format!("/runs/{id}/steps/1/tail"),
+        format!("/runs/{id}/steps/second/tail"),
     ] {
         let r = s.get(&path);
         assert!(!r.body.contains("root:x:0"), "{path} read /etc/passwd");
@@ -237,7 +237,7 @@ fn paths_from_requests_never_leave_the_state_folder() {
         );
         assert!(!r.body.contains("[package]"), "{path} read the source");
     }
-    assert_eq!(s.get(&format!("/runs/{id}/steps/1/log")).status, 403);
+    assert_eq!(s.get(&format!("/runs/{id}/steps/second/log")).status, 403);
 }
 
 #[test]
@@ -261,7 +261,7 @@ fn logs_are_escaped_masked_and_paged() {
     }
     drop(f);
     let s = Server::start_env(&t, secret);
-    let page = s.get(&format!("/runs/{}/steps/0/log", ids[0]));
+    let page = s.get(&format!("/runs/{}/steps/first/log", ids[0]));
     assert_eq!(page.status, 200);
     assert!(
         page.body.len() < 200_000,
@@ -286,7 +286,7 @@ fn logs_are_escaped_masked_and_paged() {
     // The last page, by offset.
     let len = std::fs::metadata(&log).expect("len").len();
     let last = s.get(&format!(
-        "/runs/{}/steps/0/log?offset={}",
+        "/runs/{}/steps/first/log?offset={}",
         ids[0],
         len - 1000
     ));

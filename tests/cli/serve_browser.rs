@@ -465,9 +465,26 @@ fn a_fan_outs_instances_join_the_graph_as_they_start() {
         "the page was reloaded"
     );
     b.screenshot("run-fan-out");
-    // Loaded again once the run ended: the plan's outputs, its tasks among them.
+    // Each row's log link, taken on the live page, opens that step's log, also now the run
+    // ended and its table is the results file's (in another order).
+    let rows = b
+        .js(
+            "return [...document.querySelectorAll('#steps tbody tr')].map(r => \
+             [r.cells[0].textContent, r.cells[7].querySelector('a')?.getAttribute('href')]);",
+        )
+        .expect("js");
+    let rows: Vec<(String, Option<String>)> = serde_json::from_value(rows).expect("rows");
+    // The fan-out's expansion step ran nothing: no log; the five others have one.
+    let linked: Vec<&(String, Option<String>)> = rows.iter().filter(|r| r.1.is_some()).collect();
+    assert_eq!(linked.len(), 5, "{rows:?}");
+    assert!(rows.contains(&("implement".to_string(), None)), "{rows:?}");
     b.goto(&format!("http://{}/runs/{id}", s.addr));
     assert!(b.text("#outputs-0").contains("task-3"));
+    for (label, link) in linked {
+        let link = link.as_deref().expect("a link");
+        b.goto(&format!("http://{}{link}", s.addr));
+        assert_eq!(b.text("h1"), format!("Log of {label}"), "{link}");
+    }
 }
 
 #[test]
@@ -521,7 +538,10 @@ fn the_table_pages_work_without_javascript() {
     b.wait_text("main", "no failed run", |m| m.contains("0 runs"));
     b.goto(&format!("http://{}/runs/{}", s.addr, ids[1]));
     assert_eq!(b.texts("#steps .status"), ["completed", "completed"]);
-    b.goto(&format!("http://{}/runs/{}/steps/0/log", s.addr, ids[1]));
+    b.goto(&format!(
+        "http://{}/runs/{}/steps/first/log",
+        s.addr, ids[1]
+    ));
     assert!(b.text("body").contains("\"type\":\"result\""));
 }
 

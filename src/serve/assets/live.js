@@ -65,10 +65,6 @@
     row.cells[2].textContent = "1";
     row.cells[2].className = row.cells[3].className = "num";
     row.cells[4].className = row.cells[5].className = "num";
-    var link = document.createElement("a");
-    link.href = base + "/steps/" + n + "/log";
-    link.textContent = "whole log";
-    row.cells[7].appendChild(link);
     var details = document.createElement("details");
     details.open = true;
     var summary = document.createElement("summary");
@@ -77,6 +73,7 @@
     pre.className = "log";
     pre.id = "log-" + n;
     pre.dataset.step = n;
+    pre.dataset.label = label;
     pre.dataset.offset = "0";
     details.appendChild(summary);
     details.appendChild(pre);
@@ -101,13 +98,24 @@
     return "$" + (v !== 0 && Math.abs(v) < 0.01 ? v.toFixed(4) : v.toFixed(2));
   }
 
+  // A started step's link to its whole log (a fan-out's expansion step never starts: no log).
+  function linkLog(label) {
+    var row = rowOf(label);
+    if (!row || row.cells[7].firstChild) return;
+    var link = document.createElement("a");
+    link.href = base + "/steps/" + encodeURIComponent(label) + "/log";
+    link.textContent = "whole log";
+    row.cells[7].appendChild(link);
+  }
+
   // A step's log: new lines from the offset the page was rendered at.
   function follow(step) {
     if (tails[step]) return;
     var pre = document.getElementById("log-" + step);
     if (!pre) return;
     var from = pre.dataset.offset || "0";
-    var es = new EventSource(base + "/steps/" + step + "/tail?from=" + from);
+    var label = pre.dataset.label;
+    var es = new EventSource(base + "/steps/" + encodeURIComponent(label) + "/tail?from=" + from);
     tails[step] = es;
     es.addEventListener("log", function (e) {
       pre.textContent += e.data + "\n";
@@ -125,7 +133,7 @@
   events.addEventListener("orch", function (e) {
     var ev = JSON.parse(e.data);
     switch (ev.event) {
-      case "step_started": setStatus(ev.label, "running"); break;
+      case "step_started": setStatus(ev.label, "running"); linkLog(ev.label); break;
       case "usage_recorded": spent(rowOf(ev.label), ev.update); break;
       case "budget_updated":
         // The run's scope: what the whole run spent so far.
