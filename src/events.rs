@@ -72,6 +72,17 @@ pub enum StopCause {
     RateLimited,
 }
 
+/// One step of a run's plan, as `run_started` lists them.
+#[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize, schemars::JsonSchema)]
+pub struct GraphStep {
+    pub step: StepId,
+    pub label: String,
+    /// The manifest job it belongs to (a fan-out's instances and a chain's steps share it).
+    pub job: String,
+    /// The steps it waits for.
+    pub needs: Vec<StepId>,
+}
+
 /// One thing that happened in a run. Serialized with the tag `event` (`"step_started"`); the
 /// NDJSON stream adds `"v"`, see `report::ndjson` and `schemas/orch-events.schema.json`.
 #[derive(Clone, Debug, Serialize, schemars::JsonSchema)]
@@ -89,6 +100,9 @@ pub enum Event {
         /// The run this one resumes (`orch resume`).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         resumed_from: Option<String>,
+        /// The plan's steps and what each needs, as at the start (a fan-out's instances come
+        /// as it expands: steps with numbers past these, labelled `job[key]`).
+        graph: Vec<GraphStep>,
     },
     /// A step's process was spawned.
     StepStarted {

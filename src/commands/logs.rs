@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use crate::cli::LogsArgs;
 use crate::errors::{Error, ExitCode};
-use crate::history::{History, HistoryError, RunSummary, StepView, events};
+use crate::history::{History, HistoryError, RunSummary, StepView, events, job_of};
 
 /// How often a followed log and the run's events are read again.
 pub const POLL: Duration = Duration::from_millis(100);
@@ -36,15 +36,32 @@ pub fn logs(args: &LogsArgs) -> Result<ExitCode, Error> {
             std::io::Error::new(std::io::ErrorKind::NotFound, "it never started"),
         ));
     };
-    let path = history.confine(&log)?;
-    let mut reader = LogReader::new(path, args.raw);
+    let stream = |log: &Path| {
+        if args.stderr {
+            stderr_of(log)
+        } else {
+            log.to_path_buf()
+        }
+    };
+    let mut reader = LogReader::new(history.confine(&log)?, args.raw);
     let follow = args.follow && summary.live;
-    let mut watch = follow.then(|| EndWatch::new(&history, &summary, step.step));
+    let mut watch = follow.then(|| EndWatch::new(&summary, step.step, step.log.clone()));
     loop {
         let ended = match &mut watch {
             Some(w) => w.ended(&history)?,
             None => true,
         };
+        // A retry's next attempt writes a log of its own: the last one is shown whole, then
+        // the next is followed.
+        if let Some((attempt, next)) = watch.as_mut().and_then(EndWatch::next_attempt) {
+            reader.read_new(true)?;
+            let path = history.confine(&stream(&next))?;
+            if !args.raw {
+                crate::report::emit(&format!("── attempt {attempt}: {}\n", path.display()));
+            }
+            reader = LogReader::new(path, args.raw);
+            continue;
+        }
         // Read after looking at the events: what the step wrote before it ended is all there.
         reader.read_new(ended)?;
         if ended {
@@ -79,11 +96,6 @@ fn pick<'a>(summary: &'a RunSummary, wanted: Option<&str>) -> Result<&'a StepVie
             help: format!("its steps: {}", labels.join(", ")),
         }
     })
-}
-
-/// `job` of `job [2/3]` or `job[key]`.
-fn job_of(label: &str) -> &str {
-    label.split([' ', '[']).next().unwrap_or(label)
 }
 
 /// `logs/001-a.log` → `logs/001-a.stderr.log`.
@@ -166,34 +178,66 @@ impl LogReader {
     }
 }
 
-/// Tells from a run's events file when one step (or the whole run) has ended.
+/// Tells from a run's events file when one step (or the whole run) has ended, and which log
+/// each of the step's attempts writes.
 struct EndWatch {
     run: crate::history::RunEntry,
     step: Option<usize>,
     offset: u64,
+    ended: bool,
+    /// The log of each attempt that started, in order (`step_started`'s `log`).
+    attempts: Vec<PathBuf>,
+    /// The log being shown, until the events are first read; then its place in `attempts`.
+    showing: Result<usize, Option<PathBuf>>,
 }
 
 impl EndWatch {
-    fn new(_history: &History, summary: &RunSummary, step: Option<usize>) -> EndWatch {
+    fn new(summary: &RunSummary, step: Option<usize>, log: Option<PathBuf>) -> EndWatch {
         EndWatch {
             run: summary.run.clone(),
             step,
             offset: 0,
+            ended: false,
+            attempts: Vec::new(),
+            showing: Err(log),
         }
     }
 
     fn ended(&mut self, history: &History) -> Result<bool, HistoryError> {
-        let page = history.events(&self.run, self.offset, 1 << 20)?;
-        self.offset = page.next_offset;
-        let step_ended = page.events.iter().any(|e| {
-            matches!(e["event"].as_str(), Some("step_finished" | "step_skipped"))
-                && e["step"].as_u64().map(|s| s as usize) == self.step
-        });
-        if step_ended || page.finished || self.step.is_none() {
+        if self.ended {
             return Ok(true);
         }
-        // An orch killed mid-run writes no end: its run is no longer running.
-        let now = history.run(&self.run.id)?;
-        Ok(!now.is_some_and(|r| r.is_running()) && !events::path(&self.run.run_dir).exists())
+        let page = history.events(&self.run, self.offset, 1 << 20)?;
+        self.offset = page.next_offset;
+        let mine = |e: &&serde_json::Value| e["step"].as_u64().map(|s| s as usize) == self.step;
+        let mut step_ended = false;
+        for e in page.events.iter().filter(mine) {
+            match e["event"].as_str() {
+                Some("step_finished" | "step_skipped") => step_ended = true,
+                Some("step_started") => self.attempts.extend(e["log"].as_str().map(PathBuf::from)),
+                _ => {}
+            }
+        }
+        if let Err(log) = &self.showing {
+            // The summary's log is the latest attempt's when it was read.
+            let at = log
+                .as_ref()
+                .and_then(|l| self.attempts.iter().rposition(|a| a == l));
+            self.showing = Ok(at.unwrap_or(self.attempts.len().saturating_sub(1)));
+        }
+        self.ended = step_ended || page.finished || self.step.is_none() || {
+            // An orch killed mid-run writes no end: its run is no longer running.
+            let now = history.run(&self.run.id)?;
+            !now.is_some_and(|r| r.is_running()) && !events::path(&self.run.run_dir).exists()
+        };
+        Ok(self.ended)
+    }
+
+    /// The next attempt's number and log, once it started, if the one shown is not the last.
+    fn next_attempt(&mut self) -> Option<(usize, PathBuf)> {
+        let shown = self.showing.as_mut().ok()?;
+        let next = self.attempts.get(*shown + 1)?.clone();
+        *shown += 1;
+        Some((*shown + 1, next))
     }
 }

@@ -80,4 +80,17 @@ impl History {
         let file = self.confine(&path(&run.run_dir))?;
         read(&file, offset, max_bytes).map_err(|source| HistoryError::Io { path: file, source })
     }
+
+    /// The run's plan as its first event, `run_started`, lists it: empty for a run without an
+    /// events file or from before the plan was recorded there.
+    pub fn graph(&self, run: &RunEntry) -> Vec<crate::events::GraphStep> {
+        let first = self
+            .events(run, 0, 1)
+            .ok()
+            .and_then(|page| page.events.into_iter().next());
+        first
+            .filter(|e| e["event"] == "run_started")
+            .and_then(|mut e| serde_json::from_value(e["graph"].take()).ok())
+            .unwrap_or_default()
+    }
 }

@@ -1,16 +1,17 @@
 //! Run history: what a state folder holds about past and running runs, read for people (`orch
 //! runs`, `orch show`, `orch logs`) and for the dashboard, as plain serializable data.
 //!
-//! It owns three readings: the ledger's runs ([`runs`]: listing with filters, `latest` and id
+//! It owns four readings: the ledger's runs ([`runs`]: listing with filters, `latest` and id
 //! prefixes), a run's summary ([`summary`]: its `results.json` once it ended, else its events
-//! file folded as it stands) and a run folder's events file ([`events`], read from an offset so
-//! another process can follow it). Every path it hands out is confined to the state folder
+//! file folded as it stands), a run folder's events file ([`events`], read from an offset so
+//! another process can follow it) and the window budgets recent runs recorded ([`windows`]). Every path it hands out is confined to the state folder
 //! ([`History::confine`]). It never writes: not the ledger (it opens none that does not exist),
 //! not a run folder, and it never prints.
 
 pub mod events;
 pub mod runs;
 pub mod summary;
+pub mod windows;
 
 use std::path::{Path, PathBuf};
 
@@ -22,6 +23,13 @@ use crate::ledger::Ledger;
 pub use events::{EVENTS_FILE, EventsPage};
 pub use runs::{RunEntry, RunFilter, StepCounts};
 pub use summary::{RunSummary, Source, StepView};
+pub use windows::WindowBudget;
+
+/// The job a step belongs to: its label without a fan-out key (`job[key]`) or a place in a
+/// chain (`job [2/3]`).
+pub fn job_of(label: &str) -> &str {
+    label.split(['[', ' ']).next().unwrap_or(label)
+}
 
 /// Why a history question has no answer.
 #[derive(Debug, Error, Diagnostic)]

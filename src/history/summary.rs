@@ -43,6 +43,9 @@ pub struct StepView {
     pub reason: Option<String>,
     pub log: Option<PathBuf>,
     pub stderr_log: Option<PathBuf>,
+    /// Its job instance's outputs (on the instance's last step), once the instance ended.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub outputs: Option<Value>,
 }
 
 /// A run and its steps.
@@ -165,6 +168,18 @@ pub fn fold(events: &[Value]) -> (Option<usize>, Vec<StepView>) {
                     v.reason = str_of(&e["reason"]);
                 }
             }
+            "job_outputs" => {
+                // The instance's last step: `job`, or the last of its chain, `job [n/n]`.
+                let job = e["job"].as_str().unwrap_or_default();
+                let chain = format!("{job} [");
+                if let Some(v) = steps
+                    .values_mut()
+                    .rev()
+                    .find(|v| v.label == job || v.label.starts_with(&chain))
+                {
+                    v.outputs = Some(e["outputs"].clone());
+                }
+            }
             "job_expanded" => {
                 for step in e["instances"]
                     .as_array()
@@ -218,6 +233,8 @@ struct ResultsFile {
 struct InstanceFile {
     #[serde(default)]
     steps: Vec<StepFile>,
+    #[serde(default)]
+    outputs: Option<Value>,
 }
 
 #[derive(Deserialize)]
@@ -242,25 +259,41 @@ struct StepFile {
 
 impl ResultsFile {
     fn steps(self) -> Vec<StepView> {
-        let steps = self.instances.0.into_iter().flat_map(|(_, i)| i.steps);
-        steps
-            .map(|s| StepView {
-                step: None,
-                total_tokens: s.usage.as_ref().map_or(0, |u| tokens(&u["tokens"])),
-                usd: s.usage.as_ref().and_then(|u| u["cost_usd"].as_f64()),
-                attempts: match (s.attempts.len(), s.started.is_some()) {
-                    (0, started) => u32::from(started),
-                    (n, _) => n as u32,
-                },
-                label: s.label,
-                status: s.status,
-                started_at: s.started,
-                duration_seconds: s.duration_seconds,
-                reason: s.reason,
-                log: s.log,
-                stderr_log: s.stderr_log,
-            })
-            .collect()
+        let mut out = Vec::new();
+        for (_, instance) in self.instances.0 {
+            let first = out.len();
+            out.extend(instance.steps.into_iter().map(StepFile::view));
+            // The instance's outputs go with its last step, as the events tell them.
+            let outputs = instance
+                .outputs
+                .filter(|o| o.as_object().is_some_and(|m| !m.is_empty()));
+            if let Some(last) = out.get_mut(first..).and_then(|s| s.last_mut()) {
+                last.outputs = outputs;
+            }
+        }
+        out
+    }
+}
+
+impl StepFile {
+    fn view(self) -> StepView {
+        StepView {
+            step: None,
+            total_tokens: self.usage.as_ref().map_or(0, |u| tokens(&u["tokens"])),
+            usd: self.usage.as_ref().and_then(|u| u["cost_usd"].as_f64()),
+            attempts: match (self.attempts.len(), self.started.is_some()) {
+                (0, started) => u32::from(started),
+                (n, _) => n as u32,
+            },
+            label: self.label,
+            status: self.status,
+            started_at: self.started,
+            duration_seconds: self.duration_seconds,
+            reason: self.reason,
+            log: self.log,
+            stderr_log: self.stderr_log,
+            outputs: None,
+        }
     }
 }
 

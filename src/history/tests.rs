@@ -186,3 +186,30 @@ fn events_are_read_in_whole_lines_from_an_offset_and_folded_into_steps() {
             .is_empty()
     );
 }
+
+#[test]
+fn a_jobs_outputs_go_with_its_last_step() {
+    let events: Vec<serde_json::Value> = [
+        r#"{"event":"step_started","step":0,"label":"build [1/2]"}"#,
+        r#"{"event":"step_started","step":1,"label":"build [2/2]"}"#,
+        r#"{"event":"step_started","step":2,"label":"builder"}"#,
+        r#"{"event":"job_outputs","job":"build","outputs":{"stdout":"ok"}}"#,
+        r#"{"event":"job_outputs","job":"builder","outputs":{"result":"done"}}"#,
+    ]
+    .iter()
+    .map(|l| serde_json::from_str(l).unwrap())
+    .collect();
+    let (_, steps) = summary::fold(&events);
+    let outputs: Vec<Option<String>> = steps
+        .iter()
+        .map(|s| s.outputs.as_ref().map(|o| o.to_string()))
+        .collect();
+    assert_eq!(
+        outputs,
+        [
+            None,
+            Some(r#"{"stdout":"ok"}"#.into()),
+            Some(r#"{"result":"done"}"#.into())
+        ]
+    );
+}

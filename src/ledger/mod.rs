@@ -106,6 +106,32 @@ pub fn spend(
     rows.collect()
 }
 
+/// What was spent since `since` in each `interval` (counted from the epoch, so a day's
+/// intervals start at midnight UTC when they divide a day), oldest first; intervals without
+/// spend are left out. Each interval starts at its time. Like [`spend`], linear in the steps of
+/// the period: only the raw rows of steps that crossed an interval's end are read.
+pub fn spend_over_time(
+    ledger: &Ledger,
+    since: DateTime<Utc>,
+    interval: std::time::Duration,
+) -> rusqlite::Result<Vec<(DateTime<Utc>, budget::Spend)>> {
+    let every = i64::try_from(interval.as_millis())
+        .unwrap_or(i64::MAX)
+        .max(1);
+    let mut stmt = ledger.conn().prepare_cached(summary::INTERVALS)?;
+    let rows = stmt.query_map([since.timestamp_millis(), every], |r| {
+        let start = r.get::<_, i64>(0)?.saturating_mul(every);
+        Ok((
+            DateTime::from_timestamp_millis(start).unwrap_or_default(),
+            budget::Spend {
+                tokens: store::total_u64(r.get(1)?),
+                usd: store::total_nanos(r.get(2)?).non_negative(),
+            },
+        ))
+    })?;
+    rows.collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

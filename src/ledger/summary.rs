@@ -160,6 +160,25 @@ pub(crate) fn window(part: Part) -> String {
     )
 }
 
+/// Spend since `?1` (milliseconds) in intervals of `?2` milliseconds (counted from the epoch):
+/// rows of (interval number, tokens, usd_nanos) in order. A group whose rows all lie in one
+/// interval after `?1` is read from the summary; the others (a step that crossed an interval's
+/// end, or the window's start) from their raw rows.
+pub(crate) const INTERVALS: &str = "
+    SELECT b, TOTAL(t), TOTAL(d) FROM (
+        SELECT e.first_ms / ?2 AS b, e.input + e.output + e.cache_read + e.cache_creation AS t,
+               e.usd_nanos AS d
+        FROM usage_summary e
+        WHERE e.last_ms >= ?1 AND e.first_ms >= ?1 AND e.first_ms / ?2 = e.last_ms / ?2
+        UNION ALL
+        SELECT u.at_ms / ?2, u.input + u.output + u.cache_read + u.cache_creation, u.usd_nanos
+        FROM usage_summary e
+        CROSS JOIN usage u ON u.run_id = e.run_id AND u.step = e.step
+        WHERE e.last_ms >= ?1 AND (e.first_ms < ?1 OR e.first_ms / ?2 != e.last_ms / ?2)
+           AND u.at_ms >= ?1
+           AND COALESCE(u.model, '(unknown)') = e.model AND substr(u.at, 1, 10) = e.day
+    ) GROUP BY b ORDER BY b";
+
 #[cfg(test)]
 #[path = "summary_tests.rs"]
 mod tests;

@@ -1,8 +1,10 @@
+use std::time::Duration;
+
 use chrono::{DateTime, Utc};
 use proptest::prelude::*;
 
 use super::super::store::{Delta, Kind, Ledger};
-use super::super::{GroupBy, Nanos, spend};
+use super::super::{GroupBy, Nanos, spend, spend_over_time};
 
 /// One usage row as a test writes it: run, step, model, kind, time (ms), tokens, nano-dollars.
 type Row = (u8, u8, Option<u8>, u8, i64, i64, i64);
@@ -103,6 +105,7 @@ proptest! {
         deleted in proptest::collection::vec(any::<prop::sample::Index>(), 0..8),
         changed in proptest::collection::vec((any::<prop::sample::Index>(), -5_000i64..5_000), 0..4),
         since in -4_000i64..4_000,
+        every in 1u64..2_500,
     ) {
         let (ledger, _dir) = temp();
         write(&ledger, &rows);
@@ -126,6 +129,25 @@ proptest! {
         let (tokens, nanos) = raw_since(&ledger, MIDNIGHT + since);
         prop_assert_eq!(spent.tokens, tokens as u64);
         prop_assert_eq!(spent.usd, Nanos(nanos as i64).non_negative());
+        // Spend per interval equals the raw rows' sums per interval.
+        let intervals = spend_over_time(&ledger, at(since), Duration::from_millis(every)).unwrap();
+        let mut stmt = ledger.conn().prepare(
+            "SELECT at_ms / ?2 * ?2, TOTAL(input) + TOTAL(output) + TOTAL(cache_read)
+                 + TOTAL(cache_creation), TOTAL(usd_nanos)
+             FROM usage WHERE at_ms >= ?1 GROUP BY at_ms / ?2 ORDER BY 1",
+        ).unwrap();
+        let raw: Vec<(i64, u64, Nanos)> = stmt
+            .query_map([MIDNIGHT + since, every as i64], |r| {
+                Ok((r.get(0)?, r.get::<_, f64>(1)? as u64, Nanos(r.get::<_, f64>(2)? as i64).non_negative()))
+            })
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        let read: Vec<(i64, u64, Nanos)> = intervals
+            .iter()
+            .map(|(t, s)| (t.timestamp_millis(), s.tokens, s.usd))
+            .collect();
+        prop_assert_eq!(read, raw);
         for run in 0..2 {
             for step in 0..3usize {
                 let (t, usd) = ledger.step_spend(&format!("r{run}"), step).unwrap();

@@ -342,6 +342,17 @@ pub enum ManifestError {
     },
 
     #[error("`{path}`: {message}")]
+    #[diagnostic(code(orch::manifest::slurm_value))]
+    SlurmValue {
+        path: String,
+        message: String,
+        #[label("not a value Slurm takes here")]
+        span: SourceSpan,
+        #[help]
+        help: String,
+    },
+
+    #[error("`{path}`: {message}")]
     #[diagnostic(code(orch::manifest::agent_option))]
     AgentOption {
         path: String,

@@ -60,6 +60,7 @@ pub fn resolve(raw: RawManifest, path: &Path, text: &str) -> Result<Manifest, Ve
         },
         table: raw.slurm.clone().unwrap_or_default(),
     };
+    r.check_slurm("slurm", &slurmed.table);
     let settings = Settings {
         startup_delay: r
             .duration(
@@ -373,6 +374,7 @@ impl Resolver {
             return None;
         }
         let own = job.slurm.clone().unwrap_or_default();
+        self.check_slurm(&format!("{at}.slurm"), &own);
         if let Some(a) = &own.allocation {
             self.errors.push(ManifestError::BadValue {
                 path: format!("{at}.slurm.allocation"),
@@ -384,7 +386,32 @@ impl Resolver {
         self.slurm(&format!("{at}.slurm"), &top.table, &own)
     }
 
-    /// One `[slurm]` table (the top one merged with `own`) checked and resolved.
+    /// The form of a `[slurm]` table's names and sizes ([`super::slurm::check`]), each table
+    /// once: the top one here, a job's own where it is.
+    fn check_slurm(&mut self, at: &str, t: &RawSlurm) {
+        let keys = [
+            ("partition", &t.partition),
+            ("account", &t.account),
+            ("qos", &t.qos),
+            ("mem", &t.mem),
+            ("gres", &t.gres),
+            ("constraint", &t.constraint),
+            ("nodes", &t.nodes),
+        ];
+        for (key, v) in keys {
+            let Some(v) = v else { continue };
+            if let Err((message, help)) = super::slurm::check(key, &v.value) {
+                self.errors.push(ManifestError::SlurmValue {
+                    path: format!("{at}.{key}"),
+                    message,
+                    span: span(&v.span),
+                    help,
+                });
+            }
+        }
+    }
+
+    /// One `[slurm]` table (the top one merged with `own`) resolved.
     fn slurm(&mut self, at: &str, top: &RawSlurm, own: &RawSlurm) -> Option<Slurm> {
         let raw = top.merged(own);
         let path = |key: &str| format!("{at}.{key}");
@@ -395,17 +422,18 @@ impl Resolver {
             },
             None => Allocation::PerRun,
         };
+        let value = |v: Option<Sp<String>>| v.map(|v| v.value);
         Some(Slurm {
             allocation,
-            partition: raw.partition,
-            account: raw.account,
-            qos: raw.qos,
+            partition: value(raw.partition),
+            account: value(raw.account),
+            qos: value(raw.qos),
             cpus: self.count(&path("cpus"), raw.cpus.as_ref()).unwrap_or(1) as u32,
-            mem: raw.mem,
-            gres: raw.gres,
+            mem: value(raw.mem),
+            gres: value(raw.gres),
             time: self.duration(&path("time"), raw.time.as_ref()),
-            constraint: raw.constraint,
-            nodes: raw.nodes,
+            constraint: value(raw.constraint),
+            nodes: value(raw.nodes),
             pending_timeout: self
                 .duration(&path("pending_timeout"), raw.pending_timeout.as_ref())
                 .unwrap_or(DEFAULT_PENDING_TIMEOUT),

@@ -19,24 +19,24 @@ raw_table! {
         /// inside it; the default) or "per_step" (one allocation per step). Top level only.
         pub allocation: Option<Sp<String>>,
         /// The partition (`--partition`).
-        pub partition: Option<String>,
+        pub partition: Option<Sp<String>>,
         /// The account charged (`--account`).
-        pub account: Option<String>,
+        pub account: Option<Sp<String>>,
         /// The quality of service (`--qos`).
-        pub qos: Option<String>,
+        pub qos: Option<Sp<String>>,
         /// CPUs per step (`--cpus-per-task`, default 1).
         pub cpus: Option<Sp<i64>>,
         /// Memory per step, e.g. "2G" (`--mem`).
-        pub mem: Option<String>,
+        pub mem: Option<Sp<String>>,
         /// Generic resources, e.g. "gpu:1" (`--gres`).
-        pub gres: Option<String>,
+        pub gres: Option<Sp<String>>,
         /// Slurm's time limit of a step (default: the step's timeout plus the stop ladder's graces).
         pub time: Option<Sp<DurationText>>,
         /// Node features required (`--constraint`).
-        pub constraint: Option<String>,
+        pub constraint: Option<Sp<String>>,
         /// Slurm's `--nodelist`, e.g. "n[1-4]": every node listed is part of the request (per
         /// run, the allocation's; per step, the step's, so name one node to pin a step there).
-        pub nodes: Option<String>,
+        pub nodes: Option<Sp<String>>,
         /// How long a step may wait for resources before it fails with Slurm's reason (default "5m").
         pub pending_timeout: Option<Sp<DurationText>>,
         /// Variables of orch's environment passed to the step by name (besides the job's `env`).
@@ -79,6 +79,79 @@ pub struct Slurm {
     pub claude_path: Option<String>,
     pub orch_path: Option<String>,
     pub extra_args: Vec<String>,
+}
+
+/// Why a value of `[slurm]` `key` is not one Slurm takes, and what to write instead: checked
+/// when the manifest loads, so a mistake points at its line rather than failing `srun` later.
+/// The checks are on the form only (no cluster is asked whether a partition exists).
+pub fn check(key: &str, value: &str) -> Result<(), (String, String)> {
+    let name = |c: char| c.is_ascii_alphanumeric() || "_-.".contains(c);
+    let bad = |what: &str, help: &str| Err((what.to_string(), help.to_string()));
+    if value.trim().is_empty() {
+        return bad("it is empty", "remove the key, or give a value");
+    }
+    if value.starts_with('-') {
+        return bad(
+            "it starts with `-`, as an option would",
+            "give the value alone; more `srun` options go in `extra_args`",
+        );
+    }
+    match key {
+        "mem" => {
+            let digits = value.trim_end_matches(|c: char| "KMGTkmgt".contains(c));
+            let unit = value.len() - digits.len();
+            if digits.is_empty() || unit > 1 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+                return bad(
+                    "it is not a size",
+                    "write a number of megabytes or one with a unit: \"4096\", \"2G\", \"512M\"",
+                );
+            }
+        }
+        "gres" => {
+            let item_ok = |item: &str| {
+                let mut parts = item.split(':');
+                parts
+                    .next()
+                    .is_some_and(|n| !n.is_empty() && n.chars().all(|c| name(c) || c == '/'))
+                    && parts.all(|p| !p.is_empty() && p.chars().all(name))
+            };
+            if !value.split(',').all(item_ok) {
+                return bad(
+                    "it is not a list of generic resources",
+                    "write NAME[:TYPE][:COUNT], comma-separated: \"gpu:1\", \"gpu:a100:2,mps:50\"",
+                );
+            }
+        }
+        "constraint" => {
+            if !value.chars().all(|c| name(c) || "&|,*[]()".contains(c)) {
+                return bad(
+                    "it is not a feature expression",
+                    "write node features joined by & (and), | (or) or ,: \"intel&ib\", \"[rack1|rack2]\"",
+                );
+            }
+        }
+        "nodes" => {
+            if !value.chars().all(|c| name(c) || "[],".contains(c)) {
+                return bad(
+                    "it is not a list of node names",
+                    "write node names or ranges, comma-separated: \"n1,n3\", \"n[1-4]\"",
+                );
+            }
+        }
+        // partition, account, qos: names, a partition or qos also a comma-separated list.
+        _ => {
+            if !value
+                .split(',')
+                .all(|n| !n.is_empty() && n.chars().all(name))
+            {
+                return bad(
+                    "it is not a name",
+                    "write the name Slurm knows (`sinfo -s` lists partitions), without spaces",
+                );
+            }
+        }
+    }
+    Ok(())
 }
 
 /// How long a step may wait for resources by default.

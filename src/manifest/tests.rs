@@ -777,3 +777,70 @@ run = ["true"]
         "{text:#?}"
     );
 }
+
+#[test]
+fn slurm_values_of_the_wrong_form_point_at_their_table_each_once() {
+    // Two jobs on Slurm share the top table: its mistakes are reported once, at the top.
+    let text = "[settings]\nexecutor = \"slurm\"\n[slurm]\nmem = \"lots\"\npartition = \"debug queue\"\n\
+                [jobs.a]\nrun = [\"true\"]\n[jobs.a.slurm]\ngres = \"gpu::2\"\nnodes = \"-n1\"\n\
+                [jobs.b]\nrun = [\"true\"]\n";
+    let errors = toml_errors(text);
+    let found: Vec<(String, Vec<String>, String)> = errors
+        .iter()
+        .map(|e| {
+            let (code, labels, _) = parts(text, e);
+            (code, labels, e.to_string())
+        })
+        .collect();
+    let code = "orch::manifest::slurm_value".to_string();
+    assert_eq!(
+        found,
+        [
+            (
+                code.clone(),
+                vec!["\"lots\"".into()],
+                "`slurm.mem`: it is not a size".into()
+            ),
+            (
+                code.clone(),
+                vec!["\"debug queue\"".into()],
+                "`slurm.partition`: it is not a name".into()
+            ),
+            (
+                code.clone(),
+                vec!["\"gpu::2\"".into()],
+                "`jobs.a.slurm.gres`: it is not a list of generic resources".into()
+            ),
+            (
+                code,
+                vec!["\"-n1\"".into()],
+                "`jobs.a.slurm.nodes`: it starts with `-`, as an option would".into()
+            ),
+        ]
+    );
+    assert!(parts(text, &errors[0]).2.contains("\"2G\""));
+}
+
+#[test]
+fn slurm_values_of_the_forms_slurm_takes_load() {
+    for (key, value) in [
+        ("mem", "4096"),
+        ("mem", "2G"),
+        ("mem", "512m"),
+        ("gres", "gpu:1"),
+        ("gres", "gpu:a100:2,mps:50"),
+        ("constraint", "intel&ib"),
+        ("constraint", "[rack1|rack2]"),
+        ("nodes", "n[1-4],gpu01"),
+        ("partition", "debug,long"),
+        ("account", "proj_x-1"),
+        ("qos", "normal"),
+    ] {
+        let text = format!(
+            "[settings]\nexecutor = \"slurm\"\n[slurm]\n{key} = \"{value}\"\n[jobs.a]\nrun = [\"true\"]\n"
+        );
+        if let Err(e) = load_str(Path::new("orch.toml"), text) {
+            panic!("{key} = {value:?}: {e:?}");
+        }
+    }
+}

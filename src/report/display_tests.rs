@@ -92,6 +92,7 @@ fn events() -> Vec<(u64, Event)> {
                 steps: 4,
                 at: chrono::DateTime::UNIX_EPOCH,
                 resumed_from: None,
+                graph: Vec::new(),
             },
         ),
         (0, started(0, "lint")),

@@ -18,6 +18,7 @@ use serde::Serialize;
 use crate::agent::stream::TokenCounts;
 use crate::events::Status;
 use crate::ledger::Nanos;
+use crate::ledger::budget::ScopeKind;
 use crate::runner::{RunContext, RunOutcome};
 
 #[derive(Debug, Serialize)]
@@ -127,6 +128,8 @@ pub fn human_bytes(n: u64) -> String {
 #[derive(Debug, Serialize)]
 pub struct BudgetResult {
     pub scope: String,
+    /// The rolling window's period in seconds, for the window scope only (null for the others).
+    pub period_seconds: Option<u64>,
     pub tokens_limit: Option<u64>,
     pub usd_limit: Option<f64>,
     pub tokens_used: u64,
@@ -437,6 +440,10 @@ pub fn build(ctx: &RunContext, out: &RunOutcome, exit_code: u8) -> Results {
                 let over = s.overshoot();
                 BudgetResult {
                     scope: s.name.clone(),
+                    period_seconds: (s.kind == ScopeKind::Window)
+                        .then_some(ctx.manifest.budget.window.as_ref())
+                        .flatten()
+                        .map(|w| w.period.as_secs()),
                     tokens_limit: s.limit.tokens,
                     usd_limit: s.limit.usd,
                     tokens_used: s.used.tokens,

@@ -246,6 +246,7 @@ mod tests {
 
     fn scope(tokens: Option<u64>, usd: Option<f64>, over_t: u64, over_u: f64) -> BudgetResult {
         BudgetResult {
+            period_seconds: None,
             scope: "run".into(),
             tokens_limit: tokens,
             usd_limit: usd,

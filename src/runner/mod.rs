@@ -229,6 +229,7 @@ pub async fn run(
         steps: plan.steps.len(),
         at: started,
         resumed_from: ctx.carried.resumed_from.clone(),
+        graph: graph(ctx, &plan),
     });
     // Reused steps end before anything launches: reporters count them as done.
     for (id, record) in &ctx.carried.done {
@@ -331,6 +332,23 @@ pub fn definitions(ctx: &RunContext, plan: &Plan) -> Vec<(String, String)> {
         .map(|s| {
             let job = &ctx.manifest.jobs[s.job];
             (s.label(), ledger::resume::definition_hash(s, job))
+        })
+        .collect()
+}
+
+/// The plan's steps and their dependencies, for `run_started`.
+fn graph(ctx: &RunContext, plan: &Plan) -> Vec<crate::events::GraphStep> {
+    plan.steps
+        .iter()
+        .map(|s| {
+            let mut needs: Vec<crate::plan::StepId> = plan.dependencies(s.id).collect();
+            needs.sort_unstable();
+            crate::events::GraphStep {
+                step: s.id,
+                label: s.label(),
+                job: ctx.manifest.jobs[s.job].name.clone(),
+                needs,
+            }
         })
         .collect()
 }

@@ -13,18 +13,28 @@ const LIMIT: RGBColor = RGBColor(220, 38, 38);
 
 /// A line with a point per day; `limit` draws a horizontal line (a budget's limit).
 pub fn daily(days: &[(NaiveDate, f64)], label: &str, limit: Option<f64>) -> String {
+    let points: Vec<(String, f64)> = days
+        .iter()
+        .map(|d| (d.0.format("%m-%d").to_string(), d.1))
+        .collect();
+    line(&points, label, limit, true)
+}
+
+/// A line through named points, evenly spaced, each drawn as a dot when `dots`; `limit` draws
+/// a horizontal line (a budget's limit). About 12 of the names are written under the axis.
+pub fn line(points: &[(String, f64)], label: &str, limit: Option<f64>, dots: bool) -> String {
     let mut svg = String::new();
     let drawn = (|| -> Result<(), Box<dyn std::error::Error + '_>> {
         let root = SVGBackend::with_string(&mut svg, (WIDTH, 260)).into_drawing_area();
         root.fill(&WHITE)?;
-        let top = days
+        let top = points
             .iter()
             .map(|d| d.1)
             .chain(limit)
             .fold(0.0, f64::max)
             .max(f64::MIN_POSITIVE)
             * 1.1;
-        let n = days.len().max(1);
+        let n = points.len().max(1);
         let mut chart = ChartBuilder::on(&root)
             .margin(12)
             .x_label_area_size(28)
@@ -35,8 +45,9 @@ pub fn daily(days: &[(NaiveDate, f64)], label: &str, limit: Option<f64>) -> Stri
             if (x - i).abs() > 1e-6 || i < 0.0 {
                 return String::new();
             }
-            days.get(i as usize)
-                .map(|d| d.0.format("%m-%d").to_string())
+            points
+                .get(i as usize)
+                .map(|d| d.0.clone())
                 .unwrap_or_default()
         };
         chart
@@ -46,9 +57,11 @@ pub fn daily(days: &[(NaiveDate, f64)], label: &str, limit: Option<f64>) -> Stri
             .y_desc(label)
             .light_line_style(RGBColor(240, 240, 240))
             .draw()?;
-        let points = days.iter().enumerate().map(|(i, d)| (i as f64, d.1));
-        chart.draw_series(LineSeries::new(points.clone(), INK.stroke_width(2)))?;
-        chart.draw_series(points.map(|p| Circle::new(p, 4, INK.filled())))?;
+        let xy = points.iter().enumerate().map(|(i, d)| (i as f64, d.1));
+        chart.draw_series(LineSeries::new(xy.clone(), INK.stroke_width(2)))?;
+        if dots {
+            chart.draw_series(xy.map(|p| Circle::new(p, 4, INK.filled())))?;
+        }
         if let Some(limit) = limit {
             chart.draw_series(LineSeries::new(
                 [(-0.5, limit), (n as f64 - 0.5, limit)],

@@ -1,11 +1,12 @@
 //! The live run page's server-sent event streams: a run's events, tailed from its events file
-//! from an offset, and a step's log, tailed from an offset as rendered lines.
+//! from an offset, and a step's log, tailed from an offset as condensed lines.
 //!
 //! Owns the tailing only. The events come through [`crate::history`]'s reader (whole lines, in
 //! pages), a log through the run page's [`read_lines`](super::run::read_lines) (a page at a
 //! time, never whole). A stream ends when the run has ended and everything is sent. Each event
 //! carries its end offset as its id, so a reconnecting browser goes on where it was.
 
+use std::collections::HashSet;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
@@ -84,8 +85,8 @@ pub async fn events(
     sse(futures_util::StreamExt::flatten(s))
 }
 
-/// `GET /runs/{id}/steps/{n}/tail?from=OFFSET`: new lines of a step's log, rendered, as
-/// `event: log`.
+/// `GET /runs/{id}/steps/{n}/tail?from=OFFSET`: new lines of a step's log, condensed as the
+/// run page's tail ([`condense`](super::run::condense)), as `event: log`.
 pub async fn tail(
     State(app): State<Arc<App>>,
     UrlPath((id, step)): UrlPath<(String, usize)>,
@@ -111,7 +112,8 @@ pub async fn tail(
             );
         }
     };
-    let s = stream::unfold((q.from.unwrap_or(0), false), move |(offset, done)| {
+    let start = (q.from.unwrap_or(0), false, HashSet::new());
+    let s = stream::unfold(start, move |(mut offset, done, mut seen)| {
         let (app, id, path) = (Arc::clone(&app), id.clone(), path.clone());
         async move {
             if done {
@@ -135,17 +137,23 @@ pub async fn tail(
                 .unwrap_or((None, false));
                 match read {
                     (Some((text, next)), _) => {
+                        let shown = super::run::condense(&text, &mut seen);
+                        if shown.is_empty() {
+                            // Lines that say nothing worth a line (a repeated usage).
+                            offset = next;
+                            continue;
+                        }
                         // Whole lines; the page ends each event with its own newline.
                         let ev = Event::default()
                             .event("log")
                             .id(next.to_string())
-                            .data(text.strip_suffix('\n').unwrap_or(&text));
-                        return Some((Ok::<_, Infallible>(ev), (next, false)));
+                            .data(shown.strip_suffix('\n').unwrap_or(&shown));
+                        return Some((Ok::<_, Infallible>(ev), (next, false, seen)));
                     }
                     (None, false) => {
                         return Some((
                             Ok(Event::default().event("end").data("{}")),
-                            (offset, true),
+                            (offset, true, seen),
                         ));
                     }
                     (None, true) => tokio::time::sleep(POLL).await,

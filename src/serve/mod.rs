@@ -16,12 +16,14 @@
 mod assets;
 mod auth;
 mod chart;
+mod graph;
 mod layout;
 mod live;
 mod run;
 mod runs;
 mod schedule;
 mod spend;
+mod window;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -118,6 +120,7 @@ pub fn router(config: &ServeConfig) -> Router {
         .route("/runs", get(runs::page))
         .route("/runs/{id}", get(run::page))
         .route("/runs/{id}/events", get(live::events))
+        .route("/runs/{id}/graph", get(run::graph))
         .route("/runs/{id}/steps/{step}/log", get(run::log))
         .route("/runs/{id}/steps/{step}/tail", get(live::tail))
         .route("/spend", get(spend::page))

@@ -1,25 +1,30 @@
-//! One run's page: its graph of steps (a job's fanned-out instances grouped in one row), each
-//! step's status, attempts, duration, tokens, dollars and reason, and each step's log tail;
+//! One run's page: its graph of jobs ([`super::graph`], a fan-out's instances in one box), each
+//! step's status, attempts, duration, tokens, dollars and reason, each job's outputs, and each
+//! step's log tail;
 //! and a step's whole log, in pages.
 //!
 //! Owns these pages. The run comes from [`crate::history`] (its summary: `results.json` once it
 //! ended, else its events folded); a log's path comes from that summary and is confined to the
 //! state folder before it is opened. A log is never read whole: a tail or a page of it, each
 //! line stripped of terminal escapes, with secrets masked, then HTML-escaped by the template.
+//! A tail is condensed as `orch logs` shows a log (an agent's text, tool calls and results,
+//! usage, its result); the whole log's pages are its lines as written.
 
+use std::collections::HashSet;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
 use std::sync::Arc;
 
 use axum::extract::{Path as UrlPath, Query, State};
-use axum::http::StatusCode;
-use axum::response::Response;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use maud::{Markup, PreEscaped, html};
 use serde::Deserialize;
 
 use super::App;
 use super::layout::{self, Nav};
 use crate::history::{History, RunSummary, StepView};
+use crate::report::history::render_log_line;
 
 /// Bytes of a log shown as its tail on the run page.
 const TAIL: u64 = 8 * 1024;
@@ -60,6 +65,21 @@ pub async fn page(State(app): State<Arc<App>>, UrlPath(id): UrlPath<String>) -> 
     }
 }
 
+/// `GET /runs/{id}/graph`: the run's graph alone, as the page draws it (the live script fetches
+/// it again when a step the page did not know starts).
+pub async fn graph(State(app): State<Arc<App>>, UrlPath(id): UrlPath<String>) -> Response {
+    let built = tokio::task::spawn_blocking(move || {
+        let (h, s) = summary(&app, &id)?;
+        let svg = super::graph::svg(&h.graph(&s.run), &s.steps);
+        Ok::<_, Response>(([(header::CONTENT_TYPE, "image/svg+xml")], svg).into_response())
+    })
+    .await;
+    match built {
+        Ok(Ok(r) | Err(r)) => r,
+        Err(e) => layout::error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+    }
+}
+
 /// Where the live stream starts: the events file's length as the summary read it.
 fn events_end(h: &History, s: &RunSummary) -> u64 {
     h.confine(&crate::history::events::path(&s.run.run_dir))
@@ -80,12 +100,12 @@ fn body(h: &History, s: &RunSummary, events_offset: u64) -> Markup {
             @if let Some(f) = &r.resumed_from { " · resumes " a href={ "/runs/" (f) } { code { (f) } } }
         }
         h2 { "Graph" }
-        div.graph #graph { (PreEscaped(graph(&s.steps))) }
+        div.graph #graph { (PreEscaped(super::graph::svg(&h.graph(r), &s.steps))) }
         h2 { "Steps" }
         table #steps {
             thead { tr {
                 th { "step" } th { "status" } th.num { "attempts" } th.num { "duration" }
-                th.num { "tokens" } th.num { "dollars" } th { "reason" } th { "log" }
+                th.num { "tokens" } th.num { "dollars" } th { "reason" } th { "log" } th { "outputs" }
             } }
             tbody {
                 @for (i, st) in s.steps.iter().enumerate() {
@@ -98,6 +118,18 @@ fn body(h: &History, s: &RunSummary, events_offset: u64) -> Markup {
                         td.num { @if let Some(u) = st.usd { (layout::usd(u)) } }
                         td { @if let Some(why) = &st.reason { (crate::secrets::mask(why)) } }
                         td { @if st.log.is_some() { a href={ "/runs/" (r.id) "/steps/" (i) "/log" } { "whole log" } } }
+                        td { @if st.outputs.is_some() { a href={ "#outputs-" (i) } { "outputs" } } }
+                    }
+                }
+            }
+        }
+        @if s.steps.iter().any(|st| st.outputs.is_some()) {
+            h2 { "Outputs" }
+            @for (i, st) in s.steps.iter().enumerate() {
+                @if let Some(o) = &st.outputs {
+                    details.outputs id={ "outputs-" (i) } open {
+                        summary { (st.label) }
+                        pre.outputs { (outputs_text(o)) }
                     }
                 }
             }
@@ -117,6 +149,20 @@ fn body(h: &History, s: &RunSummary, events_offset: u64) -> Markup {
     }
 }
 
+/// A job's outputs as the page shows them: indented JSON, cut after [`TAIL`] bytes, rendered.
+fn outputs_text(outputs: &serde_json::Value) -> String {
+    let mut text = serde_json::to_string_pretty(outputs).unwrap_or_default();
+    if text.len() > TAIL as usize {
+        let mut cut = TAIL as usize;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text.truncate(cut);
+        text.push_str("\n…");
+    }
+    render(&text)
+}
+
 /// The last [`TAIL`] bytes of a step's log, from a line's start, rendered; and the log's length.
 fn tail(h: &History, st: &StepView) -> (String, u64) {
     let Some(path) = st.log.as_deref().and_then(|p| h.confine(p).ok()) else {
@@ -125,9 +171,22 @@ fn tail(h: &History, st: &StepView) -> (String, u64) {
     let len = std::fs::metadata(&path).map_or(0, |m| m.len());
     let from = len.saturating_sub(TAIL);
     match read_lines(&path, from, TAIL) {
-        Ok((text, _)) => (text, len),
+        Ok((text, _)) => (condense(&text, &mut HashSet::new()), len),
         Err(_) => (String::new(), len),
     }
+}
+
+/// Whole lines of a log as `orch logs` shows them ([`render_log_line`]): `seen` holds the
+/// messages whose usage was shown already, for a follower to pass from one read to the next.
+pub fn condense(text: &str, seen: &mut HashSet<String>) -> String {
+    let mut out = String::with_capacity(text.len() / 2);
+    for line in text.lines() {
+        if let Some(shown) = render_log_line(line, seen) {
+            out.push_str(&shown);
+            out.push('\n');
+        }
+    }
+    out
 }
 
 /// Whole lines of `path` from `from` (skipping a partial first line when `from` is inside a
@@ -185,62 +244,6 @@ fn read(path: &Path, from: u64, max: u64, hold_partial: bool) -> std::io::Result
 /// template's).
 pub fn render(text: &str) -> String {
     crate::secrets::mask_owned(crate::report::sanitize::sanitize_block(text).into_owned())
-}
-
-/// The steps as SVG: a row per job, its steps (or fanned-out instances) side by side, each a
-/// box coloured by its status; the live script changes a box's class as statuses change.
-fn graph(steps: &[StepView]) -> String {
-    let mut rows: Vec<(String, Vec<(usize, &StepView)>)> = Vec::new();
-    for (i, s) in steps.iter().enumerate() {
-        let job = job_of(&s.label);
-        match rows.iter_mut().find(|r| r.0 == job) {
-            Some(r) => r.1.push((i, s)),
-            None => rows.push((job, vec![(i, s)])),
-        }
-    }
-    const W: usize = 150;
-    const H: usize = 34;
-    let width = 20 + W * rows.iter().map(|r| r.1.len()).max().unwrap_or(1).min(8);
-    let height = 10 + (H + 12) * rows.len().max(1);
-    let esc = |t: &str| html! { (t) }.into_string();
-    let mut svg = format!(
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" viewBox="0 0 {width} {height}">"#
-    );
-    for (row, (_, members)) in rows.iter().enumerate() {
-        let y = 10 + row * (H + 12);
-        if row > 0 {
-            svg.push_str(&format!(
-                r#"<path d="M {x} {y0} L {x} {y}" />"#,
-                x = 10 + W / 2,
-                y0 = y - 12
-            ));
-        }
-        for (col, (i, s)) in members.iter().enumerate().take(8) {
-            let x = 10 + col * W;
-            let label = if col == 7 && members.len() > 8 {
-                format!("+{} more", members.len() - 7)
-            } else {
-                s.label.chars().take(20).collect()
-            };
-            svg.push_str(&format!(
-                r#"<g class="step {status}" data-step="{i}"><title>{title}</title><rect x="{x}" y="{y}" width="{w}" height="{H}" rx="6"/><text x="{tx}" y="{ty}">{label}</text></g>"#,
-                status = esc(&s.status),
-                title = esc(&format!("{}: {}", s.label, s.status)),
-                w = W - 12,
-                tx = x + 8,
-                ty = y + 21,
-                label = esc(&label),
-            ));
-        }
-    }
-    svg.push_str("</svg>");
-    svg
-}
-
-/// The job a step belongs to: its label without an instance key (`job[key]`) or a step number
-/// (`job [2/3]`).
-fn job_of(label: &str) -> String {
-    label.split(['[', ' ']).next().unwrap_or(label).to_string()
 }
 
 #[derive(Deserialize)]

@@ -1,6 +1,7 @@
-//! The spend page: dollars and tokens per day over a period, and by model, by command and by
-//! job, from the ledger of each state folder (added together). Each chart has its table, so
-//! the figures read without JavaScript and without the pictures.
+//! The spend page: dollars and tokens per day over a period, each window budget's use over it
+//! ([`super::window`]), and spend by model, by command and by job, from the ledger of each state
+//! folder (added together). Each chart has its table, so the figures read without JavaScript and
+//! without the pictures.
 //!
 //! Owns only the page: the sums are the ledger's own report ([`crate::ledger::spend`], the
 //! one `orch ledger` prints); it never writes to a ledger.
@@ -16,8 +17,10 @@ use maud::{Markup, PreEscaped, html};
 use serde::Deserialize;
 
 use super::layout::{self, Nav};
+use super::window::{self, WindowUse};
 use super::{App, chart};
-use crate::ledger::{self, GroupBy, Ledger, SpendRow};
+use crate::history::History;
+use crate::ledger::{self, GroupBy, SpendRow};
 
 #[derive(Deserialize)]
 pub struct Params {
@@ -49,26 +52,31 @@ struct Sums {
     model: Vec<SpendRow>,
     command: Vec<SpendRow>,
     job: Vec<SpendRow>,
+    windows: Vec<WindowUse>,
 }
 
-type Failure = (std::path::PathBuf, rusqlite::Error);
+/// The state folder whose ledger could not be read, and why.
+type Failure = (std::path::PathBuf, String);
 
 fn sums(app: &App, period: std::time::Duration) -> Result<Sums, Failure> {
-    let from = crate::duration::before(Utc::now(), period);
+    let now = Utc::now();
+    let from = crate::duration::before(now, period);
+    let mut windows = Vec::new();
     let mut all: [BTreeMap<String, SpendRow>; 4] = Default::default();
     let groups = [GroupBy::Day, GroupBy::Model, GroupBy::Command, GroupBy::Job];
     for dir in &app.state_dirs {
-        let path = ledger::path(dir);
-        if !path.exists() {
+        let fail = |e: String| (dir.clone(), e);
+        let history = History::open(dir).map_err(|e| fail(e.to_string()))?;
+        let Some(l) = history.ledger() else {
             continue;
-        }
-        let fail = |e| (dir.clone(), e);
-        let l = Ledger::open(&path).map_err(fail)?;
+        };
         for (by, into) in groups.iter().zip(all.iter_mut()) {
-            for row in ledger::spend(&l, from, *by).map_err(fail)? {
+            for row in ledger::spend(l, from, *by).map_err(|e| fail(e.to_string()))? {
                 add(into, row);
             }
         }
+        let named = app.state_dirs.len() > 1;
+        windows.extend(window::uses(&history, named, from, now).map_err(|e| fail(e.to_string()))?);
     }
     let [day, model, command, job] = all.map(|m| {
         let mut rows: Vec<SpendRow> = m.into_values().collect();
@@ -80,6 +88,7 @@ fn sums(app: &App, period: std::time::Duration) -> Result<Sums, Failure> {
         model,
         command,
         job,
+        windows,
     })
 }
 
@@ -147,6 +156,7 @@ fn body(since: &str, s: &Sums) -> Markup {
                 div.chart #chart-tokens { (PreEscaped(chart::daily(&tokens, "tokens", None))) }
                 (table("Day", &days.iter().filter_map(of).cloned().collect::<Vec<_>>()))
             }
+            (window::section(&s.windows))
             (grouped("by-model", "By model", &s.model))
             (grouped("by-command", "By command", &s.command))
             (grouped("by-job", "By job", &s.job))

@@ -266,3 +266,55 @@ fn a_running_step_of_another_orch_is_shown_live_and_followed_to_its_end() {
     let s: Value = serde_json::from_str(&ended).unwrap();
     assert_eq!(s["steps"][0]["status"], "completed");
 }
+
+/// A step that fails its first attempt once the file `go` appears, and passes its second.
+const FLAKY: &str = r#"
+[settings]
+startup_delay = "0s"
+[jobs.flaky]
+shell = "echo attempt; if [ -f passed-once ]; then echo ok; exit 0; fi; touch passed-once; while [ ! -f go ]; do sleep 0.01; done; echo fail; exit 1"
+retry = { attempts = 2, backoff = "100ms", jitter = false }
+"#;
+
+#[test]
+fn following_a_retried_step_shows_each_attempts_log_in_turn() {
+    let t = Test::new().file("orch.toml", FLAKY);
+    let mut run = t
+        .with_args(&["run", "--quiet"])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let runs = t.path().join(".orch/runs");
+    wait_until(
+        "the first attempt's first line",
+        Duration::from_secs(20),
+        || {
+            std::fs::read_dir(&runs)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .any(|d| {
+                    std::fs::read_to_string(d.path().join("logs/001-flaky.log"))
+                        .is_ok_and(|l| !l.is_empty())
+                })
+        },
+    );
+    let mut follow = t
+        .with_args(&["logs", "latest", "flaky", "-f"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(follow.stdout.take().unwrap()).lines();
+    assert_eq!(lines.next().unwrap().unwrap(), "attempt");
+    std::fs::write(t.path().join("go"), "").unwrap();
+    let rest: Vec<String> = lines.map(Result::unwrap).collect();
+    assert!(follow.wait().unwrap().success());
+    assert!(run.wait().unwrap().success());
+    assert_eq!(rest.len(), 4, "{rest:?}");
+    assert_eq!(rest[0], "fail");
+    assert!(
+        rest[1].starts_with("── attempt 2: ") && rest[1].ends_with("logs/001-flaky.a2.log"),
+        "{rest:?}"
+    );
+    assert_eq!(rest[2..], ["attempt", "ok"]);
+}

@@ -24,6 +24,11 @@ prompt = "world"
 needs = ["first"]
 "#;
 
+/// [`MANIFEST`] held to a rolling window of 5 hours and $0.50.
+pub(super) fn windowed() -> String {
+    format!("{MANIFEST}[budget.window]\nperiod = \"5h\"\nusd = 0.5\n")
+}
+
 /// A running `orch serve`, stopped (SIGTERM, then waited for) when dropped.
 pub struct Server {
     child: Child,
@@ -106,15 +111,7 @@ pub fn get(addr: &str, path: &str, headers: &[&str]) -> Reply {
 pub fn with_runs(n: usize) -> (Test, Vec<String>) {
     let t = Test::new().file("orch.toml", MANIFEST);
     for _ in 0..n {
-        let out = t
-            .with_args(&["run", "--simulate", "--quiet"])
-            .output()
-            .expect("orch runs");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        run_simulated(&t);
     }
     let mut ids: Vec<String> = std::fs::read_dir(t.path().join(".orch/runs"))
         .expect("runs")
@@ -122,6 +119,19 @@ pub fn with_runs(n: usize) -> (Test, Vec<String>) {
         .collect();
     ids.sort();
     (t, ids)
+}
+
+/// One run of the test folder's manifest with the simulated agent, which must succeed.
+pub fn run_simulated(t: &Test) {
+    let out = t
+        .with_args(&["run", "--simulate", "--quiet"])
+        .output()
+        .expect("orch runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 fn state(t: &Test) -> String {
@@ -170,6 +180,15 @@ fn the_runs_page_lists_simulated_runs_and_each_run_its_steps() {
     ] {
         assert!(run.body.contains(text), "{text} missing from the run page");
     }
+    // Each job's outputs, under its step, secrets masked like everything else.
+    let outputs = between(&run.body, "id=\"outputs-0\"", "</details>");
+    assert!(outputs.contains("&quot;session_id&quot;"), "{outputs}");
+    assert!(run.body.contains("href=\"#outputs-1\""));
+    // The tails are condensed as `orch logs` shows a log; the whole log is its lines as written.
+    let tails = between(&run.body, "<h2>Log tails</h2>", "</main>");
+    assert!(tails.contains("= result success: 2 turns"), "{tails}");
+    assert!(tails.contains("→ Bash"), "{tails}");
+    assert!(!tails.contains("&quot;type&quot;"), "{tails}");
     let log = s.get(&format!("/runs/{}/steps/0/log", ids[0]));
     assert_eq!(log.status, 200);
     assert!(
@@ -318,6 +337,73 @@ fn the_spend_chart_has_a_point_per_day_of_a_ledger_seeded_over_ten_days() {
     let chart = between(&week.body, "id=\"chart-usd\"", "</svg>");
     assert!(chart.matches("<circle").count() <= 4);
     assert_eq!(s.get("/spend?since=soon").status, 400);
+}
+
+#[test]
+fn the_spend_page_draws_each_window_budgets_use_against_its_limit() {
+    // $0.50 a minute ago, $0.60 a day ago, $0.70 two days ago; then a simulated run held to a
+    // 5-hour window of $0.50.
+    let t = Test::new()
+        .file("orch.toml", &windowed())
+        .allow_dead_run("the seeded runs are written through the ledger's API: none wrote results");
+    seed_days(&t.path().join(".orch"), 3);
+    run_simulated(&t);
+    let results = std::fs::read_dir(t.path().join(".orch/runs"))
+        .expect("runs")
+        .map(|e| e.expect("entry").path().join("results.json"))
+        .find(|p| p.exists())
+        .expect("the run's results file");
+    let results: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(results).expect("read")).expect("json");
+    let window = results["budgets"]
+        .as_array()
+        .expect("budgets")
+        .iter()
+        .find(|b| b["scope"] == "window 5h")
+        .expect("the window scope");
+    assert_eq!(window["period_seconds"], 5 * 3600);
+    // What the window held at the run's end: the seeded $0.50 and the run's own spend.
+    let held = window["usd_used"].as_f64().expect("usd_used");
+    assert!(held > 0.5, "{window}");
+
+    let s = Server::start(&t, &["--bind", "127.0.0.1:0", "--state-dir", &state(&t)]);
+    let page = s.get("/spend?since=36h");
+    assert_eq!(page.status, 200);
+    assert!(
+        page.body.contains("<h2>Window budget: 5h, $0.50</h2>"),
+        "{}",
+        page.body
+    );
+    // A point per hour of the 36 hours (37 when the period starts inside an hour).
+    let chart = between(&page.body, "id=\"chart-window-0-usd\"", "</svg>");
+    let line = chart
+        .split("<polyline")
+        .find(|l| l.contains("stroke=\"#2563EB\""))
+        .expect("the line of the window's use");
+    let points = line
+        .split("points=\"")
+        .nth(1)
+        .and_then(|p| p.split('"').next());
+    let points = points
+        .expect("the line's points")
+        .split_whitespace()
+        .count();
+    assert!((36..=37).contains(&points), "{points} points: {line}");
+    // The limit is drawn, in its own colour.
+    assert!(chart.contains("stroke=\"#DC2626\""), "{chart}");
+    let cells: Vec<&str> = between(&page.body, "id=\"window-0\"", "</table>")
+        .split("<td")
+        .skip(1)
+        .map(|c| &c[c.find('>').expect("a cell") + 1..c.find("</td>").expect("its end")])
+        .collect();
+    assert_eq!(cells[0], "$0.50", "{cells:?}");
+    // Now: what the run's window held (nothing was spent since).
+    assert_eq!(cells[1], format!("${held:.2}"), "{cells:?}");
+    // Over the limit: the five hours whose window held yesterday's $0.60, and the last hour,
+    // which holds the run; two days ago is more than 5 hours before the period.
+    assert_eq!(cells[4], "6h", "{cells:?}");
+    // A period before any spend has the budget but nothing over it.
+    assert!(s.get("/spend?since=30m").body.contains("Window budget: 5h"));
 }
 
 fn between<'a>(text: &'a str, from: &str, to: &str) -> &'a str {

@@ -16,7 +16,7 @@ use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{Value, json};
 
 use super::harness::{Test, wait_until};
-use super::serve::{MANIFEST, Server, seed_days, with_runs};
+use super::serve::{MANIFEST, Server, run_simulated, seed_days, windowed, with_runs};
 
 /// How long a page may take to show what a test waits for.
 const DEADLINE: Duration = Duration::from_secs(60);
@@ -154,6 +154,14 @@ impl Browser {
         })
     }
 
+    /// How many elements `css` selects.
+    pub fn count(&self, css: &str) -> usize {
+        self.rt
+            .block_on(self.client().find_all(Locator::Css(css)))
+            .unwrap_or_else(|e| panic!("{css}: {e}"))
+            .len()
+    }
+
     pub fn click(&self, css: &str) {
         self.rt.block_on(async {
             let e = self.client().find(Locator::Css(css)).await.expect(css);
@@ -244,6 +252,27 @@ impl Drop for Held {
     }
 }
 
+/// Waits for the first whole line of log `name` in a run folder under `runs`: the run's id and
+/// the line.
+fn first_line_of(runs: &Path, name: &str) -> (String, String) {
+    let mut found = (String::new(), String::new());
+    wait_until(&format!("the first line of {name}"), DEADLINE, || {
+        for d in std::fs::read_dir(runs).into_iter().flatten().flatten() {
+            if let Ok(log) = std::fs::read_to_string(d.path().join("logs").join(name))
+                && let Some(line) = log.lines().next()
+            {
+                found = (
+                    d.file_name().to_string_lossy().into_owned(),
+                    line.to_string(),
+                );
+                return true;
+            }
+        }
+        false
+    });
+    found
+}
+
 fn serve(t: &Test) -> Server {
     let state = t.path().join(".orch");
     Server::start(
@@ -287,20 +316,7 @@ fn a_running_pipelines_page_updates_its_statuses_and_log_tail_without_a_reload()
     let run = Held::start(&t, &["run", "--simulate", "--quiet"]);
     // The first step runs, held after its first log line.
     let runs = t.path().join(".orch/runs");
-    let mut first_line = String::new();
-    let mut id = String::new();
-    wait_until("the first step's first log line", DEADLINE, || {
-        for d in std::fs::read_dir(&runs).into_iter().flatten().flatten() {
-            if let Ok(log) = std::fs::read_to_string(d.path().join("logs/001-first.log"))
-                && let Some(line) = log.lines().next()
-            {
-                first_line = line.to_string();
-                id = d.file_name().to_string_lossy().into_owned();
-                return true;
-            }
-        }
-        false
-    });
+    let (id, first_line) = first_line_of(&runs, "001-first.log");
     let s = serve(&t);
     let b = Browser::start(true);
     b.goto(&format!("http://{}/runs/{id}", s.addr));
@@ -308,17 +324,23 @@ fn a_running_pipelines_page_updates_its_statuses_and_log_tail_without_a_reload()
     b.js("window.orchMark = 'this page'; return null;")
         .expect("js");
     assert_eq!(b.texts("#steps .status")[0], "running");
-    let tail = b.text("#log-0");
-    assert!(
-        tail.contains(first_line.trim()),
-        "{tail:?} lacks {first_line:?}"
+    // The graph is the plan's: the second step waits, pending, below the first.
+    assert_eq!(
+        b.attrs("#graph g.step.pending", "data-label"),
+        [Some("second".to_string())]
     );
-    assert!(!tail.contains("\"type\":\"result\""), "{tail}");
+    assert_eq!(b.count("#graph path.need"), 1);
+    // The tail is condensed as `orch logs` shows it: the first line is the session's start.
+    let tail = b.text("#log-0");
+    let first_shown = condensed(&first_line);
+    assert!(
+        first_shown.starts_with("· session ") && tail.contains(first_shown.trim()),
+        "{tail:?} lacks {first_shown:?}"
+    );
+    assert!(!tail.contains("= result"), "{tail}");
     b.screenshot("run-live");
     run.release();
-    b.wait_text("#log-0", "the step's last line", |t| {
-        t.contains("\"type\":\"result\"")
-    });
+    b.wait_text("#log-0", "the step's last line", |t| t.contains("= result"));
     b.wait_text("#steps tbody tr:first-child .status", "completed", |s| {
         s == "completed"
     });
@@ -330,7 +352,7 @@ fn a_running_pipelines_page_updates_its_statuses_and_log_tail_without_a_reload()
     let shown = b.text("#log-0");
     assert_eq!(
         shown.lines().collect::<Vec<_>>(),
-        log.lines().collect::<Vec<_>>()
+        condensed(&log).lines().collect::<Vec<_>>()
     );
     // The second step started after the page was drawn: a row and a log tail of its own.
     assert_eq!(
@@ -338,9 +360,12 @@ fn a_running_pipelines_page_updates_its_statuses_and_log_tail_without_a_reload()
         ["first", "second"]
     );
     b.wait_text("#log-1", "the second step's log", |t| {
-        t.contains("\"type\":\"result\"")
+        t.contains("= result")
     });
-    assert_eq!(b.attrs("#graph g.step.completed", "data-step").len(), 1);
+    // Its box was in the graph from the start (the plan's), pending, and turns completed.
+    wait_until("both boxes completed", DEADLINE, || {
+        b.count("#graph g.step.completed") == 2
+    });
     b.wait_text("#run-status", "the run's end", |s| s != "running");
     assert_eq!(
         b.js("return window.orchMark;").expect("js"),
@@ -349,11 +374,84 @@ fn a_running_pipelines_page_updates_its_statuses_and_log_tail_without_a_reload()
     );
 }
 
+/// A plan step whose tasks fan out into instances, then a review of them all.
+const FAN_OUT: &str = r#"
+name = "fanned"
+[settings]
+startup_delay = "0s"
+[jobs.plan]
+prompt = "split the work"
+[jobs.plan.output_schema]
+type = "object"
+required = ["tasks"]
+[jobs.plan.output_schema.properties.tasks]
+type = "array"
+[jobs.plan.output_schema.properties.tasks.items]
+type = "object"
+properties = { id = { type = "string" }, title = { type = "string" } }
+[jobs.implement]
+needs = ["plan"]
+for_each = "${{ jobs.plan.outputs.structured.tasks }}"
+prompt = "do ${{ item.title }}"
+[jobs.review]
+needs = ["implement"]
+prompt = "review"
+"#;
+
+#[test]
+fn a_fan_outs_instances_join_the_graph_as_they_start() {
+    let t = Test::new().file("orch.toml", FAN_OUT);
+    let run = Held::start(&t, &["run", "--simulate", "--quiet"]);
+    let (id, _) = first_line_of(&t.path().join(".orch/runs"), "001-plan.log");
+    let s = serve(&t);
+    let b = Browser::start(true);
+    b.goto(&format!("http://{}/runs/{id}", s.addr));
+    b.js("window.orchMark = 'this page'; return null;")
+        .expect("js");
+    // Before the fan-out: a box per job of the plan, in layers, an arrow for each need.
+    let jobs = || b.attrs("#graph g.job", "data-job");
+    let names = |v: Vec<Option<String>>| v.into_iter().flatten().collect::<Vec<_>>();
+    assert_eq!(names(jobs()), ["plan", "implement", "review"]);
+    assert_eq!(b.count("#graph path.need"), 2);
+    assert_eq!(b.count("#graph g.step.pending"), 2);
+    run.release();
+    // The plan's three tasks start as instances: the graph is drawn again with them, in the
+    // fan-out's box, without a reload.
+    wait_until("three instances in the graph", DEADLINE, || {
+        b.count("#graph g[data-job=implement] g.step") == 3
+    });
+    b.wait_text("#run-status", "the run's end", |s| s != "running");
+    wait_until("every box completed", DEADLINE, || {
+        b.count("#graph g.step.completed") == 5
+    });
+    let labels = names(b.attrs("#graph g[data-job=implement] g.step", "data-label"));
+    assert_eq!(
+        labels,
+        [
+            "implement[task-1]",
+            "implement[task-2]",
+            "implement[task-3]"
+        ]
+    );
+    assert_eq!(
+        b.js("return window.orchMark;").expect("js"),
+        json!("this page"),
+        "the page was reloaded"
+    );
+    b.screenshot("run-fan-out");
+    // Loaded again once the run ended: the plan's outputs, its tasks among them.
+    b.goto(&format!("http://{}/runs/{id}", s.addr));
+    assert!(b.text("#outputs-0").contains("task-3"));
+}
+
 #[test]
 fn the_spend_chart_has_a_point_per_day_in_a_browser() {
     let t = Test::new()
-        .allow_dead_run("the runs are seeded through the ledger's API: none wrote a results file");
+        .file("orch.toml", &windowed())
+        .allow_dead_run("the seeded runs are written through the ledger's API: none wrote results");
     seed_days(&t.path().join(".orch"), 10);
+    // A run held to a window budget, which the page then draws.
+    run_simulated(&t);
     let s = serve(&t);
     let b = Browser::start(true);
     b.goto(&format!("http://{}/spend?since=20d", s.addr));
@@ -370,7 +468,9 @@ fn the_spend_chart_has_a_point_per_day_in_a_browser() {
         let labels = b.texts(&format!("#{chart} svg text"));
         assert!(labels.iter().any(|l| l == name), "{chart}: {labels:?}");
     }
-    b.rt.block_on(b.client().set_window_size(1280, 1700))
+    assert_eq!(b.text("#window-budgets h2"), "Window budget: 5h, $0.50");
+    assert_eq!(b.texts("#chart-window-0-usd svg").len(), 1);
+    b.rt.block_on(b.client().set_window_size(1280, 2300))
         .expect("a taller window");
     b.screenshot("spend");
 }
@@ -397,6 +497,15 @@ fn the_table_pages_work_without_javascript() {
     assert_eq!(b.texts("#steps .status"), ["completed", "completed"]);
     b.goto(&format!("http://{}/runs/{}/steps/0/log", s.addr, ids[1]));
     assert!(b.text("body").contains("\"type\":\"result\""));
+}
+
+/// Log lines as `orch logs` shows them, the page's tails too.
+fn condensed(log: &str) -> String {
+    let mut seen = std::collections::HashSet::new();
+    log.lines()
+        .filter_map(|l| orch::report::history::render_log_line(l, &mut seen))
+        .map(|l| l + "\n")
+        .collect()
 }
 
 #[test]

@@ -22,9 +22,33 @@
     var cell = row.querySelector(".status");
     cell.className = "status " + status;
     cell.textContent = status;
-    var box = document.querySelector('#graph g[data-step="' + row.dataset.step + '"]');
+    var box = boxOf(label);
     if (box) box.setAttribute("class", "step " + status);
+    else redraw();
     if (status === "running") follow(row.dataset.step);
+  }
+
+  function boxOf(label) {
+    var boxes = document.querySelectorAll("#graph g.step");
+    for (var i = 0; i < boxes.length; i++) {
+      if (boxes[i].dataset.label === label) return boxes[i];
+    }
+    return null;
+  }
+
+  // A step the graph does not show (a fan-out's instance): the server draws the graph again.
+  var redrawing = false;
+  function redraw() {
+    if (redrawing) return;
+    redrawing = true;
+    setTimeout(function () {
+      fetch(base + "/graph", { credentials: "same-origin" })
+        .then(function (r) { return r.ok ? r.text() : null; })
+        .then(function (svg) {
+          if (svg) document.getElementById("graph").innerHTML = svg;
+          redrawing = false;
+        }, function () { redrawing = false; });
+    }, 250);
   }
 
   // A step the page did not know (it started after the page was drawn): a new row in the
@@ -35,7 +59,7 @@
     var row = body.insertRow();
     row.dataset.step = n;
     row.dataset.label = label;
-    for (var i = 0; i < 8; i++) row.insertCell();
+    for (var i = 0; i < 9; i++) row.insertCell();
     row.cells[0].textContent = label;
     row.cells[1].innerHTML = '<span class="status"></span>';
     row.cells[2].textContent = "1";
