@@ -1,140 +1,134 @@
 #!/usr/bin/env bash
-# The ledger's readers, before and after, side by side in one go (issue 16).
+# The ledger's readers, before and after, in interleaved rounds (issue 16).
 #
-#   benches/ledger.sh BEFORE_ORCH [AFTER_ORCH] [DIR] [runs]
+#   benches/ledger.sh BEFORE_ORCH [AFTER_ORCH] [ROUNDS] [DISK_DIR]
 #
 # BEFORE_ORCH is an orch binary built from the base (copy target/release/orch before changing
-# anything); AFTER_ORCH defaults to target/release/orch. DIR is where the ledgers live: /dev/shm
-# (tmpfs, the default) or a folder under /tmp (disk). Two ledgers are generated with python3's
-# sqlite3, in the schema the binaries themselves create:
+# anything); AFTER_ORCH defaults to target/release/orch; ROUNDS defaults to 11. The ledgers live
+# on tmpfs (/dev/shm) and on disk (DISK_DIR, default /tmp), reported separately. They are seeded
+# through orch's own ledger API by examples/seed_history.rs, in this tree's schema (a BEFORE
+# binary of an older schema refuses them as newer than it knows):
 #
-#   big    1,000 finished runs x 20 agent steps over the last 24 hours; each step 10 estimate rows
-#          of its model, then a final row for it and one for a second model (240,000 rows).
-#   eight  one finished run of 8 agent steps with 5,000 estimate rows each (one per message, as
-#          the per-message writer left them) and two final rows: 40,016 rows.
+#   big    1,000 runs named `bench` x 20 agent steps over the last 23 hours; each step 10
+#          estimate rows of its model, then a final row for it and one for a second model
+#          (240,000 rows; one run in ten has its last step failed).
+#   eight  one run of 8 agent steps with 5,000 estimate rows each (one per message, as the
+#          per-message writer left them) and two final rows: 40,016 rows.
 #
-# Timed with hyperfine: `orch ledger`, `orch ledger --by job`, and `orch plan` of a 20-job manifest
-# whose window budget and forecasts read the big ledger. Each binary gets its own copy of each
-# ledger, so a migration one of them runs cannot touch the other's file.
+# Timed: `orch ledger` and `orch ledger --by job` on big, `orch ledger` on eight, and `orch plan`
+# of a 20-job manifest named `bench` whose window budget and forecasts read big. Every round runs
+# each (command, state, binary) once, in an order that rotates from round to round; the table
+# shows the medians of wall time and of the process's CPU (user + system). Each binary reads its
+# own copy of each ledger, so a migration one of them runs cannot touch the other's file.
 #
-# Last, the usage rows one real run of 8 simulated agents (200 turns each, 2 ms apart) writes,
-# with each binary.
+# Then both binaries must print the same JSON for every `--by` on both ledgers, and the usage rows
+# one real run of 8 simulated agents (200 turns each, 2 ms apart) writes are counted per binary.
 #
-# Needs hyperfine and python3 (apt-get install hyperfine).
+# Needs python3.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-before="$(realpath "${1:?usage: benches/ledger.sh BEFORE_ORCH [AFTER_ORCH] [DIR] [runs]}")"
+before="$(realpath "${1:?usage: benches/ledger.sh BEFORE_ORCH [AFTER_ORCH] [ROUNDS] [DISK_DIR]}")"
 after="$(realpath "${2:-target/release/orch}")"
-base="${3:-/dev/shm}"
-runs="${4:-10}"
-work="$(mktemp -d "$base/orch-ledger-bench.XXXXXX")"
-trap 'rm -rf "$work"' EXIT
-echo "ledgers in $work ($(df --output=fstype "$work" | tail -1))"
+rounds="${3:-11}"
+disk="${4:-/tmp}"
+tmpfs="$(mktemp -d /dev/shm/orch-ledger-bench.XXXXXX)"
+ondisk="$(mktemp -d "$disk/orch-ledger-bench.XXXXXX")"
+trap 'rm -rf "$tmpfs" "$ondisk"' EXIT
+echo "ledgers in $tmpfs ($(df --output=fstype "$tmpfs" | tail -1)) and $ondisk ($(df --output=fstype "$ondisk" | tail -1))"
 
-# A ledger in the binaries' own schema: one run of `true`, then the generated rows.
-printf '[settings]\nstartup_delay = "0s"\n\n[jobs.t]\nrun = ["true"]\n' > "$work/seed.toml"
-"$before" run "$work/seed.toml" --quiet --state-dir "$work/seed" > /dev/null
-
-python3 - "$work" <<'PY'
-import os, shutil, sqlite3, sys, time
-work = sys.argv[1]
-now_ms = int(time.time() * 1000)
-
-def iso(ms):
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ms / 1000)) + ".000+00:00"
-
-def make(name, runs):
-    os.makedirs(f"{work}/{name}", exist_ok=True)
-    path = f"{work}/{name}/ledger.sqlite"
-    shutil.copy(f"{work}/seed/ledger.sqlite", path)
-    db = sqlite3.connect(path)
-    db.execute("DELETE FROM usage"); db.execute("DELETE FROM steps"); db.execute("DELETE FROM runs")
-    usage = []
-    for run_id, started, steps in runs:
-        db.execute("INSERT INTO runs (id, name, manifest, run_dir, started_at, finished_at, status,"
-                   " exit_code, pid) VALUES (?, 'bench', 'm', 'd', ?, ?, 'completed', 0, 1)",
-                   (run_id, iso(started), iso(started + 60_000)))
-        for step, estimates in steps:
-            db.execute("INSERT INTO steps (run_id, step, job, label, is_agent, status) VALUES"
-                       " (?, ?, ?, ?, 1, 'completed')", (run_id, step, f"j{step}", f"j{step}"))
-            at = started + step
-            for _ in range(estimates):
-                usage.append((run_id, step, iso(at), at, "claude-sonnet-4-5", "estimate",
-                              3, 20, 1000, 50, 0.0009, 900_000))
-            # The final: Claude Code's figures less the estimates, then a second model's share.
-            usage.append((run_id, step, iso(at), at, "claude-sonnet-4-5", "final",
-                          -5, 40, -500, 10, 0.001, 1_000_000))
-            usage.append((run_id, step, iso(at), at, "claude-haiku-4-5", "final",
-                          100, 30, 0, 0, 0.0002, 200_000))
-    db.executemany("INSERT INTO usage (run_id, step, at, at_ms, model, kind, input, output,"
-                   " cache_read, cache_creation, usd, usd_nanos) VALUES"
-                   " (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", usage)
-    db.commit()
-    print(f"  {name}: {db.execute('SELECT COUNT(*) FROM usage').fetchone()[0]} usage rows")
-    db.close()
-
-day = 24 * 3600 * 1000
-make("big", [(f"r{i:04}", now_ms - day + i * (day // 1000) - 120_000, [(s, 10) for s in range(20)])
-             for i in range(1000)])
-make("eight", [("r8", now_ms - 3_600_000, [(s, 5000) for s in range(8)])])
-for who in ("before", "after"):
-    for name in ("big", "eight"):
-        os.makedirs(f"{work}/{who}-{name}", exist_ok=True)
-        shutil.copy(f"{work}/{name}/ledger.sqlite", f"{work}/{who}-{name}/ledger.sqlite")
-PY
+cargo build --release --quiet --example seed_history
+seed=target/release/examples/seed_history
+"$seed" "$tmpfs/seed-big" 1000 23h --steps 20 --estimates 10 --name bench
+"$seed" "$tmpfs/seed-eight" 1 1h --steps 8 --estimates 5000 --name bench
 
 {
   printf 'name = "bench"\n\n[settings]\nstate_dir = "state"\n\n'
   printf '[budget]\nwindow = { period = "24h", usd = 1000.0 }\n\n'
   for i in $(seq 0 19); do printf '[jobs.j%d]\nprompt = "p"\n\n' "$i"; done
-} > "$work/plan.toml"
-for who in before after; do
-  mkdir -p "$work/plan-$who"
-  cp "$work/plan.toml" "$work/plan-$who/orch.toml"
-  ln -s "$work/$who-big" "$work/plan-$who/state"
-done
-
-bench() {
-  local title="$1" args="$2" ledger="$3"
-  echo "== $title"
-  hyperfine --warmup 1 --runs "$runs" -N --style basic \
-    -n before "$before $args --state-dir $work/before-$ledger" \
-    -n after "$after $args --state-dir $work/after-$ledger" 2>&1 |
-    grep -E '^(  Time|Benchmark|  [0-9.]+ ± |    [0-9.]+ ± )|faster|slower' || true
-}
-bench "orch ledger, 1,000 runs x 20 steps" "ledger --since 30d" big
-bench "orch ledger --by job, 1,000 runs x 20 steps" "ledger --since 30d --by job" big
-bench "orch ledger, one 8-agent run" "ledger --since 30d" eight
-bench "orch ledger --by job, one 8-agent run" "ledger --since 30d --by job" eight
-echo "== orch plan with a window budget and forecasts, 1,000 runs x 20 steps"
-hyperfine --warmup 1 --runs "$runs" -N --style basic \
-  -n before "$before plan $work/plan-before/orch.toml" \
-  -n after "$after plan $work/plan-after/orch.toml" 2>&1 |
-  grep -E '^(  Time|Benchmark|  [0-9.]+ ± |    [0-9.]+ ± )|faster|slower' || true
-# The figures must not change.
-for ledger in big eight; do
-  for by in run job model day command; do
-    a="$("$before" ledger --since 30d --by "$by" --format json --state-dir "$work/before-$ledger" | grep -v '"since"')"
-    b="$("$after" ledger --since 30d --by "$by" --format json --state-dir "$work/after-$ledger" | grep -v '"since"')"
-    [ "$a" = "$b" ] || { echo "DIFFERENT figures: $ledger --by $by"; exit 1; }
+} > "$tmpfs/plan.toml"
+for base in "$tmpfs" "$ondisk"; do
+  for who in before after; do
+    for name in big eight; do
+      mkdir -p "$base/$who-$name"
+      cp "$tmpfs/seed-$name/ledger.sqlite" "$base/$who-$name/ledger.sqlite"
+    done
+    mkdir -p "$base/plan-$who"
+    cp "$tmpfs/plan.toml" "$base/plan-$who/orch.toml"
+    ln -s "$base/$who-big" "$base/plan-$who/state"
   done
 done
-echo "== the same figures before and after (ledger --by run/job/model/day/command, both ledgers)"
 
-echo "== usage rows written by one run of 8 simulated agents x 200 turns"
+python3 - "$before" "$after" "$rounds" "$tmpfs" "$ondisk" <<'PY'
+import os, statistics, subprocess, sys, time
+before, after, rounds, tmpfs, disk = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5]
+bins = {"before": before, "after": after}
+work = [
+    ("`orch ledger`, 1,000 runs × 20 steps", lambda b, d, who: [b, "ledger", "--since", "30d", "--state-dir", f"{d}/{who}-big"]),
+    ("`orch ledger --by job`, 1,000 runs × 20 steps", lambda b, d, who: [b, "ledger", "--since", "30d", "--by", "job", "--state-dir", f"{d}/{who}-big"]),
+    ("`orch ledger`, one 8-agent run, 40,016 rows", lambda b, d, who: [b, "ledger", "--since", "30d", "--state-dir", f"{d}/{who}-eight"]),
+    ("`orch plan`, window budget + 20 forecasts, 1,000 runs", lambda b, d, who: [b, "plan", "--simulate", f"{d}/plan-{who}/orch.toml"]),
+]
+cases = [(title, state, who, argv(bins[who], base, who))
+         for title, argv in work for state, base in (("tmpfs", tmpfs), ("disk", disk))
+         for who in ("before", "after")]
+
+def once(argv):
+    """Wall and CPU (user + system) seconds of one run; a failure stops the benchmark."""
+    start = time.perf_counter()
+    child = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _, status, usage = os.wait4(child.pid, 0)
+    wall = time.perf_counter() - start
+    if os.waitstatus_to_exitcode(status) != 0:
+        sys.exit(f"failed: {' '.join(argv)}")
+    return wall, usage.ru_utime + usage.ru_stime
+
+for case in cases:  # warm: page cache, and a migration a binary may run on its first open
+    once(case[3])
+times = {i: [] for i in range(len(cases))}
+for r in range(rounds):
+    k = r % len(cases)
+    for i in list(range(k, len(cases))) + list(range(k)):
+        times[i].append(once(cases[i][3]))
+
+def med(i, j):
+    return 1000 * statistics.median(t[j] for t in times[i])
+
+print(f"\nMedians of {rounds} interleaved rounds, ms (CPU = user + system of the process):\n")
+print("| workload | state | before | after | after/before | before CPU | after CPU |")
+print("|---|---|---|---|---|---|---|")
+for i in range(0, len(cases), 2):
+    title, state = cases[i][0], cases[i][1]
+    b, a = med(i, 0), med(i + 1, 0)
+    print(f"| {title} | {state} | {b:.1f} | {a:.1f} | {a / b:.2f}x | {med(i, 1):.1f} | {med(i + 1, 1):.1f} |")
+PY
+
+# The figures must not change.
+for base in "$tmpfs" "$ondisk"; do
+  for ledger in big eight; do
+    for by in run job model day command; do
+      a="$("$before" ledger --since 30d --by "$by" --format json --state-dir "$base/before-$ledger" | grep -v '"since"')"
+      b="$("$after" ledger --since 30d --by "$by" --format json --state-dir "$base/after-$ledger" | grep -v '"since"')"
+      [ "$a" = "$b" ] || { echo "DIFFERENT figures: $base $ledger --by $by"; exit 1; }
+    done
+  done
+done
+echo
+echo "the same figures before and after (ledger --by run/job/model/day/command, both ledgers, both states)"
+
+echo "usage rows written by one run of 8 simulated agents x 200 turns (state on disk)"
 {
   printf '[settings]\nstartup_delay = "0s"\n\n'
   for i in $(seq 1 8); do
     printf '[jobs.a%d]\nprompt = "p"\nenv = { ORCH_SIM_TURNS = "200", ORCH_SIM_DELAY_MS = "2" }\n\n' "$i"
   done
-} > "$work/sim8.toml"
+} > "$ondisk/sim8.toml"
 for who in before after; do
   bin="$before"; [ "$who" = after ] && bin="$after"
-  ORCH_SIM_STATE_DIR="$work/sim-$who" "$bin" run "$work/sim8.toml" --simulate --quiet \
-    --state-dir "$work/state8-$who" > /dev/null
-  python3 - "$work/state8-$who/ledger.sqlite" "$who" <<'PY'
+  ORCH_SIM_STATE_DIR="$ondisk/sim-$who" "$bin" run "$ondisk/sim8.toml" --simulate --quiet \
+    --state-dir "$ondisk/state8-$who" > /dev/null
+  python3 - "$ondisk/state8-$who/ledger.sqlite" "$who" <<'PY'
 import sqlite3, sys
-db = sqlite3.connect(sys.argv[1])
+db = sqlite3.connect(f"file:{sys.argv[1]}?mode=ro", uri=True)
 rows, tokens, nanos = db.execute(
     "SELECT COUNT(*), SUM(input + output + cache_read + cache_creation), SUM(usd_nanos) FROM usage").fetchone()
 kinds = dict(db.execute("SELECT kind, COUNT(*) FROM usage GROUP BY kind").fetchall())

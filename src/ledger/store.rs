@@ -306,27 +306,23 @@ impl Ledger {
         }
         let mut conn = Connection::open(path)?;
         conn.busy_timeout(Duration::from_secs(10))?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
+        // Already WAL (every ledger but a new one): switching again is skipped, not repeated.
+        let mode: String = conn.query_row("PRAGMA journal_mode", [], |r| r.get(0))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            conn.pragma_update(None, "journal_mode", "WAL")?;
+        }
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-        // A ledger a newer orch has migrated may hold columns and meanings this one does not
-        // know; writing it with the old schema could lose spend, so it is refused.
-        if version > SCHEMA_VERSION as i64 {
-            return Err(rusqlite::Error::SqliteFailure(
-                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CANTOPEN),
-                Some(format!(
-                    "its schema version is {version}, newer than this orch knows \
-                     ({SCHEMA_VERSION}): use the orch that wrote it, or another --state-dir"
-                )),
-            ));
+        // The reports' sorts and groupings stay in memory instead of files in /var/tmp.
+        conn.pragma_update(None, "temp_store", "MEMORY")?;
+        // A current schema is only read: a reader (`orch ledger`, `orch plan`) takes no write
+        // lock, so it never waits for a run's writer. Only a ledger behind this orch is
+        // migrated, in a `BEGIN IMMEDIATE` transaction that reads the version again.
+        if schema_version(&conn)? != SCHEMA_VERSION as i64 {
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            migrate(&tx)?;
+            tx.commit()?;
         }
-        for (i, migration) in MIGRATIONS.iter().enumerate().skip(version.max(0) as usize) {
-            tx.execute_batch(migration)?;
-            tx.pragma_update(None, "user_version", (i + 1) as i64)?;
-        }
-        tx.commit()?;
         Ok(Ledger {
             conn,
             path: path.to_path_buf(),
@@ -341,9 +337,7 @@ impl Ledger {
 
     /// The schema version (the number of migrations applied).
     pub fn version(&self) -> rusqlite::Result<usize> {
-        self.conn
-            .query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))
-            .map(|v| v.max(0) as usize)
+        schema_version(&self.conn).map(|v| v.max(0) as usize)
     }
 
     pub fn begin_run(&self, run: &RunRow) -> rusqlite::Result<()> {
@@ -689,6 +683,32 @@ impl Ledger {
             )
             .optional()
     }
+}
+
+/// The ledger's schema version (`PRAGMA user_version`; 0 for a new file).
+fn schema_version(conn: &Connection) -> rusqlite::Result<i64> {
+    conn.query_row("PRAGMA user_version", [], |r| r.get(0))
+}
+
+/// Brings the schema up to date inside the caller's write transaction; refuses a ledger a newer
+/// orch has migrated: it may hold columns and meanings this one does not know, and writing it
+/// with the old schema could lose spend.
+fn migrate(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
+    let version = schema_version(tx)?;
+    if version > SCHEMA_VERSION as i64 {
+        return Err(rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CANTOPEN),
+            Some(format!(
+                "its schema version is {version}, newer than this orch knows \
+                 ({SCHEMA_VERSION}): use the orch that wrote it, or another --state-dir"
+            )),
+        ));
+    }
+    for (i, migration) in MIGRATIONS.iter().enumerate().skip(version.max(0) as usize) {
+        tx.execute_batch(migration)?;
+        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+    }
+    Ok(())
 }
 
 /// A `TOTAL()` of token rows as a count: negative is 0, beyond u64 saturates (`as` does both).

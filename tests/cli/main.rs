@@ -9,6 +9,7 @@ mod fuzz;
 mod harness;
 mod history;
 mod interplay;
+mod ledger;
 mod limits;
 mod manifests;
 mod pipeline;
