@@ -299,6 +299,124 @@ async fn spawn_reports_a_missing_program() {
     assert_eq!(err.kind(), std::io::ErrorKind::NotFound);
 }
 
+/// What a failed exec or a missing working directory reports, as `execvp` would: a file that is
+/// not executable is refused, and a `PATH` search goes past one to the next match.
+#[tokio::test]
+async fn spawn_reports_a_program_it_may_not_run_and_a_missing_working_directory() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let plain = dir.path().join("plain");
+    std::fs::write(&plain, "#!/bin/sh\necho never\n").expect("written");
+    let mut spec = sh(dir.path(), "");
+    spec.program = plain.clone();
+    let err = spawn(&spec, None).await.expect_err("not executable");
+    assert_eq!(err.kind(), std::io::ErrorKind::PermissionDenied, "{err}");
+
+    let mut spec = sh(&dir.path().join("gone"), "true");
+    spec.stdout_log = dir.path().join("out.log");
+    let err = spawn(&spec, None).await.expect_err("no working directory");
+    assert_eq!(err.kind(), std::io::ErrorKind::NotFound, "{err}");
+
+    // In the job's PATH: the first entry has `plain` but may not run it, the second can.
+    let bin = dir.path().join("bin");
+    std::fs::create_dir(&bin).expect("bin");
+    let runnable = bin.join("plain");
+    std::fs::write(&runnable, "#!/bin/sh\necho ran \"$0\"\n").expect("written");
+    std::fs::set_permissions(&runnable, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let mut spec = sh(dir.path(), "");
+    spec.program = "plain".into();
+    spec.args.clear();
+    spec.env
+        .push(("PATH".into(), format!(".:{}", bin.display()).into()));
+    let (lines, exit) = run_to_end(spawn(&spec, None).await.expect("spawned")).await;
+    assert!(exit.success(), "{exit:?}");
+    // (A script's $0 is the path the kernel ran it from.)
+    assert_eq!(
+        texts(&lines, Stream::Stdout),
+        [format!("ran {}", runnable.display())]
+    );
+}
+
+/// With cgroups (root, cgroup v2 mounted), a step's leader is in a step cgroup under the run's
+/// when it runs the job's program: the clone entered it. An ended step's empty cgroup serves the
+/// next step, unless the step left something in it (here a cgroup of its own).
+#[tokio::test]
+async fn a_step_runs_in_a_step_cgroup_which_a_later_step_reuses_once_empty() {
+    let guardian = start_guardian();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mount = std::fs::read_to_string("/proc/mounts")
+        .expect("mounts")
+        .lines()
+        .find_map(|l| {
+            let mut fields = l.split_whitespace().skip(1);
+            let point = fields.next()?;
+            (fields.next()? == "cgroup2").then(|| point.to_string())
+        });
+    let cgroup_of_step = async |make_sub: bool| {
+        let mut script = "sed -n 's/^0:://p' /proc/self/cgroup".to_string();
+        if make_sub {
+            script.push_str(&format!(
+                "; mkdir \"{}$(sed -n 's/^0:://p' /proc/self/cgroup)/sub\"",
+                mount.as_deref().unwrap_or("/nowhere")
+            ));
+        }
+        let spec = sh(dir.path(), &script);
+        let (lines, exit) = run_to_end(spawn(&spec, Some(&guardian)).await.expect("spawned")).await;
+        let out = texts(&lines, Stream::Stdout);
+        (exit, out.first().cloned().unwrap_or_default())
+    };
+    let (exit, first) = cgroup_of_step(false).await;
+    if !guardian.uses_cgroups() {
+        assert!(!nix::unistd::geteuid().is_root(), "root without cgroups");
+        return;
+    }
+    assert!(exit.success(), "{exit:?}");
+    let (run, step) = first.rsplit_once('/').expect("a nested cgroup");
+    assert!(
+        run.rsplit('/')
+            .next()
+            .is_some_and(|r| r.starts_with("orch-")),
+        "{first}"
+    );
+    assert!(
+        step.strip_prefix('s')
+            .is_some_and(|n| n.parse::<u64>().is_ok()),
+        "{first}"
+    );
+    let (exit, second) = cgroup_of_step(true).await;
+    assert!(exit.success(), "{exit:?}");
+    assert_eq!(second, first, "the empty cgroup was not reused");
+    let (exit, third) = cgroup_of_step(false).await;
+    assert!(exit.success(), "{exit:?}");
+    assert_ne!(third, second, "a cgroup with a cgroup in it was reused");
+    let mount = mount.expect("a cgroup2 mount");
+    std::fs::remove_dir(format!("{mount}{second}/sub")).expect("the step's sub-cgroup");
+    guardian.shutdown().expect("guardian exited");
+}
+
+/// With a guardian, an ended step's leader is reaped once its `-PGID` has gone to the guardian:
+/// with the next step's registration, or on its own shortly after the last step. No zombie is
+/// left behind either way.
+#[tokio::test]
+async fn ended_leaders_are_reaped_after_their_unregistration_with_or_without_a_next_step() {
+    let guardian = start_guardian();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spec = sh(dir.path(), "echo hi");
+    let first = spawn(&spec, Some(&guardian)).await.expect("spawned");
+    let first_pid = first.pid();
+    let (_, exit) = run_to_end(first).await;
+    assert!(exit.success(), "{exit:?}");
+    let second = spawn(&spec, Some(&guardian)).await.expect("spawned");
+    // Its `-` went in the same write as the second's `+` (or before): reaped by now.
+    let gone = |pid: u32| !Path::new(&format!("/proc/{pid}")).exists();
+    assert!(gone(first_pid), "the first leader is still there");
+    let second_pid = second.pid();
+    let (_, exit) = run_to_end(second).await;
+    assert!(exit.success(), "{exit:?}");
+    eventually("the last leader reaped", || gone(second_pid)).await;
+    guardian.shutdown().expect("guardian exited");
+}
+
 /// Arguments that make this test binary run as the guardian.
 fn guardian_args() -> [&'static str; 5] {
     [
@@ -449,9 +567,9 @@ async fn throughput_16_children_of_50_mb() {
     eprintln!("16 × 50 MB in {:?}", started.elapsed());
 }
 
-/// Nothing runs in a child before `exec` (that keeps spawns on `posix_spawn`), so the defaults
-/// the stop ladder needs come from orch handling, never ignoring, SIGINT, SIGTERM and SIGXFSZ:
-/// `exec` resets a handled signal to its default but keeps an ignored one ignored.
+/// The child resets handled signals only, as `posix_spawn` and `exec` do, so the defaults the
+/// stop ladder needs come from orch handling, never ignoring, SIGINT, SIGTERM and SIGXFSZ: an
+/// ignored signal stays ignored.
 #[tokio::test]
 async fn a_child_starts_with_default_signals_even_when_orch_was_started_ignoring_them() {
     use nix::sys::signal::{SigHandler, Signal, signal};
@@ -466,7 +584,7 @@ async fn a_child_starts_with_default_signals_even_when_orch_was_started_ignoring
     let mut spec = sh(dir.path(), "");
     spec.program = "cat".into();
     spec.args = vec!["/proc/self/status".into()];
-    // A PATH of the job's own: the program is looked up in it before the spawn.
+    // A PATH of the job's own: the program is looked up in it, not in orch's.
     spec.env
         .push(("PATH".into(), "/nowhere:/usr/bin:/bin".into()));
     let (lines, exit) = run_to_end(spawn(&spec, None).await.expect("spawned")).await;
@@ -476,11 +594,26 @@ async fn a_child_starts_with_default_signals_even_when_orch_was_started_ignoring
         .find_map(|l| l.strip_prefix("SigIgn:").map(|m| m.trim().to_string()))
         .expect("a SigIgn line");
     let mask = u64::from_str_radix(&ignored, 16).expect("a hex mask");
-    for sig in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGXFSZ] {
+    // SIGPIPE too, which Rust ignores in orch; and nothing is blocked.
+    for sig in [
+        Signal::SIGINT,
+        Signal::SIGTERM,
+        Signal::SIGXFSZ,
+        Signal::SIGPIPE,
+    ] {
         assert_eq!(
             mask & (1 << (sig as u64 - 1)),
             0,
             "{sig} is ignored in the child"
         );
     }
+    let blocked = texts(&lines, Stream::Stdout)
+        .iter()
+        .find_map(|l| l.strip_prefix("SigBlk:").map(|m| m.trim().to_string()))
+        .expect("a SigBlk line");
+    assert_eq!(
+        u64::from_str_radix(&blocked, 16),
+        Ok(0),
+        "blocked: {blocked}"
+    );
 }

@@ -1,19 +1,24 @@
 //! Spawning a child in its own process group, and the [`Child`] handle the runner holds.
 //!
-//! Owns the spawn itself: a new group through `process_group(0)` and, without cgroups, nothing
-//! run in the child between clone and exec, so std takes its `posix_spawn` path (see `launch`);
-//! with cgroups the child enters its step's cgroup in a `pre_exec` hook (a real fork). The
-//! guardian, not a parent-death signal, kills the group if orch dies. Also owns the drop guard. It must never let a group
-//! outlive its `Child` handle: dropping the handle (panic, `?`, an aborted task) before
-//! [`Child::wait`] completes SIGKILLs the whole group.
+//! Owns what a spawn is made of: the two pipes (orch's ends non-blocking, for the drains), stdin
+//! at `/dev/null`, the child's environment (orch's, the job's settings, the step token), and the
+//! step's cgroup it enters; the clone itself is `vfork`'s, one path with cgroups or without. The
+//! guardian, not a parent-death signal, kills the group if orch dies. Also owns the drop guard.
+//! It must never let a group outlive its `Child` handle: dropping the handle (panic, `?`, an
+//! aborted task) before [`Child::wait`] completes SIGKILLs the whole group.
 
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::fs::File;
 use std::io;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::Path;
-use std::process::Stdio;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+
+use nix::fcntl::OFlag;
 
 use nix::sys::signal::Signal;
+use tokio::net::unix::pipe;
 use tokio::runtime::Handle;
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -24,6 +29,7 @@ use super::launch;
 use super::lines::{BATCHES_IN_FLIGHT, Lines};
 use super::monitor::{self, Watch};
 use super::stop::{Group, Stopper};
+use super::vfork;
 use super::{Exit, SpawnSpec, Stream};
 
 /// A running child: its lines, a way to stop it, and its exit.
@@ -117,46 +123,39 @@ pub async fn spawn(spec: &SpawnSpec, guardian: Option<&Guardian>) -> io::Result<
         None => standalone().step(),
     };
 
-    let resolved = launch::resolve(&spec.program, &spec.env, &spec.cwd);
-    let mut command = tokio::process::Command::new(resolved.as_deref().unwrap_or(&spec.program));
-    command
-        .arg0(&spec.program)
-        .args(&spec.args)
-        .current_dir(&spec.cwd)
-        .envs(spec.env.iter().map(|(key, value)| (key, value)))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        // Inherited by everything the step starts: how its escapees are found without cgroups.
-        .env(TOKEN_ENV, &scope.token)
-        .process_group(0)
-        // Reaches only the leader; the guard and the monitor handle the rest of the group.
-        .kill_on_drop(true);
-    if let Some((_, procs)) = &scope.cgroup {
+    // Both pipes made ready for the drains before the spawn, so nothing after it can fail
+    // but the guardian.
+    let (stdout, stdout_w) = pipe()?;
+    let (stderr, stderr_w) = pipe()?;
+    let candidates = launch::candidates(&spec.program, &spec.env);
+    let env = environment(spec, &scope.token);
+    let plan = vfork::Plan::new(
+        &candidates,
+        std::iter::once(spec.program.as_os_str()).chain(spec.args.iter().map(OsString::as_os_str)),
+        env.iter()
+            .map(|(key, value)| (key.as_os_str(), value.as_os_str())),
+        spec.cwd.as_os_str(),
+        [dev_null()?, stdout_w.as_fd(), stderr_w.as_fd()],
         // The one guarantee that needs code in the child: it enters the step's cgroup before it
         // can fork, so nothing of the step is ever outside (orch moving it after the spawn
-        // loses a race with a leader that forks and exits first). This forces a real fork.
-        let procs = procs.as_raw_fd();
-        // SAFETY: `enter_cgroup` makes one async-signal-safe call (write) and does not allocate;
-        // the cgroup file stays open (in `scope`) until after the spawn.
-        unsafe { command.pre_exec(move || enter_cgroup(procs)) };
-    }
-    let mut leader = command.spawn()?;
+        // loses a race with a leader that forks and exits first).
+        scope.cgroup.as_ref().map(|(_, procs)| procs.as_fd()),
+    )?;
+    let mut leader = vfork::start(&plan)?;
+    drop((plan, stdout_w, stderr_w));
 
-    let pgid = leader.id().expect("a child not yet waited for has a pid");
+    let pgid = leader.pid();
     let group = Arc::new(Group::new(pgid, Handle::current()));
     if let Some(guardian) = guardian {
         if let Err(err) = guardian.register(pgid) {
             // Without the guardian the group could outlive orch: refuse to run it.
             group.signal(Signal::SIGKILL);
+            group.mark_reaped();
+            let _ = leader.reap();
             return Err(err);
         }
     }
 
-    let stdout = leader.stdout.take().expect("stdout was piped");
-    let stderr = leader.stderr.take().expect("stderr was piped");
-    enlarge_pipe(&stdout);
-    enlarge_pipe(&stderr);
     let (lines_tx, lines) = mpsc::channel(BATCHES_IN_FLIGHT);
     let (finish, finish_rx) = watch::channel(false);
     let (faults_tx, log_faults) = mpsc::unbounded_channel();
@@ -205,12 +204,29 @@ fn standalone() -> &'static Containment {
     STANDALONE.get_or_init(Containment::without_cgroup)
 }
 
-/// Runs in the child between fork and exec (cgroup runs only): "0" moves the writer, so from here
-/// on everything this child forks is in the step's cgroup. A failure leaves it to the group and
-/// the token (the scan finds it then).
-fn enter_cgroup(procs: RawFd) -> io::Result<()> {
-    // SAFETY: the descriptor is open until the spawn returns.
-    let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(procs) };
-    let _ = nix::unistd::write(fd, b"0");
-    Ok(())
+/// A pipe whose read end is orch's (non-blocking, registered with the runtime, enlarged) and
+/// whose write end is the child's; both close on exec.
+fn pipe() -> io::Result<(pipe::Receiver, OwnedFd)> {
+    let (read, write) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
+    enlarge_pipe(&read);
+    Ok((pipe::Receiver::from_owned_fd(read)?, write))
+}
+
+/// The child's stdin: `/dev/null`, opened once and shared by every child.
+fn dev_null() -> io::Result<BorrowedFd<'static>> {
+    static DEV_NULL: OnceLock<File> = OnceLock::new();
+    if DEV_NULL.get().is_none() {
+        let _ = DEV_NULL.set(File::open("/dev/null")?);
+    }
+    Ok(DEV_NULL.get().expect("set above").as_fd())
+}
+
+/// The child's whole environment, as `Command` makes it: orch's, with the job's settings over
+/// it, and the step's token.
+fn environment(spec: &SpawnSpec, token: &str) -> BTreeMap<OsString, OsString> {
+    let mut env: BTreeMap<OsString, OsString> = std::env::vars_os().collect();
+    env.extend(spec.env.iter().cloned());
+    // Inherited by everything the step starts: how its escapees are found without cgroups.
+    env.insert(TOKEN_ENV.into(), token.into());
+    env
 }

@@ -2,8 +2,9 @@
 //! even by SIGKILL (a parent-death signal reaches only the direct child; tool processes are
 //! grandchildren).
 //!
-//! Protocol on the guardian's stdin: `+PGID\n` when a group is spawned, `-PGID\n` just before its
-//! leader is reaped; once at the start, `tTOKEN\n` (the run's step-token prefix) and, when the run
+//! Protocol on the guardian's stdin: `+PGID\n` when a group is spawned, `-PGID\n` before its
+//! leader is reaped (sent in the same write as the next `+`, or 50 ms later if none comes: one
+//! message per step; the leader stays an unreaped zombie until then, so its pgid is not reused); once at the start, `tTOKEN\n` (the run's step-token prefix) and, when the run
 //! has one, `cDIR\n` (its cgroup). At the end it also kills the run's cgroup (`cgroup.kill`,
 //! then removes it) and every process carrying one of the run's step tokens: setsid escapees. When stdin reaches EOF (orch exited or died, so the kernel closed the pipe),
 //! or when its own parent-death signal shows orch is gone (it then reads what is left without
@@ -31,8 +32,12 @@ use nix::fcntl::{FcntlArg, OFlag, fcntl};
 use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
 use nix::unistd::{Pid, getppid, setpgid};
 
-use super::contain::{self, Containment, StepScope};
+use super::contain::{self, Containment, StepCgroup, StepScope};
 use super::group::signal_group;
+use super::vfork::Leader;
+
+/// How long an ended step's `-PGID` may wait for a registration to travel with.
+const RETIRE_DELAY: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// Environment variable carrying orch's pid, so the guardian can tell orch's death from the
 /// death of the mere thread that spawned it (both raise the parent-death signal).
@@ -59,8 +64,17 @@ pub struct Guardian {
 struct Inner {
     pid: u32,
     containment: Containment,
-    stdin: Mutex<Option<ChildStdin>>,
+    link: Mutex<Link>,
     process: Mutex<std::process::Child>,
+}
+
+/// The guardian's stdin, and the leaders whose `-PGID` waits to travel with the next write.
+#[derive(Debug)]
+struct Link {
+    stdin: Option<ChildStdin>,
+    /// Exited, unreaped leaders of ended steps: each zombie keeps its pgid from being reused
+    /// until the guardian has read its `-PGID`, so the guardian never kills a stranger's group.
+    retired: Vec<Leader>,
 }
 
 impl Guardian {
@@ -94,7 +108,10 @@ impl Guardian {
             inner: Arc::new(Inner {
                 pid: process.id(),
                 containment: Containment::new(),
-                stdin: Mutex::new(Some(stdin)),
+                link: Mutex::new(Link {
+                    stdin: Some(stdin),
+                    retired: Vec::new(),
+                }),
                 process: Mutex::new(process),
             }),
         };
@@ -112,6 +129,11 @@ impl Guardian {
         self.inner.containment.step()
     }
 
+    /// Takes back an ended step's emptied cgroup (reused by a later step, or removed).
+    pub(crate) fn recycle_cgroup(&self, cgroup: StepCgroup) {
+        self.inner.containment.recycle(cgroup);
+    }
+
     /// Whether this run's steps go into cgroups (cgroup v2 usable), as opposed to the
     /// process-group and token fallback.
     pub fn uses_cgroups(&self) -> bool {
@@ -123,9 +145,30 @@ impl Guardian {
         self.inner.pid
     }
 
-    /// Tells the guardian to kill group `pgid` if orch dies.
+    /// Tells the guardian to kill group `pgid` if orch dies (in the same write as the `-PGID`
+    /// of the steps retired since the last one).
     pub fn register(&self, pgid: u32) -> io::Result<()> {
-        self.send('+', pgid)
+        self.send_with_retired(Some(pgid))
+    }
+
+    /// Takes the exited, unreaped leader of an ended step: its `-PGID` goes with the next
+    /// registration, or after [`RETIRE_DELAY`] if none comes first, and the leader is reaped
+    /// right after that write. So a step costs one message, not two. Call from the runtime.
+    pub(crate) fn retire(&self, leader: Leader) {
+        let first = {
+            let mut link = self.link();
+            link.retired.push(leader);
+            link.retired.len() == 1
+        };
+        if first {
+            let guardian = self.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(RETIRE_DELAY).await;
+                if let Err(err) = guardian.send_with_retired(None) {
+                    tracing::warn!(%err, "unregistering from the guardian failed");
+                }
+            });
+        }
     }
 
     /// Tells the guardian to forget group `pgid` (call before reaping its leader).
@@ -136,13 +179,8 @@ impl Guardian {
     /// Closes the guardian's stdin, exactly as orch dying would, and waits for it to exit: every
     /// group still registered is SIGKILLed. Registering afterwards fails with `BrokenPipe`.
     pub fn shutdown(&self) -> io::Result<ExitStatus> {
-        drop(
-            self.inner
-                .stdin
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .take(),
-        );
+        let _ = self.send_with_retired(None);
+        drop(self.link().stdin.take());
         self.inner
             .process
             .lock()
@@ -165,32 +203,65 @@ impl Guardian {
     }
 
     fn write(&self, message: &[u8]) -> io::Result<()> {
-        let mut stdin = self
-            .inner
-            .stdin
+        self.link().write(message)
+    }
+
+    /// Sends the `-PGID` of every retired leader and `+pgid`, if given, in one write, then
+    /// reaps those leaders: the guardian has their `-` (or is gone and kills nothing).
+    fn send_with_retired(&self, pgid: Option<u32>) -> io::Result<()> {
+        let mut link = self.link();
+        let mut message = String::new();
+        for leader in &link.retired {
+            message.push_str(&format!("-{}\n", leader.pid()));
+        }
+        if let Some(pgid) = pgid {
+            message.push_str(&format!("+{pgid}\n"));
+        }
+        if message.is_empty() {
+            return Ok(());
+        }
+        let sent = link.write(message.as_bytes());
+        for mut leader in link.retired.drain(..) {
+            if let Err(err) = leader.reap() {
+                tracing::warn!(pid = leader.pid(), %err, "reaping a child failed");
+            }
+        }
+        sent
+    }
+
+    fn link(&self) -> std::sync::MutexGuard<'_, Link> {
+        self.inner
+            .link
             .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        let stdin = stdin.as_mut().ok_or_else(|| {
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl Link {
+    fn write(&mut self, message: &[u8]) -> io::Result<()> {
+        let stdin = self.stdin.as_mut().ok_or_else(|| {
             io::Error::new(io::ErrorKind::BrokenPipe, "the guardian is shut down")
         })?;
-        // Writes under PIPE_BUF bytes are atomic on a pipe, so clones may send concurrently.
+        // One writer at a time (the lock): a message is never interleaved with another.
         stdin.write_all(message)
     }
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        drop(
-            self.stdin
-                .get_mut()
-                .unwrap_or_else(PoisonError::into_inner)
-                .take(),
-        );
+        let link = self.link.get_mut().unwrap_or_else(PoisonError::into_inner);
+        drop(link.stdin.take());
+        let retired = std::mem::take(&mut link.retired);
         let _ = self
             .process
             .get_mut()
             .unwrap_or_else(PoisonError::into_inner)
             .wait();
+        // Only now that the guardian is gone (it may still have had their `+`): a zombie's pgid
+        // cannot be signalled by it any more.
+        for mut leader in retired {
+            let _ = leader.reap();
+        }
     }
 }
 

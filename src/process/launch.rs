@@ -1,20 +1,18 @@
-//! What keeps every spawn on std's `posix_spawn` path (a `CLONE_VM | CLONE_VFORK` clone: none of
-//! orch's page tables are copied, so a spawn costs the same with a 10-step or a 10,000-step
-//! manifest): no `pre_exec` hook, and a program path with a slash whenever the job's environment
-//! sets `PATH` (std then falls back to fork, because `posix_spawnp` would search orch's `PATH`).
+//! What a child inherits besides its argv: where its program is looked up, and the signal
+//! dispositions orch keeps so that every child starts with the defaults the stop ladder needs.
 //!
-//! Owns the lookup of a program in the job's `PATH`, and the signal dispositions orch keeps so that
-//! `exec` alone gives a child the defaults the stop ladder needs: a *handled* signal is reset to
-//! its default by `exec`, an *ignored* one stays ignored. So orch never ignores SIGINT, SIGTERM or
-//! SIGXFSZ; where it must not die of one (SIGXFSZ, or a signal it was started with ignored) it
-//! handles it with a handler that does nothing.
+//! Owns the list of paths a program is tried at ([`candidates`]: `execvp`'s search, but in the
+//! job's own `PATH` when its environment sets one), and orch's handling of signals: a *handled*
+//! signal is reset to its default in the child (by `vfork`, as by `exec`), an *ignored* one stays
+//! ignored. So orch never ignores SIGINT, SIGTERM or SIGXFSZ; where it must not die of one
+//! (SIGXFSZ, or a signal it was started with ignored) it handles it with a handler that does
+//! nothing.
 //!
-//! It must never change what runs: a program it cannot find is left to the spawn (which reports it
-//! missing as before), and argv[0] stays the name the job gave.
+//! It must never change what runs: argv[0] stays the name the job gave, and a program found
+//! nowhere is reported missing by the exec, as before.
 
 use std::ffi::OsString;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Once;
 
@@ -24,35 +22,29 @@ use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction
 /// the file-size limit (orch survives it, its children must not silently).
 const DEFAULT_IN_CHILDREN: [Signal; 3] = [Signal::SIGINT, Signal::SIGTERM, Signal::SIGXFSZ];
 
-/// The program to hand to the spawn when the job's environment sets `PATH` and `program` has no
-/// slash: its first executable match in that `PATH` (relative entries are taken from `cwd`, as
-/// the child's `execvp` would). `None` means "spawn `program` as given".
-pub(crate) fn resolve(program: &Path, env: &[(OsString, OsString)], cwd: &Path) -> Option<PathBuf> {
+/// The paths the child tries `program` at, in order, as `execvp` would: `program` itself when
+/// it has a slash (or is empty); else `program` in each entry of the `PATH` in effect: the job's
+/// (its last setting, as in the environment the child gets), else orch's, else `/bin:/usr/bin`.
+/// An empty entry is the working directory; relative entries are taken from it too (the child
+/// changes to it before the exec).
+pub(crate) fn candidates(program: &Path, env: &[(OsString, OsString)]) -> Vec<PathBuf> {
     if program.as_os_str().as_bytes().contains(&b'/') || program.as_os_str().is_empty() {
-        return None;
+        return vec![program.to_path_buf()];
     }
-    // The last setting wins, as in the environment the child would get.
-    let path = env
-        .iter()
-        .rev()
-        .find(|(key, _)| key == "PATH")?
-        .1
-        .as_os_str();
-    std::env::split_paths(path)
+    let job_path = env.iter().rev().find(|(key, _)| key == "PATH");
+    let path = match job_path {
+        Some((_, path)) => path.clone(),
+        None => std::env::var_os("PATH").unwrap_or_else(|| "/bin:/usr/bin".into()),
+    };
+    std::env::split_paths(&path)
         .map(|dir| {
-            let dir = if dir.as_os_str().is_empty() {
-                PathBuf::from(".")
+            if dir.as_os_str().is_empty() {
+                program.to_path_buf()
             } else {
-                dir
-            };
-            cwd.join(dir).join(program)
+                dir.join(program)
+            }
         })
-        .find(|candidate| is_executable(candidate))
-}
-
-fn is_executable(path: &Path) -> bool {
-    std::fs::metadata(path)
-        .is_ok_and(|meta| meta.is_file() && meta.permissions().mode() & 0o111 != 0)
+        .collect()
 }
 
 /// Makes orch handle (with a handler that does nothing) SIGXFSZ, and SIGINT or SIGTERM if it was
@@ -98,34 +90,41 @@ mod tests {
     use super::*;
 
     #[test]
-    fn resolves_against_the_jobs_path_only() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let bin = dir.path().join("bin");
-        std::fs::create_dir(&bin).expect("bin");
-        let tool = bin.join("tool");
-        std::fs::write(&tool, "#!/bin/sh\n").expect("tool");
-        std::fs::write(bin.join("plain"), "not executable").expect("plain");
-        std::fs::set_permissions(&tool, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    fn looks_in_the_jobs_path_as_execvp_would() {
         let env = |path: &str| vec![("PATH".into(), OsString::from(path))];
-        let cwd = dir.path();
+        let tool = Path::new("tool");
         assert_eq!(
-            resolve(Path::new("tool"), &env("/nowhere:bin"), cwd),
-            Some(cwd.join("bin/tool"))
+            candidates(tool, &env("/nowhere:bin::/usr/bin")),
+            [
+                PathBuf::from("/nowhere/tool"),
+                "bin/tool".into(),
+                "tool".into(),
+                "/usr/bin/tool".into()
+            ]
         );
+        // A path already, or nothing: tried as given.
         assert_eq!(
-            resolve(Path::new("tool"), &env(&bin.display().to_string()), cwd),
-            Some(tool.clone())
+            candidates(Path::new("./tool"), &env("bin")),
+            [Path::new("./tool")]
         );
-        // Not executable, not found, a path already, or no PATH of the job's own: left as given.
-        assert_eq!(resolve(Path::new("plain"), &env("bin"), cwd), None);
-        assert_eq!(resolve(Path::new("missing"), &env("bin"), cwd), None);
-        assert_eq!(resolve(&tool, &env("bin"), cwd), None);
-        assert_eq!(resolve(Path::new("tool"), &[], cwd), None);
+        assert_eq!(candidates(Path::new(""), &env("bin")), [Path::new("")]);
         // The last PATH of the job's environment is the one the child sees.
         let twice = vec![
             ("PATH".into(), "bin".into()),
             ("PATH".into(), "/nowhere".into()),
         ];
-        assert_eq!(resolve(Path::new("tool"), &twice, cwd), None);
+        assert_eq!(candidates(tool, &twice), [Path::new("/nowhere/tool")]);
+        // No PATH of the job's own: orch's.
+        let orchs = std::env::var_os("PATH").expect("the tests run with a PATH");
+        assert_eq!(
+            candidates(tool, &[]),
+            std::env::split_paths(&orchs)
+                .map(|dir| if dir.as_os_str().is_empty() {
+                    tool.into()
+                } else {
+                    dir.join(tool)
+                })
+                .collect::<Vec<PathBuf>>()
+        );
     }
 }

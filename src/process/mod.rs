@@ -22,6 +22,7 @@ mod monitor;
 pub mod relay;
 pub mod scancel;
 mod stop;
+mod vfork;
 pub mod wrapper;
 
 use std::ffi::OsString;

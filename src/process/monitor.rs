@@ -2,10 +2,10 @@
 //! the pipes drain, reap the leader and report the [`Exit`].
 //!
 //! Owns the order that keeps group signals safe: observe the exit without reaping (`WNOWAIT`),
-//! so the pgid stays ours while the group is killed; unregister from the guardian; then reap. It
+//! so the pgid stays ours while the group is killed; then hand the unreaped leader to the
+//! guardian, which reaps it once it has sent the `-PGID` (or reap it here without a guardian). It
 //! must never wait for a pipe held by a process outside the group for more than a short grace.
 
-use std::os::unix::process::ExitStatusExt;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,6 +24,7 @@ use super::drain::LogFault;
 use super::group::pid_alive;
 use super::guardian::Guardian;
 use super::stop::Group;
+use super::vfork::Leader;
 
 /// How long the pipes may stay open after the leader exited and the group was killed.
 const PIPE_GRACE: Duration = Duration::from_millis(200);
@@ -36,7 +37,7 @@ const LEADER_POLL: Duration = Duration::from_secs(5);
 
 /// What the monitor owns for one child.
 pub(crate) struct Watch {
-    pub(crate) leader: tokio::process::Child,
+    pub(crate) leader: Leader,
     pub(crate) group: Arc<Group>,
     pub(crate) drains: [JoinHandle<Option<LogFault>>; 2],
     pub(crate) finish: watch::Sender<bool>,
@@ -87,23 +88,33 @@ pub(crate) async fn run(watch: Watch) {
         }
     }
     await_deaths(&leaked).await;
-    if let Some((dir, _)) = &scope.cgroup {
-        remove_cgroup(dir).await;
-    }
-
-    if let Some(guardian) = &guardian {
-        if let Err(err) = guardian.unregister(pgid) {
-            tracing::warn!(pgid, %err, "unregistering from the guardian failed");
+    if let Some(cgroup) = scope.cgroup {
+        empty_cgroup(&cgroup.0).await;
+        match &guardian {
+            Some(guardian) => guardian.recycle_cgroup(cgroup),
+            None => remove_cgroup(&cgroup.0),
         }
     }
+
+    // No signal may follow: the leader goes to be reaped. It has exited (seen above), so its
+    // status is there to read without reaping it.
     group.mark_reaped();
-    let (code, signal) = match leader.wait().await {
-        Ok(status) => (status.code(), status.signal()),
-        Err(err) => {
-            tracing::warn!(pgid, %err, "reaping a child failed");
+    let (code, signal) = match leader.exit_status() {
+        Ok(Some(status)) => status,
+        Ok(None) | Err(_) => {
+            tracing::warn!(pgid, "reading a child's exit failed");
             (None, None)
         }
     };
+    match &guardian {
+        // Reaped once the guardian has its `-PGID` (sent with the next step's `+`).
+        Some(guardian) => guardian.retire(leader),
+        None => {
+            if let Err(err) = leader.reap() {
+                tracing::warn!(pgid, %err, "reaping a child failed");
+            }
+        }
+    }
     leaked.sort_unstable();
     // The receiver is gone when nobody waits; the child still had to be reaped.
     let _ = exit.send(Exit {
@@ -171,12 +182,16 @@ async fn kill_leftovers(pgid: u32, group: &Group, scope: &StepScope, leaked: &mu
     }
 }
 
-/// Removes a step's cgroup once it is empty (bounded); the guardian removes what is left.
-async fn remove_cgroup(dir: &std::path::Path) {
+/// Waits (bounded) until a step's cgroup is empty.
+async fn empty_cgroup(dir: &std::path::Path) {
     let deadline = Instant::now() + DEATH_WAIT;
     while contain::populated(dir) && Instant::now() < deadline {
         sleep(Duration::from_millis(2)).await;
     }
+}
+
+/// Removes a step's cgroup; the guardian removes what is left.
+fn remove_cgroup(dir: &std::path::Path) {
     if let Err(err) = std::fs::remove_dir(dir) {
         tracing::debug!(dir = %dir.display(), %err, "removing a step's cgroup failed");
     }
