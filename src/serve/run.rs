@@ -52,32 +52,35 @@ pub fn summary(app: &App, id: &str) -> Result<(History, RunSummary), Response> {
     Ok((h, s))
 }
 
-pub async fn page(State(app): State<Arc<App>>, UrlPath(id): UrlPath<String>) -> Response {
-    let built = tokio::task::spawn_blocking(move || {
-        let (h, s) = summary(&app, &id)?;
-        let offset = if s.live { events_end(&h, &s) } else { 0 };
-        Ok::<_, Response>(layout::page(&s.run.id, Nav::Runs, body(&h, &s, offset)))
-    })
-    .await;
-    match built {
+/// Builds a response off the runtime's threads (pages read files and the ledger): the
+/// response, or the page saying why there is none.
+async fn off_runtime(
+    build: impl FnOnce() -> Result<Response, Response> + Send + 'static,
+) -> Response {
+    match tokio::task::spawn_blocking(build).await {
         Ok(Ok(r) | Err(r)) => r,
         Err(e) => layout::error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
     }
 }
 
+pub async fn page(State(app): State<Arc<App>>, UrlPath(id): UrlPath<String>) -> Response {
+    off_runtime(move || {
+        let (h, s) = summary(&app, &id)?;
+        let offset = if s.live { events_end(&h, &s) } else { 0 };
+        Ok::<_, Response>(layout::page(&s.run.id, Nav::Runs, body(&h, &s, offset)))
+    })
+    .await
+}
+
 /// `GET /runs/{id}/graph`: the run's graph alone, as the page draws it (the live script fetches
 /// it again when a step the page did not know starts).
 pub async fn graph(State(app): State<Arc<App>>, UrlPath(id): UrlPath<String>) -> Response {
-    let built = tokio::task::spawn_blocking(move || {
+    off_runtime(move || {
         let (h, s) = summary(&app, &id)?;
         let svg = super::graph::svg(&h.graph(&s.run), &s.steps);
         Ok::<_, Response>(([(header::CONTENT_TYPE, "image/svg+xml")], svg).into_response())
     })
-    .await;
-    match built {
-        Ok(Ok(r) | Err(r)) => r,
-        Err(e) => layout::error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
-    }
+    .await
 }
 
 /// A step's pages: `/runs/RUN/steps/LABEL`, the label percent-encoded. A step is named by its
@@ -267,7 +270,7 @@ pub async fn log(
     UrlPath((id, step)): UrlPath<(String, String)>,
     Query(p): Query<LogParams>,
 ) -> Response {
-    let built = tokio::task::spawn_blocking(move || {
+    off_runtime(move || {
         let (h, s) = summary(&app, &id)?;
         let missing = || layout::error(StatusCode::NOT_FOUND, "This step has no log.");
         let st = s.step(&step).ok_or_else(missing)?;
@@ -297,11 +300,7 @@ pub async fn log(
             },
         ))
     })
-    .await;
-    match built {
-        Ok(Ok(r) | Err(r)) => r,
-        Err(e) => layout::error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
-    }
+    .await
 }
 
 #[cfg(test)]
