@@ -26,6 +26,24 @@ pub struct Spend {
     pub usd: Nanos,
 }
 
+impl Spend {
+    /// `self + other`, each figure saturating.
+    pub fn saturating_add(self, other: Spend) -> Spend {
+        Spend {
+            tokens: self.tokens.saturating_add(other.tokens),
+            usd: self.usd.saturating_add(other.usd),
+        }
+    }
+
+    /// `self - other`, each figure saturating.
+    pub fn saturating_sub(self, other: Spend) -> Spend {
+        Spend {
+            tokens: self.tokens.saturating_sub(other.tokens),
+            usd: self.usd.saturating_sub(other.usd),
+        }
+    }
+}
+
 /// What a budget scope covers. The kind decides the rules (a job's own limit is not checked
 /// against itself); the name is only for people.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, schemars::JsonSchema)]

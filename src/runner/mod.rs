@@ -199,8 +199,7 @@ pub async fn run(
     // A resumed run's run-scope budget counts what the original spent (the window already
     // does: it reads the ledger).
     if let Some(run) = budgets.scopes.first_mut() {
-        run.used.tokens = run.used.tokens.saturating_add(ctx.carried.spent.tokens);
-        run.used.usd = run.used.usd.saturating_add(ctx.carried.spent.usd);
+        run.used = run.used.saturating_add(ctx.carried.spent);
     }
     let guardian = Arc::new(Guardian::start(&ctx.guardian_exe, &["__guardian"])?);
     let started = Utc::now();

@@ -12,7 +12,7 @@ use maud::{Markup, PreEscaped, html};
 
 use super::{chart, layout};
 use crate::history::{History, HistoryError, WindowBudget};
-use crate::ledger::{self, Nanos, budget::Spend};
+use crate::ledger::{self, budget::Spend};
 
 /// How many of a state folder's latest runs are read for the budgets they recorded.
 const RUNS_READ: usize = 50;
@@ -98,14 +98,10 @@ fn rolling(
         let here = next
             .next_if(|s| index(s.0) == i)
             .map_or_else(Spend::default, |s| s.1);
-        sum = add(sum, here);
+        sum = sum.saturating_add(here);
         window.push_back(here);
         if window.len() > per_window as usize {
-            let out = window.pop_front().unwrap_or_default();
-            sum = Spend {
-                tokens: sum.tokens.saturating_sub(out.tokens),
-                usd: Nanos(sum.usd.0.saturating_sub(out.usd.0)),
-            };
+            sum = sum.saturating_sub(window.pop_front().unwrap_or_default());
         }
         if i >= first {
             let end = DateTime::from_timestamp_millis((i + 1).saturating_mul(every))
@@ -115,13 +111,6 @@ fn rolling(
         }
     }
     points
-}
-
-fn add(a: Spend, b: Spend) -> Spend {
-    Spend {
-        tokens: a.tokens.saturating_add(b.tokens),
-        usd: Nanos(a.usd.0.saturating_add(b.usd.0)),
-    }
 }
 
 /// The section for every window budget, or nothing when no recent run had one.
@@ -225,6 +214,7 @@ fn series(points: &[(DateTime<Utc>, Spend)], value: impl Fn(&Spend) -> f64) -> V
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ledger::Nanos;
 
     fn at(hours: i64) -> DateTime<Utc> {
         DateTime::from_timestamp(1_764_633_600 + hours * 3600, 0).expect("in range")
