@@ -12,6 +12,18 @@ pub fn width(s: &str) -> usize {
     UnicodeWidthStr::width(s)
 }
 
+/// The start of `s` that fits in `max` bytes, cut on a character boundary.
+pub fn cut_bytes(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
 /// `s` cut to at most `max` columns, an ellipsis marking the cut.
 pub fn clip(s: &str, max: usize) -> String {
     if width(s) <= max {
@@ -194,6 +206,16 @@ pub fn short_model(model: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bytes_are_cut_on_a_character_boundary() {
+        assert_eq!(cut_bytes("abc", 10), "abc");
+        // "é" is two bytes: a cut inside it keeps neither.
+        assert_eq!(cut_bytes("aé", 2), "a");
+        assert_eq!(cut_bytes("aé", 3), "aé");
+        assert_eq!(cut_bytes("日本", 4), "日");
+        assert_eq!(cut_bytes("x", 0), "");
+    }
 
     #[test]
     fn wide_characters_count_two_columns() {

@@ -130,7 +130,7 @@ fn finish(svg: String, drawn: Result<(), Box<dyn std::error::Error + '_>>) -> St
         Ok(()) => svg,
         Err(e) => format!(
             "<p>The chart could not be drawn ({}).</p>",
-            escape(&e.to_string())
+            super::layout::escape(&e.to_string())
         ),
     }
 }
@@ -144,10 +144,6 @@ fn shorten(name: &str) -> String {
     let mut s: String = name.chars().take(MAX - 1).collect();
     s.push('…');
     s
-}
-
-fn escape(text: &str) -> String {
-    maud::html! { (text) }.into_string()
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@
 
 use std::collections::BTreeMap;
 
-use maud::html;
+use super::layout::escape;
 
 use crate::events::GraphStep;
 use crate::history::{StepView, job_of};
@@ -149,7 +149,6 @@ fn layer(jobs: &mut [Job], unknown: bool) {
 }
 
 fn draw(jobs: &[Job]) -> String {
-    let esc = |t: &str| html! { (t) }.into_string();
     let layers = jobs.iter().map(|j| j.layer + 1).max().unwrap_or(1);
     let box_w = |j: &Job| j.members.len().clamp(1, MAX_SHOWN) * (W + PAD) + PAD;
     let box_h = HEAD + H + 2 * PAD;
@@ -202,7 +201,10 @@ fn draw(jobs: &[Job]) -> String {
     }
     for (i, j) in jobs.iter().enumerate() {
         let (x, y) = at[i];
-        svg.push_str(&format!(r#"<g class="job" data-job="{}">"#, esc(&j.name)));
+        svg.push_str(&format!(
+            r#"<g class="job" data-job="{}">"#,
+            escape(&j.name)
+        ));
         // A job of one step named as the job is that step's box alone, as tall as a job's.
         if let [m] = &j.members[..]
             && m.label == j.name
@@ -214,7 +216,7 @@ fn draw(jobs: &[Job]) -> String {
         }
         svg.push_str(&format!(
             r#"<rect class="job" x="{x}" y="{y}" width="{w}" height="{box_h}" rx="8"/><text class="job" x="{tx}" y="{ty}">{name}{count}</text>"#,
-            name = esc(&j.name),
+            name = escape(&j.name),
             count = if j.members.len() > 1 { format!(" ×{}", j.members.len()) } else { String::new() },
             w = box_w(j),
             tx = x + PAD + 2,
@@ -237,19 +239,18 @@ fn draw(jobs: &[Job]) -> String {
 
 /// A step's box: coloured by its status (a class the live script changes), named `label`.
 fn step_box(m: &Member, label: &str, (x, y): (usize, usize), (w, h): (usize, usize)) -> String {
-    let esc = |t: &str| html! { (t) }.into_string();
     let step = m
         .row
         .map(|r| format!(r#" data-step="{r}""#))
         .unwrap_or_default();
     format!(
         r#"<g class="step {status}" data-label="{data_label}"{step}><title>{title}</title><rect x="{x}" y="{y}" width="{w}" height="{h}" rx="6"/><text x="{lx}" y="{ly}">{label}</text></g>"#,
-        status = esc(m.status),
-        data_label = esc(m.label),
-        title = esc(&format!("{}: {}", m.label, m.status)),
+        status = escape(m.status),
+        data_label = escape(m.label),
+        title = escape(&format!("{}: {}", m.label, m.status)),
         lx = x + 8,
         ly = y + h / 2 + 4,
-        label = esc(label),
+        label = escape(label),
     )
 }
 

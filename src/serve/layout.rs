@@ -78,6 +78,11 @@ pub fn usd(v: f64) -> String {
     }
 }
 
+/// `text` HTML-escaped, for markup written by hand (the SVG drawings).
+pub fn escape(text: &str) -> String {
+    maud::html! { (text) }.into_string()
+}
+
 /// Tokens with thousands separated: 1 234 567.
 pub fn tokens(n: u64) -> String {
     let digits = n.to_string();

@@ -25,6 +25,7 @@ use super::App;
 use super::layout::{self, Nav};
 use crate::history::{History, RunSummary, StepView};
 use crate::report::history::render_log_line;
+use crate::report::width::cut_bytes;
 
 /// Bytes of a log shown as its tail on the run page.
 const TAIL: u64 = 8 * 1024;
@@ -166,12 +167,7 @@ fn body(h: &History, s: &RunSummary, events_offset: u64) -> Markup {
 fn outputs_text(outputs: &serde_json::Value) -> String {
     let mut text = serde_json::to_string_pretty(outputs).unwrap_or_default();
     if text.len() > TAIL as usize {
-        let mut cut = TAIL as usize;
-        while !text.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        text.truncate(cut);
-        text.push_str("\n…");
+        text = format!("{}\n…", cut_bytes(&text, TAIL as usize));
     }
     render(&text)
 }

@@ -252,14 +252,7 @@ fn assistant(message: RawMessage<'_>, parent: &Scalar<'_>) -> StreamEvent {
 
 /// Truncates to at most DISPLAY_TEXT_MAX bytes on a char boundary.
 fn display_text(s: &str) -> String {
-    if s.len() <= DISPLAY_TEXT_MAX {
-        return s.to_owned();
-    }
-    let mut end = DISPLAY_TEXT_MAX;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    s[..end].to_owned()
+    crate::report::width::cut_bytes(s, DISPLAY_TEXT_MAX).to_owned()
 }
 
 fn saturate_u32(n: u64) -> u32 {
