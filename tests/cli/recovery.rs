@@ -2,7 +2,7 @@
 //! any folder), and runs whose writes fail (a full disk) ending with what they lost reported.
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -81,6 +81,29 @@ fn check_steps(db: &Path, run: &str, base: &Path) -> Vec<StepCheck> {
         });
     }
     out
+}
+
+/// Runs `orch run --simulate --quiet --state-dir state` in the background until `count` (one
+/// number from its ledger) reaches `at_least`, then SIGKILLs it; the ledger's path.
+fn killed_once(t: &Test, count: &str, at_least: i64, within: Duration) -> PathBuf {
+    let mut orch = t
+        .with_args(&["run", "--simulate", "--quiet", "--state-dir", "state"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let db_path = t.path().join("state/ledger.sqlite");
+    let counted = || {
+        Connection::open(&db_path)
+            .and_then(|db| db.query_row(count, [], |r| r.get::<_, i64>(0)))
+            .unwrap_or(0)
+    };
+    wait_until(&format!("{count} >= {at_least}"), within, || {
+        counted() >= at_least
+    });
+    orch.kill().unwrap();
+    orch.wait().unwrap();
+    db_path
 }
 
 fn only_run(db: &Path) -> String {
@@ -190,23 +213,7 @@ fn a_relative_state_dir_is_reconciled_from_another_folder() {
     let manifest = "[settings]\nstartup_delay = \"0s\"\n\
         [jobs.a]\nprompt = \"one\"\nenv = { ORCH_SIM_TURNS = \"100000\", ORCH_SIM_DELAY_MS = \"2\" }\n";
     let t = sim_test(manifest).allow_dead_run("orch is SIGKILLed mid-run, on purpose");
-    let mut orch = t
-        .with_args(&["run", "--simulate", "--quiet", "--state-dir", "state"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let db_path = t.path().join("state/ledger.sqlite");
-    let usage_rows = || {
-        Connection::open(&db_path)
-            .and_then(|db| db.query_row("SELECT COUNT(*) FROM usage", [], |r| r.get::<_, i64>(0)))
-            .unwrap_or(0)
-    };
-    wait_until("usage in the ledger", Duration::from_secs(30), || {
-        usage_rows() >= 5
-    });
-    orch.kill().unwrap();
-    orch.wait().unwrap();
+    let db_path = killed_once(&t, "SELECT COUNT(*) FROM usage", 5, Duration::from_secs(30));
     let run = only_run(&db_path);
     // What reached the log but not the ledger (here: everything) must come back from the log.
     Connection::open(&db_path)
@@ -519,29 +526,13 @@ fn sigkill_inside_the_group_window_loses_no_spend() {
         ));
     }
     let t = sim_test(&manifest).allow_dead_run("orch is SIGKILLed mid-run, on purpose");
-    let mut orch = t
-        .with_args(&["run", "--simulate", "--quiet", "--state-dir", "state"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let db_path = t.path().join("state/ledger.sqlite");
-    let estimated_steps = || {
-        Connection::open(&db_path)
-            .and_then(|db| {
-                db.query_row(
-                    "SELECT COUNT(DISTINCT step) FROM usage WHERE kind = 'estimate'",
-                    [],
-                    |r| r.get::<_, i64>(0),
-                )
-            })
-            .unwrap_or(0)
-    };
-    wait_until("estimates of all 8 steps", Duration::from_secs(60), || {
-        estimated_steps() == 8
-    });
-    orch.kill().unwrap();
-    orch.wait().unwrap();
+    // Estimates of all 8 steps.
+    let db_path = killed_once(
+        &t,
+        "SELECT COUNT(DISTINCT step) FROM usage WHERE kind = 'estimate'",
+        8,
+        Duration::from_secs(60),
+    );
     let run = only_run(&db_path);
     let behind = check_steps(&db_path, &run, t.path())
         .iter()
