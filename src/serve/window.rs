@@ -74,8 +74,9 @@ fn spacing(period: Duration, shown: Duration) -> (Duration, u32) {
 }
 
 /// The spend of the `per_window` intervals up to each interval from `from`'s to `now`'s, from
-/// the spend per interval (each at its start, oldest first), at each interval's end (the last at
-/// `now`).
+/// the spend per interval (each at its start, oldest first, only those with spend), at each
+/// interval's end (the last at `now`). Linear in the points and the spend's intervals, whatever
+/// the window's length: the intervals entering and leaving the window are added and taken out.
 fn rolling(
     spent: &[(DateTime<Utc>, Spend)],
     interval: Duration,
@@ -86,29 +87,35 @@ fn rolling(
     let every = i64::try_from(interval.as_millis())
         .unwrap_or(i64::MAX)
         .max(1);
-    let index = |t: DateTime<Utc>| t.timestamp_millis().div_euclid(every);
-    let (first, last) = (index(from), index(now));
+    let index = |k: usize| spent[k].0.timestamp_millis().div_euclid(every);
+    let (first, last) = (
+        from.timestamp_millis().div_euclid(every),
+        now.timestamp_millis().div_euclid(every),
+    );
     let mut points = Vec::new();
-    let mut window = std::collections::VecDeque::new();
     let mut sum = Spend::default();
-    let mut next = spent.iter().peekable();
-    for i in (first - i64::from(per_window) + 1)..=last {
-        // Nothing before the first interval is asked for; skip it should it come.
-        while next.next_if(|s| index(s.0) < i).is_some() {}
-        let here = next
-            .next_if(|s| index(s.0) == i)
-            .map_or_else(Spend::default, |s| s.1);
-        sum = sum.saturating_add(here);
-        window.push_back(here);
-        if window.len() > per_window as usize {
-            sum = sum.saturating_sub(window.pop_front().unwrap_or_default());
+    // `spent[leave..enter]` is what the window holds.
+    let (mut leave, mut enter) = (0, 0);
+    for i in first..=last {
+        // Intervals at or before `out` are no longer in the window ending with interval i.
+        let out = i.saturating_sub(i64::from(per_window));
+        while leave < enter && index(leave) <= out {
+            sum = sum.saturating_sub(spent[leave].1);
+            leave += 1;
         }
-        if i >= first {
-            let end = DateTime::from_timestamp_millis((i + 1).saturating_mul(every))
-                .unwrap_or(now)
-                .min(now);
-            points.push((end, sum));
+        while enter < spent.len() && index(enter) <= i {
+            if index(enter) > out {
+                sum = sum.saturating_add(spent[enter].1);
+            } else {
+                // Before the window already (the window is empty up to here).
+                leave = enter + 1;
+            }
+            enter += 1;
         }
+        let end = DateTime::from_timestamp_millis((i + 1).saturating_mul(every))
+            .unwrap_or(now)
+            .min(now);
+        points.push((end, sum));
     }
     points
 }
@@ -259,6 +266,21 @@ mod tests {
             at(9) + chrono::Duration::minutes(30)
         );
         assert_eq!(points.last().unwrap().1.tokens, 40);
+    }
+
+    #[test]
+    fn a_window_longer_than_any_orch_writes_costs_no_more_than_its_points() {
+        // A results file may say anything: a window of u64::MAX seconds.
+        let period = Duration::from_secs(u64::MAX);
+        let (interval, per_window) = spacing(period, Duration::from_secs(30 * 86_400));
+        assert_eq!(per_window, u32::MAX);
+        let spent = [(at(0), usd(1)), (at(3), usd(2))];
+        let points = rolling(&spent, interval, per_window, at(0), at(5));
+        // A handful of points, each holding everything spent before it.
+        assert!(points.len() <= 2, "{}", points.len());
+        assert!(points.iter().all(|p| p.1.usd.dollars() <= 3.0));
+        let (interval, per_window) = spacing(Duration::ZERO, Duration::from_secs(86_400));
+        assert!(interval > Duration::ZERO && per_window >= 1);
     }
 
     #[test]
