@@ -819,6 +819,24 @@ fn slurm_values_of_the_wrong_form_point_at_their_table_each_once() {
         ]
     );
     assert!(parts(text, &errors[0]).2.contains("\"2G\""));
+    // Hostile values: a 64 KiB size, a newline, a huge number of megabytes (Slurm's to judge).
+    for (key, value, bad) in [
+        ("mem", "9".repeat(65_536) + "X", true),
+        ("partition", "a\\nb".to_string(), true),
+        ("gres", ",".repeat(65_536), true),
+        ("mem", "99999999999999999999999".to_string(), false),
+    ] {
+        let text = format!(
+            "[settings]\nexecutor = \"slurm\"\n[slurm]\n{key} = \"{value}\"\n[jobs.a]\nrun = [\"true\"]\n"
+        );
+        let loaded = load_str(Path::new("orch.toml"), text);
+        assert_eq!(
+            loaded.is_err(),
+            bad,
+            "{key} = {:?}",
+            &value[..value.len().min(20)]
+        );
+    }
 }
 
 #[test]

@@ -238,6 +238,9 @@ fn paths_from_requests_never_leave_the_state_folder() {
         assert!(!r.body.contains("[package]"), "{path} read the source");
     }
     assert_eq!(s.get(&format!("/runs/{id}/steps/second/log")).status, 403);
+    // A 64 KiB label names no step.
+    let long = s.get(&format!("/runs/{id}/steps/{}/log", "x".repeat(65_536)));
+    assert!([404, 414, 431].contains(&long.status), "{}", long.status);
 }
 
 #[test]
