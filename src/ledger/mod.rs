@@ -321,6 +321,84 @@ mod tests {
     }
 
     #[test]
+    fn statements_run_on_every_usage_change_are_not_re_prepared() {
+        let (ledger, dir) = temp_ledger("reprepare");
+        let now = Utc::now();
+        ledger
+            .begin_run(&store::RunRow {
+                id: "r1".into(),
+                name: "n".into(),
+                manifest: "m".into(),
+                run_dir: dir.to_path_buf(),
+                started_at: now,
+            })
+            .unwrap();
+        let d = Delta::between(
+            &TokenCounts::default(),
+            0.0,
+            &TokenCounts {
+                input: 1,
+                ..Default::default()
+            },
+            0.01,
+        );
+        // Step 0 is retried: its second attempt gets the spend and the end.
+        for (step, attempt) in [(0, 1), (0, 2), (1, 1), (2, 1)] {
+            let row = store::StepRow {
+                step,
+                job: "j".into(),
+                label: "j".into(),
+                command: None,
+                session_id: None,
+                resume: false,
+                is_agent: true,
+                log: dir.join("log"),
+                attempt,
+            };
+            ledger.begin_step("r1", &row, now).unwrap();
+        }
+        for step in [0, 1, 2, 0, 1, 2] {
+            ledger
+                .record("r1", step, Some("m"), Kind::Estimate, &d, now)
+                .unwrap();
+        }
+        for step in [0, 1, 2] {
+            ledger.finish_step("r1", step, "completed", now).unwrap();
+        }
+        for sql in [store::RECORD, store::FINISH_STEP] {
+            let statement = ledger.conn().prepare_cached(sql).unwrap();
+            let runs = statement.get_status(rusqlite::StatementStatus::Run);
+            let again = statement.get_status(rusqlite::StatementStatus::RePrepare);
+            assert!(runs >= 3, "{runs} runs of {sql}");
+            assert_eq!(again, 0, "re-prepared {again} times in {runs} runs: {sql}");
+        }
+        let by_attempt = |sql: &str| -> Vec<(i64, i64, String)> {
+            let mut statement = ledger.conn().prepare(sql).unwrap();
+            let rows = statement.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)));
+            rows.unwrap().map(Result::unwrap).collect()
+        };
+        assert_eq!(
+            by_attempt("SELECT step, attempt, status FROM steps ORDER BY step, attempt"),
+            [
+                (0, 1, "running".to_string()),
+                (0, 2, "completed".into()),
+                (1, 1, "completed".into()),
+                (2, 1, "completed".into()),
+            ]
+        );
+        assert_eq!(
+            by_attempt(
+                "SELECT step, attempt, CAST(COUNT(*) AS TEXT) FROM usage GROUP BY step, attempt ORDER BY step"
+            ),
+            [
+                (0, 2, "2".to_string()),
+                (1, 1, "2".into()),
+                (2, 1, "2".into())
+            ]
+        );
+    }
+
+    #[test]
     fn migrations_are_versioned_and_idempotent() {
         let (ledger, dir) = temp_ledger("migrate");
         assert_eq!(ledger.version().unwrap(), store::SCHEMA_VERSION);

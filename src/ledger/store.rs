@@ -156,6 +156,25 @@ const MIGRATIONS: &[&str] = &[
     super::summary::MIGRATION,
 ];
 
+// The two statements run for every usage change and every step's end look up the step's latest
+// attempt. SQLite, built with STAT4 (as libsqlite3-sys builds it), re-plans a statement on every
+// run once a bound parameter is compared with an indexed column where the value could change the
+// plan, as in a MAX or an ORDER BY over an index: a full parse each time. `+?1` is the same value
+// as `?1` and still searches the index, but is no plain parameter to plan by, so the statement is
+// prepared once (`statements_run_on_every_usage_change_are_not_re_prepared`).
+
+/// One change of a step's spend, counted in the step's latest attempt (its row is begun before
+/// anything is spent).
+pub(crate) const RECORD: &str = "INSERT INTO usage (run_id, step, at, at_ms, model, kind, input,
+    output, cache_read, cache_creation, usd, usd_nanos, attempt)
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12,
+        COALESCE((SELECT MAX(attempt) FROM steps WHERE run_id = +?1 AND step = +?2), 1))";
+
+/// A step's end, on its latest attempt.
+pub(crate) const FINISH_STEP: &str = "UPDATE steps SET status = ?3, finished_at = ?4
+    WHERE run_id = ?1 AND step = ?2
+    AND attempt = (SELECT MAX(attempt) FROM steps WHERE run_id = +?1 AND step = +?2)";
+
 /// The schema version a ledger has once opened.
 pub const SCHEMA_VERSION: usize = MIGRATIONS.len();
 
@@ -392,11 +411,7 @@ impl Ledger {
         at: DateTime<Utc>,
     ) -> rusqlite::Result<()> {
         self.exec(
-            // Spent in the step's latest attempt (its row is begun before anything is spent).
-            "INSERT INTO usage (run_id, step, at, at_ms, model, kind, input, output, cache_read,
-             cache_creation, usd, usd_nanos, attempt)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12,
-                COALESCE((SELECT MAX(attempt) FROM steps WHERE run_id = ?1 AND step = ?2), 1))",
+            RECORD,
             params![
                 run_id,
                 step as i64,
@@ -423,8 +438,7 @@ impl Ledger {
         at: DateTime<Utc>,
     ) -> rusqlite::Result<()> {
         self.exec(
-            "UPDATE steps SET status = ?3, finished_at = ?4 WHERE run_id = ?1 AND step = ?2
-             AND attempt = (SELECT MAX(attempt) FROM steps WHERE run_id = ?1 AND step = ?2)",
+            FINISH_STEP,
             params![run_id, step as i64, status, at.to_rfc3339()],
         )?;
         Ok(())
