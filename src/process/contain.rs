@@ -153,9 +153,11 @@ impl Containment {
         });
         StepScope {
             token: format!("{}.{n}", self.run_token),
+            // Only the token scan uses it (a step without a cgroup, or whose cgroup cannot be
+            // read): it finds escapees among the pids handed out since.
+            last_pid: if cgroup.is_none() { last_pid() } else { None },
             cgroup,
             started: Instant::now(),
-            last_pid: last_pid(),
         }
     }
 }

@@ -89,7 +89,11 @@ pub(crate) async fn run(watch: Watch) {
     }
     await_deaths(&leaked).await;
     if let Some(cgroup) = scope.cgroup {
-        empty_cgroup(&cgroup.0).await;
+        if !leaked.is_empty() {
+            // What was killed may leave the cgroup a moment after it is gone; nothing else is
+            // in it (the scan found nothing, and nothing of the step is left to fork).
+            empty_cgroup(&cgroup.0).await;
+        }
         match &guardian {
             Some(guardian) => guardian.recycle_cgroup(cgroup),
             None => remove_cgroup(&cgroup.0),

@@ -11,7 +11,7 @@
 //! everything it needs (paths, argv, environment, descriptors) is built before the clone. The
 //! calling thread is suspended until the child has exec'd or exited; orch's other threads run on.
 
-use std::ffi::{CString, OsStr};
+use std::ffi::{CStr, CString, OsStr};
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
@@ -32,7 +32,7 @@ const STACK_BYTES: usize = 64 << 10;
 pub(crate) struct Plan {
     /// Where to exec, tried in order as `execvp` tries its `PATH` (see `launch::candidates`).
     candidates: Vec<CString>,
-    /// Owns the strings `argv` and `envp` point into.
+    /// Owns the strings `argv` and `envp` point into (but the inherited ones, which are static).
     _strings: Vec<CString>,
     argv: Vec<*const c_char>,
     envp: Vec<*const c_char>,
@@ -47,10 +47,12 @@ pub(crate) struct Plan {
 
 impl Plan {
     /// A plan to run `argv` (its first element is argv[0], not looked up) from `candidates` in
-    /// `cwd` with exactly `env`; the descriptors must stay open until [`start`] returns.
+    /// `cwd` with exactly the environment `inherited` (`KEY=VALUE` strings that live as long as
+    /// orch) and `env`; the descriptors must stay open until [`start`] returns.
     pub(crate) fn new<'a>(
         candidates: &[PathBuf],
         argv: impl IntoIterator<Item = &'a OsStr>,
+        inherited: impl IntoIterator<Item = &'static CStr>,
         env: impl IntoIterator<Item = (&'a OsStr, &'a OsStr)>,
         cwd: &OsStr,
         stdio: [BorrowedFd<'_>; 3],
@@ -77,13 +79,15 @@ impl Plan {
             pointers.push(std::ptr::null());
             pointers
         };
+        let mut envp: Vec<_> = inherited.into_iter().map(CStr::as_ptr).collect();
+        envp.extend(null_terminated(&strings[args..]));
         Ok(Plan {
             candidates: candidates
                 .iter()
                 .map(|path| c(path.as_os_str().as_bytes()))
                 .collect::<io::Result<_>>()?,
             argv: null_terminated(&strings[..args]),
-            envp: null_terminated(&strings[args..]),
+            envp,
             _strings: strings,
             cwd: c(cwd.as_bytes())?,
             stdio: stdio.map(|fd| fd.as_raw_fd()),
