@@ -74,6 +74,11 @@ impl Step {
     pub fn is_main(&self) -> bool {
         self.index == self.of
     }
+
+    /// Whether this step runs an agent (rather than a command).
+    pub fn is_agent(&self) -> bool {
+        matches!(self.action, Action::Agent { .. })
+    }
 }
 
 /// A job of the run: a manifest job, one instance of a fan-out, or the fan-out itself.

@@ -345,7 +345,7 @@ fn add_history(view: &mut PlanView, m: &Manifest, plan: &Plan, now: DateTime<Utc
     let mut job_costs: Option<std::collections::HashMap<String, Vec<f64>>> = None;
     for s in &mut view.steps {
         let step = &plan.steps[s.id];
-        if !step.is_main() || !matches!(step.action, Action::Agent { .. }) {
+        if !step.is_main() || !step.is_agent() {
             continue;
         }
         let all = job_costs.get_or_insert_with(|| {

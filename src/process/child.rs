@@ -144,7 +144,7 @@ pub async fn spawn(spec: &SpawnSpec, guardian: Option<&Guardian>) -> io::Result<
         // The one guarantee that needs code in the child: it enters the step's cgroup before it
         // can fork, so nothing of the step is ever outside (orch moving it after the spawn
         // loses a race with a leader that forks and exits first).
-        scope.cgroup.as_ref().map(|(_, procs)| procs.as_fd()),
+        scope.cgroup.as_ref().map(|cgroup| cgroup.procs.as_fd()),
     )?;
     let mut leader = vfork::start(&plan)?;
     drop((plan, stdout_w, stderr_w));

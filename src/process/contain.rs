@@ -52,8 +52,78 @@ pub(crate) struct Containment {
     free: Mutex<Vec<StepCgroup>>,
 }
 
-/// A step's cgroup folder and its `cgroup.procs`, open for the child's write.
-pub(crate) type StepCgroup = (PathBuf, File);
+/// A step's cgroup: its folder, its `cgroup.procs` open for the child's write, and the two files
+/// read at every step's end kept open, re-read from offset 0 (a kernfs file shows its current
+/// state at each read from the start; opening one costs several times the read).
+#[derive(Debug)]
+pub(crate) struct StepCgroup {
+    pub(crate) dir: PathBuf,
+    pub(crate) procs: File,
+    events: File,
+    stat: File,
+}
+
+impl StepCgroup {
+    /// Makes cgroup `dir` and opens its files.
+    fn create(dir: PathBuf) -> io::Result<StepCgroup> {
+        std::fs::create_dir(&dir)?;
+        let open = |name| File::open(dir.join(name));
+        Ok(StepCgroup {
+            procs: OpenOptions::new()
+                .write(true)
+                .open(dir.join("cgroup.procs"))?,
+            events: open("cgroup.events")?,
+            stat: open("cgroup.stat")?,
+            dir,
+        })
+    }
+
+    /// Whether a live process is in the cgroup or below (a zombie is not; unreadable: yes).
+    pub(crate) fn populated(&self) -> bool {
+        let mut buf = [0; 256];
+        read_at_start(&self.events, &mut buf).is_none_or(|text| has_line(text, b"populated 1"))
+    }
+
+    /// Whether the cgroup is as a fresh one: empty, without descendants (a step as root may
+    /// make some), and not frozen (an empty cgroup asked to freeze shows `frozen 1`).
+    fn reusable(&self) -> bool {
+        let mut buf = [0; 256];
+        let Some(events) = read_at_start(&self.events, &mut buf) else {
+            return false;
+        };
+        let (empty, thawed) = (
+            has_line(events, b"populated 0"),
+            has_line(events, b"frozen 0"),
+        );
+        let mut buf = [0; 4096];
+        empty
+            && thawed
+            && read_at_start(&self.stat, &mut buf).is_some_and(|s| has_line(s, b"nr_descendants 0"))
+    }
+}
+
+/// The whole of a small kernfs file, read from its start into `buf`; `None` if it cannot be read
+/// or does not fit.
+fn read_at_start<'a>(file: &File, buf: &'a mut [u8]) -> Option<&'a [u8]> {
+    use std::os::unix::fs::FileExt;
+    let mut len = 0;
+    loop {
+        match file.read_at(&mut buf[len..], len as u64) {
+            Ok(0) => return Some(&buf[..len]),
+            Ok(n) => len += n,
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return None,
+        }
+        if len == buf.len() {
+            return None;
+        }
+    }
+}
+
+/// Whether `text` has the line `line`.
+fn has_line(text: &[u8], line: &[u8]) -> bool {
+    text.split(|&b| b == b'\n').any(|l| l == line)
+}
 
 /// What ties one step's processes together besides its group.
 #[derive(Debug)]
@@ -136,13 +206,8 @@ impl Containment {
         let cgroup = reused.or_else(|| {
             self.cgroup.as_ref().and_then(|run| {
                 let dir = run.join(format!("s{n}"));
-                let made = std::fs::create_dir(&dir).and_then(|()| {
-                    OpenOptions::new()
-                        .write(true)
-                        .open(dir.join("cgroup.procs"))
-                });
-                match made {
-                    Ok(procs) => Some((dir, procs)),
+                match StepCgroup::create(dir.clone()) {
+                    Ok(cgroup) => Some(cgroup),
                     Err(err) => {
                         tracing::warn!(dir = %dir.display(), %err, "no cgroup for this step");
                         let _ = std::fs::remove_dir(&dir);
@@ -166,27 +231,19 @@ impl Containment {
     /// Takes back the cgroup of an ended step: kept for the next step when it is as a fresh one
     /// would be (no process, no cgroup below it, not frozen), else removed (the run's end removes
     /// what cannot be yet).
-    pub(crate) fn recycle(&self, (dir, procs): StepCgroup) {
-        if reusable(&dir) {
+    pub(crate) fn recycle(&self, cgroup: StepCgroup) {
+        if cgroup.reusable() {
             self.free
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
-                .push((dir, procs));
-        } else if let Err(err) = std::fs::remove_dir(&dir) {
-            tracing::debug!(dir = %dir.display(), %err, "removing a step's cgroup failed");
+                .push(cgroup);
+        } else {
+            let StepCgroup { dir, .. } = cgroup;
+            if let Err(err) = std::fs::remove_dir(&dir) {
+                tracing::debug!(dir = %dir.display(), %err, "removing a step's cgroup failed");
+            }
         }
     }
-}
-
-/// Whether step cgroup `dir` can serve another step: empty, without descendants (a step as root
-/// may make some), and not frozen (an empty cgroup asked to freeze shows `frozen 1`).
-fn reusable(dir: &Path) -> bool {
-    let read = |file| std::fs::read_to_string(dir.join(file)).unwrap_or_default();
-    let events = read("cgroup.events");
-    let stat = read("cgroup.stat");
-    events.lines().any(|l| l == "populated 0")
-        && events.lines().any(|l| l == "frozen 0")
-        && stat.lines().any(|l| l == "nr_descendants 0")
 }
 
 /// orch's own cgroup v2 folder, if a `cgroup2` hierarchy is mounted where orch can see it.
@@ -212,8 +269,12 @@ fn own_cgroup_dir() -> Option<PathBuf> {
 /// found before anything is killed. Each is `(pid, escaped)`: `escaped` when it had left the
 /// group (only the cgroup or the token found it).
 pub(crate) fn leftovers(pgid: u32, scope: &StepScope) -> Vec<(u32, bool)> {
-    if let Some((dir, _)) = &scope.cgroup {
-        if let Ok(text) = std::fs::read_to_string(dir.join("cgroup.procs")) {
+    if let Some(cgroup) = &scope.cgroup {
+        // The usual end: nothing alive in the cgroup (the exited leader is not counted).
+        if !cgroup.populated() {
+            return Vec::new();
+        }
+        if let Ok(text) = std::fs::read_to_string(cgroup.dir.join("cgroup.procs")) {
             return text
                 .lines()
                 .filter_map(|l| l.trim().parse::<u32>().ok())

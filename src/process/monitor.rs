@@ -19,7 +19,7 @@ use tokio::task::JoinHandle;
 use tokio::time::{Instant, sleep, timeout};
 
 use super::Exit;
-use super::contain::{self, StepScope};
+use super::contain::{self, StepCgroup, StepScope};
 use super::drain::LogFault;
 use super::group::pid_alive;
 use super::guardian::Guardian;
@@ -92,11 +92,11 @@ pub(crate) async fn run(watch: Watch) {
         if !leaked.is_empty() {
             // What was killed may leave the cgroup a moment after it is gone; nothing else is
             // in it (the scan found nothing, and nothing of the step is left to fork).
-            empty_cgroup(&cgroup.0).await;
+            empty_cgroup(&cgroup).await;
         }
         match &guardian {
             Some(guardian) => guardian.recycle_cgroup(cgroup),
-            None => remove_cgroup(&cgroup.0),
+            None => remove_cgroup(&cgroup.dir),
         }
     }
 
@@ -167,7 +167,8 @@ async fn kill_leftovers(pgid: u32, group: &Group, scope: &StepScope, leaked: &mu
         }
         group.signal(Signal::SIGKILL);
         match &scope.cgroup {
-            Some((dir, _)) => {
+            Some(cgroup) => {
+                let dir = &cgroup.dir;
                 if let Err(err) = contain::kill_cgroup(dir) {
                     tracing::warn!(dir = %dir.display(), %err, "cgroup.kill failed");
                 }
@@ -187,9 +188,9 @@ async fn kill_leftovers(pgid: u32, group: &Group, scope: &StepScope, leaked: &mu
 }
 
 /// Waits (bounded) until a step's cgroup is empty.
-async fn empty_cgroup(dir: &std::path::Path) {
+async fn empty_cgroup(cgroup: &StepCgroup) {
     let deadline = Instant::now() + DEATH_WAIT;
-    while contain::populated(dir) && Instant::now() < deadline {
+    while cgroup.populated() && Instant::now() < deadline {
         sleep(Duration::from_millis(2)).await;
     }
 }

@@ -40,6 +40,9 @@ pub trait Reporter: Send {
     }
     /// The run is over and its results are written to `path`.
     fn finish(&mut self, results: &results::Results, path: &std::path::Path);
+    /// Every event queued so far has been reported: write out what waits in a buffer. Called
+    /// once per batch, so a burst of events (a thousand quick steps) is one write, not one each.
+    fn flush(&mut self) {}
 }
 
 /// What the reporter task is handed.
@@ -78,10 +81,20 @@ pub fn spawn(mut reporter: impl Reporter + 'static) -> (Sink, tokio::task::JoinH
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
-                msg = rx.recv() => match msg {
-                    Some(ToReporter::Event(e)) => reporter.report(&e, std::time::Instant::now()),
-                    Some(ToReporter::Finish(results, path)) => reporter.finish(&results, &path),
-                    None => return,
+                msg = rx.recv() => {
+                    // This message and every one queued behind it, then one flush.
+                    let mut next = msg;
+                    while let Some(msg) = next {
+                        match msg {
+                            ToReporter::Event(e) => reporter.report(&e, std::time::Instant::now()),
+                            ToReporter::Finish(results, path) => reporter.finish(&results, &path),
+                        }
+                        next = rx.try_recv().ok();
+                    }
+                    reporter.flush();
+                    if rx.is_closed() && rx.is_empty() {
+                        return;
+                    }
                 },
                 _ = ticks.tick(), if every.is_some() => reporter.tick(std::time::Instant::now()),
             }

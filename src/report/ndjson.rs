@@ -22,24 +22,40 @@ pub const VERSION: u32 = 1;
 pub struct Ndjson<W: Write> {
     out: W,
     failed: bool,
+    /// An event that is to be seen at once waits in the buffer: flush at the batch's end.
+    urgent: bool,
 }
 
 impl<W: Write> Ndjson<W> {
     pub fn new(out: W) -> Self {
-        Ndjson { out, failed: false }
+        Ndjson {
+            out,
+            failed: false,
+            urgent: false,
+        }
     }
 
-    fn write(&mut self, event: &Event, flush: bool) {
+    /// Buffers one event; `urgent` ones are written out at the end of their batch
+    /// ([`Reporter::flush`]), the others by the tick.
+    fn write(&mut self, event: &Event, urgent: bool) {
         if self.failed {
             return;
         }
-        let result = line(event).and_then(|l| {
-            self.out.write_all(l.as_bytes())?;
-            if flush {
-                self.out.flush()?;
-            }
-            Ok(())
-        });
+        let result = line(event).and_then(|l| self.out.write_all(l.as_bytes()));
+        self.urgent |= urgent;
+        self.fail_on(result);
+    }
+
+    /// Writes out what is buffered.
+    fn write_out(&mut self) {
+        self.urgent = false;
+        if !self.failed {
+            let result = self.out.flush();
+            self.fail_on(result);
+        }
+    }
+
+    fn fail_on(&mut self, result: std::io::Result<()>) {
         if let Err(e) = result {
             self.failed = true;
             eprintln!("orch: writing the event stream failed ({e}); the run goes on without it");
@@ -62,8 +78,8 @@ pub fn line(event: &Event) -> std::io::Result<String> {
 
 impl<W: Write + Send> Reporter for Ndjson<W> {
     fn report(&mut self, event: &Event, _now: Instant) {
-        // The chatty kinds are flushed by the tick; the rest as they come, so a reader that
-        // follows the file sees starts and ends at once.
+        // The chatty kinds are flushed by the tick; the rest at the end of their batch, so a
+        // reader that follows the file sees starts and ends at once.
         let chatty = matches!(
             event,
             Event::StepOutput { .. } | Event::UsageRecorded { .. } | Event::BudgetUpdated { .. }
@@ -71,10 +87,14 @@ impl<W: Write + Send> Reporter for Ndjson<W> {
         self.write(event, !chatty);
     }
 
-    fn tick(&mut self, _now: Instant) {
-        if !self.failed && self.out.flush().is_err() {
-            self.failed = true;
+    fn flush(&mut self) {
+        if self.urgent {
+            self.write_out();
         }
+    }
+
+    fn tick(&mut self, _now: Instant) {
+        self.write_out();
     }
 
     fn tick_every(&self) -> Option<Duration> {
@@ -82,16 +102,17 @@ impl<W: Write + Send> Reporter for Ndjson<W> {
     }
 
     fn finish(&mut self, _results: &super::results::Results, _path: &Path) {
-        let _ = self.out.flush();
+        self.write_out();
     }
 }
 
 /// The events of each run into its run folder's events file, from `run_started` to
-/// `run_finished` (a service's runs each get their own). Unbuffered: every event is one write,
-/// so a reader in another process sees it at once.
+/// `run_finished` (a service's runs each get their own). Every batch of events the reporter task
+/// takes is one write, made once the batch is reported, so a reader in another process sees each
+/// event as soon as orch has caught up with its queue.
 #[derive(Default)]
 pub struct RunFolder {
-    current: Option<Ndjson<std::fs::File>>,
+    current: Option<Ndjson<std::io::BufWriter<std::fs::File>>>,
 }
 
 impl Reporter for RunFolder {
@@ -99,7 +120,7 @@ impl Reporter for RunFolder {
         if let Event::RunStarted { run_dir, .. } = event {
             let path = crate::history::events::path(run_dir);
             self.current = match std::fs::File::create(&path) {
-                Ok(file) => Some(Ndjson::new(file)),
+                Ok(file) => Some(Ndjson::new(std::io::BufWriter::new(file))),
                 Err(e) => {
                     eprintln!(
                         "orch: cannot write the run's events to {} ({e}); the run goes on without them",
@@ -113,7 +134,15 @@ impl Reporter for RunFolder {
             out.write(event, true);
         }
         if matches!(event, Event::RunFinished { .. }) {
-            self.current = None;
+            if let Some(mut out) = self.current.take() {
+                out.write_out();
+            }
+        }
+    }
+
+    fn flush(&mut self) {
+        if let Some(out) = &mut self.current {
+            out.write_out();
         }
     }
 

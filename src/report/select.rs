@@ -72,6 +72,12 @@ impl Reporter for Fanout {
             r.finish(results, path);
         }
     }
+
+    fn flush(&mut self) {
+        for r in &mut self.reporters {
+            r.flush();
+        }
+    }
 }
 
 /// Whether colours are allowed on a stream: a terminal, and `NO_COLOR` unset or empty.

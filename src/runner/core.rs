@@ -851,7 +851,7 @@ impl<'a> Core<'a> {
         self.frontier.ready(&self.plan).find(|&id| {
             let step = &self.plan.steps[id];
             let job = &self.ctx.manifest.jobs[step.job];
-            !((paused || self.agents_full()) && matches!(step.action, Action::Agent { .. }))
+            !((paused || self.agents_full()) && step.is_agent())
                 && job
                     .max_parallel
                     .is_none_or(|max| self.running_of_job[step.job] < max)
@@ -892,7 +892,7 @@ impl<'a> Core<'a> {
                 command,
                 session_id: session,
                 resume,
-                is_agent: matches!(step.action, Action::Agent { .. }),
+                is_agent: step.is_agent(),
                 log: log.clone(),
                 attempt,
             },
@@ -1013,6 +1013,7 @@ impl<'a> Core<'a> {
             fx.push(Effect::Ledger(Write::FinishStep {
                 step: id,
                 status: status.as_str(),
+                is_agent: self.plan.steps[id].is_agent(),
                 at: now.wall,
             }));
             self.schedule_retry(now, &e, status, reason, next, fx);
@@ -1068,6 +1069,7 @@ impl<'a> Core<'a> {
         fx.push(Effect::Ledger(Write::FinishStep {
             step: id,
             status: status.as_str(),
+            is_agent: self.plan.steps[id].is_agent(),
             at: now.wall,
         }));
         self.states[id] = status;

@@ -125,7 +125,7 @@ impl Core<'_> {
     fn agents_running(&self) -> usize {
         self.running
             .iter()
-            .filter(|&&id| matches!(self.plan.steps[id].action, Action::Agent { .. }))
+            .filter(|&&id| self.plan.steps[id].is_agent())
             .count()
     }
 
@@ -139,7 +139,7 @@ impl Core<'_> {
     /// Whether a step waiting for its retry may start now (besides the run's slot and delay).
     fn may_restart(&self, id: StepId) -> bool {
         let step = &self.plan.steps[id];
-        let agent = matches!(step.action, Action::Agent { .. });
+        let agent = step.is_agent();
         let job = &self.ctx.manifest.jobs[step.job];
         !(agent && (self.paused_until.is_some() || self.agents_full()))
             && job

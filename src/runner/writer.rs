@@ -9,9 +9,10 @@
 //! because the run's `finish_run`, queued last, did not land either and the run stays `running`.
 //! The writer never decides anything and never reports: it hands back [`Notice`]s.
 //!
-//! Live estimates are not worth a commit each: a group holding only estimates waits up to
-//! [`GROUP_WINDOW`] (or [`GROUP_MAX`] writes) for more; any other write, the run's close, or a
-//! signal lands the group at once. A killed orch so loses at most one window of estimates from
+//! Live estimates, and the ends of command steps, are not worth a commit each: a group holding
+//! only such writes waits up to [`GROUP_WINDOW`] (or [`GROUP_MAX`] writes) for more; any other
+//! write (the next step's start among them), the run's close, or a signal lands the group at once
+//! (see [`may_wait`]). A killed orch so loses at most one window of estimates from
 //! the ledger, never from the record: they are in the step logs, which the next orch re-reads
 //! (`crate::ledger::reconcile`) because the run's end never landed.
 //!
@@ -68,6 +69,8 @@ pub enum Write {
     FinishStep {
         step: StepId,
         status: &'static str,
+        /// An agent's end lands at once; a command's, which carries no spend, may wait.
+        is_agent: bool,
         at: DateTime<Utc>,
     },
     SaveSession {
@@ -367,20 +370,19 @@ fn serve(
     landing
 }
 
-/// Whether a group may wait for more: it holds only live estimates, and fewer than
-/// [`GROUP_MAX`]. Anything else (a step's start or end, a final figure, a session, the run's
-/// end) lands at once, with the estimates before it: a step the dispatcher counts as done is
-/// durable as soon as SQLite can make it so, as it was when every write committed alone.
+/// Whether a group may wait for more: fewer than [`GROUP_MAX`] writes, each of which may wait:
+/// live estimates, and the end of a command step (no spend rides on it). Anything else (a step's
+/// start, an agent's end, a final figure, a session, the run's end) lands at once, with
+/// everything before it: a step's row is there before it can spend, an agent's end is durable as
+/// soon as SQLite can make it so, and whatever a step's end let start lands that end with its own
+/// start. A crash loses at most the ends of commands in the last window after which nothing
+/// started; `orch resume` runs those again.
 fn may_wait(queue: &VecDeque<Write>) -> bool {
     queue.len() < GROUP_MAX
-        && queue.iter().all(|w| {
-            matches!(
-                w,
-                Write::Usage {
-                    kind: Kind::Estimate,
-                    ..
-                }
-            )
+        && queue.iter().all(|w| match w {
+            Write::Usage { kind, .. } => *kind == Kind::Estimate,
+            Write::FinishStep { is_agent, .. } => !is_agent,
+            Write::BeginStep { .. } | Write::SaveSession { .. } | Write::FinishRun { .. } => false,
         })
 }
 
@@ -502,7 +504,9 @@ fn apply(ledger: &Ledger, run_id: &str, row: &Row<'_>) -> rusqlite::Result<()> {
             delta,
             at,
         } => ledger.record(run_id, *step, model.as_deref(), *kind, delta, *at),
-        Write::FinishStep { step, status, at } => ledger.finish_step(run_id, *step, status, *at),
+        Write::FinishStep {
+            step, status, at, ..
+        } => ledger.finish_step(run_id, *step, status, *at),
         Write::SaveSession {
             id,
             job,

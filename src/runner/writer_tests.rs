@@ -218,6 +218,7 @@ async fn a_write_refused_for_good_leaves_the_run_to_reconciliation_which_adds_it
     w.send(Write::FinishStep {
         step: 0,
         status: "completed",
+        is_agent: true,
         at: Utc::now(),
     });
     w.send(Write::FinishRun {
@@ -360,6 +361,7 @@ async fn a_group_sums_the_usage_of_each_step_model_and_kind_into_one_row_exactly
         w.send(Write::FinishStep {
             step: s,
             status: "completed",
+            is_agent: true,
             at: last,
         });
     }
@@ -437,10 +439,12 @@ async fn a_group_sums_the_usage_of_each_step_model_and_kind_into_one_row_exactly
 }
 
 /// Live estimates sent one after another, as a streaming agent's arrive, are one commit and one
-/// row per step (they wait for the group window); a step's end sent after them lands at once with
-/// them, before the window is over: what the dispatcher counts as done is never held back.
+/// row per step (they wait for the group window); an agent's end sent after them lands at once
+/// with them, before the window is over: what the dispatcher counts as done is never held back.
+/// A command's end, which carries no spend, waits for the window, or for the next step's start.
 #[tokio::test(flavor = "multi_thread")]
-async fn estimates_wait_for_the_group_window_and_a_step_end_lands_them_at_once() {
+async fn estimates_and_command_ends_wait_for_the_group_window_and_an_agent_end_or_a_start_lands_them()
+ {
     let (ledger, dir) = ledger("window");
     let path = dir.path().join("ledger.sqlite");
     let watcher = Connection::open(&path).expect("watcher");
@@ -467,19 +471,19 @@ async fn estimates_wait_for_the_group_window_and_a_step_end_lands_them_at_once()
     }
     assert_eq!(rows(0), (1, (1..=200).sum::<i64>(), 0));
     // Step 1: begun, estimates, ended. The end does not wait out the window.
-    let row = StepRow {
-        step: 1,
+    let row_of = |step| StepRow {
+        step,
         job: "j".into(),
         label: "j".into(),
         command: None,
         session_id: None,
         resume: false,
         is_agent: true,
-        log: dir.path().join("1.log"),
+        log: dir.path().join(format!("{step}.log")),
         attempt: 1,
     };
     w.send(Write::BeginStep {
-        row,
+        row: row_of(1),
         at: Utc::now(),
     });
     let ended = Instant::now();
@@ -489,6 +493,7 @@ async fn estimates_wait_for_the_group_window_and_a_step_end_lands_them_at_once()
     w.send(Write::FinishStep {
         step: 1,
         status: "completed",
+        is_agent: true,
         at: Utc::now(),
     });
     while rows(1).2 == 0 {
@@ -498,8 +503,86 @@ async fn estimates_wait_for_the_group_window_and_a_step_end_lands_them_at_once()
     let took = ended.elapsed();
     assert_eq!(rows(1), (1, 55, 1), "the estimates landed with the end");
     assert!(took < GROUP_WINDOW, "the end waited {took:?}");
+    // Step 2: a command, begun and ended. Its start lands at once; its end, on which no spend
+    // rides, waits for the window ...
+    let started = |step: i64| -> i64 {
+        watcher
+            .query_row("SELECT COUNT(*) FROM steps WHERE step = ?1", [step], |r| {
+                r.get(0)
+            })
+            .expect("started")
+    };
+    w.send(Write::BeginStep {
+        row: StepRow {
+            step: 2,
+            is_agent: false,
+            ..row_of(2)
+        },
+        at: Utc::now(),
+    });
+    while started(2) == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the command's start never landed"
+        );
+        tokio::task::yield_now().await;
+    }
+    let sent = Instant::now();
+    w.send(Write::FinishStep {
+        step: 2,
+        status: "completed",
+        is_agent: false,
+        at: Utc::now(),
+    });
+    while rows(2).2 == 0 {
+        assert!(Instant::now() < deadline, "the command's end never landed");
+        tokio::task::yield_now().await;
+    }
+    let took = sent.elapsed();
+    assert!(
+        took >= GROUP_WINDOW,
+        "the command's end landed after {took:?}"
+    );
+    // ... unless a step starts after it: that start lands the end with it.
+    w.send(Write::BeginStep {
+        row: StepRow {
+            step: 3,
+            is_agent: false,
+            ..row_of(3)
+        },
+        at: Utc::now(),
+    });
+    while started(3) == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the command's start never landed"
+        );
+        tokio::task::yield_now().await;
+    }
+    w.send(Write::FinishStep {
+        step: 3,
+        status: "completed",
+        is_agent: false,
+        at: Utc::now(),
+    });
+    let sent = Instant::now();
+    w.send(Write::BeginStep {
+        row: StepRow {
+            step: 4,
+            is_agent: false,
+            ..row_of(4)
+        },
+        at: Utc::now(),
+    });
+    while started(4) == 0 {
+        assert!(Instant::now() < deadline, "the next start never landed");
+        tokio::task::yield_now().await;
+    }
+    let took = sent.elapsed();
+    assert!(took < GROUP_WINDOW, "the next start waited {took:?}");
+    assert_eq!(rows(3).2, 1, "the end before the start landed with it");
     let landing = w
         .close(Duration::from_secs(5), Duration::from_secs(1))
         .await;
-    assert_eq!((landing.landed, landing.not_landed), (212, 0));
+    assert_eq!((landing.landed, landing.not_landed), (217, 0));
 }
