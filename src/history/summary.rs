@@ -60,6 +60,10 @@ pub struct RunSummary {
     pub steps: Vec<StepView>,
     /// The results file, once written.
     pub results_file: Option<PathBuf>,
+    /// The events file's offset after the last event the steps were folded from (0 when they
+    /// were not read from it): where a follower of the run goes on without missing an event.
+    #[serde(skip)]
+    pub events_offset: u64,
 }
 
 impl RunSummary {
@@ -81,6 +85,7 @@ impl History {
             planned_steps: None,
             steps: Vec::new(),
             results_file: None,
+            events_offset: 0,
         };
         let results = (!summary.live)
             .then(|| std::fs::read_to_string(&results_file).ok())
@@ -99,6 +104,7 @@ impl History {
             let page = events::read(&file, 0, usize::MAX)
                 .map_err(|source| HistoryError::Io { path: file, source })?;
             summary.source = Source::Events;
+            summary.events_offset = page.next_offset;
             (summary.planned_steps, summary.steps) = fold(&page.events);
             return Ok(summary);
         }

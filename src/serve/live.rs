@@ -3,8 +3,9 @@
 //!
 //! Owns the tailing only. The events come through [`crate::history`]'s reader (whole lines, in
 //! pages), a log through the run page's [`read_lines`](super::run::read_lines) (a page at a
-//! time, never whole). A stream ends when the run has ended and everything is sent. Each event
-//! carries its end offset as its id, so a reconnecting browser goes on where it was.
+//! time, never whole). A stream ends, with an `end` event, when the run has ended and everything
+//! is sent; a run's `end` says its status as the ledger has it. Each event carries its end
+//! offset as its id.
 
 use std::collections::HashSet;
 use std::convert::Infallible;
@@ -54,15 +55,15 @@ pub async fn events(
                 let page = tokio::task::spawn_blocking(move || {
                     let (h, run) = super::runs::find(&app, &id).ok()??;
                     let page = h.events(&run, offset, CHUNK).ok()?;
-                    Some((page, run.is_running()))
+                    Some((page, ended(&run)))
                 })
                 .await
                 .ok()
                 .flatten();
-                let (page, running) = page?;
+                let (page, ended) = page?;
                 if !page.events.is_empty() {
                     let next = page.next_offset;
-                    let batch: Vec<Result<Event, Infallible>> = page
+                    let mut batch: Vec<Result<Event, Infallible>> = page
                         .events
                         .iter()
                         .map(|e| {
@@ -72,11 +73,15 @@ pub async fn events(
                                 .data(e.to_string()))
                         })
                         .collect();
+                    // Ended here, not by the server closing: a closed stream is one the browser
+                    // opens again (from where it first started, sending it all again).
+                    if page.finished {
+                        batch.push(Ok(end(ended.as_deref())));
+                    }
                     return Some((stream::iter(batch), (next, page.finished)));
                 }
-                if !running {
-                    let end = vec![Ok(Event::default().event("end").data("{}"))];
-                    return Some((stream::iter(end), (offset, true)));
+                if let Some(status) = ended {
+                    return Some((stream::iter(vec![Ok(end(Some(&status)))]), (offset, true)));
                 }
                 tokio::time::sleep(POLL).await;
             }
@@ -162,6 +167,29 @@ pub async fn tail(
         }
     });
     sse(s)
+}
+
+/// How the ledger ended `run`, or `None` while it runs. The ledger records a run's end before
+/// orch writes the results file and then `run_finished`, so a stream can see the run ended
+/// with `run_finished` not (or never: a killed orch) in the events file.
+fn ended(run: &crate::history::RunEntry) -> Option<String> {
+    if run.is_running() {
+        None
+    } else if run.orphaned {
+        Some("orphaned".into())
+    } else {
+        Some(run.status.clone())
+    }
+}
+
+/// The stream's last event, `end`: the run's status as the ledger has it, which the page shows
+/// (a page that saw no `run_finished` would otherwise stay `running`).
+fn end(status: Option<&str>) -> Event {
+    let data = match status {
+        Some(s) => serde_json::json!({ "status": s }),
+        None => serde_json::json!({}),
+    };
+    Event::default().event("end").data(data.to_string())
 }
 
 fn sse(s: impl Stream<Item = Result<Event, Infallible>> + Send + 'static) -> Response {

@@ -67,8 +67,7 @@ async fn off_runtime(
 pub async fn page(State(app): State<Arc<App>>, UrlPath(id): UrlPath<String>) -> Response {
     off_runtime(move || {
         let (h, s) = summary(&app, &id)?;
-        let offset = if s.live { events_end(&h, &s) } else { 0 };
-        Ok::<_, Response>(layout::page(&s.run.id, Nav::Runs, body(&h, &s, offset)))
+        Ok::<_, Response>(layout::page(&s.run.id, Nav::Runs, body(&h, &s)))
     })
     .await
 }
@@ -93,15 +92,7 @@ pub fn step_url(run: &str, label: &str) -> String {
     format!("/runs/{run}/steps/{label}")
 }
 
-/// Where the live stream starts: the events file's length as the summary read it.
-fn events_end(h: &History, s: &RunSummary) -> u64 {
-    h.confine(&crate::history::events::path(&s.run.run_dir))
-        .ok()
-        .and_then(|p| std::fs::metadata(p).ok())
-        .map_or(0, |m| m.len())
-}
-
-fn body(h: &History, s: &RunSummary, events_offset: u64) -> Markup {
+fn body(h: &History, s: &RunSummary) -> Markup {
     let r = &s.run;
     html! {
         h1 { "Run " code { (r.id) } }
@@ -157,7 +148,9 @@ fn body(h: &History, s: &RunSummary, events_offset: u64) -> Markup {
             }
         }
         @if s.live {
-            div #live data-run=(r.id) data-offset=(events_offset) {}
+            // The stream goes on after the last event the table was drawn from, not from the
+            // file's length now: an event written since is sent, not skipped.
+            div #live data-run=(r.id) data-offset=(s.events_offset) {}
             script src="/assets/live.js" {}
         }
     }

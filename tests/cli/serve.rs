@@ -195,11 +195,18 @@ fn the_runs_page_lists_simulated_runs_and_each_run_its_steps() {
         log.body.contains("&quot;type&quot;:&quot;result&quot;"),
         "the log's result line"
     );
-    // A finished run's event stream sends its events to `run_finished` and ends.
+    // A finished run's event stream sends its events to `run_finished` and ends with `end`, its
+    // status (a stream the server only closed, a browser would open again and read it all anew).
     let events = s.get(&format!("/runs/{}/events", ids[0]));
     for e in ["\"run_started\"", "\"step_finished\"", "\"run_finished\""] {
         assert!(events.body.contains(e), "{e} missing from {events:?}");
     }
+    let end = events.body.rfind("event: end").expect("an end event");
+    assert!(end > events.body.rfind("run_finished").expect("run_finished"));
+    assert!(
+        events.body[end..].contains(r#"{"status":"completed"}"#),
+        "{events:?}"
+    );
     assert_eq!(s.get("/runs/nope").status, 404);
 }
 

@@ -227,9 +227,13 @@ struct Held {
 
 impl Held {
     fn start(t: &Test, args: &[&str]) -> Held {
+        Held::spawn(t, t.with_args(args))
+    }
+
+    /// `orch`, its arguments and environment as `cmd` has them, held as [`Held::start`] does.
+    fn spawn(t: &Test, mut cmd: Command) -> Held {
         let go = t.path().join("go");
-        let child = t
-            .with_args(args)
+        let child = cmd
             .env("ORCH_SIM_WAIT_FOR", &go)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -398,6 +402,36 @@ fn a_running_pipelines_page_updates_its_statuses_and_log_tail_without_a_reload()
     assert!(live[0] != "0" && live[1].starts_with('$'), "{live:?}");
     b.goto(&format!("http://{}/runs/{id}", s.addr));
     assert_eq!(live, spend());
+}
+
+#[test]
+fn a_live_page_shows_the_runs_end_also_when_its_run_finished_comes_late() {
+    // The ledger records the run's end before orch writes the results file and then
+    // `run_finished`. A results file that cannot be written (its name taken by a folder) is
+    // tried three times, 200 ms apart, before it goes to TMPDIR: the stream looks (every 200 ms)
+    // while the run has ended and `run_finished` is not there yet, as under a slow fsync.
+    let t = Test::new()
+        .file("orch.toml", MANIFEST)
+        .allow_dead_run("its results file is a folder on purpose: the results go to TMPDIR");
+    let tmp = t.path().join("tmp");
+    std::fs::create_dir(&tmp).expect("tmp");
+    let mut cmd = t.with_args(&["run", "--simulate", "--quiet"]);
+    cmd.env("TMPDIR", &tmp);
+    let mut run = Held::spawn(&t, cmd);
+    let runs = t.path().join(".orch/runs");
+    let (id, _) = first_line_of(&runs, "001-first.log");
+    std::fs::create_dir_all(runs.join(&id).join("results.json/taken")).expect("a folder");
+    let s = serve(&t);
+    let b = Browser::start(true);
+    b.goto(&format!("http://{}/runs/{id}", s.addr));
+    assert_eq!(b.text("#run-status"), "running");
+    run.release();
+    b.wait_text("#run-status", "the run's end", |s| s == "completed");
+    run.wait_exit();
+    assert!(
+        tmp.join(format!("orch-results-{id}.json")).exists(),
+        "the results went to TMPDIR, after their three tries"
+    );
 }
 
 /// A plan step whose tasks fan out into instances, then a review of them all.

@@ -149,14 +149,23 @@
         if (ev.usage) spent(row, ev.usage);
         break;
       case "step_skipped": setStatus(ev.label, ev.status); break;
-      case "run_finished":
-        var s = document.getElementById("run-status");
-        var status = ev.failed > 0 ? "failed" : "completed";
-        s.textContent = status;
-        s.className = "status " + status;
-        break;
+      case "run_finished": runStatus(ev.failed > 0 ? "failed" : "completed"); break;
     }
   });
-  // The run ended: the page stays as it is (a reload shows the final tokens and dollars).
-  events.addEventListener("end", function () { events.close(); });
+
+  function runStatus(status) {
+    var s = document.getElementById("run-status");
+    s.textContent = status;
+    s.className = "status " + status;
+  }
+
+  // The run ended: its status as the ledger has it (also when its run_finished was not in the
+  // events file yet as the stream looked, or never, its orch killed); otherwise the page stays
+  // as it is (a reload shows the final tokens and dollars).
+  events.addEventListener("end", function (e) {
+    events.close();
+    var end = {};
+    try { end = JSON.parse(e.data); } catch (err) { /* an older server's end: no status */ }
+    if (end.status && end.status !== "running") runStatus(end.status);
+  });
 })();
