@@ -2,7 +2,7 @@
 //! line, `{"v":1,"event":"step_started",...}`, following `schemas/orch-events.schema.json`.
 //!
 //! Every run also writes the same stream, through the same code, to its own folder
-//! ([`RunFolder`]: `<state>/runs/<id>/events.ndjson`), each event flushed as it comes, so that
+//! ([`RunFolder`]: `<state>/runs/<id>/events.ndjson`), each batch flushed once reported, so that
 //! `orch show`, `orch logs -f` and the dashboard can follow a run another orch process runs.
 //!
 //! Owns the wire format's version. It never filters or reorders events; a write error is
