@@ -6,6 +6,8 @@
 //! it records as an [`Anomaly`]. Absent or `null` fields are zero without an anomaly (Claude Code
 //! leaves out what it did not use), and so are numeric strings ("5"), a known producer quirk.
 
+use std::fmt::Display;
+
 use super::lenient::Scalar;
 use super::{Anomaly, COST_CAP_USD, TOKEN_CAP};
 
@@ -14,17 +16,18 @@ use super::{Anomaly, COST_CAP_USD, TOKEN_CAP};
 pub(super) struct Anomalies(pub(super) Vec<Anomaly>);
 
 impl Anomalies {
-    fn push(&mut self, field: &str, value: String, problem: &str, counted: String) {
+    fn push(&mut self, field: impl Display, value: String, problem: &str, counted: String) {
         self.0.push(Anomaly {
-            field: field.to_owned(),
+            field: field.to_string(),
             value,
             problem: problem.to_owned(),
             counted,
         });
     }
 
-    /// A token count: the value, or the cap when above it, or 0 when it is not a count.
-    pub(super) fn tokens(&mut self, field: &str, v: &Scalar<'_>) -> u64 {
+    /// A token count: the value, or the cap when above it, or 0 when it is not a count. `field`
+    /// is written out only for an anomaly (a usage line is counted thousands of times a second).
+    pub(super) fn tokens(&mut self, field: impl Display, v: &Scalar<'_>) -> u64 {
         let counted = match *v {
             Scalar::Null => return 0,
             Scalar::UInt(n) => Ok(n),
@@ -60,7 +63,7 @@ impl Anomalies {
 
     /// A cost in dollars: the value, or the cap when above it, or `None` (rejected) when it is
     /// negative, not finite or not a number. Absent or null is `Some(0.0)`.
-    pub(super) fn cost(&mut self, field: &str, v: &Scalar<'_>) -> Option<f64> {
+    pub(super) fn cost(&mut self, field: impl Display, v: &Scalar<'_>) -> Option<f64> {
         let usd = match *v {
             Scalar::Null => return Some(0.0),
             Scalar::UInt(n) => n as f64,

@@ -282,7 +282,7 @@ impl RawUsage {
     /// The counts, each checked and capped; `at` names the object for anomalies.
     fn counts(self, at: &str, found: &mut Anomalies) -> TokenCounts {
         let split = self.cache_creation.0.unwrap_or_default();
-        let mut get = |name: &str, n: &Num| found.tokens(&format!("{at}.{name}"), &n.0);
+        let mut get = |name: &str, n: &Num| found.tokens(format_args!("{at}.{name}"), &n.0);
         TokenCounts {
             input: get("input_tokens", &self.input_tokens),
             output: get("output_tokens", &self.output_tokens),
@@ -307,7 +307,7 @@ impl RawModelUsage {
     /// One model's figures, each checked and capped; a rejected cost counts as zero.
     fn model_usage(self, model: &str, found: &mut Anomalies) -> ModelUsage {
         let at = format!("modelUsage.{model}");
-        let mut get = |name: &str, n: &Num| found.tokens(&format!("{at}.{name}"), &n.0);
+        let mut get = |name: &str, n: &Num| found.tokens(format_args!("{at}.{name}"), &n.0);
         let tokens = TokenCounts {
             input: get("inputTokens", &self.input_tokens),
             output: get("outputTokens", &self.output_tokens),
@@ -328,7 +328,7 @@ impl RawModelUsage {
         ModelUsage {
             tokens,
             cost_usd: found
-                .cost(&format!("{at}.costUSD"), &self.cost_usd.0)
+                .cost(format_args!("{at}.costUSD"), &self.cost_usd.0)
                 .unwrap_or(0.0),
         }
     }
