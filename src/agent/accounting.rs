@@ -7,7 +7,7 @@
 //! session's previous cumulative totals. It never does I/O, never reads the clock and never
 //! decides budgets; it only reports what a step used.
 
-use crate::agent::prices::price_for;
+use crate::agent::prices::{Price, price_for};
 use crate::agent::stream::{Anomaly, ModelUsage, StreamEvent, TokenCounts};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashSet};
@@ -199,8 +199,12 @@ pub struct Outcome {
 pub struct Accounting {
     prior: Option<SessionTotals>,
     usage: StepUsage,
-    seen_messages: HashSet<String>,
-    seen_tool_uses: HashSet<String>,
+    /// Ids seen, looked up once per message and tool call: a fast hasher (foldhash, seeded per
+    /// process), not SipHash, which was a fifth of the accounting.
+    seen_messages: HashSet<String, foldhash::fast::RandomState>,
+    seen_tool_uses: HashSet<String, foldhash::fast::RandomState>,
+    /// The last model priced and its price (a step's messages name one model, or few).
+    priced: Option<(String, Option<&'static Price>)>,
     estimate: BTreeMap<String, ModelUsage>,
     result: Option<(ResultSummary, SessionTotals)>,
     /// Anomalies of the lines counted so far, not yet taken by [`Accounting::take_anomalies`].
@@ -336,7 +340,14 @@ impl Accounting {
         if self.result.is_some() || !self.seen_messages.insert(message_id.to_owned()) {
             return false;
         }
-        let price = price_for(model);
+        let price = match &self.priced {
+            Some((priced, price)) if priced == model => *price,
+            _ => {
+                let price = price_for(model);
+                self.priced = Some((model.to_owned(), price));
+                price
+            }
+        };
         self.usage.price_unknown |= price.is_none();
         let cost = price.map_or(0.0, |p| p.cost(usage));
         let entry = self.estimate.entry(model.to_owned()).or_default();

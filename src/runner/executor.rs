@@ -431,11 +431,19 @@ fn floor() -> bool {
 }
 
 fn remember(tail: &mut VecDeque<String>, line: &str) {
-    if tail.len() == TAIL_LINES {
-        tail.pop_front();
-    }
-    let mut kept: String = line.chars().take(TAIL_LINE_CHARS).collect();
-    if kept.len() < line.len() {
+    // The oldest line's buffer holds the newest: no allocation once the tail is full.
+    let mut kept = if tail.len() == TAIL_LINES {
+        tail.pop_front().unwrap_or_default()
+    } else {
+        String::new()
+    };
+    kept.clear();
+    let end = line
+        .char_indices()
+        .nth(TAIL_LINE_CHARS)
+        .map_or(line.len(), |(i, _)| i);
+    kept.push_str(&line[..end]);
+    if end < line.len() {
         kept.push('…');
     }
     tail.push_back(kept);
