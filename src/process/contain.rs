@@ -78,10 +78,11 @@ impl StepCgroup {
         })
     }
 
-    /// Whether a live process is in the cgroup or below (a zombie is not; unreadable: yes).
-    pub(crate) fn populated(&self) -> bool {
+    /// Whether a live process is in the cgroup or below (a zombie is not); `None` when
+    /// `cgroup.events` cannot be read.
+    pub(crate) fn populated(&self) -> Option<bool> {
         let mut buf = [0; 256];
-        read_at_start(&self.events, &mut buf).is_none_or(|text| has_line(text, b"populated 1"))
+        read_at_start(&self.events, &mut buf).map(|text| has_line(text, b"populated 1"))
     }
 
     /// Whether the cgroup is as a fresh one: empty, without descendants (a step as root may
@@ -271,7 +272,7 @@ fn own_cgroup_dir() -> Option<PathBuf> {
 pub(crate) fn leftovers(pgid: u32, scope: &StepScope) -> Vec<(u32, bool)> {
     if let Some(cgroup) = &scope.cgroup {
         // The usual end: nothing alive in the cgroup (the exited leader is not counted).
-        if !cgroup.populated() {
+        if cgroup.populated() == Some(false) {
             return Vec::new();
         }
         if let Ok(text) = std::fs::read_to_string(cgroup.dir.join("cgroup.procs")) {

@@ -190,7 +190,7 @@ async fn kill_leftovers(pgid: u32, group: &Group, scope: &StepScope, leaked: &mu
 /// Waits (bounded) until a step's cgroup is empty.
 async fn empty_cgroup(cgroup: &StepCgroup) {
     let deadline = Instant::now() + DEATH_WAIT;
-    while cgroup.populated() && Instant::now() < deadline {
+    while cgroup.populated() == Some(true) && Instant::now() < deadline {
         sleep(Duration::from_millis(2)).await;
     }
 }

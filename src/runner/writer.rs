@@ -12,9 +12,10 @@
 //! Live estimates, and the ends of command steps, are not worth a commit each: a group holding
 //! only such writes waits up to [`GROUP_WINDOW`] (or [`GROUP_MAX`] writes) for more; any other
 //! write (the next step's start among them), the run's close, or a signal lands the group at once
-//! (see [`may_wait`]). A killed orch so loses at most one window of estimates from
-//! the ledger, never from the record: they are in the step logs, which the next orch re-reads
-//! (`crate::ledger::reconcile`) because the run's end never landed.
+//! (see [`may_wait`]). A killed orch so loses at most one window of estimates from the ledger,
+//! never from the record: they are in the step logs, which the next orch re-reads
+//! (`crate::ledger::reconcile`) because the run's end never landed. It may also lose the ends of
+//! commands after which nothing started in that window: `orch resume` runs those again.
 //!
 //! Within a group, the usage deltas of one (step, model, kind) become one row, their sum: a
 //! stream of estimates is one row per step per group, not one per message. Sums of integers
