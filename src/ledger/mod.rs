@@ -72,6 +72,13 @@ pub fn spend(
         GroupBy::Model => (summary::Part::Model, "w.part"),
         GroupBy::Day => (summary::Part::Day, "w.part"),
     };
+    // The steps table only where the key is read from it: SQLite keeps an unused LEFT JOIN, a
+    // seek per summary row (a quarter of a report over 1,000 runs).
+    let steps = if matches!(by, GroupBy::Job | GroupBy::Command) {
+        "LEFT JOIN steps s ON s.run_id = w.run_id AND s.step = w.step AND s.attempt = 1"
+    } else {
+        ""
+    };
     let sql = format!(
         "WITH {}
          SELECT {key} AS k, COUNT(DISTINCT w.run_id), TOTAL(w.input), TOTAL(w.output),
@@ -81,7 +88,7 @@ pub fn spend(
                         AND f.finals > 0) THEN 1 ELSE 0 END)
          FROM w
          JOIN runs r ON r.id = w.run_id
-         LEFT JOIN steps s ON s.run_id = w.run_id AND s.step = w.step AND s.attempt = 1
+         {steps}
          GROUP BY k ORDER BY TOTAL(w.usd_nanos) DESC, k",
         summary::window(part)
     );
