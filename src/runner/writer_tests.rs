@@ -42,6 +42,14 @@ fn usage(step: StepId, output: i64) -> Write {
     }
 }
 
+/// Yields until `ok` holds, failing with `what` past `deadline`.
+async fn until(deadline: Instant, what: &str, ok: impl Fn() -> bool) {
+    while !ok() {
+        assert!(Instant::now() < deadline, "{what}");
+        tokio::task::yield_now().await;
+    }
+}
+
 fn locked(path: &std::path::Path) -> Connection {
     let c = Connection::open(path).expect("second connection");
     c.execute_batch("BEGIN IMMEDIATE")
@@ -465,10 +473,7 @@ async fn estimates_and_command_ends_wait_for_the_group_window_and_an_agent_end_o
         w.send(usage(0, i));
     }
     let deadline = Instant::now() + Duration::from_secs(10);
-    while rows(0).0 == 0 {
-        assert!(Instant::now() < deadline, "the estimates never landed");
-        tokio::task::yield_now().await;
-    }
+    until(deadline, "the estimates never landed", || rows(0).0 > 0).await;
     assert_eq!(rows(0), (1, (1..=200).sum::<i64>(), 0));
     // Step 1: begun, estimates, ended. The end does not wait out the window.
     let row_of = |step| StepRow {
@@ -496,88 +501,50 @@ async fn estimates_and_command_ends_wait_for_the_group_window_and_an_agent_end_o
         is_agent: true,
         at: Utc::now(),
     });
-    while rows(1).2 == 0 {
-        assert!(Instant::now() < deadline, "the step's end never landed");
-        tokio::task::yield_now().await;
-    }
+    until(deadline, "the step's end never landed", || rows(1).2 > 0).await;
     let took = ended.elapsed();
     assert_eq!(rows(1), (1, 55, 1), "the estimates landed with the end");
     assert!(took < GROUP_WINDOW, "the end waited {took:?}");
     // Step 2: a command, begun and ended. Its start lands at once; its end, on which no spend
     // rides, waits for the window ...
-    let started = |step: i64| -> i64 {
+    let started = |step: i64| -> bool {
         watcher
             .query_row("SELECT COUNT(*) FROM steps WHERE step = ?1", [step], |r| {
-                r.get(0)
+                r.get::<_, i64>(0)
             })
             .expect("started")
+            > 0
     };
-    w.send(Write::BeginStep {
+    let command_start = |step| Write::BeginStep {
         row: StepRow {
-            step: 2,
             is_agent: false,
-            ..row_of(2)
+            ..row_of(step)
         },
         at: Utc::now(),
-    });
-    while started(2) == 0 {
-        assert!(
-            Instant::now() < deadline,
-            "the command's start never landed"
-        );
-        tokio::task::yield_now().await;
-    }
-    let sent = Instant::now();
-    w.send(Write::FinishStep {
-        step: 2,
+    };
+    let command_end = |step| Write::FinishStep {
+        step,
         status: "completed",
         is_agent: false,
         at: Utc::now(),
-    });
-    while rows(2).2 == 0 {
-        assert!(Instant::now() < deadline, "the command's end never landed");
-        tokio::task::yield_now().await;
-    }
+    };
+    w.send(command_start(2));
+    until(deadline, "the command's start never landed", || started(2)).await;
+    let sent = Instant::now();
+    w.send(command_end(2));
+    until(deadline, "the command's end never landed", || rows(2).2 > 0).await;
     let took = sent.elapsed();
     assert!(
         took >= GROUP_WINDOW,
         "the command's end landed after {took:?}"
     );
     // ... unless a step starts after it: that start lands the end with it.
-    w.send(Write::BeginStep {
-        row: StepRow {
-            step: 3,
-            is_agent: false,
-            ..row_of(3)
-        },
-        at: Utc::now(),
-    });
-    while started(3) == 0 {
-        assert!(
-            Instant::now() < deadline,
-            "the command's start never landed"
-        );
-        tokio::task::yield_now().await;
-    }
-    w.send(Write::FinishStep {
-        step: 3,
-        status: "completed",
-        is_agent: false,
-        at: Utc::now(),
-    });
+    w.send(command_start(3));
+    until(deadline, "the command's start never landed", || started(3)).await;
+    w.send(command_end(3));
     let sent = Instant::now();
-    w.send(Write::BeginStep {
-        row: StepRow {
-            step: 4,
-            is_agent: false,
-            ..row_of(4)
-        },
-        at: Utc::now(),
-    });
-    while started(4) == 0 {
-        assert!(Instant::now() < deadline, "the next start never landed");
-        tokio::task::yield_now().await;
-    }
+    w.send(command_start(4));
+    until(deadline, "the next start never landed", || started(4)).await;
     let took = sent.elapsed();
     assert!(took < GROUP_WINDOW, "the next start waited {took:?}");
     assert_eq!(rows(3).2, 1, "the end before the start landed with it");
