@@ -402,9 +402,8 @@ pub(crate) fn kill_cgroup(dir: &Path) -> io::Result<()> {
 }
 
 /// Whether a process still lives in cgroup `dir` or below.
-pub(crate) fn populated(dir: &Path) -> bool {
-    std::fs::read_to_string(dir.join("cgroup.events"))
-        .is_ok_and(|events| events.lines().any(|l| l == "populated 1"))
+fn populated(dir: &Path) -> bool {
+    std::fs::read(dir.join("cgroup.events")).is_ok_and(|events| has_line(&events, b"populated 1"))
 }
 
 /// Kills and removes a run's cgroup and every step cgroup left in it (blocking, bounded).

@@ -174,7 +174,7 @@ impl Core<'_> {
     /// For an agent step whose job has `max_usd`: what its instance's own budget has left.
     fn max_usd_left(&self, id: StepId) -> Option<f64> {
         let step = &self.plan.steps[id];
-        if !matches!(step.action, crate::plan::Action::Agent { .. }) {
+        if !step.is_agent() {
             return None;
         }
         let max = self.ctx.manifest.jobs[step.job].limit.usd?;
