@@ -1,6 +1,8 @@
 //! The stream-json parser alone, in MB/s: every line of the real Claude Code transcripts in
-//! `tests/fixtures/`, parsed and accounted, and the same for a tool-result-heavy stream whose
-//! `user` lines carry large outputs (what long agent runs mostly write).
+//! `tests/fixtures/`, parsed and accounted; the same for a tool-result-heavy stream whose `user`
+//! lines carry large outputs (what long agent runs mostly write); and a long session's turns, the
+//! assistant and user lines of one fixture repeated with fresh message and tool-use ids (what
+//! `benches/zen.sh` replays, without its one init and one result line).
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use orch::agent::accounting::Accounting;
@@ -47,8 +49,22 @@ fn bench(c: &mut Criterion) {
         heavy.push(line.clone());
         heavy.push(tool_result.as_bytes().to_vec());
     }
+    let turns: Vec<Vec<u8>> = (0..500)
+        .flat_map(|r| {
+            let body = FIXTURES[1].lines().skip(1).take(4);
+            body.map(move |l| {
+                l.replace("msg_", &format!("msg_{r:06}"))
+                    .replace("toolu_", &format!("toolu_{r:06}"))
+                    .into_bytes()
+            })
+        })
+        .collect();
     let mut group = c.benchmark_group("stream-parser");
-    for (name, lines) in [("fixtures", &transcript), ("tool-results", &heavy)] {
+    for (name, lines) in [
+        ("fixtures", &transcript),
+        ("tool-results", &heavy),
+        ("turns", &turns),
+    ] {
         let bytes: usize = lines.iter().map(|l| l.len() + 1).sum();
         group.throughput(Throughput::Bytes(bytes as u64));
         group.bench_function(name, |b| b.iter(|| parse_all(lines)));

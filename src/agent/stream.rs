@@ -226,9 +226,15 @@ pub fn parse_line(line: &[u8]) -> Option<StreamEvent> {
     if trimmed.first() != Some(&b'{') {
         return None;
     }
-    match serde_json::from_slice::<raw::RawLine>(trimmed) {
-        Ok(raw) => Some(raw.into_event()),
-        Err(_) => {
+    // Checked once as a whole, the line's strings need no UTF-8 check each (serde_json's str
+    // reader skips it); a line that is not UTF-8 is still read, its broken strings refused.
+    let parsed = match std::str::from_utf8(trimmed) {
+        Ok(text) => serde_json::from_str::<raw::RawLine>(text).ok(),
+        Err(_) => serde_json::from_slice::<raw::RawLine>(trimmed).ok(),
+    };
+    match parsed {
+        Some(raw) => Some(raw.into_event()),
+        None => {
             // serde_json refuses a number beyond f64 (`1e309`) and with it the whole line; quoted,
             // such a number becomes a string that the field's own check rejects, and the rest of
             // the line (is_error, usage, the result text) is still read.

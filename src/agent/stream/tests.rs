@@ -179,6 +179,15 @@ fn garbage_gives_none_and_unknown_gives_other() {
             Some(StreamEvent::Other | StreamEvent::User)
         ));
     }
+    // A line that is not UTF-8 as a whole is still read: only its broken string is skipped.
+    let line = b"{\"type\":\"assistant\",\"junk\":\"\xff\",\"message\":{\"id\":\"m1\",\"model\":\"m\",\"usage\":{\"input_tokens\":3}}}";
+    assert!(matches!(
+        parse_line(line),
+        Some(StreamEvent::Assistant {
+            usage: TokenCounts { input: 3, .. },
+            ..
+        })
+    ));
 }
 
 #[test]
