@@ -6,7 +6,9 @@
 //! `subtype`s give [`StreamEvent::Other`]; unknown fields and fields of an unexpected type are
 //! ignored. It keeps no state (deduplication is [`crate::agent::accounting`]'s job) and it
 //! parses each line in a single serde pass without building a `serde_json::Value` (but for a
-//! result's `structured_output`, which is the agent's answer itself).
+//! result's `structured_output`, which is the agent's answer itself). It reads only what orch
+//! uses: a `user` line (tool results) that starts with its type, as Claude Code writes it, is not
+//! parsed at all, and an `assistant` line is read for its message alone.
 //!
 //! It is also where numbers are made safe: a token count is capped at [`TOKEN_CAP`] per field, a
 //! cost must be finite, non-negative and at most [`COST_CAP_USD`]; whatever does not fit is
@@ -226,13 +228,18 @@ pub fn parse_line(line: &[u8]) -> Option<StreamEvent> {
     if trimmed.first() != Some(&b'{') {
         return None;
     }
-    // Checked once as a whole, the line's strings need no UTF-8 check each (serde_json's str
-    // reader skips it); a line that is not UTF-8 is still read, its broken strings refused.
-    let parsed = match std::str::from_utf8(trimmed) {
-        Ok(text) => serde_json::from_str::<raw::RawLine>(text).ok(),
-        Err(_) => serde_json::from_slice::<raw::RawLine>(trimmed).ok(),
-    };
-    match parsed {
+    // Claude Code writes `type` first on every line but the result. A user line (tool results,
+    // most of a long session's bytes) holds nothing orch reads: it is not parsed at all. An
+    // assistant line is read for its message only.
+    if trimmed.starts_with(br#"{"type":"user","#) {
+        return Some(StreamEvent::User);
+    }
+    if trimmed.starts_with(br#"{"type":"assistant","#)
+        && let Some(raw) = read::<raw::RawAssistantLine>(trimmed)
+    {
+        return Some(raw.into_event());
+    }
+    match read::<raw::RawLine>(trimmed) {
         Some(raw) => Some(raw.into_event()),
         None => {
             // serde_json refuses a number beyond f64 (`1e309`) and with it the whole line; quoted,
@@ -242,6 +249,16 @@ pub fn parse_line(line: &[u8]) -> Option<StreamEvent> {
             let raw: raw::RawLine = serde_json::from_slice(&quoted).ok()?;
             Some(raw.into_event())
         }
+    }
+}
+
+/// One line in one serde pass. Checked once as a whole, the line's strings need no UTF-8 check
+/// each (serde_json's str reader skips it); a line that is not UTF-8 is still read, its broken
+/// strings refused.
+fn read<'a, T: Deserialize<'a>>(line: &'a [u8]) -> Option<T> {
+    match std::str::from_utf8(line) {
+        Ok(text) => serde_json::from_str(text).ok(),
+        Err(_) => serde_json::from_slice(line).ok(),
     }
 }
 

@@ -66,6 +66,30 @@ pub(super) struct RawLine<'a> {
     structured_output: Option<serde_json::Value>,
 }
 
+/// An `assistant` line: the only fields of one that orch reads, so the rest of it (session id,
+/// uuid, ...) is skipped unread. Read instead of [`RawLine`] when a line starts with its type.
+#[derive(Deserialize, Default)]
+#[serde(default)]
+pub(super) struct RawAssistantLine<'a> {
+    /// Read (and so checked for a duplicate) like [`RawLine::kind`], never used.
+    #[serde(rename = "type", borrow)]
+    _kind: Scalar<'a>,
+    #[serde(borrow)]
+    message: Lenient<RawMessage<'a>>,
+    #[serde(borrow)]
+    parent_tool_use_id: Scalar<'a>,
+}
+
+impl RawAssistantLine<'_> {
+    /// The event [`RawLine::into_event`] makes of the same line.
+    pub(super) fn into_event(self) -> StreamEvent {
+        match self.message.0 {
+            Some(message) => assistant(message, &self.parent_tool_use_id),
+            None => StreamEvent::Other,
+        }
+    }
+}
+
 #[derive(Deserialize, Default)]
 #[serde(default)]
 struct RawMessage<'a> {

@@ -190,6 +190,64 @@ fn garbage_gives_none_and_unknown_gives_other() {
     ));
 }
 
+/// Every line of every recorded transcript, and a few edge shapes.
+fn all_fixture_lines() -> Vec<String> {
+    let dir =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/claude-code-2.1.331");
+    let mut lines = Vec::new();
+    for entry in std::fs::read_dir(&dir).expect("fixtures") {
+        let text = std::fs::read_to_string(entry.expect("fixture").path()).expect("fixture");
+        lines.extend(text.lines().map(str::to_owned));
+    }
+    lines
+}
+
+#[test]
+fn an_assistant_line_read_for_its_message_gives_what_the_whole_line_gives() {
+    let mut lines: Vec<String> = all_fixture_lines()
+        .into_iter()
+        .filter(|l| l.starts_with(r#"{"type":"assistant","#))
+        .collect();
+    assert!(lines.len() >= 10, "{} assistant lines", lines.len());
+    lines.extend([
+        r#"{"type":"assistant","message":"not an object"}"#.to_owned(),
+        r#"{"type":"assistant","parent_tool_use_id":"toolu_1","message":{"id":"m","model":"x","usage":{"input_tokens":1e400},"content":[{"type":"text","text":"a\nb"}]}}"#.to_owned(),
+        r#"{"type":"assistant","type":"result"}"#.to_owned(),
+        r#"{"type":"assistant","message":{"id":"m"},"message":{"id":"n"}}"#.to_owned(),
+    ]);
+    for line in &lines {
+        let whole = read::<raw::RawLine>(line.as_bytes()).map(raw::RawLine::into_event);
+        let message =
+            read::<raw::RawAssistantLine>(line.as_bytes()).map(raw::RawAssistantLine::into_event);
+        assert_eq!(message, whole, "{line}");
+    }
+}
+
+#[test]
+fn a_user_line_is_not_read() {
+    for line in all_fixture_lines()
+        .iter()
+        .filter(|l| l.starts_with(r#"{"type":"user","#))
+    {
+        assert_eq!(
+            parse_line(line.as_bytes()),
+            Some(StreamEvent::User),
+            "{line}"
+        );
+    }
+    // Nothing of a user line is read, so nothing in it can be wrong.
+    assert_eq!(
+        parse_line(br#"{"type":"user","message":{"usage":{"input_tokens":5}},"#),
+        Some(StreamEvent::User)
+    );
+    // Only Claude Code's own spelling, type first, is skipped; any other goes through the parser.
+    assert_eq!(parse_line(br#"{"type": "user""#), None);
+    assert_eq!(
+        parse_line(br#"{"uuid":"u","type":"user"}"#),
+        Some(StreamEvent::User)
+    );
+}
+
 #[test]
 fn fields_of_unexpected_type_do_not_lose_the_line() {
     let line = br#"{"type":"assistant","error":{"nested":[1]},"message":{"id":"m1","model":"claude-haiku-4-5","usage":{"input_tokens":"5","output_tokens":2.0,"cache_creation":"odd"},"content":"plain string"}}"#;
