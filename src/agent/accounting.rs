@@ -205,7 +205,6 @@ pub struct Accounting {
     seen_tool_uses: HashSet<String, foldhash::fast::RandomState>,
     /// The last model priced and its price (a step's messages name one model, or few).
     priced: Option<(String, Option<&'static Price>)>,
-    estimate: BTreeMap<String, ModelUsage>,
     result: Option<(ResultSummary, SessionTotals)>,
     /// Anomalies of the lines counted so far, not yet taken by [`Accounting::take_anomalies`].
     anomalies: Vec<Anomaly>,
@@ -321,12 +320,22 @@ impl Accounting {
     fn count_tools(&mut self, message_id: &str, names: &[String], ids: &[String]) -> bool {
         let mut changed = false;
         for (i, name) in names.iter().enumerate() {
-            let key = match ids.get(i).filter(|id| !id.is_empty()) {
-                Some(id) => id.clone(),
-                None => format!("{message_id}#{i}#{name}"),
+            let new = match ids.get(i).filter(|id| !id.is_empty()) {
+                // Looked up before it is copied: a line seen twice allocates nothing.
+                Some(id) => {
+                    !self.seen_tool_uses.contains(id) && self.seen_tool_uses.insert(id.clone())
+                }
+                None => self
+                    .seen_tool_uses
+                    .insert(format!("{message_id}#{i}#{name}")),
             };
-            if self.seen_tool_uses.insert(key) {
-                *self.usage.tool_calls.entry(name.clone()).or_default() += 1;
+            if new {
+                match self.usage.tool_calls.get_mut(name) {
+                    Some(n) => *n += 1,
+                    None => {
+                        self.usage.tool_calls.insert(name.clone(), 1);
+                    }
+                }
                 self.usage.tool_calls_total = self.usage.tool_calls_total.saturating_add(1);
                 changed = true;
             }
@@ -337,7 +346,11 @@ impl Accounting {
     /// Adds a message's start-of-response usage to the live estimate, once per message id.
     fn count_message(&mut self, message_id: &str, model: &str, usage: &TokenCounts) -> bool {
         // After the authoritative result, late assistant lines must not move the figures.
-        if self.result.is_some() || !self.seen_messages.insert(message_id.to_owned()) {
+        // Looked up before it is copied: a message's second line allocates nothing.
+        if self.result.is_some()
+            || self.seen_messages.contains(message_id)
+            || !self.seen_messages.insert(message_id.to_owned())
+        {
             return false;
         }
         let price = match &self.priced {
@@ -350,12 +363,22 @@ impl Accounting {
         };
         self.usage.price_unknown |= price.is_none();
         let cost = price.map_or(0.0, |p| p.cost(usage));
-        let entry = self.estimate.entry(model.to_owned()).or_default();
-        entry.tokens.add(usage);
-        entry.cost_usd += cost;
+        // Until the result, the step's models are the estimate itself.
+        match self.usage.models.get_mut(model) {
+            Some(entry) => {
+                entry.tokens.add(usage);
+                entry.cost_usd += cost;
+            }
+            None => {
+                let entry = ModelUsage {
+                    tokens: *usage,
+                    cost_usd: cost,
+                };
+                self.usage.models.insert(model.to_owned(), entry);
+            }
+        }
         self.usage.tokens.add(usage);
         self.usage.cost_usd += cost;
-        self.usage.models.clone_from(&self.estimate);
         true
     }
 
@@ -397,13 +420,15 @@ impl Accounting {
                         t.add(&m.tokens);
                         t
                     });
-                let streamed = self
-                    .estimate
-                    .values()
-                    .fold(TokenCounts::default(), |mut t, m| {
-                        t.add(&m.tokens);
-                        t
-                    });
+                // Not yet replaced: the models are still the streamed estimate.
+                let streamed =
+                    self.usage
+                        .models
+                        .values()
+                        .fold(TokenCounts::default(), |mut t, m| {
+                            t.add(&m.tokens);
+                            t
+                        });
                 CostBasis::decide(
                     input_side(&reported),
                     input_side(&prior),
