@@ -44,15 +44,18 @@ pub fn check(
     let raw_names: std::collections::HashSet<&str> =
         raw.iter().map(|(n, _)| n.value.as_str()).collect();
     let raw_of: HashMap<&str, &RawJob> = raw.iter().map(|(n, j)| (n.value.as_str(), j)).collect();
+    // Each name's first span, looked up once per job: a scan of `raw` per job was quadratic.
+    let mut name_spans: HashMap<&str, &std::ops::Range<usize>> = HashMap::with_capacity(raw.len());
+    for (n, _) in raw {
+        name_spans.entry(n.value.as_str()).or_insert(&n.span);
+    }
     for (j, job) in jobs.iter().enumerate() {
         let Some(raw_job) = raw_of.get(job.name.as_str()) else {
             continue;
         };
-        let name_span = raw
-            .iter()
-            .find(|(n, _)| n.value == job.name)
-            .map(|(n, _)| n.span.clone())
-            .unwrap_or(0..0);
+        let name_span = name_spans
+            .get(job.name.as_str())
+            .map_or(0..0, |span| (*span).clone());
         let has_refs = raw_job.condition.is_some()
             || raw_job.for_each.is_some()
             || !fields(job, raw_job, &name_span).is_empty();
