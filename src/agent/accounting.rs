@@ -10,6 +10,7 @@
 use crate::agent::prices::{Price, price_for};
 use crate::agent::stream::{Anomaly, ModelUsage, StreamEvent, TokenCounts};
 use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashSet};
 
 /// The model name Claude Code gives messages it made up itself (API errors); never billed.
@@ -248,7 +249,7 @@ impl Accounting {
                     return None;
                 }
                 if self.usage.model.is_none() && parent_tool_use_id.is_none() && !model.is_empty() {
-                    self.usage.model = Some(model.clone());
+                    self.usage.model = Some(model.to_string());
                 }
                 let tools = self.count_tools(message_id, tool_uses, tool_use_ids);
                 let tokens = self.count_message(message_id, model, usage);
@@ -317,23 +318,24 @@ impl Accounting {
     }
 
     /// Counts each tool_use block once, by block id (the same line may be seen twice).
-    fn count_tools(&mut self, message_id: &str, names: &[String], ids: &[String]) -> bool {
+    fn count_tools(&mut self, message_id: &str, names: &[Cow<str>], ids: &[Cow<str>]) -> bool {
         let mut changed = false;
         for (i, name) in names.iter().enumerate() {
             let new = match ids.get(i).filter(|id| !id.is_empty()) {
                 // Looked up before it is copied: a line seen twice allocates nothing.
                 Some(id) => {
-                    !self.seen_tool_uses.contains(id) && self.seen_tool_uses.insert(id.clone())
+                    !self.seen_tool_uses.contains(id.as_ref())
+                        && self.seen_tool_uses.insert(id.to_string())
                 }
                 None => self
                     .seen_tool_uses
                     .insert(format!("{message_id}#{i}#{name}")),
             };
             if new {
-                match self.usage.tool_calls.get_mut(name) {
+                match self.usage.tool_calls.get_mut(name.as_ref()) {
                     Some(n) => *n += 1,
                     None => {
-                        self.usage.tool_calls.insert(name.clone(), 1);
+                        self.usage.tool_calls.insert(name.to_string(), 1);
                     }
                 }
                 self.usage.tool_calls_total = self.usage.tool_calls_total.saturating_add(1);

@@ -20,6 +20,7 @@ mod lenient;
 mod raw;
 
 use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 /// The most tokens orch takes from one field (`input_tokens`, ...) of one message or result.
@@ -130,8 +131,11 @@ pub struct ModelUsage {
 }
 
 /// One parsed stdout line of Claude Code's stream-json output.
+///
+/// An assistant line, the most frequent one that orch reads, borrows its strings from the line
+/// (but those written with escapes); the rarer events own theirs.
 #[derive(Debug, Clone, PartialEq)]
-pub enum StreamEvent {
+pub enum StreamEvent<'a> {
     /// `system/init`: the session has started.
     Init {
         /// The session id (for `--resume`).
@@ -142,19 +146,19 @@ pub enum StreamEvent {
     /// One `assistant` line. One API response may span several lines sharing `message_id`.
     Assistant {
         /// The API message id; lines with the same id carry the same usage.
-        message_id: String,
+        message_id: Cow<'a, str>,
         /// The model that answered; `<synthetic>` for messages the CLI made up itself.
-        model: String,
+        model: Cow<'a, str>,
         /// Start-of-response usage snapshot (`output` is a placeholder).
         usage: TokenCounts,
         /// Tool names of this line's `tool_use` blocks.
-        tool_uses: Vec<String>,
+        tool_uses: Vec<Cow<'a, str>>,
         /// Ids of the same `tool_use` blocks, index for index with `tool_uses` (empty if absent).
-        tool_use_ids: Vec<String>,
+        tool_use_ids: Vec<Cow<'a, str>>,
         /// The first text block, truncated to [`DISPLAY_TEXT_MAX`] bytes, for display.
-        text: Option<String>,
+        text: Option<Cow<'a, str>>,
         /// Set when the message comes from a subagent.
-        parent_tool_use_id: Option<String>,
+        parent_tool_use_id: Option<Cow<'a, str>>,
         /// Usage figures that were capped or rejected (see [`TOKEN_CAP`]).
         anomalies: Vec<Anomaly>,
     },
@@ -216,13 +220,93 @@ pub enum StreamEvent {
     Other,
 }
 
+impl StreamEvent<'_> {
+    /// The same event, owning its strings.
+    pub fn into_owned(self) -> StreamEvent<'static> {
+        let own = |s: Cow<'_, str>| Cow::Owned(s.into_owned());
+        match self {
+            StreamEvent::Assistant {
+                message_id,
+                model,
+                usage,
+                tool_uses,
+                tool_use_ids,
+                text,
+                parent_tool_use_id,
+                anomalies,
+            } => StreamEvent::Assistant {
+                message_id: own(message_id),
+                model: own(model),
+                usage,
+                tool_uses: tool_uses.into_iter().map(own).collect(),
+                tool_use_ids: tool_use_ids.into_iter().map(own).collect(),
+                text: text.map(own),
+                parent_tool_use_id: parent_tool_use_id.map(own),
+                anomalies,
+            },
+            StreamEvent::Init { session_id, model } => StreamEvent::Init { session_id, model },
+            StreamEvent::User => StreamEvent::User,
+            StreamEvent::ApiRetry {
+                attempt,
+                error_status,
+                error,
+                retry_delay_ms,
+            } => StreamEvent::ApiRetry {
+                attempt,
+                error_status,
+                error,
+                retry_delay_ms,
+            },
+            StreamEvent::RateLimit {
+                status,
+                resets_at,
+                rate_limit_type,
+                utilization,
+            } => StreamEvent::RateLimit {
+                status,
+                resets_at,
+                rate_limit_type,
+                utilization,
+            },
+            StreamEvent::Result {
+                is_error,
+                subtype,
+                total_cost_usd,
+                usage,
+                model_usage,
+                num_turns,
+                session_id,
+                result_text,
+                errors,
+                api_error_status,
+                structured_output,
+                anomalies,
+            } => StreamEvent::Result {
+                is_error,
+                subtype,
+                total_cost_usd,
+                usage,
+                model_usage,
+                num_turns,
+                session_id,
+                result_text,
+                errors,
+                api_error_status,
+                structured_output,
+                anomalies,
+            },
+            StreamEvent::Other => StreamEvent::Other,
+        }
+    }
+}
+
 /// Longest assistant text kept in [`StreamEvent::Assistant::text`], in bytes.
 pub const DISPLAY_TEXT_MAX: usize = 4096;
 
 /// Parses one stdout line (without or with its trailing newline).
 ///
 /// Returns `None` for blank lines and anything that is not a JSON object; never panics.
-pub fn parse_line(line: &[u8]) -> Option<StreamEvent> {
+pub fn parse_line(line: &[u8]) -> Option<StreamEvent<'_>> {
     let trimmed = line.trim_ascii();
     // Cheap pre-check: every stream-json line is an object; skip the parser for obvious garbage.
     if trimmed.first() != Some(&b'{') {
@@ -247,7 +331,7 @@ pub fn parse_line(line: &[u8]) -> Option<StreamEvent> {
             // the line (is_error, usage, the result text) is still read.
             let quoted = lenient::quote_overflowing_numbers(trimmed)?;
             let raw: raw::RawLine = serde_json::from_slice(&quoted).ok()?;
-            Some(raw.into_event())
+            Some(raw.into_event().into_owned())
         }
     }
 }

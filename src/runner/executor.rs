@@ -4,6 +4,7 @@
 //! It never decides a step's final status (the dispatcher does, knowing why a stop was asked for)
 //! and never prints; it only sends [`ExecutorEvent`]s and returns how the attempt [`Exited`].
 
+use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -223,7 +224,9 @@ pub async fn execute(
     let mut accounting = launch.agent.clone().map(Accounting::new);
     let mut tail: VecDeque<String> = VecDeque::new();
     let mut shown = Instant::now() - OUTPUT_EVERY;
-    let mut unshown: Option<String> = None;
+    // The last line shown in the tail but not yet sent as output; empty when none. One buffer,
+    // handed on at most once per OUTPUT_EVERY: no copy per line.
+    let mut unshown = String::new();
     let deadline = tokio::time::sleep(launch.timeout);
     tokio::pin!(deadline);
     let mut timed_out = false;
@@ -259,25 +262,25 @@ pub async fn execute(
                             agent_line(step, acc, &line, &mut usage, &tx).await
                         }
                         // Not the whole line: a copy of a 64 MiB line would double its memory.
-                        _ => Some(line.display_text(DISPLAY_LINE_BYTES)),
+                        _ => Some(line.display_text(DISPLAY_LINE_BYTES).into()),
                     };
                     if let Some(text) = display {
-                        let text = text.trim_end().to_string();
+                        let text = text.trim_end();
                         if text.is_empty() {
                             continue;
                         }
-                        remember(&mut tail, &text);
-                        unshown = Some(text);
+                        remember(&mut tail, text);
+                        unshown.clear();
+                        unshown.push_str(text);
                     }
                 }
                 if let Some(update) = usage {
                     let _ = tx.send(ExecutorEvent::Usage { step, update }.into()).await;
                 }
-                if shown.elapsed() >= OUTPUT_EVERY {
-                    if let Some(line) = unshown.take() {
-                        shown = Instant::now();
-                        let _ = tx.send(ExecutorEvent::Output { step, line }.into()).await;
-                    }
+                if shown.elapsed() >= OUTPUT_EVERY && !unshown.is_empty() {
+                    shown = Instant::now();
+                    let line = std::mem::take(&mut unshown);
+                    let _ = tx.send(ExecutorEvent::Output { step, line }.into()).await;
                 }
             }
             fault = log_faults.recv(), if faults_open => match fault {
@@ -302,7 +305,8 @@ pub async fn execute(
     }
     let mut exit = exit.expect("the loop ends once the exit is known");
     let refused = remote.and_then(|r| r.finish(&mut exit));
-    if let Some(line) = unshown {
+    if !unshown.is_empty() {
+        let line = unshown;
         let _ = tx.send(ExecutorEvent::Output { step, line }.into()).await;
     }
     let outcome = accounting.as_mut().map(|a| a.finish(exit.code));
@@ -352,13 +356,13 @@ fn panic_if_asked(job: &str) {
 
 /// Feeds one stdout line of Claude Code to the accounting, leaving its new running totals in
 /// `usage` (sent once per read batch); returns the text worth showing.
-async fn agent_line(
+async fn agent_line<'l>(
     step: StepId,
     acc: &mut Accounting,
-    line: &process::Line,
+    line: &'l process::Line,
     usage: &mut Option<UsageUpdate>,
     tx: &mpsc::Sender<Sent>,
-) -> Option<String> {
+) -> Option<Cow<'l, str>> {
     // A truncated line is not valid JSON; its usage (if any) is lost to the estimate only, since
     // the `result` line, which is short, stays authoritative.
     if line.truncated || floor() {
@@ -383,7 +387,7 @@ async fn agent_line(
         StreamEvent::Assistant {
             text, tool_uses, ..
         } => text.or_else(|| {
-            (!tool_uses.is_empty()).then(|| format!("[tool] {}", tool_uses.join(", ")))
+            (!tool_uses.is_empty()).then(|| format!("[tool] {}", tool_uses.join(", ")).into())
         }),
         StreamEvent::RateLimit { ref status, .. } => {
             let line = format!("[rate limit] {status}");
@@ -392,7 +396,7 @@ async fn agent_line(
                     .send(ExecutorEvent::RateLimited { step, record }.into())
                     .await;
             }
-            Some(line)
+            Some(line.into())
         }
         StreamEvent::ApiRetry {
             attempt,
@@ -408,16 +412,13 @@ async fn agent_line(
             let _ = tx
                 .send(ExecutorEvent::ApiRetried { step, seen }.into())
                 .await;
-            Some(format!(
-                "[api retry {attempt}] {}",
-                error.unwrap_or_default()
-            ))
+            Some(format!("[api retry {attempt}] {}", error.unwrap_or_default()).into())
         }
         StreamEvent::Result {
             result_text,
             subtype,
             ..
-        } => Some(result_text.unwrap_or(subtype)),
+        } => Some(result_text.unwrap_or(subtype).into()),
         _ => None,
     }
 }

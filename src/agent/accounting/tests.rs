@@ -36,7 +36,7 @@ fn fixture(name: &str) -> &'static [u8] {
         .expect("known fixture")
 }
 
-fn events(bytes: &[u8]) -> Vec<StreamEvent> {
+fn events(bytes: &[u8]) -> Vec<StreamEvent<'_>> {
     bytes
         .split(|b| *b == b'\n')
         .filter_map(parse_line)

@@ -40,7 +40,7 @@ fn account(stdout: &[u8], prior: Option<SessionTotals>, exit: u8) -> (Accounting
     (acc, outcome)
 }
 
-fn result_of(stdout: &[u8]) -> Option<StreamEvent> {
+fn result_of(stdout: &[u8]) -> Option<StreamEvent<'_>> {
     stdout
         .split(|b| *b == b'\n')
         .filter_map(parse_line)

@@ -62,6 +62,14 @@ impl<'a> Scalar<'a> {
         self.as_str().map(str::to_owned)
     }
 
+    /// The string itself, borrowed from the line when it was written without escapes.
+    pub(crate) fn into_str(self) -> Option<Cow<'a, str>> {
+        match self {
+            Scalar::Str(s) => Some(s),
+            _ => None,
+        }
+    }
+
     pub(crate) fn as_u64(&self) -> Option<u64> {
         match *self {
             Scalar::UInt(n) => Some(n),

@@ -8,6 +8,7 @@ use super::figures::Anomalies;
 use super::lenient::{Lenient, LenientVec, Num, Scalar, Strings};
 use super::{DISPLAY_TEXT_MAX, ModelUsage, StreamEvent, TokenCounts};
 use serde::Deserialize;
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 /// Every top-level field orch reads from any line type; all optional.
@@ -80,11 +81,11 @@ pub(super) struct RawAssistantLine<'a> {
     parent_tool_use_id: Scalar<'a>,
 }
 
-impl RawAssistantLine<'_> {
+impl<'a> RawAssistantLine<'a> {
     /// The event [`RawLine::into_event`] makes of the same line.
-    pub(super) fn into_event(self) -> StreamEvent {
+    pub(super) fn into_event(self) -> StreamEvent<'a> {
         match self.message.0 {
-            Some(message) => assistant(message, &self.parent_tool_use_id),
+            Some(message) => assistant(message, self.parent_tool_use_id),
             None => StreamEvent::Other,
         }
     }
@@ -158,9 +159,9 @@ struct RawRateLimit<'a> {
     utilization: Scalar<'a>,
 }
 
-impl RawLine<'_> {
+impl<'a> RawLine<'a> {
     /// Maps the wire shape to an event; unknown types and subtypes become `Other`.
-    pub(super) fn into_event(self) -> StreamEvent {
+    pub(super) fn into_event(self) -> StreamEvent<'a> {
         match (self.kind.as_str(), self.subtype.as_str()) {
             (Some("system"), Some("init")) => StreamEvent::Init {
                 session_id: self.session_id.to_string_opt().unwrap_or_default(),
@@ -176,7 +177,7 @@ impl RawLine<'_> {
                 retry_delay_ms: self.retry_delay_ms.as_u64(),
             },
             (Some("assistant"), _) => match self.message.0 {
-                Some(message) => assistant(message, &self.parent_tool_use_id),
+                Some(message) => assistant(message, self.parent_tool_use_id),
                 None => StreamEvent::Other,
             },
             (Some("user"), _) => StreamEvent::User,
@@ -242,17 +243,17 @@ impl RawLine<'_> {
     }
 }
 
-fn assistant(message: RawMessage<'_>, parent: &Scalar<'_>) -> StreamEvent {
+fn assistant<'a>(message: RawMessage<'a>, parent: Scalar<'a>) -> StreamEvent<'a> {
     let mut tool_uses = Vec::new();
     let mut tool_use_ids = Vec::new();
     let mut text = None;
-    for block in &message.content.0 {
+    for block in message.content.0 {
         match block.kind.as_str() {
             Some("tool_use") => {
-                tool_uses.push(block.name.to_string_opt().unwrap_or_default());
-                tool_use_ids.push(block.id.to_string_opt().unwrap_or_default());
+                tool_uses.push(block.name.into_str().unwrap_or_default());
+                tool_use_ids.push(block.id.into_str().unwrap_or_default());
             }
-            Some("text") if text.is_none() => text = block.text.as_str().map(display_text),
+            Some("text") if text.is_none() => text = block.text.into_str().map(display_text),
             _ => {}
         }
     }
@@ -263,20 +264,27 @@ fn assistant(message: RawMessage<'_>, parent: &Scalar<'_>) -> StreamEvent {
         .map(|u| u.counts("message.usage", &mut found))
         .unwrap_or_default();
     StreamEvent::Assistant {
-        message_id: message.id.to_string_opt().unwrap_or_default(),
-        model: message.model.to_string_opt().unwrap_or_default(),
+        message_id: message.id.into_str().unwrap_or_default(),
+        model: message.model.into_str().unwrap_or_default(),
         usage,
         tool_uses,
         tool_use_ids,
         text,
-        parent_tool_use_id: parent.to_string_opt(),
+        parent_tool_use_id: parent.into_str(),
         anomalies: found.0,
     }
 }
 
 /// Truncates to at most DISPLAY_TEXT_MAX bytes on a char boundary.
-fn display_text(s: &str) -> String {
-    crate::report::width::cut_bytes(s, DISPLAY_TEXT_MAX).to_owned()
+fn display_text(s: Cow<'_, str>) -> Cow<'_, str> {
+    match s {
+        Cow::Borrowed(s) => Cow::Borrowed(crate::report::width::cut_bytes(s, DISPLAY_TEXT_MAX)),
+        Cow::Owned(mut s) => {
+            let kept = crate::report::width::cut_bytes(&s, DISPLAY_TEXT_MAX).len();
+            s.truncate(kept);
+            Cow::Owned(s)
+        }
+    }
 }
 
 fn saturate_u32(n: u64) -> u32 {

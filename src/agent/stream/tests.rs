@@ -8,7 +8,7 @@ const TWO_BLOCKS: &str = include_str!(
 const RETRY_529: &str =
     include_str!("../../../tests/fixtures/claude-code-2.1.331/api-error-529-after-retries.jsonl");
 
-fn events(transcript: &str) -> Vec<StreamEvent> {
+fn events(transcript: &str) -> Vec<StreamEvent<'_>> {
     transcript
         .lines()
         .filter_map(|l| parse_line(l.as_bytes()))
@@ -292,6 +292,47 @@ fn long_text_is_truncated_on_a_char_boundary() {
     };
     assert!(t.len() <= DISPLAY_TEXT_MAX && t.len() >= DISPLAY_TEXT_MAX - 1);
     assert!(t.chars().all(|c| c == 'é'));
+    assert!(matches!(t, Cow::Borrowed(_)), "no escape, no copy");
+    // Written with escapes, the text is decoded into its own string, cut the same way.
+    let line = line.replacen("é", "\\u00e9", 1);
+    let Some(StreamEvent::Assistant { text: Some(t), .. }) = parse_line(line.as_bytes()) else {
+        panic!("no text");
+    };
+    assert!(matches!(t, Cow::Owned(_)));
+    assert!(t.len() <= DISPLAY_TEXT_MAX && t.len() >= DISPLAY_TEXT_MAX - 1);
+    assert!(t.chars().all(|c| c == 'é'));
+}
+
+#[test]
+fn an_assistant_line_borrows_its_strings_and_an_overflowing_one_owns_them() {
+    let line = TWO_BLOCKS.lines().nth(1).expect("an assistant line");
+    let Some(StreamEvent::Assistant {
+        message_id, model, ..
+    }) = parse_line(line.as_bytes())
+    else {
+        panic!("not assistant");
+    };
+    assert!(matches!(message_id, Cow::Borrowed(_)) && matches!(model, Cow::Borrowed(_)));
+    // A number beyond f64 sends the line through the quoting path, whose event outlives it.
+    let line = br#"{"type":"assistant","message":{"id":"m1","model":"x","usage":{"input_tokens":1e400,"output_tokens":2},"content":[{"type":"tool_use","id":"t1","name":"Bash"}]}}"#;
+    let Some(StreamEvent::Assistant {
+        message_id,
+        usage,
+        tool_uses,
+        tool_use_ids,
+        anomalies,
+        ..
+    }) = parse_line(line)
+    else {
+        panic!("not assistant");
+    };
+    assert!(matches!(message_id, Cow::Owned(_)));
+    assert_eq!((message_id.as_ref(), usage.output), ("m1", 2));
+    assert_eq!(
+        (tool_uses, tool_use_ids),
+        (vec!["Bash".into()], vec!["t1".into()])
+    );
+    assert_eq!(anomalies.len(), 1, "{anomalies:?}");
 }
 
 #[test]
