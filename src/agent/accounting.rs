@@ -206,6 +206,8 @@ pub struct Accounting {
     seen_tool_uses: HashSet<String, foldhash::fast::RandomState>,
     /// The last model priced and its price (a step's messages name one model, or few).
     priced: Option<(String, Option<&'static Price>)>,
+    /// The tokens of the messages this process streamed (the estimate's), kept past the result.
+    streamed: TokenCounts,
     result: Option<(ResultSummary, SessionTotals)>,
     /// Anomalies of the lines counted so far, not yet taken by [`Accounting::take_anomalies`].
     anomalies: Vec<Anomaly>,
@@ -381,6 +383,7 @@ impl Accounting {
         }
         self.usage.tokens.add(usage);
         self.usage.cost_usd += cost;
+        self.streamed.add(usage);
         true
     }
 
@@ -422,19 +425,10 @@ impl Accounting {
                         t.add(&m.tokens);
                         t
                     });
-                // Not yet replaced: the models are still the streamed estimate.
-                let streamed =
-                    self.usage
-                        .models
-                        .values()
-                        .fold(TokenCounts::default(), |mut t, m| {
-                            t.add(&m.tokens);
-                            t
-                        });
                 CostBasis::decide(
                     input_side(&reported),
                     input_side(&prior),
-                    input_side(&streamed),
+                    input_side(&self.streamed),
                 )
             }
         };
