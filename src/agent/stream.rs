@@ -8,7 +8,8 @@
 //! parses each line in a single serde pass without building a `serde_json::Value` (but for a
 //! result's `structured_output`, which is the agent's answer itself). It reads only what orch
 //! uses: a `user` line (tool results) that starts with its type, as Claude Code writes it, is not
-//! parsed at all, and an `assistant` line is read for its message alone.
+//! parsed at all (so it is `User` even when the rest of it is not JSON), and an `assistant` line
+//! is read for its message alone.
 //!
 //! It is also where numbers are made safe: a token count is capped at [`TOKEN_CAP`] per field, a
 //! cost must be finite, non-negative and at most [`COST_CAP_USD`]; whatever does not fit is
@@ -305,7 +306,8 @@ pub const DISPLAY_TEXT_MAX: usize = 4096;
 
 /// Parses one stdout line (without or with its trailing newline).
 ///
-/// Returns `None` for blank lines and anything that is not a JSON object; never panics.
+/// Returns `None` for blank lines and anything that is not a JSON object, but for a line that
+/// starts `{"type":"user",`, which is `User` unread; never panics.
 pub fn parse_line(line: &[u8]) -> Option<StreamEvent<'_>> {
     let trimmed = line.trim_ascii();
     // Cheap pre-check: every stream-json line is an object; skip the parser for obvious garbage.

@@ -225,7 +225,7 @@ pub async fn execute(
     let mut tail: VecDeque<String> = VecDeque::new();
     let mut shown = Instant::now() - OUTPUT_EVERY;
     // The last line shown in the tail but not yet sent as output; empty when none. One buffer,
-    // handed on at most once per OUTPUT_EVERY: no copy per line.
+    // handed on at most once per OUTPUT_EVERY: no allocation per line.
     let mut unshown = String::new();
     let deadline = tokio::time::sleep(launch.timeout);
     tokio::pin!(deadline);

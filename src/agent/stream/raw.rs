@@ -82,7 +82,9 @@ pub(super) struct RawAssistantLine<'a> {
 }
 
 impl<'a> RawAssistantLine<'a> {
-    /// The event [`RawLine::into_event`] makes of the same line.
+    /// The event [`RawLine::into_event`] makes of the same line; it also takes a line that
+    /// `RawLine` refuses only for a field this struct skips (a duplicated `session_id`, bad UTF-8
+    /// in a string orch does not read).
     pub(super) fn into_event(self) -> StreamEvent<'a> {
         match self.message.0 {
             Some(message) => assistant(message, self.parent_tool_use_id),
