@@ -167,7 +167,15 @@ fn save_outputs(path: &std::path::Path, outputs: &serde_json::Value) {
 
 impl Shell<'_, '_> {
     fn apply(&mut self, fx: Vec<Effect>) {
-        for effect in fx {
+        // Launches first (with the secrets they bring, masked before they can print): a step
+        // that waited on the one that just ended starts before that one's outputs file, reports
+        // and ledger rows are written, off a chain's critical path. Nothing is reordered that
+        // anyone sees: what a new executor tells comes through this task, after this batch, and
+        // the ledger writes keep their order.
+        let (launches, rest): (Vec<Effect>, Vec<Effect>) = fx.into_iter().partition(|effect| {
+            matches!(effect, Effect::Launch(_) | Effect::MaskSecrets(_))
+        });
+        for effect in launches.into_iter().chain(rest) {
             match effect {
                 Effect::Launch(launch) => {
                     let step = launch.step;
