@@ -12,7 +12,12 @@ tables show medians of the rounds: compare ratios, the machine is shared.
   chain   10,000 steps of `true`, each needing the one before; ms per step vs ninja.
   cpu     orch's own CPU per step (results.json `orch_cpu_seconds`) at 1,000 and 10,000 steps, -P 8.
   idle    1,000 simulated agents that wait: orch's RSS and CPU per second while they wait.
+  phases  where a chain's time per step goes (2,000 steps, state on tmpfs), from the kernel's own
+          fork, exec and exit events (`perf record` of three sched tracepoints; needs perf and
+          root or perf_event_paranoid <= -1): fork to exec (the child's setup and the exec), exec
+          to exit (the program), exit to the next fork (the runner's turn-around).
 """
+import re
 import glob
 import json
 import os
@@ -133,6 +138,81 @@ def chain(work):
     print(f"| ms per step | {m['before']:.2f} | {m['after']:.2f} | {m['ninja']:.2f} |")
     print(f"| vs ninja | {m['before'] / m['ninja']:.2f}x | {m['after'] / m['ninja']:.2f}x | 1x |",
           flush=True)
+
+
+def traced_phases(argv, program):
+    """Median ms of fork->exec, exec->exit and exit->next fork over the processes that exec
+    `program` while `argv` runs (its steps: nothing else here runs that program), from one traced
+    run."""
+    data = tempfile.mktemp(suffix=".perf")
+    try:
+        # System-wide (-a): following the command instead would copy perf's counters into every
+        # child it forks, which costs more than the forks measured.
+        subprocess.run(["perf", "record", "-q", "-a", "-o", data, "-e",
+                        "sched:sched_process_fork,sched:sched_process_exec,sched:sched_process_exit",
+                        "--", *argv], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        out = subprocess.run(["perf", "script", "-i", data, "-F", "tid,time,event,trace"],
+                             check=True, capture_output=True, text=True).stdout
+    finally:
+        if os.path.exists(data):
+            os.unlink(data)
+    fork, exe, end, order = {}, {}, {}, []
+    for line in out.splitlines():
+        m = re.match(r"\s*(\d+)\s+([\d.]+):\s+\S*?(fork|exec|exit):\s*(.*)", line)
+        if not m:
+            continue
+        tid, t, what, rest = int(m[1]), float(m[2]), m[3], m[4]
+        if what == "fork":
+            child = int(re.search(r"child_pid=(\d+)", rest)[1])
+            fork[child] = t
+            order.append(child)
+        elif what == "exec" and f"filename={program}" in rest:
+            exe[tid] = t
+        elif what == "exit":
+            end[tid] = t
+    kids = [c for c in order if c in exe and c in end]
+    ms = lambda v: statistics.median(v) * 1000
+    return (ms([exe[c] - fork[c] for c in kids]), ms([end[c] - exe[c] for c in kids]),
+            ms([fork[b] - end[a] for a, b in zip(kids, kids[1:])]))
+
+
+def phases(work):
+    n = 2000
+    print(f"== phases of a chain of {n:,} steps (median ms per step; median of", ROUNDS, "traced runs)")
+    if shutil.which("perf") is None:
+        print("skipped: no perf")
+        return
+    toml = f"{work}/phases.toml"
+    manifest(toml, n, 1, chain=True)
+    build = tempfile.mkdtemp(dir="/dev/shm")
+    ninja_file(f"{build}/build.ninja", n, chain=True)
+
+    def orch(binary):
+        state = tempfile.mkdtemp(dir="/dev/shm")
+        try:
+            return traced_phases([binary, "run", toml, "--quiet", "--state-dir", state],
+                                 shutil.which("true"))
+        finally:
+            shutil.rmtree(state, ignore_errors=True)
+
+    def ninja():
+        for f in (".ninja_log", ".ninja_deps"):
+            if os.path.exists(f"{build}/{f}"):
+                os.unlink(f"{build}/{f}")
+        return traced_phases(["ninja", "-j", "1", "-C", build], "/bin/sh")
+
+    try:
+        r = rounds([("before", lambda: orch(BEFORE)), ("after", lambda: orch(AFTER)),
+                    ("ninja", ninja)])
+    except subprocess.CalledProcessError:
+        print("skipped: perf cannot record sched tracepoints here (root or perf_event_paranoid)")
+        return
+    finally:
+        shutil.rmtree(build, ignore_errors=True)
+    print("| | fork → exec | exec → exit | exit → next fork | sum |\n|---|---|---|---|---|")
+    for name in ("before", "after", "ninja"):
+        p = [med([x[i] for x in r[name]]) for i in range(3)]
+        print(f"| {name} | {p[0]:.3f} | {p[1]:.3f} | {p[2]:.3f} | {sum(p):.3f} |", flush=True)
 
 
 def cpu(work):
