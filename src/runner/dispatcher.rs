@@ -172,9 +172,9 @@ impl Shell<'_, '_> {
         // and ledger rows are written, off a chain's critical path. Nothing is reordered that
         // anyone sees: what a new executor tells comes through this task, after this batch, and
         // the ledger writes keep their order.
-        let (launches, rest): (Vec<Effect>, Vec<Effect>) = fx.into_iter().partition(|effect| {
-            matches!(effect, Effect::Launch(_) | Effect::MaskSecrets(_))
-        });
+        let (launches, rest): (Vec<Effect>, Vec<Effect>) = fx
+            .into_iter()
+            .partition(|effect| matches!(effect, Effect::Launch(_) | Effect::MaskSecrets(_)));
         for effect in launches.into_iter().chain(rest) {
             match effect {
                 Effect::Launch(launch) => {
