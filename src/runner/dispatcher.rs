@@ -168,10 +168,10 @@ fn save_outputs(path: &std::path::Path, outputs: &serde_json::Value) {
 impl Shell<'_, '_> {
     fn apply(&mut self, fx: Vec<Effect>) {
         // Launches first (with the secrets they bring, masked before they can print): a step
-        // that waited on the one that just ended starts before that one's outputs file, reports
-        // and ledger rows are written, off a chain's critical path. Nothing is reordered that
-        // anyone sees: what a new executor tells comes through this task, after this batch, and
-        // the ledger writes keep their order.
+        // that waited on the one that just ended starts before that one's outputs file is
+        // written and its reports and ledger rows are handed on, off a chain's critical path.
+        // Nothing is reordered that anyone sees: what a new executor tells comes through this
+        // task, after this batch, and the ledger writes keep their order.
         let (launches, rest): (Vec<Effect>, Vec<Effect>) = fx
             .into_iter()
             .partition(|effect| matches!(effect, Effect::Launch(_) | Effect::MaskSecrets(_)));
