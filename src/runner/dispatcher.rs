@@ -166,16 +166,15 @@ fn save_outputs(path: &std::path::Path, outputs: &serde_json::Value) {
 }
 
 impl Shell<'_, '_> {
-    fn apply(&mut self, fx: Vec<Effect>) {
+    fn apply(&mut self, mut fx: Vec<Effect>) {
         // Launches first (with the secrets they bring, masked before they can print): a step
         // that waited on the one that just ended starts before that one's outputs file is
         // written and its reports and ledger rows are handed on, off a chain's critical path.
         // Nothing is reordered that anyone sees: what a new executor tells comes through this
         // task, after this batch, and the ledger writes keep their order.
-        let (launches, rest): (Vec<Effect>, Vec<Effect>) = fx
-            .into_iter()
-            .partition(|effect| matches!(effect, Effect::Launch(_) | Effect::MaskSecrets(_)));
-        for effect in launches.into_iter().chain(rest) {
+        // A stable sort in place: the order within each part stays, and no batch is copied.
+        fx.sort_by_key(|effect| !matches!(effect, Effect::Launch(_) | Effect::MaskSecrets(_)));
+        for effect in fx {
             match effect {
                 Effect::Launch(launch) => {
                     let step = launch.step;
