@@ -17,10 +17,10 @@ tables show medians of the rounds: compare ratios, the machine is shared.
           root or perf_event_paranoid <= -1): fork to exec (the child's setup and the exec), exec
           to exit (the program), exit to the next fork (the runner's turn-around).
 """
-import re
 import glob
 import json
 import os
+import re
 import shutil
 import statistics
 import subprocess
@@ -144,7 +144,8 @@ def traced_phases(argv, program):
     """Median ms of fork->exec, exec->exit and exit->next fork over the processes that exec
     `program` while `argv` runs (its steps: nothing else here runs that program), from one traced
     run."""
-    data = tempfile.mktemp(suffix=".perf")
+    fd, data = tempfile.mkstemp(suffix=".perf")
+    os.close(fd)
     try:
         # System-wide (-a): following the command instead would copy perf's counters into every
         # child it forks, which costs more than the forks measured.
@@ -182,6 +183,14 @@ def phases(work):
     if shutil.which("perf") is None:
         print("skipped: no perf")
         return
+    # Whether perf may record sched tracepoints here, asked once, so that a later failure is the
+    # runner's and stops the benchmark.
+    probe = subprocess.run(["perf", "record", "-q", "-o", "/dev/null", "-e",
+                            "sched:sched_process_exec", "--", "true"],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    if probe.returncode != 0:
+        print("skipped: perf cannot record sched tracepoints here (root or perf_event_paranoid)")
+        return
     toml = f"{work}/phases.toml"
     manifest(toml, n, 1, chain=True)
     build = tempfile.mkdtemp(dir="/dev/shm")
@@ -204,9 +213,6 @@ def phases(work):
     try:
         r = rounds([("before", lambda: orch(BEFORE)), ("after", lambda: orch(AFTER)),
                     ("ninja", ninja)])
-    except subprocess.CalledProcessError:
-        print("skipped: perf cannot record sched tracepoints here (root or perf_event_paranoid)")
-        return
     finally:
         shutil.rmtree(build, ignore_errors=True)
     print("| | fork → exec | exec → exit | exit → next fork | sum |\n|---|---|---|---|---|")
