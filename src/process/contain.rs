@@ -104,19 +104,17 @@ impl StepCgroup {
 }
 
 /// The whole of a small kernfs file, read from its start into `buf`; `None` if it cannot be read
-/// or does not fit.
+/// or does not fit. One read: a kernfs file is a `seq_file`, which fills the buffer until it is
+/// full or the text ends, so a read that leaves room has it all (a second read to see the end
+/// cost a system call at every step's end, three per step).
 fn read_at_start<'a>(file: &File, buf: &'a mut [u8]) -> Option<&'a [u8]> {
     use std::os::unix::fs::FileExt;
-    let mut len = 0;
     loop {
-        match file.read_at(&mut buf[len..], len as u64) {
-            Ok(0) => return Some(&buf[..len]),
-            Ok(n) => len += n,
+        match file.read_at(buf, 0) {
+            Ok(n) if n < buf.len() => return Some(&buf[..n]),
+            Ok(_) => return None,
             Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
             Err(_) => return None,
-        }
-        if len == buf.len() {
-            return None;
         }
     }
 }

@@ -154,11 +154,18 @@ struct Shell<'r, 'w> {
 /// Writes a job's outputs file (small; a failure is logged, the run's results hold them too).
 fn save_outputs(path: &std::path::Path, outputs: &serde_json::Value) {
     let write = || -> std::io::Result<()> {
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)?;
-        }
         let text = serde_json::to_vec_pretty(outputs).map_err(std::io::Error::other)?;
-        std::fs::write(path, text)
+        // The folder is made by the first write that misses it: every later step's write is
+        // one open, not a `mkdir` that fails and a `stat` first.
+        match std::fs::write(path, &text) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                if let Some(dir) = path.parent() {
+                    std::fs::create_dir_all(dir)?;
+                }
+                std::fs::write(path, text)
+            }
+            written => written,
+        }
     };
     if let Err(e) = write() {
         tracing::warn!("cannot write {}: {e}", path.display());
