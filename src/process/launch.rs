@@ -2,11 +2,11 @@
 //! dispositions orch keeps so that every child starts with the defaults the stop ladder needs.
 //!
 //! Owns the list of paths a program is tried at ([`candidates`]: `execvp`'s search, but in the
-//! job's own `PATH` when its environment sets one, less the folders that do not hold it), and orch's handling of signals: a *handled*
-//! signal is reset to its default in the child (by `vfork`, as by `exec`), an *ignored* one stays
-//! ignored. So orch never ignores SIGINT, SIGTERM or SIGXFSZ; where it must not die of one
-//! (SIGXFSZ, or a signal it was started with ignored) it handles it with a handler that does
-//! nothing.
+//! job's own `PATH` when its environment sets one, and without the folders before the first that
+//! holds it), and orch's handling of signals: a *handled* signal is reset to its default in the
+//! child (by `vfork`, as by `exec`), an *ignored* one stays ignored. So orch never ignores
+//! SIGINT, SIGTERM or SIGXFSZ; where it must not die of one (SIGXFSZ, or a signal it was started
+//! with ignored) it handles it with a handler that does nothing.
 //!
 //! It must never change what runs: argv[0] stays the name the job gave, and a program found
 //! nowhere is reported missing by the exec, as before.
@@ -23,13 +23,13 @@ use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction
 const DEFAULT_IN_CHILDREN: [Signal; 3] = [Signal::SIGINT, Signal::SIGTERM, Signal::SIGXFSZ];
 
 /// The paths the child tries `program` at, in order, as `execvp` would ([`search`]), less the
-/// absolute ones before the first that may be there which do not exist now. `execvp` would pass over those too, but each failed
-/// `exec` in the child costs several microseconds (~6 here, with orch's environment) while a
-/// look here costs one; with eight folders before `/usr/bin` a step started 0.05 ms sooner.
-/// What runs is the same: a path that exists, even one the child cannot exec, is still tried in
-/// its place, and one that appears between the look and the exec is what a search a moment
-/// earlier would have missed too. Relative paths are kept (they are taken from the job's working
-/// folder).
+/// absolute ones that do not exist now, up to the first that may. `execvp` would pass over those
+/// too, but each failed `exec` in the child costs several microseconds (~6 here, with orch's
+/// environment) while a look here costs about one; with eight folders before `/usr/bin` the
+/// child's setup took 0.05 ms less (benchmarks.md). What runs is the same: a path that exists,
+/// even one the child cannot exec, is still tried in its place, and one that appears between the
+/// look and the exec is what a search a moment earlier would have missed too. Relative paths are
+/// kept (they are taken from the job's working folder).
 pub(crate) fn candidates(program: &Path, env: &[(OsString, OsString)]) -> Vec<PathBuf> {
     let mut paths = search(program, env);
     if looked_up(program) {
