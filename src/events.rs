@@ -280,8 +280,8 @@ pub enum Event {
     },
     /// A job instance ended and has outputs (see the book's "Passing results between jobs"):
     /// an agent's `result`, `session_id`, `cost_usd`, `tokens` (and `structured`), a process
-    /// job's `stdout`, `exit_code` (and `json`). Also written to `outputs/<job>.json` in the run
-    /// folder.
+    /// job's `stdout`, `exit_code` (and `json`). Also appended to the run folder's `outputs.ndjson`
+    /// (unmasked: the line `orch resume` renders later jobs' templates from).
     JobOutputs {
         /// The instance's name (`job` or `job[key]`).
         job: String,

@@ -405,7 +405,7 @@ fn chain_steps(ledger: &Ledger, run: &RunInfo) -> rusqlite::Result<(Vec<StepInfo
 }
 
 /// A job instance's outputs in the original run (or the run it reused them from): from a
-/// results file, else from an `outputs/NNN-<job>.json` file (a killed run wrote no results).
+/// results file, else from the run folder's `outputs.ndjson` (a killed run wrote no results).
 fn original_outputs(resume: &Resumption, instance: usize, name: &str) -> Option<Value> {
     resume
         .run_dirs
@@ -428,6 +428,23 @@ fn outputs_in(
     {
         return Some(v.clone());
     }
+    match std::fs::read_to_string(run_dir.join(crate::runner::OUTPUTS_FILE)) {
+        // The last line of the job (a line cut short by a kill does not parse and is passed over).
+        Ok(text) => text
+            .lines()
+            .rev()
+            .find_map(|line| {
+                let mut v: Value = serde_json::from_str(line).ok()?;
+                (v["job"] == name).then(|| v["outputs"].take())
+            })
+            .filter(|v| !v.is_null()),
+        Err(_) => legacy_outputs_in(run_dir, instance, name),
+    }
+}
+
+/// A job instance's outputs in a run folder from before `outputs.ndjson`, which has a file per
+/// job instead: `outputs/NNN-<job>.json`.
+fn legacy_outputs_in(run_dir: &Path, instance: usize, name: &str) -> Option<Value> {
     let dir = run_dir.join("outputs");
     let slug = crate::runner::slug(name);
     let mut found: Vec<(usize, PathBuf)> = std::fs::read_dir(&dir)
@@ -679,13 +696,35 @@ mod tests {
     fn a_last_step_without_outputs_runs_again() {
         let dir = tempfile::tempdir().unwrap();
         let mut r = original(TEXT, &[("a", "completed"), ("b", "completed")], dir.path());
-        // No results file and no outputs/ files: nothing to give b's dependents.
+        // No results file and no outputs file: nothing to give b's dependents.
         r.run_dirs = vec![(dir.path().into(), None)];
         let (m, plan) = plan_of(TEXT);
         assert!(decide(&m, &plan, &r).reused.is_empty());
-        // An outputs file of the killed run is enough.
+        // The outputs file of the killed run is enough: the last whole line of a job counts (a
+        // line cut short by the kill does not), and another job's line is not a's.
+        let lines = concat!(
+            r#"{"job":"a","outputs":{"stdout":"old"}}"#,
+            "\n",
+            r#"{"job":"a","outputs":{"stdout":"a"}}"#,
+            "\n",
+            r#"{"job":"ab","outputs":{"stdout":"ab"}}"#,
+            "\n",
+            r#"{"job":"a","outputs":{"std"#,
+        );
+        std::fs::write(dir.path().join("outputs.ndjson"), lines).unwrap();
+        let d = decide(&m, &plan, &r);
+        assert_eq!(labels(&plan, &d.reused), ["a"]);
+        assert_eq!(d.outputs[0].1["stdout"], "a");
+    }
+
+    #[test]
+    fn a_run_folder_with_a_file_per_job_still_gives_its_outputs() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut r = original(TEXT, &[("a", "completed"), ("b", "completed")], dir.path());
+        r.run_dirs = vec![(dir.path().into(), None)];
         std::fs::create_dir_all(dir.path().join("outputs")).unwrap();
         std::fs::write(dir.path().join("outputs/001-a.json"), "{\"stdout\":\"a\"}").unwrap();
+        let (m, plan) = plan_of(TEXT);
         let d = decide(&m, &plan, &r);
         assert_eq!(labels(&plan, &d.reused), ["a"]);
         assert_eq!(d.outputs[0].1["stdout"], "a");

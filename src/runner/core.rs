@@ -158,11 +158,8 @@ pub enum Effect {
     Report(Event),
     /// A third signal: leave at once (the guardian kills every group).
     Exit,
-    /// Write a job instance's outputs to its file in the run folder.
-    SaveOutputs {
-        path: std::path::PathBuf,
-        outputs: Value,
-    },
+    /// Append a job instance's outputs to the run folder's outputs file.
+    SaveOutputs { job: String, outputs: Value },
     /// Hide these values in everything orch prints or writes from now on (secret variables
     /// whose values templates rendered).
     MaskSecrets(Vec<String>),
@@ -1169,7 +1166,7 @@ impl<'a> Core<'a> {
         let outputs = self.isolated.add_outputs(instance, outputs);
         let name = self.plan.instances[instance].name.clone();
         fx.push(Effect::SaveOutputs {
-            path: self.ctx.outputs_path(instance, &name),
+            job: name.clone(),
             outputs: outputs.clone(),
         });
         fx.push(Effect::Report(Event::JobOutputs {

@@ -11,6 +11,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use serde_json::Value;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
@@ -54,6 +55,10 @@ pub async fn run<'a>(
         git_tx,
         writer,
         report,
+        outputs: OutputsFile {
+            path: ctx.outputs_file(),
+            file: None,
+        },
     };
     let fx = core.handle(Now::read(), Input::Tick);
     shell.apply(fx);
@@ -149,26 +154,39 @@ struct Shell<'r, 'w> {
     git_tx: mpsc::UnboundedSender<Input>,
     writer: &'w mut Writer,
     report: &'w mut dyn FnMut(Event),
+    outputs: OutputsFile,
 }
 
-/// Writes a job's outputs file (small; a failure is logged, the run's results hold them too).
-fn save_outputs(path: &std::path::Path, outputs: &serde_json::Value) {
-    let write = || -> std::io::Result<()> {
-        let text = serde_json::to_vec_pretty(outputs).map_err(std::io::Error::other)?;
-        // The folder is made by the first write that misses it: every later step's write is
-        // one open, not a `mkdir` that fails and a `stat` first.
-        match std::fs::write(path, &text) {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                if let Some(dir) = path.parent() {
-                    std::fs::create_dir_all(dir)?;
-                }
-                std::fs::write(path, text)
-            }
-            written => written,
+/// The run folder's outputs file, opened when the first job ends: a line per job instance,
+/// `{"job": NAME, "outputs": {...}}`, appended in one `write` each. One file for the run, not
+/// one per job: on a file system slow to make files (ext4 soon after a folder of many was
+/// deleted) a new file cost up to a millisecond of the dispatcher's time per job. A failure is
+/// logged; the run's results hold the outputs too.
+struct OutputsFile {
+    path: std::path::PathBuf,
+    file: Option<std::fs::File>,
+}
+
+impl OutputsFile {
+    fn append(&mut self, job: &str, outputs: &Value) {
+        use std::io::Write;
+        let mut line = serde_json::to_vec(&serde_json::json!({ "job": job, "outputs": outputs }))
+            .expect("a JSON value serializes");
+        line.push(b'\n');
+        let file = match &mut self.file {
+            Some(file) => file,
+            None => match std::fs::File::options()
+                .create(true)
+                .append(true)
+                .open(&self.path)
+            {
+                Ok(file) => self.file.insert(file),
+                Err(e) => return tracing::warn!("cannot open {}: {e}", self.path.display()),
+            },
+        };
+        if let Err(e) = file.write_all(&line) {
+            tracing::warn!("cannot write {}: {e}", self.path.display());
         }
-    };
-    if let Err(e) = write() {
-        tracing::warn!("cannot write {}: {e}", path.display());
     }
 }
 
@@ -206,7 +224,7 @@ impl Shell<'_, '_> {
                 }
                 Effect::Ledger(write) => self.writer.send(write),
                 Effect::Report(event) => (self.report)(event),
-                Effect::SaveOutputs { path, outputs } => save_outputs(&path, &outputs),
+                Effect::SaveOutputs { job, outputs } => self.outputs.append(&job, &outputs),
                 Effect::MaskSecrets(values) => crate::secrets::extend(values),
                 // Git runs on a blocking thread; a lock per repository keeps its commands in turn.
                 Effect::PrepareWorktree { step, spec } => {

@@ -92,13 +92,14 @@ impl RunContext {
 }
 
 impl RunContext {
-    /// The file of a job instance's outputs: `outputs/NNN-<job>.json`.
-    pub fn outputs_path(&self, instance: usize, name: &str) -> PathBuf {
-        self.run_dir
-            .join("outputs")
-            .join(format!("{:03}-{}.json", instance + 1, slug(name)))
+    /// The file of the run's job outputs, a line per job instance as it ends: `outputs.ndjson`.
+    pub fn outputs_file(&self) -> PathBuf {
+        self.run_dir.join(OUTPUTS_FILE)
     }
 }
+
+/// The name of a run folder's outputs file (see [`RunContext::outputs_file`]).
+pub(crate) const OUTPUTS_FILE: &str = "outputs.ndjson";
 
 /// A file-name-safe form of a job name.
 pub(crate) fn slug(name: &str) -> String {

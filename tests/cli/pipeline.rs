@@ -184,12 +184,20 @@ run = ["printf", "%s", "${{{{ jobs.src.outputs.exit_code }}}} ${{{{ run.id }}}}"
     // A number renders as JSON; run.id is the run's id.
     let run_id = v["metadata"]["run_id"].as_str().unwrap();
     assert_eq!(stdout_of(&v, "json"), format!("0 {run_id}"));
-    // The outputs file of each job is in the run folder.
+    // The run folder's outputs file has a line per job, as it was, unmasked.
     let run_dir = std::path::PathBuf::from(v["metadata"]["run_dir"].as_str().unwrap());
-    let saved: Value = serde_json::from_str(
-        &std::fs::read_to_string(run_dir.join("outputs/001-src.json")).unwrap(),
-    )
-    .unwrap();
+    let text = std::fs::read_to_string(run_dir.join("outputs.ndjson")).unwrap();
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let jobs: Vec<&str> = lines.iter().map(|l| l["job"].as_str().unwrap()).collect();
+    assert_eq!(
+        jobs.len(),
+        v["instances"].as_object().unwrap().len(),
+        "{text}"
+    );
+    let saved = &lines.iter().find(|l| l["job"] == "src").unwrap()["outputs"];
     assert_eq!(saved["stdout"], hostile);
     assert_eq!(saved["exit_code"], 0);
 }
