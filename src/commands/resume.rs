@@ -33,11 +33,30 @@ pub struct Resumption {
     pub steps: Vec<StepInfo>,
     /// The original's step definition hashes, by step label.
     pub definitions: HashMap<String, String>,
-    /// The run folders of the original and of the runs it resumed, newest first, each with its
-    /// results file if it wrote one: a step the original reused has its outputs in an earlier one.
-    pub run_dirs: Vec<(PathBuf, Option<Value>)>,
+    /// The run folders of the original and of the runs it resumed, newest first: a step the
+    /// original reused has its outputs in an earlier one.
+    pub run_dirs: Vec<RunFolder>,
     /// `--force`: completed steps whose definition changed run again instead of a refusal.
     pub force: bool,
+}
+
+/// A run folder of the chain, read once: its results file, if it wrote one, and the last line
+/// of each job in its outputs file (`None`: it has none).
+#[derive(Clone, Debug)]
+pub struct RunFolder {
+    pub dir: PathBuf,
+    pub results: Option<Value>,
+    pub outputs: Option<HashMap<String, Value>>,
+}
+
+impl RunFolder {
+    pub fn read(dir: PathBuf) -> Self {
+        RunFolder {
+            results: read_results(&dir),
+            outputs: crate::runner::read_outputs(&dir),
+            dir,
+        }
+    }
 }
 
 /// Which steps of the new plan are reused and which run, and why.
@@ -100,13 +119,7 @@ pub fn resume(config: &ResumeConfig) -> Result<ExitCode, Error> {
     let (steps, dirs) = chain_steps(&ledger, &original).map_err(|e| sql(&path, e))?;
     let resumption = Resumption {
         steps,
-        run_dirs: dirs
-            .into_iter()
-            .map(|d| {
-                let results = read_results(&d);
-                (d, results)
-            })
-            .collect(),
+        run_dirs: dirs.into_iter().map(RunFolder::read).collect(),
         definitions: ledger
             .definitions(&original.id)
             .map_err(|e| sql(&path, e))?,
@@ -410,17 +423,14 @@ fn original_outputs(resume: &Resumption, instance: usize, name: &str) -> Option<
     resume
         .run_dirs
         .iter()
-        .find_map(|(dir, results)| outputs_in(dir, results.as_ref(), instance, name))
+        .find_map(|folder| outputs_in(folder, instance, name))
 }
 
 /// A job instance's outputs in one run folder.
-fn outputs_in(
-    run_dir: &Path,
-    results: Option<&Value>,
-    instance: usize,
-    name: &str,
-) -> Option<Value> {
-    if let Some(v) = results
+fn outputs_in(folder: &RunFolder, instance: usize, name: &str) -> Option<Value> {
+    if let Some(v) = folder
+        .results
+        .as_ref()
         .and_then(|r| r.get("instances"))
         .and_then(|i| i.get(name))
         .and_then(|i| i.get("outputs"))
@@ -428,17 +438,9 @@ fn outputs_in(
     {
         return Some(v.clone());
     }
-    match std::fs::read_to_string(run_dir.join(crate::runner::OUTPUTS_FILE)) {
-        // The last line of the job (a line cut short by a kill does not parse and is passed over).
-        Ok(text) => text
-            .lines()
-            .rev()
-            .find_map(|line| {
-                let mut v: Value = serde_json::from_str(line).ok()?;
-                (v["job"] == name).then(|| v["outputs"].take())
-            })
-            .filter(|v| !v.is_null()),
-        Err(_) => legacy_outputs_in(run_dir, instance, name),
+    match &folder.outputs {
+        Some(lines) => lines.get(name).filter(|v| !v.is_null()).cloned(),
+        None => legacy_outputs_in(&folder.dir, instance, name),
     }
 }
 
@@ -617,10 +619,11 @@ mod tests {
             },
             steps,
             definitions,
-            run_dirs: vec![(
-                dir.into(),
-                Some(serde_json::json!({ "instances": instances })),
-            )],
+            run_dirs: vec![RunFolder {
+                dir: dir.into(),
+                results: Some(serde_json::json!({ "instances": instances })),
+                outputs: None,
+            }],
             force: false,
         }
     }
@@ -697,7 +700,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut r = original(TEXT, &[("a", "completed"), ("b", "completed")], dir.path());
         // No results file and no outputs file: nothing to give b's dependents.
-        r.run_dirs = vec![(dir.path().into(), None)];
+        r.run_dirs = vec![RunFolder::read(dir.path().into())];
         let (m, plan) = plan_of(TEXT);
         assert!(decide(&m, &plan, &r).reused.is_empty());
         // The outputs file of the killed run is enough: the last whole line of a job counts (a
@@ -712,6 +715,7 @@ mod tests {
             r#"{"job":"a","outputs":{"std"#,
         );
         std::fs::write(dir.path().join("outputs.ndjson"), lines).unwrap();
+        r.run_dirs = vec![RunFolder::read(dir.path().into())];
         let d = decide(&m, &plan, &r);
         assert_eq!(labels(&plan, &d.reused), ["a"]);
         assert_eq!(d.outputs[0].1["stdout"], "a");
@@ -721,9 +725,9 @@ mod tests {
     fn a_run_folder_with_a_file_per_job_still_gives_its_outputs() {
         let dir = tempfile::tempdir().unwrap();
         let mut r = original(TEXT, &[("a", "completed"), ("b", "completed")], dir.path());
-        r.run_dirs = vec![(dir.path().into(), None)];
         std::fs::create_dir_all(dir.path().join("outputs")).unwrap();
         std::fs::write(dir.path().join("outputs/001-a.json"), "{\"stdout\":\"a\"}").unwrap();
+        r.run_dirs = vec![RunFolder::read(dir.path().into())];
         let (m, plan) = plan_of(TEXT);
         let d = decide(&m, &plan, &r);
         assert_eq!(labels(&plan, &d.reused), ["a"]);

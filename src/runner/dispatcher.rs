@@ -170,7 +170,7 @@ struct OutputsFile {
 impl OutputsFile {
     fn append(&mut self, job: &str, outputs: &Value) {
         use std::io::Write;
-        let mut line = serde_json::to_vec(&serde_json::json!({ "job": job, "outputs": outputs }))
+        let mut line = serde_json::to_vec(&super::OutputsLine { job, outputs })
             .expect("a JSON value serializes");
         line.push(b'\n');
         let file = match &mut self.file {

@@ -14,12 +14,14 @@ pub mod slurm;
 mod slurm_step;
 pub mod writer;
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
+use serde_json::Value;
 
 use crate::agent::accounting::{ResultSummary, StepUsage};
 use crate::errors::ExitCode;
@@ -100,6 +102,23 @@ impl RunContext {
 
 /// The name of a run folder's outputs file (see [`RunContext::outputs_file`]).
 pub(crate) const OUTPUTS_FILE: &str = "outputs.ndjson";
+
+/// A line of the outputs file: `{"job": NAME, "outputs": {...}}` (written borrowed, read owned).
+#[derive(Serialize, serde::Deserialize)]
+pub(crate) struct OutputsLine<J, O> {
+    pub job: J,
+    pub outputs: O,
+}
+
+/// A run folder's outputs file, read once: the last whole line of each job (a line cut short by
+/// a kill does not parse and is passed over); `None` when the folder has no such file.
+pub(crate) fn read_outputs(run_dir: &std::path::Path) -> Option<HashMap<String, Value>> {
+    let text = std::fs::read_to_string(run_dir.join(OUTPUTS_FILE)).ok()?;
+    let lines = text
+        .lines()
+        .filter_map(|line| serde_json::from_str::<OutputsLine<String, Value>>(line).ok());
+    Some(lines.map(|line| (line.job, line.outputs)).collect())
+}
 
 /// A file-name-safe form of a job name.
 pub(crate) fn slug(name: &str) -> String {
